@@ -1,0 +1,19 @@
+//! `levee-proxy`: Levee's data plane, the sidecar that carries a workload's
+//! outbound calls and guards its inbound side.
+//!
+//! Layout (one owner per module; see each module's docs):
+//! - `config`: command-line flags (clap, `LEVEE_*` env fallbacks) → [`config::ProxyConfig`].
+//! - `state`: [`state::Shared`], what every listener reads: the current policy
+//!   snapshot (swapped atomically), endpoints, metrics, readiness.
+//! - `policy_source`: loads `--policy-file`, re-reads it on change or SIGHUP,
+//!   refuses invalid files and keeps the last good snapshot.
+//! - `endpoints`: where a service's endpoints come from (static documents, then DNS).
+//! - `metrics`: the Prometheus registry and the metric families of DESIGN.md §5.
+//! - `admin`: the admin HTTP server (`/live`, `/ready`, `/metrics`, `/config`).
+//! - `errors`: [`errors::ProxyError`] and the one function that turns it into
+//!   the HTTP/gRPC response of DESIGN.md §2.
+//! - `server`: accept loops, connection limits, protocol detection, graceful shutdown.
+//! - `outbound` / `inbound`: the two data paths.
+//! - `forward`: upstream connection pools, hop-by-hop header handling, upgrades.
+
+#![forbid(unsafe_code)]
