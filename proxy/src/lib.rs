@@ -17,3 +17,5 @@
 //! - `forward`: upstream connection pools, hop-by-hop header handling, upgrades.
 
 #![forbid(unsafe_code)]
+
+pub mod metrics;

@@ -1,0 +1,349 @@
+//! The proxy's Prometheus metrics: one [`Metrics`] owns a `prometheus-client`
+//! registry (no global registry, so tests can build their own) and every
+//! metric family of DESIGN.md §5. Names and labels are a contract; the catalog
+//! is `docs/metrics.md`.
+//!
+//! Hot path: [`Metrics::requests`] hands out a [`RequestMetrics`] whose label
+//! handles are resolved once per (direction, service, route) and cached.
+
+mod labels;
+mod request;
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub use labels::Direction;
+pub use request::RequestMetrics;
+
+use labels::{
+    CircuitLabels, EndpointLabels, RejectedLabels, RequestLabels, RetryLabels, RouteLabels,
+    ServiceRouteLabels, TimeoutLabels, TransitionLabels, UpdateLabels,
+};
+use request::{DurationFamily, RouteCache};
+
+/// The content type of [`Metrics::encode`]'s output (OpenMetrics text).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Suggested values of the `outcome` label of `levee_requests_total`. Proxy-made
+/// errors use their `x-levee-error` name (`timeout`, `circuit-open`, ...).
+pub mod outcome {
+    /// The upstream answered and the answer is not a failure (HTTP < 500, gRPC OK or a client error).
+    pub const SUCCESS: &str = "success";
+    /// The upstream answered with a failure (HTTP 5xx, gRPC UNAVAILABLE, ...).
+    pub const FAILURE: &str = "failure";
+}
+
+/// Latency buckets of `levee_request_duration_seconds`: 0.5 ms to 30 s.
+const DURATION_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+    30.0,
+];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// Circuit breaker states as `levee_circuit_state` encodes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed = 0,
+    Open = 1,
+    HalfOpen = 2,
+}
+
+/// Every metric family of the proxy. Cheap to clone (shared inside).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Holds a clone of every family below; only read by `encode`.
+    registry: Registry,
+    requests_total: Family<RequestLabels, Counter>,
+    request_duration: DurationFamily,
+    retries_total: Family<RetryLabels, Counter>,
+    retry_budget_exhausted_total: Family<ServiceRouteLabels, Counter>,
+    circuit_state: Family<CircuitLabels, Gauge>,
+    circuit_transitions_total: Family<TransitionLabels, Counter>,
+    rejected_total: Family<RejectedLabels, Counter>,
+    timeouts_total: Family<TimeoutLabels, Counter>,
+    endpoints: Family<EndpointLabels, Gauge>,
+    policy_version: Gauge,
+    policy_updates_total: Family<UpdateLabels, Counter>,
+    control_plane_connected: Gauge,
+    /// Per-route handles handed out by `requests`.
+    routes: RouteCache,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every family registered. The encoder leaves a
+    /// labelled family out until its first series exists; the unlabelled
+    /// gauges and both `levee_policy_updates_total` results start at 0.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests_total = Family::<RequestLabels, Counter>::default();
+        let request_duration =
+            DurationFamily::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let retries_total = Family::<RetryLabels, Counter>::default();
+        let retry_budget_exhausted_total = Family::<ServiceRouteLabels, Counter>::default();
+        let circuit_state = Family::<CircuitLabels, Gauge>::default();
+        let circuit_transitions_total = Family::<TransitionLabels, Counter>::default();
+        let rejected_total = Family::<RejectedLabels, Counter>::default();
+        let timeouts_total = Family::<TimeoutLabels, Counter>::default();
+        let endpoints = Family::<EndpointLabels, Gauge>::default();
+        let policy_version = Gauge::default();
+        let policy_updates_total = Family::<UpdateLabels, Counter>::default();
+        let control_plane_connected = Gauge::default();
+
+        // Counter names are registered without `_total`: the encoder adds it.
+        registry.register(
+            "levee_requests",
+            "Requests that finished, by direction, service, route, status code and outcome",
+            requests_total.clone(),
+        );
+        registry.register(
+            "levee_request_duration_seconds",
+            "Duration of requests through the proxy (all attempts), in seconds",
+            request_duration.clone(),
+        );
+        registry.register(
+            "levee_retries",
+            "Retry attempts sent, by reason",
+            retries_total.clone(),
+        );
+        registry.register(
+            "levee_retry_budget_exhausted",
+            "Retries not sent because the retry budget was exhausted",
+            retry_budget_exhausted_total.clone(),
+        );
+        registry.register(
+            "levee_circuit_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open (endpoint \"\" is the service breaker)",
+            circuit_state.clone(),
+        );
+        registry.register(
+            "levee_circuit_transitions",
+            "Circuit breaker state changes, by the state entered",
+            circuit_transitions_total.clone(),
+        );
+        registry.register(
+            "levee_rejected",
+            "Requests the proxy refused itself, by reason",
+            rejected_total.clone(),
+        );
+        registry.register(
+            "levee_timeouts",
+            "Timeouts that fired, by kind",
+            timeouts_total.clone(),
+        );
+        registry.register(
+            "levee_endpoints",
+            "Endpoints per service, by state",
+            endpoints.clone(),
+        );
+        registry.register(
+            "levee_policy_version",
+            "Version of the policy in use",
+            policy_version.clone(),
+        );
+        registry.register(
+            "levee_policy_updates",
+            "Policy updates accepted (ack) or refused (nack)",
+            policy_updates_total.clone(),
+        );
+        registry.register(
+            "levee_control_plane_connected",
+            "1 while the proxy's stream to the control plane is up, else 0",
+            control_plane_connected.clone(),
+        );
+
+        // Both results exist from the start, so `rate()` and alerts on nack see a 0 first.
+        for result in ["ack", "nack"] {
+            drop(policy_updates_total.get_or_create(&UpdateLabels { result }));
+        }
+
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                requests_total,
+                request_duration,
+                retries_total,
+                retry_budget_exhausted_total,
+                circuit_state,
+                circuit_transitions_total,
+                rejected_total,
+                timeouts_total,
+                endpoints,
+                policy_version,
+                policy_updates_total,
+                control_plane_connected,
+                routes: RouteCache::default(),
+            }),
+        }
+    }
+
+    /// The request metrics of one route. Handles are cached (up to a bound),
+    /// so calling this per request costs a read lock and two map lookups.
+    pub fn requests(&self, direction: Direction, service: &str, route: &str) -> RequestMetrics {
+        let inner = &self.inner;
+        if let Some(found) = inner.routes.get(direction, service, route) {
+            return found;
+        }
+        inner.routes.get_or_insert(direction, service, route, || {
+            let labels = RouteLabels {
+                direction,
+                service: service.into(),
+                route: route.into(),
+            };
+            RequestMetrics::new(labels, &inner.request_duration, &inner.requests_total)
+        })
+    }
+
+    /// `levee_retries_total{service,route,reason}`.
+    pub fn retries(&self, service: &str, route: &str, reason: &str) -> Counter {
+        self.inner.retries_total.get_or_create_owned(&RetryLabels {
+            service: service.into(),
+            route: route.into(),
+            reason: reason.into(),
+        })
+    }
+
+    /// `levee_retry_budget_exhausted_total{service,route}`.
+    pub fn retry_budget_exhausted(&self, service: &str, route: &str) -> Counter {
+        self.inner
+            .retry_budget_exhausted_total
+            .get_or_create_owned(&ServiceRouteLabels {
+                service: service.into(),
+                route: route.into(),
+            })
+    }
+
+    /// Sets `levee_circuit_state{service,endpoint}`; `endpoint` is "" for the service breaker.
+    pub fn set_circuit_state(&self, service: &str, endpoint: &str, state: CircuitState) {
+        self.inner
+            .circuit_state
+            .get_or_create(&CircuitLabels {
+                service: service.into(),
+                endpoint: endpoint.into(),
+            })
+            .set(state as i64);
+    }
+
+    /// `levee_circuit_transitions_total{service,endpoint,to}`.
+    pub fn circuit_transitions(&self, service: &str, endpoint: &str, to: CircuitState) -> Counter {
+        let to = match to {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half-open",
+        };
+        self.inner
+            .circuit_transitions_total
+            .get_or_create_owned(&TransitionLabels {
+                service: service.into(),
+                endpoint: endpoint.into(),
+                to,
+            })
+    }
+
+    /// `levee_rejected_total{direction,service,reason}`; `reason` is the
+    /// `x-levee-error` name (circuit-open, rate-limited, overloaded, no-endpoints).
+    pub fn rejected(&self, direction: Direction, service: &str, reason: &'static str) -> Counter {
+        self.inner
+            .rejected_total
+            .get_or_create_owned(&RejectedLabels {
+                direction,
+                service: service.into(),
+                reason,
+            })
+    }
+
+    /// `levee_timeouts_total{service,route,kind}`; kind is request, per-try, connect or idle.
+    pub fn timeouts(&self, service: &str, route: &str, kind: &'static str) -> Counter {
+        self.inner
+            .timeouts_total
+            .get_or_create_owned(&TimeoutLabels {
+                service: service.into(),
+                route: route.into(),
+                kind,
+            })
+    }
+
+    /// Sets `levee_endpoints{service,state}` (state: ready or ejected).
+    pub fn set_endpoints(&self, service: &str, state: &'static str, count: usize) {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        self.inner
+            .endpoints
+            .get_or_create(&EndpointLabels {
+                service: service.into(),
+                state,
+            })
+            .set(count);
+    }
+
+    /// Drops the `levee_endpoints` series of a service that is gone.
+    pub fn remove_endpoints(&self, service: &str) {
+        for state in ["ready", "ejected"] {
+            self.inner.endpoints.remove(&EndpointLabels {
+                service: service.into(),
+                state,
+            });
+        }
+    }
+
+    /// Sets `levee_policy_version`.
+    pub fn set_policy_version(&self, version: u64) {
+        self.inner
+            .policy_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a policy update: accepted (`ack`) or refused (`nack`).
+    pub fn policy_update(&self, accepted: bool) {
+        let result = if accepted { "ack" } else { "nack" };
+        self.inner
+            .policy_updates_total
+            .get_or_create(&UpdateLabels { result })
+            .inc();
+    }
+
+    /// The current count of `levee_policy_updates_total{result}` (for tests and logs).
+    pub fn policy_updates(&self, accepted: bool) -> u64 {
+        let result = if accepted { "ack" } else { "nack" };
+        self.inner
+            .policy_updates_total
+            .get(&UpdateLabels { result })
+            .map_or(0, |c| c.get())
+    }
+
+    /// Sets `levee_control_plane_connected`.
+    pub fn set_control_plane_connected(&self, connected: bool) {
+        self.inner.control_plane_connected.set(i64::from(connected));
+    }
+
+    /// Everything in OpenMetrics text format (see [`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        if let Err(error) = encode(&mut out, &self.inner.registry) {
+            // Writing to a String cannot fail; a label encoder could.
+            tracing::error!(%error, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
