@@ -11,3 +11,5 @@ pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("levee.v1");
 }
+
+pub mod policy;

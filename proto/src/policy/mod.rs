@@ -1,0 +1,43 @@
+//! The shared policy model: typed, validated Rust structs for the YAML
+//! documents of DESIGN.md §3 (`ResiliencePolicy`, `ServiceEndpoints`), their
+//! protobuf form, and the route lookup + merge that yields the values the
+//! proxy enforces.
+//!
+//! Layout:
+//! - `document`: the two kinds, their envelope and target service.
+//! - `outbound`, `route`: the policy sections as written (unset = default).
+//! - `effective`: route lookup, field-by-field merge, defaults resolved.
+//! - `parse`, `validate`, `error`: strict YAML reading with field paths.
+//! - `duration`, `conditions`, `service_key`: small value types.
+//! - `convert`: to and from the `levee.v1` protobuf messages.
+
+mod conditions;
+mod document;
+mod duration;
+mod effective;
+mod error;
+mod outbound;
+mod parse;
+mod route;
+mod service_key;
+mod validate;
+
+pub use conditions::{FailureCondition, GrpcCode};
+pub use document::{
+    API_VERSION, Document, EndpointsSpec, KIND_ENDPOINTS, KIND_POLICY, ObjectMeta, PolicySpec,
+    ResiliencePolicy, ServiceEndpoints, Target, select_policy,
+};
+pub use duration::{Duration, DurationError};
+pub use effective::{
+    DEFAULT_ROUTE, EffectiveCircuitBreaker, EffectiveConcurrency, EffectiveInbound,
+    EffectiveOutbound, EffectiveRateLimit, EffectiveRetry, EffectiveSlowCall, EffectiveTimeouts,
+    defaults, merge_retry,
+};
+pub use error::{FieldError, PolicyErrors};
+pub use outbound::{
+    Backoff, CircuitBreaker, Concurrency, FailureRate, InboundPolicy, InboundTimeouts,
+    OpenDuration, OutboundPolicy, RateLimit, RetryBudget, RetryPolicy, SlowCall, Timeouts,
+};
+pub use parse::{parse_documents, to_yaml};
+pub use route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteRequest, RouteTimeouts};
+pub use service_key::{Authority, ServiceKey};

@@ -1,0 +1,262 @@
+//! The policy sections as written by operators: outbound (timeouts, retry,
+//! circuit breaker, rate limit, concurrency, routes) and inbound.
+//!
+//! Fields with a documented default are `Option`s here, so that a route
+//! override can say "not set, inherit" and `/config` shows what was written;
+//! [`crate::policy::effective`] resolves them into plain values.
+
+use serde::{Deserialize, Serialize};
+
+use super::conditions::{FailureCondition, GrpcCode};
+use super::duration::Duration;
+use super::route::Route;
+
+/// What a caller's proxy does when it calls the target service.
+///
+/// `OutboundPolicy::default()` is "no policy at all": no request timeout,
+/// retries only on connect failure / refused stream, no breaker, no limits.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundPolicy {
+    /// Deadlines for the whole call, each attempt, connecting and idling.
+    #[serde(default, skip_serializing_if = "Timeouts::is_empty")]
+    pub timeouts: Timeouts,
+    /// Retries; `None` means the safe default (connect failure / refused stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Per-service breaker and per-endpoint ejection; `None` means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// Token bucket over all calls to the service from this proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Bulkhead: calls in flight to the service from this proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+    /// Per-route overrides; the first matching route wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+}
+
+/// Service-level outbound timeouts. `0s` turns `request`/`perTry` off.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Timeouts {
+    /// The whole call, all attempts and backoff included (default: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Duration>,
+    /// Each attempt (default: off, i.e. bounded only by `request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try: Option<Duration>,
+    /// Establishing a TCP connection to an endpoint (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Duration>,
+    /// How long an unused pooled upstream connection is kept (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Duration>,
+}
+
+impl Timeouts {
+    /// Whether no field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Timeouts::default()
+    }
+}
+
+/// Retry policy. Every field is optional; unset fields take the default (at
+/// service level) or the service's value (in a route override).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (default 2; 0 disables retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// HTTP-level conditions that are retried (default `[connect-failure, refused-stream]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<FailureCondition>>,
+    /// gRPC status codes that are retried (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_on: Option<Vec<GrpcCode>>,
+    /// Exponential backoff with full jitter between attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+    /// Retry budget (service level only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<RetryBudget>,
+    /// Retry POST/PATCH without an `Idempotency-Key` header (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_non_idempotent: Option<bool>,
+    /// Request bodies larger than this are not retried (default 65536).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replay_bytes: Option<u64>,
+    /// Wait for a 429/503 `Retry-After` (within the deadline) before retrying (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub honor_retry_after: Option<bool>,
+}
+
+/// Backoff between attempts: the n-th retry waits a random time in
+/// `[0, min(max, base * 2^n))` ("full jitter").
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Backoff {
+    /// First backoff ceiling (default 25ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Duration>,
+    /// Largest backoff ceiling (default 250ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Duration>,
+}
+
+/// Retries may add at most `percent`% of the requests seen in `window`, plus
+/// `minPerSecond` retries per second (Linkerd / tower `TpsBudget` semantics).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryBudget {
+    /// Retry ratio in percent of requests (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// Retries always allowed per second regardless of the ratio (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_per_second: Option<u32>,
+    /// How long a request counts towards the budget (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+}
+
+/// Circuit breaking: per-endpoint ejection after consecutive failures, and a
+/// per-service CLOSED/OPEN/HALF_OPEN breaker on failure and slow-call rates.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// Outcomes counted as failures (default `[5xx, connect-failure, timeout, reset]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_on: Option<Vec<FailureCondition>>,
+    /// Consecutive failures that eject an endpoint (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    /// Failure-rate trip of the service breaker (default 50% of ≥20 calls in 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_rate: Option<FailureRate>,
+    /// Slow-call trip of the service breaker (default off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_call: Option<SlowCall>,
+    /// How long the breaker / an ejection stays open (default 5s growing to 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<OpenDuration>,
+    /// Trial calls let through in HALF_OPEN (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_open_probes: Option<u32>,
+    /// Never eject more than this percent of endpoints (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejected_percent: Option<f64>,
+}
+
+/// The service breaker opens when at least `percent`% of at least
+/// `minRequests` calls in the last `window` failed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailureRate {
+    /// Threshold in percent (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// Calls needed in the window before the rate counts (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u32>,
+    /// Sliding window (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+}
+
+/// The service breaker opens when at least `percent`% of the calls in the
+/// failure-rate window took longer than `duration`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SlowCall {
+    /// A call slower than this is slow (required).
+    pub duration: Duration,
+    /// Threshold in percent (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+}
+
+/// Open time: `base` on the first trip, doubling on each consecutive trip, up to `max`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OpenDuration {
+    /// First open time (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Duration>,
+    /// Longest open time (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Duration>,
+}
+
+/// Token bucket: `requestsPerSecond` sustained, `burst` at once.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained rate (required, > 0).
+    pub requests_per_second: u32,
+    /// Bucket size (default: `requestsPerSecond`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Inbound only: one bucket per client (source IP) instead of one in total (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_client: Option<bool>,
+}
+
+/// Bulkhead: at most `maxInFlight` calls at once, `maxQueued` more waiting.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Concurrency {
+    /// Calls in flight (required, > 0).
+    pub max_in_flight: u32,
+    /// Calls waiting for a slot; beyond that, 503 at once (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued: Option<u32>,
+}
+
+/// What the service's own proxy does with calls that arrive.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InboundPolicy {
+    /// Admission rate limit (optionally per client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Calls handed to the local app at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+    /// Deadline for the local app's answer.
+    #[serde(default, skip_serializing_if = "InboundTimeouts::is_empty")]
+    pub timeouts: InboundTimeouts,
+}
+
+impl InboundPolicy {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == InboundPolicy::default()
+    }
+}
+
+/// Inbound timeouts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InboundTimeouts {
+    /// The local app's whole answer (default off; `0s` is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Duration>,
+}
+
+impl InboundTimeouts {
+    /// Whether no field is set.
+    pub fn is_empty(&self) -> bool {
+        self.request.is_none()
+    }
+}
+
+impl OutboundPolicy {
+    /// Whether nothing is set (the "no policy" default).
+    pub fn is_empty(&self) -> bool {
+        *self == OutboundPolicy::default()
+    }
+}
