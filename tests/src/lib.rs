@@ -1,1 +1,19 @@
-//! levee-tests
+//! End-to-end testing for Levee: a test upstream with injectable faults and
+//! a harness that runs the real binaries over real sockets.
+//!
+//! Layout:
+//! - [`flaky`]: the flaky test upstream (HTTP/1.1, HTTP/2, gRPC) — a library
+//!   and the `levee-flaky` binary.
+//! - [`harness`]: finds and runs `levee-proxy` (port 0, `--addr-file`, waits
+//!   for `/ready`), HTTP clients, `curl`, metrics and `/config` helpers.
+//! - [`pb`]: Rust generated from `proto/levee/testing/v1/flaky.proto`.
+//! - `tests/`: the end-to-end tests, one file per feature.
+
+pub mod flaky;
+pub mod harness;
+
+/// The flaky upstream's gRPC messages and stubs (`levee.testing.v1`).
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("levee.testing.v1");
+}

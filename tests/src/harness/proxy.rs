@@ -1,0 +1,288 @@
+//! `levee-proxy` under test: started in a temp dir on loopback port 0 with
+//! `--addr-file`, ready when `/ready` answers 200; its policy file written
+//! atomically; admin endpoints read as metrics and JSON.
+
+use std::{
+    ffi::OsString,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitStatus,
+    time::Duration,
+};
+
+use serde::Deserialize;
+use tokio::process::Command;
+
+use super::{
+    BoxError, HttpResponse, Metrics, Process, STARTUP_DEADLINE, binary, eventually, get_http1,
+};
+
+/// The listeners' bound addresses, as `--addr-file` reports them.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Addrs {
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Writes `contents` to `path` via a temporary sibling and a rename, so a
+/// reader never sees half a file.
+pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Flags and files for a `levee-proxy` run.
+pub struct ProxyBuilder {
+    policy: Option<String>,
+    app_port: Option<u16>,
+    service: String,
+    namespace: String,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+}
+
+/// A running `levee-proxy`.
+pub struct Proxy {
+    pub process: Process,
+    pub addrs: Addrs,
+    /// Holds the addr file, the policy file and the log.
+    dir: tempfile::TempDir,
+    /// Always passed as `--policy-file` when the builder had a policy.
+    policy_path: PathBuf,
+}
+
+impl ProxyBuilder {
+    /// Static mode with this policy file (multi-document YAML).
+    pub fn policy(mut self, yaml: impl Into<String>) -> Self {
+        self.policy = Some(yaml.into());
+        self
+    }
+
+    /// `--app-port`: where inbound calls go.
+    pub fn app_port(mut self, port: u16) -> Self {
+        self.app_port = Some(port);
+        self
+    }
+
+    /// `--service` (default `test-svc`).
+    pub fn service(mut self, service: &str) -> Self {
+        self.service = service.to_owned();
+        self
+    }
+
+    /// `--namespace` (default `default`).
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.namespace = namespace.to_owned();
+        self
+    }
+
+    /// Any other flag, e.g. `.arg("--max-connections").arg("2")`.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    fn spawn(self) -> (Process, tempfile::TempDir, PathBuf) {
+        let dir = tempfile::Builder::new()
+            .prefix("levee-proxy-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("creating a temp dir: {e}"));
+        let policy_path = dir.path().join("policy.yaml");
+        let mut cmd = Command::new(binary("levee-proxy"));
+        cmd.current_dir(dir.path())
+            .args(["--outbound-addr", "127.0.0.1:0"])
+            .args(["--inbound-addr", "127.0.0.1:0"])
+            .args(["--admin-addr", "127.0.0.1:0"])
+            .arg("--addr-file")
+            .arg(dir.path().join("addrs.json"))
+            .args(["--service", &self.service, "--namespace", &self.namespace]);
+        if let Some(port) = self.app_port {
+            cmd.args(["--app-port", &port.to_string()]);
+        }
+        if let Some(policy) = &self.policy {
+            write_atomically(&policy_path, policy)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", policy_path.display()));
+            cmd.arg("--policy-file").arg(&policy_path);
+        }
+        cmd.args(&self.args);
+        // Only this builder's settings count, not the environment the tests run in.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("LEVEE_") {
+                cmd.env_remove(&key);
+            }
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info,levee_proxy=debug");
+        }
+        cmd.envs(self.envs);
+        let log = dir.path().join("proxy.log");
+        let process = Process::spawn("levee-proxy", cmd, &log).unwrap_or_else(|e| panic!("{e}"));
+        (process, dir, policy_path)
+    }
+
+    /// Starts the proxy and waits until `/ready` answers 200; panics (with
+    /// the proxy's output) if it exits or is not ready in time.
+    pub async fn start(self) -> Proxy {
+        let (mut process, dir, policy_path) = self.spawn();
+        let addr_file = dir.path().join("addrs.json");
+        let addrs: Addrs = eventually(STARTUP_DEADLINE, "levee-proxy's --addr-file", || {
+            let exited = process.try_exit();
+            let read = std::fs::read(&addr_file);
+            async move {
+                if let Some(status) = exited {
+                    return Err(format!("levee-proxy exited early with {status}"));
+                }
+                let bytes = read.map_err(|e| e.to_string())?;
+                serde_json::from_slice(&bytes).map_err(|e| format!("addr file: {e}"))
+            }
+        })
+        .await;
+        let mut proxy = Proxy {
+            process,
+            addrs,
+            dir,
+            policy_path,
+        };
+        proxy.wait_ready(STARTUP_DEADLINE).await;
+        proxy
+    }
+
+    /// Runs a proxy that is expected to refuse to start: returns its exit
+    /// status and output, or panics if it is still running after `timeout`.
+    pub async fn start_expecting_exit(self, timeout: Duration) -> (ExitStatus, String) {
+        let (mut process, _dir, _) = self.spawn();
+        let status = process
+            .wait_exit(timeout)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: expected it to refuse to start"));
+        (status, process.output())
+    }
+}
+
+impl Proxy {
+    pub fn builder() -> ProxyBuilder {
+        ProxyBuilder {
+            policy: None,
+            app_port: None,
+            service: "test-svc".into(),
+            namespace: "default".into(),
+            args: Vec::new(),
+            envs: Vec::new(),
+        }
+    }
+
+    pub fn outbound(&self) -> SocketAddr {
+        self.addrs.outbound
+    }
+
+    pub fn inbound(&self) -> SocketAddr {
+        self.addrs.inbound
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.addrs.admin
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn policy_path(&self) -> &Path {
+        &self.policy_path
+    }
+
+    /// Waits until `/ready` answers 200 (or panics, also if the proxy exits).
+    pub async fn wait_ready(&mut self, timeout: Duration) {
+        let admin = self.addrs.admin;
+        let process = &mut self.process;
+        eventually(timeout, "levee-proxy /ready to answer 200", || {
+            let exited = process.try_exit();
+            async move {
+                if let Some(status) = exited {
+                    return Err(format!("levee-proxy exited with {status}"));
+                }
+                let resp = get_http1(admin, "localhost", "/ready")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match resp.status.as_u16() {
+                    200 => Ok(()),
+                    code => Err(format!("/ready answered {code}")),
+                }
+            }
+        })
+        .await;
+    }
+
+    /// `GET path` on the admin server.
+    pub async fn admin_get(&self, path: &str) -> Result<HttpResponse, BoxError> {
+        get_http1(self.addrs.admin, "localhost", path).await
+    }
+
+    /// Scrapes `/metrics`.
+    pub async fn metrics(&self) -> Result<Metrics, BoxError> {
+        let resp = self.admin_get("/metrics").await?;
+        if resp.status != 200 {
+            return Err(format!("/metrics answered {}", resp.status).into());
+        }
+        Ok(Metrics::parse(&resp.text())?)
+    }
+
+    /// `GET /config` as JSON.
+    pub async fn config(&self) -> Result<serde_json::Value, BoxError> {
+        let resp = self.admin_get("/config").await?;
+        if resp.status != 200 {
+            return Err(format!("/config answered {}: {}", resp.status, resp.text()).into());
+        }
+        resp.json()
+    }
+
+    /// The `version` field of `/config`.
+    pub async fn config_version(&self) -> Result<serde_json::Value, BoxError> {
+        let config = self.config().await?;
+        config
+            .get("version")
+            .cloned()
+            .ok_or_else(|| format!("/config has no \"version\": {config}").into())
+    }
+
+    /// Replaces the policy file atomically (the proxy notices on its own).
+    pub fn write_policy(&self, yaml: &str) {
+        write_atomically(&self.policy_path, yaml)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", self.policy_path.display()));
+    }
+
+    /// Waits until `/config`'s version differs from `old`; returns the config.
+    pub async fn wait_config_change(
+        &self,
+        old: &serde_json::Value,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        eventually(timeout, "/config version to change", || async {
+            let config = self.config().await.map_err(|e| e.to_string())?;
+            match config.get("version") {
+                Some(v) if v != old => Ok(config),
+                v => Err(format!("version still {v:?}")),
+            }
+        })
+        .await
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub async fn shutdown(&mut self, timeout: Duration) -> ExitStatus {
+        self.process
+            .terminate()
+            .unwrap_or_else(|e| panic!("SIGTERM: {e}"));
+        self.process
+            .wait_exit(timeout)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
