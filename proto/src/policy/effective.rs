@@ -31,8 +31,8 @@ pub mod defaults {
     ];
     /// `retry.backoff.base`
     pub const BACKOFF_BASE: Duration = Duration::from_millis(25);
-    /// `retry.backoff.max`
-    pub const BACKOFF_MAX: Duration = Duration::from_millis(250);
+    /// `retry.backoff.max` is this many times `retry.backoff.base` (250ms by default).
+    pub const BACKOFF_MAX_FACTOR: u32 = 10;
     /// `retry.budget.percent`
     pub const BUDGET_PERCENT: f64 = 20.0;
     /// `retry.budget.minPerSecond`
@@ -269,12 +269,15 @@ impl InboundPolicy {
 fn resolve_retry(r: &RetryPolicy) -> EffectiveRetry {
     let backoff = r.backoff.clone().unwrap_or_default();
     let budget = r.budget.clone().unwrap_or_default();
+    let backoff_base = backoff.base.unwrap_or(defaults::BACKOFF_BASE);
     EffectiveRetry {
         max_retries: r.max_retries.unwrap_or(defaults::MAX_RETRIES),
         on: r.on.clone().unwrap_or_else(|| defaults::RETRY_ON.to_vec()),
         grpc_on: r.grpc_on.clone().unwrap_or_default(),
-        backoff_base: backoff.base.unwrap_or(defaults::BACKOFF_BASE),
-        backoff_max: backoff.max.unwrap_or(defaults::BACKOFF_MAX),
+        backoff_base,
+        backoff_max: backoff
+            .max
+            .unwrap_or_else(|| default_backoff_max(backoff_base)),
         budget_percent: budget.percent.unwrap_or(defaults::BUDGET_PERCENT),
         budget_min_per_second: budget
             .min_per_second
@@ -284,6 +287,13 @@ fn resolve_retry(r: &RetryPolicy) -> EffectiveRetry {
         max_replay_bytes: r.max_replay_bytes.unwrap_or(defaults::MAX_REPLAY_BYTES),
         honor_retry_after: r.honor_retry_after.unwrap_or(true),
     }
+}
+
+/// `backoff.max` when unset: ten times the base, as Envoy.
+pub(crate) fn default_backoff_max(base: Duration) -> Duration {
+    base.get()
+        .checked_mul(defaults::BACKOFF_MAX_FACTOR)
+        .map_or(base, Duration::from)
 }
 
 fn resolve_breaker(b: &CircuitBreaker) -> EffectiveCircuitBreaker {

@@ -121,7 +121,13 @@ fn typed(
         Err(e) => {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            problems.add(path, serde_message(e.inner()));
+            let message = serde_message(e.inner());
+            // serde_norway may already prefix its own copy of the path.
+            let message = message
+                .strip_prefix(&format!("{path}: "))
+                .map(str::to_owned)
+                .unwrap_or(message);
+            problems.add(path, message);
             None
         }
     }
@@ -164,3 +170,7 @@ pub fn to_yaml(docs: &[Document]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "parse_tests.rs"]
+mod tests;
