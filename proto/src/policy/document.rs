@@ -260,3 +260,62 @@ pub fn select_policy<'a>(
     }
     any_port
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(ns: Option<&str>, service: &str, port: Option<u16>) -> ResiliencePolicy {
+        ResiliencePolicy {
+            metadata: ObjectMeta {
+                name: format!("{service}-{port:?}"),
+                namespace: ns.map(str::to_owned),
+            },
+            spec: PolicySpec {
+                target: Target {
+                    service: service.to_owned(),
+                    port,
+                },
+                outbound: OutboundPolicy::default(),
+                inbound: InboundPolicy::default(),
+            },
+        }
+    }
+
+    fn key(name: &str, ns: &str, port: u16) -> ServiceKey {
+        ServiceKey {
+            name: name.into(),
+            namespace: ns.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn service_key_and_applies_to() {
+        let any_port = policy(None, "payments", None);
+        assert_eq!(any_port.service_key("shop"), None);
+        assert!(any_port.applies_to(&key("payments", "shop", 1), "shop"));
+        assert!(!any_port.applies_to(&key("payments", "other", 1), "shop"));
+        assert!(!any_port.applies_to(&key("orders", "shop", 1), "shop"));
+        let p8080 = policy(Some("shop"), "payments", Some(8080));
+        assert_eq!(
+            p8080.service_key("default"),
+            Some(key("payments", "shop", 8080))
+        );
+        assert!(p8080.applies_to(&key("payments", "shop", 8080), "default"));
+        assert!(!p8080.applies_to(&key("payments", "shop", 8081), "default"));
+    }
+
+    #[test]
+    fn a_policy_naming_the_port_beats_one_without() {
+        let all = [
+            policy(Some("shop"), "payments", None),
+            policy(Some("shop"), "payments", Some(8080)),
+        ];
+        let k = key("payments", "shop", 8080);
+        assert_eq!(select_policy(&all, &k, "default"), Some(&all[1]));
+        let other_port = key("payments", "shop", 9090);
+        assert_eq!(select_policy(&all, &other_port, "default"), Some(&all[0]));
+        assert_eq!(select_policy(&all, &key("x", "shop", 1), "default"), None);
+    }
+}

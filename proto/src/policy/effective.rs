@@ -339,3 +339,7 @@ fn resolve_concurrency(c: &Concurrency) -> EffectiveConcurrency {
         max_queued: c.max_queued.unwrap_or(0),
     }
 }
+
+#[cfg(test)]
+#[path = "effective_tests.rs"]
+mod tests;

@@ -173,4 +173,4 @@ pub fn to_yaml(docs: &[Document]) -> String {
 
 #[cfg(test)]
 #[path = "parse_tests.rs"]
-mod tests;
+pub(crate) mod tests;
