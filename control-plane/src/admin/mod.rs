@@ -1,0 +1,258 @@
+//! `PolicyAdmin`: the operators' API (Apply, Get, List, Delete, Status).
+//!
+//! Writes are serialised by one async lock held across "commit to the store,
+//! then update the discovery registry", so proxies see changes in revision
+//! order. Authentication happens before these handlers (see `auth`).
+//!
+//! Layout:
+//! - `prepare`: YAML → validated, canonical documents and store keys.
+//! - `errors`: store and validation failures → gRPC statuses.
+
+pub mod errors;
+pub mod prepare;
+
+use std::sync::Arc;
+
+use levee_proto::policy::parse_documents;
+use levee_proto::v1::{self, policy_admin_server::PolicyAdmin};
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status};
+
+use crate::discovery::registry::Registry;
+use crate::discovery::status::{Sessions, to_proto};
+use crate::metrics::Metrics;
+use crate::store::{Action, DocKey, PolicyStore, Record, StoreError};
+use prepare::{Prepared, doc_key, doc_ref, prepare};
+
+/// The tonic service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    store: Arc<PolicyStore>,
+    registry: Arc<Registry>,
+    sessions: Arc<Sessions>,
+    metrics: Metrics,
+    /// Serialises writers (store commit + registry update).
+    writer: Arc<Mutex<()>>,
+}
+
+impl AdminService {
+    /// An admin API over `store` that publishes changes to `registry`.
+    pub fn new(
+        store: Arc<PolicyStore>,
+        registry: Arc<Registry>,
+        sessions: Arc<Sessions>,
+        metrics: Metrics,
+    ) -> Self {
+        AdminService {
+            store,
+            registry,
+            sessions,
+            metrics,
+            writer: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// Runs a blocking store call off the async threads, counting it.
+    async fn store_call<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&PolicyStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Status::internal(format!("store task failed: {e}")))?;
+        match result {
+            Ok(value) => {
+                self.metrics.store_op(op, "ok");
+                Ok(value)
+            }
+            Err(e) => {
+                self.metrics.store_op(op, errors::result_label(&e));
+                Err(errors::store_error(e))
+            }
+        }
+    }
+}
+
+fn stored(key: &DocKey, record: Record) -> v1::StoredDocument {
+    v1::StoredDocument {
+        r#ref: Some(doc_ref(key)),
+        revision: record.revision,
+        yaml: record.yaml,
+    }
+}
+
+fn action(a: Action) -> v1::ApplyAction {
+    match a {
+        Action::Created => v1::ApplyAction::Created,
+        Action::Configured => v1::ApplyAction::Configured,
+        Action::Unchanged => v1::ApplyAction::Unchanged,
+    }
+}
+
+#[tonic::async_trait]
+impl PolicyAdmin for AdminService {
+    async fn apply(
+        &self,
+        request: Request<v1::ApplyRequest>,
+    ) -> Result<Response<v1::ApplyResponse>, Status> {
+        let request = request.into_inner();
+        let prepared =
+            prepare(&request.yaml).inspect_err(|_| self.metrics.store_op("apply", "invalid"))?;
+        let _writer = self.writer.lock().await;
+        let pairs: Vec<(DocKey, String)> = prepared
+            .iter()
+            .map(|p| (p.key.clone(), p.yaml.clone()))
+            .collect();
+        let expected = request.expected_revision;
+        let (revision, actions) = if request.dry_run {
+            self.store_call("dry_run", move |store| dry_run(store, &pairs, expected))
+                .await?
+        } else {
+            let outcome = self
+                .store_call("apply", move |store| store.apply(&pairs, expected))
+                .await?;
+            publish(
+                &self.registry,
+                &prepared,
+                &outcome.actions,
+                outcome.revision,
+            );
+            self.metrics.set_revision(outcome.revision);
+            (outcome.revision, outcome.actions)
+        };
+        let documents = prepared
+            .iter()
+            .zip(&actions)
+            .map(|(p, a)| v1::AppliedDocument {
+                r#ref: Some(doc_ref(&p.key)),
+                action: action(*a).into(),
+            })
+            .collect();
+        Ok(Response::new(v1::ApplyResponse {
+            revision,
+            documents,
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<v1::GetRequest>,
+    ) -> Result<Response<v1::GetResponse>, Status> {
+        let key = doc_key(request.get_ref().r#ref.as_ref())?;
+        let lookup = key.clone();
+        let (revision, record) = self
+            .store_call("get", move |store| {
+                Ok((store.revision()?, store.get(&lookup)?))
+            })
+            .await?;
+        let record =
+            record.ok_or_else(|| errors::store_error(StoreError::NotFound(key.clone())))?;
+        Ok(Response::new(v1::GetResponse {
+            document: Some(stored(&key, record)),
+            revision,
+        }))
+    }
+
+    async fn list(
+        &self,
+        request: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::ListResponse>, Status> {
+        let filter = request.into_inner();
+        let (revision, records) = self.store_call("list", |store| store.list()).await?;
+        let documents = records
+            .into_iter()
+            .filter(|(k, _)| filter.kind.is_empty() || k.kind == filter.kind)
+            .filter(|(k, _)| filter.namespace.is_empty() || k.namespace == filter.namespace)
+            .map(|(k, r)| stored(&k, r))
+            .collect();
+        Ok(Response::new(v1::ListResponse {
+            documents,
+            revision,
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<v1::DeleteRequest>,
+    ) -> Result<Response<v1::DeleteResponse>, Status> {
+        let request = request.into_inner();
+        let key = doc_key(request.r#ref.as_ref())?;
+        let expected = request.expected_revision;
+        let _writer = self.writer.lock().await;
+        let target = key.clone();
+        let revision = self
+            .store_call("delete", move |store| store.delete(&target, expected))
+            .await?;
+        self.registry.remove(&key);
+        self.metrics.set_revision(revision);
+        Ok(Response::new(v1::DeleteResponse { revision }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
+        let revision = self
+            .store_call("revision", |store| store.revision())
+            .await?;
+        let proxies = self.sessions.snapshot().iter().map(to_proto).collect();
+        Ok(Response::new(v1::StatusResponse { revision, proxies }))
+    }
+}
+
+/// What an apply would do, without writing.
+fn dry_run(
+    store: &PolicyStore,
+    docs: &[(DocKey, String)],
+    expected: Option<u64>,
+) -> Result<(u64, Vec<Action>), StoreError> {
+    let current = store.revision()?;
+    if let Some(expected) = expected.filter(|e| *e != current) {
+        return Err(StoreError::Conflict { expected, current });
+    }
+    let mut actions = Vec::with_capacity(docs.len());
+    for (key, yaml) in docs {
+        actions.push(match store.get(key)? {
+            None => Action::Created,
+            Some(r) if r.yaml == *yaml => Action::Unchanged,
+            Some(_) => Action::Configured,
+        });
+    }
+    Ok((current, actions))
+}
+
+/// Hands the changed documents to discovery.
+fn publish(registry: &Registry, prepared: &[Prepared], actions: &[Action], revision: u64) {
+    let changed = prepared
+        .iter()
+        .zip(actions)
+        .filter(|(_, a)| **a != Action::Unchanged)
+        .map(|(p, _)| (p.key.clone(), revision, p.document.clone()));
+    registry.upsert(changed);
+}
+
+/// Loads every stored document into the registry at startup. Documents that
+/// no longer parse (e.g. after a stricter upgrade) are skipped with an error log.
+pub fn load_registry(store: &PolicyStore, registry: &Registry) -> Result<u64, StoreError> {
+    let (revision, records) = store.list()?;
+    let mut docs = Vec::with_capacity(records.len());
+    for (key, record) in records {
+        match parse_documents(&record.yaml) {
+            Ok(mut parsed) if parsed.len() == 1 => {
+                if let Some(doc) = parsed.pop() {
+                    docs.push((key, record.revision, doc));
+                }
+            }
+            Ok(_) => {
+                tracing::error!(%key, "stored record does not hold exactly one document; skipped")
+            }
+            Err(errors) => {
+                tracing::error!(%key, %errors, "stored document no longer validates; skipped")
+            }
+        }
+    }
+    registry.upsert(docs);
+    Ok(revision)
+}

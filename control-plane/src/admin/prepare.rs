@@ -1,0 +1,109 @@
+//! Turning an Apply request's YAML into what the store keeps: validated
+//! documents with their namespace filled in, their key, and canonical YAML.
+
+use levee_proto::policy::{
+    Document, FieldError, KIND_ENDPOINTS, KIND_POLICY, PolicyErrors, parse_documents, to_yaml,
+};
+use levee_proto::v1;
+use tonic::Status;
+
+use super::errors::invalid_policy;
+use crate::discovery::registry::DEFAULT_NAMESPACE;
+use crate::store::DocKey;
+
+/// One validated document, ready to store.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// Where it is stored.
+    pub key: DocKey,
+    /// Canonical YAML (what is stored and returned by Get).
+    pub yaml: String,
+    /// The document (namespace filled in).
+    pub document: Document,
+}
+
+/// Parses, validates and canonicalises a batch; any problem rejects the whole batch.
+pub fn prepare(yaml: &str) -> Result<Vec<Prepared>, Status> {
+    let documents = parse_documents(yaml).map_err(|e| invalid_policy(&e))?;
+    if documents.is_empty() {
+        return Err(invalid_policy(&PolicyErrors(vec![FieldError {
+            document: 0,
+            path: String::new(),
+            message: "no documents to apply".into(),
+            object: None,
+        }])));
+    }
+    let mut prepared: Vec<Prepared> = Vec::with_capacity(documents.len());
+    let mut problems = Vec::new();
+    for (index, mut document) in documents.into_iter().enumerate() {
+        fill_namespace(&mut document);
+        let meta = document.metadata();
+        let key = DocKey::new(
+            document.kind(),
+            meta.namespace_or(DEFAULT_NAMESPACE),
+            &meta.name,
+        );
+        if let Some(first) = prepared.iter().position(|p| p.key == key) {
+            problems.push(FieldError {
+                document: index + 1,
+                path: "metadata.name".into(),
+                message: format!(
+                    "{} {}/{} is also document {}",
+                    key.kind,
+                    key.namespace,
+                    key.name,
+                    first + 1
+                ),
+                object: Some(format!("{} {}/{}", key.kind, key.namespace, key.name)),
+            });
+        }
+        let yaml = to_yaml(std::slice::from_ref(&document));
+        prepared.push(Prepared {
+            key,
+            yaml,
+            document,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(invalid_policy(&PolicyErrors(problems)));
+    }
+    Ok(prepared)
+}
+
+fn fill_namespace(document: &mut Document) {
+    let meta = match document {
+        Document::Policy(p) => &mut p.metadata,
+        Document::Endpoints(e) => &mut e.metadata,
+    };
+    if meta.namespace.as_deref().is_none_or(str::is_empty) {
+        meta.namespace = Some(DEFAULT_NAMESPACE.to_owned());
+    }
+}
+
+/// A wire document reference as a store key.
+pub fn doc_key(reference: Option<&v1::DocumentRef>) -> Result<DocKey, Status> {
+    let reference = reference.ok_or_else(|| Status::invalid_argument("ref is required"))?;
+    if reference.kind != KIND_POLICY && reference.kind != KIND_ENDPOINTS {
+        return Err(Status::invalid_argument(format!(
+            "kind {:?} is not {KIND_POLICY} or {KIND_ENDPOINTS}",
+            reference.kind
+        )));
+    }
+    if reference.name.is_empty() {
+        return Err(Status::invalid_argument("name is required"));
+    }
+    Ok(DocKey::new(
+        &reference.kind,
+        &reference.namespace,
+        &reference.name,
+    ))
+}
+
+/// A store key as its wire reference.
+pub fn doc_ref(key: &DocKey) -> v1::DocumentRef {
+    v1::DocumentRef {
+        kind: key.kind.clone(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+    }
+}

@@ -1,0 +1,42 @@
+//! Flags of `levee-control-plane` (DESIGN.md §7); each also reads `LEVEE_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use levee_proto::policy::Duration;
+
+/// Levee's control plane: stores resilience policies and pushes them to proxies.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "levee-control-plane", version, about)]
+pub struct ControlPlaneConfig {
+    /// Address of the gRPC server (PolicyAdmin and Discovery).
+    #[arg(long, env = "LEVEE_GRPC_ADDR", default_value = "0.0.0.0:8090")]
+    pub grpc_addr: SocketAddr,
+
+    /// Address of the HTTP server (`/live`, `/ready`, `/metrics`).
+    #[arg(long, env = "LEVEE_HTTP_ADDR", default_value = "0.0.0.0:8091")]
+    pub http_addr: SocketAddr,
+
+    /// Directory of the embedded policy store.
+    #[arg(long, env = "LEVEE_DATA_DIR", default_value = "/var/lib/levee")]
+    pub data_dir: PathBuf,
+
+    /// File holding the bearer token the admin API requires. Without it the
+    /// admin API listens on loopback only.
+    #[arg(long, env = "LEVEE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// How long a disconnected proxy's own endpoint stays registered (lets a
+    /// restarting proxy or a flapping stream keep its callers' endpoint sets stable).
+    #[arg(long, env = "LEVEE_ENDPOINT_GRACE", default_value = "10s")]
+    pub endpoint_grace: Duration,
+
+    /// After binding, write the bound addresses as JSON to this file (useful with port 0).
+    #[arg(long, env = "LEVEE_ADDR_FILE")]
+    pub addr_file: Option<PathBuf>,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LEVEE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}

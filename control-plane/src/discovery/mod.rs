@@ -1,0 +1,58 @@
+//! `Discovery.Watch`: the stream every proxy keeps open to learn the policy
+//! and endpoints of the services it calls (protocol in docs/control-plane.md).
+//!
+//! Layout:
+//! - `registry`: per-service snapshots on watch channels (coalescing lives here).
+//! - `session`: one stream's lifecycle (hello, subscriptions, ACK/NACK, cleanup).
+//! - `status`: what each stream was sent and acknowledged, for `Status`.
+
+pub mod registry;
+pub mod session;
+pub mod status;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use levee_proto::v1::{self, discovery_server::Discovery};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use session::SessionContext;
+
+/// Updates buffered per stream before the session waits for the proxy to
+/// read; while it waits, newer snapshots replace older ones (coalescing).
+const STREAM_BUFFER: usize = 16;
+
+/// The tonic service.
+#[derive(Debug)]
+pub struct DiscoveryService {
+    ctx: SessionContext,
+    next_stream_id: AtomicU64,
+}
+
+impl DiscoveryService {
+    /// A service sharing `ctx` with the rest of the control plane.
+    pub fn new(ctx: SessionContext) -> Self {
+        DiscoveryService {
+            ctx,
+            next_stream_id: AtomicU64::new(1),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Discovery for DiscoveryService {
+    type WatchStream = ReceiverStream<Result<v1::WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<v1::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(session::run(self.ctx.clone(), stream_id, peer, inbound, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,237 @@
+//! What every service looks like to its callers right now: the policy that
+//! applies to it and its endpoints, published per service port on a
+//! `tokio::sync::watch` channel.
+//!
+//! A watch channel holds only the latest value, so a burst of changes
+//! reaches a slow stream as one update (coalescing), while a single change
+//! is sent at once (no debounce timer). Channels are made on first
+//! subscription and dropped once nobody listens.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use levee_proto::policy::{
+    Document, ResiliencePolicy, ServiceEndpoints, ServiceKey, select_policy,
+};
+use tokio::sync::watch;
+
+use crate::store::DocKey;
+
+/// Namespace of documents and keys that name none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The state of one service port, as sent to proxies.
+#[derive(Clone, Debug)]
+pub struct ServiceSnapshot {
+    /// Which service port.
+    pub key: ServiceKey,
+    /// `<policy revision>-<content hash>`: equal content, equal version.
+    pub version: String,
+    /// Store revision that last changed the selected policy (0: none).
+    pub policy_revision: u64,
+    /// The selected policy.
+    pub policy: Option<Arc<ResiliencePolicy>>,
+    /// Registered and static endpoints, sorted, no duplicates.
+    pub endpoints: Vec<SocketAddr>,
+    /// When this content was computed (for the push-latency histogram).
+    pub changed_at: Instant,
+}
+
+/// A live proxy's own inbound address, registered while its stream lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// The proxy's service.
+    pub service: String,
+    /// The proxy's namespace.
+    pub namespace: String,
+    /// Service port callers use; `None`: every port.
+    pub port: Option<u16>,
+    /// Where its inbound listener is reached.
+    pub addr: SocketAddr,
+}
+
+/// Policies, endpoints and the per-service channels. Shared behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct Registry {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    policies: BTreeMap<DocKey, (u64, Arc<ResiliencePolicy>)>,
+    static_endpoints: BTreeMap<DocKey, ServiceEndpoints>,
+    /// By stream id.
+    registrations: BTreeMap<u64, Registration>,
+    channels: HashMap<ServiceKey, watch::Sender<Arc<ServiceSnapshot>>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated
+        // in a way that matters more than stopping discovery would.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets documents (key, revision that last changed it, document), then
+    /// publishes every service whose state changed.
+    pub fn upsert(&self, docs: impl IntoIterator<Item = (DocKey, u64, Document)>) {
+        let mut state = self.lock();
+        for (key, revision, doc) in docs {
+            match doc {
+                Document::Policy(p) => {
+                    state.policies.insert(key, (revision, Arc::new(p)));
+                }
+                Document::Endpoints(e) => {
+                    state.static_endpoints.insert(key, e);
+                }
+            }
+        }
+        state.publish();
+    }
+
+    /// Forgets one document, then publishes.
+    pub fn remove(&self, key: &DocKey) {
+        let mut state = self.lock();
+        state.policies.remove(key);
+        state.static_endpoints.remove(key);
+        state.publish();
+    }
+
+    /// Adds a proxy's registration (keyed by its stream), then publishes.
+    pub fn register(&self, stream_id: u64, registration: Registration) {
+        let mut state = self.lock();
+        state.registrations.insert(stream_id, registration);
+        state.publish();
+    }
+
+    /// Removes a stream's registration, then publishes.
+    pub fn deregister(&self, stream_id: u64) {
+        let mut state = self.lock();
+        if state.registrations.remove(&stream_id).is_some() {
+            state.publish();
+        }
+    }
+
+    /// A receiver that always holds the service's latest snapshot.
+    pub fn subscribe(&self, key: &ServiceKey) -> watch::Receiver<Arc<ServiceSnapshot>> {
+        let mut state = self.lock();
+        if let Some(tx) = state.channels.get(key) {
+            return tx.subscribe();
+        }
+        let snapshot = Arc::new(state.snapshot(key));
+        let (tx, rx) = watch::channel(snapshot);
+        state.channels.insert(key.clone(), tx);
+        rx
+    }
+
+    /// The current snapshot of a service (whether or not anyone watches it).
+    pub fn current(&self, key: &ServiceKey) -> ServiceSnapshot {
+        self.lock().snapshot(key)
+    }
+
+    /// Services someone is watching (for tests and status).
+    pub fn watched(&self) -> usize {
+        self.lock().channels.len()
+    }
+}
+
+impl State {
+    /// Recomputes every watched service and sends those whose content changed.
+    fn publish(&mut self) {
+        self.channels.retain(|_, tx| tx.receiver_count() > 0);
+        let keys: Vec<ServiceKey> = self.channels.keys().cloned().collect();
+        for key in keys {
+            let snapshot = self.snapshot(&key);
+            if let Some(tx) = self.channels.get(&key) {
+                tx.send_if_modified(|current| {
+                    if current.version == snapshot.version {
+                        return false;
+                    }
+                    *current = Arc::new(snapshot);
+                    true
+                });
+            }
+        }
+    }
+
+    fn snapshot(&self, key: &ServiceKey) -> ServiceSnapshot {
+        let selected = select_policy(
+            self.policies.values().map(|(_, p)| p.as_ref()),
+            key,
+            DEFAULT_NAMESPACE,
+        );
+        let (policy_revision, policy) = selected
+            .and_then(|chosen| {
+                self.policies
+                    .values()
+                    .find(|(_, p)| std::ptr::eq(p.as_ref(), chosen))
+                    .map(|(rev, p)| (*rev, Some(p.clone())))
+            })
+            .unwrap_or((0, None));
+        let mut endpoints: Vec<SocketAddr> = self
+            .static_endpoints
+            .values()
+            .filter(|e| e.service_key(DEFAULT_NAMESPACE) == *key)
+            .flat_map(|e| e.spec.addresses.iter().copied())
+            .chain(
+                self.registrations
+                    .values()
+                    .filter(|r| {
+                        r.service == key.name
+                            && r.namespace == key.namespace
+                            && r.port.is_none_or(|p| p == key.port)
+                    })
+                    .map(|r| r.addr),
+            )
+            .collect();
+        endpoints.sort();
+        endpoints.dedup();
+        let version = version(policy_revision, policy.as_deref(), &endpoints);
+        ServiceSnapshot {
+            key: key.clone(),
+            version,
+            policy_revision,
+            policy,
+            endpoints,
+            changed_at: Instant::now(),
+        }
+    }
+}
+
+/// `<policy revision>-<hash of policy and endpoints>`; the hash is FNV-1a
+/// (stable across builds and restarts, unlike `DefaultHasher`).
+fn version(
+    policy_revision: u64,
+    policy: Option<&ResiliencePolicy>,
+    endpoints: &[SocketAddr],
+) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    if let Some(policy) = policy {
+        feed(serde_json::to_string(policy).unwrap_or_default().as_bytes());
+    }
+    feed(b"\0");
+    for e in endpoints {
+        feed(e.to_string().as_bytes());
+        feed(b",");
+    }
+    format!("{policy_revision}-{:08x}", hash >> 32)
+}
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

@@ -1,0 +1,328 @@
+//! One `Discovery.Watch` stream: read the hello, register the proxy's
+//! endpoint, forward every subscribed service's snapshots as they change,
+//! record ACKs and NACKs, and clean up when the stream ends.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use levee_proto::policy::ServiceKey;
+use levee_proto::v1::{self, watch_request::Kind};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::StreamMap;
+use tokio_stream::wrappers::WatchStream;
+use tonic::{Status, Streaming};
+
+use super::registry::{DEFAULT_NAMESPACE, Registration, Registry, ServiceSnapshot};
+use super::status::{SessionStatus, Sessions, SubscriptionStatus, service_ref, with_status};
+use crate::metrics::{Metrics, UpdateLabels};
+
+/// How long a new stream may take to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Shared parts every session uses.
+#[derive(Clone, Debug)]
+pub struct SessionContext {
+    /// Policies, endpoints and per-service channels.
+    pub registry: Arc<Registry>,
+    /// Open streams' status.
+    pub sessions: Arc<Sessions>,
+    /// Counters and histograms.
+    pub metrics: Metrics,
+    /// How long a closed stream's endpoint stays registered.
+    pub grace: Duration,
+    /// Flips to true when the server stops: every stream then ends.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+type Outbound = mpsc::Sender<Result<v1::WatchResponse, Status>>;
+type Updates = StreamMap<ServiceKey, WatchStream<Arc<ServiceSnapshot>>>;
+
+/// Runs one stream to its end.
+pub async fn run(
+    ctx: SessionContext,
+    stream_id: u64,
+    peer: Option<SocketAddr>,
+    mut inbound: Streaming<v1::WatchRequest>,
+    tx: Outbound,
+) {
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(v1::WatchRequest {
+            kind: Some(Kind::Hello(hello)),
+        }))) => hello,
+        Ok(Ok(None)) | Ok(Err(_)) => return,
+        Ok(Ok(Some(_))) => {
+            let _ = tx
+                .send(Err(Status::invalid_argument(
+                    "the first message must be hello",
+                )))
+                .await;
+            return;
+        }
+        Err(_) => {
+            let _ = tx
+                .send(Err(Status::deadline_exceeded("no hello within 30s")))
+                .await;
+            return;
+        }
+    };
+    let registration = match registration(&hello, peer) {
+        Ok(r) => r,
+        Err(status) => {
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
+    };
+    let mut updates = Updates::new();
+    let status = ctx.sessions.open(SessionStatus {
+        stream_id,
+        hello: hello.clone(),
+        peer: peer.map(|p| p.to_string()).unwrap_or_default(),
+        connected_at_unix_ms: unix_ms(),
+        subscriptions: Default::default(),
+    });
+    ctx.metrics.connected_proxies.inc();
+    tracing::info!(stream_id, service = %hello.service, namespace = %hello.namespace, ?peer, "proxy connected");
+    if let Some(r) = &registration {
+        ctx.registry.register(stream_id, r.clone());
+    }
+    let result = match subscribe(&ctx, &status, &mut updates, &hello.subscriptions) {
+        Ok(()) => serve(&ctx, &status, &mut updates, &mut inbound, &tx).await,
+        Err(e) => Err(e),
+    };
+    if let Err(status) = result {
+        tracing::debug!(stream_id, %status, "watch stream ended with an error");
+        let _ = tx.send(Err(status)).await;
+    }
+    drop(updates);
+    ctx.sessions.close(stream_id);
+    ctx.metrics.connected_proxies.dec();
+    tracing::info!(stream_id, "proxy disconnected");
+    if registration.is_some() {
+        let registry = ctx.registry.clone();
+        let grace = ctx.grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            registry.deregister(stream_id);
+        });
+    }
+}
+
+/// The main loop: requests in, updates out, until either side ends.
+async fn serve(
+    ctx: &SessionContext,
+    status: &Mutex<SessionStatus>,
+    updates: &mut Updates,
+    inbound: &mut Streaming<v1::WatchRequest>,
+    tx: &Outbound,
+) -> Result<(), Status> {
+    let mut shutdown = ctx.shutdown.clone();
+    let mut nonce: u64 = 0;
+    loop {
+        tokio::select! {
+            message = inbound.message() => match message {
+                Ok(Some(request)) => handle(ctx, status, updates, request)?,
+                // The proxy closed its side, or the connection broke.
+                Ok(None) | Err(_) => return Ok(()),
+            },
+            Some((key, snapshot)) = updates.next(), if !updates.is_empty() => {
+                nonce += 1;
+                let update = to_update(&snapshot, nonce);
+                with_status(status, |s| {
+                    let sub = s.subscriptions.entry(key).or_default();
+                    sub.sent_version = update.version.clone();
+                    sub.sent_nonce = update.nonce.clone();
+                });
+                let response = v1::WatchResponse { kind: Some(v1::watch_response::Kind::Update(update)) };
+                if tx.send(Ok(response)).await.is_err() {
+                    return Ok(());
+                }
+                ctx.metrics.updates_sent.inc();
+                ctx.metrics.push_latency.observe(snapshot.changed_at.elapsed().as_secs_f64());
+            }
+            () = tx.closed() => return Ok(()),
+            () = stopped(&mut shutdown) => {
+                return Err(Status::unavailable("control plane shutting down"));
+            }
+        }
+    }
+}
+
+fn handle(
+    ctx: &SessionContext,
+    status: &Mutex<SessionStatus>,
+    updates: &mut Updates,
+    request: v1::WatchRequest,
+) -> Result<(), Status> {
+    match request.kind {
+        Some(Kind::Subscribe(s)) => subscribe(ctx, status, updates, &s.services),
+        Some(Kind::Unsubscribe(u)) => {
+            for service in &u.services {
+                let key = service_key(service)?;
+                updates.remove(&key);
+                with_status(status, |s| s.subscriptions.remove(&key));
+            }
+            Ok(())
+        }
+        Some(Kind::Ack(ack)) => {
+            let key = service_key(&ack.service.unwrap_or_default())?;
+            ctx.metrics
+                .updates
+                .get_or_create(&UpdateLabels { result: "ack" })
+                .inc();
+            with_status(status, |s| {
+                if let Some(sub) = s.subscriptions.get_mut(&key) {
+                    sub.acked_version = ack.version;
+                    sub.nacked_version.clear();
+                    sub.nack_reason.clear();
+                }
+            });
+            Ok(())
+        }
+        Some(Kind::Nack(nack)) => {
+            let key = service_key(&nack.service.unwrap_or_default())?;
+            ctx.metrics
+                .updates
+                .get_or_create(&UpdateLabels { result: "nack" })
+                .inc();
+            tracing::warn!(service = %key, version = %nack.version, reason = %nack.reason, "proxy NACKed an update");
+            with_status(status, |s| {
+                if let Some(sub) = s.subscriptions.get_mut(&key) {
+                    sub.nacked_version = nack.version;
+                    sub.nack_reason = nack.reason;
+                }
+            });
+            Ok(())
+        }
+        Some(Kind::Hello(_)) => Err(Status::invalid_argument(
+            "hello may be sent only once per stream",
+        )),
+        None => Err(Status::invalid_argument("empty WatchRequest")),
+    }
+}
+
+fn subscribe(
+    ctx: &SessionContext,
+    status: &Mutex<SessionStatus>,
+    updates: &mut Updates,
+    services: &[v1::ServiceRef],
+) -> Result<(), Status> {
+    for service in services {
+        let key = service_key(service)?;
+        if updates.contains_key(&key) {
+            continue;
+        }
+        let rx = ctx.registry.subscribe(&key);
+        with_status(status, |s| {
+            s.subscriptions
+                .entry(key.clone())
+                .or_insert_with(SubscriptionStatus::default);
+        });
+        updates.insert(key, WatchStream::new(rx));
+    }
+    Ok(())
+}
+
+/// A wire service reference as a key; an empty namespace means "default".
+pub fn service_key(service: &v1::ServiceRef) -> Result<ServiceKey, Status> {
+    if service.name.is_empty() {
+        return Err(Status::invalid_argument("service reference without a name"));
+    }
+    let port = u16::try_from(service.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "service {}: port {} is outside 1-65535",
+                service.name, service.port
+            ))
+        })?;
+    let namespace = if service.namespace.is_empty() {
+        DEFAULT_NAMESPACE
+    } else {
+        &service.namespace
+    };
+    Ok(ServiceKey {
+        name: service.name.clone(),
+        namespace: namespace.to_owned(),
+        port,
+    })
+}
+
+/// The endpoint a hello registers, if any.
+fn registration(
+    hello: &v1::Hello,
+    peer: Option<SocketAddr>,
+) -> Result<Option<Registration>, Status> {
+    if hello.service.is_empty() || hello.inbound_port == 0 {
+        return Ok(None);
+    }
+    let inbound_port = u16::try_from(hello.inbound_port).map_err(|_| {
+        Status::invalid_argument(format!(
+            "hello.inbound_port {} is outside 1-65535",
+            hello.inbound_port
+        ))
+    })?;
+    let port = match hello.service_port {
+        0 => None,
+        p => Some(u16::try_from(p).map_err(|_| {
+            Status::invalid_argument(format!("hello.service_port {p} is outside 1-65535"))
+        })?),
+    };
+    let ip: IpAddr = if hello.address.is_empty() {
+        peer.map(|p| p.ip()).ok_or_else(|| {
+            Status::invalid_argument("hello.address is empty and the peer address is unknown")
+        })?
+    } else {
+        hello.address.parse().map_err(|_| {
+            Status::invalid_argument(format!(
+                "hello.address {:?} is not an IP address",
+                hello.address
+            ))
+        })?
+    };
+    let namespace = if hello.namespace.is_empty() {
+        DEFAULT_NAMESPACE
+    } else {
+        &hello.namespace
+    };
+    Ok(Some(Registration {
+        service: hello.service.clone(),
+        namespace: namespace.to_owned(),
+        port,
+        addr: SocketAddr::new(ip, inbound_port),
+    }))
+}
+
+fn to_update(snapshot: &ServiceSnapshot, nonce: u64) -> v1::ServiceUpdate {
+    v1::ServiceUpdate {
+        service: Some(service_ref(&snapshot.key)),
+        version: snapshot.version.clone(),
+        nonce: nonce.to_string(),
+        policy_revision: snapshot.policy_revision,
+        policy: snapshot.policy.as_deref().and_then(policy_to_wire),
+        endpoints: snapshot
+            .endpoints
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect(),
+    }
+}
+
+/// The policy in its protobuf form.
+// TODO(policy-convert): use the levee_proto conversion once it lands.
+fn policy_to_wire(_policy: &levee_proto::policy::ResiliencePolicy) -> Option<v1::ResiliencePolicy> {
+    None
+}
+
+/// Resolves once the server is stopping (the guard `wait_for` returns is not `Send`).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,142 @@
+//! The control plane's Prometheus metrics (served on `/metrics`): connected
+//! proxies, push latency, ACK/NACK counts and store operations.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of `levee_cp_store_operations_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOpLabels {
+    /// `apply`, `delete`, `get`, `list`.
+    pub op: &'static str,
+    /// `ok`, `invalid`, `conflict`, `not_found`, `error`.
+    pub result: &'static str,
+}
+
+/// Labels of `levee_cp_updates_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpdateLabels {
+    /// `ack` or `nack`.
+    pub result: &'static str,
+}
+
+/// Labels of `levee_cp_admin_requests_rejected_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// `unauthenticated` or `not_loopback`.
+    pub reason: &'static str,
+}
+
+/// Handles to every metric; clone freely (all fields are shared).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Proxies with an open `Discovery.Watch` stream.
+    pub connected_proxies: Gauge,
+    /// Time from a service's state changing to its update being handed to a stream.
+    pub push_latency: Histogram,
+    /// ServiceUpdates sent.
+    pub updates_sent: Counter,
+    /// ACKs and NACKs received.
+    pub updates: Family<UpdateLabels, Counter>,
+    /// Store calls by operation and result.
+    pub store_ops: Family<StoreOpLabels, Counter>,
+    /// The store's current revision.
+    pub store_revision: Gauge,
+    /// Admin calls refused by authentication.
+    pub admin_rejected: Family<RejectLabels, Counter>,
+    registry: Arc<Registry>,
+}
+
+impl Metrics {
+    /// Registers every metric in a new registry.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let connected_proxies = Gauge::default();
+        registry.register(
+            "levee_cp_connected_proxies",
+            "Proxies with an open Discovery.Watch stream",
+            connected_proxies.clone(),
+        );
+        // 100µs .. ~3.3s
+        let push_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "levee_cp_push_latency_seconds",
+            "Time from a service's change to its update being sent to a proxy",
+            push_latency.clone(),
+        );
+        let updates_sent = Counter::default();
+        registry.register(
+            "levee_cp_updates_sent",
+            "ServiceUpdates sent to proxies",
+            updates_sent.clone(),
+        );
+        let updates = Family::<UpdateLabels, Counter>::default();
+        registry.register(
+            "levee_cp_updates",
+            "ACKs and NACKs received from proxies",
+            updates.clone(),
+        );
+        let store_ops = Family::<StoreOpLabels, Counter>::default();
+        registry.register(
+            "levee_cp_store_operations",
+            "Store operations by op and result",
+            store_ops.clone(),
+        );
+        let store_revision = Gauge::default();
+        registry.register(
+            "levee_cp_store_revision",
+            "Current revision of the policy store",
+            store_revision.clone(),
+        );
+        let admin_rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "levee_cp_admin_requests_rejected",
+            "PolicyAdmin calls refused before reaching the API",
+            admin_rejected.clone(),
+        );
+        Metrics {
+            connected_proxies,
+            push_latency,
+            updates_sent,
+            updates,
+            store_ops,
+            store_revision,
+            admin_rejected,
+            registry: Arc::new(registry),
+        }
+    }
+
+    /// Counts one store operation.
+    pub fn store_op(&self, op: &'static str, result: &'static str) {
+        self.store_ops
+            .get_or_create(&StoreOpLabels { op, result })
+            .inc();
+    }
+
+    /// Sets the revision gauge.
+    pub fn set_revision(&self, revision: u64) {
+        self.store_revision
+            .set(i64::try_from(revision).unwrap_or(i64::MAX));
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(%error, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
