@@ -14,8 +14,24 @@
 //!   the HTTP/gRPC response of DESIGN.md §2.
 //! - `server`: accept loops, connection limits, protocol detection, graceful shutdown.
 //! - `outbound` / `inbound`: the two data paths.
+//! - `run`: [`run`] binds the listeners, loads policy, serves, and shuts down.
 //! - `forward`: upstream connection pools, hop-by-hop header handling, upgrades.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod endpoints;
+pub mod errors;
+pub mod forward;
+pub mod inbound;
 pub mod metrics;
+pub mod outbound;
+pub mod policy_source;
+mod run;
+pub mod server;
+pub mod state;
+
+pub use config::ProxyConfig;
+pub use run::{BoundAddrs, run, run_with};

@@ -1,0 +1,198 @@
+//! Errors the proxy itself produces, and the one place they become responses.
+//!
+//! A [`ProxyError`] says what went wrong ([`ErrorKind`]), for which service,
+//! and whether another attempt could succeed. [`to_response`] renders it as
+//! DESIGN.md §2 specifies: an HTTP status with `x-levee-error` and a small JSON
+//! body, or for gRPC callers a trailers-only response (HTTP 200) carrying
+//! `grpc-status` / `grpc-message`. Callers never see a bare connection reset.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
+
+use crate::body::{self, BoxBody};
+
+/// The response header naming a proxy-made error.
+pub const X_LEVEE_ERROR: HeaderName = HeaderName::from_static("x-levee-error");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// What went wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The service circuit breaker is open.
+    CircuitOpen,
+    /// The request (or an attempt) ran out of time.
+    Timeout,
+    /// A rate limit rejected the request.
+    RateLimited,
+    /// A concurrency limit (or the connection limit) rejected the request.
+    Overloaded,
+    /// The service has no endpoint to send to.
+    NoEndpoints,
+    /// No connection to the upstream could be made.
+    UpstreamConnect,
+    /// The upstream connection failed after the request was sent.
+    UpstreamReset,
+    /// The request cannot be routed (no or bad authority, unsupported method).
+    BadRequest,
+}
+
+impl ErrorKind {
+    /// The `x-levee-error` value, also the `outcome` metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorKind::CircuitOpen => "circuit-open",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::RateLimited => "rate-limited",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::NoEndpoints => "no-endpoints",
+            ErrorKind::UpstreamConnect => "upstream-connect",
+            ErrorKind::UpstreamReset => "upstream-reset",
+            ErrorKind::BadRequest => "bad-request",
+        }
+    }
+
+    /// The HTTP status of the error response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ErrorKind::CircuitOpen | ErrorKind::Overloaded | ErrorKind::NoEndpoints => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset => StatusCode::BAD_GATEWAY,
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The gRPC status code of the error response, as `grpc-status` writes it.
+    pub fn grpc_status(&self) -> &'static str {
+        match self {
+            ErrorKind::CircuitOpen
+            | ErrorKind::Overloaded
+            | ErrorKind::NoEndpoints
+            | ErrorKind::UpstreamConnect
+            | ErrorKind::UpstreamReset => "14", // UNAVAILABLE
+            ErrorKind::Timeout => "4",     // DEADLINE_EXCEEDED
+            ErrorKind::RateLimited => "8", // RESOURCE_EXHAUSTED
+            ErrorKind::BadRequest => "13", // INTERNAL, gRPC's mapping of HTTP 400
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error the proxy produced on behalf of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyError {
+    pub kind: ErrorKind,
+    /// The service label (`name.namespace:port`, or the inbound service).
+    pub service: String,
+    /// Human-readable cause, sent to the client.
+    pub detail: String,
+    /// When set, sent as `Retry-After` (seconds, rounded up).
+    pub retry_after: Option<Duration>,
+}
+
+impl ProxyError {
+    pub fn new(kind: ErrorKind, service: impl Into<String>, detail: impl Into<String>) -> Self {
+        ProxyError {
+            kind,
+            service: service.into(),
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Adds a `Retry-After` hint.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// Whether another attempt (on another connection or endpoint) may succeed.
+    /// Connect failures never reached the upstream; resets and per-try
+    /// timeouts may have, so the retry policy still decides for those.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::Timeout
+        )
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.kind, self.service, self.detail)
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+/// Whether a request's `content-type` makes it a gRPC call.
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Renders `err` for the client: gRPC form when `grpc`, else HTTP + JSON.
+pub fn to_response(err: &ProxyError, grpc: bool) -> Response<BoxBody> {
+    let mut response = if grpc {
+        let mut r = Response::new(body::empty());
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(
+            GRPC_STATUS,
+            HeaderValue::from_static(err.kind.grpc_status()),
+        );
+        let message = format!("{}: {}", err.kind, err.detail);
+        if let Ok(v) = HeaderValue::from_str(&percent_encode(&message)) {
+            h.insert(GRPC_MESSAGE, v);
+        }
+        r
+    } else {
+        let json = serde_json::json!({
+            "error": err.kind.as_str(),
+            "service": err.service,
+            "detail": err.detail,
+        });
+        let mut r = Response::new(body::full(json.to_string()));
+        *r.status_mut() = err.kind.status();
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r
+    };
+    let h = response.headers_mut();
+    h.insert(X_LEVEE_ERROR, HeaderValue::from_static(err.kind.as_str()));
+    if let Some(after) = err.retry_after {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        h.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// gRPC's `grpc-message` encoding: printable ASCII except `%` passes, the
+/// rest is `%XX` per byte of UTF-8.
+fn percent_encode(message: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(message.len());
+    for &b in message.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

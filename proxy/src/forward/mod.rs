@@ -1,0 +1,103 @@
+//! Sending a request to one chosen upstream address and returning its
+//! response: protocol choice (the downstream's), URI form, hop-by-hop
+//! headers, connection pooling ([`pool`]) and HTTP/1.1 upgrades (tunnelled
+//! with `copy_bidirectional` once both sides have switched protocols).
+//!
+//! Bodies stream in both directions; trailers pass through untouched.
+
+pub mod headers;
+pub mod pool;
+pub mod telemetry;
+mod tunnel;
+pub mod uri;
+
+use std::error::Error as _;
+use std::net::SocketAddr;
+
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::body::{self, BoxBody};
+use crate::errors::{ErrorKind, ProxyError};
+use headers::{is_upgrade, strip_hop_by_hop};
+use pool::{Pool, PoolSettings, Protocol, SendError};
+
+/// Forwards requests to upstream addresses. Shared by both listeners.
+pub struct Forwarder {
+    pool: Pool,
+    /// Upgraded (tunnelled) connections outlive their HTTP exchange; they are
+    /// tracked so shutdown waits for them, and cut when the grace period ends.
+    tunnels: TaskTracker,
+    hard_stop: CancellationToken,
+}
+
+impl Forwarder {
+    pub fn new(settings: PoolSettings, tunnels: TaskTracker, hard_stop: CancellationToken) -> Self {
+        Forwarder {
+            pool: Pool::new(settings),
+            tunnels,
+            hard_stop,
+        }
+    }
+
+    /// Forwards `req` to `addr`, speaking the downstream's HTTP version.
+    /// `service` labels errors.
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        addr: SocketAddr,
+        service: &str,
+    ) -> Result<Response<BoxBody>, ProxyError> {
+        let protocol = if req.version() == Version::HTTP_2 {
+            Protocol::Http2
+        } else {
+            Protocol::Http1
+        };
+        let upgrade = protocol == Protocol::Http1 && is_upgrade(req.headers());
+        let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
+        strip_hop_by_hop(req.headers_mut(), upgrade);
+        uri::rewrite_for_upstream(&mut req, protocol)
+            .map_err(|detail| ProxyError::new(ErrorKind::BadRequest, service, detail))?;
+
+        let sent = self
+            .pool
+            .send(addr, protocol, req.map(body::incoming), upgrade)
+            .await;
+        let mut response = sent.map_err(|e| send_error(e, addr, service))?;
+
+        let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let (Some(downstream), true) = (downstream, switched) {
+            let upstream = hyper::upgrade::on(&mut response);
+            self.spawn_tunnel(addr, async move {
+                let (down, up) = tokio::try_join!(downstream, upstream)?;
+                Ok((TokioIo::new(down), TokioIo::new(up)))
+            });
+        }
+        strip_hop_by_hop(response.headers_mut(), upgrade && switched);
+        Ok(response)
+    }
+}
+
+/// Maps a pool failure to the error the caller sees (502 either way).
+fn send_error(err: SendError, addr: SocketAddr, service: &str) -> ProxyError {
+    match err {
+        SendError::Connect(e) => ProxyError::new(
+            ErrorKind::UpstreamConnect,
+            service,
+            format!("connecting to {addr}: {e}"),
+        ),
+        SendError::Reset(e) => {
+            let mut detail = format!("{addr}: {e}");
+            let mut source = e.source();
+            while let Some(cause) = source {
+                detail.push_str(": ");
+                detail.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            ProxyError::new(ErrorKind::UpstreamReset, service, detail)
+        }
+    }
+}

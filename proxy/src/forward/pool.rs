@@ -1,0 +1,343 @@
+//! Upstream connections, pooled per endpoint address.
+//!
+//! HTTP/1.1: idle keep-alive connections are kept per endpoint and reused; a
+//! connection goes back to the pool once its response body has been read to
+//! the end. HTTP/2: one multiplexed connection per endpoint, re-dialled when
+//! it closes. Connects are bounded by `connect_timeout`, so a dead upstream
+//! fails fast instead of hanging the caller.
+//!
+//! The pool is ours rather than hyper-util's legacy client because that client
+//! derives both the dialled address and the HTTP/2 `:authority` from the URI:
+//! a proxy must dial the chosen endpoint yet keep the caller's authority.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::body::{BoxBody, BoxError};
+
+/// Which HTTP version to speak to the upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Pool tuning.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    /// Bound on TCP connect to an endpoint.
+    pub connect_timeout: Duration,
+    /// Idle HTTP/1 connections older than this are not reused.
+    pub idle_timeout: Duration,
+    /// Idle HTTP/1 connections kept per endpoint.
+    pub max_idle_per_endpoint: usize,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(90),
+            max_idle_per_endpoint: 128,
+        }
+    }
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made; the request was not sent.
+    Connect(io::Error),
+    /// The connection failed while the request was in flight.
+    Reset(hyper::Error),
+}
+
+/// Connections to every endpoint the proxy has talked to.
+pub struct Pool {
+    settings: PoolSettings,
+    /// Read on every request without locking; replaced (copy-on-write) when a
+    /// new endpoint appears.
+    endpoints: ArcSwap<HashMap<SocketAddr, Arc<Endpoint>>>,
+}
+
+struct Endpoint {
+    addr: SocketAddr,
+    settings: PoolSettings,
+    idle_h1: Mutex<Vec<(http1::SendRequest<BoxBody>, Instant)>>,
+    h2: Mutex<Option<http2::SendRequest<BoxBody>>>,
+    /// Serialises HTTP/2 dials so a burst of requests shares one connection.
+    h2_dial: tokio::sync::Mutex<()>,
+}
+
+impl Pool {
+    pub fn new(settings: PoolSettings) -> Self {
+        Pool {
+            settings,
+            endpoints: ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+
+    /// Sends `req` to `addr` over `protocol`. `req`'s URI must already be in
+    /// the form the protocol wants (origin-form for HTTP/1, absolute for HTTP/2).
+    /// Upgrade requests get a connection of their own that is never pooled.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        protocol: Protocol,
+        req: Request<BoxBody>,
+        upgrade: bool,
+    ) -> Result<Response<BoxBody>, SendError> {
+        let endpoint = self.endpoint(addr);
+        match protocol {
+            Protocol::Http1 => endpoint.send_h1(req, upgrade).await,
+            Protocol::Http2 => endpoint.send_h2(req).await,
+        }
+    }
+
+    /// A plain TCP connection to `addr` (for `CONNECT` tunnels), not pooled.
+    pub async fn dial_raw(&self, addr: SocketAddr) -> Result<TcpStream, SendError> {
+        dial(addr, self.settings.connect_timeout).await
+    }
+
+    fn endpoint(&self, addr: SocketAddr) -> Arc<Endpoint> {
+        if let Some(found) = self.endpoints.load().get(&addr) {
+            return found.clone();
+        }
+        let fresh = Arc::new(Endpoint {
+            addr,
+            settings: self.settings.clone(),
+            idle_h1: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            h2_dial: tokio::sync::Mutex::new(()),
+        });
+        let mut chosen = fresh.clone();
+        self.endpoints.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            chosen = map.entry(addr).or_insert_with(|| fresh.clone()).clone();
+            map
+        });
+        chosen
+    }
+}
+
+impl Endpoint {
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut req: Request<BoxBody>,
+        upgrade: bool,
+    ) -> Result<Response<BoxBody>, SendError> {
+        if !upgrade {
+            while let Some(mut sender) = self.checkout_h1() {
+                if sender.ready().await.is_err() {
+                    continue;
+                }
+                match sender.try_send_request(req).await {
+                    Ok(response) => return Ok(self.pooled_h1(response, sender)),
+                    Err(mut e) => match e.take_message() {
+                        // Not sent (the connection closed under us): try the next one.
+                        Some(back) => req = back,
+                        None => return Err(SendError::Reset(e.into_error())),
+                    },
+                }
+            }
+        }
+        let io = self.dial().await?;
+        let (mut sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(SendError::Reset)?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(%error, "upstream http/1 connection ended");
+            }
+        });
+        let response = sender.send_request(req).await.map_err(SendError::Reset)?;
+        if upgrade {
+            Ok(response.map(crate::body::incoming))
+        } else {
+            Ok(self.pooled_h1(response, sender))
+        }
+    }
+
+    async fn send_h2(
+        self: &Arc<Self>,
+        req: Request<BoxBody>,
+    ) -> Result<Response<BoxBody>, SendError> {
+        let mut sender = self.h2_sender().await?;
+        match sender.try_send_request(req).await {
+            Ok(response) => Ok(response.map(crate::body::incoming)),
+            Err(mut e) => match e.take_message() {
+                // Never sent (connection went away): once more on a new connection.
+                Some(back) => {
+                    self.forget_closed_h2();
+                    let mut sender = self.h2_sender().await?;
+                    let response = sender.send_request(back).await.map_err(SendError::Reset)?;
+                    Ok(response.map(crate::body::incoming))
+                }
+                None => Err(SendError::Reset(e.into_error())),
+            },
+        }
+    }
+
+    fn checkout_h1(&self) -> Option<http1::SendRequest<BoxBody>> {
+        let mut idle = self.idle_h1.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some((sender, since)) = idle.pop() {
+            if !sender.is_closed() && since.elapsed() < self.settings.idle_timeout {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn checkin_h1(&self, sender: http1::SendRequest<BoxBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle_h1.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.settings.max_idle_per_endpoint {
+            idle.push((sender, Instant::now()));
+        }
+    }
+
+    /// Wraps the response body so the connection returns to the pool when the
+    /// body has been read to its end (or immediately for an empty body).
+    fn pooled_h1(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        sender: http1::SendRequest<BoxBody>,
+    ) -> Response<BoxBody> {
+        if response.body().is_end_stream() {
+            self.checkin_h1(sender);
+            return response.map(crate::body::incoming);
+        }
+        let checkin = Some((sender, self.clone()));
+        response.map(|inner| PooledBody { inner, checkin }.boxed())
+    }
+
+    async fn h2_sender(&self) -> Result<http2::SendRequest<BoxBody>, SendError> {
+        if let Some(open) = self.cached_h2() {
+            return Ok(open);
+        }
+        let _dialing = self.h2_dial.lock().await;
+        // Another request may have dialled while we waited.
+        if let Some(open) = self.cached_h2() {
+            return Ok(open);
+        }
+        let io = self.dial().await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .adaptive_window(true)
+            .handshake(io)
+            .await
+            .map_err(SendError::Reset)?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%error, "upstream http/2 connection ended");
+            }
+        });
+        *self.h2.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
+        Ok(sender)
+    }
+
+    fn cached_h2(&self) -> Option<http2::SendRequest<BoxBody>> {
+        let cached = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        cached.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    fn forget_closed_h2(&self) {
+        let mut cached = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        if cached.as_ref().is_some_and(http2::SendRequest::is_closed) {
+            *cached = None;
+        }
+    }
+
+    async fn dial(&self) -> Result<TokioIo<TcpStream>, SendError> {
+        dial(self.addr, self.settings.connect_timeout)
+            .await
+            .map(TokioIo::new)
+    }
+}
+
+/// A TCP connection to `addr`, or `Connect` after `timeout`.
+async fn dial(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(SendError::Connect(e)),
+        Err(_) => {
+            let msg = format!("connect timed out after {timeout:?}");
+            return Err(SendError::Connect(io::Error::new(
+                io::ErrorKind::TimedOut,
+                msg,
+            )));
+        }
+    };
+    // Latency matters more than packet count for request/response traffic.
+    stream.set_nodelay(true).map_err(SendError::Connect)?;
+    Ok(stream)
+}
+
+pin_project_lite::pin_project! {
+    /// An HTTP/1 response body that checks its connection back into the pool
+    /// once fully read. Dropped early, the connection is dropped with it.
+    struct PooledBody {
+        #[pin]
+        inner: Incoming,
+        checkin: Option<(http1::SendRequest<BoxBody>, Arc<Endpoint>)>,
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        match &frame {
+            None => {
+                if let Some((sender, endpoint)) = this.checkin.take() {
+                    endpoint.checkin_h1(sender);
+                }
+            }
+            Some(Err(_)) => drop(this.checkin.take()),
+            // A server writing a sized body stops polling after the last
+            // byte, so check in as soon as the body reports its end.
+            Some(Ok(_)) => {
+                if this.inner.is_end_stream()
+                    && let Some((sender, endpoint)) = this.checkin.take()
+                {
+                    endpoint.checkin_h1(sender);
+                }
+            }
+        }
+        Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,161 @@
+//! Records each request's result in `levee_requests_total` and
+//! `levee_request_duration_seconds` (DESIGN.md §5).
+//!
+//! Latency is time to the response head. The code is the HTTP status, or for
+//! gRPC calls the `grpc-status`, which usually arrives in the trailers: those
+//! responses are recorded when the trailers pass by (or when the body ends or
+//! is dropped without any). Other responses are recorded at once, so plain
+//! HTTP pays no body wrapper.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use crate::body::{BoxBody, BoxError};
+use crate::errors::{self, ProxyError};
+use crate::metrics::{RequestMetrics, outcome};
+
+/// One request being observed.
+pub struct Observation {
+    pub metrics: RequestMetrics,
+    pub start: Instant,
+    /// The request was gRPC (by content-type).
+    pub grpc: bool,
+}
+
+impl Observation {
+    /// Records a proxy-made error and renders it.
+    pub fn error(self, err: &ProxyError) -> Response<BoxBody> {
+        let response = errors::to_response(err, self.grpc);
+        let status = response.status();
+        let code = if self.grpc {
+            err.kind.grpc_status()
+        } else {
+            status.as_str()
+        };
+        self.metrics
+            .record(code, err.kind.as_str(), self.start.elapsed());
+        tracing::debug!(error = %err, "proxy error");
+        response
+    }
+
+    /// Records (now or when the gRPC status shows up) an upstream response.
+    pub fn response(self, response: Response<BoxBody>) -> Response<BoxBody> {
+        let elapsed = self.start.elapsed();
+        if self.grpc {
+            if let Some(code) = grpc_status(response.headers()) {
+                self.metrics.record(code, grpc_outcome(code), elapsed);
+                return response;
+            }
+            let status = response.status();
+            let pending = Pending {
+                metrics: self.metrics,
+                elapsed,
+                http_status: status,
+            };
+            return response.map(|inner| {
+                GrpcStatusBody {
+                    inner,
+                    pending: Some(pending),
+                }
+                .boxed()
+            });
+        }
+        let status = response.status();
+        let outcome = if status.is_server_error() {
+            outcome::FAILURE
+        } else {
+            outcome::SUCCESS
+        };
+        self.metrics.record(status.as_str(), outcome, elapsed);
+        response
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<&str> {
+    headers.get("grpc-status").and_then(|v| v.to_str().ok())
+}
+
+/// Server-side gRPC failures; the other codes are answers (client errors included).
+fn grpc_outcome(code: &str) -> &'static str {
+    match code {
+        "2" | "4" | "13" | "14" | "15" => outcome::FAILURE,
+        _ => outcome::SUCCESS,
+    }
+}
+
+struct Pending {
+    metrics: RequestMetrics,
+    elapsed: std::time::Duration,
+    http_status: http::StatusCode,
+}
+
+impl Pending {
+    fn record_from(self, trailers: Option<&HeaderMap>) {
+        match trailers.and_then(grpc_status) {
+            Some(code) => self.metrics.record(code, grpc_outcome(code), self.elapsed),
+            // No status: the stream broke or the server is not speaking gRPC.
+            None => self
+                .metrics
+                .record(self.http_status.as_str(), outcome::FAILURE, self.elapsed),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Passes a gRPC response body through, recording its `grpc-status`.
+    struct GrpcStatusBody {
+        #[pin]
+        inner: BoxBody,
+        pending: Option<Pending>,
+    }
+
+    impl PinnedDrop for GrpcStatusBody {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(pending) = this.project().pending.take() {
+                pending.record_from(None);
+            }
+        }
+    }
+}
+
+impl Body for GrpcStatusBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(trailers) = f.trailers_ref()
+                    && let Some(pending) = this.pending.take()
+                {
+                    pending.record_from(Some(trailers));
+                }
+            }
+            Some(Err(_)) | None => {
+                if let Some(pending) = this.pending.take() {
+                    pending.record_from(None);
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,151 @@
+//! The proxy's life: bind the three listeners, publish their addresses, load
+//! policy, serve, and on shutdown drain in-flight work for up to the grace
+//! period before cutting what is left.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::body::BoxError;
+use crate::config::ProxyConfig;
+use crate::forward::Forwarder;
+use crate::forward::pool::PoolSettings;
+use crate::inbound::Inbound;
+use crate::metrics::Metrics;
+use crate::outbound::Outbound;
+use crate::server::{self, Limits, Shutdown};
+use crate::state::Shared;
+
+/// The addresses the listeners actually bound (they may be given as port 0).
+/// Written as JSON to `--addr-file`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct BoundAddrs {
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Runs the proxy until `shutdown` is cancelled and in-flight work has
+/// drained (or the grace period ran out). Errors: a listener could not be
+/// bound, the addr file could not be written, or the policy file is invalid.
+pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(), BoxError> {
+    run_with(config, shutdown, None).await
+}
+
+/// [`run`], also sending the bound addresses on `bound` once listening
+/// (in-process tests use this with port 0).
+pub async fn run_with(
+    config: ProxyConfig,
+    shutdown: CancellationToken,
+    bound: Option<oneshot::Sender<BoundAddrs>>,
+) -> Result<(), BoxError> {
+    let outbound = bind("outbound", config.outbound_addr).await?;
+    let inbound = bind("inbound", config.inbound_addr).await?;
+    let admin = bind("admin", config.admin_addr).await?;
+    let addrs = BoundAddrs {
+        outbound: outbound.local_addr()?,
+        inbound: inbound.local_addr()?,
+        admin: admin.local_addr()?,
+    };
+    if let Some(path) = &config.addr_file {
+        write_addr_file(path, &addrs)
+            .map_err(|e| format!("writing --addr-file {}: {e}", path.display()))?;
+    }
+    tracing::info!(outbound = %addrs.outbound, inbound = %addrs.inbound, admin = %addrs.admin, "listening");
+
+    let shared = Arc::new(Shared::new(config.namespace.clone(), Metrics::new()));
+    let tasks = TaskTracker::new();
+    let hard = CancellationToken::new();
+    {
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(error) = crate::admin::serve(admin, shared, shutdown).await {
+                tracing::error!(%error, "admin server failed");
+            }
+        });
+    }
+    if let Some(path) = &config.policy_file {
+        let loaded =
+            crate::policy_source::load_and_watch(shared.clone(), path.clone(), shutdown.clone())
+                .await;
+        if let Err(error) = loaded {
+            // Let the admin server go before reporting.
+            shutdown.cancel();
+            tasks.close();
+            tasks.wait().await;
+            return Err(error);
+        }
+    }
+    shared.set_ready(true);
+    if let Some(tx) = bound {
+        let _ = tx.send(addrs);
+    }
+
+    let pool = PoolSettings {
+        connect_timeout: config.connect_timeout,
+        idle_timeout: config.upstream_idle_timeout,
+        ..PoolSettings::default()
+    };
+    let forwarder = Arc::new(Forwarder::new(pool, tasks.clone(), hard.clone()));
+    let limits = Limits {
+        max_header_bytes: config.max_header_bytes,
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+    };
+    let listeners = Shutdown {
+        graceful: shutdown.clone(),
+        hard: hard.clone(),
+        tasks: tasks.clone(),
+    };
+    let out = Arc::new(Outbound::new(shared.clone(), forwarder.clone()));
+    tasks.spawn(server::serve(
+        outbound,
+        out,
+        limits.clone(),
+        listeners.clone(),
+    ));
+    let app = SocketAddr::from(([127, 0, 0, 1], config.app_port));
+    let service = config
+        .service
+        .clone()
+        .unwrap_or_else(|| "unknown".to_owned());
+    let inb = Arc::new(Inbound::new(forwarder, app, service, &shared.metrics));
+    tasks.spawn(server::serve(inbound, inb, limits, listeners));
+
+    shutdown.cancelled().await;
+    tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining in-flight requests");
+    tasks.close();
+    if tokio::time::timeout(config.shutdown_grace, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: closing remaining connections");
+        hard.cancel();
+        tasks.wait().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(which: &str, addr: SocketAddr) -> Result<TcpListener, BoxError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("binding the {which} listener to {addr}: {e}").into())
+}
+
+/// Writes `addrs` as JSON next to `path` and renames it into place, so a
+/// reader never sees a half-written file.
+fn write_addr_file(path: &Path, addrs: &BoundAddrs) -> std::io::Result<()> {
+    let json = serde_json::to_vec(addrs).map_err(std::io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}
