@@ -5,7 +5,7 @@ use std::fmt;
 /// One problem in one document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
-    /// 1-based index of the document in the file (0 = the file as a whole).
+    /// 1-based index of the document in the file (0: not from a file, e.g. a protobuf message).
     pub document: usize,
     /// Field path, e.g. `spec.outbound.routes[0].timeouts.perTry` (empty for the whole document).
     pub path: String,
@@ -17,12 +17,11 @@ pub struct FieldError {
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.document > 0 {
-            write!(f, "document {}", self.document)?;
-            if let Some(object) = &self.object {
-                write!(f, " ({object})")?;
-            }
-            f.write_str(": ")?;
+        match (self.document, &self.object) {
+            (0, Some(object)) => write!(f, "{object}: ")?,
+            (0, None) => {}
+            (n, Some(object)) => write!(f, "document {n} ({object}): ")?,
+            (n, None) => write!(f, "document {n}: ")?,
         }
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;

@@ -9,17 +9,20 @@
 //! - `effective`: route lookup, field-by-field merge, defaults resolved.
 //! - `parse`, `validate`, `error`: strict YAML reading with field paths.
 //! - `duration`, `conditions`, `service_key`: small value types.
-//! - `convert`: to and from the `levee.v1` protobuf messages.
+//! - `to_proto`, `from_proto`: to and from the `levee.v1` protobuf messages
+//!   (`From` one way; `TryFrom`, which validates, the other).
 
 mod conditions;
 mod document;
 mod duration;
 mod effective;
 mod error;
+mod from_proto;
 mod outbound;
 mod parse;
 mod route;
 mod service_key;
+mod to_proto;
 mod validate;
 
 pub use conditions::{FailureCondition, GrpcCode};
