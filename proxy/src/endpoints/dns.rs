@@ -1,0 +1,210 @@
+//! The DNS fallback: cached answers by service, bounded, with short
+//! positive and negative lifetimes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use levee_proto::policy::ServiceKey;
+use tokio::time::Instant;
+
+use super::{dns_host, no_endpoints};
+use crate::errors::ProxyError;
+use crate::metrics::Metrics;
+
+/// How long answers are kept, and how many.
+#[derive(Clone, Copy, Debug)]
+pub struct DnsConfig {
+    /// How long a successful answer is reused.
+    pub positive_ttl: Duration,
+    /// How long a failure is reused (so a bad name does not hammer the resolver).
+    pub negative_ttl: Duration,
+    /// Entries kept at most; the one expiring first makes room.
+    pub capacity: usize,
+    /// A lookup taking longer fails.
+    pub timeout: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            positive_ttl: Duration::from_secs(5),
+            negative_ttl: Duration::from_secs(1),
+            capacity: 1024,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Looks a host and port up; the system resolver unless a test swaps it.
+pub type Lookup =
+    Arc<dyn Fn(String, u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> + Send + Sync>;
+
+fn system_lookup() -> Lookup {
+    Arc::new(|host, port| {
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect())
+        })
+    })
+}
+
+/// Cached DNS answers by service.
+pub struct DnsCache {
+    config: DnsConfig,
+    lookup: Lookup,
+    entries: Mutex<HashMap<ServiceKey, Entry>>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    host: String,
+    answer: Result<Arc<[SocketAddr]>, String>,
+    expires: Instant,
+}
+
+/// One cached answer, as `/endpoints` shows it.
+#[derive(Clone, Debug)]
+pub struct CachedAnswer {
+    pub service: ServiceKey,
+    pub host: String,
+    /// The addresses, or why the lookup failed.
+    pub answer: Result<Arc<[SocketAddr]>, String>,
+    /// Time left before the answer is looked up again.
+    pub expires_in: Duration,
+}
+
+impl Default for DnsCache {
+    fn default() -> Self {
+        DnsCache::new(DnsConfig::default())
+    }
+}
+
+impl fmt::Debug for DnsCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DnsCache")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DnsCache {
+    /// A cache over the system resolver.
+    pub fn new(config: DnsConfig) -> DnsCache {
+        DnsCache::with_lookup(config, system_lookup())
+    }
+
+    /// A cache over `lookup` (tests count and script lookups with it).
+    pub fn with_lookup(config: DnsConfig, lookup: Lookup) -> DnsCache {
+        DnsCache {
+            config,
+            lookup,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The addresses of `service`, from the cache while fresh.
+    pub async fn resolve(
+        &self,
+        service: &ServiceKey,
+        own_namespace: &str,
+        metrics: &Metrics,
+    ) -> Result<Arc<[SocketAddr]>, ProxyError> {
+        if let Some(entry) = self.fresh(service) {
+            return entry.answer.map_err(|why| no_endpoints(service, why));
+        }
+        let host = dns_host(service, own_namespace).into_owned();
+        let answer: Result<Arc<[SocketAddr]>, String> = match tokio::time::timeout(
+            self.config.timeout,
+            (self.lookup)(host.clone(), service.port),
+        )
+        .await
+        {
+            Ok(Ok(addresses)) if addresses.is_empty() => {
+                Err(format!("DNS: {host} has no addresses"))
+            }
+            Ok(Ok(addresses)) => Ok(Arc::from(addresses)),
+            Ok(Err(error)) => Err(format!("DNS lookup of {host} failed: {error}")),
+            Err(_) => Err(format!(
+                "DNS lookup of {host} timed out after {:?}",
+                self.config.timeout
+            )),
+        };
+        let label = service.to_string();
+        match &answer {
+            Ok(addresses) => metrics.set_endpoints(&label, "ready", addresses.len()),
+            Err(why) => {
+                tracing::debug!(service = %label, %why, "no endpoints");
+                metrics.set_endpoints(&label, "ready", 0);
+            }
+        }
+        let ttl = if answer.is_ok() {
+            self.config.positive_ttl
+        } else {
+            self.config.negative_ttl
+        };
+        let entry = Entry {
+            host,
+            answer: answer.clone(),
+            expires: Instant::now() + ttl,
+        };
+        self.insert(service, entry, metrics);
+        answer.map_err(|why| no_endpoints(service, why))
+    }
+
+    fn fresh(&self, service: &ServiceKey) -> Option<Entry> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .get(service)
+            .filter(|entry| entry.expires > Instant::now())
+            .cloned()
+    }
+
+    /// Stores `entry`; when full, drops the expired entries, or else the one expiring first.
+    fn insert(&self, service: &ServiceKey, entry: Entry, metrics: &Metrics) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if !entries.contains_key(service) && entries.len() >= self.config.capacity {
+            let now = Instant::now();
+            let mut evict: Vec<ServiceKey> = entries
+                .iter()
+                .filter(|(_, e)| e.expires <= now)
+                .map(|(key, _)| key.clone())
+                .collect();
+            if evict.is_empty() {
+                evict.extend(
+                    entries
+                        .iter()
+                        .min_by_key(|(_, e)| e.expires)
+                        .map(|(key, _)| key.clone()),
+                );
+            }
+            for key in evict {
+                entries.remove(&key);
+                metrics.remove_endpoints(&key.to_string());
+            }
+        }
+        entries.insert(service.clone(), entry);
+    }
+
+    /// Every cached answer, fresh or not, sorted by service.
+    pub fn answers(&self) -> Vec<CachedAnswer> {
+        let now = Instant::now();
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut answers: Vec<CachedAnswer> = entries
+            .iter()
+            .map(|(service, entry)| CachedAnswer {
+                service: service.clone(),
+                host: entry.host.clone(),
+                answer: entry.answer.clone(),
+                expires_in: entry.expires.saturating_duration_since(now),
+            })
+            .collect();
+        answers.sort_by(|a, b| a.service.cmp(&b.service));
+        answers
+    }
+}

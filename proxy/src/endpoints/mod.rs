@@ -1,0 +1,61 @@
+//! Where a service's endpoints come from: the static `ServiceEndpoints` of
+//! the current snapshot first, else the address itself for IP literals, else
+//! DNS. DNS answers are cached ([`DnsCache`]) so a request does not pay a
+//! lookup: positive answers for a few seconds, failures for one, with a
+//! bounded number of entries (services come from untrusted `Host` headers).
+
+mod dns;
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use levee_proto::policy::ServiceKey;
+
+use crate::errors::{ErrorKind, ProxyError};
+use crate::state::Shared;
+
+pub use dns::{CachedAnswer, DnsCache, DnsConfig, Lookup};
+
+/// The endpoints of `service`; see the module docs for the order.
+pub(crate) async fn resolve(
+    shared: &Shared,
+    service: &ServiceKey,
+) -> Result<Arc<[SocketAddr]>, ProxyError> {
+    if let Some(addresses) = shared.snapshot.load().endpoints.get(service) {
+        if addresses.is_empty() {
+            return Err(no_endpoints(
+                service,
+                "its ServiceEndpoints list no addresses",
+            ));
+        }
+        return Ok(addresses.clone());
+    }
+    if service.namespace.is_empty()
+        && let Ok(ip) = service.name.parse::<IpAddr>()
+    {
+        return Ok(Arc::from([SocketAddr::new(ip, service.port)]));
+    }
+    shared
+        .dns
+        .resolve(service, &shared.namespace, &shared.metrics)
+        .await
+}
+
+/// The name to look up for `service`: the bare name in the proxy's own
+/// namespace (`localhost`, or `payments` through the pod's search path),
+/// `name.namespace` for another namespace, the whole host for external names.
+pub fn dns_host<'a>(service: &'a ServiceKey, own_namespace: &str) -> Cow<'a, str> {
+    if service.namespace.is_empty() || service.namespace == own_namespace {
+        Cow::Borrowed(&service.name)
+    } else {
+        Cow::Owned(format!("{}.{}", service.name, service.namespace))
+    }
+}
+
+pub(crate) fn no_endpoints(service: &ServiceKey, detail: impl Into<String>) -> ProxyError {
+    ProxyError::new(ErrorKind::NoEndpoints, service.to_string(), detail)
+}
+
+#[cfg(test)]
+mod tests;
