@@ -105,13 +105,13 @@ fn respond(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>
             metrics::CONTENT_TYPE,
             shared.metrics.encode(),
         ),
-        "/config" => json(&render::config(shared)),
+        "/config" => render::config(shared, |view| json(view)),
         "/endpoints" => json(&render::endpoints(shared)),
         _ => reply(StatusCode::NOT_FOUND, TEXT, "not found\n"),
     }
 }
 
-fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
     match serde_json::to_vec_pretty(value) {
         Ok(mut body) => {
             body.push(b'\n');

@@ -1,40 +1,72 @@
-//! The JSON bodies of `/config` and `/endpoints`.
+//! The JSON bodies of `/config` and `/endpoints` (typed views, so fields
+//! keep their order in the output).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use levee_proto::policy::ResiliencePolicy;
+use levee_proto::policy::{EffectiveInbound, EffectiveOutbound, ResiliencePolicy};
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use crate::state::Shared;
 
-/// `/config`: the snapshot in force. Each policy appears as written and
-/// effective (defaults filled in, each route merged over the service policy).
-pub(super) fn config(shared: &Shared) -> Value {
+/// `/config`: the snapshot in force.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ConfigView<'a> {
+    version: u64,
+    source: &'a str,
+    loaded_at: Option<String>,
+    namespace: &'a str,
+    policies: Vec<PolicyView<'a>>,
+    endpoints: BTreeMap<String, Vec<String>>,
+}
+
+/// One policy as written and effective (defaults filled in, each route
+/// merged over the service policy).
+#[derive(Serialize)]
+struct PolicyView<'a> {
+    service: String,
+    policy: &'a ResiliencePolicy,
+    effective: EffectiveView,
+}
+
+#[derive(Serialize)]
+struct EffectiveView {
+    outbound: OutboundView,
+    inbound: EffectiveInbound,
+}
+
+#[derive(Serialize)]
+struct OutboundView {
+    default: EffectiveOutbound,
+    routes: Vec<EffectiveOutbound>,
+}
+
+/// Builds the `/config` view of `shared`'s current snapshot and passes it to `write`.
+pub(super) fn config<T>(shared: &Shared, write: impl FnOnce(&ConfigView<'_>) -> T) -> T {
     let snapshot = shared.snapshot.load();
-    let policies: Vec<Value> = snapshot
+    let policies = snapshot
         .documents
         .iter()
         .map(|p| policy(p, &shared.namespace))
         .collect();
-    let endpoints: BTreeMap<String, Vec<String>> = snapshot
+    let endpoints = snapshot
         .endpoints
         .iter()
         .map(|(service, addresses)| (service.to_string(), addresses_text(addresses)))
         .collect();
-    json!({
-        "version": snapshot.version,
-        "source": snapshot.source,
-        "loadedAt": snapshot.loaded_at.map(rfc3339),
-        "namespace": shared.namespace,
-        "policies": policies,
-        "endpoints": endpoints,
+    write(&ConfigView {
+        version: snapshot.version,
+        source: &snapshot.source,
+        loaded_at: snapshot.loaded_at.map(rfc3339),
+        namespace: &shared.namespace,
+        policies,
+        endpoints,
     })
 }
 
-fn policy(policy: &ResiliencePolicy, namespace: &str) -> Value {
+fn policy<'a>(policy: &'a ResiliencePolicy, namespace: &str) -> PolicyView<'a> {
     let service = match policy.service_key(namespace) {
         Some(key) => key.to_string(),
         None => format!(
@@ -44,53 +76,77 @@ fn policy(policy: &ResiliencePolicy, namespace: &str) -> Value {
         ),
     };
     let outbound = &policy.spec.outbound;
-    let routes: Vec<Value> = outbound
-        .routes
-        .iter()
-        .map(|route| to_json(&outbound.effective_for(Some(route))))
-        .collect();
-    json!({
-        "service": service,
-        "policy": to_json(policy),
-        "effective": {
-            "outbound": { "default": to_json(&outbound.effective_for(None)), "routes": routes },
-            "inbound": to_json(&policy.spec.inbound.effective()),
+    PolicyView {
+        service,
+        policy,
+        effective: EffectiveView {
+            outbound: OutboundView {
+                default: outbound.effective_for(None),
+                routes: outbound
+                    .routes
+                    .iter()
+                    .map(|r| outbound.effective_for(Some(r)))
+                    .collect(),
+            },
+            inbound: policy.spec.inbound.effective(),
         },
-    })
+    }
 }
 
 /// `/endpoints`: per service, where its endpoints come from and what they are.
-pub(super) fn endpoints(shared: &Shared) -> Value {
+#[derive(Serialize)]
+pub(super) struct EndpointsView {
+    services: BTreeMap<String, ServiceEndpointsView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceEndpointsView {
+    /// `static` or `dns`.
+    source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    addresses: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_in_ms: Option<u64>,
+}
+
+pub(super) fn endpoints(shared: &Shared) -> EndpointsView {
     let snapshot = shared.snapshot.load();
-    let mut services: BTreeMap<String, Value> = BTreeMap::new();
+    let mut services = BTreeMap::new();
     for answer in shared.dns.answers() {
-        let mut entry = json!({
-            "source": "dns",
-            "host": answer.host,
-            "expiresInMs": u64::try_from(answer.expires_in.as_millis()).unwrap_or(u64::MAX),
-        });
-        match &answer.answer {
-            Ok(addresses) => entry["addresses"] = json!(addresses_text(addresses)),
-            Err(why) => entry["error"] = json!(why),
-        }
-        services.insert(answer.service.to_string(), entry);
+        let (addresses, error) = match &answer.answer {
+            Ok(addresses) => (Some(addresses_text(addresses)), None),
+            Err(why) => (None, Some(why.clone())),
+        };
+        let view = ServiceEndpointsView {
+            source: "dns",
+            host: Some(answer.host),
+            addresses,
+            error,
+            expires_in_ms: Some(u64::try_from(answer.expires_in.as_millis()).unwrap_or(u64::MAX)),
+        };
+        services.insert(answer.service.to_string(), view);
     }
     // Static endpoints win over DNS, here as in `endpoints::resolve`.
     for (service, addresses) in &snapshot.endpoints {
-        services.insert(
-            service.to_string(),
-            json!({"source": "static", "addresses": addresses_text(addresses)}),
-        );
+        let view = ServiceEndpointsView {
+            source: "static",
+            host: None,
+            addresses: Some(addresses_text(addresses)),
+            error: None,
+            expires_in_ms: None,
+        };
+        services.insert(service.to_string(), view);
     }
-    json!({ "services": services })
+    EndpointsView { services }
 }
 
 fn addresses_text(addresses: &[SocketAddr]) -> Vec<String> {
     addresses.iter().map(SocketAddr::to_string).collect()
-}
-
-fn to_json(value: &impl Serialize) -> Value {
-    serde_json::to_value(value).unwrap_or_else(|error| json!({ "error": error.to_string() }))
 }
 
 /// `2026-11-26T12:40:05Z` (UTC, whole seconds).

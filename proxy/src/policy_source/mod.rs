@@ -112,7 +112,12 @@ impl PolicyFile {
     /// Re-reads the file now (SIGHUP). A refused file is logged and counted
     /// again even if it was refused before.
     pub async fn reload_now(&self) -> Result<Reload, LoadError> {
-        self.report(self.apply(true).await)
+        let result = self.report(self.apply(true).await);
+        if let Ok(Reload::Unchanged) = result {
+            let version = self.shared.snapshot.load().version;
+            tracing::info!(path = %self.path.display(), version, "policy file unchanged");
+        }
+        result
     }
 
     /// One poll: acts only when the content differs from the last look.
@@ -169,7 +174,20 @@ impl PolicyFile {
             Err(error) => {
                 metrics.policy_update(false);
                 let version = self.shared.snapshot.load().version;
-                tracing::warn!(version, "{error}\nkeeping policy version {version}");
+                let path = self.path.display();
+                match error {
+                    LoadError::Read { source, .. } => {
+                        tracing::warn!(%path, version, error = %source, "policy file unreadable; keeping the last good policy");
+                    }
+                    // One line per problem, so each field path is its own log record.
+                    LoadError::Invalid { errors, .. } => {
+                        for problem in errors.iter() {
+                            tracing::warn!(%path, %problem, "policy file problem");
+                        }
+                        let problems = errors.0.len();
+                        tracing::warn!(%path, version, problems, "policy file refused; keeping the last good policy");
+                    }
+                }
             }
         }
         result
