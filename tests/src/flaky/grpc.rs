@@ -70,6 +70,10 @@ impl Flaky for FlakyGrpc {
                     return;
                 }
             }
+            if req.final_code != 0 {
+                let status = Status::new(req.final_code.into(), "flaky: stream failed");
+                let _ = tx.send(Err(status)).await;
+            }
         });
         Ok(Response::new(channel_stream(rx)))
     }

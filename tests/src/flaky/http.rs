@@ -128,8 +128,27 @@ fn header_map_json(headers: &HeaderMap) -> BTreeMap<String, Vec<String>> {
 
 /// Answers with what arrived: method, URI, version, headers, body, trailers.
 /// With `x-flaky-trailers: true` the response ends with trailer
-/// `x-flaky-trailer: <id>`.
+/// `x-flaky-trailer: <id>`; each `x-flaky-set-header: NAME: VALUE` adds a
+/// response header (to test what the proxy does with response headers).
 async fn echo(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let extra = response_headers(req.headers());
+    let mut resp = echo_body(shared, req).await;
+    for (name, value) in extra {
+        resp.headers_mut().append(name, value);
+    }
+    resp
+}
+
+fn response_headers(headers: &HeaderMap) -> Vec<(header::HeaderName, HeaderValue)> {
+    headers
+        .get_all("x-flaky-set-header")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split_once(':'))
+        .filter_map(|(n, v)| Some((n.trim().parse().ok()?, v.trim().parse().ok()?)))
+        .collect()
+}
+
+async fn echo_body(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let (bytes, trailers) = match body.collect().await {
         Ok(c) => {
@@ -146,6 +165,10 @@ async fn echo(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         "method": parts.method.as_str(),
         "uri": parts.uri.to_string(),
         "path": parts.uri.path(),
+        // `:authority` for HTTP/2, `Host` for HTTP/1.1.
+        "authority": parts.uri.authority().map(|a| a.to_string()).or_else(|| {
+            parts.headers.get(header::HOST).map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        }),
         "version": format!("{:?}", parts.version),
         "headers": header_map_json(&parts.headers),
         "body": String::from_utf8_lossy(&bytes),

@@ -193,6 +193,7 @@ async fn grpc_calls_in_all_four_shapes() {
         message: "s".into(),
         count: 3,
         interval_ms: 1,
+        ..Default::default()
     };
     let mut stream = client.server_stream(req).await.unwrap().into_inner();
     let mut got = Vec::new();

@@ -169,6 +169,26 @@ async fn deadline<T>(fut: impl Future<Output = Result<T, BoxError>>) -> Result<T
         .map_err(|_| format!("no response within {REQUEST_DEADLINE:?} (a hang)"))?
 }
 
+/// Reads an HTTP/1 response head (up to the blank line) byte by byte, so
+/// whatever follows stays in the socket. Fails on EOF or after
+/// [`REQUEST_DEADLINE`].
+pub async fn read_head(stream: &mut TcpStream) -> Result<String, BoxError> {
+    use tokio::io::AsyncReadExt;
+    deadline(async {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            if stream.read(&mut byte).await? == 0 {
+                let partial = String::from_utf8_lossy(&head);
+                return Err(format!("connection closed after {partial:?}").into());
+            }
+            head.push(byte[0]);
+        }
+        Ok(String::from_utf8_lossy(&head).into_owned())
+    })
+    .await
+}
+
 /// A tonic channel to `addr` whose requests carry `:authority` `authority`
 /// (as a gRPC client dialling the proxy for service `authority` would).
 pub async fn grpc_channel(

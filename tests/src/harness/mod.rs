@@ -9,17 +9,19 @@
 //!   `--addr-file`, a policy file and admin helpers (`/metrics`, `/config`).
 //! - `client.rs`: hyper HTTP/1.1 and HTTP/2 clients and a `curl` runner.
 //! - `metrics.rs`: Prometheus text parsing.
+//! - [`yaml`]: policy-file documents.
 
 mod client;
 mod metrics;
 mod process;
 mod proxy;
+pub mod yaml;
 
 use std::{path::PathBuf, time::Duration};
 
 pub use client::{
     Body, BoxError, CurlOutput, Http1Conn, Http2Conn, HttpResponse, REQUEST_DEADLINE, curl, empty,
-    full, get_http1, get_http2, grpc_channel, send_http1, send_http2, with_trailers,
+    full, get_http1, get_http2, grpc_channel, read_head, send_http1, send_http2, with_trailers,
 };
 pub use metrics::{Metrics, Sample};
 pub use process::Process;
