@@ -35,15 +35,10 @@ pub fn prepare(yaml: &str) -> Result<Vec<Prepared>, Status> {
     }
     let mut prepared: Vec<Prepared> = Vec::with_capacity(documents.len());
     let mut problems = Vec::new();
-    for (index, mut document) in documents.into_iter().enumerate() {
-        fill_namespace(&mut document);
-        let meta = document.metadata();
-        let key = DocKey::new(
-            document.kind(),
-            meta.namespace_or(DEFAULT_NAMESPACE),
-            &meta.name,
-        );
-        if let Some(first) = prepared.iter().position(|p| p.key == key) {
+    for (index, document) in documents.into_iter().enumerate() {
+        let doc = canonical(document);
+        let key = &doc.key;
+        if let Some(first) = prepared.iter().position(|p| p.key == *key) {
             problems.push(FieldError {
                 document: index + 1,
                 path: "metadata.name".into(),
@@ -57,17 +52,30 @@ pub fn prepare(yaml: &str) -> Result<Vec<Prepared>, Status> {
                 object: Some(format!("{} {}/{}", key.kind, key.namespace, key.name)),
             });
         }
-        let yaml = to_yaml(std::slice::from_ref(&document));
-        prepared.push(Prepared {
-            key,
-            yaml,
-            document,
-        });
+        prepared.push(doc);
     }
     if !problems.is_empty() {
         return Err(invalid_policy(&PolicyErrors(problems)));
     }
     Ok(prepared)
+}
+
+/// A validated document with its namespace filled in, its key and canonical
+/// YAML: the same text whether it is computed here or by leveectl.
+pub fn canonical(mut document: Document) -> Prepared {
+    fill_namespace(&mut document);
+    let meta = document.metadata();
+    let key = DocKey::new(
+        document.kind(),
+        meta.namespace_or(DEFAULT_NAMESPACE),
+        &meta.name,
+    );
+    let yaml = to_yaml(std::slice::from_ref(&document));
+    Prepared {
+        key,
+        yaml,
+        document,
+    }
 }
 
 fn fill_namespace(document: &mut Document) {

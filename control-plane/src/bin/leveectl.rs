@@ -1,15 +1,30 @@
 //! `leveectl`: thin entry point; the logic lives in `levee_control_plane::ctl`.
 
-use clap::Parser;
+use std::process::ExitCode;
 
-fn main() -> std::process::ExitCode {
-    let cli = levee_control_plane::ctl::Cli::parse();
+use clap::Parser;
+use levee_control_plane::ctl::{self, Outcome};
+
+fn main() -> ExitCode {
+    let cli = ctl::Cli::parse();
+    let failure = ExitCode::from(cli.command.failure_code());
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("leveectl: cannot start: {error}");
+            return failure;
+        }
+    };
     let mut out = std::io::stdout().lock();
-    match levee_control_plane::ctl::run(cli, &mut out) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    match runtime.block_on(ctl::run(cli, &mut out)) {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Differences) => ExitCode::from(1),
         Err(error) => {
             eprintln!("leveectl: {error}");
-            std::process::ExitCode::FAILURE
+            failure
         }
     }
 }
