@@ -44,3 +44,6 @@ pub use outbound::{
 pub use parse::{parse_documents, to_yaml};
 pub use route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteRequest, RouteTimeouts};
 pub use service_key::{Authority, ServiceKey};
+
+#[cfg(test)]
+mod docs_tests;
