@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -58,14 +58,19 @@ fn system_lookup() -> Lookup {
 pub struct DnsCache {
     config: DnsConfig,
     lookup: Lookup,
-    entries: Mutex<HashMap<ServiceKey, Entry>>,
+    entries: RwLock<HashMap<ServiceKey, Entry>>,
 }
+
+type Answer = Result<Arc<[SocketAddr]>, String>;
 
 #[derive(Clone, Debug)]
 struct Entry {
     host: String,
-    answer: Result<Arc<[SocketAddr]>, String>,
+    answer: Answer,
     expires: Instant,
+    /// Set while one caller refreshes an expired answer; until then the
+    /// others keep using the old one instead of all asking DNS at once.
+    refreshing_until: Option<Instant>,
 }
 
 /// One cached answer, as `/endpoints` shows it.
@@ -104,22 +109,23 @@ impl DnsCache {
         DnsCache {
             config,
             lookup,
-            entries: Mutex::new(HashMap::new()),
+            entries: RwLock::new(HashMap::new()),
         }
     }
 
-    /// The addresses of `service`, from the cache while fresh.
+    /// The addresses of `service`: from the cache while fresh; once expired,
+    /// the first caller looks it up again while the others use the old answer.
     pub async fn resolve(
         &self,
         service: &ServiceKey,
         own_namespace: &str,
         metrics: &Metrics,
     ) -> Result<Arc<[SocketAddr]>, ProxyError> {
-        if let Some(entry) = self.fresh(service) {
-            return entry.answer.map_err(|why| no_endpoints(service, why));
+        if let Some(answer) = self.cached(service) {
+            return answer.map_err(|why| no_endpoints(service, why));
         }
         let host = dns_host(service, own_namespace).into_owned();
-        let answer: Result<Arc<[SocketAddr]>, String> = match tokio::time::timeout(
+        let answer: Answer = match tokio::time::timeout(
             self.config.timeout,
             (self.lookup)(host.clone(), service.port),
         )
@@ -152,22 +158,41 @@ impl DnsCache {
             host,
             answer: answer.clone(),
             expires: Instant::now() + ttl,
+            refreshing_until: None,
         };
         self.insert(service, entry, metrics);
         answer.map_err(|why| no_endpoints(service, why))
     }
 
-    fn fresh(&self, service: &ServiceKey) -> Option<Entry> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries
-            .get(service)
-            .filter(|entry| entry.expires > Instant::now())
-            .cloned()
+    /// The answer to use now, or `None` when the caller must look it up
+    /// (nothing cached, or expired and nobody refreshing it yet).
+    fn cached(&self, service: &ServiceKey) -> Option<Answer> {
+        let now = Instant::now();
+        let usable = |entry: &Entry| {
+            entry.expires > now || entry.refreshing_until.is_some_and(|until| until > now)
+        };
+        {
+            let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+            match entries.get(service) {
+                None => return None,
+                Some(entry) if usable(entry) => return Some(entry.answer.clone()),
+                Some(_) => {}
+            }
+        }
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        let entry = entries.get_mut(service)?;
+        if usable(entry) {
+            return Some(entry.answer.clone());
+        }
+        // This caller refreshes; a refresh that never finishes (its request
+        // was dropped) is given up after the lookup timeout.
+        entry.refreshing_until = Some(now + self.config.timeout);
+        None
     }
 
     /// Stores `entry`; when full, drops the expired entries, or else the one expiring first.
     fn insert(&self, service: &ServiceKey, entry: Entry, metrics: &Metrics) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         if !entries.contains_key(service) && entries.len() >= self.config.capacity {
             let now = Instant::now();
             let mut evict: Vec<ServiceKey> = entries
@@ -194,7 +219,7 @@ impl DnsCache {
     /// Every cached answer, fresh or not, sorted by service.
     pub fn answers(&self) -> Vec<CachedAnswer> {
         let now = Instant::now();
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         let mut answers: Vec<CachedAnswer> = entries
             .iter()
             .map(|(service, entry)| CachedAnswer {

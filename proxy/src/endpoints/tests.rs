@@ -215,3 +215,56 @@ fn dns_host_follows_the_namespace() {
         "api.example.com"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_caller_refreshes_an_expired_answer_while_the_others_use_the_old_one() {
+    // The first lookup answers port 8000 at once; later ones answer 8001
+    // once the gate opens.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let lookup: Lookup = {
+        let (calls, gate) = (calls.clone(), gate.clone());
+        Arc::new(move |_, _| {
+            let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+            let gate = gate.clone();
+            Box::pin(async move {
+                if first {
+                    return Ok(vec![SocketAddr::from(([127, 0, 0, 1], 8000))]);
+                }
+                let _open = gate.acquire().await.map_err(std::io::Error::other)?;
+                Ok(vec![SocketAddr::from(([127, 0, 0, 1], 8001))])
+            })
+        })
+    };
+    let shared = Arc::new(shared_with(lookup, DnsConfig::default()));
+    let service = key("payments", "test", 80);
+    let port = |answer: Result<Arc<[SocketAddr]>, crate::errors::ProxyError>| {
+        answer.expect("resolves")[0].port()
+    };
+    assert_eq!(port(shared.resolve(&service).await), 8000);
+
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let refresher = tokio::spawn({
+        let (shared, service) = (shared.clone(), service.clone());
+        async move { shared.resolve(&service).await }
+    });
+    for _ in 0..1000 {
+        if calls.load(Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the refresh started");
+
+    assert_eq!(
+        port(shared.resolve(&service).await),
+        8000,
+        "old answer meanwhile"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "no second lookup");
+
+    gate.add_permits(1);
+    assert_eq!(port(refresher.await.expect("task")), 8001);
+    assert_eq!(port(shared.resolve(&service).await), 8001);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
