@@ -83,6 +83,8 @@ struct FileState {
 impl PolicyFile {
     /// A source for `path`; nothing is read yet.
     pub fn new(shared: Arc<Shared>, path: PathBuf) -> PolicyFile {
+        // Absolute, so logs and `/config` say which file even if the flag was relative.
+        let path = std::path::absolute(&path).unwrap_or(path);
         PolicyFile {
             shared,
             path,
