@@ -229,6 +229,10 @@ pub fn merge_retry(base: Option<&RetryPolicy>, over: Option<&RetryPolicy>) -> Re
 
 impl OutboundPolicy {
     /// The route matching `req` (first match wins) merged over the service policy.
+    ///
+    /// This allocates; on a hot path, resolve every route once per policy
+    /// change with [`OutboundPolicy::effective_for`] and pick the result per
+    /// request with [`OutboundPolicy::find_route`]'s index.
     pub fn effective(&self, req: &RouteRequest<'_>) -> EffectiveOutbound {
         self.effective_for(self.find_route(req).map(|(_, r)| r))
     }

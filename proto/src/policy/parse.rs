@@ -24,13 +24,15 @@ pub fn parse_documents(src: &str) -> Result<Vec<Document>, PolicyErrors> {
         match Value::deserialize(de) {
             Ok(v) => values.push(v),
             Err(e) => {
+                // The YAML stream cannot be read past this point; the
+                // documents before it are still checked.
                 errors.push(FieldError {
                     document: i + 1,
                     path: String::new(),
                     message: format!("not valid YAML: {e}"),
                     object: None,
                 });
-                return Err(PolicyErrors(errors));
+                break;
             }
         }
     }
@@ -48,6 +50,8 @@ pub fn parse_documents(src: &str) -> Result<Vec<Document>, PolicyErrors> {
         errors.extend(problems.errors);
     }
     errors.extend(validate::across_documents(&docs));
+    // Stable: within a document, problems stay in field order.
+    errors.sort_by_key(|e| e.document);
     if errors.is_empty() {
         Ok(docs.into_iter().map(|(_, d)| d).collect())
     } else {

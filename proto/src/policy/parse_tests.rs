@@ -131,3 +131,13 @@ fn reports_the_example_error_from_design() {
         "{text}"
     );
 }
+
+#[test]
+fn a_yaml_syntax_error_is_reported_and_earlier_documents_still_checked() {
+    let src = "apiVersion: levee.dev/v1alpha1\nkind: ServiceEndpoints\nmetadata: {name: a}\n\
+               spec: {service: a, port: 0}\n---\nkind: [unclosed\n";
+    let err = parse_documents(src).expect_err("syntax error");
+    let found: Vec<(usize, &str)> = err.iter().map(|e| (e.document, e.path.as_str())).collect();
+    assert_eq!(found, [(1, "spec.port"), (2, "")], "{err}");
+    assert!(err.0[1].message.starts_with("not valid YAML"), "{err}");
+}

@@ -362,4 +362,8 @@ pub(crate) fn across_documents(docs: &[(usize, Document)]) -> Vec<FieldError> {
 
 #[cfg(test)]
 #[path = "validate_tests.rs"]
-mod tests;
+pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "validate_file_tests.rs"]
+mod file_tests;

@@ -212,3 +212,7 @@ fn merged_timeouts(path: &str, o: &OutboundPolicy, r: &Route, p: &mut Problems) 
         p.add(format!("{path}.timeouts.{field}"), msg);
     }
 }
+
+#[cfg(test)]
+#[path = "validate_route_tests.rs"]
+mod tests;

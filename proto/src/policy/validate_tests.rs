@@ -2,7 +2,7 @@
 
 use crate::policy::{FieldError, parse_documents};
 
-fn errors_of(src: &str) -> Vec<FieldError> {
+pub(crate) fn errors_of(src: &str) -> Vec<FieldError> {
     match parse_documents(src) {
         Ok(docs) => panic!("expected errors, parsed {docs:?}"),
         Err(e) => e.0,
@@ -10,7 +10,7 @@ fn errors_of(src: &str) -> Vec<FieldError> {
 }
 
 /// A policy for `payments` in `shop` with the given flow-style `spec`.
-fn policy(spec: &str) -> String {
+pub(crate) fn policy(spec: &str) -> String {
     format!(
         "apiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\n\
          metadata: {{name: payments, namespace: shop}}\nspec: {spec}\n"
@@ -18,26 +18,26 @@ fn policy(spec: &str) -> String {
 }
 
 /// Errors of a policy whose spec is `{target: {service: payments}, outbound: <outbound>}`.
-fn outbound_errors(outbound: &str) -> Vec<FieldError> {
+pub(crate) fn outbound_errors(outbound: &str) -> Vec<FieldError> {
     errors_of(&policy(&format!(
         "{{target: {{service: payments}}, outbound: {outbound}}}"
     )))
 }
 
-fn ok(src: &str) {
+pub(crate) fn ok(src: &str) {
     if let Err(e) = parse_documents(src) {
         panic!("expected valid, got:\n{e}\n---\n{src}");
     }
 }
 
-fn ok_outbound(outbound: &str) {
+pub(crate) fn ok_outbound(outbound: &str) {
     ok(&policy(&format!(
         "{{target: {{service: payments}}, outbound: {outbound}}}"
     )));
 }
 
 #[track_caller]
-fn has(errors: &[FieldError], path: &str, needle: &str) {
+pub(crate) fn has(errors: &[FieldError], path: &str, needle: &str) {
     assert!(
         errors
             .iter()
@@ -192,30 +192,6 @@ fn per_try_longer_than_request_is_rejected() {
     );
     ok_outbound("{timeouts: {request: 0s, perTry: 2s}}");
     ok_outbound("{timeouts: {request: 2s, perTry: 2s}}");
-}
-
-#[test]
-fn per_try_longer_than_request_after_merging_a_route() {
-    // The route shortens request below the service perTry.
-    has(
-        &outbound_errors(
-            "{timeouts: {request: 2s, perTry: 500ms}, routes: [{name: a, match: {path: /a}, timeouts: {request: 100ms}}]}",
-        ),
-        "spec.outbound.routes[0].timeouts.request",
-        "shorter than perTry 500ms",
-    );
-    // The route lengthens perTry beyond the service request.
-    has(
-        &outbound_errors(
-            "{timeouts: {request: 2s}, routes: [{name: a, match: {path: /a}, timeouts: {perTry: 3s}}]}",
-        ),
-        "spec.outbound.routes[0].timeouts.perTry",
-        "longer than request 2s (spec.outbound.timeouts.request)",
-    );
-    // Turning request off on the route is fine.
-    ok_outbound(
-        "{timeouts: {request: 2s, perTry: 1s}, routes: [{name: a, match: {path: /a}, timeouts: {request: 0s, perTry: 5s}}]}",
-    );
 }
 
 #[test]
@@ -376,108 +352,6 @@ fn breaker_shapes() {
 }
 
 #[test]
-fn route_matches_must_say_something_sensible() {
-    let route = |m: &str| outbound_errors(&format!("{{routes: [{{name: a, match: {m}}}]}}"));
-    has(&route("{}"), "spec.outbound.routes[0].match", "empty match");
-    has(
-        &route("{path: /a, pathPrefix: /a}"),
-        "spec.outbound.routes[0].match",
-        "not both",
-    );
-    has(
-        &route("{pathPrefix: payments}"),
-        "spec.outbound.routes[0].match.pathPrefix",
-        "must start with '/'",
-    );
-    has(
-        &route("{path: \"/a?b=c\"}"),
-        "spec.outbound.routes[0].match.path",
-        "no query",
-    );
-    has(
-        &route("{pathPrefix: /a, grpc: {service: a.B}}"),
-        "spec.outbound.routes[0].match.grpc",
-        "cannot be combined",
-    );
-    has(
-        &route("{grpc: {}}"),
-        "spec.outbound.routes[0].match.grpc",
-        "set service and/or method",
-    );
-    has(
-        &route("{grpc: {service: shop/Payments}}"),
-        "spec.outbound.routes[0].match.grpc.service",
-        "not a fully-qualified",
-    );
-    has(
-        &route("{grpc: {method: Charge/X}}"),
-        "spec.outbound.routes[0].match.grpc.method",
-        "not a gRPC method",
-    );
-    has(
-        &route("{headers: [{name: \"bad header\"}]}"),
-        "spec.outbound.routes[0].match.headers[0].name",
-        "not a header name",
-    );
-    has(
-        &route("{headers: [{name: x-a, value: \"a\\nb\"}]}"),
-        "spec.outbound.routes[0].match.headers[0].value",
-        "not a header value",
-    );
-}
-
-#[test]
-fn methods_must_be_http_methods() {
-    let route = |m: &str| {
-        outbound_errors(&format!(
-            "{{routes: [{{name: a, match: {{methods: {m}}}}}]}}"
-        ))
-    };
-    has(
-        &route("[get]"),
-        "spec.outbound.routes[0].match.methods[0]",
-        "upper case: GET",
-    );
-    has(
-        &route("[GET, \"PO ST\"]"),
-        "spec.outbound.routes[0].match.methods[1]",
-        "not an HTTP method",
-    );
-    has(
-        &route("[GET, GET]"),
-        "spec.outbound.routes[0].match.methods[1]",
-        "listed twice",
-    );
-}
-
-#[test]
-fn route_names_are_unique_labels() {
-    let errs = outbound_errors(
-        "{routes: [{name: a, match: {path: /a}}, {name: b, match: {path: /b}}, {name: a, match: {path: /c}}]}",
-    );
-    has(
-        &errs,
-        "spec.outbound.routes[2].name",
-        "duplicate route name \"a\" (also routes[0])",
-    );
-    has(
-        &outbound_errors("{routes: [{name: default, match: {path: /a}}]}"),
-        "spec.outbound.routes[0].name",
-        "reserved",
-    );
-    has(
-        &outbound_errors("{routes: [{name: Create_Payment, match: {path: /a}}]}"),
-        "spec.outbound.routes[0].name",
-        "not a route name",
-    );
-    has(
-        &outbound_errors("{routes: [{match: {path: /a}}]}"),
-        "spec.outbound.routes[0]",
-        "missing field `name`",
-    );
-}
-
-#[test]
 fn retry_conditions_and_grpc_codes() {
     has(
         &outbound_errors("{retry: {on: [connect-failure, retry-everything]}}"),
@@ -515,15 +389,6 @@ fn retry_conditions_and_grpc_codes() {
 }
 
 #[test]
-fn retry_budget_is_service_level_only() {
-    has(
-        &outbound_errors("{routes: [{name: a, match: {path: /a}, retry: {budget: {percent: 5}}}]}"),
-        "spec.outbound.routes[0].retry.budget",
-        "per service",
-    );
-}
-
-#[test]
 fn per_client_is_inbound_only() {
     has(
         &outbound_errors("{rateLimit: {requestsPerSecond: 5, perClient: true}}"),
@@ -533,117 +398,4 @@ fn per_client_is_inbound_only() {
     ok(&policy(
         "{target: {service: payments}, inbound: {rateLimit: {requestsPerSecond: 5, perClient: true}}}",
     ));
-}
-
-fn endpoints(spec: &str) -> String {
-    format!(
-        "apiVersion: levee.dev/v1alpha1\nkind: ServiceEndpoints\nmetadata: {{name: payments}}\nspec: {spec}\n"
-    )
-}
-
-#[test]
-fn ports_must_be_in_range() {
-    has(
-        &errors_of(&policy("{target: {service: payments, port: 0}}")),
-        "spec.target.port",
-        "outside 1-65535",
-    );
-    has(
-        &errors_of(&policy("{target: {service: payments, port: 70000}}")),
-        "spec.target.port",
-        "invalid value",
-    );
-    has(
-        &errors_of(&endpoints("{service: payments, port: 0}")),
-        "spec.port",
-        "outside 1-65535",
-    );
-}
-
-#[test]
-fn endpoint_addresses_must_be_dialable_socket_addresses() {
-    has(
-        &errors_of(&endpoints(
-            "{service: payments, port: 80, addresses: [\"localhost:80\"]}",
-        )),
-        "spec.addresses[0]",
-        "invalid socket address",
-    );
-    has(
-        &errors_of(&endpoints(
-            "{service: payments, port: 80, addresses: [\"127.0.0.1\"]}",
-        )),
-        "spec.addresses[0]",
-        "invalid socket address",
-    );
-    let errs = errors_of(&endpoints(
-        "{service: payments, port: 80, addresses: [\"127.0.0.1:0\", \"0.0.0.0:80\", \"[::1]:81\", \"[::1]:81\"]}",
-    ));
-    has(&errs, "spec.addresses[0]", "port 0");
-    has(&errs, "spec.addresses[1]", "unspecified");
-    has(&errs, "spec.addresses[3]", "listed twice");
-    has(
-        &errors_of(&endpoints("{service: Payments, port: 80}")),
-        "spec.service",
-        "not a service name",
-    );
-    ok(&endpoints(
-        "{service: payments, port: 80, addresses: [\"127.0.0.1:9001\", \"[::1]:9002\"]}",
-    ));
-}
-
-#[test]
-fn all_problems_are_collected_with_one_based_document_numbers() {
-    let src = [
-        policy("{target: {service: payments}, outbound: {rateLimit: {requestsPerSecond: 0}, concurrency: {maxInFlight: 0}, timeouts: {request: 1s, perTry: 2s}}}"),
-        endpoints("{service: payments, port: 80}"),
-        endpoints("{service: payments, port: 0}").replace("name: payments", "name: other"),
-    ]
-    .join("---\n");
-    let errs = errors_of(&src);
-    assert_eq!(errs.len(), 4, "{errs:?}");
-    assert!(errs[..3].iter().all(|e| e.document == 1));
-    assert_eq!(errs[3].document, 3);
-    assert_eq!(errs[3].object.as_deref(), Some("ServiceEndpoints other"));
-    assert_eq!(
-        errs[0].object.as_deref(),
-        Some("ResiliencePolicy shop/payments")
-    );
-}
-
-#[test]
-fn duplicates_across_documents_are_rejected() {
-    let p = policy("{target: {service: payments, port: 80}}");
-    let errs = errors_of(&format!("{p}---\n{p}"));
-    has(
-        &errs,
-        "metadata.name",
-        "document 1 has the same kind, namespace and name",
-    );
-    has(
-        &errs,
-        "spec.target",
-        "document 1 already is the ResiliencePolicy of this service port 80",
-    );
-    assert!(errs.iter().all(|e| e.document == 2));
-    let other = p.replace("name: payments,", "name: payments-2,");
-    has(
-        &errors_of(&format!("{p}---\n{other}")),
-        "spec.target",
-        "already",
-    );
-    // Same service, different ports: fine.
-    ok(&format!(
-        "{p}---\n{}",
-        other.replace("port: 80", "port: 81")
-    ));
-    let e = endpoints("{service: payments, port: 80}");
-    has(
-        &errors_of(&format!(
-            "{e}---\n{}",
-            e.replace("name: payments", "name: b")
-        )),
-        "spec",
-        "already is the ServiceEndpoints",
-    );
 }
