@@ -195,6 +195,9 @@ async fn echo_body(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    // HTTP/1.1 sends only trailer fields the head announced (RFC 9110 §6.6.2).
+    resp.headers_mut()
+        .insert(header::TRAILER, HeaderValue::from_static("x-flaky-trailer"));
     resp
 }
 

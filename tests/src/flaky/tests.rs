@@ -273,3 +273,17 @@ async fn curl_runner_speaks_http1_and_http2() {
     );
     assert_eq!(out.body, "flaky j\n");
 }
+
+#[tokio::test]
+async fn http1_response_trailers_when_te_trailers() {
+    let up = FlakyUpstream::start("k").await.unwrap();
+    let req = Request::get("/echo")
+        .header("te", "trailers")
+        .header("x-flaky-trailers", "true")
+        .body(empty())
+        .unwrap();
+    let r = send_http1(up.addr(), req).await.unwrap();
+    assert_eq!(r.version, http::Version::HTTP_11);
+    let trailers = r.trailers.expect("chunked trailers over HTTP/1.1");
+    assert_eq!(trailers["x-flaky-trailer"], "k");
+}

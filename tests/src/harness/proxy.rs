@@ -119,6 +119,8 @@ impl ProxyBuilder {
                 cmd.env_remove(&key);
             }
         }
+        // Logs go to a file that humans read: no colour codes.
+        cmd.env("NO_COLOR", "1");
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info,levee_proxy=debug");
         }
