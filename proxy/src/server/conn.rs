@@ -104,7 +104,8 @@ pub(super) async fn serve_connection<H: Handler>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
     let mut draining = false;
-    let mut check_at = Instant::now() + limits.header_read_timeout;
+    // The first look comes after whichever limit can fire first.
+    let mut check_at = Instant::now() + limits.header_read_timeout.min(limits.idle_timeout);
     loop {
         tokio::select! {
             result = conn.as_mut() => {
