@@ -4,13 +4,16 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A service port: `payments.shop:8080`.
 ///
 /// For IP literals and names outside the cluster naming scheme
 /// (`api.example.com`), `name` is the host text and `namespace` is empty.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Serialises as its display string (`"payments.shop:8080"`), so it can be a
+/// JSON map key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
     /// Service name (or the whole host for IPs / external names).
     pub name: String,
@@ -59,6 +62,20 @@ impl fmt::Display for ServiceKey {
         } else {
             write!(f, "{}.{}:{}", self.name, self.namespace, self.port)
         }
+    }
+}
+
+impl Serialize for ServiceKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ServiceKey {
+    /// Reads what `Display` prints; a missing namespace stays empty.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        ServiceKey::from_authority(&text, "", 80).map_err(serde::de::Error::custom)
     }
 }
 
@@ -232,6 +249,23 @@ mod tests {
         ] {
             assert!(key(bad).is_err(), "{bad:?} parsed as {:?}", key(bad));
         }
+    }
+
+    #[test]
+    fn serde_uses_the_display_form() {
+        for key in [
+            k("payments", "shop", 8080),
+            k("10.0.0.1", "", 80),
+            k("::1", "", 8080),
+            k("api.example.com", "", 443),
+        ] {
+            let json = serde_json::to_string(&key).expect("json");
+            assert_eq!(json, format!("\"{key}\""));
+            let back: ServiceKey = serde_json::from_str(&json).expect("back");
+            assert_eq!(back, key);
+        }
+        let map = std::collections::BTreeMap::from([(k("a", "b", 1), 1)]);
+        assert_eq!(serde_json::to_string(&map).expect("map"), r#"{"a.b:1":1}"#);
     }
 
     #[test]
