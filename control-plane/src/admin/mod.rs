@@ -101,6 +101,8 @@ impl PolicyAdmin for AdminService {
         let prepared =
             prepare(&request.yaml).inspect_err(|_| self.metrics.store_op("apply", "invalid"))?;
         let _writer = self.writer.lock().await;
+        prepare::check_targets(&prepared, &self.registry)
+            .inspect_err(|_| self.metrics.store_op("apply", "invalid"))?;
         let pairs: Vec<(DocKey, String)> = prepared
             .iter()
             .map(|p| (p.key.clone(), p.yaml.clone()))

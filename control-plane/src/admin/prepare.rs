@@ -8,7 +8,7 @@ use levee_proto::v1;
 use tonic::Status;
 
 use super::errors::invalid_policy;
-use crate::discovery::registry::DEFAULT_NAMESPACE;
+use crate::discovery::registry::{DEFAULT_NAMESPACE, Registry, Target};
 use crate::store::DocKey;
 
 /// One validated document, ready to store.
@@ -58,6 +58,42 @@ pub fn prepare(yaml: &str) -> Result<Vec<Prepared>, Status> {
         return Err(invalid_policy(&PolicyErrors(problems)));
     }
     Ok(prepared)
+}
+
+/// Rejects documents whose target a *stored* document (of another name)
+/// already claims. Clashes inside the batch are found by `parse_documents`.
+pub fn check_targets(prepared: &[Prepared], registry: &Registry) -> Result<(), Status> {
+    let mut problems = Vec::new();
+    for (index, doc) in prepared.iter().enumerate() {
+        let target = Target::of(&doc.document);
+        if let Some(owner) = registry.target_owner(&target, &doc.key) {
+            let port = target
+                .port
+                .map_or_else(|| "every port".to_owned(), |p| format!("port {p}"));
+            problems.push(FieldError {
+                document: index + 1,
+                path: if doc.key.kind == KIND_POLICY {
+                    "spec.target"
+                } else {
+                    "spec"
+                }
+                .into(),
+                message: format!(
+                    "{} {}/{} already targets service {} {port}; change or delete it first",
+                    owner.kind, owner.namespace, owner.name, target.service
+                ),
+                object: Some(format!(
+                    "{} {}/{}",
+                    doc.key.kind, doc.key.namespace, doc.key.name
+                )),
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid_policy(&PolicyErrors(problems)))
+    }
 }
 
 /// A validated document with its namespace filled in, its key and canonical

@@ -62,7 +62,9 @@ pub async fn connect(server: &str, token: Option<&str>) -> Result<AdminClient, B
     let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(e)) => {
-            return Err(format!("cannot reach the control plane at {server}: {}", chain(&e)).into());
+            return Err(
+                format!("cannot reach the control plane at {server}: {}", chain(&e)).into(),
+            );
         }
         Err(_) => {
             return Err(format!(

@@ -52,6 +52,48 @@ pub struct Registration {
     pub addr: SocketAddr,
 }
 
+/// What a document is about: kind, namespace, service and port (`None`:
+/// every port). Two documents may not share one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Document kind.
+    pub kind: &'static str,
+    /// Namespace.
+    pub namespace: String,
+    /// Service name.
+    pub service: String,
+    /// Port, if the document names one.
+    pub port: Option<u16>,
+}
+
+impl Target {
+    /// The target of any document.
+    pub fn of(doc: &Document) -> Self {
+        match doc {
+            Document::Policy(p) => Self::of_policy(p),
+            Document::Endpoints(e) => Self::of_endpoints(e),
+        }
+    }
+
+    fn of_policy(p: &ResiliencePolicy) -> Self {
+        Target {
+            kind: levee_proto::policy::KIND_POLICY,
+            namespace: p.metadata.namespace_or(DEFAULT_NAMESPACE).to_owned(),
+            service: p.spec.target.service.clone(),
+            port: p.spec.target.port,
+        }
+    }
+
+    fn of_endpoints(e: &ServiceEndpoints) -> Self {
+        Target {
+            kind: levee_proto::policy::KIND_ENDPOINTS,
+            namespace: e.metadata.namespace_or(DEFAULT_NAMESPACE).to_owned(),
+            service: e.spec.service.clone(),
+            port: Some(e.spec.port),
+        }
+    }
+}
+
 /// Policies, endpoints and the per-service channels. Shared behind an `Arc`.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -136,6 +178,25 @@ impl Registry {
     /// The current snapshot of a service (whether or not anyone watches it).
     pub fn current(&self, key: &ServiceKey) -> ServiceSnapshot {
         self.lock().snapshot(key)
+    }
+
+    /// The stored document other than `except` that already claims
+    /// `target`, if any (one policy per service port or port-less target,
+    /// one ServiceEndpoints per service port).
+    pub fn target_owner(&self, target: &Target, except: &DocKey) -> Option<DocKey> {
+        let state = self.lock();
+        let policies = state
+            .policies
+            .iter()
+            .map(|(k, (_, p))| (k, Target::of_policy(p)));
+        let endpoints = state
+            .static_endpoints
+            .iter()
+            .map(|(k, e)| (k, Target::of_endpoints(e)));
+        policies
+            .chain(endpoints)
+            .find(|(k, t)| *k != except && t == target)
+            .map(|(k, _)| k.clone())
     }
 
     /// Services someone is watching (for tests and status).

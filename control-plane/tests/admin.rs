@@ -1,0 +1,354 @@
+//! PolicyAdmin over a real socket: apply/get/list/delete, validation,
+//! compare-and-set, authentication, persistence, HTTP endpoints.
+
+mod common;
+
+use common::{TestControlPlane, endpoints_yaml, http_get, policy_yaml};
+use levee_control_plane::admin::errors::violations;
+use levee_proto::v1;
+use tonic::Code;
+
+fn reference(kind: &str, name: &str) -> Option<v1::DocumentRef> {
+    Some(v1::DocumentRef {
+        kind: kind.into(),
+        namespace: "shop".into(),
+        name: name.into(),
+    })
+}
+
+fn apply(yaml: String, expected_revision: Option<u64>) -> v1::ApplyRequest {
+    v1::ApplyRequest {
+        yaml,
+        expected_revision,
+        dry_run: false,
+    }
+}
+
+#[tokio::test]
+async fn apply_get_list_delete_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = TestControlPlane::start(dir.path(), &[]).await;
+    let mut admin = cp.admin(None).await;
+
+    let batch = format!(
+        "{}---\n{}",
+        policy_yaml("payments", "payments", "2s"),
+        endpoints_yaml(&["127.0.0.1:9001"])
+    );
+    let applied = admin
+        .apply(apply(batch.clone(), None))
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!(applied.revision, 1);
+    let actions: Vec<_> = applied.documents.iter().map(|d| d.action()).collect();
+    assert_eq!(
+        actions,
+        [v1::ApplyAction::Created, v1::ApplyAction::Created]
+    );
+
+    // Same content again: unchanged, same revision.
+    let again = admin
+        .apply(apply(batch, None))
+        .await
+        .expect("reapply")
+        .into_inner();
+    assert_eq!(again.revision, 1);
+    assert_eq!(again.documents[0].action(), v1::ApplyAction::Unchanged);
+
+    let got = admin
+        .get(v1::GetRequest {
+            r#ref: reference("ResiliencePolicy", "payments"),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    let doc = got.document.expect("document");
+    assert_eq!(doc.revision, 1);
+    assert!(doc.yaml.contains("namespace: shop"), "{}", doc.yaml);
+    assert!(doc.yaml.contains("request: 2s"), "{}", doc.yaml);
+
+    let changed = admin
+        .apply(apply(policy_yaml("payments", "payments", "3s"), None))
+        .await
+        .expect("change");
+    let changed = changed.into_inner();
+    assert_eq!(changed.revision, 2);
+    assert_eq!(changed.documents[0].action(), v1::ApplyAction::Configured);
+
+    let all = admin
+        .list(v1::ListRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(all.revision, 2);
+    assert_eq!(all.documents.len(), 2);
+    let policies = admin
+        .list(v1::ListRequest {
+            kind: "ResiliencePolicy".into(),
+            namespace: String::new(),
+        })
+        .await
+        .expect("list policies")
+        .into_inner();
+    assert_eq!(policies.documents.len(), 1);
+    assert_eq!(policies.documents[0].revision, 2);
+
+    let deleted = admin
+        .delete(v1::DeleteRequest {
+            r#ref: reference("ResiliencePolicy", "payments"),
+            expected_revision: None,
+        })
+        .await
+        .expect("delete")
+        .into_inner();
+    assert_eq!(deleted.revision, 3);
+    let missing = admin
+        .get(v1::GetRequest {
+            r#ref: reference("ResiliencePolicy", "payments"),
+        })
+        .await
+        .expect_err("gone");
+    assert_eq!(missing.code(), Code::NotFound);
+    let again = admin
+        .delete(v1::DeleteRequest {
+            r#ref: reference("ResiliencePolicy", "payments"),
+            expected_revision: None,
+        })
+        .await
+        .expect_err("gone");
+    assert_eq!(again.code(), Code::NotFound);
+    drop(admin);
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_batch_lists_every_problem_and_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = TestControlPlane::start(dir.path(), &[]).await;
+    let mut admin = cp.admin(None).await;
+    let bad = "apiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {name: bad, namespace: shop}\n\
+               spec:\n  target: {service: payments}\n  outbound:\n    retry: {backoff: {base: \"25\"}}\n";
+    let unknown = "apiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {name: other, namespace: shop}\n\
+                   spec:\n  target: {service: orders}\n  outbound:\n    timeoutz: {request: 1s}\n";
+    let batch = format!(
+        "{}---\n{bad}---\n{unknown}",
+        policy_yaml("good", "payments", "1s")
+    );
+    let err = admin.apply(apply(batch, None)).await.expect_err("invalid");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("spec.outbound.retry.backoff.base"),
+        "{}",
+        err.message()
+    );
+    assert!(err.message().contains("timeoutz"), "{}", err.message());
+    let found = violations(&err);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].document, 2);
+    assert_eq!(found[0].path, "spec.outbound.retry.backoff.base");
+    assert_eq!(found[1].document, 3);
+
+    // Duplicates in one batch are rejected too.
+    let dup = format!(
+        "{}---\n{}",
+        policy_yaml("good", "payments", "1s"),
+        policy_yaml("good", "payments", "2s")
+    );
+    let err = admin.apply(apply(dup, None)).await.expect_err("duplicate");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("metadata.name"), "{}", err.message());
+
+    let list = admin
+        .list(v1::ListRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.revision, 0);
+    assert!(
+        list.documents.is_empty(),
+        "nothing may be stored: {:?}",
+        list.documents
+    );
+
+    // A second policy for a service port that a stored policy already targets.
+    admin
+        .apply(apply(policy_yaml("first", "payments", "1s"), None))
+        .await
+        .expect("apply");
+    let err = admin
+        .apply(apply(policy_yaml("second", "payments", "2s"), None))
+        .await
+        .expect_err("clash");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("spec.target"), "{}", err.message());
+    assert!(err.message().contains("shop/first"), "{}", err.message());
+    drop(admin);
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn stale_expected_revision_is_a_conflict() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = TestControlPlane::start(dir.path(), &[]).await;
+    let mut admin = cp.admin(None).await;
+    admin
+        .apply(apply(policy_yaml("a", "payments", "1s"), Some(0)))
+        .await
+        .expect("CAS at 0");
+    let err = admin
+        .apply(apply(policy_yaml("b", "orders", "1s"), Some(0)))
+        .await
+        .expect_err("stale");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("revision 1"), "{}", err.message());
+    let stale_delete = admin
+        .delete(v1::DeleteRequest {
+            r#ref: reference("ResiliencePolicy", "a"),
+            expected_revision: Some(0),
+        })
+        .await
+        .expect_err("stale delete");
+    assert_eq!(stale_delete.code(), Code::FailedPrecondition);
+    let list = admin
+        .list(v1::ListRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!((list.revision, list.documents.len()), (1, 1));
+    admin
+        .apply(apply(policy_yaml("b", "orders", "1s"), Some(1)))
+        .await
+        .expect("CAS at 1");
+    drop(admin);
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn token_is_required_when_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").expect("write token");
+    let data = dir.path().join("data");
+    let cp = TestControlPlane::start(
+        &data,
+        &["--admin-token-file", token_file.to_str().expect("utf-8")],
+    )
+    .await;
+
+    for token in [None, Some("wrong")] {
+        let mut admin = cp.admin(token).await;
+        let err = admin
+            .apply(apply(policy_yaml("a", "payments", "1s"), None))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::Unauthenticated, "token {token:?}");
+        let err = admin
+            .status(v1::StatusRequest {})
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+    let mut admin = cp.admin(Some("s3cret-token")).await;
+    let list = admin
+        .list(v1::ListRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.revision, 0, "refused calls changed nothing");
+    admin
+        .apply(apply(policy_yaml("a", "payments", "1s"), None))
+        .await
+        .expect("authorized apply");
+
+    // Discovery needs no admin token.
+    let mut watch = cp
+        .watch(v1::Hello {
+            subscriptions: vec![common::service("payments", "shop", 8080)],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(watch.next_update().await.policy_revision, 1);
+    let (_, metrics) = http_get(cp.addrs.http, "/metrics").await;
+    assert!(
+        metrics.contains("levee_cp_admin_requests_rejected_total{reason=\"unauthenticated\"} 4"),
+        "{metrics}"
+    );
+    drop((admin, watch));
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn applied_documents_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = TestControlPlane::start(dir.path(), &[]).await;
+    let mut admin = cp.admin(None).await;
+    admin
+        .apply(apply(policy_yaml("a", "payments", "1s"), None))
+        .await
+        .expect("apply");
+    admin
+        .apply(apply(endpoints_yaml(&["127.0.0.1:9001"]), None))
+        .await
+        .expect("apply");
+    drop(admin);
+    cp.stop().await;
+
+    let cp = TestControlPlane::start(dir.path(), &[]).await;
+    let mut admin = cp.admin(None).await;
+    let list = admin
+        .list(v1::ListRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.revision, 2);
+    assert_eq!(list.documents.len(), 2);
+    // The restarted registry serves the stored state to proxies.
+    let mut watch = cp
+        .watch(v1::Hello {
+            subscriptions: vec![common::service("payments", "shop", 8080)],
+            ..Default::default()
+        })
+        .await;
+    let update = watch.next_update().await;
+    assert_eq!(update.policy_revision, 1);
+    assert_eq!(update.endpoints, ["127.0.0.1:9001"]);
+    let next = admin
+        .apply(apply(policy_yaml("a", "payments", "2s"), None))
+        .await
+        .expect("apply");
+    assert_eq!(
+        next.into_inner().revision,
+        3,
+        "revisions continue after a restart"
+    );
+    drop((admin, watch));
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn http_serves_live_ready_and_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = TestControlPlane::start(dir.path(), &[]).await;
+    let mut admin = cp.admin(None).await;
+    admin
+        .apply(apply(policy_yaml("a", "payments", "1s"), None))
+        .await
+        .expect("apply");
+    assert_eq!(http_get(cp.addrs.http, "/live").await.0, 200);
+    let (code, body) = http_get(cp.addrs.http, "/ready").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, metrics) = http_get(cp.addrs.http, "/metrics").await;
+    assert_eq!(code, 200);
+    for needle in [
+        "levee_cp_store_operations_total{op=\"apply\",result=\"ok\"} 1",
+        "levee_cp_store_revision 1",
+        "levee_cp_connected_proxies 0",
+        "levee_cp_push_latency_seconds_bucket",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
+    }
+    assert_eq!(http_get(cp.addrs.http, "/nope").await.0, 404);
+    drop(admin);
+    cp.stop().await;
+}
