@@ -2,8 +2,10 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// One problem in one document.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldError {
     /// 1-based index of the document in the file (0: not from a file, e.g. a protobuf message).
     pub document: usize,
@@ -31,7 +33,9 @@ impl fmt::Display for FieldError {
 }
 
 /// All problems found in a policy file (never empty when returned as an error).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Serialises as a list of problems.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct PolicyErrors(pub Vec<FieldError>);
 
 impl PolicyErrors {
