@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestControlPlane, endpoints_yaml, eventually, policy_yaml, service};
+use levee_proto::policy::ResiliencePolicy;
 use levee_proto::v1;
 use levee_proto::v1::watch_request::Kind;
 use tonic::Code;
@@ -66,6 +67,13 @@ async fn updates_are_pushed_and_acks_and_nacks_show_in_status() {
     assert_eq!(first.service, Some(service("payments", "shop", 8080)));
     assert_eq!(first.policy_revision, 1);
     assert!(!first.version.is_empty() && !first.nonce.is_empty());
+    let policy = ResiliencePolicy::try_from(first.policy.clone().expect("typed policy"))
+        .expect("valid policy");
+    assert_eq!(policy.metadata.name, "payments");
+    assert_eq!(
+        policy.spec.outbound.timeouts.request,
+        Some("2s".parse().expect("duration"))
+    );
     watch.ack(&first).await;
     let acked = eventually(Duration::from_secs(5), || async {
         subscription(&cp, "payments")
@@ -89,6 +97,12 @@ async fn updates_are_pushed_and_acks_and_nacks_show_in_status() {
         started.elapsed()
     );
     assert_eq!(second.policy_revision, 2);
+    let policy = ResiliencePolicy::try_from(second.policy.clone().expect("typed policy"))
+        .expect("valid policy");
+    assert_eq!(
+        policy.spec.outbound.timeouts.request,
+        Some("3s".parse().expect("duration"))
+    );
     assert_ne!(second.version, first.version);
     assert_ne!(second.nonce, first.nonce);
     watch.nack(&second, "timeouts.request: cannot apply").await;

@@ -301,19 +301,13 @@ fn to_update(snapshot: &ServiceSnapshot, nonce: u64) -> v1::ServiceUpdate {
         version: snapshot.version.clone(),
         nonce: nonce.to_string(),
         policy_revision: snapshot.policy_revision,
-        policy: snapshot.policy.as_deref().and_then(policy_to_wire),
+        policy: snapshot.policy.as_deref().map(v1::ResiliencePolicy::from),
         endpoints: snapshot
             .endpoints
             .iter()
             .map(SocketAddr::to_string)
             .collect(),
     }
-}
-
-/// The policy in its protobuf form.
-// TODO(policy-convert): use the levee_proto conversion once it lands.
-fn policy_to_wire(_policy: &levee_proto::policy::ResiliencePolicy) -> Option<v1::ResiliencePolicy> {
-    None
 }
 
 /// Resolves once the server is stopping (the guard `wait_for` returns is not `Send`).
