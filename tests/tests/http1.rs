@@ -95,3 +95,23 @@ async fn curl_http1_outbound_and_inbound() {
     assert_eq!(out.status, 200, "{out:?}");
     assert_eq!(out.body, "flaky web-1\n");
 }
+
+#[tokio::test]
+async fn services_missing_from_the_file_resolve_by_ip_literal_and_dns() {
+    let up = FlakyUpstream::start("dns-1").await.unwrap();
+    let proxy = Proxy::builder()
+        .policy(yaml::endpoints("other", 80, &[]))
+        .start()
+        .await;
+    let port = up.addr().port();
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let r = get_http1(proxy.outbound(), &host, "/echo").await.unwrap();
+        assert_eq!(r.status, 200, "Host {host}: {r:?}");
+        assert_eq!(r.header("x-flaky-instance"), "dns-1");
+        assert_eq!(
+            r.json().unwrap()["authority"],
+            host.as_str(),
+            "Host is preserved"
+        );
+    }
+}

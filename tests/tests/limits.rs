@@ -140,3 +140,37 @@ async fn connections_beyond_the_limit_get_503() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn idle_client_connections_are_closed() {
+    let up = FlakyUpstream::start("l-1").await.unwrap();
+    let proxy = Proxy::builder()
+        .policy(yaml::endpoints("web", 80, &[up.addr()]))
+        .arg("--idle-timeout")
+        .arg("500ms")
+        .start()
+        .await;
+    let mut tcp = TcpStream::connect(proxy.outbound()).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: web:80\r\n\r\n")
+        .await
+        .unwrap();
+    let head = levee_tests::harness::read_head(&mut tcp).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let start = Instant::now();
+    // Read the rest (the body), then wait for the proxy to close the idle connection.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the idle connection was still open after 5 s (idle timeout 500ms)"
+    );
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "closed too early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(2500),
+        "closed too late: {elapsed:?}"
+    );
+}

@@ -82,6 +82,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         levee_tests::harness::write_atomically(path, &json)?;
     }
     tracing::info!(addr = %upstream.addr(), id = upstream.id(), faults = ?upstream.faults(), "levee-flaky listening");
-    tokio::signal::ctrl_c().await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    tracing::info!("levee-flaky stopping");
     Ok(())
 }

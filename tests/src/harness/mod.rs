@@ -7,14 +7,19 @@
 //!   printed when a test panics; signals and exit with a deadline.
 //! - `proxy.rs`: [`ProxyBuilder`] / [`Proxy`]: `levee-proxy` with a temp dir,
 //!   `--addr-file`, a policy file and admin helpers (`/metrics`, `/config`).
+//! - `control_plane.rs`: [`ControlPlane`]: `levee-control-plane` on port 0,
+//!   `leveectl` against it, `kill -9` and restart on the same data.
+//! - `startup.rs`: the shared start sequence (clean env, addr file, health).
 //! - `client.rs`: hyper HTTP/1.1 and HTTP/2 clients and a `curl` runner.
 //! - `metrics.rs`: Prometheus text parsing.
 //! - [`yaml`]: policy-file documents.
 
 mod client;
+mod control_plane;
 mod metrics;
 mod process;
 mod proxy;
+mod startup;
 pub mod yaml;
 
 use std::{path::PathBuf, time::Duration};
@@ -23,6 +28,7 @@ pub use client::{
     Body, BoxError, CurlOutput, Http1Conn, Http2Conn, HttpResponse, REQUEST_DEADLINE, curl, empty,
     full, get_http1, get_http2, grpc_channel, read_head, send_http1, send_http2, with_trailers,
 };
+pub use control_plane::{ControlPlane, ControlPlaneAddrs, ControlPlaneBuilder};
 pub use metrics::{Metrics, Sample};
 pub use process::Process;
 pub use proxy::{Addrs, Proxy, ProxyBuilder, write_atomically};

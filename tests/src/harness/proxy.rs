@@ -10,12 +10,10 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
-use tokio::process::Command;
-
 use super::{
-    BoxError, HttpResponse, Metrics, Process, STARTUP_DEADLINE, binary, eventually, get_http1,
+    BoxError, HttpResponse, Metrics, Process, STARTUP_DEADLINE, eventually, get_http1, startup,
 };
+use serde::Deserialize;
 
 /// The listeners' bound addresses, as `--addr-file` reports them.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -79,6 +77,11 @@ impl ProxyBuilder {
         self
     }
 
+    /// `--control-plane URL` (e.g. [`super::ControlPlane::grpc_url`]).
+    pub fn control_plane(self, url: &str) -> Self {
+        self.arg("--control-plane").arg(url)
+    }
+
     /// Any other flag, e.g. `.arg("--max-connections").arg("2")`.
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
@@ -96,9 +99,8 @@ impl ProxyBuilder {
             .tempdir()
             .unwrap_or_else(|e| panic!("creating a temp dir: {e}"));
         let policy_path = dir.path().join("policy.yaml");
-        let mut cmd = Command::new(binary("levee-proxy"));
-        cmd.current_dir(dir.path())
-            .args(["--outbound-addr", "127.0.0.1:0"])
+        let mut cmd = startup::command("levee-proxy", dir.path(), "info,levee_proxy=debug");
+        cmd.args(["--outbound-addr", "127.0.0.1:0"])
             .args(["--inbound-addr", "127.0.0.1:0"])
             .args(["--admin-addr", "127.0.0.1:0"])
             .arg("--addr-file")
@@ -113,17 +115,6 @@ impl ProxyBuilder {
             cmd.arg("--policy-file").arg(&policy_path);
         }
         cmd.args(&self.args);
-        // Only this builder's settings count, not the environment the tests run in.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("LEVEE_") {
-                cmd.env_remove(&key);
-            }
-        }
-        // Logs go to a file that humans read: no colour codes.
-        cmd.env("NO_COLOR", "1");
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info,levee_proxy=debug");
-        }
         cmd.envs(self.envs);
         let log = dir.path().join("proxy.log");
         let process = Process::spawn("levee-proxy", cmd, &log).unwrap_or_else(|e| panic!("{e}"));
@@ -135,18 +126,8 @@ impl ProxyBuilder {
     pub async fn start(self) -> Proxy {
         let (mut process, dir, policy_path) = self.spawn();
         let addr_file = dir.path().join("addrs.json");
-        let addrs: Addrs = eventually(STARTUP_DEADLINE, "levee-proxy's --addr-file", || {
-            let exited = process.try_exit();
-            let read = std::fs::read(&addr_file);
-            async move {
-                if let Some(status) = exited {
-                    return Err(format!("levee-proxy exited early with {status}"));
-                }
-                let bytes = read.map_err(|e| e.to_string())?;
-                serde_json::from_slice(&bytes).map_err(|e| format!("addr file: {e}"))
-            }
-        })
-        .await;
+        let addrs: Addrs =
+            startup::wait_addr_file(&mut process, &addr_file, STARTUP_DEADLINE).await;
         let mut proxy = Proxy {
             process,
             addrs,
@@ -203,24 +184,7 @@ impl Proxy {
 
     /// Waits until `/ready` answers 200 (or panics, also if the proxy exits).
     pub async fn wait_ready(&mut self, timeout: Duration) {
-        let admin = self.addrs.admin;
-        let process = &mut self.process;
-        eventually(timeout, "levee-proxy /ready to answer 200", || {
-            let exited = process.try_exit();
-            async move {
-                if let Some(status) = exited {
-                    return Err(format!("levee-proxy exited with {status}"));
-                }
-                let resp = get_http1(admin, "localhost", "/ready")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match resp.status.as_u16() {
-                    200 => Ok(()),
-                    code => Err(format!("/ready answered {code}")),
-                }
-            }
-        })
-        .await;
+        startup::wait_http_ok(&mut self.process, self.addrs.admin, "/ready", timeout).await;
     }
 
     /// `GET path` on the admin server.
