@@ -7,8 +7,10 @@
 //! - [`harness`]: finds and runs `levee-proxy` (port 0, `--addr-file`, waits
 //!   for `/ready`), HTTP clients, `curl`, metrics and `/config` helpers.
 //! - [`pb`]: Rust generated from `proto/levee/testing/v1/flaky.proto`.
+//! - [`demo`]: the local mesh demo behind `levee-demo` (README's first command).
 //! - `tests/`: the end-to-end tests, one file per feature.
 
+pub mod demo;
 pub mod flaky;
 pub mod harness;
 
