@@ -329,7 +329,17 @@ async fn applied_documents_survive_a_restart() {
 #[tokio::test]
 async fn http_serves_live_ready_and_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cp = TestControlPlane::start(dir.path(), &[]).await;
+    let addr_file = dir.path().join("addrs.json");
+    let cp = TestControlPlane::start(
+        &dir.path().join("data"),
+        &["--addr-file", addr_file.to_str().expect("utf-8")],
+    )
+    .await;
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&addr_file).expect("addr file"))
+            .expect("json");
+    assert_eq!(written["grpc"], cp.addrs.grpc.to_string());
+    assert_eq!(written["http"], cp.addrs.http.to_string());
     let mut admin = cp.admin(None).await;
     admin
         .apply(apply(policy_yaml("a", "payments", "1s"), None))

@@ -320,3 +320,21 @@ async fn a_reconnect_within_the_grace_period_keeps_the_endpoint() {
     drop((watch, check));
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn stopping_ends_open_streams_with_unavailable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = TestControlPlane::start(dir.path(), &[]).await;
+    let mut watch = cp.watch(caller()).await;
+    watch.next_update().await;
+    // Stop while the stream is open: the server must not wait for it forever.
+    cp.stop().await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), watch.responses.message())
+        .await
+        .expect("the stream ends within 5s");
+    match ended {
+        Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status}"),
+        Ok(None) => {}
+        Ok(Some(message)) => panic!("unexpected message {message:?}"),
+    }
+}
