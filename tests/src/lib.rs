@@ -8,7 +8,12 @@
 //!   for `/ready`), HTTP clients, `curl`, metrics and `/config` helpers.
 //! - [`pb`]: Rust generated from `proto/levee/testing/v1/flaky.proto`.
 //! - [`demo`]: the local mesh demo behind `levee-demo` (README's first command).
-//! - `tests/`: the end-to-end tests, one file per feature.
+//! - `tests/`: the end-to-end tests, one file per feature; `py/`: the
+//!   third-party gRPC client (Python `grpcio`).
+//!
+//! Running: the tests start the built binaries, so build them first:
+//! `cargo build --workspace --bins && cargo test -p levee-tests`. The Python
+//! test needs `pip install grpcio grpcio-tools`.
 
 pub mod demo;
 pub mod flaky;

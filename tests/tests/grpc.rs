@@ -41,7 +41,21 @@ async fn unary() {
         (r.message.as_str(), r.instance.as_str()),
         ("hello", "grpc-1")
     );
-    assert_eq!(up.stats().grpc_requests, 1);
+    for i in 0..4 {
+        let r = client
+            .echo(EchoRequest {
+                message: format!("again {i}"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.into_inner().message, format!("again {i}"));
+    }
+    assert_eq!(up.stats().grpc_requests, 5);
+    assert_eq!(
+        up.stats().connections,
+        1,
+        "calls share one pooled HTTP/2 connection"
+    );
 }
 
 #[tokio::test]

@@ -115,3 +115,58 @@ async fn services_missing_from_the_file_resolve_by_ip_literal_and_dns() {
         );
     }
 }
+
+#[tokio::test]
+async fn large_bodies_pass_both_ways() {
+    let up = FlakyUpstream::start("big-1").await.unwrap();
+    let proxy = proxy_for(&up).await;
+    let upload = vec![b'u'; 1024 * 1024];
+    let req = Request::post("/")
+        .header("host", "web:80")
+        .header("x-flaky-body-bytes", "2097152")
+        .body(full(upload))
+        .unwrap();
+    let r = levee_tests::harness::send_http1(proxy.outbound(), req)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.header("x-flaky-received-bytes"),
+        "1048576",
+        "the whole upload arrived"
+    );
+    assert_eq!(r.body.len(), 2 * 1024 * 1024, "the whole download arrived");
+    assert!(r.body.iter().all(|b| *b == b'x'));
+}
+
+#[tokio::test]
+async fn response_bodies_stream_without_buffering() {
+    use http_body_util::BodyExt;
+    let up = FlakyUpstream::start("slow-1").await.unwrap();
+    let proxy = proxy_for(&up).await;
+    let req = Request::get("/")
+        .header("host", "web:80")
+        .header("x-flaky-body-bytes", "500")
+        .header("x-flaky-slow-body", "5x300ms")
+        .body(levee_tests::harness::empty())
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut conn = Http1Conn::connect(proxy.outbound()).await.unwrap();
+    let mut body = conn.send_raw(req).await.unwrap().into_body();
+    let first = body.frame().await.expect("a first frame").unwrap();
+    let first_at = start.elapsed();
+    let mut total = first.data_ref().map_or(0, |d| d.len());
+    while let Some(frame) = body.frame().await {
+        total += frame.unwrap().data_ref().map_or(0, |d| d.len());
+    }
+    let done_at = start.elapsed();
+    assert_eq!(total, 500);
+    assert!(
+        done_at >= std::time::Duration::from_millis(1200),
+        "{done_at:?}"
+    );
+    assert!(
+        first_at + std::time::Duration::from_millis(900) <= done_at,
+        "the first chunk arrived at {first_at:?}, the last at {done_at:?}: the proxy buffered"
+    );
+}

@@ -1,0 +1,47 @@
+//! The benchmark's upstream: a minimal hyper server (HTTP/1.1 and h2c on one
+//! port) answering every request with the same 1 KiB body. It runs as its
+//! own process (`levee-bench --serve-upstream`) so its CPU is not the
+//! load generator's.
+
+use std::{convert::Infallible, net::SocketAddr, path::Path};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::harness::{BoxError, write_atomically};
+
+/// Size of every response body.
+pub const BODY_BYTES: usize = 1024;
+
+/// Serves on `addr` until the process is stopped; writes
+/// `{"addr":"IP:PORT"}` to `addr_file` once bound.
+pub async fn serve(addr: SocketAddr, addr_file: Option<&Path>) -> Result<(), BoxError> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    if let Some(path) = addr_file {
+        write_atomically(path, &serde_json::json!({ "addr": bound.to_string() }).to_string())?;
+    }
+    let body = Bytes::from(vec![b'x'; BODY_BYTES]);
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of descriptors and the like: keep serving the open connections.
+            Err(_) => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        let body = body.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                let body = body.clone();
+                async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A client closing its connection ends this task; nothing to report.
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
