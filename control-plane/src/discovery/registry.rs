@@ -7,7 +7,7 @@
 //! is sent at once (no debounce timer). Channels are made on first
 //! subscription and dropped once nobody listens.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -100,12 +100,36 @@ pub struct Registry {
     state: Mutex<State>,
 }
 
+/// `(namespace, service)`: what a change can affect. Only channels of that
+/// service are recomputed, so one proxy connecting costs work proportional
+/// to its own service, not to the whole mesh.
+type ServiceName = (String, String);
+
+fn service_of(doc: &Document) -> ServiceName {
+    match doc {
+        Document::Policy(p) => policy_service(p),
+        Document::Endpoints(e) => endpoints_service(e),
+    }
+}
+
+fn policy_service(p: &ResiliencePolicy) -> ServiceName {
+    let ns = p.metadata.namespace_or(DEFAULT_NAMESPACE).to_owned();
+    (ns, p.spec.target.service.clone())
+}
+
+fn endpoints_service(e: &ServiceEndpoints) -> ServiceName {
+    let ns = e.metadata.namespace_or(DEFAULT_NAMESPACE).to_owned();
+    (ns, e.spec.service.clone())
+}
+
 #[derive(Debug, Default)]
 struct State {
     policies: BTreeMap<DocKey, (u64, Arc<ResiliencePolicy>)>,
     static_endpoints: BTreeMap<DocKey, ServiceEndpoints>,
-    /// By stream id.
-    registrations: BTreeMap<u64, Registration>,
+    /// Live proxies' endpoints by service, then by stream id.
+    registrations: HashMap<ServiceName, BTreeMap<u64, Registration>>,
+    /// Which service each registered stream belongs to.
+    registered_by: HashMap<u64, ServiceName>,
     channels: HashMap<ServiceKey, watch::Sender<Arc<ServiceSnapshot>>>,
 }
 
@@ -127,7 +151,11 @@ impl Registry {
     /// publishes every service whose state changed.
     pub fn upsert(&self, docs: impl IntoIterator<Item = (DocKey, u64, Document)>) {
         let mut state = self.lock();
+        let mut affected = HashSet::new();
         for (key, revision, doc) in docs {
+            // The document may have moved from one service to another.
+            affected.extend(state.forget(&key));
+            affected.insert(service_of(&doc));
             match doc {
                 Document::Policy(p) => {
                     state.policies.insert(key, (revision, Arc::new(p)));
@@ -137,30 +165,42 @@ impl Registry {
                 }
             }
         }
-        state.publish();
+        state.publish(&affected);
     }
 
     /// Forgets one document, then publishes.
     pub fn remove(&self, key: &DocKey) {
         let mut state = self.lock();
-        state.policies.remove(key);
-        state.static_endpoints.remove(key);
-        state.publish();
+        let affected: HashSet<ServiceName> = state.forget(key).into_iter().collect();
+        state.publish(&affected);
     }
 
     /// Adds a proxy's registration (keyed by its stream), then publishes.
     pub fn register(&self, stream_id: u64, registration: Registration) {
         let mut state = self.lock();
-        state.registrations.insert(stream_id, registration);
-        state.publish();
+        let name = (registration.namespace.clone(), registration.service.clone());
+        state
+            .registrations
+            .entry(name.clone())
+            .or_default()
+            .insert(stream_id, registration);
+        state.registered_by.insert(stream_id, name.clone());
+        state.publish(&HashSet::from([name]));
     }
 
     /// Removes a stream's registration, then publishes.
     pub fn deregister(&self, stream_id: u64) {
         let mut state = self.lock();
-        if state.registrations.remove(&stream_id).is_some() {
-            state.publish();
+        let Some(name) = state.registered_by.remove(&stream_id) else {
+            return;
+        };
+        if let Some(streams) = state.registrations.get_mut(&name) {
+            streams.remove(&stream_id);
+            if streams.is_empty() {
+                state.registrations.remove(&name);
+            }
         }
+        state.publish(&HashSet::from([name]));
     }
 
     /// A receiver that always holds the service's latest snapshot.
@@ -206,10 +246,25 @@ impl Registry {
 }
 
 impl State {
-    /// Recomputes every watched service and sends those whose content changed.
-    fn publish(&mut self) {
+    /// Removes a document; returns the service it was about.
+    fn forget(&mut self, key: &DocKey) -> Option<ServiceName> {
+        if let Some((_, p)) = self.policies.remove(key) {
+            return Some(policy_service(&p));
+        }
+        let e = self.static_endpoints.remove(key)?;
+        Some(endpoints_service(&e))
+    }
+
+    /// Recomputes the watched ports of the `affected` services and sends
+    /// those whose content changed.
+    fn publish(&mut self, affected: &HashSet<ServiceName>) {
         self.channels.retain(|_, tx| tx.receiver_count() > 0);
-        let keys: Vec<ServiceKey> = self.channels.keys().cloned().collect();
+        let keys: Vec<ServiceKey> = self
+            .channels
+            .keys()
+            .filter(|k| affected.contains(&(k.namespace.clone(), k.name.clone())))
+            .cloned()
+            .collect();
         for key in keys {
             let snapshot = self.snapshot(&key);
             if let Some(tx) = self.channels.get(&key) {
@@ -245,12 +300,10 @@ impl State {
             .flat_map(|e| e.spec.addresses.iter().copied())
             .chain(
                 self.registrations
-                    .values()
-                    .filter(|r| {
-                        r.service == key.name
-                            && r.namespace == key.namespace
-                            && r.port.is_none_or(|p| p == key.port)
-                    })
+                    .get(&(key.namespace.clone(), key.name.clone()))
+                    .into_iter()
+                    .flat_map(BTreeMap::values)
+                    .filter(|r| r.port.is_none_or(|p| p == key.port))
                     .map(|r| r.addr),
             )
             .collect();

@@ -113,3 +113,27 @@ fn channels_without_receivers_are_dropped() {
     registry.register(1, reg(None, "127.0.0.1:1"));
     assert_eq!(registry.watched(), 0);
 }
+
+#[tokio::test]
+async fn a_policy_moved_to_another_service_leaves_the_old_one() {
+    let registry = Registry::new();
+    let (k, d) = policy("moving", Some(8080), "1s");
+    registry.upsert([(k.clone(), 1, d)]);
+    let mut payments = registry.subscribe(&key(8080));
+    assert!(payments.borrow_and_update().policy.is_some());
+    let orders = doc(
+        "apiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {name: moving, namespace: shop}\n\
+         spec:\n  target: {service: orders, port: 8080}\n",
+    );
+    registry.upsert([(k, 2, orders)]);
+    assert!(
+        payments.has_changed().expect("open"),
+        "the old service must be republished"
+    );
+    assert!(payments.borrow_and_update().policy.is_none());
+    let orders_key = ServiceKey {
+        name: "orders".into(),
+        ..key(8080)
+    };
+    assert_eq!(registry.current(&orders_key).policy_revision, 2);
+}
