@@ -27,6 +27,7 @@ pub mod store;
 use std::error::Error;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use levee_proto::v1::discovery_server::DiscoveryServer;
 use levee_proto::v1::policy_admin_server::PolicyAdminServer;
@@ -124,7 +125,11 @@ pub async fn start(
     });
     let admin = PolicyAdminServer::with_interceptor(admin, move |req| auth.check(req));
     let mut grpc_shutdown = shutdown.clone();
+    // Keepalives find proxies that vanished without closing their stream
+    // (host crash, partition), so their endpoints leave after the grace period.
     let grpc_server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(admin)
         .add_service(DiscoveryServer::new(discovery))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {

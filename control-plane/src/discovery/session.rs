@@ -129,17 +129,23 @@ async fn serve(
             Some((key, snapshot)) = updates.next(), if !updates.is_empty() => {
                 nonce += 1;
                 let update = to_update(&snapshot, nonce);
-                with_status(status, |s| {
+                let first = with_status(status, |s| {
                     let sub = s.subscriptions.entry(key).or_default();
+                    let first = sub.sent_nonce.is_empty();
                     sub.sent_version = update.version.clone();
                     sub.sent_nonce = update.nonce.clone();
+                    first
                 });
                 let response = v1::WatchResponse { kind: Some(v1::watch_response::Kind::Update(update)) };
                 if tx.send(Ok(response)).await.is_err() {
                     return Ok(());
                 }
                 ctx.metrics.updates_sent.inc();
-                ctx.metrics.push_latency.observe(snapshot.changed_at.elapsed().as_secs_f64());
+                // The first update of a subscription carries whatever state
+                // existed before it: only changes count as pushes.
+                if !first {
+                    ctx.metrics.push_latency.observe(snapshot.changed_at.elapsed().as_secs_f64());
+                }
             }
             () = tx.closed() => return Ok(()),
             () = stopped(&mut shutdown) => {
