@@ -29,6 +29,7 @@ pub mod inbound;
 pub mod metrics;
 pub mod outbound;
 pub mod policy_source;
+pub mod resilience;
 mod run;
 pub mod server;
 pub mod state;

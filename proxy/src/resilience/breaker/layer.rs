@@ -1,0 +1,63 @@
+//! [`ServiceBreakerLayer`] and the [`ServiceBreakerService`] it builds: the
+//! gate in front of the concurrency limit and the balancer.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::{BoxError, Layer, Service};
+
+use super::ServiceBreaker;
+use super::future::ResponseFuture;
+
+/// Wraps a service with the breaker of its target service.
+#[derive(Clone, Debug)]
+pub struct ServiceBreakerLayer {
+    breaker: Arc<ServiceBreaker>,
+}
+
+impl ServiceBreakerLayer {
+    pub fn new(breaker: Arc<ServiceBreaker>) -> Self {
+        ServiceBreakerLayer { breaker }
+    }
+}
+
+impl<S> Layer<S> for ServiceBreakerLayer {
+    type Service = ServiceBreakerService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServiceBreakerService {
+            inner,
+            breaker: self.breaker.clone(),
+        }
+    }
+}
+
+/// Fails calls fast while the breaker is open; reports every outcome.
+#[derive(Clone, Debug)]
+pub struct ServiceBreakerService<S> {
+    inner: S,
+    breaker: Arc<ServiceBreaker>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ServiceBreakerService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The gate is checked per call, so a rejected call costs nothing downstream.
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        match self.breaker.try_acquire() {
+            Ok(permit) => ResponseFuture::admitted(self.inner.call(req), permit),
+            Err(rejected) => ResponseFuture::rejected(rejected),
+        }
+    }
+}

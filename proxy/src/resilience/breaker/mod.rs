@@ -1,0 +1,204 @@
+//! The service circuit breaker: one [`ServiceBreaker`] per target service,
+//! shared by every request to it, and [`ServiceBreakerLayer`], the tower
+//! middleware that consults it for each attempt.
+//!
+//! Semantics are Resilience4j's (see `docs/resilience.md` for the drawing):
+//! CLOSED counts outcomes and trips to OPEN on `consecutiveFailures`, on a
+//! `failureRate` over the sliding window (after `minRequests`) or on the
+//! `slowCall` rate; OPEN fails calls fast with `503 circuit-open` and
+//! `Retry-After` = the remaining open time; the first call after the open
+//! time moves it to HALF_OPEN, which admits `halfOpenProbes` trial calls: all
+//! succeed → CLOSED, any fails → OPEN again for twice as long (up to
+//! `open.max`, jittered). OPEN → HALF_OPEN happens on that next call, so the
+//! state gauge shows OPEN until traffic arrives.
+//!
+//! The state sits behind one small mutex per service, held for a few
+//! comparisons; a policy update with the same breaker config keeps it.
+
+mod future;
+mod layer;
+pub(crate) mod machine;
+mod window;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use levee_proto::policy::EffectiveCircuitBreaker;
+use prometheus_client::metrics::counter::Counter;
+use tokio::time::Instant;
+
+pub use future::ResponseFuture;
+pub use layer::{ServiceBreakerLayer, ServiceBreakerService};
+
+use self::machine::{Admission, Machine};
+use crate::errors::{ErrorKind, ProxyError};
+use crate::metrics::{CircuitState, Direction, Metrics};
+use crate::resilience::classify::Outcome;
+
+/// The breaker config as the policy model resolves it.
+pub type BreakerConfig = EffectiveCircuitBreaker;
+
+/// Transition counters and the state gauge of one breaker, resolved once.
+#[derive(Debug)]
+pub(crate) struct BreakerMetrics {
+    metrics: Metrics,
+    service: String,
+    /// `""` for the service breaker, else the endpoint address.
+    endpoint: String,
+    to_closed: Counter,
+    to_open: Counter,
+    to_half_open: Counter,
+}
+
+impl BreakerMetrics {
+    pub(crate) fn new(metrics: &Metrics, service: &str, endpoint: &str) -> BreakerMetrics {
+        let handles = BreakerMetrics {
+            metrics: metrics.clone(),
+            service: service.to_owned(),
+            endpoint: endpoint.to_owned(),
+            to_closed: metrics.circuit_transitions(service, endpoint, CircuitState::Closed),
+            to_open: metrics.circuit_transitions(service, endpoint, CircuitState::Open),
+            to_half_open: metrics.circuit_transitions(service, endpoint, CircuitState::HalfOpen),
+        };
+        handles.gauge(CircuitState::Closed);
+        handles
+    }
+
+    /// Counts a transition into `to` and sets the gauge.
+    pub(crate) fn transition(&self, to: CircuitState) {
+        match to {
+            CircuitState::Closed => self.to_closed.inc(),
+            CircuitState::Open => self.to_open.inc(),
+            CircuitState::HalfOpen => self.to_half_open.inc(),
+        };
+        self.gauge(to);
+        tracing::info!(service = %self.service, endpoint = %self.endpoint, state = ?to, "circuit breaker");
+    }
+
+    fn gauge(&self, state: CircuitState) {
+        self.metrics
+            .set_circuit_state(&self.service, &self.endpoint, state);
+    }
+}
+
+/// The circuit breaker of one target service.
+#[derive(Debug)]
+pub struct ServiceBreaker {
+    service: String,
+    machine: Mutex<Machine>,
+    metrics: BreakerMetrics,
+    /// `levee_rejected_total{direction="outbound",reason="circuit-open"}`.
+    rejected: Counter,
+}
+
+impl ServiceBreaker {
+    pub fn new(service: &str, cfg: &BreakerConfig, metrics: &Metrics) -> ServiceBreaker {
+        ServiceBreaker {
+            service: service.to_owned(),
+            machine: Mutex::new(Machine::new(cfg, Instant::now())),
+            metrics: BreakerMetrics::new(metrics, service, ""),
+            rejected: metrics.rejected(
+                Direction::Outbound,
+                service,
+                ErrorKind::CircuitOpen.as_str(),
+            ),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Machine> {
+        self.machine.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies a new policy's breaker config. An unchanged config keeps the
+    /// state; a changed one starts over CLOSED.
+    pub fn update_config(&self, cfg: &BreakerConfig) {
+        let mut machine = self.lock();
+        if machine.config() == cfg {
+            return;
+        }
+        let was = machine.state();
+        *machine = Machine::new(cfg, Instant::now());
+        drop(machine);
+        if was != CircuitState::Closed {
+            self.metrics.transition(CircuitState::Closed);
+        }
+    }
+
+    /// The current state (OPEN until a call notices the open time is over).
+    pub fn state(&self) -> CircuitState {
+        self.lock().state()
+    }
+
+    /// Admits a call, or fails fast with a `circuit-open` [`ProxyError`]
+    /// whose `retry_after` is the remaining open time.
+    pub fn try_acquire(self: &Arc<Self>) -> Result<BreakerPermit, ProxyError> {
+        let now = Instant::now();
+        let (admission, changed) = self.lock().admit(now);
+        if let Some(state) = changed {
+            self.metrics.transition(state);
+        }
+        match admission {
+            Admission::Admitted { generation, .. } => Ok(BreakerPermit {
+                breaker: Some(self.clone()),
+                generation,
+                start: now,
+            }),
+            Admission::Rejected { retry_after } => {
+                self.rejected.inc();
+                let detail = if retry_after.is_zero() {
+                    "the circuit breaker is half-open and its probes are in flight".to_owned()
+                } else {
+                    format!("the circuit breaker is open for another {retry_after:?}")
+                };
+                Err(
+                    ProxyError::new(ErrorKind::CircuitOpen, &*self.service, detail)
+                        .with_retry_after(retry_after),
+                )
+            }
+        }
+    }
+
+    fn finish(&self, generation: u64, outcome: &Outcome, start: Instant) {
+        let now = Instant::now();
+        let mut machine = self.lock();
+        if *outcome == Outcome::Cancelled {
+            machine.release(generation);
+            return;
+        }
+        let failed = outcome.is_failure(&machine.config().failure_on);
+        let slow = machine.is_slow(now.saturating_duration_since(start));
+        let changed = machine.record(now, failed, slow, Some(generation), || true);
+        drop(machine);
+        if let Some(state) = changed {
+            self.metrics.transition(state);
+        }
+    }
+}
+
+/// One admitted call. [`BreakerPermit::record`] reports its outcome; a
+/// permit dropped unrecorded counts as cancelled (never a failure).
+#[derive(Debug)]
+pub struct BreakerPermit {
+    breaker: Option<Arc<ServiceBreaker>>,
+    generation: u64,
+    start: Instant,
+}
+
+impl BreakerPermit {
+    /// Reports the call's outcome; latency is measured from admission.
+    pub fn record(mut self, outcome: &Outcome) {
+        if let Some(breaker) = self.breaker.take() {
+            breaker.finish(self.generation, outcome, self.start);
+        }
+    }
+}
+
+impl Drop for BreakerPermit {
+    fn drop(&mut self) {
+        if let Some(breaker) = self.breaker.take() {
+            breaker.finish(self.generation, &Outcome::Cancelled, self.start);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tower::{BoxError, Layer, ServiceExt, service_fn};
+
+use super::machine::tests::config;
+use super::*;
+
+/// An upstream answering with the status in `status`, counting calls.
+fn upstream(
+    status: Arc<AtomicU16>,
+    calls: Arc<AtomicUsize>,
+) -> impl tower::Service<
+    Request<()>,
+    Response = Response<()>,
+    Error = BoxError,
+    Future = impl Future<Output = Result<Response<()>, BoxError>>,
+> + Clone {
+    service_fn(move |_req: Request<()>| {
+        let status = status.load(Ordering::SeqCst);
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let response = Response::builder()
+                .status(status)
+                .body(())
+                .map_err(BoxError::from)?;
+            Ok(response)
+        }
+    })
+}
+
+async fn call<S>(svc: &S) -> Result<Response<()>, BoxError>
+where
+    S: tower::Service<Request<()>, Response = Response<()>, Error = BoxError> + Clone,
+{
+    svc.clone().oneshot(Request::new(())).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn opens_fails_fast_and_closes_through_half_open() {
+    let metrics = Metrics::new();
+    let breaker = Arc::new(ServiceBreaker::new(
+        "payments.shop:8080",
+        &config(),
+        &metrics,
+    ));
+    let status = Arc::new(AtomicU16::new(503));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc =
+        ServiceBreakerLayer::new(breaker.clone()).layer(upstream(status.clone(), calls.clone()));
+
+    for _ in 0..3 {
+        let response = call(&svc).await.expect("upstream answers");
+        assert_eq!(response.status(), 503);
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+    // Fail fast: the upstream is not called.
+    let error = call(&svc).await.expect_err("open breaker rejects");
+    let error = error.downcast::<ProxyError>().expect("a ProxyError");
+    assert_eq!(error.kind, ErrorKind::CircuitOpen);
+    let retry_after = error.retry_after.expect("retry after");
+    assert!(retry_after > Duration::from_millis(800) && retry_after <= Duration::from_secs(1));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    // The upstream recovers; after the open time, two probes close the breaker.
+    status.store(200, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    call(&svc).await.expect("probe 1");
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    call(&svc).await.expect("probe 2");
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+
+    let text = metrics.encode();
+    for expected in [
+        r#"levee_circuit_state{service="payments.shop:8080",endpoint=""} 0"#,
+        r#"levee_circuit_transitions_total{service="payments.shop:8080",endpoint="",to="open"} 1"#,
+        r#"levee_circuit_transitions_total{service="payments.shop:8080",endpoint="",to="half-open"} 1"#,
+        r#"levee_circuit_transitions_total{service="payments.shop:8080",endpoint="",to="closed"} 1"#,
+        r#"levee_rejected_total{direction="outbound",service="payments.shop:8080",reason="circuit-open"} 1"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_errors_and_cancelled_calls_are_not_failures() {
+    let metrics = Metrics::new();
+    let breaker = Arc::new(ServiceBreaker::new("s", &config(), &metrics));
+    let status = Arc::new(AtomicU16::new(404));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBreakerLayer::new(breaker.clone()).layer(upstream(status, calls));
+    for _ in 0..10 {
+        call(&svc).await.expect("404 passes");
+    }
+    assert_eq!(breaker.state(), CircuitState::Closed);
+
+    // A caller that hangs up (the future is dropped) does not count.
+    let hanging =
+        ServiceBreakerLayer::new(breaker.clone()).layer(service_fn(|_req: Request<()>| {
+            std::future::pending::<Result<Response<()>, BoxError>>()
+        }));
+    for _ in 0..10 {
+        let pending = hanging.clone().oneshot(Request::new(()));
+        let timed_out = tokio::time::timeout(Duration::from_millis(1), pending).await;
+        assert!(timed_out.is_err());
+    }
+    assert_eq!(breaker.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_count_and_state_survives_an_unchanged_config() {
+    let metrics = Metrics::new();
+    let breaker = Arc::new(ServiceBreaker::new("s", &config(), &metrics));
+    let failing =
+        ServiceBreakerLayer::new(breaker.clone()).layer(service_fn(|_req: Request<()>| async {
+            Err::<Response<()>, BoxError>(Box::new(ProxyError::new(
+                ErrorKind::UpstreamConnect,
+                "s",
+                "refused",
+            )))
+        }));
+    for _ in 0..3 {
+        let error = call(&failing).await.expect_err("connect failure");
+        let error = error.downcast::<ProxyError>().expect("ProxyError");
+        assert_eq!(error.kind, ErrorKind::UpstreamConnect);
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+    breaker.update_config(&config());
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Open,
+        "same config keeps state"
+    );
+    let mut changed = config();
+    changed.consecutive_failures = 10;
+    breaker.update_config(&changed);
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Closed,
+        "new config starts over"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_rejects_beyond_its_probes() {
+    let metrics = Metrics::new();
+    let breaker = Arc::new(ServiceBreaker::new("s", &config(), &metrics));
+    for _ in 0..3 {
+        breaker
+            .try_acquire()
+            .expect("closed")
+            .record(&Outcome::HttpStatus(500));
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let p1 = breaker.try_acquire().expect("probe 1");
+    let p2 = breaker.try_acquire().expect("probe 2");
+    let error = breaker.try_acquire().expect_err("probes all out");
+    assert_eq!(error.kind, ErrorKind::CircuitOpen);
+    drop(p1); // cancelled: frees its slot
+    let p3 = breaker.try_acquire().expect("slot freed");
+    p2.record(&Outcome::Success);
+    p3.record(&Outcome::Error(ErrorKind::Timeout));
+    assert_eq!(breaker.state(), CircuitState::Open);
+    // The second trip stays open longer than the first.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(breaker.try_acquire().is_err());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(breaker.try_acquire().is_ok());
+}

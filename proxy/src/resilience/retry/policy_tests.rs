@@ -1,0 +1,91 @@
+use http::{HeaderValue, StatusCode};
+
+use super::*;
+
+fn conditions(on: &[&str], grpc_on: &[&str]) -> Conditions {
+    Conditions {
+        on: on.iter().map(|c| c.parse().expect("condition")).collect(),
+        grpc_on: grpc_on.iter().map(|c| c.parse().expect("code")).collect(),
+        retry_non_idempotent: false,
+    }
+}
+
+fn error(kind: ErrorKind, detail: &str) -> ProxyError {
+    ProxyError::new(kind, "svc", detail)
+}
+
+fn response(status: u16, headers: &[(&'static str, &'static str)]) -> Response<()> {
+    let mut r = Response::new(());
+    *r.status_mut() = StatusCode::from_u16(status).expect("status");
+    for (k, v) in headers {
+        r.headers_mut().insert(*k, HeaderValue::from_static(v));
+    }
+    r
+}
+
+#[test]
+fn the_defaults_retry_only_what_never_reached_the_upstream() {
+    let c = conditions(&["connect-failure", "refused-stream"], &[]);
+    let connect = error(ErrorKind::UpstreamConnect, "refused");
+    assert_eq!(c.for_error(&connect, false), Some(Reason::ConnectFailure));
+    let refused = error(ErrorKind::UpstreamReset, "stream error: REFUSED_STREAM");
+    assert_eq!(c.for_error(&refused, false), Some(Reason::RefusedStream));
+    let reset = error(ErrorKind::UpstreamReset, "connection reset");
+    assert_eq!(c.for_error(&reset, true), None);
+    assert_eq!(c.for_error(&error(ErrorKind::Timeout, "t"), true), None);
+    assert_eq!(c.for_response(&response(503, &[]), true, false), None);
+}
+
+#[test]
+fn statuses_resets_and_timeouts_need_an_idempotent_request() {
+    let c = conditions(&["gateway-error", "reset", "409"], &[]);
+    assert_eq!(c.for_response(&response(503, &[]), true, false), Some(Reason::Status(503)));
+    assert_eq!(c.for_response(&response(409, &[]), true, false), Some(Reason::Status(409)));
+    assert_eq!(c.for_response(&response(500, &[]), true, false), None);
+    assert_eq!(c.for_response(&response(503, &[]), false, false), None);
+    let reset = error(ErrorKind::UpstreamReset, "reset");
+    assert_eq!(c.for_error(&reset, true), Some(Reason::Reset));
+    assert_eq!(c.for_error(&reset, false), None);
+    assert_eq!(c.for_error(&error(ErrorKind::Timeout, "t"), true), Some(Reason::Timeout));
+    assert_eq!(c.for_error(&error(ErrorKind::CircuitOpen, "open"), true), None);
+}
+
+#[test]
+fn grpc_codes_come_from_a_trailers_only_head() {
+    let c = conditions(&[], &["unavailable"]);
+    let unavailable = response(200, &[("grpc-status", "14")]);
+    assert_eq!(
+        c.for_response(&unavailable, false, true),
+        Some(Reason::Grpc(GrpcCode::Unavailable))
+    );
+    assert_eq!(Reason::Grpc(GrpcCode::Unavailable).label(), "grpc-unavailable");
+    assert_eq!(c.for_response(&response(200, &[("grpc-status", "13")]), false, true), None);
+    assert_eq!(c.for_response(&response(200, &[("grpc-status", "0")]), false, true), None);
+    assert_eq!(c.for_response(&response(200, &[]), false, true), None, "status in trailers");
+}
+
+#[test]
+fn idempotency_follows_the_method_the_key_or_the_policy() {
+    let mut c = conditions(&[], &[]);
+    let none = HeaderMap::new();
+    let mut keyed = HeaderMap::new();
+    keyed.insert("idempotency-key", HeaderValue::from_static("abc"));
+    for m in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE, Method::OPTIONS] {
+        assert!(c.idempotent(&m, &none), "{m}");
+    }
+    assert!(!c.idempotent(&Method::POST, &none));
+    assert!(!c.idempotent(&Method::PATCH, &none));
+    assert!(c.idempotent(&Method::POST, &keyed));
+    c.retry_non_idempotent = true;
+    assert!(c.idempotent(&Method::PATCH, &none));
+}
+
+#[test]
+fn retry_after_is_read_from_429_and_503_in_seconds() {
+    let r = response(503, &[("retry-after", "3")]);
+    assert_eq!(retry_after(&r), Some(Duration::from_secs(3)));
+    assert_eq!(retry_after(&response(429, &[("retry-after", "0")])), Some(Duration::ZERO));
+    assert_eq!(retry_after(&response(500, &[("retry-after", "3")])), None);
+    let date = response(503, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]);
+    assert_eq!(retry_after(&date), None);
+}

@@ -1,0 +1,76 @@
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::{BodyExt, StreamBody};
+
+use super::*;
+use crate::body;
+
+fn streamed(chunks: &[&'static str], trailers: bool) -> BoxBody {
+    let mut frames: Vec<Result<Frame<Bytes>, BoxError>> = chunks
+        .iter()
+        .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+        .collect();
+    if trailers {
+        let mut t = HeaderMap::new();
+        t.insert("x-sum", "42".parse().expect("value"));
+        frames.push(Ok(Frame::trailers(t)));
+    }
+    StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+async fn read_all(body: ReplayBody) -> (Vec<u8>, Option<HeaderMap>) {
+    let collected = body.collect().await.expect("body");
+    let trailers = collected.trailers().cloned();
+    (collected.to_bytes().to_vec(), trailers)
+}
+
+#[tokio::test]
+async fn replays_every_chunk_and_the_trailers() {
+    let first = ReplayBody::try_new(streamed(&["ab", "cd"], true), 1024).expect("small");
+    let second = first.replay();
+    assert!(first.is_replayable(), "untouched bodies are replayable");
+    let (bytes, trailers) = read_all(first).await;
+    assert_eq!(bytes, b"abcd");
+    assert!(trailers.is_some());
+    assert!(second.is_replayable());
+    let (again, trailers) = read_all(second.replay()).await;
+    assert_eq!(again, b"abcd");
+    assert_eq!(trailers.expect("trailers")["x-sum"], "42");
+}
+
+#[tokio::test]
+async fn a_partly_read_body_is_finished_from_the_caller_on_replay() {
+    let mut first = ReplayBody::try_new(streamed(&["a", "b", "c"], false), 1024).expect("small");
+    let handle = first.replay();
+    let frame = first.frame().await.expect("frame").expect("ok");
+    assert_eq!(frame.into_data().expect("data"), "a");
+    assert!(!handle.is_replayable(), "still streaming");
+    drop(first);
+    let (bytes, _) = read_all(handle.replay()).await;
+    assert_eq!(bytes, b"abc");
+    assert!(handle.is_replayable(), "read to the end within the limit");
+}
+
+#[tokio::test]
+async fn past_the_limit_the_first_attempt_streams_on_but_nothing_replays() {
+    let first = ReplayBody::try_new(streamed(&["12345", "67890"], false), 6).expect("no length");
+    let handle = first.replay();
+    let (bytes, _) = read_all(first).await;
+    assert_eq!(bytes, b"1234567890");
+    assert!(!handle.is_replayable());
+}
+
+#[test]
+fn a_declared_length_over_the_limit_is_not_wrapped() {
+    assert!(ReplayBody::try_new(body::full("0123456789"), 4).is_err());
+    let small = ReplayBody::try_new(body::full("0123"), 4).expect("fits");
+    assert_eq!(small.size_hint().exact(), Some(4));
+}
+
+#[tokio::test]
+async fn an_empty_body_is_replayable_and_ends_at_once() {
+    let body = ReplayBody::try_new(body::empty(), 0).expect("empty");
+    assert!(body.is_end_stream());
+    assert!(body.is_replayable());
+    assert!(read_all(body.replay()).await.0.is_empty());
+}

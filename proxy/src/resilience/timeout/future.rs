@@ -1,0 +1,71 @@
+//! [`ResponseFuture`]: the inner call raced against the deadline.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use prometheus_client::metrics::counter::Counter;
+use tokio::time::Sleep;
+
+use crate::body::BoxError;
+
+/// What fires the timeout: the sleep, its counter, the service label and the
+/// budget (for the error's detail).
+pub(super) type Timer = (Sleep, Counter, Arc<str>, Duration);
+
+pin_project! {
+    /// Resolves to the inner response, or to a `timeout` error at the deadline.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Option<Sleep>,
+        fired: Option<(Counter, Arc<str>, Duration)>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(inner: F, timer: Option<Timer>) -> Self {
+        match timer {
+            Some((sleep, counter, service, after)) => ResponseFuture {
+                inner,
+                sleep: Some(sleep),
+                fired: Some((counter, service, after)),
+            },
+            None => ResponseFuture {
+                inner,
+                sleep: None,
+                fired: None,
+            },
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result.map_err(Into::into));
+        }
+        if let Some(sleep) = this.sleep.as_pin_mut()
+            && sleep.poll(cx).is_ready()
+        {
+            let (counter, service, after) = this
+                .fired
+                .take()
+                .unwrap_or_else(|| (Counter::default(), Arc::from(""), Duration::ZERO));
+            counter.inc();
+            return Poll::Ready(Err(super::elapsed(&service, "request", after).into()));
+        }
+        Poll::Pending
+    }
+}

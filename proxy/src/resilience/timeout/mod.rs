@@ -1,0 +1,98 @@
+//! The request timeout: one deadline for the whole call, all attempts
+//! included (DESIGN.md §2, layer 3).
+//!
+//! The deadline is `timeouts.request` from the route's policy, shortened by
+//! the caller's own `grpc-timeout` when that is sooner. It is stored in the
+//! request as a [`Deadline`] extension so the retry layer inside never starts
+//! an attempt after it and tells each attempt how much time is left. When it
+//! fires before a response head arrives, the call ends with a `timeout`
+//! [`ProxyError`](crate::errors::ProxyError) (504 / DEADLINE_EXCEEDED). The
+//! deadline bounds the wait for the response head; a response that has
+//! started streaming is not cut (the upstream got the remaining time as its
+//! own `grpc-timeout`).
+
+mod error;
+mod future;
+pub mod grpc;
+mod layer;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Request;
+use prometheus_client::metrics::counter::Counter;
+use tokio::time::Instant;
+use tower::Service;
+
+pub use error::elapsed;
+pub use future::ResponseFuture;
+pub use layer::RequestTimeoutLayer;
+
+/// When the whole call must be answered by (a request extension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline(pub Instant);
+
+impl Deadline {
+    /// Time left, zero once passed.
+    pub fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Enforces the request deadline around `S`.
+#[derive(Clone, Debug)]
+pub struct RequestTimeout<S> {
+    inner: S,
+    timeout: Option<Duration>,
+    service: Arc<str>,
+    /// `levee_timeouts_total{kind="request"}` of the route.
+    fired: Counter,
+}
+
+impl<S> RequestTimeout<S> {
+    pub fn new(inner: S, timeout: Option<Duration>, service: Arc<str>, fired: Counter) -> Self {
+        RequestTimeout {
+            inner,
+            timeout,
+            service,
+            fired,
+        }
+    }
+}
+
+impl<S, B> Service<Request<B>> for RequestTimeout<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<crate::body::BoxError>,
+{
+    type Response = S::Response;
+    type Error = crate::body::BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let caller = req.headers().get(grpc::GRPC_TIMEOUT).and_then(grpc::parse);
+        let budget = match (self.timeout, caller) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timer = budget.map(|budget| {
+            let mut at = Instant::now() + budget;
+            // An outer deadline (if any) stays in force when it is sooner.
+            if let Some(outer) = req.extensions().get::<Deadline>() {
+                at = at.min(outer.0);
+            }
+            req.extensions_mut().insert(Deadline(at));
+            let sleep = tokio::time::sleep_until(at);
+            (sleep, self.fired.clone(), self.service.clone(), budget)
+        });
+        ResponseFuture::new(self.inner.call(req), timer)
+    }
+}
+
+#[cfg(test)]
+mod tests;
