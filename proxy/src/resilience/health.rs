@@ -1,1 +1,222 @@
+//! Endpoint breakers (outlier ejection): one breaker state machine per
+//! endpoint of a service, the same one the service breaker uses. An endpoint
+//! whose breaker is OPEN is ejected: [`EndpointHealth::is_available`] says
+//! no and the balancer leaves it out. When its open time is over it turns
+//! HALF_OPEN and is offered again; its next `halfOpenProbes` results decide
+//! (all succeed → back in, any fails → ejected for longer).
+//!
+//! Never more than `maxEjectedPercent` of the endpoints (rounded down) are
+//! ejected at once: a trip over the cap is refused and the endpoint stays in.
+//! A lone endpoint is therefore never ejected at the default 50%; the
+//! service breaker is what protects a service that is down as a whole.
+//!
+//! HALF_OPEN endpoints stay available until `halfOpenProbes` results are in:
+//! the balancer asks about candidates it may not pick, so availability
+//! cannot hand out probe slots without leaking them.
+//!
+//! Hot path: an `ArcSwap` read of the endpoint map and one small per-endpoint
+//! mutex; the ejected count is an atomic.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+use crate::metrics::{CircuitState, Metrics};
+use crate::resilience::breaker::machine::Machine;
+use crate::resilience::breaker::{BreakerConfig, BreakerMetrics};
+use crate::resilience::classify::Outcome;
+
+/// The health of every endpoint of one service.
+#[derive(Debug)]
+pub struct EndpointHealth {
+    service: String,
+    metrics: Metrics,
+    /// The breakers; replaced as a whole when endpoints or config change.
+    table: ArcSwap<Table>,
+    /// Endpoints currently OPEN or HALF_OPEN.
+    ejected: AtomicUsize,
+    /// Serialises `set_endpoints` and `update_config`.
+    update: Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    cfg: Option<BreakerConfig>,
+    /// How many endpoints the cap is a percentage of.
+    count: usize,
+    breakers: HashMap<SocketAddr, Arc<EndpointBreaker>>,
+}
+
+#[derive(Debug)]
+struct EndpointBreaker {
+    machine: Mutex<Machine>,
+    metrics: BreakerMetrics,
+}
+
+impl EndpointBreaker {
+    fn new(service: &str, addr: SocketAddr, cfg: &BreakerConfig, metrics: &Metrics) -> Self {
+        EndpointBreaker {
+            machine: Mutex::new(Machine::new(cfg, Instant::now())),
+            metrics: BreakerMetrics::new(metrics, service, &addr.to_string()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Machine> {
+        self.machine.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl EndpointHealth {
+    /// No endpoints yet; `cfg` `None` means no ejection at all.
+    pub fn new(service: &str, cfg: Option<&BreakerConfig>, metrics: &Metrics) -> Self {
+        EndpointHealth {
+            service: service.to_owned(),
+            metrics: metrics.clone(),
+            table: ArcSwap::from_pointee(Table {
+                cfg: cfg.cloned(),
+                ..Table::default()
+            }),
+            ejected: AtomicUsize::new(0),
+            update: Mutex::new(()),
+        }
+    }
+
+    fn serialise(&self) -> MutexGuard<'_, ()> {
+        self.update.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the balancer may send to `addr`: false while it is ejected.
+    /// Unknown endpoints are available.
+    pub fn is_available(&self, addr: SocketAddr) -> bool {
+        let table = self.table.load();
+        let Some(breaker) = table.breakers.get(&addr) else {
+            return true;
+        };
+        let mut machine = breaker.lock();
+        let before = machine.state();
+        let available = machine.would_admit(Instant::now());
+        let after = machine.state();
+        drop(machine);
+        if after != before {
+            breaker.metrics.transition(after);
+        }
+        available
+    }
+
+    /// Reports one attempt's outcome against `addr`.
+    pub fn record(&self, addr: SocketAddr, outcome: &Outcome, latency: Duration) {
+        if *outcome == Outcome::Cancelled {
+            return;
+        }
+        let table = self.table.load();
+        let (Some(cfg), Some(breaker)) = (&table.cfg, table.breakers.get(&addr)) else {
+            return;
+        };
+        let failed = outcome.is_failure(&cfg.failure_on);
+        let cap = ejection_cap(table.count, cfg.max_ejected_percent);
+        let mut machine = breaker.lock();
+        let before = machine.state();
+        let slow = machine.is_slow(latency);
+        let changed = machine.record(Instant::now(), failed, slow, None, || self.try_eject(cap));
+        drop(machine);
+        let Some(state) = changed else { return };
+        if before == CircuitState::HalfOpen && state == CircuitState::Closed {
+            self.ejected.fetch_sub(1, Ordering::AcqRel);
+        }
+        breaker.metrics.transition(state);
+        self.publish(table.count);
+    }
+
+    /// Counts one more ejection unless that would pass `cap`.
+    fn try_eject(&self, cap: usize) -> bool {
+        self.ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Applies a new policy's breaker config; unchanged config keeps every
+    /// endpoint's state, a changed one starts every endpoint over CLOSED.
+    pub fn update_config(&self, cfg: Option<&BreakerConfig>) {
+        let _serialised = self.serialise();
+        let current = self.table.load_full();
+        if current.cfg.as_ref() == cfg {
+            return;
+        }
+        let addrs: Vec<SocketAddr> = current.breakers.keys().copied().collect();
+        self.rebuild(cfg.cloned(), &addrs, None);
+    }
+
+    /// The service's endpoints now. Known endpoints keep their state; new
+    /// ones start CLOSED; removed ones are forgotten.
+    pub fn set_endpoints(&self, addrs: &[SocketAddr]) {
+        let _serialised = self.serialise();
+        let current = self.table.load_full();
+        self.rebuild(current.cfg.clone(), addrs, Some(&current));
+    }
+
+    /// Installs a table for `addrs`, reusing `keep`'s breakers when given.
+    fn rebuild(&self, cfg: Option<BreakerConfig>, addrs: &[SocketAddr], keep: Option<&Table>) {
+        let mut breakers = HashMap::with_capacity(addrs.len());
+        let mut ejected = 0;
+        if let Some(cfg) = &cfg {
+            for &addr in addrs {
+                let breaker = keep
+                    .and_then(|t| t.breakers.get(&addr).cloned())
+                    .unwrap_or_else(|| {
+                        Arc::new(EndpointBreaker::new(
+                            &self.service,
+                            addr,
+                            cfg,
+                            &self.metrics,
+                        ))
+                    });
+                if breaker.lock().state() != CircuitState::Closed {
+                    ejected += 1;
+                }
+                breakers.insert(addr, breaker);
+            }
+        }
+        let count = addrs.len();
+        self.table.store(Arc::new(Table {
+            cfg,
+            count,
+            breakers,
+        }));
+        // Racing records of removed endpoints may adjust the old count: the
+        // recount here is the truth from now on.
+        self.ejected.store(ejected, Ordering::Release);
+        self.publish(count);
+    }
+
+    /// Sets `levee_endpoints{state=ready|ejected}`.
+    fn publish(&self, count: usize) {
+        let ejected = self.ejected.load(Ordering::Acquire).min(count);
+        self.metrics
+            .set_endpoints(&self.service, "ready", count - ejected);
+        self.metrics
+            .set_endpoints(&self.service, "ejected", ejected);
+    }
+
+    /// How many endpoints are ejected (OPEN or HALF_OPEN) now.
+    pub fn ejected(&self) -> usize {
+        self.ejected.load(Ordering::Acquire)
+    }
+}
+
+/// How many of `count` endpoints may be ejected at `percent`.
+fn ejection_cap(count: usize, percent: f64) -> usize {
+    let cap = (count as f64 * percent.clamp(0.0, 100.0) / 100.0).floor();
+    // In range by construction: 0 ≤ cap ≤ count.
+    cap as usize
+}
+
+#[cfg(test)]
+#[path = "health_tests.rs"]
+mod tests;
