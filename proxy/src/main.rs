@@ -1,6 +1,7 @@
 //! `levee-proxy`: parses flags, sets up logging, turns SIGTERM/SIGINT into a
 //! graceful shutdown, and runs the proxy (see the library's `run`).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -36,7 +37,9 @@ fn init_logging(format: LogFormat) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only for people; logs collected from a pipe stay plain.
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

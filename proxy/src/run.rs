@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::BoxError;
-use crate::config::ProxyConfig;
+use crate::config::{AccessLogFormat, ProxyConfig};
 use crate::forward::Forwarder;
+use crate::forward::access_log::AccessLog;
 use crate::forward::pool::PoolSettings;
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
@@ -104,7 +105,14 @@ pub async fn run_with(
         hard: hard.clone(),
         tasks: tasks.clone(),
     };
-    let out = Arc::new(Outbound::new(shared.clone(), forwarder.clone()));
+    let access_log = config
+        .access_log
+        .map(|AccessLogFormat::Json| AccessLog::stdout());
+    let out = Arc::new(Outbound::new(
+        shared.clone(),
+        forwarder.clone(),
+        access_log.clone(),
+    ));
     tasks.spawn(server::serve(
         outbound,
         out,
@@ -116,7 +124,13 @@ pub async fn run_with(
         .service
         .clone()
         .unwrap_or_else(|| "unknown".to_owned());
-    let inb = Arc::new(Inbound::new(forwarder, app, service, &shared.metrics));
+    let inb = Arc::new(Inbound::new(
+        forwarder,
+        app,
+        service,
+        &shared.metrics,
+        access_log,
+    ));
     tasks.spawn(server::serve(inbound, inb, limits, listeners));
 
     shutdown.cancelled().await;

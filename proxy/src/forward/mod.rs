@@ -5,6 +5,7 @@
 //!
 //! Bodies stream in both directions; trailers pass through untouched.
 
+pub mod access_log;
 pub mod headers;
 pub mod pool;
 pub mod telemetry;

@@ -9,13 +9,14 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
+use super::access_log::AccessEntry;
 use crate::body::{BoxBody, BoxError};
 use crate::errors::{self, ProxyError};
 use crate::metrics::{RequestMetrics, outcome};
@@ -26,9 +27,20 @@ pub struct Observation {
     pub start: Instant,
     /// The request was gRPC (by content-type).
     pub grpc: bool,
+    /// Its access-log line, when `--access-log` is on.
+    pub access: Option<Box<AccessEntry>>,
 }
 
 impl Observation {
+    pub fn new(metrics: RequestMetrics, start: Instant, grpc: bool) -> Self {
+        Observation {
+            metrics,
+            start,
+            grpc,
+            access: None,
+        }
+    }
+
     /// Records a proxy-made error and renders it.
     pub fn error(self, err: &ProxyError) -> Response<BoxBody> {
         let response = errors::to_response(err, self.grpc);
@@ -38,24 +50,23 @@ impl Observation {
         } else {
             status.as_str()
         };
-        self.metrics
-            .record(code, err.kind.as_str(), self.start.elapsed());
         tracing::debug!(error = %err, "proxy error");
+        let elapsed = self.start.elapsed();
+        self.recorder(elapsed).record(code, err.kind.as_str());
         response
     }
 
     /// Records (now or when the gRPC status shows up) an upstream response.
     pub fn response(self, response: Response<BoxBody>) -> Response<BoxBody> {
         let elapsed = self.start.elapsed();
+        let status = response.status();
         if self.grpc {
             if let Some(code) = grpc_status(response.headers()) {
-                self.metrics.record(code, grpc_outcome(code), elapsed);
+                self.recorder(elapsed).record(code, grpc_outcome(code));
                 return response;
             }
-            let status = response.status();
             let pending = Pending {
-                metrics: self.metrics,
-                elapsed,
+                recorder: self.recorder(elapsed),
                 http_status: status,
             };
             return response.map(|inner| {
@@ -66,14 +77,37 @@ impl Observation {
                 .boxed()
             });
         }
-        let status = response.status();
         let outcome = if status.is_server_error() {
             outcome::FAILURE
         } else {
             outcome::SUCCESS
         };
-        self.metrics.record(status.as_str(), outcome, elapsed);
+        self.recorder(elapsed).record(status.as_str(), outcome);
         response
+    }
+
+    fn recorder(self, elapsed: Duration) -> Recorder {
+        Recorder {
+            metrics: self.metrics,
+            access: self.access,
+            elapsed,
+        }
+    }
+}
+
+/// What to update once a request's code is known.
+struct Recorder {
+    metrics: RequestMetrics,
+    access: Option<Box<AccessEntry>>,
+    elapsed: Duration,
+}
+
+impl Recorder {
+    fn record(self, code: &str, outcome: &'static str) {
+        self.metrics.record(code, outcome, self.elapsed);
+        if let Some(entry) = self.access {
+            entry.write(code, outcome, self.elapsed);
+        }
     }
 }
 
@@ -90,19 +124,18 @@ fn grpc_outcome(code: &str) -> &'static str {
 }
 
 struct Pending {
-    metrics: RequestMetrics,
-    elapsed: std::time::Duration,
+    recorder: Recorder,
     http_status: http::StatusCode,
 }
 
 impl Pending {
     fn record_from(self, trailers: Option<&HeaderMap>) {
         match trailers.and_then(grpc_status) {
-            Some(code) => self.metrics.record(code, grpc_outcome(code), self.elapsed),
+            Some(code) => self.recorder.record(code, grpc_outcome(code)),
             // No status: the stream broke or the server is not speaking gRPC.
             None => self
-                .metrics
-                .record(self.http_status.as_str(), outcome::FAILURE, self.elapsed),
+                .recorder
+                .record(self.http_status.as_str(), outcome::FAILURE),
         }
     }
 }

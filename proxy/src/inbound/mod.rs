@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use crate::body::BoxBody;
 use crate::errors::{self, ErrorKind, ProxyError};
 use crate::forward::Forwarder;
+use crate::forward::access_log::AccessLog;
 use crate::forward::telemetry::Observation;
 use crate::metrics::{Direction, RequestMetrics};
 use crate::server::Handler;
@@ -23,6 +24,7 @@ pub struct Inbound {
     service: String,
     /// Inbound has one service and (for now) one route: resolved once.
     metrics: RequestMetrics,
+    access_log: Option<AccessLog>,
 }
 
 impl Inbound {
@@ -31,6 +33,7 @@ impl Inbound {
         app: SocketAddr,
         service: String,
         metrics: &crate::metrics::Metrics,
+        access_log: Option<AccessLog>,
     ) -> Self {
         let handle = metrics.requests(Direction::Inbound, &service, "default");
         Inbound {
@@ -38,17 +41,21 @@ impl Inbound {
             app,
             service,
             metrics: handle,
+            access_log,
         }
     }
 }
 
 impl Handler for Inbound {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<BoxBody> {
-        let observation = Observation {
-            metrics: self.metrics.clone(),
-            start: Instant::now(),
-            grpc: errors::is_grpc(req.headers()),
-        };
+        let mut observation = Observation::new(
+            self.metrics.clone(),
+            Instant::now(),
+            errors::is_grpc(req.headers()),
+        );
+        if let Some(log) = &self.access_log {
+            observation.access = Some(log.entry("inbound", &self.service, "default", &req));
+        }
         if req.method() == Method::CONNECT {
             let err = ProxyError::new(
                 ErrorKind::BadRequest,

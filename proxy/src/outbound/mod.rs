@@ -17,6 +17,7 @@ use levee_proto::policy::{RouteRequest, ServiceKey};
 
 use crate::body::BoxBody;
 use crate::errors::{self, ErrorKind, ProxyError};
+use crate::forward::access_log::AccessLog;
 use crate::forward::telemetry::Observation;
 use crate::forward::{Forwarder, uri};
 use crate::metrics::Direction;
@@ -32,11 +33,39 @@ const UNKNOWN_SERVICE: &str = "unknown";
 pub struct Outbound {
     shared: Arc<Shared>,
     forwarder: Arc<Forwarder>,
+    access_log: Option<AccessLog>,
 }
 
 impl Outbound {
-    pub fn new(shared: Arc<Shared>, forwarder: Arc<Forwarder>) -> Self {
-        Outbound { shared, forwarder }
+    pub fn new(
+        shared: Arc<Shared>,
+        forwarder: Arc<Forwarder>,
+        access_log: Option<AccessLog>,
+    ) -> Self {
+        Outbound {
+            shared,
+            forwarder,
+            access_log,
+        }
+    }
+
+    fn observation(
+        &self,
+        service: &str,
+        route: &str,
+        req: &Request<Incoming>,
+        start: Instant,
+        grpc: bool,
+    ) -> Observation {
+        let metrics = self
+            .shared
+            .metrics
+            .requests(Direction::Outbound, service, route);
+        let mut observation = Observation::new(metrics, start, grpc);
+        if let Some(log) = &self.access_log {
+            observation.access = Some(log.entry("outbound", service, route, req));
+        }
+        observation
     }
 
     /// The metrics handle and service label of a request to `key`.
@@ -58,19 +87,9 @@ impl Outbound {
                 .find_route(&request)
                 .map(|(_, r)| r.name.as_str())
         });
-        let metrics = self.shared.metrics.requests(
-            Direction::Outbound,
-            &service,
-            route.unwrap_or(DEFAULT_ROUTE),
-        );
-        (
-            Observation {
-                metrics,
-                start,
-                grpc,
-            },
-            service,
-        )
+        let observation =
+            self.observation(&service, route.unwrap_or(DEFAULT_ROUTE), req, start, grpc);
+        (observation, service)
     }
 }
 
@@ -85,18 +104,10 @@ impl Handler for Outbound {
         let key = match parsed {
             Ok(key) => key,
             Err(detail) => {
-                let metrics = self.shared.metrics.requests(
-                    Direction::Outbound,
-                    UNKNOWN_SERVICE,
-                    DEFAULT_ROUTE,
-                );
                 let err = ProxyError::new(ErrorKind::BadRequest, UNKNOWN_SERVICE, detail);
-                return Observation {
-                    metrics,
-                    start,
-                    grpc,
-                }
-                .error(&err);
+                return self
+                    .observation(UNKNOWN_SERVICE, DEFAULT_ROUTE, &req, start, grpc)
+                    .error(&err);
             }
         };
         let (observation, service) = self.observe(&key, &req, start, grpc);

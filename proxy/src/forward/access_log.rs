@@ -1,0 +1,205 @@
+//! `--access-log json`: one JSON line per request on stdout.
+//!
+//! Requests never wait on stdout: lines go through a bounded queue to one
+//! writer task, and when the queue is full (stdout stalled) lines are dropped
+//! and counted in a warning rather than slowing traffic down.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::Request;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// Lines buffered between requests and the writer.
+const QUEUE: usize = 4096;
+
+/// Where access-log lines go. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AccessLog {
+    tx: mpsc::Sender<String>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessLog {
+    /// Starts the writer task on stdout.
+    pub fn stdout() -> AccessLog {
+        let (tx, mut rx) = mpsc::channel::<String>(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let seen_dropped = dropped.clone();
+        tokio::spawn(async move {
+            let mut out = tokio::io::BufWriter::new(tokio::io::stdout());
+            while let Some(line) = rx.recv().await {
+                let mut ok = out.write_all(line.as_bytes()).await.is_ok();
+                // Write what is queued, then flush once.
+                while let Ok(line) = rx.try_recv() {
+                    ok &= out.write_all(line.as_bytes()).await.is_ok();
+                }
+                ok &= out.flush().await.is_ok();
+                let lost = seen_dropped.swap(0, Ordering::Relaxed);
+                if !ok || lost > 0 {
+                    tracing::warn!(lost, write_failed = !ok, "access log lines lost");
+                }
+            }
+        });
+        AccessLog { tx, dropped }
+    }
+
+    /// A log whose lines land in the returned receiver (tests).
+    pub fn channel() -> (AccessLog, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (
+            AccessLog {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            rx,
+        )
+    }
+
+    /// What a request looked like on arrival, to be completed by [`AccessEntry::write`].
+    pub fn entry<B>(
+        &self,
+        direction: &'static str,
+        service: &str,
+        route: &str,
+        req: &Request<B>,
+    ) -> Box<AccessEntry> {
+        Box::new(AccessEntry {
+            log: self.clone(),
+            time: SystemTime::now(),
+            direction,
+            service: service.to_owned(),
+            route: route.to_owned(),
+            method: req.method().to_string(),
+            authority: crate::forward::uri::request_authority(req)
+                .unwrap_or_default()
+                .to_owned(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().to_string(), |pq| pq.to_string()),
+            protocol: format!("{:?}", req.version()),
+        })
+    }
+}
+
+/// One request's line, filled in when its result is known.
+#[derive(Debug)]
+pub struct AccessEntry {
+    log: AccessLog,
+    time: SystemTime,
+    direction: &'static str,
+    service: String,
+    route: String,
+    method: String,
+    authority: String,
+    path: String,
+    protocol: String,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    direction: &'a str,
+    service: &'a str,
+    route: &'a str,
+    method: &'a str,
+    authority: &'a str,
+    path: &'a str,
+    protocol: &'a str,
+    code: &'a str,
+    outcome: &'a str,
+    duration_ms: f64,
+}
+
+impl AccessEntry {
+    /// Queues the line; `code` and `outcome` as in `levee_requests_total`.
+    pub fn write(self, code: &str, outcome: &str, elapsed: Duration) {
+        let line = Line {
+            time: rfc3339(self.time),
+            direction: self.direction,
+            service: &self.service,
+            route: &self.route,
+            method: &self.method,
+            authority: &self.authority,
+            path: &self.path,
+            protocol: &self.protocol,
+            code,
+            outcome,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+        };
+        let Ok(mut text) = serde_json::to_string(&line) else {
+            return;
+        };
+        text.push('\n');
+        if self.log.tx.try_send(text).is_err() {
+            self.log.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `2026-11-26T12:53:48.252Z` (UTC, milliseconds).
+fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_697_628_252);
+        assert_eq!(rfc3339(t), "2026-11-26T12:53:48.252Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[tokio::test]
+    async fn a_line_per_request() {
+        let (log, mut rx) = AccessLog::channel();
+        let req = Request::post("http://pay.shop:8080/charge?x=1")
+            .body(())
+            .expect("request");
+        log.entry("outbound", "pay.shop:8080", "default", &req)
+            .write("503", "no-endpoints", Duration::from_millis(2));
+        let line = rx.recv().await.expect("a line");
+        assert!(line.ends_with('\n'));
+        let json: serde_json::Value = serde_json::from_str(&line).expect("json line");
+        assert_eq!(json["method"], "POST");
+        assert_eq!(json["authority"], "pay.shop:8080");
+        assert_eq!(json["path"], "/charge?x=1");
+        assert_eq!(json["code"], "503");
+        assert_eq!(json["outcome"], "no-endpoints");
+        assert_eq!(json["duration_ms"], 2.0);
+    }
+}
