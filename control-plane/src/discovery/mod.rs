@@ -10,18 +10,36 @@ pub mod registry;
 pub mod session;
 pub mod status;
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use levee_proto::v1::{self, discovery_server::Discovery};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use session::SessionContext;
 
 /// Updates buffered per stream before the session waits for the proxy to
 /// read; while it waits, newer snapshots replace older ones (coalescing).
-const STREAM_BUFFER: usize = 16;
+const STREAM_BUFFER: usize = 4;
+
+/// One message for a proxy, boxed: the channel's slots then cost a pointer
+/// each, which matters with ten thousand open streams.
+pub type Outgoing = Box<Result<v1::WatchResponse, Status>>;
+
+/// The response stream of one Watch call.
+#[derive(Debug)]
+pub struct UpdateStream(mpsc::Receiver<Outgoing>);
+
+impl Stream for UpdateStream {
+    type Item = Result<v1::WatchResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|next| next.map(|boxed| *boxed))
+    }
+}
 
 /// The tonic service.
 #[derive(Debug)]
@@ -42,7 +60,7 @@ impl DiscoveryService {
 
 #[tonic::async_trait]
 impl Discovery for DiscoveryService {
-    type WatchStream = ReceiverStream<Result<v1::WatchResponse, Status>>;
+    type WatchStream = UpdateStream;
 
     async fn watch(
         &self,
@@ -53,6 +71,6 @@ impl Discovery for DiscoveryService {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(session::run(self.ctx.clone(), stream_id, peer, inbound, tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(UpdateStream(rx)))
     }
 }

@@ -36,7 +36,7 @@ pub struct SessionContext {
     pub shutdown: watch::Receiver<bool>,
 }
 
-type Outbound = mpsc::Sender<Result<v1::WatchResponse, Status>>;
+type Outbound = mpsc::Sender<super::Outgoing>;
 type Updates = StreamMap<ServiceKey, WatchStream<Arc<ServiceSnapshot>>>;
 
 /// Runs one stream to its end.
@@ -53,24 +53,20 @@ pub async fn run(
         }))) => hello,
         Ok(Ok(None)) | Ok(Err(_)) => return,
         Ok(Ok(Some(_))) => {
-            let _ = tx
-                .send(Err(Status::invalid_argument(
-                    "the first message must be hello",
-                )))
-                .await;
+            let refusal = Status::invalid_argument("the first message must be hello");
+            let _ = tx.send(Box::new(Err(refusal))).await;
             return;
         }
         Err(_) => {
-            let _ = tx
-                .send(Err(Status::deadline_exceeded("no hello within 30s")))
-                .await;
+            let refusal = Status::deadline_exceeded("no hello within 30s");
+            let _ = tx.send(Box::new(Err(refusal))).await;
             return;
         }
     };
     let registration = match registration(&hello, peer) {
         Ok(r) => r,
         Err(status) => {
-            let _ = tx.send(Err(status)).await;
+            let _ = tx.send(Box::new(Err(status))).await;
             return;
         }
     };
@@ -93,7 +89,7 @@ pub async fn run(
     };
     if let Err(status) = result {
         tracing::debug!(stream_id, %status, "watch stream ended with an error");
-        let _ = tx.send(Err(status)).await;
+        let _ = tx.send(Box::new(Err(status))).await;
     }
     drop(updates);
     ctx.sessions.close(stream_id);
@@ -137,7 +133,7 @@ async fn serve(
                     first
                 });
                 let response = v1::WatchResponse { kind: Some(v1::watch_response::Kind::Update(update)) };
-                if tx.send(Ok(response)).await.is_err() {
+                if tx.send(Box::new(Ok(response))).await.is_err() {
                     return Ok(());
                 }
                 ctx.metrics.updates_sent.inc();
