@@ -7,6 +7,7 @@
 //! - [`harness`]: finds and runs `levee-proxy` (port 0, `--addr-file`, waits
 //!   for `/ready`), HTTP clients, `curl`, metrics and `/config` helpers.
 //! - [`pb`]: Rust generated from `proto/levee/testing/v1/flaky.proto`.
+//! - [`bench`]: the benchmark runner behind `levee-bench` (docs/benchmarks.md).
 //! - [`demo`]: the local mesh demo behind `levee-demo` (README's first command).
 //! - `tests/`: the end-to-end tests, one file per feature; `py/`: the
 //!   third-party gRPC client (Python `grpcio`).
@@ -15,6 +16,7 @@
 //! `cargo build --workspace --bins && cargo test -p levee-tests`. The Python
 //! test needs `pip install grpcio grpcio-tools`.
 
+pub mod bench;
 pub mod demo;
 pub mod flaky;
 pub mod harness;

@@ -18,7 +18,7 @@ pub fn haproxy(listen: SocketAddr, upstream: SocketAddr) -> String {
     format!(
         "global\n\
          \x20 nbthread 1\n\
-         \x20 maxconn 20000\n\
+         \x20 maxconn 5000\n\
          defaults\n\
          \x20 mode http\n\
          \x20 option http-keep-alive\n\
@@ -124,8 +124,10 @@ mod tests {
         // Every line is a section header or indented under one.
         for line in cfg.lines() {
             assert!(
-                line.starts_with("  ") || ["global", "defaults"].contains(&line)
-                    || line.starts_with("frontend ") || line.starts_with("backend "),
+                line.starts_with("  ")
+                    || ["global", "defaults"].contains(&line)
+                    || line.starts_with("frontend ")
+                    || line.starts_with("backend "),
                 "{line:?}"
             );
         }
@@ -133,7 +135,11 @@ mod tests {
 
     #[test]
     fn nginx_keeps_upstream_connections_alive() {
-        let cfg = nginx(Path::new("/tmp/b"), addr("127.0.0.1:4001"), addr("127.0.0.1:5001"));
+        let cfg = nginx(
+            Path::new("/tmp/b"),
+            addr("127.0.0.1:4001"),
+            addr("127.0.0.1:5001"),
+        );
         assert!(cfg.contains("listen 127.0.0.1:4001;"), "{cfg}");
         assert!(cfg.contains("server 127.0.0.1:5001;"), "{cfg}");
         assert!(cfg.contains("keepalive 256;"), "{cfg}");

@@ -156,9 +156,24 @@ mod tests {
         assert_eq!(median(&[]), 0.0);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
-        let a = Summary { count: 10, p50_us: 1.0, p99_us: 9.0, ..Summary::default() };
-        let b = Summary { count: 30, p50_us: 3.0, p99_us: 7.0, ..Summary::default() };
-        let c = Summary { count: 20, p50_us: 2.0, p99_us: 8.0, ..Summary::default() };
+        let a = Summary {
+            count: 10,
+            p50_us: 1.0,
+            p99_us: 9.0,
+            ..Summary::default()
+        };
+        let b = Summary {
+            count: 30,
+            p50_us: 3.0,
+            p99_us: 7.0,
+            ..Summary::default()
+        };
+        let c = Summary {
+            count: 20,
+            p50_us: 2.0,
+            p99_us: 8.0,
+            ..Summary::default()
+        };
         let m = median_summary(&[a, b, c]);
         assert_eq!((m.count, m.p50_us, m.p99_us), (20, 2.0, 8.0));
     }

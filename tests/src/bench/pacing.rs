@@ -20,7 +20,11 @@ impl Schedule {
     /// requests per second. `rate` and `connections` must be positive.
     pub fn for_connection(rate: f64, connections: usize, index: usize) -> Schedule {
         let connections = connections.max(1) as f64;
-        let rate = if rate.is_finite() && rate > 0.0 { rate } else { 1.0 };
+        let rate = if rate.is_finite() && rate > 0.0 {
+            rate
+        } else {
+            1.0
+        };
         Schedule {
             interval_ns: connections * 1e9 / rate,
             offset_ns: index as f64 * 1e9 / rate,
@@ -49,13 +53,17 @@ mod tests {
     #[test]
     fn connections_interleave_evenly() {
         // 1000 req/s over 4 connections: each sends every 4 ms, offset 1 ms apart.
-        let s: Vec<Schedule> = (0..4).map(|i| Schedule::for_connection(1000.0, 4, i)).collect();
+        let s: Vec<Schedule> = (0..4)
+            .map(|i| Schedule::for_connection(1000.0, 4, i))
+            .collect();
         assert_eq!(s[0].send_time(0), Duration::ZERO);
         assert_eq!(s[0].send_time(1), Duration::from_millis(4));
         assert_eq!(s[3].send_time(0), Duration::from_millis(3));
         assert_eq!(s[3].send_time(2), Duration::from_millis(11));
-        let mut all: Vec<Duration> =
-            s.iter().flat_map(|c| (0..5).map(|k| c.send_time(k))).collect();
+        let mut all: Vec<Duration> = s
+            .iter()
+            .flat_map(|c| (0..5).map(|k| c.send_time(k)))
+            .collect();
         all.sort();
         for (i, t) in all.iter().enumerate() {
             assert_eq!(*t, Duration::from_millis(i as u64));
@@ -66,7 +74,9 @@ mod tests {
     fn counts_add_up_to_rate_times_window() {
         for (rate, conns) in [(1000.0, 16), (5000.0, 16), (777.0, 3), (10.0, 100)] {
             let total: u64 = (0..conns)
-                .map(|i| Schedule::for_connection(rate, conns, i).count_within(Duration::from_secs(2)))
+                .map(|i| {
+                    Schedule::for_connection(rate, conns, i).count_within(Duration::from_secs(2))
+                })
                 .sum();
             assert_eq!(total, (rate * 2.0) as u64, "rate {rate} over {conns}");
         }

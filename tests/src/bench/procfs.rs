@@ -51,7 +51,10 @@ pub fn tree(pid: u32) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
-            let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -103,7 +106,12 @@ impl Usage {
 
     /// Total CPU time used so far by every process of the contender.
     pub fn cpu(&self) -> Duration {
-        let ticks: u64 = self.pids().iter().filter_map(|p| stat(*p)).map(|s| s.cpu_ticks).sum();
+        let ticks: u64 = self
+            .pids()
+            .iter()
+            .filter_map(|p| stat(*p))
+            .map(|s| s.cpu_ticks)
+            .sum();
         Duration::from_nanos(ticks.saturating_mul(1_000_000_000 / self.ticks_per_sec))
     }
 
@@ -132,7 +140,13 @@ mod tests {
     fn stat_with_a_tricky_name() {
         let text = "4242 (levee (x) y) S 17 4242 4242 0 -1 4194560 1000 0 0 0 \
                     250 35 0 0 20 0 3 0 123 456789 2000 18446744073709551615";
-        assert_eq!(parse_stat(text), Some(Stat { ppid: 17, cpu_ticks: 285 }));
+        assert_eq!(
+            parse_stat(text),
+            Some(Stat {
+                ppid: 17,
+                cpu_ticks: 285
+            })
+        );
         assert_eq!(parse_stat("1 (x) S 0"), None);
         assert_eq!(parse_stat("garbage"), None);
     }

@@ -23,14 +23,21 @@ pub async fn serve(addr: SocketAddr, addr_file: Option<&Path>) -> Result<(), Box
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     if let Some(path) = addr_file {
-        write_atomically(path, &serde_json::json!({ "addr": bound.to_string() }).to_string())?;
+        write_atomically(
+            path,
+            &serde_json::json!({ "addr": bound.to_string() }).to_string(),
+        )?;
     }
     let body = Bytes::from(vec![b'x'; BODY_BYTES]);
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
-            // Out of descriptors and the like: keep serving the open connections.
-            Err(_) => continue,
+            // Out of descriptors and the like: back off a little and keep
+            // serving the connections already open.
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let body = body.clone();
@@ -41,7 +48,9 @@ pub async fn serve(addr: SocketAddr, addr_file: Option<&Path>) -> Result<(), Box
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // A client closing its connection ends this task; nothing to report.
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

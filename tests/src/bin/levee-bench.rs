@@ -1,0 +1,121 @@
+//! `levee-bench`: the benchmark runner of issue 6 (see `docs/benchmarks.md`).
+//! Starts an upstream, Levee, HAProxy and nginx on loopback, loads each at
+//! fixed rates, and prints a table (and JSON with `--json`).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use levee_tests::bench::{self, Env, Plan};
+
+/// Levee side by side with a direct call, HAProxy and nginx.
+#[derive(Parser, Debug)]
+#[command(name = "levee-bench", version, about)]
+struct Args {
+    /// A reduced run (< 2 minutes) that checks the runner works; asserts nothing about speed.
+    #[arg(long)]
+    quick: bool,
+
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+
+    /// Repetitions of every case (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+
+    /// Measured seconds per case and repetition (after a 2 s warm-up).
+    #[arg(long, default_value_t = 8.0)]
+    duration: f64,
+
+    /// Run as the benchmark's upstream (1 KiB answers) instead.
+    #[arg(long, hide = true)]
+    serve_upstream: bool,
+
+    /// With --serve-upstream: listen address.
+    #[arg(long, hide = true, default_value = "127.0.0.1:0")]
+    addr: SocketAddr,
+
+    /// With --serve-upstream: write the bound address here as JSON.
+    #[arg(long, hide = true)]
+    addr_file: Option<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = if args.serve_upstream {
+        // Pinned to one CPU by the runner: one worker is enough.
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("levee-bench: cannot start tokio: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = if args.serve_upstream {
+        runtime.block_on(bench::upstream::serve(args.addr, args.addr_file.as_deref()))
+    } else {
+        runtime.block_on(run(args))
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("levee-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let levee_proxy = levee_tests::harness::bin_dir().join("levee-proxy");
+    if !levee_proxy.is_file() {
+        let profile = if cfg!(debug_assertions) {
+            ""
+        } else {
+            " --release"
+        };
+        return Err(format!(
+            "{} not found: build it first with `cargo build{profile} -p levee-proxy`",
+            levee_proxy.display()
+        )
+        .into());
+    }
+    // Described before pinning ourselves, which hides the other CPUs.
+    let machine = bench::machine();
+    let pinning = bench::pinning();
+    if let Some(cpus) = &pinning.load
+        && !bench::pin_self(cpus)
+    {
+        eprintln!("levee-bench: could not pin the load generator to CPU {cpus}");
+    }
+    let plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full(
+            args.reps.max(1),
+            Duration::from_secs_f64(args.duration.max(0.1)),
+        )
+    };
+    let env = Env {
+        pinning,
+        levee_proxy,
+        ticks_per_sec: bench::procfs::ticks_per_sec(),
+        dir: tempfile::Builder::new().prefix("levee-bench-").tempdir()?,
+    };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let report = bench::scenarios::run(&env, &plan, machine, command).await?;
+    println!("{}", bench::report::render(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("levee-bench: JSON written to {}", path.display());
+    }
+    Ok(())
+}
