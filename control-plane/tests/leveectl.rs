@@ -285,3 +285,52 @@ async fn an_unreachable_server_fails_fast() {
     assert_eq!(code, 2, "diff errors exit 2");
     assert!(err.contains("/nonexistent.yaml"), "{err}");
 }
+
+#[tokio::test]
+async fn server_side_rejections_name_the_file_and_dry_runs_store_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = TestControlPlane::start(&dir.path().join("data"), &[]).await;
+    let url = cp.url();
+    let first = write(
+        dir.path(),
+        "first.yaml",
+        &policy_yaml("first", "payments", "1s"),
+    );
+    let (code, _, err) = leveectl(&url, &["apply", "-f", &first], &[]).await;
+    assert_eq!(code, 0, "{err}");
+
+    // Valid on its own, but a stored policy already targets payments:8080.
+    let second = write(
+        dir.path(),
+        "second.yaml",
+        &policy_yaml("second", "payments", "2s"),
+    );
+    let (code, _, err) = leveectl(&url, &["apply", "-f", &second], &[]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("second.yaml document 1"), "{err}");
+    assert!(
+        err.contains("spec.target") && err.contains("shop/first"),
+        "{err}"
+    );
+
+    let changed = write(
+        dir.path(),
+        "first-v2.yaml",
+        &policy_yaml("first", "payments", "5s"),
+    );
+    let (code, out, err) = leveectl(&url, &["apply", "-f", &changed, "--dry-run"], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("ResiliencePolicy shop/first configured (dry run)"),
+        "{out}"
+    );
+    assert!(out.contains("revision 1"), "{out}");
+    let (_, out, _) = leveectl(
+        &url,
+        &["get", "policy", "first", "-n", "shop", "-o", "yaml"],
+        &[],
+    )
+    .await;
+    assert!(out.contains("request: 1s"), "dry run stored nothing: {out}");
+    cp.stop().await;
+}
