@@ -18,6 +18,8 @@ use crate::body::{self, BoxBody};
 pub const X_LEVEE_ERROR: HeaderName = HeaderName::from_static("x-levee-error");
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// What went wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,6 +101,28 @@ pub struct ProxyError {
     pub detail: String,
     /// When set, sent as `Retry-After` (seconds, rounded up).
     pub retry_after: Option<Duration>,
+    /// When set (rate-limited responses), sent as the IETF draft
+    /// `RateLimit-Policy` / `RateLimit` headers.
+    pub quota: Option<Quota>,
+}
+
+/// A rate limit's policy and state, for the IETF draft `RateLimit-Policy`
+/// and `RateLimit` response headers (draft-ietf-httpapi-ratelimit-headers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests allowed per `window` (the sustained rate).
+    pub limit: u32,
+    /// The window `limit` is counted over.
+    pub window: Duration,
+    /// Requests that could be sent right now.
+    pub remaining: u32,
+    /// When a request will be admitted again.
+    pub reset: Duration,
+}
+
+/// Whole seconds, rounded up (what `Retry-After` and the quota headers carry).
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 impl ProxyError {
@@ -108,12 +132,19 @@ impl ProxyError {
             service: service.into(),
             detail: detail.into(),
             retry_after: None,
+            quota: None,
         }
     }
 
     /// Adds a `Retry-After` hint.
     pub fn with_retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
+        self
+    }
+
+    /// Adds the rate limit's quota for the `RateLimit-Policy` / `RateLimit` headers.
+    pub fn with_quota(mut self, quota: Quota) -> Self {
+        self.quota = Some(quota);
         self
     }
 
@@ -173,8 +204,16 @@ pub fn to_response(err: &ProxyError, grpc: bool) -> Response<BoxBody> {
     let h = response.headers_mut();
     h.insert(X_LEVEE_ERROR, HeaderValue::from_static(err.kind.as_str()));
     if let Some(after) = err.retry_after {
-        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        h.insert(RETRY_AFTER, HeaderValue::from(secs));
+        h.insert(RETRY_AFTER, HeaderValue::from(ceil_secs(after)));
+    }
+    if let Some(q) = err.quota {
+        let policy = format!("\"levee\";q={};w={}", q.limit, ceil_secs(q.window).max(1));
+        let state = format!("\"levee\";r={};t={}", q.remaining, ceil_secs(q.reset));
+        for (name, value) in [(RATELIMIT_POLICY, policy), (RATELIMIT, state)] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
     }
     response
 }

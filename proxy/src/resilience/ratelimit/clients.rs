@@ -1,0 +1,192 @@
+//! The inbound rate limit: one bucket for every caller together, or with
+//! `perClient` one bucket per client IP address, kept in a bounded table.
+//!
+//! The table holds at most a fixed number of clients, spread over shards
+//! (each its own small mutex, chosen by a keyed hash so no client can aim
+//! at one shard). A client whose bucket is full again is idle and can be
+//! forgotten without changing anything; a full shard drops its idle clients
+//! at most once a second. When a shard is full of active clients, newcomers
+//! share one overflow bucket with the per-client limit: a flood of distinct
+//! addresses neither grows memory nor pushes out the clients already known.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use levee_proto::policy::EffectiveRateLimit;
+use prometheus_client::metrics::counter::Counter;
+use tokio::time::Instant;
+
+use super::RateLimiter;
+use crate::errors::{ErrorKind, ProxyError, Quota};
+use crate::metrics::{Direction, Metrics};
+
+/// Clients remembered at most, over all shards.
+pub const MAX_CLIENTS: usize = 65_536;
+const SHARDS: usize = 16;
+/// A full shard looks for idle clients at most this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Buckets keyed by client address, bounded in number.
+#[derive(Debug)]
+pub struct ClientTable {
+    cfg: EffectiveRateLimit,
+    per_shard: usize,
+    hasher: RandomState,
+    shards: Vec<Mutex<Shard>>,
+    /// Shared by clients that find their shard full.
+    overflow: RateLimiter,
+}
+
+#[derive(Debug)]
+struct Shard {
+    clients: HashMap<IpAddr, RateLimiter>,
+    last_sweep: Instant,
+}
+
+impl ClientTable {
+    /// A table for at most `capacity` clients (rounded up to a multiple of the shard count).
+    pub fn new(cfg: &EffectiveRateLimit, capacity: usize) -> ClientTable {
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        let now = Instant::now();
+        ClientTable {
+            cfg: *cfg,
+            per_shard,
+            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        clients: HashMap::new(),
+                        last_sweep: now,
+                    })
+                })
+                .collect(),
+            overflow: RateLimiter::new(cfg),
+        }
+    }
+
+    /// Admits one request from `client`.
+    pub fn check(&self, client: IpAddr) -> Result<(), Quota> {
+        let index = (self.hasher.hash_one(client) % SHARDS as u64) as usize;
+        let mut shard = self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(bucket) = shard.clients.get(&client) {
+            return bucket.check();
+        }
+        if shard.clients.len() >= self.per_shard {
+            let now = Instant::now();
+            if now.saturating_duration_since(shard.last_sweep) >= SWEEP_EVERY {
+                shard.last_sweep = now;
+                shard.clients.retain(|_, bucket| !bucket.is_idle());
+            }
+            if shard.clients.len() >= self.per_shard {
+                drop(shard);
+                return self.overflow.check();
+            }
+        }
+        let bucket = RateLimiter::new(&self.cfg);
+        let verdict = bucket.check();
+        shard.clients.insert(client, bucket);
+        verdict
+    }
+
+    /// Clients remembered now.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clients
+                    .len()
+            })
+            .sum()
+    }
+
+    /// Whether no client is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug)]
+enum Buckets {
+    Total(RateLimiter),
+    PerClient(ClientTable),
+}
+
+/// The inbound admission rate limit of the local service.
+#[derive(Debug)]
+pub struct InboundRateLimit {
+    cfg: EffectiveRateLimit,
+    buckets: Buckets,
+    service: String,
+    /// `levee_rejected_total{direction="inbound",reason="rate-limited"}`.
+    rejected: Counter,
+}
+
+impl InboundRateLimit {
+    pub fn new(cfg: &EffectiveRateLimit, service: &str, metrics: &Metrics) -> Self {
+        Self::with_capacity(cfg, service, metrics, MAX_CLIENTS)
+    }
+
+    /// As [`InboundRateLimit::new`] with a per-client table of `capacity`.
+    pub fn with_capacity(
+        cfg: &EffectiveRateLimit,
+        service: &str,
+        metrics: &Metrics,
+        capacity: usize,
+    ) -> Self {
+        let buckets = if cfg.per_client {
+            Buckets::PerClient(ClientTable::new(cfg, capacity))
+        } else {
+            Buckets::Total(RateLimiter::new(cfg))
+        };
+        InboundRateLimit {
+            cfg: *cfg,
+            buckets,
+            service: service.to_owned(),
+            rejected: metrics.rejected(
+                Direction::Inbound,
+                service,
+                ErrorKind::RateLimited.as_str(),
+            ),
+        }
+    }
+
+    /// The config this limit enforces (to keep it across unchanged updates).
+    pub fn config(&self) -> &EffectiveRateLimit {
+        &self.cfg
+    }
+
+    /// Admits one request from `client` (`None`: unknown, counted as one
+    /// shared client), or returns the `429 rate-limited` error.
+    pub fn check(&self, client: Option<IpAddr>) -> Result<(), ProxyError> {
+        let verdict = match (&self.buckets, client) {
+            (Buckets::Total(bucket), _) => bucket.check(),
+            (Buckets::PerClient(table), Some(ip)) => table.check(ip),
+            (Buckets::PerClient(table), None) => table.overflow.check(),
+        };
+        verdict.map_err(|quota| {
+            self.rejected.inc();
+            let whose = if self.cfg.per_client {
+                "per-client "
+            } else {
+                ""
+            };
+            ProxyError::new(
+                ErrorKind::RateLimited,
+                &*self.service,
+                format!(
+                    "over the inbound {whose}rate limit of {} requests per second",
+                    quota.limit
+                ),
+            )
+            .with_retry_after(quota.reset)
+            .with_quota(quota)
+        })
+    }
+}
