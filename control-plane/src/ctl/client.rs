@@ -55,7 +55,13 @@ pub type AdminClient = PolicyAdminClient<InterceptedService<Channel, BearerToken
 /// Connects to `server` (e.g. `http://127.0.0.1:8090`), failing within
 /// [`CONNECT_TIMEOUT`] when nothing answers.
 pub async fn connect(server: &str, token: Option<&str>) -> Result<AdminClient, BoxError> {
-    let endpoint = Endpoint::from_shared(server.to_owned())
+    // `127.0.0.1:8090` means `http://127.0.0.1:8090`.
+    let url = if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    };
+    let endpoint = Endpoint::from_shared(url)
         .map_err(|e| format!("--server {server:?} is not a URL: {e}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT);

@@ -73,7 +73,11 @@ pub async fn run(
     let mut updates = Updates::new();
     let status = ctx.sessions.open(SessionStatus {
         stream_id,
-        hello: hello.clone(),
+        // Subscriptions are tracked per service below; keep only the identity.
+        hello: v1::Hello {
+            subscriptions: Vec::new(),
+            ..hello.clone()
+        },
         peer: peer.map(|p| p.to_string()).unwrap_or_default(),
         connected_at_unix_ms: unix_ms(),
         subscriptions: Default::default(),

@@ -87,10 +87,7 @@ pub fn with_status<R>(handle: &Mutex<SessionStatus>, f: impl FnOnce(&mut Session
 pub fn to_proto(status: &SessionStatus) -> v1::ProxyStatus {
     v1::ProxyStatus {
         stream_id: status.stream_id.to_string(),
-        hello: Some(v1::Hello {
-            subscriptions: Vec::new(),
-            ..status.hello.clone()
-        }),
+        hello: Some(status.hello.clone()),
         peer: status.peer.clone(),
         connected_at_unix_ms: status.connected_at_unix_ms,
         subscriptions: status
