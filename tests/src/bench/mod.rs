@@ -94,3 +94,6 @@ pub fn pin_self(cpus: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+#[cfg(test)]
+mod tests;

@@ -28,6 +28,11 @@ pub async fn serve(addr: SocketAddr, addr_file: Option<&Path>) -> Result<(), Box
             &serde_json::json!({ "addr": bound.to_string() }).to_string(),
         )?;
     }
+    serve_on(listener).await
+}
+
+/// Serves connections accepted from `listener` until the task is dropped.
+pub async fn serve_on(listener: TcpListener) -> Result<(), BoxError> {
     let body = Bytes::from(vec![b'x'; BODY_BYTES]);
     loop {
         let (stream, _) = match listener.accept().await {
