@@ -157,6 +157,40 @@ mod tests {
         assert!(!is_loopback(&"10.0.0.1:1".parse().expect("addr")));
     }
 
+    fn from_peer(peer: &str) -> Request<()> {
+        let mut req = Request::new(());
+        req.extensions_mut()
+            .insert(tonic::transport::server::TcpConnectInfo {
+                local_addr: None,
+                remote_addr: Some(peer.parse().expect("addr")),
+            });
+        req
+    }
+
+    #[test]
+    fn loopback_only_refuses_other_peers_and_ignores_tokens() {
+        let auth = AdminAuth::new(None, Metrics::new());
+        assert!(auth.check(from_peer("127.0.0.1:5000")).is_ok());
+        assert!(auth.check(from_peer("[::1]:5000")).is_ok());
+        let mut remote = from_peer("10.1.2.3:5000");
+        remote
+            .metadata_mut()
+            .insert("authorization", "Bearer anything".parse().expect("ascii"));
+        let err = auth.check(remote).expect_err("not loopback");
+        assert_eq!(err.code(), Code::Unauthenticated);
+        assert!(err.message().contains("loopback"), "{}", err.message());
+    }
+
+    #[test]
+    fn with_a_token_remote_peers_are_fine() {
+        let auth = AdminAuth::new(Some("t".into()), Metrics::new());
+        let mut remote = from_peer("10.1.2.3:5000");
+        remote
+            .metadata_mut()
+            .insert("authorization", "Bearer t".parse().expect("ascii"));
+        assert!(auth.check(remote).is_ok());
+    }
+
     #[test]
     fn constant_time_eq_compares() {
         assert!(constant_time_eq(b"abc", b"abc"));
