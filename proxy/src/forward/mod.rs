@@ -8,23 +8,31 @@
 pub mod access_log;
 pub mod headers;
 pub mod pool;
+mod service;
 pub mod telemetry;
+
+pub use service::EndpointService;
 mod tunnel;
 pub mod uri;
 
 use std::error::Error as _;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::body::{self, BoxBody};
+use crate::body::BoxBody;
 use crate::errors::{ErrorKind, ProxyError};
 use headers::{is_upgrade, strip_hop_by_hop};
 use pool::{Pool, PoolSettings, Protocol, SendError};
+
+/// Request extension: the connect timeout for this request's endpoint
+/// (policy `timeouts.connect`), instead of `--connect-timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectTimeout(pub Duration);
 
 /// Forwards requests to upstream addresses. Shared by both listeners.
 pub struct Forwarder {
@@ -45,10 +53,11 @@ impl Forwarder {
     }
 
     /// Forwards `req` to `addr`, speaking the downstream's HTTP version.
-    /// `service` labels errors.
+    /// `service` labels errors. A [`ConnectTimeout`] extension overrides the
+    /// pool's connect timeout (policy `timeouts.connect`).
     pub async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<BoxBody>,
         addr: SocketAddr,
         service: &str,
     ) -> Result<Response<BoxBody>, ProxyError> {
@@ -63,9 +72,10 @@ impl Forwarder {
         uri::rewrite_for_upstream(&mut req, protocol)
             .map_err(|detail| ProxyError::new(ErrorKind::BadRequest, service, detail))?;
 
+        let connect_timeout = req.extensions().get::<ConnectTimeout>().map(|t| t.0);
         let sent = self
             .pool
-            .send(addr, protocol, req.map(body::incoming), upgrade)
+            .send(addr, protocol, req, upgrade, connect_timeout)
             .await;
         let mut response = sent.map_err(|e| send_error(e, addr, service))?;
 

@@ -95,17 +95,20 @@ impl Pool {
     /// Sends `req` to `addr` over `protocol`. `req`'s URI must already be in
     /// the form the protocol wants (origin-form for HTTP/1, absolute for HTTP/2).
     /// Upgrade requests get a connection of their own that is never pooled.
+    /// `connect_timeout` overrides the pool's for connections dialled now.
     pub async fn send(
         &self,
         addr: SocketAddr,
         protocol: Protocol,
         req: Request<BoxBody>,
         upgrade: bool,
+        connect_timeout: Option<Duration>,
     ) -> Result<Response<BoxBody>, SendError> {
         let endpoint = self.endpoint(addr);
+        let connect_timeout = connect_timeout.unwrap_or(self.settings.connect_timeout);
         match protocol {
-            Protocol::Http1 => endpoint.send_h1(req, upgrade).await,
-            Protocol::Http2 => endpoint.send_h2(req).await,
+            Protocol::Http1 => endpoint.send_h1(req, upgrade, connect_timeout).await,
+            Protocol::Http2 => endpoint.send_h2(req, connect_timeout).await,
         }
     }
 
@@ -140,6 +143,7 @@ impl Endpoint {
         self: &Arc<Self>,
         mut req: Request<BoxBody>,
         upgrade: bool,
+        connect_timeout: Duration,
     ) -> Result<Response<BoxBody>, SendError> {
         if !upgrade {
             while let Some(mut sender) = self.checkout_h1() {
@@ -156,7 +160,7 @@ impl Endpoint {
                 }
             }
         }
-        let io = self.dial().await?;
+        let io = self.dial(connect_timeout).await?;
         let (mut sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -177,15 +181,16 @@ impl Endpoint {
     async fn send_h2(
         self: &Arc<Self>,
         req: Request<BoxBody>,
+        connect_timeout: Duration,
     ) -> Result<Response<BoxBody>, SendError> {
-        let mut sender = self.h2_sender().await?;
+        let mut sender = self.h2_sender(connect_timeout).await?;
         match sender.try_send_request(req).await {
             Ok(response) => Ok(response.map(crate::body::incoming)),
             Err(mut e) => match e.take_message() {
                 // Never sent (connection went away): once more on a new connection.
                 Some(back) => {
                     self.forget_closed_h2();
-                    let mut sender = self.h2_sender().await?;
+                    let mut sender = self.h2_sender(connect_timeout).await?;
                     let response = sender.send_request(back).await.map_err(SendError::Reset)?;
                     Ok(response.map(crate::body::incoming))
                 }
@@ -229,7 +234,10 @@ impl Endpoint {
         response.map(|inner| PooledBody { inner, checkin }.boxed())
     }
 
-    async fn h2_sender(&self) -> Result<http2::SendRequest<BoxBody>, SendError> {
+    async fn h2_sender(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<http2::SendRequest<BoxBody>, SendError> {
         if let Some(open) = self.cached_h2() {
             return Ok(open);
         }
@@ -238,7 +246,7 @@ impl Endpoint {
         if let Some(open) = self.cached_h2() {
             return Ok(open);
         }
-        let io = self.dial().await?;
+        let io = self.dial(connect_timeout).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(20))
@@ -268,10 +276,8 @@ impl Endpoint {
         }
     }
 
-    async fn dial(&self) -> Result<TokioIo<TcpStream>, SendError> {
-        dial(self.addr, self.settings.connect_timeout)
-            .await
-            .map(TokioIo::new)
+    async fn dial(&self, timeout: Duration) -> Result<TokioIo<TcpStream>, SendError> {
+        dial(self.addr, timeout).await.map(TokioIo::new)
     }
 }
 

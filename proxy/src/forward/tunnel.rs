@@ -6,7 +6,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -43,7 +42,7 @@ impl Forwarder {
     /// and, once connected, answers 200 and splices the two connections.
     pub async fn connect(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<BoxBody>,
         addr: SocketAddr,
         service: &str,
     ) -> Result<Response<BoxBody>, ProxyError> {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use crate::body::BoxBody;
+use crate::body::{self, BoxBody};
 use crate::errors::{self, ErrorKind, ProxyError};
 use crate::forward::Forwarder;
 use crate::forward::access_log::AccessLog;
@@ -64,7 +64,11 @@ impl Handler for Inbound {
             );
             return observation.error(&err);
         }
-        match self.forwarder.forward(req, self.app, &self.service).await {
+        match self
+            .forwarder
+            .forward(req.map(body::incoming), self.app, &self.service)
+            .await
+        {
             Ok(response) => observation.response(response),
             Err(err) => observation.error(&err),
         }

@@ -15,7 +15,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use levee_proto::policy::{RouteRequest, ServiceKey};
 
-use crate::body::BoxBody;
+use crate::body::{self, BoxBody};
 use crate::errors::{self, ErrorKind, ProxyError};
 use crate::forward::access_log::AccessLog;
 use crate::forward::telemetry::Observation;
@@ -122,9 +122,13 @@ impl Handler for Outbound {
             Err(err) => return observation.error(&err),
         };
         let result = if req.method() == Method::CONNECT {
-            self.forwarder.connect(req, addr, &service).await
+            self.forwarder
+                .connect(req.map(body::incoming), addr, &service)
+                .await
         } else {
-            self.forwarder.forward(req, addr, &service).await
+            self.forwarder
+                .forward(req.map(body::incoming), addr, &service)
+                .await
         };
         match result {
             Ok(response) => observation.response(response),
