@@ -205,18 +205,21 @@ pub fn render(report: &Report) -> String {
     if !report.throughput.is_empty() {
         out += "\nTHROUGHPUT (closed loop, HTTP/1.1, proxy pinned to one core)\n";
         out += &format!(
-            "{:<13} {:>5} {:>10} {:>6} {:>8} {:>9}\n",
-            "contender", "conn", "req/s", "errs", "cpu/req", "p99 µs"
+            "{:<13} {:>5} {:>10} {:>6} {:>8} {:>9} {:>6}\n",
+            "contender", "conn", "req/s", "errs", "cpu/req", "p99 µs", "core%"
         );
         for r in &report.throughput {
             out += &format!(
-                "{:<13} {:>5} {:>10.0} {:>6} {:>8} {:>9.1}\n",
+                "{:<13} {:>5} {:>10.0} {:>6} {:>8} {:>9.1} {:>6}\n",
                 r.contender,
                 r.connections,
                 r.achieved_rps,
                 r.errors,
                 opt(r.cpu_us_per_req, 1),
-                r.p99_us
+                r.p99_us,
+                // CPU time per request x requests per second: how busy the
+                // proxy's core was; well under 100 means the load side was the limit.
+                opt(r.cpu_us_per_req.map(|c| c * r.achieved_rps / 1e4), 0)
             );
         }
     }
