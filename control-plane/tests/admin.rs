@@ -21,6 +21,7 @@ fn apply(yaml: String, expected_revision: Option<u64>) -> v1::ApplyRequest {
         yaml,
         expected_revision,
         dry_run: false,
+        documents: Vec::new(),
     }
 }
 
@@ -359,6 +360,72 @@ async fn http_serves_live_ready_and_metrics() {
         assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
     }
     assert_eq!(http_get(cp.addrs.http, "/nope").await.0, 404);
+    drop(admin);
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn typed_documents_are_validated_like_yaml() {
+    use levee_proto::policy::{Document, parse_documents};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = TestControlPlane::start(dir.path(), &[]).await;
+    let mut admin = cp.admin(None).await;
+    let typed: Vec<v1::Document> = parse_documents(&policy_yaml("typed", "payments", "2s"))
+        .expect("valid")
+        .iter()
+        .map(v1::Document::from)
+        .collect();
+    let request = v1::ApplyRequest {
+        documents: typed.clone(),
+        ..Default::default()
+    };
+    let applied = admin
+        .apply(request)
+        .await
+        .expect("typed apply")
+        .into_inner();
+    assert_eq!(applied.revision, 1);
+    let got = admin
+        .get(v1::GetRequest {
+            r#ref: reference("ResiliencePolicy", "typed"),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    let stored = parse_documents(&got.document.expect("doc").yaml).expect("stored yaml parses");
+    assert!(matches!(&stored[..], [Document::Policy(p)] if p.spec.target.service == "payments"));
+
+    // A typed document with a problem: rejected with its number and path.
+    let mut broken = typed[0].clone();
+    if let Some(v1::document::Kind::Policy(p)) = &mut broken.kind {
+        p.spec
+            .as_mut()
+            .and_then(|s| s.target.as_mut())
+            .expect("target")
+            .service = "Not A Label".into();
+    }
+    let request = v1::ApplyRequest {
+        documents: vec![typed[0].clone(), broken],
+        ..Default::default()
+    };
+    let err = admin.apply(request).await.expect_err("invalid");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let found = violations(&err);
+    assert!(found.iter().all(|v| v.document == 2), "{found:?}");
+    assert!(
+        found.iter().any(|v| v.path.starts_with("spec.target")),
+        "{found:?}"
+    );
+
+    let both = v1::ApplyRequest {
+        yaml: policy_yaml("x", "orders", "1s"),
+        documents: typed,
+        ..Default::default()
+    };
+    assert_eq!(
+        admin.apply(both).await.expect_err("both").code(),
+        Code::InvalidArgument
+    );
     drop(admin);
     cp.stop().await;
 }

@@ -16,6 +16,7 @@ fn apply(yaml: String) -> v1::ApplyRequest {
         yaml,
         expected_revision: None,
         dry_run: false,
+        documents: Vec::new(),
     }
 }
 

@@ -98,8 +98,9 @@ impl PolicyAdmin for AdminService {
         request: Request<v1::ApplyRequest>,
     ) -> Result<Response<v1::ApplyResponse>, Status> {
         let request = request.into_inner();
-        let prepared =
-            prepare(&request.yaml).inspect_err(|_| self.metrics.store_op("apply", "invalid"))?;
+        let prepared = prepare::request_yaml(&request)
+            .and_then(|yaml| prepare(&yaml))
+            .inspect_err(|_| self.metrics.store_op("apply", "invalid"))?;
         let _writer = self.writer.lock().await;
         prepare::check_targets(&prepared, &self.registry)
             .inspect_err(|_| self.metrics.store_op("apply", "invalid"))?;

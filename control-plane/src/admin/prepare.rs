@@ -22,6 +22,34 @@ pub struct Prepared {
     pub document: Document,
 }
 
+/// The batch of an Apply request as YAML: its `yaml`, or its typed
+/// `documents` printed as YAML (so both forms get the same validation).
+pub fn request_yaml(request: &v1::ApplyRequest) -> Result<String, Status> {
+    if request.documents.is_empty() {
+        return Ok(request.yaml.clone());
+    }
+    if !request.yaml.is_empty() {
+        return Err(Status::invalid_argument(
+            "set either yaml or documents, not both",
+        ));
+    }
+    let mut documents = Vec::with_capacity(request.documents.len());
+    let mut problems = Vec::new();
+    for (index, typed) in request.documents.iter().enumerate() {
+        match Document::try_from(typed.clone()) {
+            Ok(doc) => documents.push(doc),
+            Err(errors) => problems.extend(errors.0.into_iter().map(|e| FieldError {
+                document: index + 1,
+                ..e
+            })),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(invalid_policy(&PolicyErrors(problems)));
+    }
+    Ok(to_yaml(&documents))
+}
+
 /// Parses, validates and canonicalises a batch; any problem rejects the whole batch.
 pub fn prepare(yaml: &str) -> Result<Vec<Prepared>, Status> {
     let documents = parse_documents(yaml).map_err(|e| invalid_policy(&e))?;

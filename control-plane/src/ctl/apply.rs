@@ -56,6 +56,7 @@ pub async fn apply(
         yaml,
         expected_revision,
         dry_run,
+        documents: Vec::new(),
     };
     let response = client
         .apply(request)
