@@ -30,6 +30,9 @@ use tokio::net::TcpStream;
 
 use crate::body::{BoxBody, BoxError};
 
+/// Endpoints remembered before unused ones are forgotten.
+const MAX_ENDPOINTS: usize = 4096;
+
 /// Which HTTP version to speak to the upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -131,6 +134,10 @@ impl Pool {
         let mut chosen = fresh.clone();
         self.endpoints.rcu(|map| {
             let mut map = HashMap::clone(map);
+            if map.len() >= MAX_ENDPOINTS {
+                // Endpoints come and go (DNS, rollouts): forget unused ones.
+                map.retain(|_, e| e.has_connections());
+            }
             chosen = map.entry(addr).or_insert_with(|| fresh.clone()).clone();
             map
         });
@@ -139,6 +146,19 @@ impl Pool {
 }
 
 impl Endpoint {
+    /// Whether any connection to this endpoint is open (or being handed out).
+    fn has_connections(&self) -> bool {
+        let idle = self
+            .idle_h1
+            .try_lock()
+            .map_or(true, |idle| idle.iter().any(|(s, _)| !s.is_closed()));
+        let h2 = self
+            .h2
+            .try_lock()
+            .map_or(true, |h2| h2.as_ref().is_some_and(|s| !s.is_closed()));
+        idle || h2
+    }
+
     async fn send_h1(
         self: &Arc<Self>,
         mut req: Request<BoxBody>,
