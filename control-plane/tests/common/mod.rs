@@ -153,6 +153,15 @@ impl Watch {
     }
 }
 
+/// An Apply of YAML text, optionally compare-and-set.
+pub fn apply(yaml: String, expected_revision: Option<u64>) -> v1::ApplyRequest {
+    v1::ApplyRequest {
+        yaml,
+        expected_revision,
+        ..Default::default()
+    }
+}
+
 pub fn hello_request(hello: v1::Hello) -> v1::WatchRequest {
     v1::WatchRequest {
         kind: Some(v1::watch_request::Kind::Hello(hello)),
