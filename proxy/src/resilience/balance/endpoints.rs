@@ -36,7 +36,10 @@ impl EndpointSet {
     pub fn next(&self, addrs: Arc<[SocketAddr]>) -> EndpointSet {
         let mut endpoints = Vec::with_capacity(addrs.len());
         for addr in addrs.iter() {
-            if endpoints.iter().any(|e: &Arc<EndpointStats>| e.addr == *addr) {
+            if endpoints
+                .iter()
+                .any(|e: &Arc<EndpointStats>| e.addr == *addr)
+            {
                 continue; // duplicates in discovery answers count once
             }
             let kept = self.endpoints.iter().find(|e| e.addr == *addr).cloned();

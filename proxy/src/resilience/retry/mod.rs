@@ -131,7 +131,7 @@ where
         + Clone
         + Send
         + 'static,
-    S::Future: Send,
+    S::Future: Send + 'static,
 {
     type Response = Response<BoxBody>;
     type Error = BoxError;

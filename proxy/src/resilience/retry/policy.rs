@@ -95,7 +95,12 @@ impl Conditions {
     }
 
     /// The reason to retry `response`, if any.
-    pub fn for_response<B>(&self, response: &Response<B>, idempotent: bool, grpc: bool) -> Option<Reason> {
+    pub fn for_response<B>(
+        &self,
+        response: &Response<B>,
+        idempotent: bool,
+        grpc: bool,
+    ) -> Option<Reason> {
         if grpc && let Some(code) = grpc_status(response.headers()) {
             return GrpcCode::from_code(code)
                 .filter(|c| self.grpc_on.contains(c))
@@ -112,14 +117,25 @@ impl Conditions {
             || headers.contains_key("idempotency-key")
             || matches!(
                 *method,
-                Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::PUT
+                    | Method::DELETE
+                    | Method::TRACE
             )
     }
 }
 
 /// A `grpc-status` in a header map (the head of a trailers-only response).
 pub fn grpc_status(headers: &HeaderMap) -> Option<i32> {
-    headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// HTTP/2 REFUSED_STREAM: the server did not process the stream.

@@ -39,15 +39,27 @@ fn the_defaults_retry_only_what_never_reached_the_upstream() {
 #[test]
 fn statuses_resets_and_timeouts_need_an_idempotent_request() {
     let c = conditions(&["gateway-error", "reset", "409"], &[]);
-    assert_eq!(c.for_response(&response(503, &[]), true, false), Some(Reason::Status(503)));
-    assert_eq!(c.for_response(&response(409, &[]), true, false), Some(Reason::Status(409)));
+    assert_eq!(
+        c.for_response(&response(503, &[]), true, false),
+        Some(Reason::Status(503))
+    );
+    assert_eq!(
+        c.for_response(&response(409, &[]), true, false),
+        Some(Reason::Status(409))
+    );
     assert_eq!(c.for_response(&response(500, &[]), true, false), None);
     assert_eq!(c.for_response(&response(503, &[]), false, false), None);
     let reset = error(ErrorKind::UpstreamReset, "reset");
     assert_eq!(c.for_error(&reset, true), Some(Reason::Reset));
     assert_eq!(c.for_error(&reset, false), None);
-    assert_eq!(c.for_error(&error(ErrorKind::Timeout, "t"), true), Some(Reason::Timeout));
-    assert_eq!(c.for_error(&error(ErrorKind::CircuitOpen, "open"), true), None);
+    assert_eq!(
+        c.for_error(&error(ErrorKind::Timeout, "t"), true),
+        Some(Reason::Timeout)
+    );
+    assert_eq!(
+        c.for_error(&error(ErrorKind::CircuitOpen, "open"), true),
+        None
+    );
 }
 
 #[test]
@@ -58,10 +70,23 @@ fn grpc_codes_come_from_a_trailers_only_head() {
         c.for_response(&unavailable, false, true),
         Some(Reason::Grpc(GrpcCode::Unavailable))
     );
-    assert_eq!(Reason::Grpc(GrpcCode::Unavailable).label(), "grpc-unavailable");
-    assert_eq!(c.for_response(&response(200, &[("grpc-status", "13")]), false, true), None);
-    assert_eq!(c.for_response(&response(200, &[("grpc-status", "0")]), false, true), None);
-    assert_eq!(c.for_response(&response(200, &[]), false, true), None, "status in trailers");
+    assert_eq!(
+        Reason::Grpc(GrpcCode::Unavailable).label(),
+        "grpc-unavailable"
+    );
+    assert_eq!(
+        c.for_response(&response(200, &[("grpc-status", "13")]), false, true),
+        None
+    );
+    assert_eq!(
+        c.for_response(&response(200, &[("grpc-status", "0")]), false, true),
+        None
+    );
+    assert_eq!(
+        c.for_response(&response(200, &[]), false, true),
+        None,
+        "status in trailers"
+    );
 }
 
 #[test]
@@ -70,7 +95,13 @@ fn idempotency_follows_the_method_the_key_or_the_policy() {
     let none = HeaderMap::new();
     let mut keyed = HeaderMap::new();
     keyed.insert("idempotency-key", HeaderValue::from_static("abc"));
-    for m in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE, Method::OPTIONS] {
+    for m in [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+    ] {
         assert!(c.idempotent(&m, &none), "{m}");
     }
     assert!(!c.idempotent(&Method::POST, &none));
@@ -84,7 +115,10 @@ fn idempotency_follows_the_method_the_key_or_the_policy() {
 fn retry_after_is_read_from_429_and_503_in_seconds() {
     let r = response(503, &[("retry-after", "3")]);
     assert_eq!(retry_after(&r), Some(Duration::from_secs(3)));
-    assert_eq!(retry_after(&response(429, &[("retry-after", "0")])), Some(Duration::ZERO));
+    assert_eq!(
+        retry_after(&response(429, &[("retry-after", "0")])),
+        Some(Duration::ZERO)
+    );
     assert_eq!(retry_after(&response(500, &[("retry-after", "3")])), None);
     let date = response(503, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]);
     assert_eq!(retry_after(&date), None);

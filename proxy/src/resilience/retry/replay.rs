@@ -86,7 +86,7 @@ impl ReplayBody {
             shared: self.shared.clone(),
             position: 0,
             trailers_sent: false,
-            hint: self.hint.clone(),
+            hint: self.hint,
         }
     }
 
@@ -177,7 +177,7 @@ impl Body for ReplayBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 

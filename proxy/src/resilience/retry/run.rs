@@ -15,6 +15,7 @@ use crate::resilience::attempt::{AttemptDeadline, AttemptTrace};
 use crate::resilience::timeout::{Deadline, elapsed, grpc};
 
 type Attempt = Result<Response<BoxBody>, BoxError>;
+type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Attempt> + Send>>;
 
 /// The parts of the request every attempt copies.
 struct Template {
@@ -26,7 +27,8 @@ struct Template {
 
 pub(super) async fn call<S>(inner: S, config: Arc<RetryConfig>, req: Request<BoxBody>) -> Attempt
 where
-    S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError> + Clone,
+    S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError> + Clone + Send,
+    S::Future: Send + 'static,
 {
     config.budget.deposit();
     let (parts, body) = req.into_parts();
@@ -122,7 +124,8 @@ async fn attempt<S>(
     body: BoxBody,
 ) -> Attempt
 where
-    S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError>,
+    S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError> + Send,
+    S::Future: Send + 'static,
 {
     let mut req = Request::new(body);
     *req.method_mut() = template.head.method().clone();
@@ -148,13 +151,15 @@ where
         req.extensions_mut().insert(AttemptDeadline(at));
         if template.grpc {
             let remaining = at.saturating_duration_since(now);
-            req.headers_mut().insert(grpc::GRPC_TIMEOUT, grpc::encode(remaining));
+            req.headers_mut()
+                .insert(grpc::GRPC_TIMEOUT, grpc::encode(remaining));
         }
     }
 
-    let svc = inner.ready_oneshot().await?;
-    let mut svc = svc;
-    let future = svc.call(req);
+    let mut svc = inner.ready_oneshot().await?;
+    // Boxed: keeps this future `Send` for any caller (rustc cannot prove it
+    // through the generic future otherwise).
+    let future: BoxFuture = Box::pin(svc.call(req));
     match own_timeout {
         None => future.await,
         Some(at) => match tokio::time::timeout_at(at, future).await {

@@ -72,7 +72,10 @@ mod tests {
         assert_eq!(parse(&hv("1S")), Some(Duration::from_secs(1)));
         assert_eq!(parse(&hv("250m")), Some(Duration::from_millis(250)));
         assert_eq!(parse(&hv("7u")), Some(Duration::from_micros(7)));
-        assert_eq!(parse(&hv("99999999n")), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(
+            parse(&hv("99999999n")),
+            Some(Duration::from_nanos(99_999_999))
+        );
         for bad in ["", "m", "10", "10x", "-1S", "123456789S", "1.5S"] {
             assert_eq!(parse(&hv(bad)), None, "{bad:?}");
         }
@@ -85,9 +88,16 @@ mod tests {
         assert_eq!(encode(Duration::from_secs(100)), "100000m");
         assert_eq!(encode(Duration::from_secs(1_000_000)), "1000000S");
         assert_eq!(encode(Duration::ZERO), "0n");
-        for d in [Duration::from_micros(1500), Duration::from_secs(5), Duration::from_secs(86_400 * 30)] {
+        for d in [
+            Duration::from_micros(1500),
+            Duration::from_secs(5),
+            Duration::from_secs(86_400 * 30),
+        ] {
             let back = parse(&encode(d)).expect("round trip");
-            assert!(back >= d && back - d < d / 1000 + Duration::from_micros(1), "{d:?} -> {back:?}");
+            assert!(
+                back >= d && back - d < d / 1000 + Duration::from_micros(1),
+                "{d:?} -> {back:?}"
+            );
         }
     }
 }

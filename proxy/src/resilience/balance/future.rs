@@ -1,0 +1,122 @@
+//! [`ResponseFuture`]: one attempt on the chosen endpoint, reporting its
+//! latency to the load estimate and its outcome to endpoint health — also
+//! when dropped early: at or after the attempt's deadline that is a timeout
+//! (the endpoint was too slow), before it the caller went away (not the
+//! endpoint's fault).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::ewma::FAILURE_PENALTY;
+use super::{EndpointGate, EndpointStats};
+use crate::body::BoxError;
+use crate::errors::{ErrorKind, ProxyError};
+use crate::resilience::attempt::AttemptDeadline;
+use crate::resilience::classify::{Outcome, classify_error, classify_response};
+
+/// What an attempt in flight reports when it ends.
+struct Report {
+    endpoint: Arc<EndpointStats>,
+    gate: Arc<dyn EndpointGate>,
+    deadline: Option<AttemptDeadline>,
+    start: Instant,
+}
+
+impl Report {
+    fn finish(self, outcome: Outcome) {
+        let latency = self.start.elapsed();
+        let charged = match outcome {
+            Outcome::Error(_) => latency.max(FAILURE_PENALTY),
+            _ => latency,
+        };
+        self.endpoint.load.finish(charged);
+        self.gate.record(self.endpoint.addr, &outcome, latency);
+    }
+}
+
+pin_project! {
+    /// The inner call, or the balancer's own error (no endpoints).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        failed: Option<ProxyError>,
+        report: Option<Report>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(report) = this.project().report.take() {
+                let outcome = if report.deadline.is_some_and(|d| d.has_passed()) {
+                    Outcome::Error(ErrorKind::Timeout)
+                } else {
+                    Outcome::Cancelled
+                };
+                report.finish(outcome);
+            }
+        }
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(
+        inner: F,
+        endpoint: Arc<EndpointStats>,
+        gate: Arc<dyn EndpointGate>,
+        deadline: Option<AttemptDeadline>,
+        start: Instant,
+    ) -> Self {
+        ResponseFuture {
+            inner: Some(inner),
+            failed: None,
+            report: Some(Report {
+                endpoint,
+                gate,
+                deadline,
+                start,
+            }),
+        }
+    }
+
+    pub(super) fn failed(err: ProxyError) -> Self {
+        ResponseFuture {
+            inner: None,
+            failed: Some(err),
+            report: None,
+        }
+    }
+}
+
+impl<F, R, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<http::Response<R>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            let err = this.failed.take().unwrap_or_else(|| {
+                ProxyError::new(ErrorKind::NoEndpoints, "", "polled after completion")
+            });
+            return Poll::Ready(Err(err.into()));
+        };
+        let result = match inner.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(result) => result.map_err(Into::into),
+        };
+        if let Some(report) = this.report.take() {
+            let outcome = match &result {
+                Ok(response) => classify_response(response),
+                Err(error) => classify_error(error.as_ref()),
+            };
+            report.finish(outcome);
+        }
+        Poll::Ready(result)
+    }
+}

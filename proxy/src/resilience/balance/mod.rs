@@ -1,0 +1,204 @@
+//! The balancer (DESIGN.md §2, layer 7): power of two choices over peak-EWMA
+//! load, among the endpoints that endpoint health has not ejected.
+//!
+//! For each attempt, two distinct endpoints are drawn at random from the
+//! available ones and the cheaper ([`ewma`]) gets the request. The endpoint
+//! the previous attempt of the same call used ([`AttemptTrace`]) is left out
+//! while another one is available, so a retry lands elsewhere. When health
+//! says every endpoint is ejected (it caps ejection, so only with one or two
+//! endpoints), all of them are candidates again rather than failing the call.
+//!
+//! The chosen address travels to the service inside as an [`Endpoint`]
+//! request extension. The response future ([`future`]) feeds the latency to
+//! the load estimate and the outcome to endpoint health.
+
+mod endpoints;
+pub mod ewma;
+mod future;
+mod layer;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::Request;
+use tokio::time::Instant;
+use tower::Service;
+
+use super::attempt::{AttemptDeadline, AttemptTrace};
+use super::classify::Outcome;
+use crate::body::BoxError;
+use crate::errors::{ErrorKind, ProxyError};
+pub use endpoints::{EndpointSet, EndpointStats};
+pub use future::ResponseFuture;
+pub use layer::BalanceLayer;
+
+/// The endpoint an attempt goes to (a request extension set by [`Balance`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint(pub SocketAddr);
+
+/// What the balancer asks of endpoint health (outlier ejection).
+pub trait EndpointGate: Send + Sync + 'static {
+    /// `false` while `addr` is ejected.
+    fn is_available(&self, addr: SocketAddr) -> bool;
+    /// The outcome of one attempt on `addr`.
+    fn record(&self, addr: SocketAddr, outcome: &Outcome, latency: Duration);
+    /// The endpoint set changed.
+    fn set_endpoints(&self, addrs: &[SocketAddr]);
+}
+
+/// A gate that ejects nothing (no breaker configured, or tests).
+#[derive(Debug, Default)]
+pub struct OpenGate;
+
+impl EndpointGate for OpenGate {
+    fn is_available(&self, _: SocketAddr) -> bool {
+        true
+    }
+    fn record(&self, _: SocketAddr, _: &Outcome, _: Duration) {}
+    fn set_endpoints(&self, _: &[SocketAddr]) {}
+}
+
+/// The balancing state of one service: its endpoints and their health.
+pub struct Balancer {
+    service: Arc<str>,
+    endpoints: ArcSwap<EndpointSet>,
+    gate: Arc<dyn EndpointGate>,
+    /// Serialises endpoint-set updates (readers never wait for it).
+    updating: Mutex<()>,
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer")
+            .field("service", &self.service)
+            .field("endpoints", &self.endpoints.load().endpoints.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Balancer {
+    pub fn new(service: Arc<str>, gate: Arc<dyn EndpointGate>) -> Self {
+        Balancer {
+            service,
+            endpoints: ArcSwap::from_pointee(EndpointSet::default()),
+            gate,
+            updating: Mutex::new(()),
+        }
+    }
+
+    /// Makes `addrs` the endpoint set (cheap when unchanged). Requests in
+    /// flight to removed endpoints finish normally.
+    pub fn set_endpoints(&self, addrs: &Arc<[SocketAddr]>) {
+        if self.endpoints.load().is_same(addrs) {
+            return;
+        }
+        let _one_at_a_time = self.updating.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.endpoints.load_full();
+        if current.is_same(addrs) {
+            return;
+        }
+        self.gate.set_endpoints(addrs);
+        self.endpoints.store(Arc::new(current.next(addrs.clone())));
+    }
+
+    /// The addresses currently balanced over.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        let set = self.endpoints.load();
+        set.endpoints.iter().map(|e| e.addr).collect()
+    }
+
+    /// Picks the endpoint for one attempt, avoiding `avoid` when possible.
+    pub fn pick(&self, avoid: Option<SocketAddr>) -> Result<Arc<EndpointStats>, ProxyError> {
+        let set = self.endpoints.load();
+        let all = &set.endpoints;
+        if all.is_empty() {
+            return Err(ProxyError::new(
+                ErrorKind::NoEndpoints,
+                &*self.service,
+                "the service has no endpoints",
+            ));
+        }
+        let mut candidates: Vec<&Arc<EndpointStats>> = all
+            .iter()
+            .filter(|e| self.gate.is_available(e.addr))
+            .collect();
+        if candidates.is_empty() {
+            candidates = all.iter().collect();
+        }
+        if candidates.len() > 1 && avoid.is_some() {
+            candidates.retain(|e| Some(e.addr) != avoid);
+        }
+        Ok(p2c(&candidates).clone())
+    }
+}
+
+/// Power of two choices: the cheaper of two distinct random candidates.
+fn p2c<'a>(candidates: &[&'a Arc<EndpointStats>]) -> &'a Arc<EndpointStats> {
+    let n = candidates.len();
+    if n == 1 {
+        return candidates[0];
+    }
+    let i = rand::random_range(0..n);
+    let mut j = rand::random_range(0..n - 1);
+    if j >= i {
+        j += 1;
+    }
+    let (a, b) = (candidates[i], candidates[j]);
+    if b.load.cost() < a.load.cost() { b } else { a }
+}
+
+/// Sends each request to the endpoint [`Balancer`] picks.
+#[derive(Clone, Debug)]
+pub struct Balance<S> {
+    inner: S,
+    balancer: Arc<Balancer>,
+}
+
+impl<S> Balance<S> {
+    pub fn new(inner: S, balancer: Arc<Balancer>) -> Self {
+        Balance { inner, balancer }
+    }
+}
+
+impl<S, B, R> Service<Request<B>> for Balance<S>
+where
+    S: Service<Request<B>, Response = http::Response<R>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let trace = req.extensions().get::<AttemptTrace>().cloned();
+        let avoid = trace.as_ref().and_then(AttemptTrace::last);
+        let chosen = match self.balancer.pick(avoid) {
+            Ok(chosen) => chosen,
+            Err(err) => return ResponseFuture::failed(err),
+        };
+        if let Some(trace) = trace {
+            trace.record(chosen.addr);
+        }
+        req.extensions_mut().insert(Endpoint(chosen.addr));
+        let deadline = req.extensions().get::<AttemptDeadline>().copied();
+        chosen.load.start();
+        let future = self.inner.call(req);
+        ResponseFuture::new(
+            future,
+            chosen,
+            self.balancer.gate.clone(),
+            deadline,
+            Instant::now(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
