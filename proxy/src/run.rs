@@ -124,13 +124,10 @@ pub async fn run_with(
         .service
         .clone()
         .unwrap_or_else(|| "unknown".to_owned());
-    let inb = Arc::new(Inbound::new(
-        forwarder,
-        app,
-        service,
-        &shared.metrics,
-        access_log,
-    ));
+    let inb = Arc::new(
+        Inbound::new(forwarder, app, service, &shared.metrics, access_log)
+            .with_policy(shared.clone()),
+    );
     tasks.spawn(server::serve(inbound, inb, limits, listeners));
 
     shutdown.cancelled().await;

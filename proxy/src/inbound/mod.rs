@@ -1,6 +1,13 @@
 //! The inbound data path: calls from peers, forwarded to the local app on
 //! `127.0.0.1:<app-port>` with their authority unchanged. The `service` label
 //! is `--service` (or `unknown`).
+//!
+//! Before a request reaches the app, `limits` applies the local service's
+//! `spec.inbound`: rate limit (429), concurrency (503 overloaded), request
+//! timeout (504). Per-client rate limits key on the peer address the
+//! listener records ([`crate::server::ClientAddr`]).
+
+mod limits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +22,10 @@ use crate::forward::Forwarder;
 use crate::forward::access_log::AccessLog;
 use crate::forward::telemetry::Observation;
 use crate::metrics::{Direction, RequestMetrics};
-use crate::server::Handler;
+use crate::server::{ClientAddr, Handler};
+use crate::state::Shared;
+
+use self::limits::Admitted;
 
 /// Handles requests arriving on the inbound listener.
 pub struct Inbound {
@@ -25,6 +35,8 @@ pub struct Inbound {
     /// Inbound has one service and (for now) one route: resolved once.
     metrics: RequestMetrics,
     access_log: Option<AccessLog>,
+    /// `spec.inbound` of the local service; `None` until [`Inbound::with_policy`].
+    limits: Option<limits::InboundLimits>,
 }
 
 impl Inbound {
@@ -42,7 +54,18 @@ impl Inbound {
             service,
             metrics: handle,
             access_log,
+            limits: None,
         }
+    }
+
+    /// Enforces the local service's `spec.inbound` from `shared`'s policy.
+    pub fn with_policy(mut self, shared: Arc<Shared>) -> Self {
+        self.limits = Some(limits::InboundLimits::new(
+            shared,
+            &self.service,
+            self.app.port(),
+        ));
+        self
     }
 }
 
@@ -64,11 +87,36 @@ impl Handler for Inbound {
             );
             return observation.error(&err);
         }
-        match self
+        let admitted = match &self.limits {
+            Some(limits) => {
+                let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+                match limits.admit(client).await {
+                    Ok(admitted) => Some(admitted),
+                    Err(err) => return observation.error(&err),
+                }
+            }
+            None => None,
+        };
+        let forward = self
             .forwarder
-            .forward(req.map(body::incoming), self.app, &self.service)
-            .await
-        {
+            .forward(req.map(body::incoming), self.app, &self.service);
+        let result = match (&self.limits, admitted.as_ref()) {
+            (
+                Some(limits),
+                Some(Admitted {
+                    deadline: Some(deadline),
+                    timeout: Some(limit),
+                    ..
+                }),
+            ) => match tokio::time::timeout_at(*deadline, forward).await {
+                Ok(result) => result,
+                Err(_) => Err(limits.timed_out(*limit)),
+            },
+            _ => forward.await,
+        };
+        // The bulkhead slot is held until the response head is back.
+        drop(admitted);
+        match result {
             Ok(response) => observation.response(response),
             Err(err) => observation.error(&err),
         }

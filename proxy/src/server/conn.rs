@@ -90,7 +90,12 @@ pub(super) async fn serve_connection<H: Handler>(
         last_ms: AtomicU64::new(0),
     });
     let seen = activity.clone();
-    let service = service_fn(move |req| {
+    // Recorded on every request for per-client limits (inbound rate limit).
+    let peer = stream.peer_addr().ok().map(super::ClientAddr);
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        if let Some(peer) = peer {
+            req.extensions_mut().insert(peer);
+        }
         seen.requests.fetch_add(1, Ordering::Relaxed);
         seen.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight(seen.clone());

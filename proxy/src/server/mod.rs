@@ -36,6 +36,10 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Response<BoxBody>> + Send;
 }
 
+/// The downstream peer's address, a request extension set by the listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// Per-listener protective limits.
 #[derive(Clone, Debug)]
 pub struct Limits {

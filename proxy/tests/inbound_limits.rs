@@ -1,0 +1,121 @@
+//! The inbound side enforces the local service's `spec.inbound` over real
+//! sockets: rate limit (429 + `Retry-After` + `RateLimit` headers),
+//! concurrency (503 overloaded) and request timeout (504).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::{Request, StatusCode};
+use support::*;
+
+/// A policy for `echo.test` with `inbound` as its inbound section.
+fn inbound_policy(inbound: &str) -> String {
+    format!(
+        "---\napiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: echo, namespace: test}}\n\
+         spec:\n  target: {{service: echo}}\n  inbound: {inbound}\n"
+    )
+}
+
+/// The proxy fronting the test upstream as service `echo`.
+async fn inbound_proxy(inbound: &str) -> Proxy {
+    let upstream = start_upstream().await;
+    let port = upstream.port().to_string();
+    start_proxy(
+        &inbound_policy(inbound),
+        &["--service", "echo", "--app-port", &port],
+    )
+    .await
+}
+
+async fn get(addr: SocketAddr, path: &'static str) -> http::Response<hyper::body::Incoming> {
+    let mut client = h1(addr).await;
+    let req = Request::get(path)
+        .header("host", "echo.test:8080")
+        .body(full(""))
+        .expect("request");
+    tokio::time::timeout(DEADLINE, client.send_request(req))
+        .await
+        .expect("answer in time")
+        .expect("response")
+}
+
+#[tokio::test]
+async fn rate_limit_admits_burst_plus_rate_and_answers_429_with_headers() {
+    let proxy = inbound_proxy("{rateLimit: {requestsPerSecond: 5, burst: 3}}").await;
+    let start = Instant::now();
+    let mut admitted = 0u32;
+    let mut rejected = None;
+    for _ in 0..30 {
+        let response = get(proxy.addrs.inbound, "/").await;
+        match response.status() {
+            StatusCode::OK => admitted += 1,
+            StatusCode::TOO_MANY_REQUESTS => rejected = Some(response),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // burst + rate × elapsed, +1 for the boundary.
+    let bound = 3 + (5.0 * elapsed).ceil() as u32 + 1;
+    assert!(
+        (3..=bound).contains(&admitted),
+        "admitted {admitted} in {elapsed:.2}s"
+    );
+    let rejected = rejected.expect("some requests were rejected");
+    assert_eq!(header(&rejected, "x-levee-error"), "rate-limited");
+    assert_eq!(header(&rejected, "retry-after"), "1");
+    assert_eq!(header(&rejected, "ratelimit-policy"), "\"levee\";q=5;w=1");
+    assert!(
+        header(&rejected, "ratelimit").starts_with("\"levee\";r=0;t="),
+        "{}",
+        header(&rejected, "ratelimit")
+    );
+    let metrics = admin_get(proxy.addrs.admin, "/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"levee_rejected_total{direction="inbound",service="echo",reason="rate-limited"}"#
+        ),
+        "{metrics}"
+    );
+    proxy.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn concurrency_limit_rejects_beyond_in_flight_and_queue() {
+    let proxy = inbound_proxy("{concurrency: {maxInFlight: 1, maxQueued: 1}}").await;
+    // Four slow calls at once: one runs, one waits, the rest are refused.
+    let calls: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(get(proxy.addrs.inbound, "/slow")))
+        .collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        let response = call.await.expect("join");
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(header(&response, "x-levee-error"), "overloaded");
+        }
+        statuses.push(response.status());
+    }
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let overloaded = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert_eq!(ok + overloaded, 4, "{statuses:?}");
+    assert!(ok >= 2, "in flight and queued both served: {statuses:?}");
+    assert!(overloaded >= 1, "{statuses:?}");
+    proxy.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn request_timeout_answers_504() {
+    let proxy = inbound_proxy("{timeouts: {request: 100ms}}").await;
+    let start = Instant::now();
+    let response = get(proxy.addrs.inbound, "/slow").await;
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(header(&response, "x-levee-error"), "timeout");
+    assert!(start.elapsed().as_millis() < 300, "{:?}", start.elapsed());
+    let fast = get(proxy.addrs.inbound, "/").await;
+    assert_eq!(fast.status(), StatusCode::OK);
+    proxy.stop().await.expect("stop");
+}
