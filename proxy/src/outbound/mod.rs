@@ -3,11 +3,15 @@
 //! The destination is the request's authority (absolute-form URI when the app
 //! uses the proxy as `HTTP_PROXY`, else `Host` / `:authority`), normalised to a
 //! [`ServiceKey`] with this proxy's namespace and port 80 as defaults. Its
-//! endpoints come from [`Shared::resolve`]; one is picked at random (the
-//! resilience work replaces this with P2C over EWMA latency). `CONNECT` is
-//! tunnelled to the chosen endpoint.
+//! endpoints come from [`Shared::resolve`] and feed the service's balancer.
+//!
+//! Each request goes through the service's resilience stack
+//! ([`crate::resilience`]: rate limit, request timeout, retries, breaker,
+//! bulkhead, P2C balancer) with the config of the policy route it matches,
+//! ending in the connection pool ([`EndpointService`]). `CONNECT` and HTTP/1
+//! upgrades are tunnels, not requests: they take an endpoint from the
+//! balancer and skip the retry and timeout layers.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,12 +19,15 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use levee_proto::policy::{RouteRequest, ServiceKey};
 
-use crate::body::{self, BoxBody};
+use crate::body::{self, BoxBody, BoxError};
 use crate::errors::{self, ErrorKind, ProxyError};
 use crate::forward::access_log::AccessLog;
+use crate::forward::headers::is_upgrade;
 use crate::forward::telemetry::Observation;
-use crate::forward::{Forwarder, uri};
+use crate::forward::{ConnectTimeout, EndpointService, Forwarder, uri};
 use crate::metrics::Direction;
+use crate::resilience::timeout::idle::IdleTimeoutBody;
+use crate::resilience::{Resilience, RouteConfig, ServiceState};
 use crate::server::Handler;
 use crate::state::Shared;
 
@@ -34,6 +41,8 @@ pub struct Outbound {
     shared: Arc<Shared>,
     forwarder: Arc<Forwarder>,
     access_log: Option<AccessLog>,
+    /// Per-service budgets, breakers, limits and load, across requests.
+    resilience: Resilience,
 }
 
 impl Outbound {
@@ -42,10 +51,12 @@ impl Outbound {
         forwarder: Arc<Forwarder>,
         access_log: Option<AccessLog>,
     ) -> Self {
+        let resilience = Resilience::new(shared.metrics.clone());
         Outbound {
             shared,
             forwarder,
             access_log,
+            resilience,
         }
     }
 
@@ -68,28 +79,52 @@ impl Outbound {
         observation
     }
 
-    /// The metrics handle and service label of a request to `key`.
-    fn observe(
+    /// Sends a tunnel (`CONNECT` or upgrade) to a balanced endpoint, outside
+    /// the retry and timeout layers.
+    async fn tunnel(
         &self,
-        key: &ServiceKey,
-        req: &Request<Incoming>,
-        start: Instant,
-        grpc: bool,
-    ) -> (Observation, String) {
-        let service = key.to_string();
-        let policy = self.shared.policy_for(key);
-        let route = policy.as_deref().and_then(|p| {
-            let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-            let request =
-                RouteRequest::new(req.method().as_str(), path).with_headers(req.headers());
-            p.spec
-                .outbound
-                .find_route(&request)
-                .map(|(_, r)| r.name.as_str())
-        });
-        let observation =
-            self.observation(&service, route.unwrap_or(DEFAULT_ROUTE), req, start, grpc);
-        (observation, service)
+        state: &ServiceState,
+        req: Request<BoxBody>,
+    ) -> Result<Response<BoxBody>, ProxyError> {
+        let addr = state.balancer.pick(None)?.addr;
+        if req.method() == Method::CONNECT {
+            self.forwarder.connect(req, addr, &state.label).await
+        } else {
+            self.forwarder.forward(req, addr, &state.label).await
+        }
+    }
+
+    /// Sends a request through the service's resilience stack.
+    async fn request(
+        &self,
+        state: &ServiceState,
+        route: &RouteConfig,
+        explicit_policy: bool,
+        mut req: Request<BoxBody>,
+    ) -> Result<Response<BoxBody>, ProxyError> {
+        if explicit_policy {
+            req.extensions_mut()
+                .insert(ConnectTimeout(route.connect_timeout));
+        }
+        let connect_timeouts = route.connect_timeouts.clone();
+        let endpoint = tower::ServiceExt::map_err(
+            EndpointService::new(self.forwarder.clone(), state.label.clone()),
+            move |e: BoxError| {
+                if is_connect_timeout(&e) {
+                    connect_timeouts.inc();
+                }
+                e
+            },
+        );
+        let response = state
+            .call(route, endpoint, req)
+            .await
+            .map_err(|e| into_proxy_error(e, &state.label))?;
+        if !explicit_policy {
+            return Ok(response);
+        }
+        let (idle, fired) = (route.idle_timeout, route.idle_timeouts.clone());
+        Ok(response.map(|b| BoxBody::new(IdleTimeoutBody::new(b, idle, fired))))
     }
 }
 
@@ -110,25 +145,27 @@ impl Handler for Outbound {
                     .error(&err);
             }
         };
-        let (observation, service) = self.observe(&key, &req, start, grpc);
-
-        let addr = match self
-            .shared
-            .resolve(&key)
-            .await
-            .and_then(|eps| pick(&eps, &service))
-        {
-            Ok(addr) => addr,
-            Err(err) => return observation.error(&err),
+        let policy = self.shared.policy_for(&key);
+        let state = self.resilience.service(&key, policy.as_ref());
+        let route = {
+            let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let request =
+                RouteRequest::new(req.method().as_str(), path).with_headers(req.headers());
+            state.compiled(policy.as_ref()).route(&request)
         };
-        let result = if req.method() == Method::CONNECT {
-            self.forwarder
-                .connect(req.map(body::incoming), addr, &service)
-                .await
+        let observation = self.observation(&state.label, &route.name, &req, start, grpc);
+
+        match self.shared.resolve(&key).await {
+            Ok(endpoints) => state.balancer.set_endpoints(&endpoints),
+            Err(err) => return observation.error(&err),
+        }
+        let tunnel = req.method() == Method::CONNECT
+            || (req.version() <= http::Version::HTTP_11 && is_upgrade(req.headers()));
+        let req = req.map(body::incoming);
+        let result = if tunnel {
+            self.tunnel(&state, req).await
         } else {
-            self.forwarder
-                .forward(req.map(body::incoming), addr, &service)
-                .await
+            self.request(&state, &route, policy.is_some(), req).await
         };
         match result {
             Ok(response) => observation.response(response),
@@ -137,35 +174,17 @@ impl Handler for Outbound {
     }
 }
 
-/// One endpoint, uniformly at random: no shared counter to contend on.
-fn pick(endpoints: &[SocketAddr], service: &str) -> Result<SocketAddr, ProxyError> {
-    match endpoints.len() {
-        0 => Err(ProxyError::new(
-            ErrorKind::NoEndpoints,
-            service,
-            "the service has no endpoints",
-        )),
-        1 => Ok(endpoints[0]),
-        n => Ok(endpoints[rand::random_range(0..n)]),
+/// The stack's error as the [`ProxyError`] the caller sees.
+fn into_proxy_error(error: BoxError, service: &str) -> ProxyError {
+    match error.downcast::<ProxyError>() {
+        Ok(err) => *err,
+        Err(other) => ProxyError::new(ErrorKind::UpstreamReset, service, other.to_string()),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pick_spreads_over_endpoints_and_fails_on_none() {
-        let eps: Vec<SocketAddr> = (1..=3)
-            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
-            .collect();
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..200 {
-            seen.insert(pick(&eps, "s").expect("endpoint"));
-        }
-        assert_eq!(seen.len(), 3);
-        let err = pick(&[], "svc.ns:80").expect_err("no endpoints");
-        assert_eq!(err.kind, ErrorKind::NoEndpoints);
-        assert_eq!(err.service, "svc.ns:80");
-    }
+/// A connect that timed out (as opposed to one refused).
+fn is_connect_timeout(error: &BoxError) -> bool {
+    error
+        .downcast_ref::<ProxyError>()
+        .is_some_and(|e| e.kind == ErrorKind::UpstreamConnect && e.detail.contains("timed out"))
 }

@@ -32,6 +32,8 @@ pub mod service;
 pub mod timeout;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use http::{Request, Response};
@@ -42,10 +44,15 @@ use crate::body::{BoxBody, BoxError};
 use crate::metrics::Metrics;
 use balance::BalanceLayer;
 use breaker::ServiceBreakerLayer;
+use concurrency::ConcurrencyLayer;
 use retry::RetryLayer;
 pub use route::RouteConfig;
 pub use service::ServiceState;
 use timeout::RequestTimeoutLayer;
+
+/// The stack's response future.
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send + 'static>>;
 
 /// Services whose state is kept. Past this (authorities come from the app's
 /// requests), the table is cleared and state starts over: memory stays bounded.
@@ -97,12 +104,11 @@ impl Resilience {
 impl ServiceState {
     /// Sends `req` on `route` through the whole stack, ending in `endpoint`
     /// (which reads the chosen [`balance::Endpoint`] from the request).
-    pub async fn call<S>(
-        &self,
-        route: &RouteConfig,
-        endpoint: S,
-        req: Request<BoxBody>,
-    ) -> Result<Response<BoxBody>, BoxError>
+    ///
+    /// The future is boxed here, once, where its type is concrete: an
+    /// `async fn` over the generic stack defeats rustc's `Send` proof in
+    /// callers (rust-lang/rust#100013).
+    pub fn call<S>(&self, route: &RouteConfig, endpoint: S, req: Request<BoxBody>) -> ResponseFuture
     where
         S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError>
             + Clone
@@ -119,9 +125,10 @@ impl ServiceState {
             ))
             .layer(RetryLayer::new(route.retry.clone()))
             .option_layer(self.breaker().map(ServiceBreakerLayer::new))
+            .option_layer(self.bulkhead().map(ConcurrencyLayer::new))
             .layer(BalanceLayer::new(self.balancer.clone()))
             .service(endpoint);
-        stack.oneshot(req).await
+        Box::pin(stack.oneshot(req))
     }
 }
 

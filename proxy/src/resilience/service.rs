@@ -16,11 +16,12 @@ use levee_proto::policy::{OutboundPolicy, ResiliencePolicy, Route, RouteRequest}
 use super::balance::{Balancer, EndpointGate};
 use super::breaker::ServiceBreaker;
 use super::classify::Outcome;
+use super::concurrency::Bulkhead;
 use super::health::EndpointHealth;
 use super::ratelimit::{RateLimitLayer, RateLimiter};
 use super::retry::RetryBudget;
 use super::route::{RouteConfig, budget_settings};
-use crate::metrics::Metrics;
+use crate::metrics::{Direction, Metrics};
 
 /// One compiled policy of a service.
 #[derive(Debug)]
@@ -57,6 +58,8 @@ pub struct ServiceState {
     health: Arc<EndpointHealth>,
     /// The outbound rate limit (limiter state and resolved metric handles).
     rate_limit: ArcSwapOption<(Arc<RateLimiter>, RateLimitLayer)>,
+    /// The bulkhead, if the policy has a concurrency limit.
+    bulkhead: ArcSwapOption<Bulkhead>,
     /// Retry budgets by route name.
     budgets: Mutex<HashMap<Arc<str>, Arc<RetryBudget>>>,
     /// Serialises recompiles; requests never wait for it on the fast path.
@@ -88,6 +91,7 @@ impl ServiceState {
             balancer: Arc::new(Balancer::new(label.clone(), gate)),
             health,
             rate_limit: ArcSwapOption::empty(),
+            bulkhead: ArcSwapOption::empty(),
             label,
             metrics: metrics.clone(),
             compiled: ArcSwap::from_pointee(compiled),
@@ -146,17 +150,30 @@ impl ServiceState {
         self.compiled.store(Arc::new(compiled));
     }
 
+    /// The bulkhead, if the policy has a concurrency limit.
+    pub fn bulkhead(&self) -> Option<Arc<Bulkhead>> {
+        self.bulkhead.load_full()
+    }
+
     /// The outbound rate limit, if the policy has one.
     pub fn rate_limit(&self) -> Option<RateLimitLayer> {
         self.rate_limit.load().as_ref().map(|pair| pair.1.clone())
     }
 
-    /// Breaker, endpoint health and rate limit are service-wide (routes
+    /// Breaker, endpoint health, bulkhead and rate limit are service-wide (routes
     /// cannot override them); each keeps its state while its config is equal.
     fn update_service_wide(&self, default: &RouteConfig) {
         let effective = &default.effective;
         self.health
             .update_config(effective.circuit_breaker.as_ref());
+        match (&effective.concurrency, self.bulkhead.load_full()) {
+            (None, _) => self.bulkhead.store(None),
+            (Some(cfg), Some(current)) if current.config() == cfg => {}
+            (Some(cfg), _) => {
+                let bulkhead = Bulkhead::new(cfg, Direction::Outbound, &self.label, &self.metrics);
+                self.bulkhead.store(Some(Arc::new(bulkhead)));
+            }
+        }
         match (&effective.rate_limit, self.rate_limit.load_full()) {
             (None, _) => self.rate_limit.store(None),
             (Some(cfg), Some(current)) if current.0.config() == cfg => {}

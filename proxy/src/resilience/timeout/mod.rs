@@ -14,6 +14,7 @@
 mod error;
 mod future;
 pub mod grpc;
+pub mod idle;
 mod layer;
 
 use std::sync::Arc;
