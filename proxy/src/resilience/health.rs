@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -55,6 +55,9 @@ struct Table {
 #[derive(Debug)]
 struct EndpointBreaker {
     machine: Mutex<Machine>,
+    /// Mirrors "the machine is CLOSED" (written under the lock): the
+    /// balancer's availability check takes no lock for healthy endpoints.
+    closed: AtomicBool,
     metrics: BreakerMetrics,
 }
 
@@ -62,12 +65,19 @@ impl EndpointBreaker {
     fn new(service: &str, addr: SocketAddr, cfg: &BreakerConfig, metrics: &Metrics) -> Self {
         EndpointBreaker {
             machine: Mutex::new(Machine::new(cfg, Instant::now())),
+            closed: AtomicBool::new(true),
             metrics: BreakerMetrics::new(metrics, service, &addr.to_string()),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Machine> {
         self.machine.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Updates the lock-free CLOSED flag; called with the lock held.
+    fn mirror(&self, machine: &Machine) {
+        self.closed
+            .store(machine.state() == CircuitState::Closed, Ordering::Release);
     }
 }
 
@@ -97,10 +107,14 @@ impl EndpointHealth {
         let Some(breaker) = table.breakers.get(&addr) else {
             return true;
         };
+        if breaker.closed.load(Ordering::Acquire) {
+            return true;
+        }
         let mut machine = breaker.lock();
         let before = machine.state();
         let available = machine.would_admit(Instant::now());
         let after = machine.state();
+        breaker.mirror(&machine);
         drop(machine);
         if after != before {
             breaker.metrics.transition(after);
@@ -123,6 +137,7 @@ impl EndpointHealth {
         let before = machine.state();
         let slow = machine.is_slow(latency);
         let changed = machine.record(Instant::now(), failed, slow, None, || self.try_eject(cap));
+        breaker.mirror(&machine);
         drop(machine);
         let Some(state) = changed else { return };
         if before == CircuitState::HalfOpen && state == CircuitState::Closed {

@@ -20,6 +20,7 @@ mod layer;
 pub(crate) mod machine;
 mod window;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use levee_proto::policy::EffectiveCircuitBreaker;
@@ -33,6 +34,10 @@ use self::machine::{Admission, Machine};
 use crate::errors::{ErrorKind, ProxyError};
 use crate::metrics::{CircuitState, Direction, Metrics};
 use crate::resilience::classify::Outcome;
+
+/// The generation of calls admitted on the lock-free CLOSED path: matches no
+/// HALF_OPEN generation, so such calls never count as probes.
+const CLOSED_GENERATION: u64 = u64::MAX;
 
 /// The breaker config as the policy model resolves it.
 pub type BreakerConfig = EffectiveCircuitBreaker;
@@ -85,6 +90,9 @@ impl BreakerMetrics {
 pub struct ServiceBreaker {
     service: String,
     machine: Mutex<Machine>,
+    /// Mirrors "the machine is CLOSED" (written under the lock), so that
+    /// admitting a call in the common case takes no lock.
+    closed: AtomicBool,
     metrics: BreakerMetrics,
     /// `levee_rejected_total{direction="outbound",reason="circuit-open"}`.
     rejected: Counter,
@@ -95,6 +103,7 @@ impl ServiceBreaker {
         ServiceBreaker {
             service: service.to_owned(),
             machine: Mutex::new(Machine::new(cfg, Instant::now())),
+            closed: AtomicBool::new(true),
             metrics: BreakerMetrics::new(metrics, service, ""),
             rejected: metrics.rejected(
                 Direction::Outbound,
@@ -117,6 +126,7 @@ impl ServiceBreaker {
         }
         let was = machine.state();
         *machine = Machine::new(cfg, Instant::now());
+        self.closed.store(true, Ordering::Release);
         drop(machine);
         if was != CircuitState::Closed {
             self.metrics.transition(CircuitState::Closed);
@@ -132,7 +142,17 @@ impl ServiceBreaker {
     /// whose `retry_after` is the remaining open time.
     pub fn try_acquire(self: &Arc<Self>) -> Result<BreakerPermit, ProxyError> {
         let now = Instant::now();
-        let (admission, changed) = self.lock().admit(now);
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(BreakerPermit {
+                breaker: Some(self.clone()),
+                generation: CLOSED_GENERATION,
+                start: now,
+            });
+        }
+        let mut machine = self.lock();
+        let (admission, changed) = machine.admit(now);
+        self.mirror(&machine);
+        drop(machine);
         if let Some(state) = changed {
             self.metrics.transition(state);
         }
@@ -157,6 +177,12 @@ impl ServiceBreaker {
         }
     }
 
+    /// Updates the lock-free CLOSED flag; called with the lock held.
+    fn mirror(&self, machine: &Machine) {
+        self.closed
+            .store(machine.state() == CircuitState::Closed, Ordering::Release);
+    }
+
     fn finish(&self, generation: u64, outcome: &Outcome, start: Instant) {
         let now = Instant::now();
         let mut machine = self.lock();
@@ -167,6 +193,7 @@ impl ServiceBreaker {
         let failed = outcome.is_failure(&machine.config().failure_on);
         let slow = machine.is_slow(now.saturating_duration_since(start));
         let changed = machine.record(now, failed, slow, Some(generation), || true);
+        self.mirror(&machine);
         drop(machine);
         if let Some(state) = changed {
             self.metrics.transition(state);
