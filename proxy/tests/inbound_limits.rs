@@ -119,3 +119,51 @@ async fn request_timeout_answers_504() {
     assert_eq!(fast.status(), StatusCode::OK);
     proxy.stop().await.expect("stop");
 }
+
+/// A request from the source address `from` (any 127.0.0.0/8 address).
+async fn get_from(from: [u8; 4], addr: SocketAddr) -> StatusCode {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .expect("bind a loopback source address");
+    let stream = socket.connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("h1 handshake");
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", "echo.test:8080")
+        .body(full(""))
+        .expect("request");
+    tokio::time::timeout(DEADLINE, sender.send_request(req))
+        .await
+        .expect("answer in time")
+        .expect("response")
+        .status()
+}
+
+#[tokio::test]
+async fn per_client_rate_limit_keys_on_the_client_address() {
+    let proxy =
+        inbound_proxy("{rateLimit: {requestsPerSecond: 1, burst: 2, perClient: true}}").await;
+    let start = Instant::now();
+    let mut first = Vec::new();
+    for _ in 0..4 {
+        first.push(get_from([127, 0, 0, 2], proxy.addrs.inbound).await);
+    }
+    assert_eq!(first[..2], [StatusCode::OK, StatusCode::OK], "{first:?}");
+    assert!(
+        first.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{first:?} in {:?}",
+        start.elapsed()
+    );
+    // Another client has its own bucket.
+    let other = get_from([127, 0, 0, 3], proxy.addrs.inbound).await;
+    assert_eq!(other, StatusCode::OK);
+    assert_eq!(
+        get_from([127, 0, 0, 3], proxy.addrs.inbound).await,
+        StatusCode::OK
+    );
+    proxy.stop().await.expect("stop");
+}
