@@ -106,6 +106,69 @@ pub fn levee_full_policy(addresses: &[SocketAddr]) -> String {
     ])
 }
 
+/// The per-try timeout both Levee and HAProxy use in the fault scenarios.
+pub const FAULT_PER_TRY: &str = "100ms";
+
+/// HAProxy with its own resilience for the fault scenarios: round robin
+/// over `servers`, up to 2 retries on connect failures, timeouts and
+/// 5xx (`retry-on all-retryable-errors`) with redispatch to another server,
+/// and passive health (`observe layer7`) marking a failing server down.
+pub fn haproxy_retrying(listen: SocketAddr, servers: &[SocketAddr]) -> String {
+    let mut cfg = format!(
+        "global\n\
+         \x20 nbthread 1\n\
+         \x20 maxconn 5000\n\
+         defaults\n\
+         \x20 mode http\n\
+         \x20 option http-keep-alive\n\
+         \x20 http-reuse always\n\
+         \x20 timeout connect 1s\n\
+         \x20 timeout client 300s\n\
+         \x20 timeout server {FAULT_PER_TRY}\n\
+         \x20 timeout http-keep-alive 300s\n\
+         \x20 retries 2\n\
+         \x20 option redispatch 1\n\
+         \x20 retry-on all-retryable-errors\n\
+         frontend bench\n\
+         \x20 bind {listen}\n\
+         \x20 default_backend upstream\n\
+         backend upstream\n\
+         \x20 balance roundrobin\n\
+         \x20 option httpchk GET /\n"
+    );
+    for (i, server) in servers.iter().enumerate() {
+        cfg += &format!(
+            "  server up{} {server} check inter 1s observe layer7 error-limit 5 on-error mark-down\n",
+            i + 1
+        );
+    }
+    cfg
+}
+
+/// Levee's policy for the fault scenarios: the same per-try timeout as
+/// HAProxy, up to 2 retries (connect failures, resets, timeouts, 502/503/504)
+/// within a 20 % budget, and the circuit breaker ejecting failing endpoints.
+pub fn levee_fault_policy(addresses: &[SocketAddr]) -> String {
+    let spec = format!(
+        "  outbound:\n\
+         \x20   timeouts: {{request: 2s, perTry: {FAULT_PER_TRY}}}\n\
+         \x20   retry:\n\
+         \x20     maxRetries: 2\n\
+         \x20     on: [connect-failure, refused-stream, reset, timeout, gateway-error]\n\
+         \x20     backoff: {{base: 5ms, max: 50ms}}\n\
+         \x20     budget: {{percent: 20, minPerSecond: 10, window: 10s}}\n\
+         \x20   circuitBreaker:\n\
+         \x20     failureOn: [5xx, connect-failure, timeout, reset]\n\
+         \x20     consecutiveFailures: 5\n\
+         \x20     open: {{base: 5s, max: 60s}}\n\
+         \x20     maxEjectedPercent: 50\n"
+    );
+    yaml::documents(&[
+        yaml::policy(SERVICE, SERVICE_PORT, &spec),
+        levee_endpoints(addresses),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +224,24 @@ mod tests {
         assert!(full.contains("kind: ResiliencePolicy"), "{full}");
         assert!(full.contains("kind: ServiceEndpoints"), "{full}");
         assert!(full.contains("circuitBreaker:"), "{full}");
+        let faults = levee_fault_policy(&[addr("127.0.0.1:1"), addr("127.0.0.1:2")]);
+        assert!(faults.contains("perTry: 100ms"), "{faults}");
+        assert!(
+            faults.contains("\"127.0.0.1:1\", \"127.0.0.1:2\""),
+            "{faults}"
+        );
+    }
+
+    #[test]
+    fn haproxy_retrying_lists_every_server() {
+        let cfg = haproxy_retrying(
+            addr("127.0.0.1:4003"),
+            &[addr("127.0.0.1:1"), addr("127.0.0.1:2")],
+        );
+        assert!(cfg.contains("\n  server up1 127.0.0.1:1 check "), "{cfg}");
+        assert!(cfg.contains("\n  server up2 127.0.0.1:2 check "), "{cfg}");
+        assert!(cfg.contains("retry-on all-retryable-errors"), "{cfg}");
+        assert!(cfg.contains("timeout server 100ms"), "{cfg}");
+        assert!(cfg.ends_with("on-error mark-down\n"), "{cfg}");
     }
 }

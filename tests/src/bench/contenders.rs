@@ -121,7 +121,7 @@ async fn answers(addr: SocketAddr, authority: &str) -> Result<(), BoxError> {
 
 /// A loopback port that was free a moment ago (for HAProxy and nginx, which
 /// cannot report a port-0 binding).
-fn free_port() -> Result<SocketAddr, BoxError> {
+pub fn free_port() -> Result<SocketAddr, BoxError> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
@@ -141,6 +141,8 @@ impl Env {
     pub async fn upstream(&self) -> Result<Upstream, BoxError> {
         let exe = std::env::current_exe()?;
         let addr_file = self.path("upstream.json");
+        // A previous run of the same name left its addresses here.
+        let _ = std::fs::remove_file(&addr_file);
         let mut cmd = command(&exe, self.pinning.load.as_deref());
         cmd.arg("--serve-upstream")
             .arg("--addr-file")
@@ -172,6 +174,8 @@ impl Env {
         app_port: u16,
     ) -> Result<(Process, Addrs), BoxError> {
         let addr_file = self.path(&format!("{name}.addrs.json"));
+        // A previous run of the same name left its addresses here.
+        let _ = std::fs::remove_file(&addr_file);
         let mut cmd = command(&self.levee_proxy, self.pinning.proxy.as_deref());
         for flag in ["--outbound-addr", "--inbound-addr", "--admin-addr"] {
             cmd.args([flag, "127.0.0.1:0"]);
@@ -242,17 +246,57 @@ impl Env {
     }
 
     pub async fn haproxy(&self, upstream: &Upstream) -> Result<Contender, BoxError> {
+        self.haproxy_with("haproxy", |listen| configs::haproxy(listen, upstream.addr))
+            .await
+    }
+
+    /// HAProxy with the config `render` makes for its listen address.
+    pub async fn haproxy_with(
+        &self,
+        name: &'static str,
+        render: impl FnOnce(SocketAddr) -> String,
+    ) -> Result<Contender, BoxError> {
         let listen = free_port()?;
-        let cfg = self.path("haproxy.cfg");
-        write_atomically(&cfg, &configs::haproxy(listen, upstream.addr))?;
+        let cfg = self.path(&format!("{name}.cfg"));
+        write_atomically(&cfg, &render(listen))?;
         let mut cmd = command(Path::new("haproxy"), self.pinning.proxy.as_deref());
         cmd.arg("-f").arg(&cfg).arg("-db");
-        let mut process = self.spawn("haproxy", cmd)?;
-        wait_for(&mut process, "haproxy", || {
-            answers(listen, configs::SERVICE)
+        let mut process = self.spawn(name, cmd)?;
+        wait_for(&mut process, name, || answers(listen, configs::SERVICE)).await?;
+        Ok(self.contender(name, listen, false, vec![process]))
+    }
+
+    /// One Levee hop with this policy file, ready when a call through it succeeds.
+    pub async fn levee_with(
+        &self,
+        name: &'static str,
+        policy: &str,
+    ) -> Result<Contender, BoxError> {
+        let (mut process, addrs) = self.levee(name, Some(policy), 1).await?;
+        wait_for(&mut process, name, || {
+            answers(addrs.outbound, configs::SERVICE)
         })
         .await?;
-        Ok(self.contender("haproxy", listen, false, vec![process]))
+        Ok(self.contender(name, addrs.outbound, true, vec![process]))
+    }
+
+    /// A `levee-flaky` process pinned with the load generator, started with
+    /// `fault_args` (e.g. `--status 503 --fail-rate 0.2`); answers 1 KiB.
+    pub async fn flaky(&self, name: &str, fault_args: &[&str]) -> Result<Upstream, BoxError> {
+        let exe = crate::harness::bin_dir().join("levee-flaky");
+        let addr_file = self.path(&format!("{name}.json"));
+        // A previous run of the same name left its addresses here.
+        let _ = std::fs::remove_file(&addr_file);
+        let mut cmd = command(&exe, self.pinning.load.as_deref());
+        cmd.args(["--id", name, "--body-bytes", "1024", "--addr-file"])
+            .arg(&addr_file)
+            .args(fault_args);
+        let mut process = self.spawn(name, cmd)?;
+        let up: UpstreamAddr = wait_for(&mut process, name, || read_json(&addr_file)).await?;
+        Ok(Upstream {
+            addr: up.addr,
+            process,
+        })
     }
 
     pub async fn nginx(&self, upstream: &Upstream) -> Result<Contender, BoxError> {

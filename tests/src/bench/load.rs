@@ -72,6 +72,8 @@ pub struct LoadResult {
     pub errors: u64,
     /// Successful requests including the warm-up (for CPU per request).
     pub total_ok: u64,
+    /// Requests attempted including the warm-up (for retry amplification).
+    pub sent: u64,
     pub window: Duration,
 }
 
@@ -80,11 +82,13 @@ impl LoadResult {
         self.ok as f64 / self.window.as_secs_f64().max(1e-9)
     }
 
-    fn merge(&mut self, other: &LoadResult) {
+    /// Adds `other`'s counts and samples (same window).
+    pub fn merge(&mut self, other: &LoadResult) {
         self.latencies.merge(&other.latencies);
         self.ok += other.ok;
         self.errors += other.errors;
         self.total_ok += other.total_ok;
+        self.sent += other.sent;
     }
 }
 
@@ -99,6 +103,7 @@ impl Window {
     fn record(&self, result: &mut LoadResult, started: Instant, outcome: Result<(), BoxError>) {
         let done = Instant::now();
         let ok = outcome.is_ok();
+        result.sent += 1;
         if ok {
             result.total_ok += 1;
         }

@@ -6,6 +6,7 @@
 //! - [`scenarios`]: the [`Plan`] (full or `--quick`) and its execution.
 //! - [`contenders`]: starting the upstream, Levee (one hop, two hops, full
 //!   policy), HAProxy and nginx, pinned with `taskset`.
+//! - [`faults`]: scenario 5, outcomes behind faulty endpoints (`levee-flaky`).
 //! - [`load`]: the open-loop / closed-loop HTTP/1.1 and h2c load generator.
 //! - [`pacing`]: the open-loop send schedule.
 //! - [`histogram`]: HDR latency histograms, percentiles and medians.
@@ -16,6 +17,7 @@
 
 pub mod configs;
 pub mod contenders;
+pub mod faults;
 pub mod histogram;
 pub mod load;
 pub mod pacing;

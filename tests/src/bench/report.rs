@@ -76,6 +76,8 @@ pub struct Report {
     pub memory: Vec<MemoryRow>,
     /// Levee with the full policy versus none: CPU per request ratio − 1, in percent.
     pub policy_cpu_overhead_pct: Option<f64>,
+    /// Scenario 5: outcomes behind faulty endpoints.
+    pub faults: Vec<super::faults::FaultRow>,
     pub skipped: Vec<String>,
 }
 
@@ -238,6 +240,9 @@ pub fn render(report: &Report) -> String {
     }
     if let Some(p) = report.policy_cpu_overhead_pct {
         out += &format!("\nfull policy vs no policy (Levee one hop, CPU per request): {p:+.1}%\n");
+    }
+    if !report.faults.is_empty() {
+        out += &super::faults::render(&report.faults);
     }
     for s in &report.skipped {
         out += &format!("skipped: {s}\n");

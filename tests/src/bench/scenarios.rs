@@ -31,6 +31,8 @@ pub struct Plan {
     /// Closed-loop connections for the throughput scenario; `None` skips it.
     pub throughput_connections: Option<usize>,
     pub idle_connections: usize,
+    /// Scenario 5: measured seconds per fault case and contender; `None` skips it.
+    pub faults: Option<Duration>,
 }
 
 impl Plan {
@@ -54,6 +56,7 @@ impl Plan {
             ],
             throughput_connections: Some(64),
             idle_connections: 1000,
+            faults: Some(Duration::from_secs(5)),
         }
     }
 
@@ -77,6 +80,7 @@ impl Plan {
             ],
             throughput_connections: Some(16),
             idle_connections: 100,
+            faults: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -290,13 +294,17 @@ pub async fn run(
     throughput_rows.sort_by_key(|r| rank(&r.contender));
 
     let policy_cpu_overhead_pct = policy_overhead(&latency_rows);
-    skipped.push("scenario 5 (fault outcomes): not yet".into());
     skipped.push("scenario 6 (control-plane convergence): not yet".into());
 
     for c in contenders {
         c.stop().await;
     }
     upstream.stop().await;
+    let faults = match plan.faults {
+        // Enough connections that a 200 ms endpoint does not hold the client back.
+        Some(duration) => super::faults::run(env, 500.0, 128, duration).await?,
+        None => Vec::new(),
+    };
     Ok(Report {
         machine,
         command,
@@ -313,6 +321,7 @@ pub async fn run(
         throughput: throughput_rows,
         memory: memory_rows,
         policy_cpu_overhead_pct,
+        faults,
         skipped,
     })
 }
