@@ -38,6 +38,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Whether the outcome says nothing about the upstream at all: the caller
+    /// hung up, or this proxy refused the call itself (circuit open, rate
+    /// limited, overloaded, bad request). Breakers count such calls neither
+    /// as failures nor as successes.
+    pub fn is_ignored(&self) -> bool {
+        match *self {
+            Outcome::Cancelled => true,
+            Outcome::Error(kind) => error_condition(kind).is_none(),
+            _ => false,
+        }
+    }
+
     /// Whether this outcome matches one of `failure_on`.
     pub fn is_failure(&self, failure_on: &[FailureCondition]) -> bool {
         match *self {
@@ -221,5 +233,10 @@ mod tests {
             assert!(!Outcome::Error(local).is_failure(&FAILURE_ON), "{local}");
         }
         assert!(!Outcome::Cancelled.is_failure(&FAILURE_ON));
+        assert!(Outcome::Cancelled.is_ignored());
+        assert!(Outcome::Error(ErrorKind::Overloaded).is_ignored());
+        assert!(!Outcome::Error(ErrorKind::UpstreamReset).is_ignored());
+        assert!(!Outcome::HttpStatus(503).is_ignored());
+        assert!(!Outcome::Success.is_ignored());
     }
 }

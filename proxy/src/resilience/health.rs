@@ -124,7 +124,7 @@ impl EndpointHealth {
 
     /// Reports one attempt's outcome against `addr`.
     pub fn record(&self, addr: SocketAddr, outcome: &Outcome, latency: Duration) {
-        if *outcome == Outcome::Cancelled {
+        if outcome.is_ignored() {
             return;
         }
         let table = self.table.load();

@@ -9,6 +9,7 @@ use tower::{BoxError, Layer, Service};
 
 use super::ServiceBreaker;
 use super::future::ResponseFuture;
+use crate::resilience::attempt::AttemptDeadline;
 
 /// Wraps a service with the breaker of its target service.
 #[derive(Clone, Debug)]
@@ -56,7 +57,11 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         match self.breaker.try_acquire() {
-            Ok(permit) => ResponseFuture::admitted(self.inner.call(req), permit),
+            Ok(permit) => {
+                let deadline = req.extensions().get::<AttemptDeadline>().map(|d| d.0);
+                let permit = permit.with_deadline(deadline);
+                ResponseFuture::admitted(self.inner.call(req), permit)
+            }
             Err(rejected) => ResponseFuture::rejected(rejected),
         }
     }

@@ -147,6 +147,7 @@ impl ServiceBreaker {
                 breaker: Some(self.clone()),
                 generation: CLOSED_GENERATION,
                 start: now,
+                deadline: None,
             });
         }
         let mut machine = self.lock();
@@ -161,6 +162,7 @@ impl ServiceBreaker {
                 breaker: Some(self.clone()),
                 generation,
                 start: now,
+                deadline: None,
             }),
             Admission::Rejected { retry_after } => {
                 self.rejected.inc();
@@ -186,7 +188,7 @@ impl ServiceBreaker {
     fn finish(&self, generation: u64, outcome: &Outcome, start: Instant) {
         let now = Instant::now();
         let mut machine = self.lock();
-        if *outcome == Outcome::Cancelled {
+        if outcome.is_ignored() {
             machine.release(generation);
             return;
         }
@@ -202,15 +204,25 @@ impl ServiceBreaker {
 }
 
 /// One admitted call. [`BreakerPermit::record`] reports its outcome; a
-/// permit dropped unrecorded counts as cancelled (never a failure).
+/// permit dropped unrecorded counts as cancelled (never a failure), unless
+/// it is dropped at or after the attempt's deadline: then the retry or
+/// timeout layer gave up on it, and it counts as a timeout.
 #[derive(Debug)]
 pub struct BreakerPermit {
     breaker: Option<Arc<ServiceBreaker>>,
     generation: u64,
     start: Instant,
+    /// The attempt's deadline (per-try or request timeout), if any.
+    deadline: Option<Instant>,
 }
 
 impl BreakerPermit {
+    /// Sets the attempt's deadline (see [`crate::resilience::attempt::AttemptDeadline`]).
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
     /// Reports the call's outcome; latency is measured from admission.
     pub fn record(mut self, outcome: &Outcome) {
         if let Some(breaker) = self.breaker.take() {
@@ -222,7 +234,13 @@ impl BreakerPermit {
 impl Drop for BreakerPermit {
     fn drop(&mut self) {
         if let Some(breaker) = self.breaker.take() {
-            breaker.finish(self.generation, &Outcome::Cancelled, self.start);
+            let timed_out = self.deadline.is_some_and(|d| Instant::now() >= d);
+            let outcome = if timed_out {
+                Outcome::Error(ErrorKind::Timeout)
+            } else {
+                Outcome::Cancelled
+            };
+            breaker.finish(self.generation, &outcome, self.start);
         }
     }
 }

@@ -169,3 +169,64 @@ async fn half_open_rejects_beyond_its_probes() {
     tokio::time::advance(Duration::from_secs(1)).await;
     assert!(breaker.try_acquire().is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_dropped_at_its_deadline_is_a_timeout() {
+    use crate::resilience::attempt::AttemptDeadline;
+
+    let metrics = Metrics::new();
+    let breaker = Arc::new(ServiceBreaker::new("s", &config(), &metrics));
+    let hanging =
+        ServiceBreakerLayer::new(breaker.clone()).layer(service_fn(|_req: Request<()>| {
+            std::future::pending::<Result<Response<()>, BoxError>>()
+        }));
+    // Dropped before the deadline: the caller hung up, not a failure.
+    for _ in 0..5 {
+        let mut req = Request::new(());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        req.extensions_mut().insert(AttemptDeadline(deadline));
+        let call = hanging.clone().oneshot(req);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), call)
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    // Dropped by the per-try timeout (at the deadline): a timeout failure.
+    for _ in 0..3 {
+        let mut req = Request::new(());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(10);
+        req.extensions_mut().insert(AttemptDeadline(deadline));
+        let call = hanging.clone().oneshot(req);
+        assert!(tokio::time::timeout_at(deadline, call).await.is_err());
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn local_rejections_are_neither_failures_nor_probe_successes() {
+    let metrics = Metrics::new();
+    let breaker = Arc::new(ServiceBreaker::new("s", &config(), &metrics));
+    for _ in 0..10 {
+        breaker
+            .try_acquire()
+            .expect("closed")
+            .record(&Outcome::Error(ErrorKind::Overloaded));
+    }
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    for _ in 0..3 {
+        breaker
+            .try_acquire()
+            .expect("closed")
+            .record(&Outcome::HttpStatus(502));
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    for _ in 0..5 {
+        breaker
+            .try_acquire()
+            .expect("the probe slot comes back each time")
+            .record(&Outcome::Error(ErrorKind::Overloaded));
+    }
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+}
