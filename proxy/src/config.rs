@@ -40,12 +40,17 @@ pub struct ProxyConfig {
     #[arg(long, env = "LEVEE_POLICY_FILE")]
     pub policy_file: Option<PathBuf>,
 
-    /// Where the last good policy from the control plane is cached.
-    #[arg(long, env = "LEVEE_POLICY_CACHE")]
+    /// With --control-plane: keep the last good config from the control plane
+    /// in this file (rewritten after each accepted update); a proxy that starts
+    /// while the control plane is unreachable serves it (/config source
+    /// `policy-cache:…`).
+    #[arg(long, env = "LEVEE_POLICY_CACHE", requires = "control_plane")]
     pub policy_cache: Option<PathBuf>,
 
-    /// Control plane URL, e.g. http://127.0.0.1:8090 (accepted; not used yet).
-    #[arg(long, env = "LEVEE_CONTROL_PLANE")]
+    /// Control-plane mode: watch policy and endpoints of every destination at
+    /// this URL, e.g. http://127.0.0.1:8090 (reconnects with backoff; keeps the
+    /// last good config while disconnected). Not combinable with --policy-file.
+    #[arg(long, env = "LEVEE_CONTROL_PLANE", conflicts_with = "policy_file")]
     pub control_plane: Option<String>,
 
     /// Write one access-log line per request to stdout in this format.

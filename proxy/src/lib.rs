@@ -7,6 +7,8 @@
 //!   snapshot (swapped atomically), endpoints, metrics, readiness.
 //! - `policy_source`: loads `--policy-file`, re-reads it on change or SIGHUP,
 //!   refuses invalid files and keeps the last good snapshot.
+//! - `discovery`: `--control-plane` mode: the Discovery.Watch client,
+//!   subscriptions met on the outbound path, `--policy-cache`.
 //! - `endpoints`: where a service's endpoints come from (static documents, then DNS).
 //! - `metrics`: the Prometheus registry and the metric families of DESIGN.md §5.
 //! - `admin`: the admin HTTP server (`/live`, `/ready`, `/metrics`, `/config`).
@@ -22,6 +24,7 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod discovery;
 pub mod endpoints;
 pub mod errors;
 pub mod forward;

@@ -83,7 +83,33 @@ pub async fn run_with(
             return Err(error);
         }
     }
-    shared.set_ready(true);
+    if let Some(url) = &config.control_plane {
+        // Ready once the control plane (or the policy cache) gave a config.
+        let discovery = crate::discovery::DiscoveryConfig {
+            url: url.clone(),
+            identity: crate::discovery::Identity::new(
+                config.service.as_deref(),
+                &config.namespace,
+                config.app_port,
+                addrs.inbound,
+            ),
+            cache: config.policy_cache.clone(),
+            backoff: crate::discovery::Backoff::default(),
+            checks: crate::discovery::LocalChecks {
+                outbound: Some(addrs.outbound),
+            },
+        };
+        if let Err(error) =
+            crate::discovery::start(shared.clone(), discovery, shutdown.clone(), &tasks).await
+        {
+            shutdown.cancel();
+            tasks.close();
+            tasks.wait().await;
+            return Err(error);
+        }
+    } else {
+        shared.set_ready(true);
+    }
     if let Some(tx) = bound {
         let _ = tx.send(addrs);
     }

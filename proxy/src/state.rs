@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use levee_proto::policy::{Document, FieldError, PolicyErrors, ResiliencePolicy, ServiceKey};
 
+use crate::discovery::Subscriptions;
 use crate::endpoints::DnsCache;
 use crate::errors::ProxyError;
 use crate::metrics::Metrics;
@@ -37,6 +38,9 @@ pub struct Snapshot {
     pub source: String,
     /// When it was installed (`None` until the first install).
     pub loaded_at: Option<SystemTime>,
+    /// For `levee_policy_version`: the control plane's policy revision
+    /// (`None`: the local `version` is shown).
+    pub policy_revision: Option<u64>,
 }
 
 impl Snapshot {
@@ -144,6 +148,9 @@ pub struct Shared {
     pub namespace: String,
     /// Cached DNS answers for services without static endpoints.
     pub dns: DnsCache,
+    /// Destinations met on the outbound path, for the control-plane watch
+    /// (inert in static mode).
+    pub subscriptions: Subscriptions,
     /// Serialises [`Shared::install`] so versions never repeat.
     install_lock: Mutex<()>,
 }
@@ -157,6 +164,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             namespace,
             dns: DnsCache::default(),
+            subscriptions: Subscriptions::default(),
             install_lock: Mutex::new(()),
         }
     }
@@ -165,6 +173,12 @@ impl Shared {
     /// service's host name. `Err` is a `ProxyError` of kind no-endpoints.
     pub async fn resolve(&self, service: &ServiceKey) -> Result<Arc<[SocketAddr]>, ProxyError> {
         crate::endpoints::resolve(self, service).await
+    }
+
+    /// In control-plane mode, subscribes `service` the first time it is met
+    /// and waits briefly for its first update; at once otherwise.
+    pub async fn discovered(&self, service: &ServiceKey) {
+        self.subscriptions.discovered(service).await;
     }
 
     /// The policy for calls to `service` in the current snapshot.
@@ -183,7 +197,8 @@ impl Shared {
     }
 
     /// Swaps `snapshot` in as the next version and returns that version.
-    /// Updates `levee_policy_version` and the static `levee_endpoints` series.
+    /// Updates `levee_policy_version` (the snapshot's `policy_revision`, else
+    /// the version) and the static `levee_endpoints` series.
     pub fn install(&self, mut snapshot: Snapshot) -> u64 {
         let _serialised = self
             .install_lock
@@ -204,7 +219,8 @@ impl Shared {
                 .set_endpoints(&service.to_string(), "ready", addresses.len());
         }
         let version = snapshot.version;
-        self.metrics.set_policy_version(version);
+        self.metrics
+            .set_policy_version(snapshot.policy_revision.unwrap_or(version));
         self.snapshot.store(Arc::new(snapshot));
         version
     }

@@ -145,6 +145,8 @@ impl Handler for Outbound {
                     .error(&err);
             }
         };
+        // Control-plane mode: the first call to a destination subscribes it.
+        self.shared.discovered(&key).await;
         let policy = self.shared.policy_for(&key);
         let state = self.resilience.service(&key, policy.as_ref());
         let route = {

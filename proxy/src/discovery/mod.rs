@@ -1,0 +1,127 @@
+//! Control-plane mode (`--control-plane URL`): the proxy's side of
+//! `levee.v1.Discovery/Watch` (docs/control-plane.md).
+//!
+//! One task ([`watch`]) owns the stream: it says hello (service, namespace,
+//! app port, inbound address and port, version, every destination met so
+//! far), subscribes destinations as the outbound path meets them
+//! ([`Subscriptions`], kept in [`Shared`]), and turns each `ServiceUpdate`
+//! into a new [`crate::state::Snapshot`] installed with [`Shared::install`],
+//! answering ACK, or NACK with the reason when the update cannot be applied
+//! ([`services`]). After any disconnect it reconnects with jittered
+//! exponential backoff ([`backoff`]) and resends hello with every
+//! subscription (a full resync); meanwhile the last good snapshot serves.
+//!
+//! `--policy-cache FILE` ([`cache`]) keeps the last good state on disk after
+//! each accepted update; a proxy that starts while the control plane is
+//! unreachable installs it (`/config` `source` says `policy-cache:…`).
+//! `/ready` turns 200 once the first stream has answered every initial
+//! subscription, or the cache was installed.
+
+pub mod backoff;
+pub mod cache;
+pub mod services;
+mod subscriptions;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Endpoint;
+
+use crate::body::BoxError;
+use crate::state::Shared;
+
+pub use backoff::Backoff;
+pub use services::LocalChecks;
+pub use subscriptions::{FIRST_UPDATE_WAIT, MAX_SUBSCRIPTIONS, Subscriptions};
+
+/// Who this proxy is, as its hello tells the control plane.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// `--service` (empty: registers no endpoint).
+    pub service: String,
+    /// `--namespace`.
+    pub namespace: String,
+    /// The port callers use for the service (`--app-port`).
+    pub service_port: u16,
+    /// The inbound listener's IP when bound to one; empty lets the control
+    /// plane use the stream's peer address.
+    pub address: String,
+    /// The inbound listener's bound port.
+    pub inbound_port: u16,
+}
+
+impl Identity {
+    /// The identity of a proxy with these flags and bound listeners.
+    pub fn new(service: Option<&str>, namespace: &str, app_port: u16, inbound: SocketAddr) -> Self {
+        Identity {
+            service: service.unwrap_or_default().to_owned(),
+            namespace: namespace.to_owned(),
+            service_port: app_port,
+            address: if inbound.ip().is_unspecified() {
+                String::new()
+            } else {
+                inbound.ip().to_string()
+            },
+            inbound_port: inbound.port(),
+        }
+    }
+}
+
+/// Everything the watch task needs.
+#[derive(Clone, Debug)]
+pub struct DiscoveryConfig {
+    /// `--control-plane`, e.g. `http://127.0.0.1:8090`.
+    pub url: String,
+    pub identity: Identity,
+    /// `--policy-cache`.
+    pub cache: Option<PathBuf>,
+    pub backoff: Backoff,
+    pub checks: LocalChecks,
+}
+
+/// The proxy's version as hello reports it.
+pub const PROXY_VERSION: &str = concat!("levee-proxy/", env!("CARGO_PKG_VERSION"));
+
+/// Connecting to the control plane fails after this long (then backoff).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Starts watching: checks the URL, reads the cache (if any), and spawns
+/// the watch task on `tasks` until `shutdown`. Errors: the URL is not usable.
+pub async fn start(
+    shared: Arc<Shared>,
+    config: DiscoveryConfig,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<(), BoxError> {
+    let endpoint = Endpoint::from_shared(config.url.clone())
+        .map_err(|e| format!("--control-plane {:?}: {e}", config.url))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    let new_keys = shared
+        .subscriptions
+        .enable()
+        .ok_or("discovery is already running")?;
+    let cached = match &config.cache {
+        Some(path) if path.exists() => match cache::load(path).await {
+            Ok(services) => {
+                tracing::info!(path = %path.display(), services = services.iter().count(), "policy cache read");
+                Some(services)
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "ignoring an unreadable policy cache");
+                None
+            }
+        },
+        _ => None,
+    };
+    let watcher = watch::Watcher::new(shared, config, endpoint, cached);
+    tasks.spawn(watcher.run(new_keys, shutdown));
+    Ok(())
+}

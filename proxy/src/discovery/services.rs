@@ -1,0 +1,234 @@
+//! The per-service state the control plane sent, and its conversion: a
+//! `ServiceUpdate` is checked ([`Services::apply`]) and either refused with
+//! a reason (the NACK) or stored; the whole set then becomes one
+//! [`Snapshot`] ([`Services::snapshot`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use levee_proto::policy::{ResiliencePolicy, ServiceKey};
+use levee_proto::v1 as pb;
+
+use crate::state::Snapshot;
+
+/// What the proxy runs for one service: the last update it accepted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceState {
+    /// The control plane's version of this content (echoed in ACKs).
+    pub version: String,
+    /// Store revision of the policy (0: none).
+    pub policy_revision: u64,
+    /// The policy selected for this service port, if any.
+    pub policy: Option<Arc<ResiliencePolicy>>,
+    /// Endpoints; empty means "fall back to DNS".
+    pub endpoints: Arc<[SocketAddr]>,
+}
+
+/// What [`Services::apply`] did with an acceptable update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The proxy already runs this version.
+    Unchanged,
+    /// The service's state changed: build and install a new snapshot.
+    Changed,
+}
+
+/// Why an update was refused: the NACK's reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Refusal {
+    /// The service, when the update named a readable one.
+    pub service: Option<ServiceKey>,
+    pub reason: String,
+}
+
+/// Checks this proxy makes beyond the policy model's validation.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalChecks {
+    /// The proxy's own outbound listener: an endpoint there would loop.
+    pub outbound: Option<SocketAddr>,
+}
+
+/// Every service the proxy has state for, by key.
+#[derive(Clone, Debug, Default)]
+pub struct Services {
+    states: BTreeMap<ServiceKey, ServiceState>,
+}
+
+impl Services {
+    pub fn get(&self, key: &ServiceKey) -> Option<&ServiceState> {
+        self.states.get(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&ServiceKey, &ServiceState)> {
+        self.states.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    pub fn insert(&mut self, key: ServiceKey, state: ServiceState) {
+        self.states.insert(key, state);
+    }
+
+    /// Checks `update` and, if acceptable, stores it. A refused update
+    /// changes nothing (the last good state stays).
+    pub fn apply(
+        &mut self,
+        update: &pb::ServiceUpdate,
+        checks: LocalChecks,
+    ) -> Result<(ServiceKey, Applied), Refusal> {
+        let key = match update.service.as_ref().map(key_of) {
+            Some(Ok(key)) => key,
+            Some(Err(reason)) => {
+                return Err(Refusal {
+                    service: None,
+                    reason,
+                });
+            }
+            None => {
+                return Err(Refusal {
+                    service: None,
+                    reason: "the update names no service".into(),
+                });
+            }
+        };
+        if self
+            .states
+            .get(&key)
+            .is_some_and(|s| !update.version.is_empty() && s.version == update.version)
+        {
+            return Ok((key, Applied::Unchanged));
+        }
+        match convert(update, &key, checks) {
+            Ok(state) => {
+                self.states.insert(key.clone(), state);
+                Ok((key, Applied::Changed))
+            }
+            Err(reason) => Err(Refusal {
+                service: Some(key),
+                reason,
+            }),
+        }
+    }
+
+    /// The snapshot these states make: each service's policy under its
+    /// exact key, its endpoints when it has any (else DNS applies).
+    pub fn snapshot(&self, source: String) -> Snapshot {
+        let mut snapshot = Snapshot {
+            source,
+            ..Snapshot::default()
+        };
+        // One entry per policy document in `/config`, even if it serves several ports.
+        let mut documents = BTreeMap::new();
+        let mut revision = 0;
+        for (key, state) in &self.states {
+            revision = revision.max(state.policy_revision);
+            if let Some(policy) = &state.policy {
+                snapshot.policies.insert(key.clone(), policy.clone());
+                let name = (
+                    policy.metadata.namespace_or(&key.namespace).to_owned(),
+                    policy.metadata.name.clone(),
+                    policy.spec.target.port,
+                );
+                documents.entry(name).or_insert_with(|| policy.clone());
+            }
+            if !state.endpoints.is_empty() {
+                snapshot
+                    .endpoints
+                    .insert(key.clone(), state.endpoints.clone());
+            }
+        }
+        snapshot.documents = documents.into_values().collect();
+        snapshot.policy_revision = Some(revision);
+        snapshot
+    }
+}
+
+/// `ServiceRef` → `ServiceKey` (empty namespace = `default`).
+pub fn key_of(service: &pb::ServiceRef) -> Result<ServiceKey, String> {
+    if service.name.is_empty() {
+        return Err("the update's service has no name".into());
+    }
+    let port = u16::try_from(service.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("service {}: port {} is invalid", service.name, service.port))?;
+    let namespace = if service.namespace.is_empty() {
+        "default".to_owned()
+    } else {
+        service.namespace.clone()
+    };
+    Ok(ServiceKey {
+        name: service.name.clone(),
+        namespace,
+        port,
+    })
+}
+
+/// `ServiceKey` → `ServiceRef`.
+pub fn ref_of(key: &ServiceKey) -> pb::ServiceRef {
+    pb::ServiceRef {
+        name: key.name.clone(),
+        namespace: key.namespace.clone(),
+        port: u32::from(key.port),
+    }
+}
+
+fn convert(
+    update: &pb::ServiceUpdate,
+    key: &ServiceKey,
+    checks: LocalChecks,
+) -> Result<ServiceState, String> {
+    let policy = match &update.policy {
+        Some(policy) => {
+            let policy = ResiliencePolicy::try_from(policy.clone())
+                .map_err(|errors| format!("policy for {key} is invalid: {errors}"))?;
+            if !policy.applies_to(key, &key.namespace) {
+                return Err(format!(
+                    "policy {} targets {}, not {key}",
+                    policy.metadata.qualified_name(),
+                    policy.spec.target.service
+                ));
+            }
+            Some(Arc::new(policy))
+        }
+        None => None,
+    };
+    let mut endpoints = Vec::with_capacity(update.endpoints.len());
+    for text in &update.endpoints {
+        let addr: SocketAddr = text
+            .parse()
+            .map_err(|_| format!("endpoint {text:?} of {key} is not an ip:port"))?;
+        if checks.outbound.is_some_and(|own| loops_back(addr, own)) {
+            return Err(format!(
+                "endpoint {addr} of {key} is this proxy's own outbound listener (calls would loop)"
+            ));
+        }
+        endpoints.push(addr);
+    }
+    Ok(ServiceState {
+        version: update.version.clone(),
+        policy_revision: update.policy_revision,
+        policy,
+        endpoints: endpoints.into(),
+    })
+}
+
+/// Whether connecting to `endpoint` reaches the listener bound to `own`.
+fn loops_back(endpoint: SocketAddr, own: SocketAddr) -> bool {
+    if endpoint.port() != own.port() {
+        return false;
+    }
+    if own.ip().is_unspecified() {
+        endpoint.ip().is_loopback() || endpoint.ip().is_unspecified()
+    } else {
+        endpoint.ip() == own.ip()
+    }
+}
+
+#[cfg(test)]
+#[path = "services_tests.rs"]
+mod tests;

@@ -1,0 +1,304 @@
+//! The watch task: one stream at a time, reconnecting with backoff; applies
+//! updates, answers ACK/NACK, installs snapshots and writes the cache.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use levee_proto::policy::ServiceKey;
+use levee_proto::v1 as pb;
+use levee_proto::v1::discovery_client::DiscoveryClient;
+use levee_proto::v1::watch_request::Kind as Request;
+use levee_proto::v1::watch_response::Kind as Response;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+use super::backoff::Attempts;
+use super::services::{Applied, Services, ref_of};
+use super::{DiscoveryConfig, PROXY_VERSION, cache};
+use crate::state::Shared;
+
+/// The state of the watch task.
+pub(super) struct Watcher {
+    shared: Arc<Shared>,
+    config: DiscoveryConfig,
+    endpoint: Endpoint,
+    /// What the proxy runs (the last good update per service).
+    services: Services,
+    /// Every destination met so far: all of them go into each hello.
+    subscribed: BTreeSet<ServiceKey>,
+    /// The cache read at start, until it is installed or superseded.
+    cached: Option<Services>,
+    /// `source` of the snapshot in force, when this task installed it.
+    installed_source: Option<String>,
+    /// `services` changed since the last install.
+    dirty: bool,
+    attempts: Attempts,
+}
+
+/// Why a stream ended.
+enum End {
+    Shutdown,
+    Failed(String),
+}
+
+impl Watcher {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        config: DiscoveryConfig,
+        endpoint: Endpoint,
+        cached: Option<Services>,
+    ) -> Watcher {
+        let mut subscribed = BTreeSet::new();
+        if let Some(cached) = &cached {
+            subscribed.extend(cached.iter().map(|(key, _)| key.clone()));
+            shared.subscriptions.preload(subscribed.iter().cloned());
+        }
+        Watcher {
+            shared,
+            attempts: Attempts::new(config.backoff),
+            config,
+            endpoint,
+            services: Services::default(),
+            subscribed,
+            cached,
+            installed_source: None,
+            dirty: false,
+        }
+    }
+
+    /// Watches until `shutdown`.
+    pub(super) async fn run(
+        mut self,
+        mut new_keys: mpsc::UnboundedReceiver<ServiceKey>,
+        shutdown: CancellationToken,
+    ) {
+        self.shared.metrics.set_control_plane_connected(false);
+        loop {
+            let end = self.session(&mut new_keys, &shutdown).await;
+            self.shared.metrics.set_control_plane_connected(false);
+            self.shared.subscriptions.set_connected(false);
+            match end {
+                End::Shutdown => break,
+                End::Failed(error) => {
+                    let ready = self.shared.is_ready();
+                    tracing::warn!(url = %self.config.url, %error, ready, "control plane stream down; keeping the last good config");
+                }
+            }
+            if !self.shared.is_ready() {
+                self.install_cache().await;
+            }
+            let delay = self.attempts.next_delay();
+            tracing::debug!(?delay, "reconnecting to the control plane after a delay");
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        tracing::debug!("control plane watch stopped");
+    }
+
+    /// The proxy could not get a first config from the control plane: the
+    /// cache read at start, if any, becomes the config.
+    async fn install_cache(&mut self) {
+        let Some(cached) = self.cached.take() else {
+            return;
+        };
+        let path = self
+            .config
+            .cache
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let source = format!(
+            "policy-cache:{path} (control plane {} unreachable)",
+            self.config.url
+        );
+        self.services = cached;
+        let version = self.install(source);
+        for (key, _) in self.services.iter() {
+            self.shared.subscriptions.settle(key);
+        }
+        self.shared.set_ready(true);
+        tracing::warn!(%path, version, "control plane unreachable: serving the cached config");
+    }
+
+    /// Installs the snapshot of the current services.
+    fn install(&mut self, source: String) -> u64 {
+        let snapshot = self.services.snapshot(source.clone());
+        self.installed_source = Some(source);
+        self.shared.install(snapshot)
+    }
+
+    fn control_plane_source(&self) -> String {
+        format!("control-plane:{}", self.config.url)
+    }
+
+    /// One stream: connect, hello, then updates until it fails or shutdown.
+    async fn session(
+        &mut self,
+        new_keys: &mut mpsc::UnboundedReceiver<ServiceKey>,
+        shutdown: &CancellationToken,
+    ) -> End {
+        let channel = tokio::select! {
+            () = shutdown.cancelled() => return End::Shutdown,
+            connected = self.endpoint.connect() => match connected {
+                Ok(channel) => channel,
+                Err(error) => return End::Failed(format!("connecting: {}", error_chain(&error))),
+            },
+        };
+        while let Ok(key) = new_keys.try_recv() {
+            self.subscribed.insert(key);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(self.hello());
+        let requests = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|request| (request, rx))
+        });
+        let mut client = DiscoveryClient::new(channel);
+        let mut responses = tokio::select! {
+            () = shutdown.cancelled() => return End::Shutdown,
+            answered = client.watch(requests) => match answered {
+                Ok(response) => response.into_inner(),
+                Err(status) => return End::Failed(format!("watch refused: {status}")),
+            },
+        };
+        tracing::info!(url = %self.config.url, subscriptions = self.subscribed.len(), "control plane stream up");
+        self.shared.metrics.set_control_plane_connected(true);
+        self.shared.subscriptions.set_connected(true);
+        // The initial subscriptions not answered yet: ready (and the source
+        // switches to the control plane) once this is empty.
+        let mut pending: HashSet<ServiceKey> = self.subscribed.iter().cloned().collect();
+        self.after_update(&pending, false).await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return End::Shutdown,
+                Some(key) = new_keys.recv() => {
+                    if self.subscribed.insert(key.clone()) {
+                        tracing::debug!(service = %key, "subscribing");
+                        let subscribe = pb::Subscribe { services: vec![ref_of(&key)] };
+                        let _ = tx.send(request(Request::Subscribe(subscribe)));
+                    }
+                }
+                message = responses.message() => match message {
+                    Ok(Some(pb::WatchResponse { kind: Some(Response::Update(update)) })) => {
+                        self.attempts.reset();
+                        let changed = self.on_update(update, &tx, &mut pending);
+                        self.after_update(&pending, changed).await;
+                    }
+                    Ok(Some(pb::WatchResponse { kind: None })) => {}
+                    Ok(None) => return End::Failed("the control plane ended the stream".into()),
+                    Err(status) => return End::Failed(format!("stream failed: {status}")),
+                },
+            }
+        }
+    }
+
+    fn hello(&self) -> pb::WatchRequest {
+        let id = &self.config.identity;
+        request(Request::Hello(pb::Hello {
+            service: id.service.clone(),
+            namespace: id.namespace.clone(),
+            service_port: u32::from(id.service_port),
+            address: id.address.clone(),
+            inbound_port: u32::from(id.inbound_port),
+            proxy_version: PROXY_VERSION.to_owned(),
+            subscriptions: self.subscribed.iter().map(ref_of).collect(),
+        }))
+    }
+
+    /// Applies one update and answers it; returns whether the state changed.
+    fn on_update(
+        &mut self,
+        update: pb::ServiceUpdate,
+        tx: &mpsc::UnboundedSender<pb::WatchRequest>,
+        pending: &mut HashSet<ServiceKey>,
+    ) -> bool {
+        let metrics = &self.shared.metrics;
+        let (answer, key, changed) = match self.services.apply(&update, self.config.checks) {
+            Ok((key, applied)) => {
+                metrics.policy_update(true);
+                tracing::debug!(service = %key, version = %update.version, ?applied, "update accepted");
+                let ack = pb::Ack {
+                    service: update.service,
+                    version: update.version,
+                    nonce: update.nonce,
+                };
+                (Request::Ack(ack), Some(key), applied == Applied::Changed)
+            }
+            Err(refusal) => {
+                metrics.policy_update(false);
+                tracing::warn!(service = ?refusal.service.as_ref().map(ToString::to_string), version = %update.version, reason = %refusal.reason, "update refused; keeping the last good config");
+                let nack = pb::Nack {
+                    service: update.service,
+                    version: update.version,
+                    nonce: update.nonce,
+                    reason: refusal.reason,
+                };
+                (Request::Nack(nack), refusal.service, false)
+            }
+        };
+        let _ = tx.send(request(answer));
+        if let Some(key) = key {
+            pending.remove(&key);
+            self.shared.subscriptions.settle(&key);
+        }
+        changed
+    }
+
+    /// Installs (and caches) a changed state. Before the proxy has a first
+    /// config, nothing is installed until every initial subscription is
+    /// answered; then the proxy turns ready on control-plane config.
+    async fn after_update(&mut self, pending: &HashSet<ServiceKey>, changed: bool) {
+        self.dirty |= changed;
+        let source = self.control_plane_source();
+        let settled = pending.is_empty();
+        if settled {
+            // The cache is only for a start without a control plane.
+            self.cached = None;
+        } else if !self.shared.is_ready() {
+            return;
+        }
+        let switch = settled && self.installed_source.as_ref() != Some(&source);
+        if !self.dirty && !switch {
+            return;
+        }
+        let version = self.install(source);
+        tracing::info!(version, "control plane config installed");
+        if settled && !self.shared.is_ready() {
+            self.shared.set_ready(true);
+        }
+        if std::mem::take(&mut self.dirty) {
+            self.write_cache().await;
+        }
+    }
+
+    async fn write_cache(&self) {
+        let Some(path) = &self.config.cache else {
+            return;
+        };
+        let written = match cache::encode(&self.services, &self.config.url) {
+            Ok(bytes) => cache::write(path, bytes).await.map_err(|e| e.to_string()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
+            tracing::warn!(path = %path.display(), %error, "cannot write the policy cache");
+        }
+    }
+}
+
+fn request(kind: Request) -> pb::WatchRequest {
+    pb::WatchRequest { kind: Some(kind) }
+}
+
+/// An error with its sources (tonic's transport errors say little alone).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
