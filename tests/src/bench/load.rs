@@ -1,14 +1,15 @@
 //! The load generator: N keep-alive connections (HTTP/1.1 or h2c), each
-//! sending its share of a fixed total rate on the [`Schedule`] (open loop),
+//! sending its share of a fixed total rate when the
+//! [`Pacer`](super::pacing::Pacer) says (open loop),
 //! or back to back (closed loop, for maximum throughput).
 //!
 //! Latency reference: on HTTP/1.1 a request whose connection was still busy
 //! at its intended send time (the contender was slow) is timed from that
 //! intended time, so a stall is charged to every request it delayed (no
 //! coordinated omission). When the connection was free, it is timed from
-//! the actual send, so the generator's own timer granularity (1 ms in
-//! tokio) is not charged to the contender. On h2 requests never wait for
-//! each other: each is sent on schedule as its own stream.
+//! the actual send, so the generator's own wake-up delay is not charged to
+//! the contender. On h2 requests never wait for each other: each is sent
+//! on schedule as its own stream.
 
 use std::{
     net::SocketAddr,
@@ -23,10 +24,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, sync::mpsc};
 
 use super::histogram::Latencies;
-use super::pacing::Schedule;
+use super::pacing::Pacer;
 use crate::harness::BoxError;
 
 /// A request that takes longer than this counts as an error.
@@ -130,13 +131,26 @@ pub async fn run(spec: &LoadSpec) -> LoadResult {
         measure_from: begin + spec.warmup,
         end: begin + spec.warmup + spec.duration,
     });
-    let tasks: Vec<_> = (0..spec.connections)
-        .map(|i| tokio::spawn(drive(spec.clone(), window.clone(), i)))
-        .collect();
     let mut total = LoadResult {
         window: spec.duration,
         ..LoadResult::default()
     };
+    // Open loop: one token per send, on time, from the pacer thread.
+    let mut tokens: Vec<Option<Tokens>> = match spec.rate {
+        Some(rate) => match Pacer::spawn(rate, spec.connections, begin, window.end) {
+            Ok(rx) => rx.into_iter().map(Some).collect(),
+            Err(e) => {
+                eprintln!("levee-bench: cannot start the pacer thread: {e}");
+                total.errors += 1;
+                return total;
+            }
+        },
+        None => (0..spec.connections).map(|_| None).collect(),
+    };
+    let tasks: Vec<_> = tokens
+        .iter_mut()
+        .map(|t| tokio::spawn(drive(spec.clone(), window.clone(), t.take())))
+        .collect();
     for task in tasks {
         match task.await {
             Ok(r) => total.merge(&r),
@@ -146,35 +160,43 @@ pub async fn run(spec: &LoadSpec) -> LoadResult {
     total
 }
 
+/// The intended send times of one connection, released by the pacer.
+type Tokens = mpsc::UnboundedReceiver<Instant>;
+
 /// One connection's share of the run.
-async fn drive(spec: Arc<LoadSpec>, window: Arc<Window>, index: usize) -> LoadResult {
-    let schedule = spec
-        .rate
-        .map(|r| Schedule::for_connection(r, spec.connections, index));
-    match (spec.protocol, schedule) {
-        (Protocol::Http2, Some(schedule)) => drive_h2(&spec, &window, schedule).await,
-        _ => drive_sequential(&spec, &window, schedule).await,
+async fn drive(spec: Arc<LoadSpec>, window: Arc<Window>, tokens: Option<Tokens>) -> LoadResult {
+    match (spec.protocol, tokens) {
+        (Protocol::Http2, Some(tokens)) => drive_h2(&spec, &window, tokens).await,
+        (_, tokens) => drive_sequential(&spec, &window, tokens).await,
     }
 }
 
-/// One request at a time on the connection (HTTP/1.1, or closed loop).
+/// One request at a time on the connection (HTTP/1.1, or closed loop when
+/// there are no tokens).
 async fn drive_sequential(
     spec: &LoadSpec,
     window: &Window,
-    schedule: Option<Schedule>,
+    mut tokens: Option<Tokens>,
 ) -> LoadResult {
     let mut result = LoadResult::default();
     let mut conn: Option<Conn> = None;
     let mut free_since = Instant::now();
-    for k in 0.. {
-        let intended = match schedule {
-            Some(s) => window.begin + s.send_time(k),
-            None => Instant::now().max(window.begin),
+    loop {
+        let intended = match &mut tokens {
+            Some(rx) => match rx.recv().await {
+                Some(due) => due,
+                None => break,
+            },
+            None => {
+                tokio::time::sleep_until(window.begin.into()).await;
+                let now = Instant::now();
+                if now >= window.end {
+                    break;
+                }
+                now
+            }
         };
-        if intended >= window.end {
-            break;
-        }
-        tokio::time::sleep_until(intended.into()).await;
+        // Busy past the intended time: the wait counts (no coordinated omission).
         let started = if free_since > intended {
             intended
         } else {
@@ -193,8 +215,9 @@ async fn drive_sequential(
     result
 }
 
-/// Open loop on one h2 connection: every request its own stream, sent on time.
-async fn drive_h2(spec: &LoadSpec, window: &Window, schedule: Schedule) -> LoadResult {
+/// Open loop on one h2 connection: every request its own stream, sent when
+/// its token arrives.
+async fn drive_h2(spec: &LoadSpec, window: &Window, mut tokens: Tokens) -> LoadResult {
     let mut result = LoadResult::default();
     let sender = match connect(spec).await {
         Ok(Conn::H2(s)) => Some(s),
@@ -202,20 +225,18 @@ async fn drive_h2(spec: &LoadSpec, window: &Window, schedule: Schedule) -> LoadR
     };
     let uri: Option<Uri> = format!("http://{}/", spec.authority).parse().ok();
     let mut in_flight = FuturesUnordered::new();
-    let mut k = 0;
-    loop {
-        let next = window.begin + schedule.send_time(k);
-        let sending = next < window.end;
-        if !sending && in_flight.is_empty() {
-            break;
-        }
+    let mut open = true;
+    while open || !in_flight.is_empty() {
         tokio::select! {
             biased;
             Some((started, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 window.record(&mut result, started, outcome);
             }
-            _ = tokio::time::sleep_until(next.into()), if sending => {
-                k += 1;
+            token = tokens.recv(), if open => {
+                if token.is_none() {
+                    open = false;
+                    continue;
+                }
                 let sender = sender.clone();
                 let uri = uri.clone();
                 in_flight.push(async move {

@@ -3,8 +3,15 @@
 //! Latency is measured from these intended times, so a stalled response
 //! delays the clock of the requests behind it and is counted against the
 //! contender (no coordinated omission).
+//!
+//! [`Pacer`] releases the sends from an OS thread sleeping with
+//! `std::thread::sleep` (tens of microseconds of slack) rather than tokio's
+//! timer (1 ms granularity, which would send a millisecond's requests in one
+//! burst).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
 
 /// When one connection intends to send its requests, relative to the start.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,9 +53,73 @@ impl Schedule {
     }
 }
 
+/// Releases every connection's sends on time: connection `i` receives the
+/// intended send times of [`Schedule::for_connection`]`(rate, n, i)`, each
+/// when it falls due, from a dedicated thread.
+pub struct Pacer;
+
+impl Pacer {
+    /// Starts pacing `connections` at `rate` in total from `begin` until
+    /// `end`; the receivers close after the last send.
+    pub fn spawn(
+        rate: f64,
+        connections: usize,
+        begin: Instant,
+        end: Instant,
+    ) -> std::io::Result<Vec<mpsc::UnboundedReceiver<Instant>>> {
+        let n = connections.max(1);
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+        let schedules: Vec<Schedule> = (0..n)
+            .map(|i| Schedule::for_connection(rate, n, i))
+            .collect();
+        std::thread::Builder::new()
+            .name("levee-bench-pacer".into())
+            .spawn(move || {
+                for k in 0u64.. {
+                    // Global send k is connection k % n's send k / n.
+                    let i = (k % n as u64) as usize;
+                    let due = begin + schedules[i].send_time(k / n as u64);
+                    if due >= end {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                    // A connection that gave up (its task ended) just misses out.
+                    let _ = senders[i].send(due);
+                }
+            })?;
+        Ok(receivers)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacer_releases_each_connections_schedule_on_time() {
+        let begin = Instant::now() + Duration::from_millis(5);
+        let end = begin + Duration::from_millis(100);
+        let mut rx = Pacer::spawn(400.0, 4, begin, end).expect("pacer thread");
+        for (i, r) in rx.iter_mut().enumerate() {
+            let s = Schedule::for_connection(400.0, 4, i);
+            let mut k = 0;
+            while let Some(due) = r.blocking_recv() {
+                assert_eq!(due, begin + s.send_time(k), "connection {i} send {k}");
+                // Released no earlier than due.
+                assert!(Instant::now() >= due);
+                k += 1;
+            }
+            assert_eq!(
+                k,
+                s.count_within(Duration::from_millis(100)),
+                "connection {i}"
+            );
+        }
+    }
 
     #[test]
     fn connections_interleave_evenly() {
