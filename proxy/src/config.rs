@@ -31,6 +31,12 @@ pub struct ProxyConfig {
     #[arg(long, env = "LEVEE_SERVICE")]
     pub service: Option<String>,
 
+    /// With --control-plane: the port callers use for --service (this proxy
+    /// registers its inbound address as an endpoint of `service:port`).
+    /// Default: --app-port.
+    #[arg(long, env = "LEVEE_SERVICE_PORT")]
+    pub service_port: Option<u16>,
+
     /// Namespace of this workload; the default for authorities without one.
     #[arg(long, env = "LEVEE_NAMESPACE", default_value = "default")]
     pub namespace: String,
@@ -93,6 +99,33 @@ pub struct ProxyConfig {
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     #[arg(long, env = "LEVEE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// OTLP gRPC collector for traces, e.g. http://127.0.0.1:4317. Tracing is
+    /// off without it (the standard OpenTelemetry variable).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// `service.name` of the exported spans (default `levee-proxy`, unless
+    /// OTEL_RESOURCE_ATTRIBUTES names one; other resource attributes come from there).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub trace_service_name: Option<String>,
+
+    /// Which calls are traced; the parent-based samplers follow the caller's decision.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER", value_enum, default_value_t = TraceSampler::ParentBasedTraceIdRatio)]
+    pub trace_sampler: TraceSampler,
+
+    /// The sampling ratio (0..=1) of the `*traceidratio` samplers (default 1).
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG")]
+    pub trace_sampler_arg: Option<f64>,
+
+    /// Finished spans waiting for export; beyond this they are dropped and
+    /// counted (`levee_trace_spans_dropped_total`), never waited for.
+    #[arg(long, env = "LEVEE_TRACE_QUEUE_SIZE", default_value_t = 2048)]
+    pub trace_queue_size: usize,
+
+    /// One export call to the collector gives up after this long (its spans are dropped).
+    #[arg(long, env = "LEVEE_TRACE_EXPORT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub trace_export_timeout: Duration,
 }
 
 /// `--log-format`.
@@ -100,6 +133,23 @@ pub struct ProxyConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `--trace-sampler`, named as `OTEL_TRACES_SAMPLER` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceSampler {
+    #[value(name = "always_on")]
+    AlwaysOn,
+    #[value(name = "always_off")]
+    AlwaysOff,
+    #[value(name = "traceidratio")]
+    TraceIdRatio,
+    #[value(name = "parentbased_always_on")]
+    ParentBasedAlwaysOn,
+    #[value(name = "parentbased_always_off")]
+    ParentBasedAlwaysOff,
+    #[value(name = "parentbased_traceidratio")]
+    ParentBasedTraceIdRatio,
 }
 
 /// `--access-log`.

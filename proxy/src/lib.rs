@@ -18,6 +18,8 @@
 //! - `outbound` / `inbound`: the two data paths.
 //! - `run`: [`run`] binds the listeners, loads policy, serves, and shuts down.
 //! - `forward`: upstream connection pools, hop-by-hop header handling, upgrades.
+//! - `trace`: OpenTelemetry spans (logical call, attempts, inbound SERVER),
+//!   W3C/B3 propagation and the OTLP export that never blocks traffic.
 
 #![forbid(unsafe_code)]
 
@@ -36,6 +38,7 @@ pub mod resilience;
 mod run;
 pub mod server;
 pub mod state;
+pub mod trace;
 
 pub use config::ProxyConfig;
 pub use run::{BoundAddrs, run, run_with};

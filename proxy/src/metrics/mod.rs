@@ -79,6 +79,8 @@ struct Inner {
     policy_version: Gauge,
     policy_updates_total: Family<UpdateLabels, Counter>,
     control_plane_connected: Gauge,
+    /// Finished spans not exported (queue full or export failed).
+    trace_spans_dropped: Counter,
     /// Per-route handles handed out by `requests`.
     routes: RouteCache,
 }
@@ -108,6 +110,7 @@ impl Metrics {
         let policy_version = Gauge::default();
         let policy_updates_total = Family::<UpdateLabels, Counter>::default();
         let control_plane_connected = Gauge::default();
+        let trace_spans_dropped = Counter::default();
 
         // Counter names are registered without `_total`: the encoder adds it.
         registry.register(
@@ -170,6 +173,11 @@ impl Metrics {
             "1 while the proxy's stream to the control plane is up, else 0",
             control_plane_connected.clone(),
         );
+        registry.register(
+            "levee_trace_spans_dropped",
+            "Finished trace spans dropped instead of exported (queue full, collector slow or down)",
+            trace_spans_dropped.clone(),
+        );
 
         // Both results exist from the start, so `rate()` and alerts on nack see a 0 first.
         for result in ["ack", "nack"] {
@@ -191,6 +199,7 @@ impl Metrics {
                 policy_version,
                 policy_updates_total,
                 control_plane_connected,
+                trace_spans_dropped,
                 routes: RouteCache::default(),
             }),
         }
@@ -332,6 +341,11 @@ impl Metrics {
     /// Sets `levee_control_plane_connected`.
     pub fn set_control_plane_connected(&self, connected: bool) {
         self.inner.control_plane_connected.set(i64::from(connected));
+    }
+
+    /// `levee_trace_spans_dropped_total`, for the trace exporter.
+    pub fn trace_spans_dropped(&self) -> Counter {
+        self.inner.trace_spans_dropped.clone()
     }
 
     /// Everything in OpenMetrics text format (see [`CONTENT_TYPE`]).

@@ -1,0 +1,381 @@
+//! The spans of one request and how the data path reaches them.
+//!
+//! - [`OutboundSpan`]: the logical outbound call (CLIENT), started at the
+//!   outbound edge, which puts a [`CallSpan`] in the request's extensions.
+//! - [`AttemptSpan`]: one per attempt, started by the innermost forwarding
+//!   step from the [`CallSpan`] the retry layer copied into each attempt; it
+//!   writes its own `traceparent`, so the upstream's parent is the attempt.
+//! - [`ServerSpan`]: the inbound side's SERVER span, child of the caller's.
+//! - [`event`]: what the resilience layers call to note a decision
+//!   (`circuit-open`, `retry-budget-exhausted`, `rate-limited`, `timeout`)
+//!   on the logical span.
+//!
+//! Unsampled requests get no [`CallSpan`]: every function here is then a
+//! type-map miss, and the app's `traceparent` passes through untouched.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use http::{Extensions, Method, Request, Response, StatusCode, Version};
+use opentelemetry::trace::{SpanKind, SpanRef, Status, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::SdkTracer;
+
+use super::propagation;
+use crate::errors::ProxyError;
+use crate::resilience::attempt::AttemptDeadline;
+
+/// Request extension: the logical outbound call's span. Cheap to clone (the
+/// retry layer copies it into every attempt).
+#[derive(Clone)]
+pub struct CallSpan(Arc<Call>);
+
+struct Call {
+    cx: Context,
+    tracer: SdkTracer,
+    /// Attempts started so far; the next attempt's number is this plus one.
+    attempts: AtomicU32,
+}
+
+impl std::fmt::Debug for CallSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallSpan")
+            .field("span", self.0.cx.span().span_context())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something a resilience layer decided, recorded as a span event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanEvent {
+    /// The service breaker refused the call.
+    CircuitOpen,
+    /// A retry was wanted but the retry budget had none left.
+    RetryBudgetExhausted,
+    /// The outbound rate limit refused the call.
+    RateLimited,
+    /// A timeout fired; the kind as in `levee_timeouts_total` (`request`, `per-try`, ...).
+    Timeout(&'static str),
+}
+
+impl SpanEvent {
+    /// The event's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpanEvent::CircuitOpen => "circuit-open",
+            SpanEvent::RetryBudgetExhausted => "retry-budget-exhausted",
+            SpanEvent::RateLimited => "rate-limited",
+            SpanEvent::Timeout(_) => "timeout",
+        }
+    }
+}
+
+/// Adds `event` to the logical span of the request whose extensions these
+/// are (no-op when the request is not traced). Carries `levee.attempt`: the
+/// number of attempts started so far.
+pub fn event(extensions: &Extensions, event: SpanEvent) {
+    let Some(call) = extensions.get::<CallSpan>() else {
+        return;
+    };
+    let mut attributes = vec![KeyValue::new(
+        "levee.attempt",
+        i64::from(call.0.attempts.load(Ordering::Relaxed)),
+    )];
+    if let SpanEvent::Timeout(kind) = event {
+        attributes.push(KeyValue::new("levee.timeout.kind", kind));
+    }
+    call.0.cx.span().add_event(event.name(), attributes);
+}
+
+/// The logical outbound call's span, held by the outbound edge until the
+/// response head (or an error) is back. Inert when not sampled.
+#[must_use = "finish the span with `response` or `error`"]
+pub struct OutboundSpan(Option<CallSpan>);
+
+impl OutboundSpan {
+    pub(super) fn start<B>(
+        tracer: &SdkTracer,
+        req: &mut Request<B>,
+        service: &str,
+        policy_version: u64,
+    ) -> OutboundSpan {
+        let parent = propagation::extract(req.headers());
+        let span = tracer
+            .span_builder(method_name(req.method()))
+            .with_kind(SpanKind::Client)
+            .start_with_context(tracer, &parent_context(parent.as_ref()));
+        let cx = Context::new().with_span(span);
+        let span_context = cx.span().span_context().clone();
+        if !span_context.is_sampled() {
+            // A new trace the sampler turned down: say so downstream. An
+            // app's own header (W3C or B3) stays as it is.
+            if parent.is_none() {
+                propagation::inject(req.headers_mut(), &span_context);
+            }
+            return OutboundSpan(None);
+        }
+        let mut attributes = request_attributes(req);
+        attributes.push(KeyValue::new("levee.service", service.to_owned()));
+        attributes.push(KeyValue::new(
+            "levee.policy_version",
+            version(policy_version),
+        ));
+        cx.span().set_attributes(attributes);
+        // Tunnels skip the attempt layer: the call's own context goes out,
+        // and each attempt overwrites it with its own.
+        propagation::inject(req.headers_mut(), &span_context);
+        let call = CallSpan(Arc::new(Call {
+            cx,
+            tracer: tracer.clone(),
+            attempts: AtomicU32::new(0),
+        }));
+        req.extensions_mut().insert(call.clone());
+        OutboundSpan(Some(call))
+    }
+
+    /// The trace id (32 hex digits) when the call is sampled.
+    pub fn trace_id(&self) -> Option<String> {
+        let call = self.0.as_ref()?;
+        Some(format!(
+            "{:032x}",
+            call.0.cx.span().span_context().trace_id()
+        ))
+    }
+
+    /// Ends the span with the upstream's response.
+    pub fn response<B>(self, response: &Response<B>) {
+        if let Some(call) = self.0 {
+            let span = call.0.cx.span();
+            span.set_attribute(attempts(&call));
+            end_with_status(&span, response.status(), SpanKind::Client);
+        }
+    }
+
+    /// Ends the span with a proxy-made error.
+    pub fn error(self, err: &ProxyError) {
+        if let Some(call) = self.0 {
+            let span = call.0.cx.span();
+            span.set_attribute(attempts(&call));
+            end_with_error(&span, err);
+        }
+    }
+}
+
+fn attempts(call: &CallSpan) -> KeyValue {
+    KeyValue::new(
+        "levee.attempts",
+        i64::from(call.0.attempts.load(Ordering::Relaxed)),
+    )
+}
+
+/// One attempt of a traced call, from sending to the response head. Dropped
+/// unfinished (a per-try timeout or a caller gone), it ends as `timeout` or
+/// `cancelled`.
+#[must_use = "finish the span with `response` or `error`"]
+pub struct AttemptSpan {
+    cx: Context,
+    deadline: Option<AttemptDeadline>,
+    finished: bool,
+}
+
+impl AttemptSpan {
+    /// Starts the span of the attempt `req` is, to `endpoint`, and writes
+    /// its context as the request's `traceparent`. `None` (at the cost of a
+    /// type-map lookup) when the call is not traced.
+    pub fn start<B>(req: &mut Request<B>, endpoint: SocketAddr) -> Option<AttemptSpan> {
+        let call = req.extensions().get::<CallSpan>()?.clone();
+        let number = call.0.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+        let attributes = vec![
+            KeyValue::new("levee.attempt", i64::from(number)),
+            KeyValue::new("levee.endpoint", endpoint.to_string()),
+            KeyValue::new("http.request.resend_count", i64::from(number - 1)),
+            KeyValue::new("network.peer.address", endpoint.ip().to_string()),
+            KeyValue::new("network.peer.port", i64::from(endpoint.port())),
+        ];
+        let span = call
+            .0
+            .tracer
+            .span_builder("attempt")
+            .with_kind(SpanKind::Internal)
+            .with_attributes(attributes)
+            .start_with_context(&call.0.tracer, &call.0.cx);
+        let cx = call.0.cx.with_span(span);
+        propagation::inject(req.headers_mut(), cx.span().span_context());
+        Some(AttemptSpan {
+            cx,
+            deadline: req.extensions().get::<AttemptDeadline>().copied(),
+            finished: false,
+        })
+    }
+
+    /// Ends the span with the endpoint's response.
+    pub fn response<B>(mut self, response: &Response<B>) {
+        self.finished = true;
+        end_with_status(&self.cx.span(), response.status(), SpanKind::Client);
+    }
+
+    /// Ends the span with the attempt's error.
+    pub fn error(mut self, err: &ProxyError) {
+        self.finished = true;
+        end_with_error(&self.cx.span(), err);
+    }
+}
+
+impl Drop for AttemptSpan {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let cause = match self.deadline {
+            Some(deadline) if deadline.has_passed() => "timeout",
+            _ => "cancelled",
+        };
+        let span = self.cx.span();
+        span.set_attributes([
+            KeyValue::new("error.type", cause),
+            KeyValue::new("levee.outcome", cause),
+        ]);
+        span.set_status(Status::error(cause));
+        span.end();
+    }
+}
+
+/// The inbound side's SERVER span. Inert when not sampled.
+#[must_use = "finish the span with `response` or `error`"]
+pub struct ServerSpan(Option<Context>);
+
+impl ServerSpan {
+    pub(super) fn start<B>(
+        tracer: &SdkTracer,
+        req: &mut Request<B>,
+        service: &str,
+        policy_version: u64,
+    ) -> ServerSpan {
+        let parent = propagation::extract(req.headers());
+        let span = tracer
+            .span_builder(method_name(req.method()))
+            .with_kind(SpanKind::Server)
+            .start_with_context(tracer, &parent_context(parent.as_ref()));
+        let cx = Context::new().with_span(span);
+        let span_context = cx.span().span_context().clone();
+        if !span_context.is_sampled() {
+            return ServerSpan(None);
+        }
+        let mut attributes = request_attributes(req);
+        attributes.push(KeyValue::new("levee.service", service.to_owned()));
+        attributes.push(KeyValue::new(
+            "levee.policy_version",
+            version(policy_version),
+        ));
+        cx.span().set_attributes(attributes);
+        // The app's own spans become children of this one.
+        propagation::inject(req.headers_mut(), &span_context);
+        ServerSpan(Some(cx))
+    }
+
+    /// Ends the span with the app's response.
+    pub fn response<B>(self, response: &Response<B>) {
+        if let Some(cx) = self.0 {
+            end_with_status(&cx.span(), response.status(), SpanKind::Server);
+        }
+    }
+
+    /// Ends the span with a proxy-made error.
+    pub fn error(self, err: &ProxyError) {
+        if let Some(cx) = self.0 {
+            end_with_error(&cx.span(), err);
+        }
+    }
+}
+
+fn parent_context(parent: Option<&opentelemetry::trace::SpanContext>) -> Context {
+    match parent {
+        Some(parent) => Context::new().with_remote_span_context(parent.clone()),
+        None => Context::new(),
+    }
+}
+
+/// Stable HTTP semantic-convention attributes of a request.
+fn request_attributes<B>(req: &Request<B>) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method_name(req.method())),
+        KeyValue::new("url.path", req.uri().path().to_owned()),
+        KeyValue::new("network.protocol.version", protocol_version(req.version())),
+    ];
+    if let Some(authority) = crate::forward::uri::request_authority(req)
+        && let Ok(authority) = authority.parse::<http::uri::Authority>()
+    {
+        attributes.push(KeyValue::new("server.address", authority.host().to_owned()));
+        let port = authority.port_u16().unwrap_or(80);
+        attributes.push(KeyValue::new("server.port", i64::from(port)));
+    }
+    attributes
+}
+
+fn end_with_status(span: &SpanRef<'_>, status: StatusCode, kind: SpanKind) {
+    let code = status.as_u16();
+    span.set_attribute(KeyValue::new("http.response.status_code", i64::from(code)));
+    // Semantic conventions: 4xx is an error for a client, not for a server.
+    let failed = status.is_server_error() || (kind == SpanKind::Client && status.is_client_error());
+    span.set_attribute(KeyValue::new(
+        "levee.outcome",
+        if status.is_server_error() {
+            "failure"
+        } else {
+            "success"
+        },
+    ));
+    if failed {
+        span.set_attribute(KeyValue::new("error.type", code.to_string()));
+        span.set_status(Status::error(""));
+    }
+    span.end();
+}
+
+fn end_with_error(span: &SpanRef<'_>, err: &ProxyError) {
+    let kind = err.kind.as_str();
+    span.set_attributes([
+        KeyValue::new(
+            "http.response.status_code",
+            i64::from(err.kind.status().as_u16()),
+        ),
+        KeyValue::new("error.type", kind),
+        KeyValue::new("levee.outcome", kind),
+    ]);
+    span.set_status(Status::error(err.detail.clone()));
+    span.end();
+}
+
+/// The method as a span name and attribute value; `_OTHER` for extension
+/// methods, as the semantic conventions ask.
+fn method_name(method: &Method) -> Cow<'static, str> {
+    let name = match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "_OTHER",
+    };
+    Cow::Borrowed(name)
+}
+
+fn protocol_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+fn version(policy_version: u64) -> i64 {
+    i64::try_from(policy_version).unwrap_or(i64::MAX)
+}

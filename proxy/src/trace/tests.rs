@@ -1,0 +1,272 @@
+//! The span model in-process: parents, propagation, attributes, events.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use http::{Request, Response};
+use opentelemetry::trace::{SpanId, SpanKind, Status};
+use opentelemetry::{Key, Value};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Sampler, SpanData, SpanExporter};
+
+use super::*;
+use crate::errors::{ErrorKind, ProxyError};
+
+/// Keeps every exported span.
+#[derive(Debug, Clone, Default)]
+struct Store(Arc<Mutex<Vec<SpanData>>>);
+
+impl SpanExporter for Store {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(batch);
+        Ok(())
+    }
+}
+
+fn tracing(sampler: Sampler) -> (Tracing, Store, Metrics) {
+    let store = Store::default();
+    let metrics = Metrics::new();
+    let resource = Resource::builder_empty().with_service_name("test").build();
+    let tracing = Tracing::with_exporter(
+        store.clone(),
+        resource,
+        sampler,
+        64,
+        Duration::from_secs(1),
+        &metrics,
+    );
+    (tracing, store, metrics)
+}
+
+/// Everything exported once the queue is drained.
+async fn spans(tracing: &Tracing, store: &Store) -> Vec<SpanData> {
+    tracing.shutdown(Duration::from_secs(5)).await;
+    store
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+fn attr(span: &SpanData, key: &'static str) -> Option<Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == Key::from_static_str(key))
+        .map(|kv| kv.value.clone())
+}
+
+const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn request(traceparent: Option<&'static str>) -> Request<()> {
+    let mut builder = Request::get("http://payments:8080/charge?x=1");
+    if let Some(tp) = traceparent {
+        builder = builder.header("traceparent", tp);
+    }
+    builder.body(()).expect("request")
+}
+
+fn traceparent_span_id(req: &Request<()>) -> SpanId {
+    let tp = req.headers()["traceparent"].to_str().expect("ascii");
+    let cx = propagation::extract(req.headers()).unwrap_or_else(|| panic!("bad {tp}"));
+    cx.span_id()
+}
+
+#[tokio::test]
+async fn a_retried_call_has_one_logical_span_with_two_attempts() {
+    let (tracing, store, _) = tracing(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+    let mut req = request(Some(PARENT));
+    let call = tracing.outbound(&mut req, "payments.default:8080", 3);
+    let trace_id = call.trace_id().expect("sampled");
+    assert_eq!(trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+
+    // The retry layer copies the extensions into each attempt.
+    let (mut first, mut second) = (request(None), request(None));
+    *first.extensions_mut() = req.extensions().clone();
+    *second.extensions_mut() = req.extensions().clone();
+    let a1 = AttemptSpan::start(&mut first, "127.0.0.1:1".parse().expect("addr")).expect("traced");
+    event(req.extensions(), SpanEvent::Timeout("per-try"));
+    a1.error(&ProxyError::new(
+        ErrorKind::UpstreamConnect,
+        "payments",
+        "refused",
+    ));
+    let a2 = AttemptSpan::start(&mut second, "127.0.0.1:2".parse().expect("addr")).expect("traced");
+    a2.response(&Response::new(()));
+    call.response(&Response::new(()));
+
+    let spans = spans(&tracing, &store).await;
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let logical = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Client)
+        .expect("client span");
+    assert_eq!(
+        format!("{:016x}", logical.parent_span_id),
+        "00f067aa0ba902b7"
+    );
+    assert_eq!(logical.name, "GET");
+    assert_eq!(attr(logical, "url.path"), Some("/charge".into()));
+    assert_eq!(attr(logical, "server.address"), Some("payments".into()));
+    assert_eq!(attr(logical, "server.port"), Some(8080.into()));
+    assert_eq!(attr(logical, "http.response.status_code"), Some(200.into()));
+    assert_eq!(attr(logical, "levee.policy_version"), Some(3.into()));
+    assert_eq!(attr(logical, "levee.attempts"), Some(2.into()));
+    let timeout = logical
+        .events
+        .iter()
+        .find(|e| e.name == "timeout")
+        .expect("timeout event");
+    assert!(
+        timeout
+            .attributes
+            .iter()
+            .any(|kv| kv.value == Value::from("per-try"))
+    );
+
+    let attempts: Vec<_> = spans.iter().filter(|s| s.name == "attempt").collect();
+    assert_eq!(attempts.len(), 2);
+    for (n, (attempt, sent)) in attempts.iter().zip([&first, &second]).enumerate() {
+        assert_eq!(attempt.parent_span_id, logical.span_context.span_id());
+        assert_eq!(
+            attempt.span_context.trace_id(),
+            logical.span_context.trace_id()
+        );
+        assert_eq!(attr(attempt, "levee.attempt"), Some((n as i64 + 1).into()));
+        assert_eq!(
+            traceparent_span_id(sent),
+            attempt.span_context.span_id(),
+            "attempt {n}"
+        );
+    }
+    assert_eq!(
+        attr(attempts[0], "error.type"),
+        Some("upstream-connect".into())
+    );
+    assert_eq!(
+        attr(attempts[0], "levee.endpoint"),
+        Some("127.0.0.1:1".into())
+    );
+    assert!(matches!(attempts[0].status, Status::Error { .. }));
+    assert_eq!(
+        attr(attempts[1], "http.response.status_code"),
+        Some(200.into())
+    );
+}
+
+#[tokio::test]
+async fn an_unsampled_parent_passes_untouched_and_exports_nothing() {
+    let (tracing, store, metrics) = tracing(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+    let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    let mut req = request(Some(unsampled));
+    let call = tracing.outbound(&mut req, "payments.default:8080", 1);
+    assert!(call.trace_id().is_none());
+    assert!(req.extensions().get::<CallSpan>().is_none());
+    assert!(AttemptSpan::start(&mut req, "127.0.0.1:1".parse().expect("addr")).is_none());
+    event(req.extensions(), SpanEvent::CircuitOpen);
+    call.response(&Response::new(()));
+    assert_eq!(req.headers()["traceparent"], unsampled);
+    assert!(spans(&tracing, &store).await.is_empty());
+    assert_eq!(metrics.trace_spans_dropped().get(), 0);
+}
+
+#[tokio::test]
+async fn a_new_unsampled_trace_tells_downstream_not_to_sample() {
+    let (tracing, store, _) = tracing(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)));
+    let mut req = request(None);
+    tracing
+        .outbound(&mut req, "payments.default:8080", 1)
+        .response(&Response::new(()));
+    let cx = propagation::extract(req.headers()).expect("a traceparent was added");
+    assert!(!cx.is_sampled());
+    assert!(spans(&tracing, &store).await.is_empty());
+}
+
+#[tokio::test]
+async fn server_span_continues_the_callers_trace_and_b3_is_accepted() {
+    let (tracing, store, _) = tracing(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)));
+    let mut req = Request::get("/x")
+        .header("host", "web:80")
+        .header("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736")
+        .header("x-b3-spanid", "00f067aa0ba902b7")
+        .header("x-b3-sampled", "1")
+        .body(())
+        .expect("request");
+    let server = tracing.inbound(&mut req, "web", 1);
+    let sent = traceparent_span_id(&req);
+    server.error(&ProxyError::new(ErrorKind::Timeout, "web", "2s"));
+    let spans = spans(&tracing, &store).await;
+    assert_eq!(
+        spans.len(),
+        1,
+        "sampled by the caller's decision: {spans:#?}"
+    );
+    let span = &spans[0];
+    assert_eq!(span.span_kind, SpanKind::Server);
+    assert_eq!(
+        format!("{:032x}", span.span_context.trace_id()),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(format!("{:016x}", span.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(
+        sent,
+        span.span_context.span_id(),
+        "the app's parent is the SERVER span"
+    );
+    assert_eq!(attr(span, "error.type"), Some("timeout".into()));
+    assert_eq!(attr(span, "http.response.status_code"), Some(504.into()));
+}
+
+#[tokio::test]
+async fn an_attempt_dropped_unfinished_ends_as_cancelled() {
+    let (tracing, store, _) = tracing(Sampler::AlwaysOn);
+    let mut req = request(None);
+    let call = tracing.outbound(&mut req, "payments.default:8080", 1);
+    drop(AttemptSpan::start(
+        &mut req,
+        "127.0.0.1:1".parse().expect("addr"),
+    ));
+    call.error(&ProxyError::new(ErrorKind::Timeout, "payments", "1s"));
+    let spans = spans(&tracing, &store).await;
+    let attempt = spans
+        .iter()
+        .find(|s| s.name == "attempt")
+        .expect("attempt span");
+    assert_eq!(attr(attempt, "error.type"), Some("cancelled".into()));
+}
+
+#[test]
+fn samplers_follow_the_otel_names() {
+    assert!(sampler(TraceSampler::TraceIdRatio, Some(1.5)).is_err());
+    assert!(matches!(
+        sampler(TraceSampler::ParentBasedTraceIdRatio, None),
+        Ok(Sampler::ParentBased(_))
+    ));
+    let config = ProxyConfig::from_args([
+        "--trace-sampler",
+        "always_off",
+        "--trace-sampler-arg",
+        "0.5",
+    ])
+    .expect("parse");
+    assert_eq!(config.trace_sampler, TraceSampler::AlwaysOff);
+    assert_eq!(config.trace_sampler_arg, Some(0.5));
+}
+
+#[tokio::test]
+async fn no_endpoint_means_no_tracing() {
+    let config = ProxyConfig::from_args(Vec::<String>::new()).expect("parse");
+    if config.otlp_endpoint.is_some() {
+        return; // OTEL_EXPORTER_OTLP_ENDPOINT set in the test environment
+    }
+    assert!(
+        Tracing::from_config(&config, &Metrics::new())
+            .expect("ok")
+            .is_none()
+    );
+    let bad = ProxyConfig::from_args(["--otlp-endpoint", "not a url"]).expect("parse");
+    assert!(Tracing::from_config(&bad, &Metrics::new()).is_err());
+}
