@@ -43,11 +43,31 @@ pub fn machine() -> Machine {
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into());
     Machine {
+        commit: commit(),
         nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu_model,
         kernel,
         haproxy: version_line("haproxy", "-v"),
         nginx: version_line("nginx", "-v"),
+    }
+}
+
+/// The checked-out commit, `+dirty` when the work tree has changes.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(head) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
+            Some(changes) if !changes.is_empty() => format!("{head}+dirty"),
+            _ => head,
+        },
+        None => "unknown".into(),
     }
 }
 

@@ -83,6 +83,8 @@ pub struct Report {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Machine {
+    /// `git describe`-like: the commit measured, `+dirty` with local changes.
+    pub commit: String,
     pub nproc: usize,
     pub cpu_model: String,
     pub kernel: String,
@@ -151,7 +153,8 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
 pub fn render(report: &Report) -> String {
     let m = &report.machine;
     let mut out = format!(
-        "machine: {} x {} | kernel {} | {} | {}\nreps {} (medians), warm-up {:.1}s, window {:.1}s, {}\n\n",
+        "commit {} | machine: {} x {} | kernel {} | {} | {}\nreps {} (medians), warm-up {:.1}s, window {:.1}s, {}\n\n",
+        m.commit,
         m.nproc,
         m.cpu_model,
         m.kernel,
