@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -22,6 +23,10 @@ use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::server::{self, Limits, Shutdown};
 use crate::state::Shared;
+use crate::trace::Tracing;
+
+/// How long spans still queued at shutdown may take to reach the collector.
+const TRACE_FLUSH: Duration = Duration::from_secs(2);
 
 /// The addresses the listeners actually bound (they may be given as port 0).
 /// Written as JSON to `--addr-file`.
@@ -61,6 +66,7 @@ pub async fn run_with(
     tracing::info!(outbound = %addrs.outbound, inbound = %addrs.inbound, admin = %addrs.admin, "listening");
 
     let shared = Arc::new(Shared::new(config.namespace.clone(), Metrics::new()));
+    let tracing = Tracing::from_config(&config, &shared)?;
     let tasks = TaskTracker::new();
     let hard = CancellationToken::new();
     {
@@ -90,7 +96,7 @@ pub async fn run_with(
             identity: crate::discovery::Identity::new(
                 config.service.as_deref(),
                 &config.namespace,
-                config.app_port,
+                config.service_port.unwrap_or(config.app_port),
                 addrs.inbound,
             ),
             cache: config.policy_cache.clone(),
@@ -134,11 +140,10 @@ pub async fn run_with(
     let access_log = config
         .access_log
         .map(|AccessLogFormat::Json| AccessLog::stdout());
-    let out = Arc::new(Outbound::new(
-        shared.clone(),
-        forwarder.clone(),
-        access_log.clone(),
-    ));
+    let out = Arc::new(
+        Outbound::new(shared.clone(), forwarder.clone(), access_log.clone())
+            .with_tracing(tracing.clone()),
+    );
     tasks.spawn(server::serve(
         outbound,
         out,
@@ -152,7 +157,8 @@ pub async fn run_with(
         .unwrap_or_else(|| "unknown".to_owned());
     let inb = Arc::new(
         Inbound::new(forwarder, app, service, &shared.metrics, access_log)
-            .with_policy(shared.clone()),
+            .with_policy(shared.clone())
+            .with_tracing(tracing.clone()),
     );
     tasks.spawn(server::serve(inbound, inb, limits, listeners));
 
@@ -166,6 +172,9 @@ pub async fn run_with(
         tracing::warn!("grace period over: closing remaining connections");
         hard.cancel();
         tasks.wait().await;
+    }
+    if let Some(tracing) = &tracing {
+        tracing.shutdown(TRACE_FLUSH).await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -46,7 +46,7 @@ pub struct Identity {
     pub service: String,
     /// `--namespace`.
     pub namespace: String,
-    /// The port callers use for the service (`--app-port`).
+    /// The port callers use for the service (`--service-port`, else `--app-port`).
     pub service_port: u16,
     /// The inbound listener's IP when bound to one; empty lets the control
     /// plane use the stream's peer address.
@@ -57,11 +57,16 @@ pub struct Identity {
 
 impl Identity {
     /// The identity of a proxy with these flags and bound listeners.
-    pub fn new(service: Option<&str>, namespace: &str, app_port: u16, inbound: SocketAddr) -> Self {
+    pub fn new(
+        service: Option<&str>,
+        namespace: &str,
+        service_port: u16,
+        inbound: SocketAddr,
+    ) -> Self {
         Identity {
             service: service.unwrap_or_default().to_owned(),
             namespace: namespace.to_owned(),
-            service_port: app_port,
+            service_port,
             address: if inbound.ip().is_unspecified() {
                 String::new()
             } else {

@@ -27,6 +27,8 @@ pub struct ControlPlaneBuilder {
     data_dir: Option<PathBuf>,
     token: Option<String>,
     args: Vec<OsString>,
+    /// Listen here instead of port 0 (a restart that proxies find again).
+    addrs: Option<ControlPlaneAddrs>,
 }
 
 /// A running `levee-control-plane`.
@@ -59,6 +61,12 @@ impl ControlPlaneBuilder {
         self
     }
 
+    /// Listen on these addresses rather than on port 0.
+    pub fn addrs(mut self, addrs: ControlPlaneAddrs) -> Self {
+        self.addrs = Some(addrs);
+        self
+    }
+
     /// Starts it and waits for `/ready`; panics with its output on failure.
     pub async fn start(self) -> ControlPlane {
         let dir = tempfile::Builder::new()
@@ -73,7 +81,11 @@ impl ControlPlaneBuilder {
             dir.path(),
             "info,levee_control_plane=debug",
         );
-        cmd.args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        let (grpc, http) = match self.addrs {
+            Some(addrs) => (addrs.grpc.to_string(), addrs.http.to_string()),
+            None => ("127.0.0.1:0".to_owned(), "127.0.0.1:0".to_owned()),
+        };
+        cmd.args(["--grpc-addr", &grpc, "--http-addr", &http])
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--addr-file")
@@ -106,6 +118,7 @@ impl ControlPlane {
             data_dir: None,
             token: None,
             args: Vec::new(),
+            addrs: None,
         }
     }
 
@@ -170,6 +183,19 @@ impl ControlPlane {
     /// A new control plane on the same data directory (and token).
     pub async fn restart_on_same_data(&self) -> ControlPlane {
         let mut builder = ControlPlane::builder().data_dir(&self.data_dir);
+        if let Some(token) = &self.token {
+            builder = builder.admin_token(token);
+        }
+        builder.start().await
+    }
+
+    /// A new control plane on the same data directory, token and addresses
+    /// (so proxies pointed at this one reconnect to it). Call after this one
+    /// has exited.
+    pub async fn restart_on_same_addrs(&self) -> ControlPlane {
+        let mut builder = ControlPlane::builder()
+            .data_dir(&self.data_dir)
+            .addrs(self.addrs);
         if let Some(token) = &self.token {
             builder = builder.admin_token(token);
         }
