@@ -2,7 +2,10 @@
 //! exponentially weighted moving average of response latency that jumps up
 //! to any sample above it at once and decays slowly, multiplied by the
 //! number of requests in flight plus one. A slow or busy endpoint looks
-//! expensive quickly and cheap again only gradually.
+//! expensive quickly and cheap again only gradually; without new samples the
+//! estimate decays toward zero, so an endpoint that stopped getting traffic
+//! is tried again. Failures are charged their real latency: failing
+//! endpoints are the business of endpoint health (ejection), as in tower.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -16,10 +19,6 @@ const DECAY: Duration = Duration::from_secs(10);
 /// The latency assumed for an endpoint that has not answered yet: low, so
 /// new endpoints get traffic and earn a real estimate.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(10);
-
-/// The latency charged for an attempt that got no response (connect
-/// failure, reset, timeout), so an endpoint that fails fast does not look fast.
-pub const FAILURE_PENALTY: Duration = Duration::from_secs(1);
 
 /// The load estimate of one endpoint.
 #[derive(Debug)]
@@ -41,8 +40,10 @@ impl Default for PeakEwma {
 impl PeakEwma {
     /// The cost of sending one more request here.
     pub fn cost(&self) -> f64 {
-        let (estimate, _) = *self.estimate.lock().unwrap_or_else(PoisonError::into_inner);
-        estimate * (self.in_flight.load(Ordering::Relaxed) + 1) as f64
+        let (estimate, last) = *self.estimate.lock().unwrap_or_else(PoisonError::into_inner);
+        let idle = Instant::now().saturating_duration_since(last).as_secs_f64();
+        let decayed = estimate * (-idle / DECAY.as_secs_f64()).exp();
+        decayed * (self.in_flight.load(Ordering::Relaxed) + 1) as f64
     }
 
     /// A request started.
@@ -85,11 +86,16 @@ mod tests {
         e.finish(Duration::from_millis(500));
         let peak = e.cost();
         assert!((peak - 500e6).abs() < 1.0, "{peak}");
-        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let idle = e.cost();
+        assert!(
+            (idle - 500e6 / std::f64::consts::E).abs() < 1e3,
+            "decays unused: {idle}"
+        );
         e.start();
         e.finish(Duration::from_millis(5));
         let after = e.cost();
-        assert!(after < peak && after > peak * 0.8, "{after}");
+        assert!(after < peak * 0.5 && after > peak * 0.3, "{after}");
         tokio::time::advance(Duration::from_secs(60)).await;
         e.start();
         e.finish(Duration::from_millis(5));

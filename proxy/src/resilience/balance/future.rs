@@ -12,7 +12,6 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use super::ewma::FAILURE_PENALTY;
 use super::{EndpointGate, EndpointStats};
 use crate::body::BoxError;
 use crate::errors::{ErrorKind, ProxyError};
@@ -30,11 +29,7 @@ struct Report {
 impl Report {
     fn finish(self, outcome: Outcome) {
         let latency = self.start.elapsed();
-        let charged = match outcome {
-            Outcome::Error(_) => latency.max(FAILURE_PENALTY),
-            _ => latency,
-        };
-        self.endpoint.load.finish(charged);
+        self.endpoint.load.finish(latency);
         self.gate.record(self.endpoint.addr, &outcome, latency);
     }
 }

@@ -3,12 +3,16 @@
 //! The first attempt streams the caller's body through unchanged while a copy
 //! of each chunk (and the trailers) is kept, up to `max_replay_bytes`. A
 //! later attempt replays the copy, then continues with whatever the caller
-//! has not sent yet. Past the limit the copy is dropped and the body is no
-//! longer replayable; the first attempt keeps streaming. Bodies whose
-//! declared length is over the limit are never wrapped.
+//! has not sent yet (an upstream often answers before the whole body has
+//! arrived, e.g. a gRPC server failing a call at once). Past the limit the
+//! copy is dropped and the body is no longer replayable; the first attempt
+//! keeps streaming. Bodies whose declared length is over the limit are never
+//! wrapped.
 //!
-//! All clones share one state behind a mutex; only one attempt is live at a
-//! time, so there is no contention in practice.
+//! All copies share one state behind a mutex. Each [`ReplayBody::replay`]
+//! supersedes the copies before it: a superseded copy (still held by a dead
+//! attempt's connection task) gets an error instead of reading on, so only
+//! the live attempt ever polls the caller's body and receives its wake-ups.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,6 +34,8 @@ pub struct ReplayBody {
     trailers_sent: bool,
     /// The caller's size hint, kept so every attempt declares the same length.
     hint: SizeHint,
+    /// Which copy this is; only the newest may read.
+    generation: u64,
 }
 
 struct State {
@@ -44,8 +50,8 @@ struct State {
     trailers: Option<HeaderMap>,
     /// The copy grew past `limit` and was dropped.
     overflowed: bool,
-    /// `rest` has been polled at least once.
-    started: bool,
+    /// The newest copy handed out.
+    generation: u64,
 }
 
 impl ReplayBody {
@@ -65,28 +71,36 @@ impl ReplayBody {
                 limit,
                 trailers: None,
                 overflowed: false,
-                started: ended,
+                generation: 0,
             })),
             position: 0,
             trailers_sent: false,
             hint,
+            generation: 0,
         })
     }
 
-    /// Whether another attempt can send the whole body: it was read to its
-    /// end within the limit, or not touched at all (e.g. the connect failed).
+    /// Whether another attempt can send the whole body: everything read so
+    /// far is still copied (the limit was not passed, the caller's body did
+    /// not fail); what was not read yet follows from the caller.
     pub fn is_replayable(&self) -> bool {
-        let state = self.lock();
-        !state.overflowed && (state.rest.is_none() || !state.started)
+        !self.lock().overflowed
     }
 
     /// A fresh copy for the next attempt, starting from the first byte.
+    /// Earlier copies stop reading.
     pub fn replay(&self) -> ReplayBody {
+        let generation = {
+            let mut state = self.lock();
+            state.generation += 1;
+            state.generation
+        };
         ReplayBody {
             shared: self.shared.clone(),
             position: 0,
             trailers_sent: false,
             hint: self.hint,
+            generation,
         }
     }
 
@@ -106,6 +120,9 @@ impl Body for ReplayBody {
         let this = self.get_mut();
         let shared = this.shared.clone();
         let mut state = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if this.generation != state.generation {
+            return Poll::Ready(Some(Err("request body superseded by a retry".into())));
+        }
         // Replay the copy first.
         if this.position < state.read {
             if state.overflowed {
@@ -124,9 +141,7 @@ impl Body for ReplayBody {
             }
             return Poll::Ready(None);
         };
-        let polled = Pin::new(rest).poll_frame(cx);
-        state.started = true;
-        match polled {
+        match Pin::new(rest).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 state.rest = None;

@@ -26,25 +26,27 @@ async fn read_all(body: ReplayBody) -> (Vec<u8>, Option<HeaderMap>) {
 
 #[tokio::test]
 async fn replays_every_chunk_and_the_trailers() {
-    let first = ReplayBody::try_new(streamed(&["ab", "cd"], true), 1024).expect("small");
-    let second = first.replay();
-    assert!(first.is_replayable(), "untouched bodies are replayable");
-    let (bytes, trailers) = read_all(first).await;
+    let handle = ReplayBody::try_new(streamed(&["ab", "cd"], true), 1024).expect("small");
+    assert!(handle.is_replayable(), "untouched bodies are replayable");
+    let (bytes, trailers) = read_all(handle.replay()).await;
     assert_eq!(bytes, b"abcd");
     assert!(trailers.is_some());
-    assert!(second.is_replayable());
-    let (again, trailers) = read_all(second.replay()).await;
+    assert!(handle.is_replayable());
+    let (again, trailers) = read_all(handle.replay()).await;
     assert_eq!(again, b"abcd");
     assert_eq!(trailers.expect("trailers")["x-sum"], "42");
 }
 
 #[tokio::test]
 async fn a_partly_read_body_is_finished_from_the_caller_on_replay() {
-    let mut first = ReplayBody::try_new(streamed(&["a", "b", "c"], false), 1024).expect("small");
-    let handle = first.replay();
+    let handle = ReplayBody::try_new(streamed(&["a", "b", "c"], false), 1024).expect("small");
+    let mut first = handle.replay();
     let frame = first.frame().await.expect("frame").expect("ok");
     assert_eq!(frame.into_data().expect("data"), "a");
-    assert!(!handle.is_replayable(), "still streaming");
+    assert!(
+        handle.is_replayable(),
+        "what was read is copied; the rest follows"
+    );
     drop(first);
     let (bytes, _) = read_all(handle.replay()).await;
     assert_eq!(bytes, b"abc");
@@ -53,9 +55,8 @@ async fn a_partly_read_body_is_finished_from_the_caller_on_replay() {
 
 #[tokio::test]
 async fn past_the_limit_the_first_attempt_streams_on_but_nothing_replays() {
-    let first = ReplayBody::try_new(streamed(&["12345", "67890"], false), 6).expect("no length");
-    let handle = first.replay();
-    let (bytes, _) = read_all(first).await;
+    let handle = ReplayBody::try_new(streamed(&["12345", "67890"], false), 6).expect("no length");
+    let (bytes, _) = read_all(handle.replay()).await;
     assert_eq!(bytes, b"1234567890");
     assert!(!handle.is_replayable());
 }
@@ -73,4 +74,18 @@ async fn an_empty_body_is_replayable_and_ends_at_once() {
     assert!(body.is_end_stream());
     assert!(body.is_replayable());
     assert!(read_all(body.replay()).await.0.is_empty());
+}
+
+#[tokio::test]
+async fn a_superseded_copy_stops_reading() {
+    let handle = ReplayBody::try_new(streamed(&["a", "b"], false), 1024).expect("small");
+    let mut old = handle.replay();
+    let frame = old.frame().await.expect("frame").expect("ok");
+    assert_eq!(frame.into_data().expect("data"), "a");
+    let new = handle.replay();
+    assert!(
+        old.frame().await.expect("frame").is_err(),
+        "the old copy is cut off"
+    );
+    assert_eq!(read_all(new).await.0, b"ab");
 }
