@@ -17,6 +17,7 @@ use super::Forwarder;
 use crate::body::{BoxBody, BoxError};
 use crate::errors::{ErrorKind, ProxyError};
 use crate::resilience::balance::Endpoint;
+use crate::trace::AttemptSpan;
 
 /// Forwards requests to their [`Endpoint`] extension's address. Cheap to clone.
 #[derive(Clone)]
@@ -42,17 +43,21 @@ impl Service<Request<BoxBody>> for EndpointService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
         let (forwarder, service) = (self.forwarder.clone(), self.service.clone());
         Box::pin(async move {
             let Some(&Endpoint(addr)) = req.extensions().get::<Endpoint>() else {
                 let detail = "no endpoint chosen for the request";
                 return Err(ProxyError::new(ErrorKind::NoEndpoints, &*service, detail).into());
             };
-            forwarder
-                .forward(req, addr, &service)
-                .await
-                .map_err(BoxError::from)
+            // The attempt's span (when the call is traced) becomes the
+            // upstream's parent.
+            let span = AttemptSpan::start(&mut req, addr);
+            let result = forwarder.forward(req, addr, &service).await;
+            if let Some(span) = span {
+                span.finish(&result);
+            }
+            result.map_err(BoxError::from)
         })
     }
 }

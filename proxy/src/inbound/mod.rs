@@ -24,6 +24,7 @@ use crate::forward::telemetry::Observation;
 use crate::metrics::{Direction, RequestMetrics};
 use crate::server::{ClientAddr, Handler};
 use crate::state::Shared;
+use crate::trace::Tracing;
 
 use self::limits::Admitted;
 
@@ -37,6 +38,8 @@ pub struct Inbound {
     access_log: Option<AccessLog>,
     /// `spec.inbound` of the local service; `None` until [`Inbound::with_policy`].
     limits: Option<limits::InboundLimits>,
+    /// SERVER spans of inbound calls (`None`: tracing off).
+    tracing: Option<Tracing>,
 }
 
 impl Inbound {
@@ -55,7 +58,14 @@ impl Inbound {
             metrics: handle,
             access_log,
             limits: None,
+            tracing: None,
         }
+    }
+
+    /// Traces each inbound call (a SERVER span) with `tracing`.
+    pub fn with_tracing(mut self, tracing: Option<Tracing>) -> Self {
+        self.tracing = tracing;
+        self
     }
 
     /// Enforces the local service's `spec.inbound` from `shared`'s policy.
@@ -70,7 +80,7 @@ impl Inbound {
 }
 
 impl Handler for Inbound {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<BoxBody> {
+    async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<BoxBody> {
         let mut observation = Observation::new(
             self.metrics.clone(),
             Instant::now(),
@@ -79,12 +89,14 @@ impl Handler for Inbound {
         if let Some(log) = &self.access_log {
             observation.access = Some(log.entry("inbound", &self.service, "default", &req));
         }
+        let span = Tracing::inbound(self.tracing.as_ref(), &mut req, &self.service);
         if req.method() == Method::CONNECT {
             let err = ProxyError::new(
                 ErrorKind::BadRequest,
                 &*self.service,
                 "CONNECT is not accepted inbound",
             );
+            span.error(&err);
             return observation.error(&err);
         }
         let admitted = match &self.limits {
@@ -92,7 +104,10 @@ impl Handler for Inbound {
                 let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
                 match limits.admit(client).await {
                     Ok(admitted) => Some(admitted),
-                    Err(err) => return observation.error(&err),
+                    Err(err) => {
+                        span.error(&err);
+                        return observation.error(&err);
+                    }
                 }
             }
             None => None,
@@ -116,6 +131,7 @@ impl Handler for Inbound {
         };
         // The bulkhead slot is held until the response head is back.
         drop(admitted);
+        span.finish(&result);
         match result {
             Ok(response) => observation.response(response),
             Err(err) => observation.error(&err),

@@ -30,6 +30,7 @@ use crate::resilience::timeout::idle::IdleTimeoutBody;
 use crate::resilience::{Resilience, RouteConfig, ServiceState};
 use crate::server::Handler;
 use crate::state::Shared;
+use crate::trace::Tracing;
 
 /// The `route` label when no policy route matches.
 const DEFAULT_ROUTE: &str = "default";
@@ -43,6 +44,8 @@ pub struct Outbound {
     access_log: Option<AccessLog>,
     /// Per-service budgets, breakers, limits and load, across requests.
     resilience: Resilience,
+    /// Spans of the logical calls (`None`: tracing off).
+    tracing: Option<Tracing>,
 }
 
 impl Outbound {
@@ -57,7 +60,14 @@ impl Outbound {
             forwarder,
             access_log,
             resilience,
+            tracing: None,
         }
+    }
+
+    /// Traces each call (a span per call and per attempt) with `tracing`.
+    pub fn with_tracing(mut self, tracing: Option<Tracing>) -> Self {
+        self.tracing = tracing;
+        self
     }
 
     fn observation(
@@ -156,10 +166,15 @@ impl Handler for Outbound {
             state.compiled(policy.as_ref()).route(&request)
         };
         let observation = self.observation(&state.label, &route.name, &req, start, grpc);
+        let mut req = req;
+        let span = Tracing::outbound(self.tracing.as_ref(), &mut req, &state.label);
 
         match self.shared.resolve(&key).await {
             Ok(endpoints) => state.balancer.set_endpoints(&endpoints),
-            Err(err) => return observation.error(&err),
+            Err(err) => {
+                span.error(&err);
+                return observation.error(&err);
+            }
         }
         let tunnel = req.method() == Method::CONNECT
             || (req.version() <= http::Version::HTTP_11 && is_upgrade(req.headers()));
@@ -169,6 +184,7 @@ impl Handler for Outbound {
         } else {
             self.request(&state, &route, policy.is_some(), req).await
         };
+        span.finish(&result);
         match result {
             Ok(response) => observation.response(response),
             Err(err) => observation.error(&err),

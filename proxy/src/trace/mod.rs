@@ -31,6 +31,7 @@ pub use span::{AttemptSpan, CallSpan, OutboundSpan, ServerSpan, SpanEvent, event
 use crate::body::BoxError;
 use crate::config::{ProxyConfig, TraceSampler};
 use crate::metrics::Metrics;
+use crate::state::Shared;
 
 /// `service.name` when neither `OTEL_SERVICE_NAME` nor
 /// `OTEL_RESOURCE_ATTRIBUTES` names one.
@@ -49,6 +50,8 @@ struct Inner {
     provider: SdkTracerProvider,
     /// Taken by [`Tracing::shutdown`].
     export: Mutex<Option<ExportTask>>,
+    /// Where `levee.policy_version` comes from (`None`: 0).
+    policy: Option<Arc<Shared>>,
 }
 
 impl Tracing {
@@ -57,7 +60,7 @@ impl Tracing {
     /// export task starts here). Errors: an invalid endpoint or sampler argument.
     pub fn from_config(
         config: &ProxyConfig,
-        metrics: &Metrics,
+        shared: &Arc<Shared>,
     ) -> Result<Option<Tracing>, BoxError> {
         let Some(endpoint) = config.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) else {
             return Ok(None);
@@ -83,8 +86,9 @@ impl Tracing {
             sampler,
             config.trace_queue_size,
             config.trace_export_timeout,
-            metrics,
-        );
+            &shared.metrics,
+        )
+        .with_policy_versions(shared.clone());
         tracing::info!(%endpoint, sampler = ?config.trace_sampler, "tracing on");
         Ok(Some(tracing))
     }
@@ -115,28 +119,59 @@ impl Tracing {
             inner: Arc::new(Inner {
                 provider,
                 export: Mutex::new(Some(export)),
+                policy: None,
             }),
         }
     }
 
-    /// Starts the logical span of an outbound call (see [`OutboundSpan`]).
-    pub fn outbound<B>(
-        &self,
-        req: &mut Request<B>,
-        service: &str,
-        policy_version: u64,
-    ) -> OutboundSpan {
-        OutboundSpan::start(&self.tracer, req, service, policy_version)
+    /// Reads `levee.policy_version` from `shared`'s current snapshot.
+    pub fn with_policy_versions(self, shared: Arc<Shared>) -> Tracing {
+        let Tracing { tracer, inner } = self;
+        let inner = match Arc::try_unwrap(inner) {
+            Ok(inner) => Inner {
+                policy: Some(shared),
+                ..inner
+            },
+            // Already shared: keep it as it is.
+            Err(inner) => return Tracing { tracer, inner },
+        };
+        Tracing {
+            tracer,
+            inner: Arc::new(inner),
+        }
     }
 
-    /// Starts the SERVER span of an inbound call (see [`ServerSpan`]).
-    pub fn inbound<B>(
-        &self,
+    /// Starts the logical span of an outbound call to `service` (see
+    /// [`OutboundSpan`]); inert when `tracing` is `None`.
+    pub fn outbound<B>(
+        tracing: Option<&Tracing>,
         req: &mut Request<B>,
         service: &str,
-        policy_version: u64,
+    ) -> OutboundSpan {
+        match tracing {
+            Some(t) => OutboundSpan::start(&t.tracer, req, service, t.policy_version()),
+            None => OutboundSpan::default(),
+        }
+    }
+
+    /// Starts the SERVER span of an inbound call for the local `service`
+    /// (see [`ServerSpan`]); inert when `tracing` is `None`.
+    pub fn inbound<B>(
+        tracing: Option<&Tracing>,
+        req: &mut Request<B>,
+        service: &str,
     ) -> ServerSpan {
-        ServerSpan::start(&self.tracer, req, service, policy_version)
+        match tracing {
+            Some(t) => ServerSpan::start(&t.tracer, req, service, t.policy_version()),
+            None => ServerSpan::default(),
+        }
+    }
+
+    fn policy_version(&self) -> u64 {
+        self.inner
+            .policy
+            .as_ref()
+            .map_or(0, |shared| shared.snapshot.load().version)
     }
 
     /// Sends the spans still queued, waiting at most `within`; later spans

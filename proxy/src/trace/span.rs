@@ -91,7 +91,8 @@ pub fn event(extensions: &Extensions, event: SpanEvent) {
 
 /// The logical outbound call's span, held by the outbound edge until the
 /// response head (or an error) is back. Inert when not sampled.
-#[must_use = "finish the span with `response` or `error`"]
+#[must_use = "finish the span with `finish`"]
+#[derive(Default)]
 pub struct OutboundSpan(Option<CallSpan>);
 
 impl OutboundSpan {
@@ -144,6 +145,14 @@ impl OutboundSpan {
         ))
     }
 
+    /// Ends the span with `result`.
+    pub fn finish<B>(self, result: &Result<Response<B>, ProxyError>) {
+        match result {
+            Ok(response) => self.response(response),
+            Err(err) => self.error(err),
+        }
+    }
+
     /// Ends the span with the upstream's response.
     pub fn response<B>(self, response: &Response<B>) {
         if let Some(call) = self.0 {
@@ -173,7 +182,7 @@ fn attempts(call: &CallSpan) -> KeyValue {
 /// One attempt of a traced call, from sending to the response head. Dropped
 /// unfinished (a per-try timeout or a caller gone), it ends as `timeout` or
 /// `cancelled`.
-#[must_use = "finish the span with `response` or `error`"]
+#[must_use = "finish the span with `finish`"]
 pub struct AttemptSpan {
     cx: Context,
     deadline: Option<AttemptDeadline>,
@@ -210,6 +219,14 @@ impl AttemptSpan {
         })
     }
 
+    /// Ends the span with `result`.
+    pub fn finish<B>(self, result: &Result<Response<B>, ProxyError>) {
+        match result {
+            Ok(response) => self.response(response),
+            Err(err) => self.error(err),
+        }
+    }
+
     /// Ends the span with the endpoint's response.
     pub fn response<B>(mut self, response: &Response<B>) {
         self.finished = true;
@@ -243,7 +260,8 @@ impl Drop for AttemptSpan {
 }
 
 /// The inbound side's SERVER span. Inert when not sampled.
-#[must_use = "finish the span with `response` or `error`"]
+#[must_use = "finish the span with `finish`"]
+#[derive(Default)]
 pub struct ServerSpan(Option<Context>);
 
 impl ServerSpan {
@@ -273,6 +291,14 @@ impl ServerSpan {
         // The app's own spans become children of this one.
         propagation::inject(req.headers_mut(), &span_context);
         ServerSpan(Some(cx))
+    }
+
+    /// Ends the span with `result`.
+    pub fn finish<B>(self, result: &Result<Response<B>, ProxyError>) {
+        match result {
+            Ok(response) => self.response(response),
+            Err(err) => self.error(err),
+        }
     }
 
     /// Ends the span with the app's response.

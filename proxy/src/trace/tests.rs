@@ -12,6 +12,7 @@ use opentelemetry_sdk::trace::{Sampler, SpanData, SpanExporter};
 
 use super::*;
 use crate::errors::{ErrorKind, ProxyError};
+use crate::state::Snapshot;
 
 /// Keeps every exported span.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +32,11 @@ fn tracing(sampler: Sampler) -> (Tracing, Store, Metrics) {
     let store = Store::default();
     let metrics = Metrics::new();
     let resource = Resource::builder_empty().with_service_name("test").build();
+    let shared = Arc::new(Shared::new("default".into(), metrics.clone()));
+    shared.snapshot.store(Arc::new(Snapshot {
+        version: 3,
+        ..Snapshot::default()
+    }));
     let tracing = Tracing::with_exporter(
         store.clone(),
         resource,
@@ -38,7 +44,8 @@ fn tracing(sampler: Sampler) -> (Tracing, Store, Metrics) {
         64,
         Duration::from_secs(1),
         &metrics,
-    );
+    )
+    .with_policy_versions(shared);
     (tracing, store, metrics)
 }
 
@@ -79,7 +86,7 @@ fn traceparent_span_id(req: &Request<()>) -> SpanId {
 async fn a_retried_call_has_one_logical_span_with_two_attempts() {
     let (tracing, store, _) = tracing(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
     let mut req = request(Some(PARENT));
-    let call = tracing.outbound(&mut req, "payments.default:8080", 3);
+    let call = Tracing::outbound(Some(&tracing), &mut req, "payments.default:8080");
     let trace_id = call.trace_id().expect("sampled");
     assert_eq!(trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
 
@@ -162,7 +169,7 @@ async fn an_unsampled_parent_passes_untouched_and_exports_nothing() {
     let (tracing, store, metrics) = tracing(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
     let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
     let mut req = request(Some(unsampled));
-    let call = tracing.outbound(&mut req, "payments.default:8080", 1);
+    let call = Tracing::outbound(Some(&tracing), &mut req, "payments.default:8080");
     assert!(call.trace_id().is_none());
     assert!(req.extensions().get::<CallSpan>().is_none());
     assert!(AttemptSpan::start(&mut req, "127.0.0.1:1".parse().expect("addr")).is_none());
@@ -177,8 +184,7 @@ async fn an_unsampled_parent_passes_untouched_and_exports_nothing() {
 async fn a_new_unsampled_trace_tells_downstream_not_to_sample() {
     let (tracing, store, _) = tracing(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)));
     let mut req = request(None);
-    tracing
-        .outbound(&mut req, "payments.default:8080", 1)
+    Tracing::outbound(Some(&tracing), &mut req, "payments.default:8080")
         .response(&Response::new(()));
     let cx = propagation::extract(req.headers()).expect("a traceparent was added");
     assert!(!cx.is_sampled());
@@ -195,7 +201,7 @@ async fn server_span_continues_the_callers_trace_and_b3_is_accepted() {
         .header("x-b3-sampled", "1")
         .body(())
         .expect("request");
-    let server = tracing.inbound(&mut req, "web", 1);
+    let server = Tracing::inbound(Some(&tracing), &mut req, "web");
     let sent = traceparent_span_id(&req);
     server.error(&ProxyError::new(ErrorKind::Timeout, "web", "2s"));
     let spans = spans(&tracing, &store).await;
@@ -224,7 +230,7 @@ async fn server_span_continues_the_callers_trace_and_b3_is_accepted() {
 async fn an_attempt_dropped_unfinished_ends_as_cancelled() {
     let (tracing, store, _) = tracing(Sampler::AlwaysOn);
     let mut req = request(None);
-    let call = tracing.outbound(&mut req, "payments.default:8080", 1);
+    let call = Tracing::outbound(Some(&tracing), &mut req, "payments.default:8080");
     drop(AttemptSpan::start(
         &mut req,
         "127.0.0.1:1".parse().expect("addr"),
@@ -262,11 +268,12 @@ async fn no_endpoint_means_no_tracing() {
     if config.otlp_endpoint.is_some() {
         return; // OTEL_EXPORTER_OTLP_ENDPOINT set in the test environment
     }
+    let shared = Arc::new(Shared::new("default".into(), Metrics::new()));
     assert!(
-        Tracing::from_config(&config, &Metrics::new())
+        Tracing::from_config(&config, &shared)
             .expect("ok")
             .is_none()
     );
     let bad = ProxyConfig::from_args(["--otlp-endpoint", "not a url"]).expect("parse");
-    assert!(Tracing::from_config(&bad, &Metrics::new()).is_err());
+    assert!(Tracing::from_config(&bad, &shared).is_err());
 }
