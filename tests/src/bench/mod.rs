@@ -6,6 +6,7 @@
 //! - [`scenarios`]: the [`Plan`] (full or `--quick`) and its execution.
 //! - [`contenders`]: starting the upstream, Levee (one hop, two hops, full
 //!   policy), HAProxy and nginx, pinned with `taskset`.
+//! - [`convergence`]: scenario 6, the control plane's convergence example.
 //! - [`faults`]: scenario 5, outcomes behind faulty endpoints (`levee-flaky`).
 //! - [`load`]: the open-loop / closed-loop HTTP/1.1 and h2c load generator.
 //! - [`pacing`]: the open-loop send schedule.
@@ -17,6 +18,7 @@
 
 pub mod configs;
 pub mod contenders;
+pub mod convergence;
 pub mod faults;
 pub mod histogram;
 pub mod load;

@@ -78,6 +78,8 @@ pub struct Report {
     pub policy_cpu_overhead_pct: Option<f64>,
     /// Scenario 5: outcomes behind faulty endpoints.
     pub faults: Vec<super::faults::FaultRow>,
+    /// Scenario 6: the control plane's convergence example, one line per size.
+    pub convergence: Vec<String>,
     pub skipped: Vec<String>,
 }
 
@@ -246,6 +248,13 @@ pub fn render(report: &Report) -> String {
     }
     if !report.faults.is_empty() {
         out += &super::faults::render(&report.faults);
+    }
+    if !report.convergence.is_empty() {
+        out += "\nCONTROL-PLANE CONVERGENCE (Apply answered -> every watch stream ACKed)\n";
+        for line in &report.convergence {
+            out += line;
+            out += "\n";
+        }
     }
     for s in &report.skipped {
         out += &format!("skipped: {s}\n");

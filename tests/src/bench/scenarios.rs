@@ -33,6 +33,9 @@ pub struct Plan {
     pub idle_connections: usize,
     /// Scenario 5: measured seconds per fault case and contender; `None` skips it.
     pub faults: Option<Duration>,
+    /// Scenario 6: `(watch streams, rounds)` for the control plane's
+    /// convergence example.
+    pub convergence: Vec<(usize, u32)>,
 }
 
 impl Plan {
@@ -57,6 +60,7 @@ impl Plan {
             throughput_connections: Some(64),
             idle_connections: 1000,
             faults: Some(Duration::from_secs(5)),
+            convergence: vec![(10, 20), (100, 20), (1000, 20)],
         }
     }
 
@@ -81,6 +85,7 @@ impl Plan {
             throughput_connections: Some(16),
             idle_connections: 100,
             faults: Some(Duration::from_secs(1)),
+            convergence: vec![(10, 3)],
         }
     }
 }
@@ -294,7 +299,6 @@ pub async fn run(
     throughput_rows.sort_by_key(|r| rank(&r.contender));
 
     let policy_cpu_overhead_pct = policy_overhead(&latency_rows);
-    skipped.push("scenario 6 (control-plane convergence): not yet".into());
 
     for c in contenders {
         c.stop().await;
@@ -304,6 +308,18 @@ pub async fn run(
         // Enough connections that a 200 ms endpoint does not hold the client back.
         Some(duration) => super::faults::run(env, 500.0, 128, duration).await?,
         None => Vec::new(),
+    };
+    let convergence = if plan.convergence.is_empty() {
+        Vec::new()
+    } else {
+        // The example holds the control plane and the simulated proxies in
+        // one process: it gets every CPU (the load generator is idle by now).
+        super::convergence::run(&plan.convergence, None)
+            .await
+            .unwrap_or_else(|e| {
+                skipped.push(format!("scenario 6 (control-plane convergence): {e}"));
+                Vec::new()
+            })
     };
     Ok(Report {
         machine,
@@ -322,6 +338,7 @@ pub async fn run(
         memory: memory_rows,
         policy_cpu_overhead_pct,
         faults,
+        convergence,
         skipped,
     })
 }
