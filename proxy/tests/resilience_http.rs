@@ -203,3 +203,30 @@ async fn without_a_policy_only_connect_failures_are_retried() {
     }
     proxy.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn without_retries_the_same_upstream_fails_a_fifth_of_the_calls() {
+    // The control for the test above: same upstream and request sequence.
+    let upstream = start(Behaviour {
+        fail_percent: 20,
+        ..Behaviour::default()
+    })
+    .await;
+    let proxy = start_proxy(&support::endpoints("svc", 8080, &[upstream.addr]), &[]).await;
+    let mut client = h1(proxy.addrs.outbound).await;
+    let total = 1000;
+    let mut ok = 0;
+    for _ in 0..total {
+        if send(&mut client, Method::GET, &[]).await.0 == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    let success = ok as f64 / total as f64;
+    eprintln!(
+        "without policy: success {success:.4}, amplification {:.3}",
+        upstream.hits() as f64 / total as f64
+    );
+    assert!((0.75..0.85).contains(&success), "{success}");
+    assert_eq!(upstream.hits(), total, "no retries without a policy");
+    proxy.stop().await.expect("stop");
+}
