@@ -6,6 +6,8 @@
 //!   and the `levee-flaky` binary.
 //! - [`harness`]: finds and runs `levee-proxy` (port 0, `--addr-file`, waits
 //!   for `/ready`), HTTP clients, `curl`, metrics and `/config` helpers.
+//! - [`otlp`]: a test OpenTelemetry collector (OTLP/gRPC traces) that
+//!   records the spans it receives.
 //! - [`pb`]: Rust generated from `proto/levee/testing/v1/flaky.proto`.
 //! - [`bench`]: the benchmark runner behind `levee-bench` (docs/benchmarks.md).
 //! - [`demo`]: the local mesh demo behind `levee-demo` (README's first command).
@@ -20,6 +22,7 @@ pub mod bench;
 pub mod demo;
 pub mod flaky;
 pub mod harness;
+pub mod otlp;
 
 /// The flaky upstream's gRPC messages and stubs (`levee.testing.v1`).
 pub mod pb {
