@@ -85,6 +85,7 @@ impl RetryMetrics {
             }
         }
         reasons.extend(conditions.grpc_on.iter().map(|c| Reason::Grpc(*c).label()));
+        reasons.sort_unstable();
         reasons.dedup();
         let by_reason = reasons
             .into_iter()
