@@ -162,6 +162,11 @@ impl EndpointHealth {
         let _serialised = self.serialise();
         let current = self.table.load_full();
         if current.cfg.as_ref() == cfg {
+            // A snapshot install resets `levee_endpoints{state="ready"}` to
+            // the static count; put the ejections back.
+            if current.count > 0 {
+                self.publish(current.count);
+            }
             return;
         }
         let addrs: Vec<SocketAddr> = current.breakers.keys().copied().collect();

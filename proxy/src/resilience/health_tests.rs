@@ -129,3 +129,17 @@ async fn state_survives_unchanged_config_and_endpoint_updates() {
     assert!(health.is_available(b), "no breaker, no ejection");
     assert_eq!(health.ejected(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unchanged_config_republishes_the_endpoint_gauges() {
+    let (health, metrics, [a, ..]) = three();
+    fail(&health, a, 3);
+    // A snapshot install writes the static endpoint count over the gauge.
+    metrics.set_endpoints("payments.shop:8080", "ready", 3);
+    health.update_config(Some(&config()));
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"levee_endpoints{service="payments.shop:8080",state="ready"} 2"#),
+        "{text}"
+    );
+}
