@@ -1,8 +1,10 @@
 //! The watch task: one stream at a time, reconnecting with backoff; applies
 //! updates, answers ACK/NACK, installs snapshots and writes the cache.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use levee_proto::policy::ServiceKey;
 use levee_proto::v1 as pb;
@@ -10,13 +12,20 @@ use levee_proto::v1::discovery_client::DiscoveryClient;
 use levee_proto::v1::watch_request::Kind as Request;
 use levee_proto::v1::watch_response::Kind as Response;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use super::backoff::Attempts;
-use super::services::{Applied, Services, ref_of};
+use super::services::{Applied, Services, key_of, ref_of};
 use super::{DiscoveryConfig, PROXY_VERSION, cache};
 use crate::state::Shared;
+
+/// Just after a stream comes up, an update that takes away every endpoint
+/// of a service is not believed at once for this long: a restarted control
+/// plane knows no proxy registrations until those proxies reconnect too.
+/// The last endpoints keep serving meanwhile (then DNS, as the update says).
+pub(super) const RESYNC_HOLD: Duration = Duration::from_secs(15);
 
 /// The state of the watch task.
 pub(super) struct Watcher {
@@ -33,6 +42,12 @@ pub(super) struct Watcher {
     installed_source: Option<String>,
     /// `services` changed since the last install.
     dirty: bool,
+    /// Endpoints kept through a resync that came back empty ([`RESYNC_HOLD`]).
+    held: BTreeMap<ServiceKey, Arc<[SocketAddr]>>,
+    /// When `held` is let go.
+    hold_until: Option<Instant>,
+    /// When the current stream came up.
+    stream_up: Option<Instant>,
     attempts: Attempts,
 }
 
@@ -64,6 +79,9 @@ impl Watcher {
             cached,
             installed_source: None,
             dirty: false,
+            held: BTreeMap::new(),
+            hold_until: None,
+            stream_up: None,
         }
     }
 
@@ -123,9 +141,15 @@ impl Watcher {
         tracing::warn!(%path, version, "control plane unreachable: serving the cached config");
     }
 
-    /// Installs the snapshot of the current services.
+    /// Installs the snapshot of the current services (with held endpoints).
     fn install(&mut self, source: String) -> u64 {
-        let snapshot = self.services.snapshot(source.clone());
+        let mut snapshot = self.services.snapshot(source.clone());
+        for (key, endpoints) in &self.held {
+            snapshot
+                .endpoints
+                .entry(key.clone())
+                .or_insert_with(|| endpoints.clone());
+        }
         self.installed_source = Some(source);
         self.shared.install(snapshot)
     }
@@ -166,6 +190,9 @@ impl Watcher {
         tracing::info!(url = %self.config.url, subscriptions = self.subscribed.len(), "control plane stream up");
         self.shared.metrics.set_control_plane_connected(true);
         self.shared.subscriptions.set_connected(true);
+        let now = Instant::now();
+        self.stream_up = Some(now);
+        self.hold_until = (!self.held.is_empty()).then_some(now + RESYNC_HOLD);
         // The initial subscriptions not answered yet: ready (and the source
         // switches to the control plane) once this is empty.
         let mut pending: HashSet<ServiceKey> = self.subscribed.iter().cloned().collect();
@@ -173,6 +200,7 @@ impl Watcher {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return End::Shutdown,
+                () = expiry(self.hold_until) => self.release_held(),
                 Some(key) = new_keys.recv() => {
                     if self.subscribed.insert(key.clone()) {
                         tracing::debug!(service = %key, "subscribing");
@@ -214,6 +242,7 @@ impl Watcher {
         tx: &mpsc::UnboundedSender<pb::WatchRequest>,
         pending: &mut HashSet<ServiceKey>,
     ) -> bool {
+        let previous = self.previous_endpoints(&update);
         let metrics = &self.shared.metrics;
         let (answer, key, changed) = match self.services.apply(&update, self.config.checks) {
             Ok((key, applied)) => {
@@ -239,6 +268,9 @@ impl Watcher {
             }
         };
         let _ = tx.send(request(answer));
+        if let (Some(key), true) = (&key, changed) {
+            self.hold_if_emptied(key, previous);
+        }
         if let Some(key) = key {
             pending.remove(&key);
             self.shared.subscriptions.settle(&key);
@@ -284,6 +316,64 @@ impl Watcher {
         if let Err(error) = written {
             tracing::warn!(path = %path.display(), %error, "cannot write the policy cache");
         }
+    }
+}
+
+impl Watcher {
+    /// The endpoints served for the service `update` is about, if any.
+    fn previous_endpoints(&self, update: &pb::ServiceUpdate) -> Option<Arc<[SocketAddr]>> {
+        let key = key_of(update.service.as_ref()?).ok()?;
+        if let Some(held) = self.held.get(&key) {
+            return Some(held.clone());
+        }
+        let endpoints = &self.services.get(&key)?.endpoints;
+        (!endpoints.is_empty()).then(|| endpoints.clone())
+    }
+
+    /// After an accepted change of `key`: holds its `previous` endpoints if
+    /// the change emptied them right after (re)connecting; forgets them when
+    /// real endpoints arrived.
+    fn hold_if_emptied(&mut self, key: &ServiceKey, previous: Option<Arc<[SocketAddr]>>) {
+        let emptied = self
+            .services
+            .get(key)
+            .is_some_and(|s| s.endpoints.is_empty());
+        if !emptied {
+            self.held.remove(key);
+            return;
+        }
+        let (Some(previous), Some(up)) = (previous, self.stream_up) else {
+            return;
+        };
+        if up.elapsed() >= RESYNC_HOLD {
+            self.held.remove(key);
+            return;
+        }
+        tracing::info!(service = %key, endpoints = previous.len(), hold = ?RESYNC_HOLD, "no endpoints right after (re)connecting: keeping the last ones a while");
+        self.held.insert(key.clone(), previous);
+        self.hold_until = Some(up + RESYNC_HOLD);
+    }
+
+    /// The hold is over: what the control plane says stands.
+    fn release_held(&mut self) {
+        self.hold_until = None;
+        if std::mem::take(&mut self.held).is_empty() {
+            return;
+        }
+        let source = self
+            .installed_source
+            .clone()
+            .unwrap_or_else(|| self.control_plane_source());
+        let version = self.install(source);
+        tracing::info!(version, "held endpoints released");
+    }
+}
+
+/// Fires at `deadline`; never without one.
+async fn expiry(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
