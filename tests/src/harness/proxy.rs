@@ -138,6 +138,21 @@ impl ProxyBuilder {
         proxy
     }
 
+    /// Starts the proxy and waits only for its addr file, not for `/ready`
+    /// (for a proxy that is not expected to become ready).
+    pub async fn start_unready(self) -> Proxy {
+        let (mut process, dir, policy_path) = self.spawn();
+        let addr_file = dir.path().join("addrs.json");
+        let addrs: Addrs =
+            startup::wait_addr_file(&mut process, &addr_file, STARTUP_DEADLINE).await;
+        Proxy {
+            process,
+            addrs,
+            dir,
+            policy_path,
+        }
+    }
+
     /// Runs a proxy that is expected to refuse to start: returns its exit
     /// status and output, or panics if it is still running after `timeout`.
     pub async fn start_expecting_exit(self, timeout: Duration) -> (ExitStatus, String) {
