@@ -24,7 +24,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 
 use super::propagation;
-use crate::errors::ProxyError;
+use crate::errors::{ErrorKind, ProxyError};
 use crate::resilience::attempt::AttemptDeadline;
 
 /// Request extension: the logical outbound call's span. Cheap to clone (the
@@ -76,17 +76,29 @@ impl SpanEvent {
 /// are (no-op when the request is not traced). Carries `levee.attempt`: the
 /// number of attempts started so far.
 pub fn event(extensions: &Extensions, event: SpanEvent) {
-    let Some(call) = extensions.get::<CallSpan>() else {
-        return;
-    };
-    let mut attributes = vec![KeyValue::new(
-        "levee.attempt",
-        i64::from(call.0.attempts.load(Ordering::Relaxed)),
-    )];
+    if let Some(call) = extensions.get::<CallSpan>() {
+        call.event(event);
+    }
+}
+
+impl CallSpan {
+    /// Adds `event` to the call's span (for a layer that kept the
+    /// [`CallSpan`] rather than the request; see [`event`]).
+    pub fn event(&self, event: SpanEvent) {
+        add_event(
+            &self.0.cx.span(),
+            event,
+            self.0.attempts.load(Ordering::Relaxed),
+        );
+    }
+}
+
+fn add_event(span: &SpanRef<'_>, event: SpanEvent, attempt: u32) {
+    let mut attributes = vec![KeyValue::new("levee.attempt", i64::from(attempt))];
     if let SpanEvent::Timeout(kind) = event {
         attributes.push(KeyValue::new("levee.timeout.kind", kind));
     }
-    call.0.cx.span().add_event(event.name(), attributes);
+    span.add_event(event.name(), attributes);
 }
 
 /// The logical outbound call's span, held by the outbound edge until the
@@ -165,6 +177,11 @@ impl OutboundSpan {
     /// Ends the span with a proxy-made error.
     pub fn error(self, err: &ProxyError) {
         if let Some(call) = self.0 {
+            // The rate limit is the outermost layer (never inside a retry):
+            // its refusal is always the call's result, noted here.
+            if err.kind == ErrorKind::RateLimited {
+                call.event(SpanEvent::RateLimited);
+            }
             let span = call.0.cx.span();
             span.set_attribute(attempts(&call));
             end_with_error(&span, err);
@@ -308,10 +325,17 @@ impl ServerSpan {
         }
     }
 
-    /// Ends the span with a proxy-made error.
+    /// Ends the span with a proxy-made error; the inbound limits' refusals
+    /// (`spec.inbound`) are also events.
     pub fn error(self, err: &ProxyError) {
         if let Some(cx) = self.0 {
-            end_with_error(&cx.span(), err);
+            let span = cx.span();
+            match err.kind {
+                ErrorKind::RateLimited => add_event(&span, SpanEvent::RateLimited, 0),
+                ErrorKind::Timeout => add_event(&span, SpanEvent::Timeout("request"), 0),
+                _ => {}
+            }
+            end_with_error(&span, err);
         }
     }
 }

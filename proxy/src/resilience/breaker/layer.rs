@@ -10,6 +10,7 @@ use tower::{BoxError, Layer, Service};
 use super::ServiceBreaker;
 use super::future::ResponseFuture;
 use crate::resilience::attempt::AttemptDeadline;
+use crate::trace::{self, SpanEvent};
 
 /// Wraps a service with the breaker of its target service.
 #[derive(Clone, Debug)]
@@ -62,7 +63,10 @@ where
                 let permit = permit.with_deadline(deadline);
                 ResponseFuture::admitted(self.inner.call(req), permit)
             }
-            Err(rejected) => ResponseFuture::rejected(rejected),
+            Err(rejected) => {
+                trace::event(req.extensions(), SpanEvent::CircuitOpen);
+                ResponseFuture::rejected(rejected)
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::body::{BoxBody, BoxError};
 use crate::errors::{self, ProxyError};
 use crate::resilience::attempt::{AttemptDeadline, AttemptTrace};
 use crate::resilience::timeout::{Deadline, elapsed, grpc};
+use crate::trace::{self, SpanEvent};
 
 type Attempt = Result<Response<BoxBody>, BoxError>;
 type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Attempt> + Send>>;
@@ -67,6 +68,7 @@ where
         }
         if !config.budget.withdraw() {
             config.metrics.exhausted.inc();
+            trace::event(template.head.extensions(), SpanEvent::RetryBudgetExhausted);
             tracing::debug!(service = %config.service, reason = %reason.label(), "retry budget exhausted");
             return result;
         }
@@ -166,6 +168,7 @@ where
             Ok(result) => result,
             Err(_) => {
                 config.metrics.per_try_timeouts.inc();
+                trace::event(template.head.extensions(), SpanEvent::Timeout("per-try"));
                 let after = config.per_try.unwrap_or_default();
                 Err(elapsed(&config.service, "per-try", after).into())
             }

@@ -11,10 +11,11 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::time::Sleep;
 
 use crate::body::BoxError;
+use crate::trace::{CallSpan, SpanEvent};
 
-/// What fires the timeout: the sleep, its counter, the service label and the
-/// budget (for the error's detail).
-pub(super) type Timer = (Sleep, Counter, Arc<str>, Duration);
+/// What fires the timeout: the sleep, its counter, the service label, the
+/// budget (for the error's detail) and the call's span (for the event).
+pub(super) type Timer = (Sleep, Counter, Arc<str>, Duration, Option<CallSpan>);
 
 pin_project! {
     /// Resolves to the inner response, or to a `timeout` error at the deadline.
@@ -23,17 +24,17 @@ pin_project! {
         inner: F,
         #[pin]
         sleep: Option<Sleep>,
-        fired: Option<(Counter, Arc<str>, Duration)>,
+        fired: Option<(Counter, Arc<str>, Duration, Option<CallSpan>)>,
     }
 }
 
 impl<F> ResponseFuture<F> {
     pub(super) fn new(inner: F, timer: Option<Timer>) -> Self {
         match timer {
-            Some((sleep, counter, service, after)) => ResponseFuture {
+            Some((sleep, counter, service, after, span)) => ResponseFuture {
                 inner,
                 sleep: Some(sleep),
-                fired: Some((counter, service, after)),
+                fired: Some((counter, service, after, span)),
             },
             None => ResponseFuture {
                 inner,
@@ -59,11 +60,14 @@ where
         if let Some(sleep) = this.sleep.as_pin_mut()
             && sleep.poll(cx).is_ready()
         {
-            let (counter, service, after) = this
+            let (counter, service, after, span) = this
                 .fired
                 .take()
-                .unwrap_or_else(|| (Counter::default(), Arc::from(""), Duration::ZERO));
+                .unwrap_or_else(|| (Counter::default(), Arc::from(""), Duration::ZERO, None));
             counter.inc();
+            if let Some(span) = span {
+                span.event(SpanEvent::Timeout("request"));
+            }
             return Poll::Ready(Err(super::elapsed(&service, "request", after).into()));
         }
         Poll::Pending

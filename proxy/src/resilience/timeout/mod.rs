@@ -26,6 +26,8 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 use tower::Service;
 
+use crate::trace::CallSpan;
+
 pub use error::elapsed;
 pub use future::ResponseFuture;
 pub use layer::RequestTimeoutLayer;
@@ -89,7 +91,14 @@ where
             }
             req.extensions_mut().insert(Deadline(at));
             let sleep = tokio::time::sleep_until(at);
-            (sleep, self.fired.clone(), self.service.clone(), budget)
+            let span = req.extensions().get::<CallSpan>().cloned();
+            (
+                sleep,
+                self.fired.clone(),
+                self.service.clone(),
+                budget,
+                span,
+            )
         });
         ResponseFuture::new(self.inner.call(req), timer)
     }
