@@ -168,10 +168,12 @@ impl Tracing {
     }
 
     fn policy_version(&self) -> u64 {
-        self.inner
-            .policy
-            .as_ref()
-            .map_or(0, |shared| shared.snapshot.load().version)
+        // As `levee_policy_version` reports it: the control plane's revision
+        // when there is one, else the local snapshot version.
+        self.inner.policy.as_ref().map_or(0, |shared| {
+            let snapshot = shared.snapshot.load();
+            snapshot.policy_revision.unwrap_or(snapshot.version)
+        })
     }
 
     /// Sends the spans still queued, waiting at most `within`; later spans
