@@ -27,6 +27,10 @@ use crate::state::Shared;
 /// The last endpoints keep serving meanwhile (then DNS, as the update says).
 pub(super) const RESYNC_HOLD: Duration = Duration::from_secs(15);
 
+/// A stream that lasted this long worked: the backoff starts over (as it
+/// does on any update).
+const STREAM_WORKED: Duration = Duration::from_secs(30);
+
 /// The state of the watch task.
 pub(super) struct Watcher {
     shared: Arc<Shared>,
@@ -93,7 +97,14 @@ impl Watcher {
     ) {
         self.shared.metrics.set_control_plane_connected(false);
         loop {
+            self.stream_up = None;
             let end = self.session(&mut new_keys, &shutdown).await;
+            if self
+                .stream_up
+                .is_some_and(|up| up.elapsed() >= STREAM_WORKED)
+            {
+                self.attempts.reset();
+            }
             self.shared.metrics.set_control_plane_connected(false);
             self.shared.subscriptions.set_connected(false);
             match end {
@@ -392,3 +403,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+#[cfg(test)]
+#[path = "watch_tests.rs"]
+mod tests;
