@@ -9,7 +9,8 @@
 mod labels;
 mod request;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -83,6 +84,9 @@ struct Inner {
     trace_spans_dropped: Counter,
     /// Per-route handles handed out by `requests`.
     routes: RouteCache,
+    /// Services whose `levee_endpoints` endpoint health publishes (a breaker
+    /// is configured); discovery's counts for them are ignored.
+    endpoint_health_owned: Mutex<HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -201,6 +205,7 @@ impl Metrics {
                 control_plane_connected,
                 trace_spans_dropped,
                 routes: RouteCache::default(),
+                endpoint_health_owned: Mutex::default(),
             }),
         }
     }
@@ -291,8 +296,50 @@ impl Metrics {
             })
     }
 
-    /// Sets `levee_endpoints{service,state}` (state: ready or ejected).
+    /// Sets `levee_endpoints{service,state}` (state: ready or ejected) as
+    /// discovery sees it (static lists, DNS). Ignored while endpoint health
+    /// owns the service's series ([`Metrics::set_endpoint_health`]).
     pub fn set_endpoints(&self, service: &str, state: &'static str, count: usize) {
+        let owned = self.endpoint_health_owned();
+        if !owned.contains(service) {
+            self.write_endpoints(service, state, count);
+        }
+    }
+
+    /// Endpoint health's numbers for `levee_endpoints{service}`: from now on
+    /// it owns the series and discovery's [`Metrics::set_endpoints`] is ignored.
+    pub fn set_endpoint_health(&self, service: &str, ready: usize, ejected: usize) {
+        let mut owned = self.endpoint_health_owned();
+        if !owned.contains(service) {
+            owned.insert(service.to_owned());
+        }
+        // Written under the lock, so a concurrent discovery write cannot land last.
+        self.write_endpoints(service, "ready", ready);
+        self.write_endpoints(service, "ejected", ejected);
+    }
+
+    /// Endpoint health stops owning `levee_endpoints{service}` (its breaker
+    /// was removed): `ready` becomes `count`, `ejected` goes away, and
+    /// discovery's counts apply again. Nothing happens when it did not own it.
+    pub fn release_endpoint_health(&self, service: &str, count: usize) {
+        let mut owned = self.endpoint_health_owned();
+        if owned.remove(service) {
+            self.write_endpoints(service, "ready", count);
+            self.inner.endpoints.remove(&EndpointLabels {
+                service: service.into(),
+                state: "ejected",
+            });
+        }
+    }
+
+    fn endpoint_health_owned(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.inner
+            .endpoint_health_owned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_endpoints(&self, service: &str, state: &'static str, count: usize) {
         let count = i64::try_from(count).unwrap_or(i64::MAX);
         self.inner
             .endpoints

@@ -10,9 +10,15 @@
 //! A lone endpoint is therefore never ejected at the default 50%; the
 //! service breaker is what protects a service that is down as a whole.
 //!
-//! HALF_OPEN endpoints stay available until `halfOpenProbes` results are in:
-//! the balancer asks about candidates it may not pick, so availability
-//! cannot hand out probe slots without leaking them.
+//! Availability has no side effect (the balancer asks about candidates it may
+//! not pick); the endpoint the balancer chose is then let in by
+//! [`EndpointHealth::begin`], which for a HALF_OPEN endpoint hands out one of
+//! its `halfOpenProbes` probe slots (or refuses when all are out). Only those
+//! probes' results decide; a probe that ends without an outcome (its caller
+//! hung up) gives its slot back.
+//!
+//! With a breaker configured, endpoint health owns `levee_endpoints` for its
+//! service (ready = known − ejected); without one, discovery's count stands.
 //!
 //! Hot path: an `ArcSwap` read of the endpoint map and one small per-endpoint
 //! mutex; the ejected count is an atomic.
@@ -27,7 +33,8 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::metrics::{CircuitState, Metrics};
-use crate::resilience::breaker::machine::Machine;
+use crate::resilience::balance::Pass;
+use crate::resilience::breaker::machine::{Admission, Machine};
 use crate::resilience::breaker::{BreakerConfig, BreakerMetrics};
 use crate::resilience::classify::Outcome;
 
@@ -122,21 +129,56 @@ impl EndpointHealth {
         available
     }
 
-    /// Reports one attempt's outcome against `addr`.
-    pub fn record(&self, addr: SocketAddr, outcome: &Outcome, latency: Duration) {
-        if outcome.is_ignored() {
-            return;
+    /// Lets one attempt go to `addr` (the balancer's choice). CLOSED and
+    /// unknown endpoints take it as an ordinary call; a HALF_OPEN one as a
+    /// probe while it has a slot left; otherwise `None`.
+    pub fn begin(&self, addr: SocketAddr) -> Option<Pass> {
+        let table = self.table.load();
+        let Some(breaker) = table.breakers.get(&addr) else {
+            return Some(Pass::default());
+        };
+        if breaker.closed.load(Ordering::Acquire) {
+            return Some(Pass::default());
         }
+        let mut machine = breaker.lock();
+        let (admission, changed) = machine.admit(Instant::now());
+        breaker.mirror(&machine);
+        drop(machine);
+        if let Some(state) = changed {
+            breaker.metrics.transition(state);
+        }
+        match admission {
+            Admission::Admitted {
+                probe: true,
+                generation,
+            } => Some(Pass {
+                probe: Some(generation),
+            }),
+            Admission::Admitted { probe: false, .. } => Some(Pass::default()),
+            Admission::Rejected { .. } => None,
+        }
+    }
+
+    /// Reports the outcome of one attempt on `addr` that [`Self::begin`] let in.
+    pub fn record(&self, addr: SocketAddr, pass: Pass, outcome: &Outcome, latency: Duration) {
         let table = self.table.load();
         let (Some(cfg), Some(breaker)) = (&table.cfg, table.breakers.get(&addr)) else {
             return;
         };
+        if outcome.is_ignored() {
+            if let Some(generation) = pass.probe {
+                breaker.lock().release(generation);
+            }
+            return;
+        }
         let failed = outcome.is_failure(&cfg.failure_on);
         let cap = ejection_cap(table.count, cfg.max_ejected_percent);
         let mut machine = breaker.lock();
         let before = machine.state();
         let slow = machine.is_slow(latency);
-        let changed = machine.record(Instant::now(), failed, slow, None, || self.try_eject(cap));
+        let changed = machine.record(Instant::now(), failed, slow, pass.probe, || {
+            self.try_eject(cap)
+        });
         breaker.mirror(&machine);
         drop(machine);
         let Some(state) = changed else { return };
@@ -162,11 +204,6 @@ impl EndpointHealth {
         let _serialised = self.serialise();
         let current = self.table.load_full();
         if current.cfg.as_ref() == cfg {
-            // A snapshot install resets `levee_endpoints{state="ready"}` to
-            // the static count; put the ejections back.
-            if current.count > 0 {
-                self.publish(current.count);
-            }
             return;
         }
         let addrs: Vec<SocketAddr> = current.breakers.keys().copied().collect();
@@ -215,13 +252,17 @@ impl EndpointHealth {
         self.publish(count);
     }
 
-    /// Sets `levee_endpoints{state=ready|ejected}`.
+    /// Sets `levee_endpoints{state=ready|ejected}`: owned here while a
+    /// breaker is configured (discovery's count is ignored then), handed
+    /// back to discovery with the plain count when not.
     fn publish(&self, count: usize) {
+        if self.table.load().cfg.is_none() {
+            self.metrics.release_endpoint_health(&self.service, count);
+            return;
+        }
         let ejected = self.ejected.load(Ordering::Acquire).min(count);
         self.metrics
-            .set_endpoints(&self.service, "ready", count - ejected);
-        self.metrics
-            .set_endpoints(&self.service, "ejected", ejected);
+            .set_endpoint_health(&self.service, count - ejected, ejected);
     }
 
     /// How many endpoints are ejected (OPEN or HALF_OPEN) now.

@@ -9,9 +9,15 @@ fn addr(port: u16) -> SocketAddr {
 
 const FAST: Duration = Duration::from_millis(1);
 
+/// One attempt on `a` as the balancer makes it: let in, then its outcome.
+fn attempt(health: &EndpointHealth, a: SocketAddr, outcome: Outcome) {
+    let pass = health.begin(a).expect("the endpoint lets the attempt in");
+    health.record(a, pass, &outcome, FAST);
+}
+
 fn fail(health: &EndpointHealth, a: SocketAddr, n: usize) {
     for _ in 0..n {
-        health.record(a, &Outcome::HttpStatus(503), FAST);
+        attempt(health, a, Outcome::HttpStatus(503));
     }
 }
 
@@ -27,7 +33,7 @@ fn three() -> (EndpointHealth, Metrics, [SocketAddr; 3]) {
 async fn a_failing_endpoint_is_ejected_and_comes_back_after_probes() {
     let (health, metrics, [a, b, _]) = three();
     fail(&health, a, 2);
-    health.record(a, &Outcome::Cancelled, FAST); // hang-ups do not count or reset
+    attempt(&health, a, Outcome::Cancelled); // hang-ups do not count or reset
     assert!(health.is_available(a));
     fail(&health, a, 1);
     assert!(!health.is_available(a), "3 consecutive failures eject");
@@ -48,9 +54,9 @@ async fn a_failing_endpoint_is_ejected_and_comes_back_after_probes() {
     // Open time over: offered again as HALF_OPEN; both probes succeed → back.
     tokio::time::advance(Duration::from_secs(1)).await;
     assert!(health.is_available(a));
-    health.record(a, &Outcome::Success, FAST);
+    attempt(&health, a, Outcome::Success);
     assert_eq!(health.ejected(), 1, "one probe is not enough");
-    health.record(a, &Outcome::Success, FAST);
+    attempt(&health, a, Outcome::Success);
     assert_eq!(health.ejected(), 0);
     assert!(health.is_available(a));
     let text = metrics.encode();
@@ -66,7 +72,7 @@ async fn a_failed_probe_ejects_for_longer() {
     fail(&health, a, 3);
     tokio::time::advance(Duration::from_secs(1)).await;
     assert!(health.is_available(a));
-    health.record(a, &Outcome::Error(ErrorKind::UpstreamConnect), FAST);
+    attempt(&health, a, Outcome::Error(ErrorKind::UpstreamConnect));
     assert!(!health.is_available(a));
     tokio::time::advance(Duration::from_secs(1)).await;
     assert!(!health.is_available(a), "second ejection lasts ≥ 1.8s");
@@ -131,15 +137,126 @@ async fn state_survives_unchanged_config_and_endpoint_updates() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_unchanged_config_republishes_the_endpoint_gauges() {
-    let (health, metrics, [a, ..]) = three();
+async fn endpoint_health_owns_the_endpoint_gauges_while_a_breaker_is_configured() {
+    let (health, metrics, [a, b, c]) = three();
+    let series = |state: &str, n: usize| {
+        format!(r#"levee_endpoints{{service="payments.shop:8080",state="{state}"}} {n}"#)
+    };
     fail(&health, a, 3);
-    // A snapshot install writes the static endpoint count over the gauge.
+    // A snapshot install or a DNS refresh writes discovery's count: ignored.
     metrics.set_endpoints("payments.shop:8080", "ready", 3);
+    let text = metrics.encode();
+    assert!(text.contains(&series("ready", 2)), "{text}");
+    assert!(text.contains(&series("ejected", 1)), "{text}");
+    // An unchanged config keeps the ejection and the numbers.
     health.update_config(Some(&config()));
+    assert!(metrics.encode().contains(&series("ready", 2)));
+
+    // Breaker removed: discovery owns the series again.
+    health.update_config(None);
+    let text = metrics.encode();
+    assert!(text.contains(&series("ready", 3)), "{text}");
+    assert!(!text.contains("state=\"ejected\""), "{text}");
+    metrics.set_endpoints("payments.shop:8080", "ready", 5);
+    assert!(metrics.encode().contains(&series("ready", 5)));
+    health.set_endpoints(&[a, b, c, addr(4)]);
     let text = metrics.encode();
     assert!(
-        text.contains(r#"levee_endpoints{service="payments.shop:8080",state="ready"} 2"#),
-        "{text}"
+        text.contains(&series("ready", 5)),
+        "without a breaker health leaves the gauge alone: {text}"
     );
+}
+
+/// Ejects `a` and waits out its open time: it is HALF_OPEN on the next look.
+async fn half_open(health: &EndpointHealth, a: SocketAddr) {
+    fail(health, a, 3);
+    assert!(!health.is_available(a));
+    tokio::time::advance(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_admits_exactly_half_open_probes_at_once() {
+    let (health, _metrics, [a, ..]) = three();
+    half_open(&health, a).await;
+    assert!(health.is_available(a), "offered again");
+    assert!(health.is_available(a), "asking has no side effect");
+    let first = health.begin(a).expect("probe 1");
+    let second = health.begin(a).expect("probe 2");
+    assert!(first.probe.is_some() && second.probe.is_some());
+    assert_eq!(health.begin(a), None, "a third concurrent probe is refused");
+    assert!(!health.is_available(a), "no slot left: not a candidate");
+
+    health.record(a, first, &Outcome::Success, FAST);
+    assert_eq!(
+        health.begin(a),
+        None,
+        "a finished probe does not free a slot"
+    );
+    assert_eq!(health.ejected(), 1);
+    health.record(a, second, &Outcome::Success, FAST);
+    assert_eq!(health.ejected(), 0, "both probes succeeded: closed");
+    assert_eq!(
+        health.begin(a),
+        Some(Pass::default()),
+        "ordinary calls again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_whose_caller_hung_up_gives_its_slot_back() {
+    let (health, _metrics, [a, ..]) = three();
+    half_open(&health, a).await;
+    let first = health.begin(a).expect("probe 1");
+    let _second = health.begin(a).expect("probe 2");
+    assert_eq!(health.begin(a), None);
+    health.record(a, first, &Outcome::Cancelled, FAST);
+    assert!(health.is_available(a));
+    assert!(health.begin(a).is_some(), "the slot is back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_probes_decide_a_half_open_endpoint() {
+    let (health, _metrics, [a, ..]) = three();
+    // Admitted while CLOSED, finishing after the endpoint went HALF_OPEN.
+    let late = health.begin(a).expect("closed");
+    half_open(&health, a).await;
+    assert!(health.is_available(a));
+    health.record(a, late, &Outcome::HttpStatus(503), FAST);
+    assert!(
+        health.is_available(a),
+        "a late ordinary call does not reopen it"
+    );
+    let probe = health.begin(a).expect("probe");
+    health.record(a, probe, &Outcome::HttpStatus(503), FAST);
+    assert!(!health.is_available(a), "a failed probe reopens it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_balancer_sends_no_more_than_the_probes_to_a_half_open_endpoint() {
+    use crate::resilience::balance::Balancer;
+
+    let metrics = Metrics::new();
+    let health = Arc::new(EndpointHealth::new(
+        "payments.shop:8080",
+        Some(&config()),
+        &metrics,
+    ));
+    let balancer = Balancer::new("payments.shop:8080".into(), health.clone());
+    let addrs: Arc<[SocketAddr]> = Arc::new([addr(1), addr(2), addr(3)]);
+    balancer.set_endpoints(&addrs);
+    half_open(&health, addr(1)).await;
+    // 300 attempts in flight at once (none finishes): at most 2 on the probe.
+    let mut passes = Vec::new();
+    for _ in 0..300 {
+        let (chosen, pass) = balancer.pick_attempt(None).expect("picked");
+        passes.push((chosen.addr, pass));
+    }
+    let probes: Vec<_> = passes.iter().filter(|(a, _)| *a == addr(1)).collect();
+    assert_eq!(probes.len(), 2, "exactly halfOpenProbes probes");
+    assert!(probes.iter().all(|(_, pass)| pass.probe.is_some()));
+    // Every caller hangs up: the probe slots come back.
+    for &(a, pass) in &passes {
+        health.record(a, pass, &Outcome::Cancelled, FAST);
+    }
+    assert!(health.begin(addr(1)).is_some_and(|p| p.probe.is_some()));
 }

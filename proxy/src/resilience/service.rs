@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use levee_proto::policy::{OutboundPolicy, ResiliencePolicy, Route, RouteRequest};
 
-use super::balance::{Balancer, EndpointGate};
+use super::balance::{Balancer, EndpointGate, Pass};
 use super::breaker::ServiceBreaker;
 use super::classify::Outcome;
 use super::concurrency::Bulkhead;
@@ -241,8 +241,18 @@ impl EndpointGate for EndpointHealth {
         EndpointHealth::is_available(self, addr)
     }
 
-    fn record(&self, addr: std::net::SocketAddr, outcome: &Outcome, latency: std::time::Duration) {
-        EndpointHealth::record(self, addr, outcome, latency);
+    fn begin(&self, addr: std::net::SocketAddr) -> Option<Pass> {
+        EndpointHealth::begin(self, addr)
+    }
+
+    fn record(
+        &self,
+        addr: std::net::SocketAddr,
+        pass: Pass,
+        outcome: &Outcome,
+        latency: std::time::Duration,
+    ) {
+        EndpointHealth::record(self, addr, pass, outcome, latency);
     }
 
     fn set_endpoints(&self, addrs: &[std::net::SocketAddr]) {

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use super::{EndpointGate, EndpointStats};
+use super::{EndpointGate, EndpointStats, Pass};
 use crate::body::BoxError;
 use crate::errors::{ErrorKind, ProxyError};
 use crate::resilience::attempt::AttemptDeadline;
@@ -22,6 +22,8 @@ use crate::resilience::classify::{Outcome, classify_error, classify_response};
 struct Report {
     endpoint: Arc<EndpointStats>,
     gate: Arc<dyn EndpointGate>,
+    /// What the gate granted: a probe's slot is given back or decided here.
+    pass: Pass,
     deadline: Option<AttemptDeadline>,
     start: Instant,
 }
@@ -30,7 +32,8 @@ impl Report {
     fn finish(self, outcome: Outcome) {
         let latency = self.start.elapsed();
         self.endpoint.load.finish(latency);
-        self.gate.record(self.endpoint.addr, &outcome, latency);
+        self.gate
+            .record(self.endpoint.addr, self.pass, &outcome, latency);
     }
 }
 
@@ -62,6 +65,7 @@ impl<F> ResponseFuture<F> {
         inner: F,
         endpoint: Arc<EndpointStats>,
         gate: Arc<dyn EndpointGate>,
+        pass: Pass,
         deadline: Option<AttemptDeadline>,
         start: Instant,
     ) -> Self {
@@ -71,6 +75,7 @@ impl<F> ResponseFuture<F> {
             report: Some(Report {
                 endpoint,
                 gate,
+                pass,
                 deadline,
                 start,
             }),

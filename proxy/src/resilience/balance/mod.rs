@@ -8,6 +8,11 @@
 //! says every endpoint is ejected (it caps ejection, so only with one or two
 //! endpoints), all of them are candidates again rather than failing the call.
 //!
+//! The chosen endpoint must then let the attempt in ([`EndpointGate::begin`]):
+//! a HALF_OPEN endpoint admits only its `halfOpenProbes` trial calls, so a
+//! refused pick moves on to another candidate. The [`Pass`] it hands out
+//! travels with the attempt and comes back with its outcome.
+//!
 //! The chosen address travels to the service inside as an [`Endpoint`]
 //! request extension. The response future ([`future`]) feeds the latency to
 //! the load estimate and the outcome to endpoint health.
@@ -39,12 +44,27 @@ pub use layer::BalanceLayer;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoint(pub SocketAddr);
 
+/// What [`EndpointGate::begin`] granted one attempt; handed back with the
+/// attempt's outcome to [`EndpointGate::record`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// `Some` for a HALF_OPEN trial call: the breaker generation it was
+    /// admitted in. `None`: an ordinary call (its result counts while the
+    /// endpoint is CLOSED and is ignored otherwise).
+    pub probe: Option<u64>,
+}
+
 /// What the balancer asks of endpoint health (outlier ejection).
 pub trait EndpointGate: Send + Sync + 'static {
-    /// `false` while `addr` is ejected.
+    /// `false` while `addr` is ejected (or HALF_OPEN with every probe out).
+    /// No side effect: the balancer asks about candidates it may not pick.
     fn is_available(&self, addr: SocketAddr) -> bool;
-    /// The outcome of one attempt on `addr`.
-    fn record(&self, addr: SocketAddr, outcome: &Outcome, latency: Duration);
+    /// Lets one attempt go to `addr`, the endpoint the balancer chose; `None`
+    /// when it may not take one now (HALF_OPEN, all probes out; or ejected
+    /// since `is_available` said yes).
+    fn begin(&self, addr: SocketAddr) -> Option<Pass>;
+    /// The outcome of one attempt on `addr` that `begin` let in.
+    fn record(&self, addr: SocketAddr, pass: Pass, outcome: &Outcome, latency: Duration);
     /// The endpoint set changed.
     fn set_endpoints(&self, addrs: &[SocketAddr]);
 }
@@ -57,7 +77,10 @@ impl EndpointGate for OpenGate {
     fn is_available(&self, _: SocketAddr) -> bool {
         true
     }
-    fn record(&self, _: SocketAddr, _: &Outcome, _: Duration) {}
+    fn begin(&self, _: SocketAddr) -> Option<Pass> {
+        Some(Pass::default())
+    }
+    fn record(&self, _: SocketAddr, _: Pass, _: &Outcome, _: Duration) {}
     fn set_endpoints(&self, _: &[SocketAddr]) {}
 }
 
@@ -110,9 +133,50 @@ impl Balancer {
         set.endpoints.iter().map(|e| e.addr).collect()
     }
 
-    /// Picks the endpoint for one attempt, avoiding `avoid` when possible.
+    /// Picks an endpoint for a connection that is not measured (a tunnel):
+    /// the same choice as [`Balancer::pick_attempt`], without a [`Pass`].
     pub fn pick(&self, avoid: Option<SocketAddr>) -> Result<Arc<EndpointStats>, ProxyError> {
         let set = self.endpoints.load();
+        let candidates = self.candidates(&set, avoid)?;
+        Ok(p2c(&candidates).clone())
+    }
+
+    /// Picks the endpoint for one attempt, avoiding `avoid` when possible,
+    /// and has the gate let the attempt in. A candidate that refuses (a
+    /// HALF_OPEN endpoint whose probes are all out) is dropped and the pick
+    /// repeated; `avoid` is the last resort before every endpoint is used
+    /// regardless (with a plain pass, so the result decides nothing).
+    pub fn pick_attempt(
+        &self,
+        avoid: Option<SocketAddr>,
+    ) -> Result<(Arc<EndpointStats>, Pass), ProxyError> {
+        let set = self.endpoints.load();
+        let mut candidates = self.candidates(&set, avoid)?;
+        while !candidates.is_empty() {
+            let chosen = p2c(&candidates);
+            if let Some(pass) = self.gate.begin(chosen.addr) {
+                return Ok((chosen.clone(), pass));
+            }
+            let refused = chosen.addr;
+            candidates.retain(|e| e.addr != refused);
+        }
+        if let Some(avoided) = set.endpoints.iter().find(|e| Some(e.addr) == avoid)
+            && self.gate.is_available(avoided.addr)
+            && let Some(pass) = self.gate.begin(avoided.addr)
+        {
+            return Ok((avoided.clone(), pass));
+        }
+        let all: Vec<&Arc<EndpointStats>> = set.endpoints.iter().collect();
+        Ok((p2c(&all).clone(), Pass::default()))
+    }
+
+    /// The endpoints an attempt may go to: the available ones (all when none
+    /// is), without `avoid` while another is left.
+    fn candidates<'a>(
+        &self,
+        set: &'a EndpointSet,
+        avoid: Option<SocketAddr>,
+    ) -> Result<Vec<&'a Arc<EndpointStats>>, ProxyError> {
         let all = &set.endpoints;
         if all.is_empty() {
             return Err(ProxyError::new(
@@ -131,7 +195,7 @@ impl Balancer {
         if candidates.len() > 1 && avoid.is_some() {
             candidates.retain(|e| Some(e.addr) != avoid);
         }
-        Ok(p2c(&candidates).clone())
+        Ok(candidates)
     }
 }
 
@@ -179,8 +243,8 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let trace = req.extensions().get::<AttemptTrace>().cloned();
         let avoid = trace.as_ref().and_then(AttemptTrace::last);
-        let chosen = match self.balancer.pick(avoid) {
-            Ok(chosen) => chosen,
+        let (chosen, pass) = match self.balancer.pick_attempt(avoid) {
+            Ok(picked) => picked,
             Err(err) => return ResponseFuture::failed(err),
         };
         if let Some(trace) = trace {
@@ -194,6 +258,7 @@ where
             future,
             chosen,
             self.balancer.gate.clone(),
+            pass,
             deadline,
             Instant::now(),
         )

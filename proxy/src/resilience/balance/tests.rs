@@ -22,7 +22,10 @@ impl EndpointGate for TestGate {
     fn is_available(&self, addr: SocketAddr) -> bool {
         !self.ejected.lock().expect("lock").contains(&addr)
     }
-    fn record(&self, addr: SocketAddr, outcome: &Outcome, _: Duration) {
+    fn begin(&self, addr: SocketAddr) -> Option<Pass> {
+        self.is_available(addr).then_some(Pass::default())
+    }
+    fn record(&self, addr: SocketAddr, _: Pass, outcome: &Outcome, _: Duration) {
         self.outcomes.lock().expect("lock").push((addr, *outcome));
     }
     fn set_endpoints(&self, _: &[SocketAddr]) {}

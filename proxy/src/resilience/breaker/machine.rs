@@ -143,7 +143,8 @@ impl Machine {
 
     /// Records a call's result. `generation` is the one the call was admitted
     /// in (`None`: not admitted through [`Machine::admit`], e.g. an endpoint
-    /// call; in HALF_OPEN it then counts as a probe). `may_open` is asked
+    /// call while CLOSED; in HALF_OPEN only admitted probes count, so it is
+    /// then ignored). `may_open` is asked
     /// before CLOSED trips to OPEN and can veto it (the ejection cap).
     /// Returns the new state when it changed.
     pub(crate) fn record(
@@ -158,11 +159,8 @@ impl Machine {
         match &mut self.state {
             // Late results of calls admitted before the trip say nothing new.
             State::Open { .. } => None,
-            State::HalfOpen {
-                admitted,
-                succeeded,
-            } => {
-                if generation.is_some_and(|g| g != self.generation) {
+            State::HalfOpen { succeeded, .. } => {
+                if generation != Some(self.generation) {
                     return None;
                 }
                 if failed || slow {
@@ -170,9 +168,6 @@ impl Machine {
                     return Some(CircuitState::Open);
                 }
                 *succeeded += 1;
-                if generation.is_none() {
-                    *admitted = admitted.saturating_add(1);
-                }
                 if *succeeded >= probes {
                     self.trips = 0;
                     self.enter(State::Closed);
