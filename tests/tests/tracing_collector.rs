@@ -7,7 +7,7 @@ use http::Request;
 use levee_tests::{
     flaky::FlakyUpstream,
     harness::{Proxy, empty, eventually, send_http1, yaml},
-    otlp::OtlpReceiver,
+    otlp::{ClosedPort, OtlpReceiver},
 };
 
 const DROPPED: &str = "levee_trace_spans_dropped_total";
@@ -41,10 +41,8 @@ async fn dropped(proxy: &Proxy) -> f64 {
 #[tokio::test]
 async fn a_dead_collector_drops_and_counts_every_span() {
     let up = FlakyUpstream::start("c-1").await.unwrap();
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let closed = ClosedPort::new().unwrap();
+    let dead = closed.addr();
     let proxy = Proxy::builder()
         .policy(yaml::endpoints("web", 80, &[up.addr()]))
         .arg("--otlp-endpoint")

@@ -15,7 +15,7 @@ use http::Request;
 use levee_tests::{
     flaky::FlakyUpstream,
     harness::{HttpResponse, Proxy, empty, send_http1, yaml},
-    otlp::{OtlpReceiver, RecordedSpan, parse_traceparent},
+    otlp::{ClosedPort, OtlpReceiver, RecordedSpan, parse_traceparent},
 };
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
@@ -127,10 +127,8 @@ async fn a_call_retried_once_has_two_attempts_under_one_logical_span() {
     let up = FlakyUpstream::start("t-2").await.unwrap();
     // Nothing listens there: connecting fails, and connect failures are retried
     // by default, preferably on another endpoint.
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let closed = ClosedPort::new().unwrap();
+    let dead = closed.addr();
     let proxy = traced_proxy(&collector, &[dead, up.addr()], "client-sidecar").await;
 
     // The balancer picks the dead endpoint first about half the time: send
@@ -219,4 +217,43 @@ async fn the_peer_proxys_server_span_shares_the_trace() {
         seen_parent, server.span_id,
         "the app's parent is the SERVER span"
     );
+}
+
+#[tokio::test]
+async fn the_access_log_names_the_trace_the_proxy_started() {
+    let collector = OtlpReceiver::start().await.unwrap();
+    let up = FlakyUpstream::start("t-4").await.unwrap();
+    let proxy = Proxy::builder()
+        .policy(yaml::endpoints("web", 80, &[up.addr()]))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .arg("--access-log")
+        .arg("json")
+        .start()
+        .await;
+    // No trace context from the app: the proxy starts the trace.
+    let req = Request::get("/echo")
+        .header("host", "web:80")
+        .body(empty())
+        .unwrap();
+    let r = send_http1(proxy.outbound(), req).await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let (trace_id, _, sampled) = upstream_traceparent(&r);
+    assert!(sampled, "the default sampler samples new traces at ratio 1");
+    let spans = collector
+        .wait_for_trace(&trace_id, DEADLINE, |s| logical(s).is_some())
+        .await;
+    assert_eq!(logical(&spans).unwrap().parent_span_id, "", "a root span");
+    let line = levee_tests::harness::eventually(DEADLINE, "the access-log line", || {
+        let output = proxy.process.output();
+        async move {
+            output
+                .lines()
+                .find(|l| l.contains("\"direction\":\"outbound\""))
+                .map(str::to_owned)
+                .ok_or(output)
+        }
+    })
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(json["trace_id"], trace_id.as_str(), "{line}");
 }

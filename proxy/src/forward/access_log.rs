@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::Request;
+use http::{HeaderMap, Request};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -82,6 +82,7 @@ impl AccessLog {
                 .path_and_query()
                 .map_or_else(|| req.uri().to_string(), |pq| pq.to_string()),
             protocol: format!("{:?}", req.version()),
+            trace_id: trace_id(req.headers()),
         })
     }
 }
@@ -98,6 +99,8 @@ pub struct AccessEntry {
     authority: String,
     path: String,
     protocol: String,
+    /// The W3C/B3 trace id the request carries (or that tracing gave it).
+    trace_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -110,12 +113,20 @@ struct Line<'a> {
     authority: &'a str,
     path: &'a str,
     protocol: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
     code: &'a str,
     outcome: &'a str,
     duration_ms: f64,
 }
 
 impl AccessEntry {
+    /// Re-reads the trace id from `headers`, after tracing may have started
+    /// a trace for a request that came without one.
+    pub fn trace_from(&mut self, headers: &HeaderMap) {
+        self.trace_id = trace_id(headers);
+    }
+
     /// Queues the line; `code` and `outcome` as in `levee_requests_total`.
     pub fn write(self, code: &str, outcome: &str, elapsed: Duration) {
         let line = Line {
@@ -127,6 +138,7 @@ impl AccessEntry {
             authority: &self.authority,
             path: &self.path,
             protocol: &self.protocol,
+            trace_id: self.trace_id.as_deref(),
             code,
             outcome,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
@@ -139,6 +151,10 @@ impl AccessEntry {
             self.log.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+fn trace_id(headers: &HeaderMap) -> Option<String> {
+    crate::trace::propagation::extract(headers).map(|cx| format!("{:032x}", cx.trace_id()))
 }
 
 /// `2026-11-26T12:53:48.252Z` (UTC, milliseconds).
@@ -201,5 +217,22 @@ mod tests {
         assert_eq!(json["code"], "503");
         assert_eq!(json["outcome"], "no-endpoints");
         assert_eq!(json["duration_ms"], 2.0);
+        assert!(json.get("trace_id").is_none(), "no trace context: no field");
+
+        let traced = Request::get("/")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            )
+            .body(())
+            .expect("request");
+        log.entry("inbound", "pay", "default", &traced).write(
+            "200",
+            "success",
+            Duration::from_millis(1),
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&rx.recv().await.expect("a line")).expect("json line");
+        assert_eq!(json["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 }

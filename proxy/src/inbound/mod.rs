@@ -90,6 +90,9 @@ impl Handler for Inbound {
             observation.access = Some(log.entry("inbound", &self.service, "default", &req));
         }
         let span = Tracing::inbound(self.tracing.as_ref(), &mut req, &self.service);
+        if let (Some(entry), Some(_)) = (observation.access.as_mut(), &self.tracing) {
+            entry.trace_from(req.headers());
+        }
         if req.method() == Method::CONNECT {
             let err = ProxyError::new(
                 ErrorKind::BadRequest,

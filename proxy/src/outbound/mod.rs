@@ -165,9 +165,12 @@ impl Handler for Outbound {
                 RouteRequest::new(req.method().as_str(), path).with_headers(req.headers());
             state.compiled(policy.as_ref()).route(&request)
         };
-        let observation = self.observation(&state.label, &route.name, &req, start, grpc);
+        let mut observation = self.observation(&state.label, &route.name, &req, start, grpc);
         let mut req = req;
         let span = Tracing::outbound(self.tracing.as_ref(), &mut req, &state.label);
+        if let (Some(entry), Some(_)) = (observation.access.as_mut(), &self.tracing) {
+            entry.trace_from(req.headers());
+        }
 
         match self.shared.resolve(&key).await {
             Ok(endpoints) => state.balancer.set_endpoints(&endpoints),

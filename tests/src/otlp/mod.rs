@@ -246,3 +246,37 @@ pub fn parse_traceparent(value: &str) -> Option<(String, String, bool)> {
     let flags = u8::from_str_radix(flags, 16).ok()?;
     Some((trace.to_owned(), span.to_owned(), flags & 1 == 1))
 }
+
+/// A loopback port that refuses connections: bound (so no other socket, a
+/// proxy's listener included, can take it) but not listening. For a dead
+/// collector or a dead upstream endpoint; released on drop.
+pub struct ClosedPort {
+    socket: socket2::Socket,
+    addr: SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn new() -> io::Result<ClosedPort> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        let addr = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))?;
+        Ok(ClosedPort { socket, addr })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl std::fmt::Debug for ClosedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClosedPort")
+            .field("addr", &self.addr)
+            .field("fd", &std::os::fd::AsRawFd::as_raw_fd(&self.socket))
+            .finish()
+    }
+}
