@@ -138,7 +138,8 @@ async fn apply_converges_on_every_proxy_and_is_enforced() {
         0.0
     );
 
-    // `leveectl status`: both callers ACKed what they were sent for payments.
+    // `leveectl status`: both callers ACKed what they were sent for payments
+    // (the replicas subscribe payments too, for its inbound policy).
     let text = eventually(CONVERGE, "status to show both ACKs", || async {
         let text = status(&cp, true).await;
         let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
@@ -146,6 +147,7 @@ async fn apply_converges_on_every_proxy_and_is_enforced() {
             .as_array()
             .into_iter()
             .flatten()
+            .filter(|p| p["service"] == "client")
             .flat_map(|p| p["subscriptions"].as_array().into_iter().flatten())
             .filter(|s| {
                 s["service"] == PAYMENTS
@@ -184,4 +186,53 @@ async fn policy_file_and_control_plane_together_are_refused() {
     assert!(!status.success(), "{status}: {output}");
     assert!(output.contains("--control-plane"), "{output}");
     assert!(output.contains("--policy-file"), "{output}");
+}
+
+/// A replica subscribes its own service from the start, so the `inbound`
+/// part of its policy (here a deadline for the app's answer) is enforced on
+/// calls arriving at it.
+#[tokio::test]
+async fn a_replica_enforces_its_own_services_inbound_policy() {
+    let cp = ControlPlane::builder().start().await;
+    let up = FlakyUpstream::start("catalog").await.expect("flaky");
+    let port = up.addr().port();
+    // No --service-port: the service port is the app port.
+    let replica = Proxy::builder()
+        .service("catalog")
+        .app_port(port)
+        .control_plane(&cp.grpc_url())
+        .start()
+        .await;
+    let service = format!("catalog.default:{port}");
+    let authority = format!("catalog:{port}");
+    let slow = |to: std::net::SocketAddr| {
+        let authority = authority.clone();
+        async move {
+            let req = http::Request::get("/")
+                .header(http::header::HOST, authority)
+                .header("x-flaky-delay", "1s")
+                .body(levee_tests::harness::empty())
+                .expect("request");
+            levee_tests::harness::send_http1(to, req)
+                .await
+                .expect("inbound call")
+        }
+    };
+    assert_eq!(slow(replica.inbound()).await.status, 200);
+
+    apply(
+        &cp,
+        &yaml::policy(
+            "catalog",
+            port,
+            "  inbound:\n    timeouts: {request: 200ms}\n",
+        ),
+    )
+    .await;
+    wait_config(&replica, "its own policy", |c| {
+        policy_of(c, &service).is_some()
+    })
+    .await;
+    let r = slow(replica.inbound()).await;
+    assert_eq!(r.status, 504, "{r:?}");
 }

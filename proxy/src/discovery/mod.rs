@@ -77,6 +77,21 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// The proxy's own service port (`service.namespace:service_port`), if it has one.
+    pub fn own_service(&self) -> Option<levee_proto::policy::ServiceKey> {
+        if self.service.is_empty() || self.service_port == 0 {
+            return None;
+        }
+        levee_proto::policy::ServiceKey::from_authority(
+            &self.service,
+            &self.namespace,
+            self.service_port,
+        )
+        .ok()
+    }
+}
+
 /// Everything the watch task needs.
 #[derive(Clone, Debug)]
 pub struct DiscoveryConfig {

@@ -71,8 +71,10 @@ impl Watcher {
         let mut subscribed = BTreeSet::new();
         if let Some(cached) = &cached {
             subscribed.extend(cached.iter().map(|(key, _)| key.clone()));
-            shared.subscriptions.preload(subscribed.iter().cloned());
         }
+        // Its own service too: the inbound side enforces that policy's `spec.inbound`.
+        subscribed.extend(config.identity.own_service());
+        shared.subscriptions.preload(subscribed.iter().cloned());
         Watcher {
             shared,
             attempts: Attempts::new(config.backoff),

@@ -155,8 +155,25 @@ async fn hello_subscribe_ack_nack_and_resync_after_a_dropped_stream() {
     assert_eq!((hello.service_port, hello.inbound_port), (8080, 4143));
     assert_eq!(hello.address, "127.0.0.1");
     assert!(hello.proxy_version.starts_with("levee-proxy/"));
-    assert!(hello.subscriptions.is_empty());
-    // No subscriptions to wait for: ready on the control plane's (empty) config.
+    // Its own service is subscribed from the start (for its inbound policy);
+    // the proxy is ready once that is answered.
+    let orders = ServiceKey {
+        name: "orders".into(),
+        namespace: "shop".into(),
+        port: 8080,
+    };
+    assert_eq!(hello.subscriptions, vec![ref_of(&orders)]);
+    assert!(!shared.is_ready());
+    first.send(pb::ServiceUpdate {
+        service: Some(ref_of(&orders)),
+        version: "0-empty".into(),
+        nonce: "n0".into(),
+        ..pb::ServiceUpdate::default()
+    });
+    let Request::Ack(ack) = first.next().await else {
+        panic!("ack");
+    };
+    assert_eq!(ack.nonce, "n0");
     until("ready", || shared.is_ready()).await;
     assert_eq!(
         shared.snapshot.load().source,
@@ -214,7 +231,10 @@ async fn hello_subscribe_ack_nack_and_resync_after_a_dropped_stream() {
     let Request::Hello(hello) = second.next().await else {
         panic!("hello again");
     };
-    assert_eq!(hello.subscriptions, vec![ref_of(&payments())]);
+    assert_eq!(
+        hello.subscriptions,
+        vec![ref_of(&orders), ref_of(&payments())]
+    );
     // Same content: ACKed, not reinstalled.
     second.send(update("3-a", "n3", Some(policy("2s"))));
     let Request::Ack(ack) = second.next().await else {
