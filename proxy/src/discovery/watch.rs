@@ -117,7 +117,7 @@ impl Watcher {
                 }
             }
             if !self.shared.is_ready() {
-                self.install_cache().await;
+                self.install_cache();
             }
             let delay = self.attempts.next_delay();
             tracing::debug!(?delay, "reconnecting to the control plane after a delay");
@@ -131,7 +131,7 @@ impl Watcher {
 
     /// The proxy could not get a first config from the control plane: the
     /// cache read at start, if any, becomes the config.
-    async fn install_cache(&mut self) {
+    fn install_cache(&mut self) {
         let Some(cached) = self.cached.take() else {
             return;
         };
@@ -145,7 +145,12 @@ impl Watcher {
             "policy-cache:{path} (control plane {} unreachable)",
             self.config.url
         );
-        self.services = cached;
+        // Anything a short-lived stream already answered is newer.
+        for (key, state) in cached.iter() {
+            if self.services.get(key).is_none() {
+                self.services.insert(key.clone(), state.clone());
+            }
+        }
         let version = self.install(source);
         for (key, _) in self.services.iter() {
             self.shared.subscriptions.settle(key);
