@@ -166,8 +166,8 @@ impl OutboundSpan {
     }
 
     /// Ends the span with the upstream's response.
-    pub fn response<B>(self, response: &Response<B>) {
-        if let Some(call) = self.0 {
+    pub fn response<B>(mut self, response: &Response<B>) {
+        if let Some(call) = self.0.take() {
             let span = call.0.cx.span();
             span.set_attribute(attempts(&call));
             end_with_status(&span, response.status(), SpanKind::Client);
@@ -175,8 +175,8 @@ impl OutboundSpan {
     }
 
     /// Ends the span with a proxy-made error.
-    pub fn error(self, err: &ProxyError) {
-        if let Some(call) = self.0 {
+    pub fn error(mut self, err: &ProxyError) {
+        if let Some(call) = self.0.take() {
             // The rate limit is the outermost layer (never inside a retry):
             // its refusal is always the call's result, noted here.
             if err.kind == ErrorKind::RateLimited {
@@ -185,6 +185,17 @@ impl OutboundSpan {
             let span = call.0.cx.span();
             span.set_attribute(attempts(&call));
             end_with_error(&span, err);
+        }
+    }
+}
+
+/// Dropped unfinished, the caller went away before the response head.
+impl Drop for OutboundSpan {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take() {
+            let span = call.0.cx.span();
+            span.set_attribute(attempts(&call));
+            end_cancelled(&span, "cancelled");
         }
     }
 }
@@ -266,14 +277,18 @@ impl Drop for AttemptSpan {
             Some(deadline) if deadline.has_passed() => "timeout",
             _ => "cancelled",
         };
-        let span = self.cx.span();
-        span.set_attributes([
-            KeyValue::new("error.type", cause),
-            KeyValue::new("levee.outcome", cause),
-        ]);
-        span.set_status(Status::error(cause));
-        span.end();
+        end_cancelled(&self.cx.span(), cause);
     }
+}
+
+/// Ends a span whose future was dropped before the response head.
+fn end_cancelled(span: &SpanRef<'_>, cause: &'static str) {
+    span.set_attributes([
+        KeyValue::new("error.type", cause),
+        KeyValue::new("levee.outcome", cause),
+    ]);
+    span.set_status(Status::error(cause));
+    span.end();
 }
 
 /// The inbound side's SERVER span. Inert when not sampled.
@@ -319,16 +334,16 @@ impl ServerSpan {
     }
 
     /// Ends the span with the app's response.
-    pub fn response<B>(self, response: &Response<B>) {
-        if let Some(cx) = self.0 {
+    pub fn response<B>(mut self, response: &Response<B>) {
+        if let Some(cx) = self.0.take() {
             end_with_status(&cx.span(), response.status(), SpanKind::Server);
         }
     }
 
     /// Ends the span with a proxy-made error; the inbound limits' refusals
     /// (`spec.inbound`) are also events.
-    pub fn error(self, err: &ProxyError) {
-        if let Some(cx) = self.0 {
+    pub fn error(mut self, err: &ProxyError) {
+        if let Some(cx) = self.0.take() {
             let span = cx.span();
             match err.kind {
                 ErrorKind::RateLimited => add_event(&span, SpanEvent::RateLimited, 0),
@@ -336,6 +351,15 @@ impl ServerSpan {
                 _ => {}
             }
             end_with_error(&span, err);
+        }
+    }
+}
+
+/// Dropped unfinished, the caller went away before the response head.
+impl Drop for ServerSpan {
+    fn drop(&mut self) {
+        if let Some(cx) = self.0.take() {
+            end_cancelled(&cx.span(), "cancelled");
         }
     }
 }

@@ -277,3 +277,25 @@ async fn no_endpoint_means_no_tracing() {
     let bad = ProxyConfig::from_args(["--otlp-endpoint", "not a url"]).expect("parse");
     assert!(Tracing::from_config(&bad, &shared).is_err());
 }
+
+#[tokio::test]
+async fn a_call_dropped_unfinished_ends_as_cancelled() {
+    let (tracing, store, _) = tracing(Sampler::AlwaysOn);
+    let mut req = request(None);
+    drop(Tracing::outbound(
+        Some(&tracing),
+        &mut req,
+        "payments.default:8080",
+    ));
+    let mut inbound = request(None);
+    drop(Tracing::inbound(Some(&tracing), &mut inbound, "web"));
+    let spans = spans(&tracing, &store).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    for span in &spans {
+        assert_eq!(
+            attr(span, "error.type"),
+            Some("cancelled".into()),
+            "{span:#?}"
+        );
+    }
+}
