@@ -158,3 +158,37 @@ async fn an_open_circuit_is_an_event() {
         "refused before any attempt: {attempts:#?}"
     );
 }
+
+#[tokio::test]
+async fn an_empty_retry_budget_is_an_event() {
+    let collector = OtlpReceiver::start().await.unwrap();
+    let up = FlakyUpstream::start("e-5").await.unwrap();
+    // One retry in reserve, none earned by traffic.
+    let proxy = start(
+        &collector,
+        &up,
+        "    retry:\n      maxRetries: 1\n      on: [\"500\"]\n      \
+         backoff: {base: 1ms, max: 2ms}\n      \
+         budget: {percent: 0, minPerSecond: 1, window: 1s}\n",
+    )
+    .await;
+    let mut exhausted = None;
+    for n in 0..20 {
+        let (r, trace_id) = call(&proxy, 30 + n, &[("x-flaky-status", "500")]).await;
+        assert_eq!(r.status, 500, "{r:?}");
+        let (call, attempts) = logical(&collector, &trace_id).await;
+        if call.has_event("retry-budget-exhausted") {
+            exhausted = Some((call, attempts));
+            break;
+        }
+    }
+    let (call, attempts) = exhausted.expect("the budget runs out within 20 failing calls");
+    assert_eq!(
+        attempts.len(),
+        1,
+        "the denied retry was not sent: {attempts:#?}"
+    );
+    assert_eq!(call.attr("levee.attempts"), "1");
+    assert_eq!(call.attr("error.type"), "500");
+    assert_eq!(attempts[0].attr("http.response.status_code"), "500");
+}
