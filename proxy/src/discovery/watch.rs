@@ -17,15 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use super::backoff::Attempts;
-use super::services::{Applied, Services, key_of, ref_of};
+use super::services::{Applied, Services, ref_of};
 use super::{DiscoveryConfig, PROXY_VERSION, cache};
 use crate::state::Shared;
-
-/// Just after a stream comes up, an update that takes away every endpoint
-/// of a service is not believed at once for this long: a restarted control
-/// plane knows no proxy registrations until those proxies reconnect too.
-/// The last endpoints keep serving meanwhile (then DNS, as the update says).
-pub(super) const RESYNC_HOLD: Duration = Duration::from_secs(15);
+use hold::{RESYNC_HOLD, expiry};
 
 /// A stream that lasted this long worked: the backoff starts over (as it
 /// does on any update).
@@ -337,64 +332,6 @@ impl Watcher {
     }
 }
 
-impl Watcher {
-    /// The endpoints served for the service `update` is about, if any.
-    fn previous_endpoints(&self, update: &pb::ServiceUpdate) -> Option<Arc<[SocketAddr]>> {
-        let key = key_of(update.service.as_ref()?).ok()?;
-        if let Some(held) = self.held.get(&key) {
-            return Some(held.clone());
-        }
-        let endpoints = &self.services.get(&key)?.endpoints;
-        (!endpoints.is_empty()).then(|| endpoints.clone())
-    }
-
-    /// After an accepted change of `key`: holds its `previous` endpoints if
-    /// the change emptied them right after (re)connecting; forgets them when
-    /// real endpoints arrived.
-    fn hold_if_emptied(&mut self, key: &ServiceKey, previous: Option<Arc<[SocketAddr]>>) {
-        let emptied = self
-            .services
-            .get(key)
-            .is_some_and(|s| s.endpoints.is_empty());
-        if !emptied {
-            self.held.remove(key);
-            return;
-        }
-        let (Some(previous), Some(up)) = (previous, self.stream_up) else {
-            return;
-        };
-        if up.elapsed() >= RESYNC_HOLD {
-            self.held.remove(key);
-            return;
-        }
-        tracing::info!(service = %key, endpoints = previous.len(), hold = ?RESYNC_HOLD, "no endpoints right after (re)connecting: keeping the last ones a while");
-        self.held.insert(key.clone(), previous);
-        self.hold_until = Some(up + RESYNC_HOLD);
-    }
-
-    /// The hold is over: what the control plane says stands.
-    fn release_held(&mut self) {
-        self.hold_until = None;
-        if std::mem::take(&mut self.held).is_empty() {
-            return;
-        }
-        let source = self
-            .installed_source
-            .clone()
-            .unwrap_or_else(|| self.control_plane_source());
-        let version = self.install(source);
-        tracing::info!(version, "held endpoints released");
-    }
-}
-
-/// Fires at `deadline`; never without one.
-async fn expiry(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
 fn request(kind: Request) -> pb::WatchRequest {
     pb::WatchRequest { kind: Some(kind) }
 }
@@ -410,6 +347,9 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+#[path = "hold.rs"]
+mod hold;
 
 #[cfg(test)]
 #[path = "watch_tests.rs"]

@@ -244,6 +244,26 @@ async fn hello_subscribe_ack_nack_and_resync_after_a_dropped_stream() {
     assert_eq!(shared.snapshot.load().version, applied.version);
     assert!(shared.is_ready());
 
+    // Right after reconnecting, an update without endpoints (a restarted
+    // control plane that has not seen the replicas again) does not take them away.
+    let mut emptied = update("3-c", "n4", Some(policy("2s")));
+    emptied.endpoints.clear();
+    second.send(emptied);
+    let Request::Ack(ack) = second.next().await else {
+        panic!("ack");
+    };
+    assert_eq!(ack.version, "3-c");
+    until("the update to be installed", || {
+        shared.snapshot.load().version > applied.version
+    })
+    .await;
+    let held = shared.snapshot.load();
+    assert_eq!(
+        held.endpoints.get(&payments()).map(|e| e.to_vec()),
+        Some(vec!["127.0.0.1:9001".parse().expect("addr")]),
+        "held through the resync"
+    );
+
     shutdown.cancel();
     tasks.close();
     tokio::time::timeout(Duration::from_secs(10), tasks.wait())
