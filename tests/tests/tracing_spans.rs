@@ -257,3 +257,36 @@ async fn the_access_log_names_the_trace_the_proxy_started() {
     let json: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(json["trace_id"], trace_id.as_str(), "{line}");
 }
+
+#[tokio::test]
+async fn a_grpc_call_is_traced_over_http2() {
+    use levee_tests::{
+        harness::grpc_channel,
+        pb::{EchoRequest, flaky_client::FlakyClient},
+    };
+    let collector = OtlpReceiver::start().await.unwrap();
+    let up = FlakyUpstream::start("t-5").await.unwrap();
+    let proxy = traced_proxy(&collector, &[up.addr()], "client-sidecar").await;
+    let (traceparent, trace_id, app_span) = app_traceparent(9);
+    let mut client = FlakyClient::new(grpc_channel(proxy.outbound(), "web:80").await.unwrap());
+    let mut req = tonic::Request::new(EchoRequest {
+        message: "traced".into(),
+    });
+    req.metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    let r = client.echo(req).await.unwrap();
+    assert_eq!(r.into_inner().message, "traced");
+
+    let spans = collector
+        .wait_for_trace(&trace_id, DEADLINE, |s| logical(s).is_some())
+        .await;
+    let call = logical(&spans).unwrap();
+    assert_eq!(call.parent_span_id, app_span);
+    assert_eq!(call.name, "POST");
+    assert_eq!(call.attr("network.protocol.version"), "2");
+    assert_eq!(call.attr("url.path"), "/levee.testing.v1.Flaky/Echo");
+    assert_eq!(call.attr("server.address"), "web");
+    let tries = attempts(&spans);
+    assert_eq!(tries.len(), 1, "{spans:#?}");
+    assert_eq!(tries[0].parent_span_id, call.span_id);
+}

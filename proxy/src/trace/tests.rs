@@ -299,3 +299,23 @@ async fn a_call_dropped_unfinished_ends_as_cancelled() {
         );
     }
 }
+
+#[test]
+fn the_service_name_is_the_flag_else_levee_proxy() {
+    let name = |r: &Resource| r.get(&Key::from_static_str("service.name"));
+    let config =
+        ProxyConfig::from_args(["--trace-service-name", "pay-sidecar", "--service", "pay"])
+            .expect("parse");
+    let r = resource(&config);
+    assert_eq!(name(&r), Some("pay-sidecar".into()));
+    assert_eq!(
+        r.get(&Key::from_static_str("levee.service")),
+        Some("pay".into())
+    );
+    let unnamed = ProxyConfig::from_args(Vec::<String>::new()).expect("parse");
+    let from_env = std::env::var_os("OTEL_SERVICE_NAME").is_some()
+        || std::env::var_os("OTEL_RESOURCE_ATTRIBUTES").is_some();
+    if !from_env {
+        assert_eq!(name(&resource(&unnamed)), Some("levee-proxy".into()));
+    }
+}
