@@ -6,11 +6,13 @@
 //! - `propagation`: W3C `traceparent`/`tracestate` in and out, B3 in.
 //! - `span`: the span model — logical call (CLIENT), attempts, SERVER — and
 //!   [`event`], the hook resilience layers call with a request's extensions.
+//! - `attributes`: semantic-convention attributes and how spans end.
 //! - `export`: the bounded, never-blocking batch processor; drops are counted
 //!   in `levee_trace_spans_dropped_total`.
 //!
 //! The catalog of spans and attributes is `docs/tracing.md`.
 
+mod attributes;
 mod export;
 pub mod propagation;
 mod span;

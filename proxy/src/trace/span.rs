@@ -13,16 +13,18 @@
 //! Unsampled requests get no [`CallSpan`]: every function here is then a
 //! type-map miss, and the app's `traceparent` passes through untouched.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use http::{Extensions, Method, Request, Response, StatusCode, Version};
-use opentelemetry::trace::{SpanKind, SpanRef, Status, TraceContextExt, Tracer};
+use http::{Extensions, Request, Response};
+use opentelemetry::trace::{SpanKind, SpanRef, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 
+use super::attributes::{
+    end_cancelled, end_with_error, end_with_status, method_name, request_attributes, version,
+};
 use super::propagation;
 use crate::errors::{ErrorKind, ProxyError};
 use crate::resilience::attempt::AttemptDeadline;
@@ -281,16 +283,6 @@ impl Drop for AttemptSpan {
     }
 }
 
-/// Ends a span whose future was dropped before the response head.
-fn end_cancelled(span: &SpanRef<'_>, cause: &'static str) {
-    span.set_attributes([
-        KeyValue::new("error.type", cause),
-        KeyValue::new("levee.outcome", cause),
-    ]);
-    span.set_status(Status::error(cause));
-    span.end();
-}
-
 /// The inbound side's SERVER span. Inert when not sampled.
 #[must_use = "finish the span with `finish`"]
 #[derive(Default)]
@@ -369,87 +361,4 @@ fn parent_context(parent: Option<&opentelemetry::trace::SpanContext>) -> Context
         Some(parent) => Context::new().with_remote_span_context(parent.clone()),
         None => Context::new(),
     }
-}
-
-/// Stable HTTP semantic-convention attributes of a request.
-fn request_attributes<B>(req: &Request<B>) -> Vec<KeyValue> {
-    let mut attributes = vec![
-        KeyValue::new("http.request.method", method_name(req.method())),
-        KeyValue::new("url.path", req.uri().path().to_owned()),
-        KeyValue::new("network.protocol.version", protocol_version(req.version())),
-    ];
-    if let Some(authority) = crate::forward::uri::request_authority(req)
-        && let Ok(authority) = authority.parse::<http::uri::Authority>()
-    {
-        attributes.push(KeyValue::new("server.address", authority.host().to_owned()));
-        let port = authority.port_u16().unwrap_or(80);
-        attributes.push(KeyValue::new("server.port", i64::from(port)));
-    }
-    attributes
-}
-
-fn end_with_status(span: &SpanRef<'_>, status: StatusCode, kind: SpanKind) {
-    let code = status.as_u16();
-    span.set_attribute(KeyValue::new("http.response.status_code", i64::from(code)));
-    // Semantic conventions: 4xx is an error for a client, not for a server.
-    let failed = status.is_server_error() || (kind == SpanKind::Client && status.is_client_error());
-    span.set_attribute(KeyValue::new(
-        "levee.outcome",
-        if status.is_server_error() {
-            "failure"
-        } else {
-            "success"
-        },
-    ));
-    if failed {
-        span.set_attribute(KeyValue::new("error.type", code.to_string()));
-        span.set_status(Status::error(""));
-    }
-    span.end();
-}
-
-fn end_with_error(span: &SpanRef<'_>, err: &ProxyError) {
-    let kind = err.kind.as_str();
-    span.set_attributes([
-        KeyValue::new(
-            "http.response.status_code",
-            i64::from(err.kind.status().as_u16()),
-        ),
-        KeyValue::new("error.type", kind),
-        KeyValue::new("levee.outcome", kind),
-    ]);
-    span.set_status(Status::error(err.detail.clone()));
-    span.end();
-}
-
-/// The method as a span name and attribute value; `_OTHER` for extension
-/// methods, as the semantic conventions ask.
-fn method_name(method: &Method) -> Cow<'static, str> {
-    let name = match method.as_str() {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "DELETE" => "DELETE",
-        "HEAD" => "HEAD",
-        "OPTIONS" => "OPTIONS",
-        "PATCH" => "PATCH",
-        "CONNECT" => "CONNECT",
-        "TRACE" => "TRACE",
-        _ => "_OTHER",
-    };
-    Cow::Borrowed(name)
-}
-
-fn protocol_version(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
-}
-
-fn version(policy_version: u64) -> i64 {
-    i64::try_from(policy_version).unwrap_or(i64::MAX)
 }

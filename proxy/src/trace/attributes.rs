@@ -1,0 +1,104 @@
+//! The attributes a span gets and how it ends: the stable HTTP semantic
+//! conventions (`http.request.method`, `url.path`, `server.address`, ...),
+//! `error.type`, `levee.outcome` and the span status.
+
+use std::borrow::Cow;
+
+use http::{Method, Request, StatusCode, Version};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanKind, SpanRef, Status};
+
+use crate::errors::ProxyError;
+
+/// Ends a span whose future was dropped before the response head.
+pub(super) fn end_cancelled(span: &SpanRef<'_>, cause: &'static str) {
+    span.set_attributes([
+        KeyValue::new("error.type", cause),
+        KeyValue::new("levee.outcome", cause),
+    ]);
+    span.set_status(Status::error(cause));
+    span.end();
+}
+
+/// Stable HTTP semantic-convention attributes of a request.
+pub(super) fn request_attributes<B>(req: &Request<B>) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method_name(req.method())),
+        KeyValue::new("url.path", req.uri().path().to_owned()),
+        KeyValue::new("network.protocol.version", protocol_version(req.version())),
+    ];
+    if let Some(authority) = crate::forward::uri::request_authority(req)
+        && let Ok(authority) = authority.parse::<http::uri::Authority>()
+    {
+        attributes.push(KeyValue::new("server.address", authority.host().to_owned()));
+        let port = authority.port_u16().unwrap_or(80);
+        attributes.push(KeyValue::new("server.port", i64::from(port)));
+    }
+    attributes
+}
+
+pub(super) fn end_with_status(span: &SpanRef<'_>, status: StatusCode, kind: SpanKind) {
+    let code = status.as_u16();
+    span.set_attribute(KeyValue::new("http.response.status_code", i64::from(code)));
+    // Semantic conventions: 4xx is an error for a client, not for a server.
+    let failed = status.is_server_error() || (kind == SpanKind::Client && status.is_client_error());
+    span.set_attribute(KeyValue::new(
+        "levee.outcome",
+        if status.is_server_error() {
+            "failure"
+        } else {
+            "success"
+        },
+    ));
+    if failed {
+        span.set_attribute(KeyValue::new("error.type", code.to_string()));
+        span.set_status(Status::error(""));
+    }
+    span.end();
+}
+
+pub(super) fn end_with_error(span: &SpanRef<'_>, err: &ProxyError) {
+    let kind = err.kind.as_str();
+    span.set_attributes([
+        KeyValue::new(
+            "http.response.status_code",
+            i64::from(err.kind.status().as_u16()),
+        ),
+        KeyValue::new("error.type", kind),
+        KeyValue::new("levee.outcome", kind),
+    ]);
+    span.set_status(Status::error(err.detail.clone()));
+    span.end();
+}
+
+/// The method as a span name and attribute value; `_OTHER` for extension
+/// methods, as the semantic conventions ask.
+pub(super) fn method_name(method: &Method) -> Cow<'static, str> {
+    let name = match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "_OTHER",
+    };
+    Cow::Borrowed(name)
+}
+
+pub(super) fn protocol_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+pub(super) fn version(policy_version: u64) -> i64 {
+    i64::try_from(policy_version).unwrap_or(i64::MAX)
+}
