@@ -1,0 +1,166 @@
+//! Outbound rate and concurrency limits end to end: the real `levee-proxy`
+//! binary in front of a flaky upstream (issue 3, scenario 6, and the bulkhead).
+
+mod resilience_support;
+
+use std::time::{Duration, Instant};
+
+use levee_tests::{
+    flaky::Faults,
+    harness::{Http1Conn, HttpResponse, eventually},
+};
+use resilience_support::{POLL, SERVICE, Tally, get, levee_error, proxy, retry_after, upstream};
+
+const RATE: f64 = 100.0;
+const BURST: f64 = 50.0;
+/// How long the load offers far more than `RATE`.
+const WINDOW: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn scenario_6_the_rate_limit_admits_rate_times_time_plus_burst() {
+    let up = upstream("limited", Faults::default()).await;
+    let p = proxy(
+        Some(&format!(
+            "    rateLimit: {{requestsPerSecond: {RATE}, burst: {BURST}}}\n"
+        )),
+        &[up.addr()],
+    )
+    .await;
+    let addr = p.outbound();
+
+    // Four closed loops, each far faster than RATE, for WINDOW. The bound is
+    // computed from the time actually taken, measured around the whole run
+    // (it contains the limiter's own view of it).
+    let start = Instant::now();
+    let stop_at = start + WINDOW;
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                let mut refused: Option<HttpResponse> = None;
+                let mut conn = Http1Conn::connect(addr).await.unwrap();
+                while Instant::now() < stop_at {
+                    let r = conn.send(get("/", &[])).await.unwrap();
+                    *tally.by_status.entry(r.status.as_u16()).or_default() += 1;
+                    if r.status == 429 && refused.is_none() {
+                        refused = Some(r);
+                    }
+                }
+                (tally, refused)
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    let mut rejected = 0;
+    let mut refused = None;
+    for w in workers {
+        let (tally, r) = w.await.unwrap();
+        admitted += tally.count(200);
+        rejected += tally.count(429);
+        assert_eq!(
+            tally.count(200) + tally.count(429),
+            tally.total(),
+            "{tally:?}"
+        );
+        refused = refused.or(r);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let ceiling = RATE * elapsed + BURST;
+    eprintln!(
+        "scenario 6: admitted {admitted}, rejected {rejected} in {elapsed:.3}s; \
+         bound rate×t + burst = {ceiling:.1}"
+    );
+    assert!(
+        admitted as f64 <= ceiling + 1.0,
+        "{admitted} admitted over the bound {ceiling:.1}"
+    );
+    // A stall of the load loop longer than burst/rate loses tokens, so the
+    // floor is looser than the ceiling.
+    assert!(
+        admitted as f64 >= 0.85 * ceiling,
+        "only {admitted} admitted of {ceiling:.1}"
+    );
+    assert!(rejected > 0, "the load never went over the limit");
+    assert_eq!(
+        up.requests(),
+        admitted,
+        "rejected calls never reach the upstream"
+    );
+
+    let r = refused.expect("a 429 answer");
+    assert_eq!(levee_error(&r), "rate-limited", "{r:?}");
+    assert!(retry_after(&r).is_some_and(|s| s >= 1), "{r:?}");
+    assert!(
+        r.header("ratelimit-policy").contains("q=100"),
+        "{:?}",
+        r.headers
+    );
+    assert!(r.header("ratelimit").contains("r=0"), "{:?}", r.headers);
+    let m = p.metrics().await.unwrap();
+    assert_eq!(
+        m.value(
+            "levee_rejected_total",
+            &[("service", SERVICE), ("reason", "rate-limited")]
+        ),
+        rejected as f64
+    );
+}
+
+#[tokio::test]
+async fn calls_beyond_max_in_flight_plus_max_queued_are_refused_as_overloaded() {
+    let up = upstream("busy", Faults::default()).await;
+    let p = proxy(
+        Some("    concurrency: {maxInFlight: 2, maxQueued: 2}\n"),
+        &[up.addr()],
+    )
+    .await;
+    let addr = p.outbound();
+    let call = move |delay: &'static str| {
+        tokio::spawn(async move {
+            let mut conn = Http1Conn::connect(addr).await.unwrap();
+            let start = Instant::now();
+            let r = conn
+                .send(get("/", &[("x-flaky-delay", delay)]))
+                .await
+                .unwrap();
+            (r, start.elapsed())
+        })
+    };
+
+    // Two calls take both slots and stay at the upstream.
+    let holding = [call("2s"), call("2s")];
+    eventually(POLL, "two calls in flight upstream", || async {
+        match up.stats().in_flight {
+            2 => Ok(()),
+            n => Err(format!("{n} in flight")),
+        }
+    })
+    .await;
+    // Four more: two fit in the queue, two are refused at once.
+    let more: Vec<_> = (0..4).map(|_| call("10ms")).collect();
+    let mut ok = 0;
+    let mut overloaded = 0;
+    for handle in holding.into_iter().chain(more) {
+        let (r, took) = handle.await.unwrap();
+        match r.status.as_u16() {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(levee_error(&r), "overloaded", "{r:?}");
+                assert!(took < Duration::from_secs(1), "refused after {took:?}");
+                overloaded += 1;
+            }
+            _ => panic!("unexpected answer {r:?}"),
+        }
+    }
+    assert_eq!((ok, overloaded), (4, 2));
+    assert_eq!(up.requests(), 4);
+    assert!(up.stats().max_in_flight <= 2, "{:?}", up.stats());
+    let m = p.metrics().await.unwrap();
+    assert_eq!(
+        m.value(
+            "levee_rejected_total",
+            &[("service", SERVICE), ("reason", "overloaded")]
+        ),
+        2.0
+    );
+}
