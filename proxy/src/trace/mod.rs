@@ -32,12 +32,20 @@ pub use span::{AttemptSpan, CallSpan, OutboundSpan, ServerSpan, SpanEvent, event
 
 use crate::body::BoxError;
 use crate::config::{ProxyConfig, TraceSampler};
-use crate::metrics::Metrics;
 use crate::state::Shared;
 
 /// `service.name` when neither `OTEL_SERVICE_NAME` nor
 /// `OTEL_RESOURCE_ATTRIBUTES` names one.
 const DEFAULT_SERVICE_NAME: &str = "levee-proxy";
+
+/// How finished spans are exported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExportSettings {
+    /// Spans waiting for export at most; beyond, they are dropped and counted.
+    pub queue_size: usize,
+    /// One export call gives up after this long (its spans are dropped).
+    pub timeout: Duration,
+}
 
 /// The tracer of a proxy with tracing on. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -52,8 +60,8 @@ struct Inner {
     provider: SdkTracerProvider,
     /// Taken by [`Tracing::shutdown`].
     export: Mutex<Option<ExportTask>>,
-    /// Where `levee.policy_version` comes from (`None`: 0).
-    policy: Option<Arc<Shared>>,
+    /// Where `levee.policy_version` comes from.
+    policy: Arc<Shared>,
 }
 
 impl Tracing {
@@ -82,34 +90,30 @@ impl Tracing {
             .map_err(|e| format!("the OTLP exporter for {endpoint}: {e}"))?;
         let sampler = sampler(config.trace_sampler, config.trace_sampler_arg)?;
         let resource = resource(config);
-        let tracing = Tracing::with_exporter(
-            exporter,
-            resource,
-            sampler,
-            config.trace_queue_size,
-            config.trace_export_timeout,
-            &shared.metrics,
-        )
-        .with_policy_versions(shared.clone());
+        let export = ExportSettings {
+            queue_size: config.trace_queue_size,
+            timeout: config.trace_export_timeout,
+        };
+        let tracing = Tracing::with_exporter(exporter, resource, sampler, export, shared);
         tracing::info!(%endpoint, sampler = ?config.trace_sampler, "tracing on");
         Ok(Some(tracing))
     }
 
     /// Tracing exporting to `exporter` (tests use an in-memory one).
+    /// `shared` gives the drop counter and `levee.policy_version`.
     pub fn with_exporter<E: SpanExporter + 'static>(
         mut exporter: E,
         resource: Resource,
         sampler: Sampler,
-        queue_size: usize,
-        export_timeout: Duration,
-        metrics: &Metrics,
+        export: ExportSettings,
+        shared: &Arc<Shared>,
     ) -> Tracing {
         exporter.set_resource(&resource);
-        let (processor, export) = BoundedBatchProcessor::spawn(
+        let (processor, task) = BoundedBatchProcessor::spawn(
             exporter,
-            queue_size,
-            export_timeout,
-            metrics.trace_spans_dropped(),
+            export.queue_size,
+            export.timeout,
+            shared.metrics.trace_spans_dropped(),
         );
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
@@ -120,26 +124,9 @@ impl Tracing {
             tracer: provider.tracer("levee-proxy"),
             inner: Arc::new(Inner {
                 provider,
-                export: Mutex::new(Some(export)),
-                policy: None,
+                export: Mutex::new(Some(task)),
+                policy: shared.clone(),
             }),
-        }
-    }
-
-    /// Reads `levee.policy_version` from `shared`'s current snapshot.
-    pub fn with_policy_versions(self, shared: Arc<Shared>) -> Tracing {
-        let Tracing { tracer, inner } = self;
-        let inner = match Arc::try_unwrap(inner) {
-            Ok(inner) => Inner {
-                policy: Some(shared),
-                ..inner
-            },
-            // Already shared: keep it as it is.
-            Err(inner) => return Tracing { tracer, inner },
-        };
-        Tracing {
-            tracer,
-            inner: Arc::new(inner),
         }
     }
 
@@ -172,10 +159,8 @@ impl Tracing {
     fn policy_version(&self) -> u64 {
         // As `levee_policy_version` reports it: the control plane's revision
         // when there is one, else the local snapshot version.
-        self.inner.policy.as_ref().map_or(0, |shared| {
-            let snapshot = shared.snapshot.load();
-            snapshot.policy_revision.unwrap_or(snapshot.version)
-        })
+        let snapshot = self.inner.policy.snapshot.load();
+        snapshot.policy_revision.unwrap_or(snapshot.version)
     }
 
     /// Sends the spans still queued, waiting at most `within`; later spans

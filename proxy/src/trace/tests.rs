@@ -12,6 +12,7 @@ use opentelemetry_sdk::trace::{Sampler, SpanData, SpanExporter};
 
 use super::*;
 use crate::errors::{ErrorKind, ProxyError};
+use crate::metrics::Metrics;
 use crate::state::Snapshot;
 
 /// Keeps every exported span.
@@ -37,15 +38,11 @@ fn tracing(sampler: Sampler) -> (Tracing, Store, Metrics) {
         version: 3,
         ..Snapshot::default()
     }));
-    let tracing = Tracing::with_exporter(
-        store.clone(),
-        resource,
-        sampler,
-        64,
-        Duration::from_secs(1),
-        &metrics,
-    )
-    .with_policy_versions(shared);
+    let export = ExportSettings {
+        queue_size: 64,
+        timeout: Duration::from_secs(1),
+    };
+    let tracing = Tracing::with_exporter(store.clone(), resource, sampler, export, &shared);
     (tracing, store, metrics)
 }
 
