@@ -7,19 +7,18 @@
 //! Layout: `mod.rs` sets the mesh up and runs the timeline, [`load`] sends
 //! the traffic and keeps per-second statistics, [`report`] prints the table.
 //!
-//! Today the policy reaches the client's sidecar through its policy file
-//! (static mode, re-read on change); the control-plane work switches the demo
-//! to `leveectl apply` against a local control plane.
+//! Everything runs through a local `levee-control-plane` (embedded store in a
+//! temporary directory): the replicas' sidecars register themselves as the
+//! endpoints of `payments:8080`, and the policy is applied with `leveectl`.
 
 pub mod load;
 pub mod report;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::flaky::{Delay, Faults, FlakyUpstream};
-use crate::harness::{Proxy, yaml};
+use crate::harness::{ControlPlane, Proxy, yaml};
 
 /// How the demo runs (from the command line).
 #[derive(Debug, Clone)]
@@ -31,6 +30,9 @@ pub struct DemoOptions {
     /// Stop after this many seconds (None: until Ctrl-C).
     pub duration: Option<u64>,
 }
+
+/// The port callers use for payments.
+const PAYMENTS_PORT: u16 = 8080;
 
 /// The policy the demo applies: bounded time per attempt, retries on
 /// gateway errors within a budget, and outlier ejection of bad replicas.
@@ -51,7 +53,15 @@ pub const RESILIENCE_POLICY: &str = "  outbound:
 
 /// Runs the demo until Ctrl-C or `options.duration`.
 pub async fn run(options: DemoOptions) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    println!("Starting a local mesh: 3 payments replicas with sidecars, and a client sidecar…");
+    println!(
+        "Starting a local mesh: a control plane, 3 payments replicas with sidecars, and a client sidecar…"
+    );
+    let control_plane = ControlPlane::builder()
+        .arg("--endpoint-grace")
+        .arg("2s")
+        .start()
+        .await;
+    let url = control_plane.grpc_url();
     let replicas = [
         ("payments-1", "healthy", Faults::default()),
         (
@@ -82,32 +92,40 @@ pub async fn run(options: DemoOptions) -> Result<(), Box<dyn std::error::Error +
             .faults(faults.clone())
             .start()
             .await?;
+        // Each replica's sidecar registers its inbound address as an endpoint
+        // of payments:8080 with the control plane.
         let sidecar = Proxy::builder()
             .service("payments")
             .app_port(app.addr().port())
+            .arg("--service-port")
+            .arg(PAYMENTS_PORT.to_string())
+            .control_plane(&url)
             .start()
             .await;
         upstreams.push(app);
         sidecars.push(sidecar);
     }
-    let endpoints: Vec<SocketAddr> = sidecars.iter().map(Proxy::inbound).collect();
-    let endpoints_doc = yaml::endpoints("payments", 8080, &endpoints);
     let client = Proxy::builder()
         .service("client")
-        .policy(endpoints_doc.clone())
+        .control_plane(&url)
         .start()
         .await;
 
+    println!(
+        "  control plane: {url} (data in {})",
+        control_plane.data_dir().display()
+    );
     for ((id, what, _), sidecar) in replicas.iter().zip(&sidecars) {
         println!("  {id}: {what}, sidecar inbound {}", sidecar.inbound());
     }
     println!(
-        "  client sidecar: outbound {} (admin http://{}/metrics)",
+        "  client sidecar: outbound {} (admin: http://{}/metrics, http://{}/config)",
         client.outbound(),
+        client.admin(),
         client.admin()
     );
     println!(
-        "Sending {} req/s to payments:8080; the resilience policy is applied after {}s. Ctrl-C stops.\n",
+        "Sending {} req/s to payments:8080; the resilience policy is applied with leveectl after {}s. Ctrl-C stops.\n",
         options.rate, options.apply_after
     );
 
@@ -132,14 +150,7 @@ pub async fn run(options: DemoOptions) -> Result<(), Box<dyn std::error::Error +
         second += 1;
         printer.print_second(second).await;
         if second == options.apply_after {
-            let policy = yaml::documents(&[
-                yaml::policy("payments", 8080, RESILIENCE_POLICY),
-                endpoints_doc.clone(),
-            ]);
-            client.write_policy(&policy);
-            println!(
-                "\n== applied the resilience policy (retries with a budget, per-try timeout, outlier ejection):\n{RESILIENCE_POLICY}"
-            );
+            apply_policy(&control_plane).await;
         }
         if options.duration.is_some_and(|d| second >= d) {
             break;
@@ -150,7 +161,33 @@ pub async fn run(options: DemoOptions) -> Result<(), Box<dyn std::error::Error +
     drop(client);
     drop(sidecars);
     drop(upstreams);
+    drop(control_plane);
     Ok(())
+}
+
+/// `leveectl apply -f` of [`RESILIENCE_POLICY`], printing what leveectl said.
+async fn apply_policy(control_plane: &ControlPlane) {
+    let policy = yaml::policy("payments", PAYMENTS_PORT, RESILIENCE_POLICY);
+    let file = control_plane.dir().join("payments-policy.yaml");
+    if let Err(error) = std::fs::write(&file, &policy) {
+        println!("\n== could not write {}: {error}", file.display());
+        return;
+    }
+    let path = file.display().to_string();
+    println!("\n== leveectl apply -f {path}");
+    match control_plane.leveectl(&["apply", "-f", &path]).await {
+        Ok(out) => {
+            print!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            println!(
+                "== the policy (retries with a budget, per-try timeout, outlier ejection):\n{RESILIENCE_POLICY}"
+            );
+        }
+        Err(error) => println!("== leveectl failed: {error}"),
+    }
 }
 
 async fn shutdown_signal() {
