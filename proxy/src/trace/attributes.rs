@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use http::{Method, Request, StatusCode, Version};
+use http::{Method, Request, Response, Version};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanKind, SpanRef, Status};
 
@@ -37,21 +37,38 @@ pub(super) fn request_attributes<B>(req: &Request<B>) -> Vec<KeyValue> {
     attributes
 }
 
-pub(super) fn end_with_status(span: &SpanRef<'_>, status: StatusCode, kind: SpanKind) {
+/// Ends `span` with a response head: its HTTP status, and for a gRPC
+/// trailers-only response (an immediate error) its `grpc-status`. A
+/// `grpc-status` that comes in trailers is after the span has ended.
+pub(super) fn end_with_response<B>(span: &SpanRef<'_>, response: &Response<B>, kind: SpanKind) {
+    let status = response.status();
     let code = status.as_u16();
     span.set_attribute(KeyValue::new("http.response.status_code", i64::from(code)));
     // Semantic conventions: 4xx is an error for a client, not for a server.
-    let failed = status.is_server_error() || (kind == SpanKind::Client && status.is_client_error());
+    let mut failed =
+        status.is_server_error() || (kind == SpanKind::Client && status.is_client_error());
+    let mut failure = status.is_server_error();
+    let mut error_type = code.to_string();
+    let grpc = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    if let Some(grpc) = grpc {
+        span.set_attribute(KeyValue::new("rpc.grpc.status_code", grpc));
+        if grpc != 0 {
+            failed = true;
+            // The server-side failures, as `levee_requests_total` counts them.
+            failure |= matches!(grpc, 2 | 4 | 13 | 14 | 15);
+            error_type = grpc.to_string();
+        }
+    }
     span.set_attribute(KeyValue::new(
         "levee.outcome",
-        if status.is_server_error() {
-            "failure"
-        } else {
-            "success"
-        },
+        if failure { "failure" } else { "success" },
     ));
     if failed {
-        span.set_attribute(KeyValue::new("error.type", code.to_string()));
+        span.set_attribute(KeyValue::new("error.type", error_type));
         span.set_status(Status::error(""));
     }
     span.end();

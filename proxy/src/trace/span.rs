@@ -23,7 +23,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 
 use super::attributes::{
-    end_cancelled, end_with_error, end_with_status, method_name, request_attributes, version,
+    end_cancelled, end_with_error, end_with_response, method_name, request_attributes, version,
 };
 use super::propagation;
 use crate::errors::{ErrorKind, ProxyError};
@@ -172,7 +172,7 @@ impl OutboundSpan {
         if let Some(call) = self.0.take() {
             let span = call.0.cx.span();
             span.set_attribute(attempts(&call));
-            end_with_status(&span, response.status(), SpanKind::Client);
+            end_with_response(&span, response, SpanKind::Client);
         }
     }
 
@@ -260,7 +260,7 @@ impl AttemptSpan {
     /// Ends the span with the endpoint's response.
     pub fn response<B>(mut self, response: &Response<B>) {
         self.finished = true;
-        end_with_status(&self.cx.span(), response.status(), SpanKind::Client);
+        end_with_response(&self.cx.span(), response, SpanKind::Client);
     }
 
     /// Ends the span with the attempt's error.
@@ -328,7 +328,7 @@ impl ServerSpan {
     /// Ends the span with the app's response.
     pub fn response<B>(mut self, response: &Response<B>) {
         if let Some(cx) = self.0.take() {
-            end_with_status(&cx.span(), response.status(), SpanKind::Server);
+            end_with_response(&cx.span(), response, SpanKind::Server);
         }
     }
 

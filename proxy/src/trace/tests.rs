@@ -316,3 +316,19 @@ fn the_service_name_is_the_flag_else_levee_proxy() {
         assert_eq!(name(&resource(&unnamed)), Some("levee-proxy".into()));
     }
 }
+
+#[tokio::test]
+async fn a_trailers_only_grpc_error_fails_the_span() {
+    let (tracing, store, _) = tracing(Sampler::AlwaysOn);
+    let mut req = request(None);
+    let call = Tracing::outbound(Some(&tracing), &mut req, "payments.default:8080");
+    let response = Response::builder()
+        .header("grpc-status", "14")
+        .body(())
+        .expect("response");
+    call.response(&response);
+    let spans = spans(&tracing, &store).await;
+    assert_eq!(attr(&spans[0], "rpc.grpc.status_code"), Some(14.into()));
+    assert_eq!(attr(&spans[0], "error.type"), Some("14".into()));
+    assert_eq!(attr(&spans[0], "levee.outcome"), Some("failure".into()));
+}
