@@ -104,6 +104,7 @@ pub async fn run_with(
             checks: crate::discovery::LocalChecks {
                 outbound: Some(addrs.outbound),
             },
+            resync_hold: crate::discovery::RESYNC_HOLD,
         };
         if let Err(error) =
             crate::discovery::start(shared.clone(), discovery, shutdown.clone(), &tasks).await
@@ -157,7 +158,7 @@ pub async fn run_with(
         .unwrap_or_else(|| "unknown".to_owned());
     let inb = Arc::new(
         Inbound::new(forwarder, app, service, &shared.metrics, access_log)
-            .with_policy(shared.clone())
+            .with_policy(shared.clone(), config.service_port.unwrap_or(config.app_port))
             .with_tracing(tracing.clone()),
     );
     tasks.spawn(server::serve(inbound, inb, limits, listeners));

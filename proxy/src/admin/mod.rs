@@ -7,7 +7,7 @@
 //! | `/ready` | 200 once a first config is in place, else 503 |
 //! | `/metrics` | OpenMetrics text of every metric family |
 //! | `/config` | the snapshot in force: version, source, policies (as written and effective) |
-//! | `/endpoints` | static endpoints and cached DNS answers per service |
+//! | `/endpoints` | per service: endpoints from the policy file (`static`), the control plane or its cache, or cached DNS answers |
 //!
 //! Plain HTTP/1.1; only `GET` and `HEAD`.
 

@@ -102,7 +102,7 @@ pub(super) struct EndpointsView {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ServiceEndpointsView {
-    /// `static` or `dns`.
+    /// `static` (a policy file), `control-plane`, `policy-cache` or `dns`.
     source: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     host: Option<String>,
@@ -131,10 +131,11 @@ pub(super) fn endpoints(shared: &Shared) -> EndpointsView {
         };
         services.insert(answer.service.to_string(), view);
     }
-    // Static endpoints win over DNS, here as in `endpoints::resolve`.
+    // Snapshot endpoints win over DNS, here as in `endpoints::resolve`.
+    let source = snapshot_endpoints_source(&snapshot.source);
     for (service, addresses) in &snapshot.endpoints {
         let view = ServiceEndpointsView {
-            source: "static",
+            source,
             host: None,
             addresses: Some(addresses_text(addresses)),
             error: None,
@@ -143,6 +144,18 @@ pub(super) fn endpoints(shared: &Shared) -> EndpointsView {
         services.insert(service.to_string(), view);
     }
     EndpointsView { services }
+}
+
+/// Where a snapshot's endpoints come from, by the snapshot's `source`
+/// (`control-plane:URL`, `policy-cache:FILE …`, else a policy file).
+fn snapshot_endpoints_source(snapshot_source: &str) -> &'static str {
+    if snapshot_source.starts_with("control-plane:") {
+        "control-plane"
+    } else if snapshot_source.starts_with("policy-cache:") {
+        "policy-cache"
+    } else {
+        "static"
+    }
 }
 
 fn addresses_text(addresses: &[SocketAddr]) -> Vec<String> {

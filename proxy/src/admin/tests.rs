@@ -229,3 +229,27 @@ async fn endpoints_lists_static_and_dns_answers() {
     );
     admin.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn endpoints_from_the_control_plane_say_so() {
+    let admin = start().await;
+    for (source, label) in [
+        ("control-plane:http://127.0.0.1:8090", "control-plane"),
+        (
+            "policy-cache:/var/lib/levee/cache.json (control plane http://127.0.0.1:8090 unreachable)",
+            "policy-cache",
+        ),
+        ("file:/etc/levee/policy.yaml", "static"),
+    ] {
+        let documents = parse_documents(POLICY).expect("valid policy");
+        let snapshot = Snapshot::from_documents(documents, &admin.shared.namespace, source)
+            .expect("snapshot");
+        admin.shared.install(snapshot);
+        let body = json(&get(admin.addr, "/endpoints").await);
+        assert_eq!(
+            body["services"]["payments.shop:8080"]["source"], label,
+            "{source}"
+        );
+    }
+    admin.shutdown.cancel();
+}

@@ -1,5 +1,6 @@
 //! Endpoints held through a resync: just after a stream comes up, an update
-//! that empties a service's endpoints is not believed for [`RESYNC_HOLD`].
+//! that empties a service's endpoints is not believed for a while
+//! (`DiscoveryConfig::resync_hold`, [`RESYNC_HOLD`] unless a test shortens it).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::discovery::services::key_of;
 /// of a service is not believed at once for this long: a restarted control
 /// plane knows no proxy registrations until those proxies reconnect too.
 /// The last endpoints keep serving meanwhile (then DNS, as the update says).
-pub(crate) const RESYNC_HOLD: Duration = Duration::from_secs(15);
+pub const RESYNC_HOLD: Duration = Duration::from_secs(15);
 
 impl Watcher {
     /// The endpoints served for the service `update` is about, if any.
@@ -51,13 +52,14 @@ impl Watcher {
         let (Some(previous), Some(up)) = (previous, self.stream_up) else {
             return;
         };
-        if up.elapsed() >= RESYNC_HOLD {
+        let hold = self.config.resync_hold;
+        if up.elapsed() >= hold {
             self.held.remove(key);
             return;
         }
-        tracing::info!(service = %key, endpoints = previous.len(), hold = ?RESYNC_HOLD, "no endpoints right after (re)connecting: keeping the last ones a while");
+        tracing::info!(service = %key, endpoints = previous.len(), ?hold, "no endpoints right after (re)connecting: keeping the last ones a while");
         self.held.insert(key.clone(), previous);
-        self.hold_until = Some(up + RESYNC_HOLD);
+        self.hold_until = Some(up + hold);
     }
 
     /// The hold is over: what the control plane says stands.

@@ -38,6 +38,7 @@ use crate::state::Shared;
 pub use backoff::Backoff;
 pub use services::LocalChecks;
 pub use subscriptions::{FIRST_UPDATE_WAIT, MAX_SUBSCRIPTIONS, Subscriptions};
+pub use watch::RESYNC_HOLD;
 
 /// Who this proxy is, as its hello tells the control plane.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -102,6 +103,9 @@ pub struct DiscoveryConfig {
     pub cache: Option<PathBuf>,
     pub backoff: Backoff,
     pub checks: LocalChecks,
+    /// How long endpoints emptied right after a (re)connect are held
+    /// ([`RESYNC_HOLD`]; shorter in tests).
+    pub resync_hold: Duration,
 }
 
 /// The proxy's version as hello reports it.

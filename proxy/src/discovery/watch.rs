@@ -20,7 +20,8 @@ use super::backoff::Attempts;
 use super::services::{Applied, Services, ref_of};
 use super::{DiscoveryConfig, PROXY_VERSION, cache};
 use crate::state::Shared;
-use hold::{RESYNC_HOLD, expiry};
+pub use hold::RESYNC_HOLD;
+use hold::expiry;
 
 /// A stream that lasted this long worked: the backoff starts over (as it
 /// does on any update).
@@ -41,7 +42,8 @@ pub(super) struct Watcher {
     installed_source: Option<String>,
     /// `services` changed since the last install.
     dirty: bool,
-    /// Endpoints kept through a resync that came back empty ([`RESYNC_HOLD`]).
+    /// Endpoints kept through a resync that came back empty (for
+    /// `config.resync_hold`, [`RESYNC_HOLD`] by default).
     held: BTreeMap<ServiceKey, Arc<[SocketAddr]>>,
     /// When `held` is let go.
     hold_until: Option<Instant>,
@@ -205,7 +207,7 @@ impl Watcher {
         self.shared.subscriptions.set_connected(true);
         let now = Instant::now();
         self.stream_up = Some(now);
-        self.hold_until = (!self.held.is_empty()).then_some(now + RESYNC_HOLD);
+        self.hold_until = (!self.held.is_empty()).then_some(now + self.config.resync_hold);
         // The initial subscriptions not answered yet: ready (and the source
         // switches to the control plane) once this is empty.
         let mut pending: HashSet<ServiceKey> = self.subscribed.iter().cloned().collect();

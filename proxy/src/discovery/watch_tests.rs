@@ -1,6 +1,7 @@
 //! The watch task against an in-process fake `Discovery` server: hello
 //! fields, subscribe on first use, ACK/NACK messages, readiness, the cache,
-//! and a full resync after the server drops the stream.
+//! a full resync after the server drops the stream, and the endpoint hold
+//! after a reconnect (kept, then released when the hold is over).
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -108,6 +109,9 @@ fn update(version: &str, nonce: &str, policy: Option<pb::ResiliencePolicy>) -> p
     }
 }
 
+/// The endpoint hold after a reconnect in the first test (short, to see it end).
+const HOLD: Duration = Duration::from_secs(2);
+
 async fn until(what: &str, check: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !check() {
@@ -138,6 +142,7 @@ async fn hello_subscribe_ack_nack_and_resync_after_a_dropped_stream() {
         checks: LocalChecks {
             outbound: Some("127.0.0.1:4140".parse().expect("addr")),
         },
+        resync_hold: HOLD,
     };
     let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
     crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
@@ -231,6 +236,8 @@ async fn hello_subscribe_ack_nack_and_resync_after_a_dropped_stream() {
     let Request::Hello(hello) = second.next().await else {
         panic!("hello again");
     };
+    // The stream came up about now (the hold counts from then).
+    let reconnected = Instant::now();
     assert_eq!(
         hello.subscriptions,
         vec![ref_of(&orders), ref_of(&payments())]
@@ -262,6 +269,27 @@ async fn hello_subscribe_ack_nack_and_resync_after_a_dropped_stream() {
         held.endpoints.get(&payments()).map(|e| e.to_vec()),
         Some(vec!["127.0.0.1:9001".parse().expect("addr")]),
         "held through the resync"
+    );
+    let held_version = held.version;
+
+    // The hold ends: what the control plane said stands (no endpoints, so
+    // DNS), the policy stays, and the proxy reinstalls without being asked.
+    until("the held endpoints to be released", || {
+        !shared.snapshot.load().endpoints.contains_key(&payments())
+    })
+    .await;
+    let released = shared.snapshot.load();
+    assert!(
+        reconnected.elapsed() >= HOLD - Duration::from_millis(250),
+        "released after {:?}, before the {HOLD:?} hold was over",
+        reconnected.elapsed()
+    );
+    assert!(released.version > held_version);
+    assert!(released.policy_for(&payments()).is_some());
+    assert!(
+        released.source.starts_with("control-plane:"),
+        "{}",
+        released.source
     );
 
     shutdown.cancel();
@@ -299,6 +327,7 @@ async fn an_unreachable_control_plane_falls_back_to_the_cache() {
         cache: Some(cache_path.clone()),
         backoff: Backoff::default(),
         checks: LocalChecks { outbound: None },
+        resync_hold: RESYNC_HOLD,
     };
     let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
     crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)

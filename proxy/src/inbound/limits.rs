@@ -57,9 +57,10 @@ pub(crate) struct InboundLimits {
 }
 
 impl InboundLimits {
-    /// `service` is `--service`; its port defaults to the app's port.
-    pub(crate) fn new(shared: Arc<Shared>, service: &str, app_port: u16) -> InboundLimits {
-        let key = ServiceKey::from_authority(service, &shared.namespace, app_port).ok();
+    /// `service` is `--service`; `service_port` the port its policies target
+    /// (`--service-port`, else `--app-port`).
+    pub(crate) fn new(shared: Arc<Shared>, service: &str, service_port: u16) -> InboundLimits {
+        let key = ServiceKey::from_authority(service, &shared.namespace, service_port).ok();
         InboundLimits {
             shared,
             key,

@@ -68,12 +68,14 @@ impl Inbound {
         self
     }
 
-    /// Enforces the local service's `spec.inbound` from `shared`'s policy.
-    pub fn with_policy(mut self, shared: Arc<Shared>) -> Self {
+    /// Enforces the local service's `spec.inbound` from `shared`'s policy:
+    /// the policy of `service.namespace:service_port`, where `service_port`
+    /// is the port callers use (`--service-port`, else `--app-port`).
+    pub fn with_policy(mut self, shared: Arc<Shared>, service_port: u16) -> Self {
         self.limits = Some(limits::InboundLimits::new(
             shared,
             &self.service,
-            self.app.port(),
+            service_port,
         ));
         self
     }
