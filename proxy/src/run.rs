@@ -158,7 +158,10 @@ pub async fn run_with(
         .unwrap_or_else(|| "unknown".to_owned());
     let inb = Arc::new(
         Inbound::new(forwarder, app, service, &shared.metrics, access_log)
-            .with_policy(shared.clone(), config.service_port.unwrap_or(config.app_port))
+            .with_policy(
+                shared.clone(),
+                config.service_port.unwrap_or(config.app_port),
+            )
             .with_tracing(tracing.clone()),
     );
     tasks.spawn(server::serve(inbound, inb, limits, listeners));

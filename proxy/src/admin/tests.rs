@@ -242,8 +242,8 @@ async fn endpoints_from_the_control_plane_say_so() {
         ("file:/etc/levee/policy.yaml", "static"),
     ] {
         let documents = parse_documents(POLICY).expect("valid policy");
-        let snapshot = Snapshot::from_documents(documents, &admin.shared.namespace, source)
-            .expect("snapshot");
+        let snapshot =
+            Snapshot::from_documents(documents, &admin.shared.namespace, source).expect("snapshot");
         admin.shared.install(snapshot);
         let body = json(&get(admin.addr, "/endpoints").await);
         assert_eq!(
