@@ -11,11 +11,14 @@
 //!   subscriptions met on the outbound path, `--policy-cache`.
 //! - `endpoints`: where a service's endpoints come from (static documents, then DNS).
 //! - `metrics`: the Prometheus registry and the metric families of DESIGN.md §5.
-//! - `admin`: the admin HTTP server (`/live`, `/ready`, `/metrics`, `/config`).
+//! - `admin`: the admin HTTP server (`/live`, `/ready`, `/metrics`, `/config`, `/endpoints`).
 //! - `errors`: [`errors::ProxyError`] and the one function that turns it into
 //!   the HTTP/gRPC response of DESIGN.md §2.
 //! - `server`: accept loops, connection limits, protocol detection, graceful shutdown.
 //! - `outbound` / `inbound`: the two data paths.
+//! - `resilience`: the outbound policy stack (rate limit → request timeout →
+//!   retry → service breaker → concurrency → balancer) and inbound limits, with
+//!   per-service state that survives policy updates.
 //! - `run`: [`run`] binds the listeners, loads policy, serves, and shuts down.
 //! - `forward`: upstream connection pools, hop-by-hop header handling, upgrades.
 //! - `trace`: OpenTelemetry spans (logical call, attempts, inbound SERVER),
