@@ -1,0 +1,291 @@
+//! Metrics end to end (issue 5): after a scenario with retries, an ejection,
+//! rate-limit and concurrency-limit rejections, the real `levee-proxy`'s
+//! `/metrics` equals what the client and the upstreams saw.
+//!
+//! Two services behind one proxy:
+//! - `web:80`: three flaky upstreams, one always 503, with retries on
+//!   `gateway-error`, a circuit breaker (the bad endpoint is ejected) and a
+//!   rate limit far below the offered load;
+//! - `slow:80`: one upstream answering after 40 ms, with `maxInFlight: 1`
+//!   and no queue, loaded by three callers at once (bulkhead rejections).
+//!
+//! Every comparison is an equality: the client tallies each answer by status
+//! and `x-levee-error`, the upstreams count the attempts they received.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use http::Request;
+use levee_tests::{
+    flaky::{Delay, Faults, FlakyUpstream},
+    harness::{Http1Conn, Metrics, Proxy, empty, yaml},
+};
+
+const WEB: &str = "web.default:80";
+const SLOW: &str = "slow.default:80";
+
+const WEB_POLICY: &str = "  outbound:
+    retry:
+      maxRetries: 2
+      on: [gateway-error]
+      backoff: {base: 1ms, max: 5ms}
+    circuitBreaker:
+      consecutiveFailures: 5
+      failureRate: {percent: 80, minRequests: 20, window: 10s}
+      open: {base: 60s, max: 120s}
+      halfOpenProbes: 2
+    rateLimit: {requestsPerSecond: 100, burst: 20}
+";
+
+const SLOW_POLICY: &str = "  outbound:
+    concurrency: {maxInFlight: 1, maxQueued: 0}
+";
+
+/// Answers by `(status, x-levee-error)` (`""` when the upstream answered).
+type Tally = BTreeMap<(u16, String), u64>;
+
+/// `callers` closed loops of `GET /` for `host` through the proxy, for `run`.
+async fn load(proxy: SocketAddr, host: &'static str, callers: usize, run: Duration) -> Tally {
+    let until = Instant::now() + run;
+    let workers: Vec<_> = (0..callers)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut tally = Tally::new();
+                let mut conn = Http1Conn::connect(proxy).await.unwrap();
+                while Instant::now() < until {
+                    let req = Request::get("/")
+                        .header("host", host)
+                        .body(empty())
+                        .unwrap();
+                    let r = conn.send(req).await.unwrap();
+                    let cause = r.header("x-levee-error").to_owned();
+                    *tally.entry((r.status.as_u16(), cause)).or_default() += 1;
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut tally = Tally::new();
+    for w in workers {
+        for (key, n) in w.await.unwrap() {
+            *tally.entry(key).or_default() += n;
+        }
+    }
+    tally
+}
+
+/// The `outcome` label the proxy must have given an answer (docs/metrics.md).
+fn outcome(status: u16, cause: &str) -> &str {
+    match (cause, status) {
+        ("", s) if s >= 500 => "failure",
+        ("", _) => "success",
+        (cause, _) => cause,
+    }
+}
+
+/// `levee_requests_total` of `service` as `(code, outcome) → count`.
+fn scraped_requests(m: &Metrics, service: &str) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for s in m.matching(
+        "levee_requests_total",
+        &[("direction", "outbound"), ("service", service)],
+    ) {
+        let key = (s.labels["code"].clone(), s.labels["outcome"].clone());
+        *out.entry(key).or_default() += s.value as u64;
+    }
+    out
+}
+
+/// The client's tally in the same shape.
+fn expected_requests(tally: &Tally) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for ((status, cause), n) in tally {
+        let key = (status.to_string(), outcome(*status, cause).to_owned());
+        *out.entry(key).or_default() += n;
+    }
+    out
+}
+
+fn answered(tally: &Tally, status: u16, cause: &str) -> u64 {
+    tally
+        .get(&(status, cause.to_owned()))
+        .copied()
+        .unwrap_or_default()
+}
+
+async fn upstream(id: &str, faults: Faults) -> FlakyUpstream {
+    FlakyUpstream::builder()
+        .id(id)
+        .faults(faults)
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn scraped_metrics_equal_what_happened() {
+    let bad = upstream(
+        "bad",
+        Faults {
+            status: Some(503),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let good = [
+        upstream("good-1", Faults::default()).await,
+        upstream("good-2", Faults::default()).await,
+    ];
+    let slow = upstream(
+        "slow",
+        Faults {
+            delay: Some(Delay::Fixed(Duration::from_millis(40))),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let policy = yaml::documents(&[
+        yaml::endpoints("web", 80, &[bad.addr(), good[0].addr(), good[1].addr()]),
+        yaml::policy("web", 80, WEB_POLICY),
+        yaml::endpoints("slow", 80, &[slow.addr()]),
+        yaml::policy("slow", 80, SLOW_POLICY),
+    ]);
+    let proxy = Proxy::builder().policy(policy).start().await;
+
+    let (web, slowed) = tokio::join!(
+        load(proxy.outbound(), "web:80", 4, Duration::from_millis(1500)),
+        load(proxy.outbound(), "slow:80", 3, Duration::from_millis(600)),
+    );
+    let m = proxy.metrics().await.unwrap();
+    let web_total: u64 = web.values().sum();
+    let slow_total: u64 = slowed.values().sum();
+    eprintln!("web answers {web:?}; slow answers {slowed:?}");
+
+    // Requests by code and outcome, and one latency observation each.
+    assert_eq!(
+        scraped_requests(&m, WEB),
+        expected_requests(&web),
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        scraped_requests(&m, SLOW),
+        expected_requests(&slowed),
+        "{}",
+        m.text
+    );
+    let count = |service| {
+        m.value(
+            "levee_request_duration_seconds_count",
+            &[("direction", "outbound"), ("service", service)],
+        ) as u64
+    };
+    assert_eq!(count(WEB), web_total);
+    assert_eq!(count(SLOW), slow_total);
+
+    // Rejections: each refused call is one the client saw refused.
+    let rejected = |service, reason| {
+        m.value(
+            "levee_rejected_total",
+            &[
+                ("direction", "outbound"),
+                ("service", service),
+                ("reason", reason),
+            ],
+        ) as u64
+    };
+    let rate_limited = answered(&web, 429, "rate-limited");
+    assert!(rate_limited > 0, "the rate limit never refused: {web:?}");
+    assert_eq!(rejected(WEB, "rate-limited"), rate_limited);
+    let overloaded = answered(&slowed, 503, "overloaded");
+    assert!(overloaded > 0, "the bulkhead never refused: {slowed:?}");
+    assert_eq!(rejected(SLOW, "overloaded"), overloaded);
+    for reason in ["circuit-open", "no-endpoints", "overloaded"] {
+        assert_eq!(rejected(WEB, reason), 0, "{reason}\n{}", m.text);
+    }
+    for reason in ["circuit-open", "no-endpoints", "rate-limited"] {
+        assert_eq!(rejected(SLOW, reason), 0, "{reason}\n{}", m.text);
+    }
+
+    // Retries: every upstream attempt beyond the first of an admitted call.
+    let attempts = bad.requests() + good.iter().map(FlakyUpstream::requests).sum::<u64>();
+    let admitted = web_total - rate_limited;
+    let retries = m.value("levee_retries_total", &[("service", WEB)]) as u64;
+    assert!(retries > 0, "nothing was retried\n{}", m.text);
+    assert_eq!(
+        retries,
+        attempts - admitted,
+        "{attempts} upstream attempts for {admitted} admitted calls\n{}",
+        m.text
+    );
+    assert_eq!(
+        m.value(
+            "levee_retries_total",
+            &[("service", WEB), ("reason", "503")]
+        ) + m.value(
+            "levee_retries_total",
+            &[("service", WEB), ("reason", "gateway-error")]
+        ),
+        retries as f64,
+        "every retry was of a 503\n{}",
+        m.text
+    );
+    // A retry the budget denied hands the caller the last attempt's 503.
+    let denied = m.value("levee_retry_budget_exhausted_total", &[("service", WEB)]) as u64;
+    assert!(denied <= answered(&web, 503, ""), "{web:?}\n{}", m.text);
+    assert_eq!(slow.requests(), slow_total - overloaded);
+    assert_eq!(m.value("levee_retries_total", &[("service", SLOW)]), 0.0);
+
+    // The bad endpoint was ejected once (its open time outlasts the test);
+    // the good ones and the service breaker never opened.
+    let endpoint = bad.addr().to_string();
+    let transitions = |endpoint: &str, to| {
+        m.value(
+            "levee_circuit_transitions_total",
+            &[("service", WEB), ("endpoint", endpoint), ("to", to)],
+        )
+    };
+    assert_eq!(transitions(&endpoint, "open"), 1.0, "{}", m.text);
+    assert_eq!(transitions(&endpoint, "half-open"), 0.0, "{}", m.text);
+    let state = |endpoint: &str| {
+        m.sum(
+            "levee_circuit_state",
+            &[("service", WEB), ("endpoint", endpoint)],
+        )
+    };
+    assert_eq!(state(&endpoint), Some(1.0), "{}", m.text);
+    for ok in &good {
+        let ok = ok.addr().to_string();
+        assert_eq!(transitions(&ok, "open"), 0.0, "{}", m.text);
+        assert_eq!(state(&ok).unwrap_or(0.0), 0.0, "{}", m.text);
+    }
+    assert_eq!(transitions("", "open"), 0.0, "{}", m.text);
+    assert_eq!(state("").unwrap_or(0.0), 0.0, "{}", m.text);
+    // The bad endpoint got its `consecutiveFailures` attempts, plus at most
+    // one from each other caller already on its way when it was ejected.
+    let bad_attempts = bad.requests();
+    assert!(
+        (5..=8).contains(&bad_attempts),
+        "the bad endpoint got {bad_attempts} attempts"
+    );
+
+    let endpoints = |service, s| m.sum("levee_endpoints", &[("service", service), ("state", s)]);
+    assert_eq!(endpoints(WEB, "ready"), Some(2.0), "{}", m.text);
+    assert_eq!(endpoints(WEB, "ejected"), Some(1.0), "{}", m.text);
+    assert_eq!(endpoints(SLOW, "ready"), Some(1.0), "{}", m.text);
+    assert_eq!(endpoints(SLOW, "ejected").unwrap_or(0.0), 0.0);
+
+    // Nothing timed out, and the policy was loaded once.
+    assert_eq!(m.value("levee_timeouts_total", &[]), 0.0, "{}", m.text);
+    assert_eq!(
+        m.value("levee_policy_updates_total", &[("result", "ack")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("levee_policy_updates_total", &[("result", "nack")]),
+        0.0
+    );
+}
