@@ -7,10 +7,12 @@
 //! cargo run -p levee-control-plane --example convergence -- 1000 [ROUNDS]
 //! ```
 //!
-//! Proxies share HTTP/2 connections (100 streams each). RSS is this whole
-//! process (control plane + simulated proxies), an upper bound for the
-//! control plane alone; to measure the control plane by itself, start the
-//! binary and set `LEVEE_SERVER=http://ADDR`, then read its `/proc/PID/status`.
+//! Proxies share HTTP/2 connections (100 streams each). A proxy's time is
+//! taken when it has received the update and queued its ACK. `rss` is this
+//! whole process (control plane + simulated proxies), an upper bound for the
+//! control plane alone. To measure the control plane by itself, start the
+//! binary and set `LEVEE_SERVER=http://ADDR` and `LEVEE_SERVER_PID=PID`:
+//! `server-rss` is then its `VmRSS` with every stream open, after the rounds.
 
 use std::time::{Duration, Instant};
 
@@ -62,7 +64,7 @@ async fn proxy(
         let Some(v1::watch_response::Kind::Update(update)) = response.kind else {
             continue;
         };
-        let _ = seen.send((update.policy_revision, Instant::now()));
+        let revision = update.policy_revision;
         let ack = v1::Ack {
             service: update.service,
             version: update.version,
@@ -73,6 +75,7 @@ async fn proxy(
                 kind: Some(v1::watch_request::Kind::Ack(ack)),
             })
             .await;
+        let _ = seen.send((revision, Instant::now()));
     }
     Ok(())
 }
@@ -82,8 +85,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(index).copied().unwrap_or_default()
 }
 
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// `VmRSS` of `pid` (`self`: this process) in MiB; 0 when unreadable.
+fn rss_mib(pid: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -165,14 +169,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     per_proxy.sort();
     per_round.sort();
+    let server_rss = match std::env::var("LEVEE_SERVER_PID") {
+        Ok(pid) => format!(" server-rss={:.1} MiB", rss_mib(pid.trim())),
+        Err(_) => String::new(),
+    };
     println!(
-        "streams={n} rounds={rounds} per-proxy p50={:?} p99={:?} | all-converged p50={:?} p99={:?} max={:?} | rss={:.1} MiB",
+        "streams={n} rounds={rounds} per-proxy p50={:?} p99={:?} | all-converged p50={:?} p99={:?} max={:?} | rss={:.1} MiB{server_rss}",
         percentile(&per_proxy, 0.5),
         percentile(&per_proxy, 0.99),
         percentile(&per_round, 0.5),
         percentile(&per_round, 0.99),
         per_round.last().copied().unwrap_or_default(),
-        rss_mib(),
+        rss_mib("self"),
     );
     Ok(())
 }
