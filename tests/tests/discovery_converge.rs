@@ -193,16 +193,31 @@ async fn policy_file_and_control_plane_together_are_refused() {
 /// calls arriving at it.
 #[tokio::test]
 async fn a_replica_enforces_its_own_services_inbound_policy() {
+    // No --service-port: the service port is the app port.
+    inbound_policy_is_enforced(None).await;
+}
+
+/// With `--service-port`, the inbound policy is the one targeting that port
+/// (the port callers use), not the app's port.
+#[tokio::test]
+async fn the_inbound_policy_follows_the_service_port() {
+    inbound_policy_is_enforced(Some(PAYMENTS_PORT)).await;
+}
+
+async fn inbound_policy_is_enforced(service_port: Option<u16>) {
     let cp = ControlPlane::builder().start().await;
     let up = FlakyUpstream::start("catalog").await.expect("flaky");
-    let port = up.addr().port();
-    // No --service-port: the service port is the app port.
-    let replica = Proxy::builder()
+    let app_port = up.addr().port();
+    let port = service_port.unwrap_or(app_port);
+    let mut builder = Proxy::builder()
         .service("catalog")
-        .app_port(port)
-        .control_plane(&cp.grpc_url())
-        .start()
-        .await;
+        .app_port(app_port)
+        .control_plane(&cp.grpc_url());
+    if let Some(service_port) = service_port {
+        assert_ne!(service_port, app_port, "the ports must differ to tell");
+        builder = builder.arg("--service-port").arg(service_port.to_string());
+    }
+    let replica = builder.start().await;
     let service = format!("catalog.default:{port}");
     let authority = format!("catalog:{port}");
     let slow = |to: std::net::SocketAddr| {
