@@ -1,11 +1,17 @@
-//! `--access-log json`: one JSON line per request on stdout.
+//! `--access-log json`: one JSON line per request on stdout (fields in
+//! docs/access-log.md).
+//!
+//! [`AccessEntry`] is taken when a request arrives; the layers that send it
+//! upstream count each attempt and its endpoint in the [`Attempts`] request
+//! extension; the line is written when the response's code is known.
 //!
 //! Requests never wait on stdout: lines go through a bounded queue to one
 //! writer task, and when the queue is full (stdout stalled) lines are dropped
 //! and counted in a warning rather than slowing traffic down.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, Request};
@@ -83,7 +89,43 @@ impl AccessLog {
                 .map_or_else(|| req.uri().to_string(), |pq| pq.to_string()),
             protocol: format!("{:?}", req.version()),
             trace_id: trace_id(req.headers()),
+            attempts: Attempts::default(),
         })
+    }
+}
+
+/// The upstream attempts of one request and the endpoint of the last one,
+/// filled in by whoever sends them. A request extension; clones share counts,
+/// so every retry's copy of the request reports to the same entry.
+#[derive(Clone, Debug, Default)]
+pub struct Attempts(Arc<AttemptsInner>);
+
+#[derive(Debug, Default)]
+struct AttemptsInner {
+    count: AtomicU32,
+    last: Mutex<Option<SocketAddr>>,
+}
+
+impl Attempts {
+    /// Counts an attempt sent to `endpoint`.
+    pub fn record(&self, endpoint: SocketAddr) {
+        self.0.count.fetch_add(1, Ordering::Relaxed);
+        *self.0.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(endpoint);
+    }
+
+    /// Counts an attempt in `req`'s [`Attempts`] extension, if it has one.
+    pub fn record_in<B>(req: &Request<B>, endpoint: SocketAddr) {
+        if let Some(attempts) = req.extensions().get::<Attempts>() {
+            attempts.record(endpoint);
+        }
+    }
+
+    fn count(&self) -> u32 {
+        self.0.count.load(Ordering::Relaxed)
+    }
+
+    fn last(&self) -> Option<SocketAddr> {
+        *self.0.last.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -101,6 +143,7 @@ pub struct AccessEntry {
     protocol: String,
     /// The W3C/B3 trace id the request carries (or that tracing gave it).
     trace_id: Option<String>,
+    attempts: Attempts,
 }
 
 #[derive(Serialize)]
@@ -115,9 +158,15 @@ struct Line<'a> {
     protocol: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     trace_id: Option<&'a str>,
+    status: u16,
     code: &'a str,
     outcome: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
     duration_ms: f64,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<String>,
 }
 
 impl AccessEntry {
@@ -127,8 +176,28 @@ impl AccessEntry {
         self.trace_id = trace_id(headers);
     }
 
-    /// Queues the line; `code` and `outcome` as in `levee_requests_total`.
-    pub fn write(self, code: &str, outcome: &str, elapsed: Duration) {
+    /// Makes the request's attempts count towards this line: `req` (and
+    /// every copy a retry makes of it) carries the [`Attempts`] extension.
+    pub fn track<B>(&self, req: &mut Request<B>) {
+        req.extensions_mut().insert(self.attempts.clone());
+    }
+
+    /// Counts an attempt sent to `endpoint` (for paths without the extension).
+    pub fn attempt(&self, endpoint: SocketAddr) {
+        self.attempts.record(endpoint);
+    }
+
+    /// Queues the line: `status` is the HTTP status sent, `code` and
+    /// `outcome` as in `levee_requests_total`, `error` the `x-levee-error`
+    /// cause when the proxy answered itself.
+    pub fn write(
+        self,
+        status: u16,
+        code: &str,
+        outcome: &str,
+        error: Option<&str>,
+        elapsed: Duration,
+    ) {
         let line = Line {
             time: rfc3339(self.time),
             direction: self.direction,
@@ -139,9 +208,13 @@ impl AccessEntry {
             path: &self.path,
             protocol: &self.protocol,
             trace_id: self.trace_id.as_deref(),
+            status,
             code,
             outcome,
+            error,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
+            attempts: self.attempts.count(),
+            endpoint: self.attempts.last().map(|a| a.to_string()),
         };
         let Ok(mut text) = serde_json::to_string(&line) else {
             return;
@@ -207,7 +280,13 @@ mod tests {
             .body(())
             .expect("request");
         log.entry("outbound", "pay.shop:8080", "default", &req)
-            .write("503", "no-endpoints", Duration::from_millis(2));
+            .write(
+                503,
+                "503",
+                "no-endpoints",
+                Some("no-endpoints"),
+                Duration::from_millis(2),
+            );
         let line = rx.recv().await.expect("a line");
         assert!(line.ends_with('\n'));
         let json: serde_json::Value = serde_json::from_str(&line).expect("json line");
@@ -216,23 +295,35 @@ mod tests {
         assert_eq!(json["path"], "/charge?x=1");
         assert_eq!(json["code"], "503");
         assert_eq!(json["outcome"], "no-endpoints");
+        assert_eq!(json["status"], 503);
+        assert_eq!(json["error"], "no-endpoints");
         assert_eq!(json["duration_ms"], 2.0);
+        assert_eq!(json["attempts"], 0);
+        assert!(json.get("endpoint").is_none(), "no attempt: no endpoint");
         assert!(json.get("trace_id").is_none(), "no trace context: no field");
 
-        let traced = Request::get("/")
+        let mut traced = Request::get("/")
             .header(
                 "traceparent",
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
             )
             .body(())
             .expect("request");
-        log.entry("inbound", "pay", "default", &traced).write(
-            "200",
-            "success",
-            Duration::from_millis(1),
-        );
+        let entry = log.entry("inbound", "pay", "default", &traced);
+        entry.track(&mut traced);
+        // Two attempts through copies of the request, as a retry makes them.
+        let mut copy = Request::get("/").body(()).expect("request");
+        *copy.extensions_mut() = traced.extensions().clone();
+        Attempts::record_in(&traced, "10.0.0.1:80".parse().expect("addr"));
+        Attempts::record_in(&copy, "10.0.0.2:80".parse().expect("addr"));
+        entry.write(200, "0", "success", None, Duration::from_millis(1));
         let json: serde_json::Value =
             serde_json::from_str(&rx.recv().await.expect("a line")).expect("json line");
         assert_eq!(json["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(json["status"], 200);
+        assert_eq!(json["code"], "0");
+        assert!(json.get("error").is_none(), "the upstream answered");
+        assert_eq!(json["attempts"], 2);
+        assert_eq!(json["endpoint"], "10.0.0.2:80", "the last attempt's");
     }
 }

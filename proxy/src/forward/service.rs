@@ -14,6 +14,7 @@ use http::{Request, Response};
 use tower::Service;
 
 use super::Forwarder;
+use super::access_log::Attempts;
 use crate::body::{BoxBody, BoxError};
 use crate::errors::{ErrorKind, ProxyError};
 use crate::resilience::balance::Endpoint;
@@ -50,6 +51,7 @@ impl Service<Request<BoxBody>> for EndpointService {
                 let detail = "no endpoint chosen for the request";
                 return Err(ProxyError::new(ErrorKind::NoEndpoints, &*service, detail).into());
             };
+            Attempts::record_in(&req, addr);
             // The attempt's span (when the call is traced) becomes the
             // upstream's parent.
             let span = AttemptSpan::start(&mut req, addr);

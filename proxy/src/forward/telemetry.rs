@@ -12,7 +12,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, Response};
+use http::{HeaderMap, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
@@ -52,7 +52,10 @@ impl Observation {
         };
         tracing::debug!(error = %err, "proxy error");
         let elapsed = self.start.elapsed();
-        self.recorder(elapsed).record(code, err.kind.as_str());
+        let cause = err.kind.as_str();
+        self.recorder(elapsed, status)
+            .with_error(cause)
+            .record(code, cause);
         response
     }
 
@@ -62,11 +65,12 @@ impl Observation {
         let status = response.status();
         if self.grpc {
             if let Some(code) = grpc_status(response.headers()) {
-                self.recorder(elapsed).record(code, grpc_outcome(code));
+                self.recorder(elapsed, status)
+                    .record(code, grpc_outcome(code));
                 return response;
             }
             let pending = Pending {
-                recorder: self.recorder(elapsed),
+                recorder: self.recorder(elapsed, status),
                 http_status: status,
             };
             return response.map(|inner| {
@@ -82,15 +86,18 @@ impl Observation {
         } else {
             outcome::SUCCESS
         };
-        self.recorder(elapsed).record(status.as_str(), outcome);
+        self.recorder(elapsed, status)
+            .record(status.as_str(), outcome);
         response
     }
 
-    fn recorder(self, elapsed: Duration) -> Recorder {
+    fn recorder(self, elapsed: Duration, status: StatusCode) -> Recorder {
         Recorder {
             metrics: self.metrics,
             access: self.access,
             elapsed,
+            status,
+            error: None,
         }
     }
 }
@@ -100,13 +107,23 @@ struct Recorder {
     metrics: RequestMetrics,
     access: Option<Box<AccessEntry>>,
     elapsed: Duration,
+    /// The HTTP status sent to the caller.
+    status: StatusCode,
+    /// The `x-levee-error` cause, when the proxy answered itself.
+    error: Option<&'static str>,
 }
 
 impl Recorder {
+    fn with_error(mut self, cause: &'static str) -> Self {
+        self.error = Some(cause);
+        self
+    }
+
     fn record(self, code: &str, outcome: &'static str) {
         self.metrics.record(code, outcome, self.elapsed);
         if let Some(entry) = self.access {
-            entry.write(code, outcome, self.elapsed);
+            let status = self.status.as_u16();
+            entry.write(status, code, outcome, self.error, self.elapsed);
         }
     }
 }
@@ -125,7 +142,7 @@ fn grpc_outcome(code: &str) -> &'static str {
 
 struct Pending {
     recorder: Recorder,
-    http_status: http::StatusCode,
+    http_status: StatusCode,
 }
 
 impl Pending {

@@ -117,6 +117,9 @@ impl Handler for Inbound {
             }
             None => None,
         };
+        if let Some(entry) = &observation.access {
+            entry.attempt(self.app);
+        }
         let forward = self
             .forwarder
             .forward(req.map(body::incoming), self.app, &self.service);

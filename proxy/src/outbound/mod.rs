@@ -21,7 +21,7 @@ use levee_proto::policy::{RouteRequest, ServiceKey};
 
 use crate::body::{self, BoxBody, BoxError};
 use crate::errors::{self, ErrorKind, ProxyError};
-use crate::forward::access_log::AccessLog;
+use crate::forward::access_log::{AccessLog, Attempts};
 use crate::forward::headers::is_upgrade;
 use crate::forward::telemetry::Observation;
 use crate::forward::{ConnectTimeout, EndpointService, Forwarder, uri};
@@ -97,6 +97,7 @@ impl Outbound {
         req: Request<BoxBody>,
     ) -> Result<Response<BoxBody>, ProxyError> {
         let addr = state.balancer.pick(None)?.addr;
+        Attempts::record_in(&req, addr);
         if req.method() == Method::CONNECT {
             self.forwarder.connect(req, addr, &state.label).await
         } else {
@@ -167,6 +168,9 @@ impl Handler for Outbound {
         };
         let mut observation = self.observation(&state.label, &route.name, &req, start, grpc);
         let mut req = req;
+        if let Some(entry) = &observation.access {
+            entry.track(&mut req);
+        }
         let span = Tracing::outbound(self.tracing.as_ref(), &mut req, &state.label);
         if let (Some(entry), Some(_)) = (observation.access.as_mut(), &self.tracing) {
             entry.trace_from(req.headers());
