@@ -285,7 +285,7 @@ async fn busy_control_plane_metrics() -> Metrics {
     // No token: refused, and counted.
     let refused = tokio::process::Command::new(binary("leveectl"))
         .args(["--server", &cp.grpc_url(), "get", "policies"])
-        .env_remove("LEVEE_ADMIN_TOKEN")
+        .env_remove("LEVEE_TOKEN")
         .output()
         .await
         .unwrap();
