@@ -1,13 +1,15 @@
 //! Metrics end to end (issue 5): after a scenario with retries, an ejection,
-//! rate-limit and concurrency-limit rejections, the real `levee-proxy`'s
+//! rate-limit and concurrency-limit rejections and timeouts, the real `levee-proxy`'s
 //! `/metrics` equals what the client and the upstreams saw.
 //!
-//! Two services behind one proxy:
+//! Three services behind one proxy, and inbound calls to its app:
 //! - `web:80`: three flaky upstreams, one always 503, with retries on
 //!   `gateway-error`, a circuit breaker (the bad endpoint is ejected) and a
 //!   rate limit far below the offered load;
 //! - `slow:80`: one upstream answering after 40 ms, with `maxInFlight: 1`
-//!   and no queue, loaded by three callers at once (bulkhead rejections).
+//!   and no queue, loaded by three callers at once (bulkhead rejections);
+//! - `deadline:80`: an upstream slower than the 10 ms request timeout;
+//! - inbound: peers call the local app, which fails 30% of the calls with 500.
 //!
 //! Every comparison is an equality: the client tallies each answer by status
 //! and `x-levee-error`, the upstreams count the attempts they received.
@@ -42,6 +44,11 @@ const WEB_POLICY: &str = "  outbound:
 
 const SLOW_POLICY: &str = "  outbound:
     concurrency: {maxInFlight: 1, maxQueued: 0}
+";
+
+/// `deadline:80` answers after 40 ms; its request timeout is 10 ms.
+const DEADLINE_POLICY: &str = "  outbound:
+    timeouts: {request: 10ms}
 ";
 
 /// Answers by `(status, x-levee-error)` (`""` when the upstream answered).
@@ -147,17 +154,48 @@ async fn scraped_metrics_equal_what_happened() {
         },
     )
     .await;
+    let late = upstream(
+        "late",
+        Faults {
+            delay: Some(Delay::Fixed(Duration::from_millis(40))),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let app = upstream(
+        "app",
+        Faults {
+            status: Some(500),
+            fail_rate: Some(0.3),
+            ..Faults::default()
+        },
+    )
+    .await;
     let policy = yaml::documents(&[
         yaml::endpoints("web", 80, &[bad.addr(), good[0].addr(), good[1].addr()]),
         yaml::policy("web", 80, WEB_POLICY),
         yaml::endpoints("slow", 80, &[slow.addr()]),
         yaml::policy("slow", 80, SLOW_POLICY),
+        yaml::endpoints("deadline", 80, &[late.addr()]),
+        yaml::policy("deadline", 80, DEADLINE_POLICY),
     ]);
-    let proxy = Proxy::builder().policy(policy).start().await;
+    let proxy = Proxy::builder()
+        .policy(policy)
+        .service("front")
+        .app_port(app.addr().port())
+        .start()
+        .await;
 
-    let (web, slowed) = tokio::join!(
+    let (web, slowed, timed_out, inbound) = tokio::join!(
         load(proxy.outbound(), "web:80", 4, Duration::from_millis(1500)),
         load(proxy.outbound(), "slow:80", 3, Duration::from_millis(600)),
+        load(
+            proxy.outbound(),
+            "deadline:80",
+            1,
+            Duration::from_millis(300)
+        ),
+        load(proxy.inbound(), "front", 2, Duration::from_millis(500)),
     );
     let m = proxy.metrics().await.unwrap();
     let web_total: u64 = web.values().sum();
@@ -278,8 +316,54 @@ async fn scraped_metrics_equal_what_happened() {
     assert_eq!(endpoints(SLOW, "ready"), Some(1.0), "{}", m.text);
     assert_eq!(endpoints(SLOW, "ejected").unwrap_or(0.0), 0.0);
 
-    // Nothing timed out, and the policy was loaded once.
-    assert_eq!(m.value("levee_timeouts_total", &[]), 0.0, "{}", m.text);
+    // Request timeouts: each one a 504 the client got, and only there.
+    let deadline_total: u64 = timed_out.values().sum();
+    let timeouts = answered(&timed_out, 504, "timeout");
+    assert!(timeouts > 0 && timeouts == deadline_total, "{timed_out:?}");
+    assert_eq!(
+        scraped_requests(&m, "deadline.default:80"),
+        expected_requests(&timed_out),
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.value(
+            "levee_timeouts_total",
+            &[("service", "deadline.default:80"), ("kind", "request")]
+        ),
+        timeouts as f64,
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.value("levee_timeouts_total", &[]),
+        timeouts as f64,
+        "no other timeout fired\n{}",
+        m.text
+    );
+
+    // Inbound: what peers got from the local app, by code.
+    let inbound_total: u64 = inbound.values().sum();
+    assert!(answered(&inbound, 500, "") > 0, "{inbound:?}");
+    let mut scraped_inbound = BTreeMap::new();
+    for s in m.matching(
+        "levee_requests_total",
+        &[("direction", "inbound"), ("service", "front")],
+    ) {
+        let key = (s.labels["code"].clone(), s.labels["outcome"].clone());
+        *scraped_inbound.entry(key).or_default() += s.value as u64;
+    }
+    assert_eq!(scraped_inbound, expected_requests(&inbound), "{}", m.text);
+    assert_eq!(
+        m.value(
+            "levee_request_duration_seconds_count",
+            &[("direction", "inbound")]
+        ) as u64,
+        inbound_total
+    );
+    assert_eq!(app.requests(), inbound_total);
+
+    // The policy was loaded once.
     assert_eq!(
         m.value("levee_policy_updates_total", &[("result", "ack")]),
         1.0
