@@ -2,13 +2,15 @@
 //! rate-limit and concurrency-limit rejections and timeouts, the real `levee-proxy`'s
 //! `/metrics` equals what the client and the upstreams saw.
 //!
-//! Three services behind one proxy, and inbound calls to its app:
+//! Four services behind one proxy, and inbound calls to its app:
 //! - `web:80`: three flaky upstreams, one always 503, with retries on
 //!   `gateway-error`, a circuit breaker (the bad endpoint is ejected) and a
 //!   rate limit far below the offered load;
 //! - `slow:80`: one upstream answering after 40 ms, with `maxInFlight: 1`
 //!   and no queue, loaded by three callers at once (bulkhead rejections);
 //! - `deadline:80`: an upstream slower than the 10 ms request timeout;
+//! - `down:80`: an always-503 upstream whose first failure opens the service
+//!   breaker (circuit-open rejections);
 //! - inbound: peers call the local app, which fails 30% of the calls with 500.
 //!
 //! Every comparison is an equality: the client tallies each answer by status
@@ -44,6 +46,11 @@ const WEB_POLICY: &str = "  outbound:
 
 const SLOW_POLICY: &str = "  outbound:
     concurrency: {maxInFlight: 1, maxQueued: 0}
+";
+
+/// `down:80` always answers 503: its first failure opens the service breaker.
+const DOWN_POLICY: &str = "  outbound:
+    circuitBreaker: {consecutiveFailures: 1, open: {base: 60s, max: 60s}}
 ";
 
 /// `deadline:80` answers after 40 ms; its request timeout is 10 ms.
@@ -162,6 +169,14 @@ async fn scraped_metrics_equal_what_happened() {
         },
     )
     .await;
+    let down = upstream(
+        "down",
+        Faults {
+            status: Some(503),
+            ..Faults::default()
+        },
+    )
+    .await;
     let app = upstream(
         "app",
         Faults {
@@ -178,6 +193,8 @@ async fn scraped_metrics_equal_what_happened() {
         yaml::policy("slow", 80, SLOW_POLICY),
         yaml::endpoints("deadline", 80, &[late.addr()]),
         yaml::policy("deadline", 80, DEADLINE_POLICY),
+        yaml::endpoints("down", 80, &[down.addr()]),
+        yaml::policy("down", 80, DOWN_POLICY),
     ]);
     let proxy = Proxy::builder()
         .policy(policy)
@@ -186,7 +203,7 @@ async fn scraped_metrics_equal_what_happened() {
         .start()
         .await;
 
-    let (web, slowed, timed_out, inbound) = tokio::join!(
+    let (web, slowed, timed_out, inbound, broken) = tokio::join!(
         load(proxy.outbound(), "web:80", 4, Duration::from_millis(1500)),
         load(proxy.outbound(), "slow:80", 3, Duration::from_millis(600)),
         load(
@@ -196,6 +213,7 @@ async fn scraped_metrics_equal_what_happened() {
             Duration::from_millis(300)
         ),
         load(proxy.inbound(), "front", 2, Duration::from_millis(500)),
+        load(proxy.outbound(), "down:80", 1, Duration::from_millis(300)),
     );
     let m = proxy.metrics().await.unwrap();
     let web_total: u64 = web.values().sum();
@@ -339,6 +357,38 @@ async fn scraped_metrics_equal_what_happened() {
         m.value("levee_timeouts_total", &[]),
         timeouts as f64,
         "no other timeout fired\n{}",
+        m.text
+    );
+
+    // The service breaker of `down:80`: one failure reached the upstream and
+    // opened it; every later call was refused and counted as such.
+    const DOWN: &str = "down.default:80";
+    assert_eq!(
+        scraped_requests(&m, DOWN),
+        expected_requests(&broken),
+        "{}",
+        m.text
+    );
+    assert_eq!(down.requests(), 1, "{broken:?}");
+    assert_eq!(answered(&broken, 503, ""), 1, "{broken:?}");
+    let fast_failed = answered(&broken, 503, "circuit-open");
+    assert!(fast_failed > 0, "{broken:?}");
+    assert_eq!(rejected(DOWN, "circuit-open"), fast_failed, "{}", m.text);
+    let service_breaker = [("service", DOWN), ("endpoint", "")];
+    assert_eq!(m.value("levee_circuit_state", &service_breaker), 1.0);
+    assert_eq!(
+        m.value(
+            "levee_circuit_transitions_total",
+            &[("service", DOWN), ("endpoint", ""), ("to", "open")]
+        ),
+        1.0,
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.value("levee_circuit_transitions_total", &[("service", DOWN)]),
+        1.0,
+        "a lone endpoint is never ejected\n{}",
         m.text
     );
 
