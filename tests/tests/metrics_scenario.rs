@@ -16,17 +16,15 @@
 //! Every comparison is an equality: the client tallies each answer by status
 //! and `x-levee-error`, the upstreams count the attempts they received.
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+mod metrics_support;
 
-use http::Request;
+use std::time::Duration;
+
 use levee_tests::{
     flaky::{Delay, Faults, FlakyUpstream},
-    harness::{Http1Conn, Metrics, Proxy, empty, yaml},
+    harness::{Proxy, yaml},
 };
+use metrics_support::{answered, expected_requests, load, scraped, scraped_requests, upstream};
 
 const WEB: &str = "web.default:80";
 const SLOW: &str = "slow.default:80";
@@ -57,87 +55,6 @@ const DOWN_POLICY: &str = "  outbound:
 const DEADLINE_POLICY: &str = "  outbound:
     timeouts: {request: 10ms}
 ";
-
-/// Answers by `(status, x-levee-error)` (`""` when the upstream answered).
-type Tally = BTreeMap<(u16, String), u64>;
-
-/// `callers` closed loops of `GET /` for `host` through the proxy, for `run`.
-async fn load(proxy: SocketAddr, host: &'static str, callers: usize, run: Duration) -> Tally {
-    let until = Instant::now() + run;
-    let workers: Vec<_> = (0..callers)
-        .map(|_| {
-            tokio::spawn(async move {
-                let mut tally = Tally::new();
-                let mut conn = Http1Conn::connect(proxy).await.unwrap();
-                while Instant::now() < until {
-                    let req = Request::get("/")
-                        .header("host", host)
-                        .body(empty())
-                        .unwrap();
-                    let r = conn.send(req).await.unwrap();
-                    let cause = r.header("x-levee-error").to_owned();
-                    *tally.entry((r.status.as_u16(), cause)).or_default() += 1;
-                }
-                tally
-            })
-        })
-        .collect();
-    let mut tally = Tally::new();
-    for w in workers {
-        for (key, n) in w.await.unwrap() {
-            *tally.entry(key).or_default() += n;
-        }
-    }
-    tally
-}
-
-/// The `outcome` label the proxy must have given an answer (docs/metrics.md).
-fn outcome(status: u16, cause: &str) -> &str {
-    match (cause, status) {
-        ("", s) if s >= 500 => "failure",
-        ("", _) => "success",
-        (cause, _) => cause,
-    }
-}
-
-/// `levee_requests_total` of `service` as `(code, outcome) → count`.
-fn scraped_requests(m: &Metrics, service: &str) -> BTreeMap<(String, String), u64> {
-    let mut out = BTreeMap::new();
-    for s in m.matching(
-        "levee_requests_total",
-        &[("direction", "outbound"), ("service", service)],
-    ) {
-        let key = (s.labels["code"].clone(), s.labels["outcome"].clone());
-        *out.entry(key).or_default() += s.value as u64;
-    }
-    out
-}
-
-/// The client's tally in the same shape.
-fn expected_requests(tally: &Tally) -> BTreeMap<(String, String), u64> {
-    let mut out = BTreeMap::new();
-    for ((status, cause), n) in tally {
-        let key = (status.to_string(), outcome(*status, cause).to_owned());
-        *out.entry(key).or_default() += n;
-    }
-    out
-}
-
-fn answered(tally: &Tally, status: u16, cause: &str) -> u64 {
-    tally
-        .get(&(status, cause.to_owned()))
-        .copied()
-        .unwrap_or_default()
-}
-
-async fn upstream(id: &str, faults: Faults) -> FlakyUpstream {
-    FlakyUpstream::builder()
-        .id(id)
-        .faults(faults)
-        .start()
-        .await
-        .unwrap()
-}
 
 #[tokio::test]
 async fn scraped_metrics_equal_what_happened() {
@@ -395,15 +312,12 @@ async fn scraped_metrics_equal_what_happened() {
     // Inbound: what peers got from the local app, by code.
     let inbound_total: u64 = inbound.values().sum();
     assert!(answered(&inbound, 500, "") > 0, "{inbound:?}");
-    let mut scraped_inbound = BTreeMap::new();
-    for s in m.matching(
-        "levee_requests_total",
-        &[("direction", "inbound"), ("service", "front")],
-    ) {
-        let key = (s.labels["code"].clone(), s.labels["outcome"].clone());
-        *scraped_inbound.entry(key).or_default() += s.value as u64;
-    }
-    assert_eq!(scraped_inbound, expected_requests(&inbound), "{}", m.text);
+    assert_eq!(
+        scraped(&m, "inbound", "front"),
+        expected_requests(&inbound),
+        "{}",
+        m.text
+    );
     assert_eq!(
         m.value(
             "levee_request_duration_seconds_count",
