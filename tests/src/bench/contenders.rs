@@ -72,7 +72,10 @@ fn command(program: &Path, cpus: Option<&str>) -> Command {
         None => Command::new(program),
     };
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("LEVEE_") {
+        // The runner's own LEVEE_* / OTEL_* settings (a collector endpoint
+        // would turn tracing on) must not reach the contenders.
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("LEVEE_") || key_text.starts_with("OTEL_") {
             cmd.env_remove(&key);
         }
     }
@@ -81,7 +84,11 @@ fn command(program: &Path, cpus: Option<&str>) -> Command {
 }
 
 /// Polls `check` every 20 ms until it succeeds or `STARTUP` passes.
-async fn wait_for<T, F, Fut>(process: &mut Process, what: &str, mut check: F) -> Result<T, BoxError>
+pub(super) async fn wait_for<T, F, Fut>(
+    process: &mut Process,
+    what: &str,
+    mut check: F,
+) -> Result<T, BoxError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, BoxError>>,
@@ -110,7 +117,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Box
 }
 
 /// A 200 for `GET /` through `addr` with `authority`.
-async fn answers(addr: SocketAddr, authority: &str) -> Result<(), BoxError> {
+pub(super) async fn answers(addr: SocketAddr, authority: &str) -> Result<(), BoxError> {
     let resp = get_http1(addr, authority, "/").await?;
     if resp.status == 200 {
         Ok(())
@@ -173,6 +180,17 @@ impl Env {
         policy: Option<&str>,
         app_port: u16,
     ) -> Result<(Process, Addrs), BoxError> {
+        self.levee_args(name, policy, app_port, &[]).await
+    }
+
+    /// [`Env::levee`] with `extra` flags (e.g. tracing).
+    pub(super) async fn levee_args(
+        &self,
+        name: &str,
+        policy: Option<&str>,
+        app_port: u16,
+        extra: &[String],
+    ) -> Result<(Process, Addrs), BoxError> {
         let addr_file = self.path(&format!("{name}.addrs.json"));
         // A previous run of the same name left its addresses here.
         let _ = std::fs::remove_file(&addr_file);
@@ -192,6 +210,7 @@ impl Env {
             write_atomically(&path, policy)?;
             cmd.arg("--policy-file").arg(path);
         }
+        cmd.args(extra);
         let mut process = self.spawn(name, cmd)?;
         let addrs: Addrs = wait_for(&mut process, name, || read_json(&addr_file)).await?;
         wait_for(&mut process, name, || async move {
@@ -316,7 +335,7 @@ impl Env {
         Ok(self.contender("nginx", listen, false, vec![process]))
     }
 
-    fn contender(
+    pub(super) fn contender(
         &self,
         name: &'static str,
         addr: SocketAddr,

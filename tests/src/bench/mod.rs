@@ -3,7 +3,11 @@
 //! runner itself; results are medians of interleaved repetitions.
 //!
 //! Layout:
-//! - [`scenarios`]: the [`Plan`] (full or `--quick`) and its execution.
+//! - [`plan`]: the [`Plan`] (full or `--quick`), `--scenarios`, which
+//!   contender runs which case.
+//! - [`scenarios`]: the plan's execution.
+//! - [`trace_overhead`]: the tracing-overhead scenario (traced Levees, a
+//!   counting OTLP collector, its table).
 //! - [`contenders`]: starting the upstream, Levee (one hop, two hops, full
 //!   policy), HAProxy and nginx, pinned with `taskset`.
 //! - [`convergence`]: scenario 6, the control plane's convergence example.
@@ -23,14 +27,16 @@ pub mod faults;
 pub mod histogram;
 pub mod load;
 pub mod pacing;
+pub mod plan;
 pub mod procfs;
 pub mod report;
 pub mod scenarios;
+pub mod trace_overhead;
 pub mod upstream;
 
 pub use contenders::{Env, Pinning};
+pub use plan::{Plan, Scenario};
 pub use report::{Machine, Report};
-pub use scenarios::Plan;
 
 /// Describes this machine for the report.
 pub fn machine() -> Machine {

@@ -16,6 +16,8 @@ pub struct LatencySample {
     pub cpu_us_per_req: Option<f64>,
     /// Proxy RSS halfway through the measured window.
     pub rss_bytes: Option<u64>,
+    /// Requests sent, warm-up included.
+    pub requests: u64,
 }
 
 /// The medians of a latency case for one contender.
@@ -80,6 +82,10 @@ pub struct Report {
     pub faults: Vec<super::faults::FaultRow>,
     /// Scenario 6: the control plane's convergence example, one line per size.
     pub convergence: Vec<String>,
+    /// Tracing overhead: off / 1 % / 100 % per case.
+    pub tracing: Vec<super::trace_overhead::TracingRow>,
+    /// Tracing overhead: spans each traced contender exported and dropped.
+    pub trace_spans: Vec<super::trace_overhead::SpanTally>,
     pub skipped: Vec<String>,
 }
 
@@ -169,7 +175,7 @@ pub fn render(report: &Report) -> String {
     );
     out += "LATENCY (open loop, µs from intended send; added = contender - direct)\n";
     out += &format!(
-        "{:<13} {:<3} {:>6} {:>5} {:>8} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>7} {:>6}\n",
+        "{:<16} {:<3} {:>6} {:>5} {:>8} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>7} {:>6}\n",
         "contender",
         "pr",
         "rate",
@@ -190,7 +196,7 @@ pub fn render(report: &Report) -> String {
     for r in &report.latency {
         let l = &r.latency;
         out += &format!(
-            "{:<13} {:<3} {:>6.0} {:>5} {:>8.0} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>8} {:>8} {:>8} {:>7} {:>6}\n",
+            "{:<16} {:<3} {:>6.0} {:>5} {:>8.0} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>8} {:>8} {:>8} {:>7} {:>6}\n",
             r.contender,
             r.protocol.label(),
             r.rate,
@@ -249,6 +255,7 @@ pub fn render(report: &Report) -> String {
     if !report.faults.is_empty() {
         out += &super::faults::render(&report.faults);
     }
+    out += &super::trace_overhead::render(&report.tracing, &report.trace_spans);
     if !report.convergence.is_empty() {
         out += "\nCONTROL-PLANE CONVERGENCE (Apply answered -> every watch stream ACKed)\n";
         for line in &report.convergence {
@@ -280,6 +287,7 @@ mod tests {
             errors: 1,
             cpu_us_per_req: cpu,
             rss_bytes: Some(4 * 1024 * 1024),
+            requests: 120,
         }
     }
 

@@ -1,5 +1,5 @@
-//! The benchmark plan and its execution: start the upstream and every
-//! contender once, measure idle memory, then run the latency and throughput
+//! The benchmark plan's execution: start the upstream and every contender
+//! once, measure idle memory, then run the latency, tracing and throughput
 //! cases round-robin over the contenders (order rotated each repetition) so
 //! machine noise hits them alike, and reduce to medians.
 
@@ -8,102 +8,33 @@ use std::{collections::BTreeMap, time::Duration};
 use super::contenders::{Contender, Env};
 use super::histogram::median;
 use super::load::{self, LoadSpec, Protocol};
+use super::plan::{Plan, planned_cases, runs_in};
 use super::report::{
     self, LatencySample, MIB, Machine, MemoryRow, Report, ThroughputRow, latency_row,
 };
+use super::trace_overhead::{self, Traced};
 use crate::harness::BoxError;
-
-/// One open-loop latency case.
-#[derive(Clone, Copy, Debug)]
-pub struct LatencyCase {
-    pub protocol: Protocol,
-    pub rate: f64,
-    pub connections: usize,
-}
-
-/// What to run.
-#[derive(Clone, Debug)]
-pub struct Plan {
-    pub reps: usize,
-    pub warmup: Duration,
-    pub duration: Duration,
-    pub latency: Vec<LatencyCase>,
-    /// Closed-loop connections for the throughput scenario; `None` skips it.
-    pub throughput_connections: Option<usize>,
-    pub idle_connections: usize,
-    /// Scenario 5: measured seconds per fault case and contender; `None` skips it.
-    pub faults: Option<Duration>,
-    /// Scenario 6: `(watch streams, rounds)` for the control plane's
-    /// convergence example.
-    pub convergence: Vec<(usize, u32)>,
-}
-
-impl Plan {
-    /// Issue 6's scenarios 1–4.
-    pub fn full(reps: usize, duration: Duration) -> Plan {
-        let case = |protocol, rate, connections| LatencyCase {
-            protocol,
-            rate,
-            connections,
-        };
-        Plan {
-            reps,
-            warmup: Duration::from_secs(2),
-            duration,
-            latency: vec![
-                case(Protocol::Http1, 1000.0, 16),
-                case(Protocol::Http1, 5000.0, 16),
-                case(Protocol::Http2, 1000.0, 16),
-                case(Protocol::Http2, 5000.0, 16),
-                case(Protocol::Http1, 1000.0, 100),
-            ],
-            throughput_connections: Some(64),
-            idle_connections: 1000,
-            faults: Some(Duration::from_secs(5)),
-            convergence: vec![(10, 20), (100, 20), (1000, 20)],
-        }
-    }
-
-    /// A smoke test: every contender and scenario once, briefly.
-    pub fn quick() -> Plan {
-        Plan {
-            reps: 1,
-            warmup: Duration::from_millis(300),
-            duration: Duration::from_secs(1),
-            latency: vec![
-                LatencyCase {
-                    protocol: Protocol::Http1,
-                    rate: 500.0,
-                    connections: 8,
-                },
-                LatencyCase {
-                    protocol: Protocol::Http2,
-                    rate: 500.0,
-                    connections: 8,
-                },
-            ],
-            throughput_connections: Some(16),
-            idle_connections: 100,
-            faults: Some(Duration::from_secs(1)),
-            convergence: vec![(10, 3)],
-        }
-    }
-}
 
 /// Starts every contender. Levee must start (a policy it refuses fails the
 /// run, which is what the `--quick` smoke test is for); HAProxy or nginx
 /// that cannot start (not installed) is skipped with the reason.
+/// Only the direct call and Levee one hop when the plan does not compare
+/// proxies (the tracing scenario alone).
 async fn start_all(
     env: &Env,
+    plan: &Plan,
     upstream: &super::contenders::Upstream,
     skipped: &mut Vec<String>,
 ) -> Result<Vec<Contender>, BoxError> {
     let mut all = vec![
         env.direct(upstream),
         env.levee_one_hop(upstream, false).await?,
-        env.levee_two_hop(upstream).await?,
-        env.levee_one_hop(upstream, true).await?,
     ];
+    if !plan.compares_proxies() {
+        return Ok(all);
+    }
+    all.push(env.levee_two_hop(upstream).await?);
+    all.push(env.levee_one_hop(upstream, true).await?);
     for (name, result) in [
         ("haproxy", env.haproxy(upstream).await),
         ("nginx", env.nginx(upstream).await),
@@ -162,6 +93,7 @@ async fn measure(c: &Contender, spec: &LoadSpec) -> LatencySample {
         cpu_us_per_req: (!c.usage.is_empty() && result.total_ok > 0)
             .then(|| cpu.as_secs_f64() * 1e6 / result.total_ok as f64),
         rss_bytes: rss.await.ok().flatten(),
+        requests: result.sent,
     }
 }
 
@@ -198,11 +130,20 @@ pub async fn run(
 ) -> Result<Report, BoxError> {
     let mut skipped = Vec::new();
     let upstream = env.upstream().await?;
-    let contenders = start_all(env, &upstream, &mut skipped).await?;
+    let contenders = start_all(env, plan, &upstream, &mut skipped).await?;
+    let mut traced: Vec<Traced> = Vec::new();
+    if !plan.tracing.is_empty() {
+        for (name, ratio) in trace_overhead::TRACED {
+            traced.push(trace_overhead::start(env, &upstream, name, ratio).await?);
+        }
+    }
 
     let memory_rows: Vec<MemoryRow> = {
         let mut rows = Vec::new();
-        for c in contenders.iter().filter(|c| !c.usage.is_empty()) {
+        let measured = contenders
+            .iter()
+            .filter(|c| plan.memory && !c.usage.is_empty());
+        for c in measured {
             eprintln!(
                 "memory: {} with {} idle connections",
                 c.name, plan.idle_connections
@@ -212,17 +153,19 @@ pub async fn run(
         rows
     };
 
+    let cases = planned_cases(plan);
     let mut latency: BTreeMap<(usize, &str), Vec<LatencySample>> = BTreeMap::new();
     let mut throughput: BTreeMap<&str, Vec<LatencySample>> = BTreeMap::new();
     for rep in 0..plan.reps {
-        let mut order: Vec<&Contender> = contenders.iter().collect();
+        let mut order: Vec<&Contender> = contenders
+            .iter()
+            .chain(traced.iter().map(|t| &t.contender))
+            .collect();
         let shift = rep % order.len().max(1);
         order.rotate_left(shift);
-        for (i, case) in plan.latency.iter().enumerate() {
-            for c in order
-                .iter()
-                .filter(|c| c.h2 || case.protocol == Protocol::Http1)
-            {
+        for (i, planned) in cases.iter().enumerate() {
+            let case = planned.case;
+            for c in order.iter().filter(|c| runs_in(planned, c.name, c.h2)) {
                 eprintln!(
                     "rep {}/{}: {} {} {} req/s over {}",
                     rep + 1,
@@ -241,7 +184,7 @@ pub async fn run(
             }
         }
         if let Some(conns) = plan.throughput_connections {
-            for c in &order {
+            for c in order.iter().filter(|c| !trace_overhead::is_traced(c.name)) {
                 eprintln!(
                     "rep {}/{}: {} closed loop over {conns}",
                     rep + 1,
@@ -257,7 +200,7 @@ pub async fn run(
     let mut latency_rows: Vec<_> = latency
         .iter()
         .map(|((i, name), samples)| {
-            let case = plan.latency[*i];
+            let case = cases[*i].case;
             latency_row(name, case.protocol, case.rate, case.connections, samples)
         })
         .collect();
@@ -265,12 +208,15 @@ pub async fn run(
     let rank = |name: &str| {
         contenders
             .iter()
+            .chain(traced.iter().map(|t| &t.contender))
             .position(|c| c.name == name)
             .unwrap_or(usize::MAX)
     };
     latency_rows.sort_by_key(|r| {
-        let case = plan.latency.iter().position(|c| {
-            c.protocol == r.protocol && c.rate == r.rate && c.connections == r.connections
+        let case = cases.iter().position(|c| {
+            c.case.protocol == r.protocol
+                && c.case.rate == r.rate
+                && c.case.connections == r.connections
         });
         (case, rank(&r.contender))
     });
@@ -299,9 +245,23 @@ pub async fn run(
     throughput_rows.sort_by_key(|r| rank(&r.contender));
 
     let policy_cpu_overhead_pct = policy_overhead(&latency_rows);
+    let tracing = trace_overhead::rows(&latency_rows, &plan.tracing);
+    let mut trace_spans = Vec::new();
+    for t in &traced {
+        let requests = latency
+            .iter()
+            .filter(|((_, name), _)| *name == t.contender.name)
+            .flat_map(|(_, samples)| samples)
+            .map(|s| s.requests)
+            .sum();
+        trace_spans.push(t.tally(requests).await);
+    }
 
     for c in contenders {
         c.stop().await;
+    }
+    for t in traced {
+        t.contender.stop().await;
     }
     upstream.stop().await;
     let faults = match plan.faults {
@@ -339,6 +299,8 @@ pub async fn run(
         policy_cpu_overhead_pct,
         faults,
         convergence,
+        tracing,
+        trace_spans,
         skipped,
     })
 }

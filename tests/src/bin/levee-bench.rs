@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
-use levee_tests::bench::{self, Env, Plan};
+use levee_tests::bench::{self, Env, Plan, Scenario};
 
 /// Levee side by side with a direct call, HAProxy and nginx.
 #[derive(Parser, Debug)]
@@ -14,6 +14,11 @@ struct Args {
     /// A reduced run (< 2 minutes) that checks the runner works; asserts nothing about speed.
     #[arg(long)]
     quick: bool,
+
+    /// Run only these scenarios (comma-separated; default: all), e.g.
+    /// `--scenarios tracing` or `--scenarios latency,tracing`.
+    #[arg(long, alias = "only", value_enum, value_delimiter = ',')]
+    scenarios: Vec<Scenario>,
 
     /// Also write the report as JSON here.
     #[arg(long)]
@@ -103,7 +108,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             args.reps.max(1),
             Duration::from_secs_f64(args.duration.max(0.1)),
         )
-    };
+    }
+    .select(&args.scenarios);
     let env = Env {
         pinning,
         levee_proxy,
