@@ -63,6 +63,9 @@ pub struct Plan {
     /// Tracing overhead: the open-loop cases run against the direct call,
     /// Levee untraced and the traced Levees; empty skips it.
     pub tracing: Vec<LatencyCase>,
+    /// Tracing overhead: closed-loop connections for the same contenders
+    /// (CPU per request at saturation); `None` skips it.
+    pub tracing_closed_loop: Option<usize>,
 }
 
 impl Plan {
@@ -89,6 +92,7 @@ impl Plan {
                 case(Protocol::Http1, 1000.0, 16),
                 case(Protocol::Http1, 5000.0, 16),
             ],
+            tracing_closed_loop: Some(64),
         }
     }
 
@@ -108,6 +112,7 @@ impl Plan {
             faults: Some(Duration::from_secs(1)),
             convergence: vec![(10, 3)],
             tracing: vec![LatencyCase::new(Protocol::Http1, 500.0, 8)],
+            tracing_closed_loop: Some(16),
         }
     }
 
@@ -132,6 +137,7 @@ impl Plan {
         }
         if !keep(Scenario::Tracing) {
             self.tracing.clear();
+            self.tracing_closed_loop = None;
         }
         self
     }
@@ -140,6 +146,26 @@ impl Plan {
     /// runs, which needs every standard contender started.
     pub fn compares_proxies(&self) -> bool {
         !self.latency.is_empty() || self.throughput_connections.is_some() || self.memory
+    }
+
+    /// Connections of the closed-loop case (scenario 2's when both it and
+    /// the tracing scenario run it), if any.
+    pub fn closed_loop_connections(&self) -> Option<usize> {
+        self.throughput_connections.or(self.tracing_closed_loop)
+    }
+
+    /// Whether `contender` runs the closed-loop case: the baselines for
+    /// either scenario, the traced Levees for tracing, the rest for scenario 2.
+    pub fn runs_closed_loop(&self, contender: &str) -> bool {
+        let throughput = self.throughput_connections.is_some();
+        let tracing = self.tracing_closed_loop.is_some();
+        if contender == "direct" || contender == trace_overhead::OFF {
+            throughput || tracing
+        } else if trace_overhead::is_traced(contender) {
+            tracing
+        } else {
+            throughput
+        }
     }
 }
 
@@ -208,6 +234,10 @@ mod tests {
         assert!(plan.convergence.is_empty());
         assert_eq!(plan.tracing.len(), 2);
         assert!(!plan.compares_proxies());
+        assert_eq!(plan.closed_loop_connections(), Some(64));
+        assert!(plan.runs_closed_loop("levee-trace-100%"));
+        assert!(plan.runs_closed_loop("direct") && plan.runs_closed_loop("levee-1hop"));
+        assert!(!plan.runs_closed_loop("haproxy"));
         assert_eq!(plan.reps, 3);
     }
 
@@ -219,6 +249,12 @@ mod tests {
         let some = Plan::quick().select(&[Scenario::Memory, Scenario::Faults]);
         assert!(some.latency.is_empty() && some.tracing.is_empty());
         assert!(some.memory && some.faults.is_some() && some.compares_proxies());
+        assert_eq!(some.closed_loop_connections(), None);
+        assert!(!some.runs_closed_loop("direct"));
+        let throughput = Plan::quick().select(&[Scenario::Throughput]);
+        assert_eq!(throughput.closed_loop_connections(), Some(16));
+        assert!(throughput.runs_closed_loop("haproxy") && throughput.runs_closed_loop("direct"));
+        assert!(!throughput.runs_closed_loop("levee-trace-1%"));
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub struct Report {
     pub convergence: Vec<String>,
     /// Tracing overhead: off / 1 % / 100 % per case.
     pub tracing: Vec<super::trace_overhead::TracingRow>,
+    /// Tracing overhead: off / 1 % / 100 % in the closed loop.
+    pub tracing_closed_loop: Vec<super::trace_overhead::ClosedLoopRow>,
     /// Tracing overhead: spans each traced contender exported and dropped.
     pub trace_spans: Vec<super::trace_overhead::SpanTally>,
     pub skipped: Vec<String>,
@@ -255,7 +257,11 @@ pub fn render(report: &Report) -> String {
     if !report.faults.is_empty() {
         out += &super::faults::render(&report.faults);
     }
-    out += &super::trace_overhead::render(&report.tracing, &report.trace_spans);
+    out += &super::trace_overhead::render(
+        &report.tracing,
+        &report.tracing_closed_loop,
+        &report.trace_spans,
+    );
     if !report.convergence.is_empty() {
         out += "\nCONTROL-PLANE CONVERGENCE (Apply answered -> every watch stream ACKed)\n";
         for line in &report.convergence {

@@ -183,8 +183,8 @@ pub async fn run(
                 latency.entry((i, c.name)).or_default().push(s);
             }
         }
-        if let Some(conns) = plan.throughput_connections {
-            for c in order.iter().filter(|c| !trace_overhead::is_traced(c.name)) {
+        if let Some(conns) = plan.closed_loop_connections() {
+            for c in order.iter().filter(|c| plan.runs_closed_loop(c.name)) {
                 eprintln!(
                     "rep {}/{}: {} closed loop over {conns}",
                     rep + 1,
@@ -228,7 +228,7 @@ pub async fn run(
                 name,
                 Protocol::Http1,
                 0.0,
-                plan.throughput_connections.unwrap_or(0),
+                plan.closed_loop_connections().unwrap_or(0),
                 samples,
             );
             ThroughputRow {
@@ -246,12 +246,23 @@ pub async fn run(
 
     let policy_cpu_overhead_pct = policy_overhead(&latency_rows);
     let tracing = trace_overhead::rows(&latency_rows, &plan.tracing);
+    let tracing_closed_loop = if plan.tracing_closed_loop.is_some() {
+        trace_overhead::closed_loop_rows(&throughput_rows)
+    } else {
+        Vec::new()
+    };
+    if plan.throughput_connections.is_none() {
+        // Only the tracing scenario ran the closed loop: its own table shows it.
+        throughput_rows.clear();
+    }
     let mut trace_spans = Vec::new();
     for t in &traced {
-        let requests = latency
-            .iter()
-            .filter(|((_, name), _)| *name == t.contender.name)
+        let name = t.contender.name;
+        let open = latency.iter().filter(|((_, n), _)| *n == name);
+        let closed = throughput.get(name).into_iter().flatten();
+        let requests = open
             .flat_map(|(_, samples)| samples)
+            .chain(closed)
             .map(|s| s.requests)
             .sum();
         trace_spans.push(t.tally(requests).await);
@@ -300,6 +311,7 @@ pub async fn run(
         faults,
         convergence,
         tracing,
+        tracing_closed_loop,
         trace_spans,
         skipped,
     })

@@ -26,7 +26,7 @@ use super::configs;
 use super::contenders::{Contender, Env, Upstream, answers, wait_for};
 use super::load::Protocol;
 use super::plan::LatencyCase;
-use super::report::LatencyRow;
+use super::report::{LatencyRow, ThroughputRow};
 use crate::harness::{BoxError, Metrics, get_http1};
 
 /// The untraced baseline: the plain one-hop contender (no collector set).
@@ -261,13 +261,55 @@ pub fn rows(latency: &[LatencyRow], cases: &[LatencyCase]) -> Vec<TracingRow> {
     out
 }
 
+/// Off / 1 % / 100 % in the closed loop (the proxy's core saturated).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ClosedLoopRow {
+    pub contender: String,
+    /// Sampled ratio of new traces; `None` for tracing off.
+    pub ratio: Option<f64>,
+    pub connections: usize,
+    pub achieved_rps: f64,
+    pub cpu_us_per_req: Option<f64>,
+    /// CPU per request minus tracing off's.
+    pub cpu_vs_off_us: Option<f64>,
+    pub p99_us: f64,
+    pub errors: u64,
+}
+
+/// The closed-loop rows of off, 1 % and 100 %, in that order.
+pub fn closed_loop_rows(throughput: &[ThroughputRow]) -> Vec<ClosedLoopRow> {
+    let find = |name: &str| throughput.iter().find(|r| r.contender == name);
+    let off_cpu = find(OFF).and_then(|r| r.cpu_us_per_req);
+    std::iter::once((OFF, None))
+        .chain(TRACED.iter().map(|(n, r)| (*n, Some(*r))))
+        .filter_map(|(name, ratio)| {
+            let r = find(name)?;
+            Some(ClosedLoopRow {
+                contender: name.to_owned(),
+                ratio,
+                connections: r.connections,
+                achieved_rps: r.achieved_rps,
+                cpu_us_per_req: r.cpu_us_per_req,
+                cpu_vs_off_us: r.cpu_us_per_req.zip(off_cpu).map(|(c, o)| c - o),
+                p99_us: r.p99_us,
+                errors: r.errors,
+            })
+        })
+        .collect()
+}
+
+fn sampled(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "off".into(), |p| format!("{}%", p * 100.0))
+}
+
 fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
 }
 
-/// The scenario's two tables: overhead per case, spans per contender.
-pub fn render(rows: &[TracingRow], spans: &[SpanTally]) -> String {
-    if rows.is_empty() && spans.is_empty() {
+/// The scenario's tables: overhead per open-loop case, in the closed loop,
+/// spans per contender.
+pub fn render(rows: &[TracingRow], closed: &[ClosedLoopRow], spans: &[SpanTally]) -> String {
+    if rows.is_empty() && closed.is_empty() && spans.is_empty() {
         return String::new();
     }
     let mut out =
@@ -291,8 +333,7 @@ pub fn render(rows: &[TracingRow], spans: &[SpanTally]) -> String {
         out += &format!(
             "{:<17} {:>7} {:<3} {:>6.0} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>5}\n",
             r.contender,
-            r.ratio
-                .map_or_else(|| "off".into(), |p| format!("{}%", p * 100.0)),
+            sampled(r.ratio),
             r.protocol.label(),
             r.rate,
             r.connections,
@@ -303,6 +344,34 @@ pub fn render(rows: &[TracingRow], spans: &[SpanTally]) -> String {
             opt(r.cpu_vs_off_us, 1),
             r.errors
         );
+    }
+    if !closed.is_empty() {
+        out += &format!(
+            "{:<17} {:>7} {:>5} {:>8} {:>7} {:>7} {:>9} {:>6} {:>5}\n",
+            "closed loop",
+            "sampled",
+            "conn",
+            "req/s",
+            "cpu/req",
+            "vs off",
+            "p99 µs",
+            "core%",
+            "errs"
+        );
+        for r in closed {
+            out += &format!(
+                "{:<17} {:>7} {:>5} {:>8.0} {:>7} {:>7} {:>9.1} {:>6} {:>5}\n",
+                r.contender,
+                sampled(r.ratio),
+                r.connections,
+                r.achieved_rps,
+                opt(r.cpu_us_per_req, 1),
+                opt(r.cpu_vs_off_us, 1),
+                r.p99_us,
+                opt(r.cpu_us_per_req.map(|c| c * r.achieved_rps / 1e4), 0),
+                r.errors
+            );
+        }
     }
     if !spans.is_empty() {
         out += &format!(

@@ -122,7 +122,7 @@ fn rows_follow_the_cases_and_compare_cpu_with_tracing_off() {
     );
     assert_eq!(rows[3].added_p99_us, Some(240.0));
     assert_eq!(rows[3].added_p999_us, Some(360.0));
-    let text = render(&rows, &[]);
+    let text = render(&rows, &[], &[]);
     assert!(text.contains("levee-trace-100%"), "{text}");
     assert!(text.contains(" off "), "{text}");
     assert!(!text.contains("haproxy"), "{text}");
@@ -132,4 +132,40 @@ fn rows_follow_the_cases_and_compare_cpu_with_tracing_off() {
 fn names_are_recognised() {
     assert!(is_traced("levee-trace-1%") && is_traced("levee-trace-100%"));
     assert!(!is_traced(OFF) && !is_traced("direct"));
+}
+
+#[test]
+fn closed_loop_rows_compare_with_tracing_off() {
+    let row = |contender: &str, rps: f64, cpu: Option<f64>| ThroughputRow {
+        contender: contender.to_owned(),
+        connections: 64,
+        reps: 3,
+        achieved_rps: rps,
+        errors: 0,
+        cpu_us_per_req: cpu,
+        p99_us: 900.0,
+    };
+    let throughput = [
+        row("direct", 60000.0, None),
+        row("levee-trace-100%", 30000.0, Some(33.0)),
+        row("levee-1hop", 40000.0, Some(25.0)),
+        row("levee-trace-1%", 39000.0, Some(25.5)),
+    ];
+    let rows = closed_loop_rows(&throughput);
+    let summary: Vec<_> = rows
+        .iter()
+        .map(|r| (r.contender.as_str(), r.ratio, r.cpu_vs_off_us))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("levee-1hop", None, Some(0.0)),
+            ("levee-trace-1%", Some(0.01), Some(0.5)),
+            ("levee-trace-100%", Some(1.0), Some(8.0)),
+        ]
+    );
+    let text = render(&[], &rows, &[]);
+    // 33 µs x 30,000 req/s: 99 % of a core.
+    assert!(text.contains("   99 "), "{text}");
+    assert!(closed_loop_rows(&throughput[..1]).is_empty());
 }
