@@ -1,38 +1,125 @@
-//! One downstream connection: hyper's auto (HTTP/1.1 or HTTP/2) server with
-//! upgrades, an idle watchdog, and graceful/hard shutdown.
+//! One downstream connection: HTTP/1.1 (with upgrades) or HTTP/2 prior
+//! knowledge, detected by peeking at the first bytes; an idle watchdog; and
+//! graceful/hard shutdown.
+//!
+//! Detection peeks instead of reading (as hyper-util's `auto` server does):
+//! bytes read ahead would have to be replayed to hyper, and a replayed
+//! prefix makes hyper's HTTP/1 read buffer grow from 8 to 16 KiB on the first
+//! request of every connection, which kept that memory for the connection's
+//! whole life.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::{http1, http2};
+use hyper::service::HttpService;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{Handler, Limits, Shutdown};
 
+/// The HTTP/2 connection preface a prior-knowledge (h2c) client opens with.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long to wait before looking again at a partial HTTP/2 preface.
+const PARTIAL_PREFACE_RETRY: Duration = Duration::from_millis(1);
+
 /// The HTTP server settings shared by every connection of a listener.
-pub(super) fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+pub(super) struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+pub(super) fn builders(limits: &Limits) -> Builders {
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         // hyper's floor is 8 KiB; a head larger than the buffer gets 431.
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(1024)
         .adaptive_window(true)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
-    builder
+    Builders { http1, http2 }
+}
+
+/// Whether the client opened with the HTTP/2 preface. Peeks, so hyper reads
+/// every byte itself. End of stream or any other first bytes: HTTP/1.
+async fn speaks_h2(stream: &TcpStream) -> io::Result<bool> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // Part of the preface (clients normally send it in one write): the
+        // socket stays readable, so wait a little rather than spin. The
+        // caller bounds the whole detection by the header read timeout.
+        tokio::time::sleep(PARTIAL_PREFACE_RETRY).await;
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A served connection of either protocol.
+    #[project = ConnProj]
+    enum Conn<S: HttpService<Incoming>> {
+        H1 { #[pin] conn: http1::UpgradeableConnection<TokioIo<TcpStream>, S> },
+        H2 { #[pin] conn: http2::Connection<TokioIo<TcpStream>, S, TokioExecutor> },
+    }
+}
+
+impl<S, B> Conn<S>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        match self.project() {
+            ConnProj::H1 { conn } => conn.graceful_shutdown(),
+            ConnProj::H2 { conn } => conn.graceful_shutdown(),
+        }
+    }
+}
+
+impl<S, B> Future for Conn<S>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Output = Result<(), hyper::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ConnProj::H1 { conn } => conn.poll(cx),
+            ConnProj::H2 { conn } => conn.poll(cx),
+        }
+    }
 }
 
 /// When the connection last had work, for the idle watchdog.
@@ -79,7 +166,7 @@ impl Drop for InFlight {
 pub(super) async fn serve_connection<H: Handler>(
     stream: TcpStream,
     handler: Arc<H>,
-    builder: &auto::Builder<TokioExecutor>,
+    builders: &Builders,
     limits: &Limits,
     shutdown: &Shutdown,
 ) {
@@ -92,7 +179,7 @@ pub(super) async fn serve_connection<H: Handler>(
     let seen = activity.clone();
     // Recorded on every request for per-client limits (inbound rate limit).
     let peer = stream.peer_addr().ok().map(super::ClientAddr);
-    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+    let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         if let Some(peer) = peer {
             req.extensions_mut().insert(peer);
         }
@@ -106,7 +193,31 @@ pub(super) async fn serve_connection<H: Handler>(
             Ok::<_, Infallible>(response)
         }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let h2 = tokio::select! {
+        detected = tokio::time::timeout(limits.header_read_timeout, speaks_h2(&stream)) => match detected {
+            Ok(Ok(h2)) => h2,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "downstream connection failed before its first request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("closing downstream connection: no request in time");
+                return;
+            }
+        },
+        () = shutdown.graceful.cancelled() => return,
+        () = shutdown.hard.cancelled() => return,
+    };
+    let io = TokioIo::new(stream);
+    let conn = if h2 {
+        Conn::H2 {
+            conn: builders.http2.serve_connection(io, service),
+        }
+    } else {
+        Conn::H1 {
+            conn: builders.http1.serve_connection(io, service).with_upgrades(),
+        }
+    };
     let mut conn = std::pin::pin!(conn);
     let mut draining = false;
     // The first look comes after whichever limit can fire first.
@@ -162,6 +273,53 @@ mod tests {
             requests: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
         })
+    }
+
+    /// What `speaks_h2` says when the client writes `first`, then `rest`.
+    async fn detect(first: &[u8], rest: &[u8]) -> bool {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.write_all(first).await.unwrap();
+        let detection = tokio::spawn(async move { speaks_h2(&server).await.unwrap() });
+        if rest.is_empty() {
+            client.shutdown().await.unwrap();
+        } else {
+            client.write_all(rest).await.unwrap();
+        }
+        let h2 = detection.await.unwrap();
+        drop(client);
+        h2
+    }
+
+    #[tokio::test]
+    async fn the_h2_preface_is_detected_without_consuming_it() {
+        assert!(detect(H2_PREFACE, b"").await);
+        // Split across writes: detection waits for the rest.
+        assert!(detect(&H2_PREFACE[..8], &H2_PREFACE[8..]).await);
+        assert!(!detect(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"").await);
+        // Shares the preface's first letter, then differs.
+        assert!(!detect(b"POST / HTTP/1.1\r\n", b"").await);
+        // The end of the stream before any byte: HTTP/1 (hyper then closes it).
+        assert!(!detect(b"", b"").await);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut client, H2_PREFACE)
+            .await
+            .unwrap();
+        assert!(speaks_h2(&server).await.unwrap());
+        let mut buf = [0u8; 24];
+        assert_eq!(
+            server.peek(&mut buf).await.unwrap(),
+            24,
+            "the preface stays in the socket"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -84,7 +84,7 @@ pub async fn serve<H: Handler>(
     shutdown: Shutdown,
 ) {
     let limits = Arc::new(limits);
-    let builder = conn::builder(&limits);
+    let builders = Arc::new(conn::builders(&limits));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
     let local = listener.local_addr().ok();
@@ -109,14 +109,14 @@ pub async fn serve<H: Handler>(
         }
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                let (handler, builder, limits, shutdown2) = (
+                let (handler, builders, limits, shutdown2) = (
                     handler.clone(),
-                    builder.clone(),
+                    builders.clone(),
                     limits.clone(),
                     shutdown.clone(),
                 );
                 shutdown.tasks.spawn(async move {
-                    conn::serve_connection(stream, handler, &builder, &limits, &shutdown2).await;
+                    conn::serve_connection(stream, handler, &builders, &limits, &shutdown2).await;
                     drop(slot);
                 });
             }
