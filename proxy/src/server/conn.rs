@@ -30,8 +30,11 @@ use super::{Handler, Limits, Shutdown};
 /// The HTTP/2 connection preface a prior-knowledge (h2c) client opens with.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// How long to wait before looking again at a partial HTTP/2 preface.
+/// How long to wait before looking again at a partial HTTP/2 preface: the
+/// first wait, doubled each time up to the cap, so a client that stalls
+/// mid-preface (a slowloris) costs a few wake-ups a second, not a thousand.
 const PARTIAL_PREFACE_RETRY: Duration = Duration::from_millis(1);
+const PARTIAL_PREFACE_RETRY_MAX: Duration = Duration::from_millis(100);
 
 /// The HTTP server settings shared by every connection of a listener.
 pub(super) struct Builders {
@@ -62,6 +65,7 @@ pub(super) fn builders(limits: &Limits) -> Builders {
 /// every byte itself. End of stream or any other first bytes: HTTP/1.
 async fn speaks_h2(stream: &TcpStream) -> io::Result<bool> {
     let mut buf = [0u8; H2_PREFACE.len()];
+    let mut wait = PARTIAL_PREFACE_RETRY;
     loop {
         let n = stream.peek(&mut buf).await?;
         if n == 0 || buf[..n] != H2_PREFACE[..n] {
@@ -73,8 +77,14 @@ async fn speaks_h2(stream: &TcpStream) -> io::Result<bool> {
         // Part of the preface (clients normally send it in one write): the
         // socket stays readable, so wait a little rather than spin. The
         // caller bounds the whole detection by the header read timeout.
-        tokio::time::sleep(PARTIAL_PREFACE_RETRY).await;
+        tokio::time::sleep(wait).await;
+        wait = next_preface_wait(wait);
     }
+}
+
+/// The wait after `wait` while a partial preface stays partial.
+fn next_preface_wait(wait: Duration) -> Duration {
+    (wait * 2).min(PARTIAL_PREFACE_RETRY_MAX)
 }
 
 pin_project_lite::pin_project! {
@@ -293,6 +303,21 @@ mod tests {
         let h2 = detection.await.unwrap();
         drop(client);
         h2
+    }
+
+    #[test]
+    fn a_stalled_partial_preface_is_looked_at_a_few_times_a_second_at_most() {
+        let mut wait = PARTIAL_PREFACE_RETRY;
+        let mut looks = 0;
+        let mut waited = Duration::ZERO;
+        while waited < Duration::from_secs(10) {
+            waited += wait;
+            wait = next_preface_wait(wait);
+            looks += 1;
+        }
+        assert_eq!(wait, PARTIAL_PREFACE_RETRY_MAX);
+        // 10 s of a stalled client (the default header read timeout).
+        assert!(looks < 110, "{looks} looks in 10 s");
     }
 
     #[tokio::test]
