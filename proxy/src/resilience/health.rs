@@ -54,6 +54,9 @@ pub struct EndpointHealth {
 #[derive(Debug, Default)]
 struct Table {
     cfg: Option<BreakerConfig>,
+    /// The service's endpoints, kept also while no breaker is configured, so
+    /// a policy that adds one later covers the endpoints already known.
+    addrs: Vec<SocketAddr>,
     /// How many endpoints the cap is a percentage of.
     count: usize,
     breakers: HashMap<SocketAddr, Arc<EndpointBreaker>>,
@@ -206,8 +209,7 @@ impl EndpointHealth {
         if current.cfg.as_ref() == cfg {
             return;
         }
-        let addrs: Vec<SocketAddr> = current.breakers.keys().copied().collect();
-        self.rebuild(cfg.cloned(), &addrs, None);
+        self.rebuild(cfg.cloned(), &current.addrs, None);
     }
 
     /// The service's endpoints now. Known endpoints keep their state; new
@@ -243,6 +245,7 @@ impl EndpointHealth {
         let count = addrs.len();
         self.table.store(Arc::new(Table {
             cfg,
+            addrs: addrs.to_vec(),
             count,
             breakers,
         }));

@@ -260,3 +260,26 @@ async fn the_balancer_sends_no_more_than_the_probes_to_a_half_open_endpoint() {
     }
     assert!(health.begin(addr(1)).is_some_and(|p| p.probe.is_some()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_added_by_a_later_policy_covers_the_endpoints_already_known() {
+    // Traffic first flows without a breaker (no policy yet)...
+    let metrics = Metrics::new();
+    let health = EndpointHealth::new("payments.shop:8080", None, &metrics);
+    let addrs = [addr(1), addr(2), addr(3)];
+    health.set_endpoints(&addrs);
+    // ...then a policy with a breaker arrives; the endpoint set is unchanged,
+    // so the balancer does not call set_endpoints again.
+    health.update_config(Some(&config()));
+    fail(&health, addrs[0], 3);
+    assert!(
+        !health.is_available(addrs[0]),
+        "ejected under the new breaker"
+    );
+    assert_eq!(health.ejected(), 1);
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"levee_endpoints{service="payments.shop:8080",state="ready"} 2"#),
+        "{text}"
+    );
+}
