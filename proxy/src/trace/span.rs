@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use http::{Extensions, Request, Response};
-use opentelemetry::trace::{SpanKind, SpanRef, TraceContextExt, Tracer};
+use opentelemetry::trace::{SpanContext, SpanKind, SpanRef, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 
@@ -103,6 +103,43 @@ fn add_event(span: &SpanRef<'_>, event: SpanEvent, attempt: u32) {
     span.add_event(event.name(), attributes);
 }
 
+/// A span started where a request enters the proxy (the outbound call or
+/// the inbound SERVER span), as a child of the request's own trace headers.
+struct EdgeSpan {
+    cx: Context,
+    span_context: SpanContext,
+    /// Whether the request carried a parent (W3C or B3).
+    had_parent: bool,
+}
+
+impl EdgeSpan {
+    fn start<B>(tracer: &SdkTracer, req: &Request<B>, kind: SpanKind) -> EdgeSpan {
+        let parent = propagation::extract(req.headers());
+        let span = tracer
+            .span_builder(method_name(req.method()))
+            .with_kind(kind)
+            .start_with_context(tracer, &parent_context(parent.as_ref()));
+        let cx = Context::new().with_span(span);
+        let span_context = cx.span().span_context().clone();
+        EdgeSpan {
+            cx,
+            span_context,
+            had_parent: parent.is_some(),
+        }
+    }
+}
+
+/// The request's semantic-convention attributes plus Levee's own.
+fn set_edge_attributes<B>(cx: &Context, req: &Request<B>, service: &str, policy_version: u64) {
+    let mut attributes = request_attributes(req);
+    attributes.push(KeyValue::new("levee.service", service.to_owned()));
+    attributes.push(KeyValue::new(
+        "levee.policy_version",
+        version(policy_version),
+    ));
+    cx.span().set_attributes(attributes);
+}
+
 /// The logical outbound call's span, held by the outbound edge until the
 /// response head (or an error) is back. Inert when not sampled.
 #[must_use = "finish the span with `finish`"]
@@ -116,28 +153,17 @@ impl OutboundSpan {
         service: &str,
         policy_version: u64,
     ) -> OutboundSpan {
-        let parent = propagation::extract(req.headers());
-        let span = tracer
-            .span_builder(method_name(req.method()))
-            .with_kind(SpanKind::Client)
-            .start_with_context(tracer, &parent_context(parent.as_ref()));
-        let cx = Context::new().with_span(span);
-        let span_context = cx.span().span_context().clone();
+        let edge = EdgeSpan::start(tracer, req, SpanKind::Client);
+        let (cx, span_context) = (edge.cx, edge.span_context);
         if !span_context.is_sampled() {
             // A new trace the sampler turned down: say so downstream. An
             // app's own header (W3C or B3) stays as it is.
-            if parent.is_none() {
+            if !edge.had_parent {
                 propagation::inject(req.headers_mut(), &span_context);
             }
             return OutboundSpan(None);
         }
-        let mut attributes = request_attributes(req);
-        attributes.push(KeyValue::new("levee.service", service.to_owned()));
-        attributes.push(KeyValue::new(
-            "levee.policy_version",
-            version(policy_version),
-        ));
-        cx.span().set_attributes(attributes);
+        set_edge_attributes(&cx, req, service, policy_version);
         // Tunnels skip the attempt layer: the call's own context goes out,
         // and each attempt overwrites it with its own.
         propagation::inject(req.headers_mut(), &span_context);
@@ -295,23 +321,12 @@ impl ServerSpan {
         service: &str,
         policy_version: u64,
     ) -> ServerSpan {
-        let parent = propagation::extract(req.headers());
-        let span = tracer
-            .span_builder(method_name(req.method()))
-            .with_kind(SpanKind::Server)
-            .start_with_context(tracer, &parent_context(parent.as_ref()));
-        let cx = Context::new().with_span(span);
-        let span_context = cx.span().span_context().clone();
+        let edge = EdgeSpan::start(tracer, req, SpanKind::Server);
+        let (cx, span_context) = (edge.cx, edge.span_context);
         if !span_context.is_sampled() {
             return ServerSpan(None);
         }
-        let mut attributes = request_attributes(req);
-        attributes.push(KeyValue::new("levee.service", service.to_owned()));
-        attributes.push(KeyValue::new(
-            "levee.policy_version",
-            version(policy_version),
-        ));
-        cx.span().set_attributes(attributes);
+        set_edge_attributes(&cx, req, service, policy_version);
         // The app's own spans become children of this one.
         propagation::inject(req.headers_mut(), &span_context);
         ServerSpan(Some(cx))
@@ -356,7 +371,7 @@ impl Drop for ServerSpan {
     }
 }
 
-fn parent_context(parent: Option<&opentelemetry::trace::SpanContext>) -> Context {
+fn parent_context(parent: Option<&SpanContext>) -> Context {
     match parent {
         Some(parent) => Context::new().with_remote_span_context(parent.clone()),
         None => Context::new(),
