@@ -5,7 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::Request;
 use levee_tests::{
     flaky::FlakyUpstream,
-    harness::{Http2Conn, Proxy, full, grpc_channel, yaml},
+    harness::{Http2Conn, Proxy, full, grpc_channel},
     pb::{EchoRequest, StreamRequest, flaky_client::FlakyClient},
 };
 use prost::Message;
@@ -13,11 +13,7 @@ use tonic::{Code, transport::Channel};
 
 async fn setup() -> (FlakyUpstream, Proxy) {
     let up = FlakyUpstream::start("grpc-1").await.unwrap();
-    let proxy = Proxy::builder()
-        .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .app_port(up.addr().port())
-        .start()
-        .await;
+    let proxy = Proxy::builder().fronting(up.addr()).start().await;
     (up, proxy)
 }
 

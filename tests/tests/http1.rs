@@ -9,11 +9,7 @@ use levee_tests::{
 };
 
 async fn proxy_for(up: &FlakyUpstream) -> Proxy {
-    Proxy::builder()
-        .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .app_port(up.addr().port())
-        .start()
-        .await
+    Proxy::builder().fronting(up.addr()).start().await
 }
 
 #[tokio::test]

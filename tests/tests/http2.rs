@@ -6,15 +6,11 @@ use std::time::Duration;
 use http::Request;
 use levee_tests::{
     flaky::FlakyUpstream,
-    harness::{Http2Conn, Proxy, curl, empty, get_http2, yaml},
+    harness::{Http2Conn, Proxy, curl, empty, get_http2},
 };
 
 async fn proxy_for(up: &FlakyUpstream) -> Proxy {
-    Proxy::builder()
-        .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .app_port(up.addr().port())
-        .start()
-        .await
+    Proxy::builder().fronting(up.addr()).start().await
 }
 
 #[tokio::test]

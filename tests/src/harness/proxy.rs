@@ -59,6 +59,14 @@ impl ProxyBuilder {
         self
     }
 
+    /// A proxy in front of one upstream both ways: outbound calls to
+    /// `web:80` go to `upstream` (a static `ServiceEndpoints`), and inbound
+    /// calls go to it as the local app.
+    pub fn fronting(self, upstream: std::net::SocketAddr) -> Self {
+        self.policy(super::yaml::endpoints("web", 80, &[upstream]))
+            .app_port(upstream.port())
+    }
+
     /// `--app-port`: where inbound calls go.
     pub fn app_port(mut self, port: u16) -> Self {
         self.app_port = Some(port);
