@@ -11,6 +11,7 @@
 //!   subscriptions met on the outbound path, `--policy-cache`.
 //! - `endpoints`: where a service's endpoints come from (static documents, then DNS).
 //! - `metrics`: the Prometheus registry and the metric families of DESIGN.md §5.
+//! - `observe`: per-request metrics observation and the JSON access log.
 //! - `admin`: the admin HTTP server (`/live`, `/ready`, `/metrics`, `/config`, `/endpoints`).
 //! - `errors`: [`errors::ProxyError`] and the one function that turns it into
 //!   the HTTP/gRPC response of DESIGN.md §2.
@@ -35,6 +36,7 @@ pub mod errors;
 pub mod forward;
 pub mod inbound;
 pub mod metrics;
+pub mod observe;
 pub mod outbound;
 pub mod policy_source;
 pub mod resilience;

@@ -240,5 +240,4 @@ fn show(value: &Value) -> String {
 }
 
 #[cfg(test)]
-#[path = "explain_tests.rs"]
 mod tests;

@@ -347,5 +347,4 @@ fn version(
 }
 
 #[cfg(test)]
-#[path = "registry_tests.rs"]
 mod tests;

@@ -345,5 +345,4 @@ fn resolve_concurrency(c: &Concurrency) -> EffectiveConcurrency {
 }
 
 #[cfg(test)]
-#[path = "effective_tests.rs"]
 mod tests;

@@ -309,5 +309,4 @@ impl TryFrom<pb::Document> for Document {
 }
 
 #[cfg(test)]
-#[path = "proto_tests.rs"]
 mod tests;

@@ -176,5 +176,4 @@ pub fn to_yaml(docs: &[Document]) -> String {
 }
 
 #[cfg(test)]
-#[path = "parse_tests.rs"]
 pub(crate) mod tests;

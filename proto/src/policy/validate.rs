@@ -15,8 +15,7 @@ use super::outbound::{
 };
 use super::service_key::is_dns_label;
 
-#[path = "validate_route.rs"]
-mod validate_route;
+mod route;
 
 /// Validates one document, recording problems.
 pub(crate) fn document(doc: &Document, p: &mut Problems) {
@@ -108,7 +107,7 @@ fn outbound(o: &OutboundPolicy, p: &mut Problems) {
     if let Some(c) = &o.concurrency {
         concurrency("spec.outbound.concurrency", c, p);
     }
-    validate_route::routes(o, p);
+    route::routes(o, p);
 }
 
 fn inbound(i: &InboundPolicy, p: &mut Problems) {
@@ -361,9 +360,7 @@ pub(crate) fn across_documents(docs: &[(usize, Document)]) -> Vec<FieldError> {
 }
 
 #[cfg(test)]
-#[path = "validate_tests.rs"]
 pub(crate) mod tests;
 
 #[cfg(test)]
-#[path = "validate_file_tests.rs"]
 mod file_tests;

@@ -230,5 +230,4 @@ fn loops_back(endpoint: SocketAddr, own: SocketAddr) -> bool {
 }
 
 #[cfg(test)]
-#[path = "services_tests.rs"]
 mod tests;

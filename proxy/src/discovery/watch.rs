@@ -350,9 +350,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-#[path = "hold.rs"]
 mod hold;
 
 #[cfg(test)]
-#[path = "watch_tests.rs"]
 mod tests;

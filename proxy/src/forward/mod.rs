@@ -5,11 +5,9 @@
 //!
 //! Bodies stream in both directions; trailers pass through untouched.
 
-pub mod access_log;
 pub mod headers;
 pub mod pool;
 mod service;
-pub mod telemetry;
 
 pub use service::EndpointService;
 mod tunnel;

@@ -14,9 +14,9 @@ use http::{Request, Response};
 use tower::Service;
 
 use super::Forwarder;
-use super::access_log::Attempts;
 use crate::body::{BoxBody, BoxError};
 use crate::errors::{ErrorKind, ProxyError};
+use crate::observe::access_log::Attempts;
 use crate::resilience::balance::Endpoint;
 use crate::trace::AttemptSpan;
 

@@ -21,11 +21,11 @@ use levee_proto::policy::{RouteRequest, ServiceKey};
 
 use crate::body::{self, BoxBody, BoxError};
 use crate::errors::{self, ErrorKind, ProxyError};
-use crate::forward::access_log::{AccessLog, Attempts};
 use crate::forward::headers::is_upgrade;
-use crate::forward::telemetry::Observation;
 use crate::forward::{ConnectTimeout, EndpointService, Forwarder, uri};
 use crate::metrics::Direction;
+use crate::observe::Observation;
+use crate::observe::access_log::{AccessLog, Attempts};
 use crate::resilience::timeout::idle::IdleTimeoutBody;
 use crate::resilience::{Resilience, RouteConfig, ServiceState};
 use crate::server::Handler;

@@ -282,5 +282,4 @@ fn ejection_cap(count: usize, percent: f64) -> usize {
 }
 
 #[cfg(test)]
-#[path = "health_tests.rs"]
 mod tests;

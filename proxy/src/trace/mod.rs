@@ -1,5 +1,5 @@
 //! OpenTelemetry tracing of the data path (DESIGN.md §5): setup, propagation,
-//! spans and export. Distinct from `forward::telemetry`, which records metrics.
+//! spans and export. Distinct from `observe`, which records metrics and the access log.
 //!
 //! - `mod.rs`: [`Tracing`], built from the flags (`OTEL_*` variables); `None`
 //!   when no collector endpoint is set, and then the data path skips tracing.

@@ -247,5 +247,4 @@ pub(crate) fn open_duration(cfg: &EffectiveCircuitBreaker, trips: u32, unit: f64
 }
 
 #[cfg(test)]
-#[path = "machine_tests.rs"]
 pub(crate) mod tests;

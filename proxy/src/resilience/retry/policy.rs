@@ -156,5 +156,4 @@ pub fn retry_after<B>(response: &Response<B>) -> Option<Duration> {
 }
 
 #[cfg(test)]
-#[path = "policy_tests.rs"]
 mod tests;

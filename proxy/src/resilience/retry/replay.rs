@@ -197,5 +197,4 @@ impl Body for ReplayBody {
 }
 
 #[cfg(test)]
-#[path = "replay_tests.rs"]
 mod tests;

@@ -214,5 +214,4 @@ fn merged_timeouts(path: &str, o: &OutboundPolicy, r: &Route, p: &mut Problems) 
 }
 
 #[cfg(test)]
-#[path = "validate_route_tests.rs"]
 mod tests;
