@@ -13,7 +13,7 @@ use std::sync::Arc;
 use levee_proto::policy::ServiceKey;
 
 use crate::errors::{ErrorKind, ProxyError};
-use crate::state::Shared;
+use crate::state::{Shared, Snapshot};
 
 pub use dns::{CachedAnswer, DnsCache, DnsConfig, Lookup};
 
@@ -40,6 +40,13 @@ pub(crate) async fn resolve(
         .dns
         .resolve(service, &shared.namespace, &shared.metrics)
         .await
+}
+
+/// Whether `service`'s endpoints come from DNS in `snapshot` (no static
+/// `ServiceEndpoints`, not an IP literal): only those answers age.
+pub(crate) fn from_dns(snapshot: &Snapshot, service: &ServiceKey) -> bool {
+    !snapshot.endpoints.contains_key(service)
+        && !(service.namespace.is_empty() && service.name.parse::<IpAddr>().is_ok())
 }
 
 /// The name to look up for `service`: the bare name in the proxy's own

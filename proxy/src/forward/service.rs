@@ -16,7 +16,6 @@ use tower::Service;
 use super::Forwarder;
 use crate::body::{BoxBody, BoxError};
 use crate::errors::{ErrorKind, ProxyError};
-use crate::observe::access_log::Attempts;
 use crate::resilience::balance::Endpoint;
 use crate::trace::AttemptSpan;
 
@@ -51,9 +50,8 @@ impl Service<Request<BoxBody>> for EndpointService {
                 let detail = "no endpoint chosen for the request";
                 return Err(ProxyError::new(ErrorKind::NoEndpoints, &*service, detail).into());
             };
-            Attempts::record_in(&req, addr);
-            // The attempt's span (when the call is traced) becomes the
-            // upstream's parent.
+            // The balancer recorded the attempt; its span (when the call
+            // is traced) becomes the upstream's parent.
             let span = AttemptSpan::start(&mut req, addr);
             let result = forwarder.forward(req, addr, &service).await;
             if let Some(span) = span {

@@ -1,23 +1,26 @@
 //! `--access-log json`: one JSON line per request on stdout (fields in
 //! docs/access-log.md).
 //!
-//! [`AccessEntry`] is taken when a request arrives; the layers that send it
-//! upstream count each attempt and its endpoint in the [`Attempts`] request
-//! extension; the line is written when the response's code is known.
+//! [`AccessEntry`] is taken when a request arrives; it reads the call's
+//! attempts and the last endpoint from the request's [`CallAttempts`]
+//! extension (written where the endpoint is chosen); the line is written
+//! when the response's code is known.
 //!
 //! Requests never wait on stdout: lines go through a bounded queue to one
 //! writer task, and when the queue is full (stdout stalled) lines are dropped
 //! and counted in a warning rather than slowing traffic down.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, Request};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+
+use crate::resilience::attempt::CallAttempts;
 
 /// Lines buffered between requests and the writer.
 const QUEUE: usize = 4096;
@@ -89,43 +92,8 @@ impl AccessLog {
                 .map_or_else(|| req.uri().to_string(), |pq| pq.to_string()),
             protocol: format!("{:?}", req.version()),
             trace_id: trace_id(req.headers()),
-            attempts: Attempts::default(),
+            attempts: CallAttempts::default(),
         })
-    }
-}
-
-/// The upstream attempts of one request and the endpoint of the last one,
-/// filled in by whoever sends them. A request extension; clones share counts,
-/// so every retry's copy of the request reports to the same entry.
-#[derive(Clone, Debug, Default)]
-pub struct Attempts(Arc<AttemptsInner>);
-
-#[derive(Debug, Default)]
-struct AttemptsInner {
-    count: AtomicU32,
-    last: Mutex<Option<SocketAddr>>,
-}
-
-impl Attempts {
-    /// Counts an attempt sent to `endpoint`.
-    pub fn record(&self, endpoint: SocketAddr) {
-        self.0.count.fetch_add(1, Ordering::Relaxed);
-        *self.0.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(endpoint);
-    }
-
-    /// Counts an attempt in `req`'s [`Attempts`] extension, if it has one.
-    pub fn record_in<B>(req: &Request<B>, endpoint: SocketAddr) {
-        if let Some(attempts) = req.extensions().get::<Attempts>() {
-            attempts.record(endpoint);
-        }
-    }
-
-    fn count(&self) -> u32 {
-        self.0.count.load(Ordering::Relaxed)
-    }
-
-    fn last(&self) -> Option<SocketAddr> {
-        *self.0.last.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -143,7 +111,7 @@ pub struct AccessEntry {
     protocol: String,
     /// The W3C/B3 trace id the request carries (or that tracing gave it).
     trace_id: Option<String>,
-    attempts: Attempts,
+    attempts: CallAttempts,
 }
 
 #[derive(Serialize)]
@@ -176,10 +144,11 @@ impl AccessEntry {
         self.trace_id = trace_id(headers);
     }
 
-    /// Makes the request's attempts count towards this line: `req` (and
-    /// every copy a retry makes of it) carries the [`Attempts`] extension.
-    pub fn track<B>(&self, req: &mut Request<B>) {
-        req.extensions_mut().insert(self.attempts.clone());
+    /// Makes the request's attempts count towards this line: the line reads
+    /// `req`'s [`CallAttempts`] (inserted if it has none), which every copy a
+    /// retry makes of `req` shares.
+    pub fn track<B>(&mut self, req: &mut Request<B>) {
+        self.attempts = CallAttempts::of(req);
     }
 
     /// Counts an attempt sent to `endpoint` (for paths without the extension).
@@ -309,13 +278,13 @@ mod tests {
             )
             .body(())
             .expect("request");
-        let entry = log.entry("inbound", "pay", "default", &traced);
+        let mut entry = log.entry("inbound", "pay", "default", &traced);
         entry.track(&mut traced);
         // Two attempts through copies of the request, as a retry makes them.
         let mut copy = Request::get("/").body(()).expect("request");
         *copy.extensions_mut() = traced.extensions().clone();
-        Attempts::record_in(&traced, "10.0.0.1:80".parse().expect("addr"));
-        Attempts::record_in(&copy, "10.0.0.2:80".parse().expect("addr"));
+        CallAttempts::record_in(&traced, "10.0.0.1:80".parse().expect("addr"));
+        CallAttempts::record_in(&copy, "10.0.0.2:80".parse().expect("addr"));
         entry.write(200, "0", "success", None, Duration::from_millis(1));
         let json: serde_json::Value =
             serde_json::from_str(&rx.recv().await.expect("a line")).expect("json line");

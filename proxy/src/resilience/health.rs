@@ -185,8 +185,15 @@ impl EndpointHealth {
         breaker.mirror(&machine);
         drop(machine);
         let Some(state) = changed else { return };
-        if before == CircuitState::HalfOpen && state == CircuitState::Closed {
-            self.ejected.fetch_sub(1, Ordering::AcqRel);
+        // A table replaced meanwhile was recounted: its old endpoints no
+        // longer count (the balancer trusts a zero count to skip checks).
+        if before == CircuitState::HalfOpen
+            && state == CircuitState::Closed
+            && Arc::ptr_eq(&*self.table.load(), &*table)
+        {
+            let _ = self
+                .ejected
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         }
         breaker.metrics.transition(state);
         self.publish(table.count);
@@ -271,6 +278,12 @@ impl EndpointHealth {
     /// How many endpoints are ejected (OPEN or HALF_OPEN) now.
     pub fn ejected(&self) -> usize {
         self.ejected.load(Ordering::Acquire)
+    }
+
+    /// Whether every endpoint is available without asking: no breaker is
+    /// configured, or none is OPEN or HALF_OPEN.
+    pub fn none_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Acquire) == 0 || self.table.load().cfg.is_none()
     }
 }
 

@@ -1,6 +1,16 @@
-use levee_proto::policy::{Document, RouteRequest, parse_documents};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use levee_proto::policy::{Document, ResiliencePolicy, RouteRequest, parse_documents};
+use tower::service_fn;
 
 use super::*;
+use crate::body::{self, BoxError};
+use crate::errors::{ErrorKind, ProxyError};
+use crate::metrics::{CircuitState, Metrics};
 
 fn policy(outbound: &str) -> Arc<ResiliencePolicy> {
     let yaml = format!(
@@ -13,48 +23,73 @@ fn policy(outbound: &str) -> Arc<ResiliencePolicy> {
     }
 }
 
-fn key() -> ServiceKey {
-    ServiceKey {
-        name: "payments".into(),
-        namespace: "shop".into(),
-        port: 8080,
-    }
+/// An endpoint service answering each attempt with the next status of
+/// `script` (the last one repeats), counting attempts.
+fn scripted(
+    script: &'static [u16],
+    sent: Arc<AtomicUsize>,
+) -> impl tower::Service<
+    Request<BoxBody>,
+    Response = Response<BoxBody>,
+    Error = BoxError,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
+    service_fn(move |_req: Request<BoxBody>| {
+        let n = sent.fetch_add(1, Ordering::SeqCst);
+        let status = script.get(n).or(script.last()).copied().unwrap_or(200);
+        async move {
+            let mut response = Response::new(body::empty());
+            *response.status_mut() = StatusCode::from_u16(status).map_err(BoxError::from)?;
+            Ok::<_, BoxError>(response)
+        }
+    })
+}
+
+fn destination(policy: Option<&Arc<ResiliencePolicy>>, script: &'static [u16]) -> Destination {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let d = Destination::new(
+        "payments.shop:8080",
+        policy,
+        &Metrics::new(),
+        scripted(script, sent),
+    );
+    let addrs: Arc<[SocketAddr]> = Arc::from([SocketAddr::from(([127, 0, 0, 1], 9))]);
+    d.balancer.set_endpoints(&addrs);
+    d
 }
 
 const BASE: &str = "    timeouts: {request: 2s, perTry: 500ms}\n    retry: {maxRetries: 2, budget: {percent: 20}}\n    circuitBreaker: {consecutiveFailures: 5}\n    routes:\n      - name: create\n        match: {pathPrefix: /payments, methods: [POST]}\n        timeouts: {request: 5s}\n        retry: {maxRetries: 0}\n";
 
 #[test]
 fn routes_get_their_overrides_and_the_rest_the_service_policy() {
-    let resilience = Resilience::new(Metrics::new());
     let p = policy(BASE);
-    let state = resilience.service(&key(), Some(&p));
-    let compiled = state.compiled(Some(&p));
-    let create = compiled.route(&RouteRequest::new("POST", "/payments/1"));
+    let d = destination(Some(&p), &[200]);
+    let routes = d.routes_for(Some(&p));
+    let create = &routes.route(&RouteRequest::new("POST", "/payments/1")).config;
     assert_eq!(&*create.name, "create");
-    assert_eq!(
-        create.request_timeout,
-        Some(std::time::Duration::from_secs(5))
-    );
+    assert_eq!(create.request_timeout, Some(Duration::from_secs(5)));
     assert_eq!(create.retry.max_retries, 0);
-    let other = compiled.route(&RouteRequest::new("GET", "/payments/1"));
+    let other = &routes.route(&RouteRequest::new("GET", "/payments/1")).config;
     assert_eq!(&*other.name, "default");
     assert_eq!(other.retry.max_retries, 2);
-    assert_eq!(
-        other.retry.per_try,
-        Some(std::time::Duration::from_millis(500))
-    );
-    assert!(state.breaker().is_some());
+    assert_eq!(other.retry.per_try, Some(Duration::from_millis(500)));
+    assert!(d.breaker().is_some());
+    assert!(routes.has_policy());
     assert!(
-        Arc::ptr_eq(&state, &resilience.service(&key(), Some(&p))),
-        "one state per service"
+        Arc::ptr_eq(&routes, &d.routes_for(Some(&p))),
+        "the same policy is not compiled again"
     );
 }
 
 #[test]
 fn no_policy_retries_only_connect_failures_without_a_timeout() {
-    let resilience = Resilience::new(Metrics::new());
-    let state = resilience.service(&key(), None);
-    let route = state.compiled(None).route(&RouteRequest::new("GET", "/"));
+    let d = destination(None, &[200]);
+    let routes = d.routes_for(None);
+    assert!(!routes.has_policy());
+    let route = &routes.route(&RouteRequest::new("GET", "/")).config;
     assert_eq!(route.request_timeout, None);
     assert_eq!(route.retry.per_try, None);
     assert_eq!(route.retry.max_retries, 2);
@@ -63,53 +98,126 @@ fn no_policy_retries_only_connect_failures_without_a_timeout() {
         2,
         "connect-failure and refused-stream"
     );
-    assert!(state.breaker().is_none());
-    assert!(state.rate_limit().is_none());
+    assert!(d.breaker().is_none());
+    assert!(d.rate_limiter().is_none());
 }
 
 #[test]
 fn an_update_keeps_the_state_whose_config_did_not_change() {
-    let resilience = Resilience::new(Metrics::new());
     let first = policy(BASE);
-    let state = resilience.service(&key(), Some(&first));
-    let before = state.compiled(Some(&first));
-    let budget = before
-        .route(&RouteRequest::new("GET", "/"))
-        .retry
-        .budget
-        .clone();
-    let breaker = state.breaker().expect("breaker");
+    let d = destination(Some(&first), &[200]);
+    let before = d.routes_for(Some(&first));
+    let get = RouteRequest::new("GET", "/");
+    let budget = before.route(&get).config.retry.budget.clone();
+    let breaker = d.breaker().expect("breaker");
 
     // The same policy re-read (a new Arc): nothing is rebuilt.
     let same = policy(BASE);
-    let after = state.compiled(Some(&same));
-    let route = after.route(&RouteRequest::new("GET", "/"));
+    let after = d.routes_for(Some(&same));
     assert!(Arc::ptr_eq(
-        &route,
-        &before.route(&RouteRequest::new("GET", "/"))
+        &after.route(&get).config,
+        &before.route(&get).config
     ));
 
     // A different request timeout: routes recompiled, budget and breaker kept.
     let changed = policy(&BASE.replace("request: 2s", "request: 3s"));
-    let route = state
-        .compiled(Some(&changed))
-        .route(&RouteRequest::new("GET", "/"));
-    assert_eq!(
-        route.request_timeout,
-        Some(std::time::Duration::from_secs(3))
-    );
+    let routes = d.routes_for(Some(&changed));
+    let route = &routes.route(&get).config;
+    assert_eq!(route.request_timeout, Some(Duration::from_secs(3)));
     assert!(Arc::ptr_eq(&route.retry.budget, &budget));
-    assert!(Arc::ptr_eq(&state.breaker().expect("breaker"), &breaker));
+    assert!(Arc::ptr_eq(&d.breaker().expect("breaker"), &breaker));
 
     // A different budget: a fresh budget.
     let rebudgeted = policy(&BASE.replace("percent: 20", "percent: 50"));
-    let route = state
-        .compiled(Some(&rebudgeted))
-        .route(&RouteRequest::new("GET", "/"));
-    assert!(!Arc::ptr_eq(&route.retry.budget, &budget));
+    let routes = d.routes_for(Some(&rebudgeted));
+    assert!(!Arc::ptr_eq(&routes.route(&get).config.retry.budget, &budget));
 
     // The breaker removed from the policy: no breaker layer any more.
     let unbroken = policy(&BASE.replace("    circuitBreaker: {consecutiveFailures: 5}\n", ""));
-    state.compiled(Some(&unbroken));
-    assert!(state.breaker().is_none());
+    d.routes_for(Some(&unbroken));
+    assert!(d.breaker().is_none());
+}
+
+/// Retries on 503 with a breaker that opens after three failed calls.
+const LOGICAL: &str = "    retry: {maxRetries: 2, on: [503], backoff: {base: 1ms, max: 1ms}, budget: {percent: 100}}\n    circuitBreaker: {consecutiveFailures: 3, failureOn: [5xx, timeout]}\n";
+
+async fn send(d: &Destination, policy: &Arc<ResiliencePolicy>) -> Result<StatusCode, ProxyError> {
+    let routes = d.routes_for(Some(policy));
+    let route = routes.route(&RouteRequest::new("GET", "/"));
+    let req = Request::get("http://payments.shop:8080/")
+        .body(body::empty())
+        .expect("request");
+    match route.call(req).await {
+        Ok(response) => Ok(response.status()),
+        Err(e) => Err(*e.downcast::<ProxyError>().expect("a proxy error")),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_service_breaker_judges_calls_after_their_retries() {
+    let p = policy(LOGICAL);
+    // Every call fails its first attempt and succeeds on the retry: many
+    // more failed attempts than the threshold, but no failed call.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let recovering = Destination::new(
+        "payments.shop:8080",
+        Some(&p),
+        &Metrics::new(),
+        service_fn({
+            let sent = sent.clone();
+            move |_req: Request<BoxBody>| {
+                let n = sent.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let mut response = Response::new(body::empty());
+                    if n % 2 == 0 {
+                        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    Ok::<_, BoxError>(response)
+                }
+            }
+        }),
+    );
+    let addrs: Arc<[SocketAddr]> = Arc::from([SocketAddr::from(([127, 0, 0, 1], 9))]);
+    recovering.balancer.set_endpoints(&addrs);
+    for _ in 0..20 {
+        assert_eq!(send(&recovering, &p).await, Ok(StatusCode::OK));
+    }
+    assert_eq!(sent.load(Ordering::SeqCst), 40, "each call took two attempts");
+    let breaker = recovering.breaker().expect("breaker");
+    assert_eq!(breaker.state(), CircuitState::Closed);
+
+    // A dead service: three failed calls (nine attempts) open it, and the
+    // next call is refused without an attempt.
+    let dead = destination(Some(&p), &[503]);
+    for _ in 0..3 {
+        assert_eq!(
+            send(&dead, &p).await,
+            Ok(StatusCode::SERVICE_UNAVAILABLE)
+        );
+    }
+    let breaker = dead.breaker().expect("breaker");
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let refused = send(&dead, &p).await.expect_err("refused");
+    assert_eq!(refused.kind, ErrorKind::CircuitOpen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_timeout_is_one_failed_call_for_the_service_breaker() {
+    let p = policy(&format!("    timeouts: {{request: 100ms}}\n{LOGICAL}"));
+    let hanging = Destination::new(
+        "payments.shop:8080",
+        Some(&p),
+        &Metrics::new(),
+        service_fn(|_req: Request<BoxBody>| {
+            std::future::pending::<Result<Response<BoxBody>, BoxError>>()
+        }),
+    );
+    let addrs: Arc<[SocketAddr]> = Arc::from([SocketAddr::from(([127, 0, 0, 1], 9))]);
+    hanging.balancer.set_endpoints(&addrs);
+    let breaker = hanging.breaker().expect("breaker");
+    for n in 1..=3 {
+        let err = send(&hanging, &p).await.expect_err("times out");
+        assert_eq!(err.kind, ErrorKind::Timeout, "call {n}");
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
 }

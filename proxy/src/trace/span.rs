@@ -5,6 +5,8 @@
 //! - [`AttemptSpan`]: one per attempt, started by the innermost forwarding
 //!   step from the [`CallSpan`] the retry layer copied into each attempt; it
 //!   writes its own `traceparent`, so the upstream's parent is the attempt.
+//!   Attempts are numbered by the call's [`CallAttempts`] record (the
+//!   balancer writes it), which also gives the call's `levee.attempts`.
 //! - [`ServerSpan`]: the inbound side's SERVER span, child of the caller's.
 //! - [`event`]: what the resilience layers call to note a decision
 //!   (`circuit-open`, `retry-budget-exhausted`, `rate-limited`, `timeout`)
@@ -15,7 +17,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use http::{Extensions, Request, Response};
 use opentelemetry::trace::{SpanContext, SpanKind, SpanRef, TraceContextExt, Tracer};
@@ -27,7 +28,7 @@ use super::attributes::{
 };
 use super::propagation;
 use crate::errors::{ErrorKind, ProxyError};
-use crate::resilience::attempt::AttemptDeadline;
+use crate::resilience::attempt::{AttemptDeadline, CallAttempts};
 
 /// Request extension: the logical outbound call's span. Cheap to clone (the
 /// retry layer copies it into every attempt).
@@ -37,8 +38,8 @@ pub struct CallSpan(Arc<Call>);
 struct Call {
     cx: Context,
     tracer: SdkTracer,
-    /// Attempts started so far; the next attempt's number is this plus one.
-    attempts: AtomicU32,
+    /// The call's attempts (the same record the request carries).
+    attempts: CallAttempts,
 }
 
 impl std::fmt::Debug for CallSpan {
@@ -90,7 +91,7 @@ impl CallSpan {
         add_event(
             &self.0.cx.span(),
             event,
-            self.0.attempts.load(Ordering::Relaxed),
+            self.0.attempts.count(),
         );
     }
 }
@@ -170,7 +171,7 @@ impl OutboundSpan {
         let call = CallSpan(Arc::new(Call {
             cx,
             tracer: tracer.clone(),
-            attempts: AtomicU32::new(0),
+            attempts: CallAttempts::of(req),
         }));
         req.extensions_mut().insert(call.clone());
         OutboundSpan(Some(call))
@@ -231,7 +232,7 @@ impl Drop for OutboundSpan {
 fn attempts(call: &CallSpan) -> KeyValue {
     KeyValue::new(
         "levee.attempts",
-        i64::from(call.0.attempts.load(Ordering::Relaxed)),
+        i64::from(call.0.attempts.count()),
     )
 }
 
@@ -247,11 +248,13 @@ pub struct AttemptSpan {
 
 impl AttemptSpan {
     /// Starts the span of the attempt `req` is, to `endpoint`, and writes
-    /// its context as the request's `traceparent`. `None` (at the cost of a
-    /// type-map lookup) when the call is not traced.
+    /// its context as the request's `traceparent`. The attempt's number is
+    /// the count in the call's [`CallAttempts`], where the balancer recorded
+    /// it. `None` (at the cost of a type-map lookup) when the call is not
+    /// traced.
     pub fn start<B>(req: &mut Request<B>, endpoint: SocketAddr) -> Option<AttemptSpan> {
         let call = req.extensions().get::<CallSpan>()?.clone();
-        let number = call.0.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+        let number = call.0.attempts.count().max(1);
         let attributes = vec![
             KeyValue::new("levee.attempt", i64::from(number)),
             KeyValue::new("levee.endpoint", endpoint.to_string()),

@@ -13,6 +13,7 @@ use opentelemetry_sdk::trace::{Sampler, SpanData, SpanExporter};
 use super::*;
 use crate::errors::{ErrorKind, ProxyError};
 use crate::metrics::Metrics;
+use crate::resilience::attempt::CallAttempts;
 use crate::state::Snapshot;
 
 /// Keeps every exported span.
@@ -91,6 +92,8 @@ async fn a_retried_call_has_one_logical_span_with_two_attempts() {
     let (mut first, mut second) = (request(None), request(None));
     *first.extensions_mut() = req.extensions().clone();
     *second.extensions_mut() = req.extensions().clone();
+    // The balancer records each attempt before it is sent.
+    CallAttempts::record_in(&first, "127.0.0.1:1".parse().expect("addr"));
     let a1 = AttemptSpan::start(&mut first, "127.0.0.1:1".parse().expect("addr")).expect("traced");
     event(req.extensions(), SpanEvent::Timeout("per-try"));
     a1.error(&ProxyError::new(
@@ -98,6 +101,7 @@ async fn a_retried_call_has_one_logical_span_with_two_attempts() {
         "payments",
         "refused",
     ));
+    CallAttempts::record_in(&second, "127.0.0.1:2".parse().expect("addr"));
     let a2 = AttemptSpan::start(&mut second, "127.0.0.1:2".parse().expect("addr")).expect("traced");
     a2.response(&Response::new(()));
     call.response(&Response::new(()));

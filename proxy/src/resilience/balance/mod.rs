@@ -3,8 +3,11 @@
 //!
 //! For each attempt, two distinct endpoints are drawn at random from the
 //! available ones and the cheaper ([`ewma`]) gets the request. The endpoint
-//! the previous attempt of the same call used ([`AttemptTrace`]) is left out
-//! while another one is available, so a retry lands elsewhere. When health
+//! the previous attempt of the same call used ([`CallAttempts`]) is left out
+//! while another one is available, so a retry lands elsewhere. The choice
+//! walks the endpoint set in place (count, then draw two positions), so an
+//! attempt allocates nothing; while health has ejected nothing, it does not
+//! ask about each endpoint either. When health
 //! says every endpoint is ejected (it caps ejection, so only with one or two
 //! endpoints), all of them are candidates again rather than failing the call.
 //!
@@ -13,8 +16,8 @@
 //! refused pick moves on to another candidate. The [`Pass`] it hands out
 //! travels with the attempt and comes back with its outcome.
 //!
-//! The chosen address travels to the service inside as an [`Endpoint`]
-//! request extension. The response future ([`future`]) feeds the latency to
+//! The chosen address is recorded in the call's [`CallAttempts`] and
+//! travels to the service inside as an [`Endpoint`] request extension. The response future ([`future`]) feeds the latency to
 //! the load estimate and the outcome to endpoint health.
 
 mod endpoints;
@@ -32,7 +35,7 @@ use http::Request;
 use tokio::time::Instant;
 use tower::Service;
 
-use super::attempt::{AttemptDeadline, AttemptTrace};
+use super::attempt::{AttemptDeadline, CallAttempts};
 use super::classify::Outcome;
 use crate::body::BoxError;
 use crate::errors::{ErrorKind, ProxyError};
@@ -67,6 +70,12 @@ pub trait EndpointGate: Send + Sync + 'static {
     fn record(&self, addr: SocketAddr, pass: Pass, outcome: &Outcome, latency: Duration);
     /// The endpoint set changed.
     fn set_endpoints(&self, addrs: &[SocketAddr]);
+    /// `true` only when every endpoint is available (nothing ejected), so
+    /// the balancer may skip [`EndpointGate::is_available`]. The default
+    /// always asks.
+    fn none_ejected(&self) -> bool {
+        false
+    }
 }
 
 /// A gate that ejects nothing (no breaker configured, or tests).
@@ -82,6 +91,9 @@ impl EndpointGate for OpenGate {
     }
     fn record(&self, _: SocketAddr, _: Pass, _: &Outcome, _: Duration) {}
     fn set_endpoints(&self, _: &[SocketAddr]) {}
+    fn none_ejected(&self) -> bool {
+        true
+    }
 }
 
 /// The balancing state of one service: its endpoints and their health.
@@ -138,12 +150,14 @@ impl Balancer {
     pub fn pick(&self, avoid: Option<SocketAddr>) -> Result<Arc<EndpointStats>, ProxyError> {
         let set = self.endpoints.load();
         let candidates = self.candidates(&set, avoid)?;
-        Ok(p2c(&candidates).clone())
+        Ok(p2c(&set.endpoints, |e| candidates.admits(e, &[]))
+            .unwrap_or(&set.endpoints[0])
+            .clone())
     }
 
     /// Picks the endpoint for one attempt, avoiding `avoid` when possible,
     /// and has the gate let the attempt in. A candidate that refuses (a
-    /// HALF_OPEN endpoint whose probes are all out) is dropped and the pick
+    /// HALF_OPEN endpoint whose probes are all out) is left out and the pick
     /// repeated; `avoid` is the last resort before every endpoint is used
     /// regardless (with a plain pass, so the result decides nothing).
     pub fn pick_attempt(
@@ -151,32 +165,34 @@ impl Balancer {
         avoid: Option<SocketAddr>,
     ) -> Result<(Arc<EndpointStats>, Pass), ProxyError> {
         let set = self.endpoints.load();
-        let mut candidates = self.candidates(&set, avoid)?;
-        while !candidates.is_empty() {
-            let chosen = p2c(&candidates);
+        let all = &set.endpoints;
+        let candidates = self.candidates(&set, avoid)?;
+        // Only allocated when a candidate refuses (rare: HALF_OPEN probes out).
+        let mut refused: Vec<SocketAddr> = Vec::new();
+        while let Some(chosen) = p2c(all, |e| candidates.admits(e, &refused)) {
             if let Some(pass) = self.gate.begin(chosen.addr) {
                 return Ok((chosen.clone(), pass));
             }
-            let refused = chosen.addr;
-            candidates.retain(|e| e.addr != refused);
+            refused.push(chosen.addr);
         }
-        if let Some(avoided) = set.endpoints.iter().find(|e| Some(e.addr) == avoid)
+        if let Some(avoided) = all.iter().find(|e| Some(e.addr) == avoid)
             && self.gate.is_available(avoided.addr)
             && let Some(pass) = self.gate.begin(avoided.addr)
         {
             return Ok((avoided.clone(), pass));
         }
-        let all: Vec<&Arc<EndpointStats>> = set.endpoints.iter().collect();
-        Ok((p2c(&all).clone(), Pass::default()))
+        let any = p2c(all, |_| true).unwrap_or(&all[0]);
+        Ok((any.clone(), Pass::default()))
     }
 
-    /// The endpoints an attempt may go to: the available ones (all when none
-    /// is), without `avoid` while another is left.
+    /// Which endpoints an attempt may go to: the available ones (all when
+    /// none is), without `avoid` while another is left. Errs when the set
+    /// is empty.
     fn candidates<'a>(
-        &self,
-        set: &'a EndpointSet,
+        &'a self,
+        set: &EndpointSet,
         avoid: Option<SocketAddr>,
-    ) -> Result<Vec<&'a Arc<EndpointStats>>, ProxyError> {
+    ) -> Result<Candidates<'a>, ProxyError> {
         let all = &set.endpoints;
         if all.is_empty() {
             return Err(ProxyError::new(
@@ -185,33 +201,62 @@ impl Balancer {
                 "the service has no endpoints",
             ));
         }
-        let mut candidates: Vec<&Arc<EndpointStats>> = all
-            .iter()
-            .filter(|e| self.gate.is_available(e.addr))
-            .collect();
-        if candidates.is_empty() {
-            candidates = all.iter().collect();
-        }
-        if candidates.len() > 1 && avoid.is_some() {
-            candidates.retain(|e| Some(e.addr) != avoid);
-        }
-        Ok(candidates)
+        let gate = (!self.gate.none_ejected()).then_some(&*self.gate);
+        let available = |e: &EndpointStats| gate.is_none_or(|g| g.is_available(e.addr));
+        let count = all.iter().filter(|e| available(e)).count();
+        let gate = if count == 0 { None } else { gate };
+        let avoid = avoid.filter(|a| {
+            let left = if gate.is_some() { count } else { all.len() };
+            left > 1 && all.iter().any(|e| e.addr == *a)
+        });
+        Ok(Candidates { gate, avoid })
     }
 }
 
-/// Power of two choices: the cheaper of two distinct random candidates.
-fn p2c<'a>(candidates: &[&'a Arc<EndpointStats>]) -> &'a Arc<EndpointStats> {
-    let n = candidates.len();
-    if n == 1 {
-        return candidates[0];
+/// The rule [`Balancer::candidates`] settled on for one pick.
+struct Candidates<'a> {
+    /// Ask this gate about each endpoint (`None`: every endpoint qualifies,
+    /// because nothing is ejected or everything is).
+    gate: Option<&'a dyn EndpointGate>,
+    avoid: Option<SocketAddr>,
+}
+
+impl Candidates<'_> {
+    fn admits(&self, e: &EndpointStats, refused: &[SocketAddr]) -> bool {
+        Some(e.addr) != self.avoid
+            && !refused.contains(&e.addr)
+            && self.gate.is_none_or(|g| g.is_available(e.addr))
+    }
+}
+
+/// Power of two choices over the endpoints `keep` admits: the cheaper of
+/// two distinct random ones, found by position without collecting them.
+/// `None` when `keep` admits none.
+fn p2c<'a>(
+    all: &'a [Arc<EndpointStats>],
+    keep: impl Fn(&EndpointStats) -> bool,
+) -> Option<&'a Arc<EndpointStats>> {
+    let n = all.iter().filter(|e| keep(e)).count();
+    let mut kept = all.iter().filter(|e| keep(e));
+    if n <= 1 {
+        return kept.next();
     }
     let i = rand::random_range(0..n);
     let mut j = rand::random_range(0..n - 1);
     if j >= i {
         j += 1;
     }
-    let (a, b) = (candidates[i], candidates[j]);
-    if b.load.cost() < a.load.cost() { b } else { a }
+    let (first, second) = (i.min(j), i.max(j));
+    // Availability may change between the two walks: fall back to what is there.
+    let Some(a) = kept.nth(first) else {
+        return all.iter().find(|e| keep(e));
+    };
+    let Some(b) = kept.nth(second - first - 1) else {
+        return Some(a);
+    };
+    // The i-th draw is the incumbent, so ties go either way.
+    let (a, b) = if i < j { (a, b) } else { (b, a) };
+    Some(if b.load.cost() < a.load.cost() { b } else { a })
 }
 
 /// Sends each request to the endpoint [`Balancer`] picks.
@@ -241,14 +286,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let trace = req.extensions().get::<AttemptTrace>().cloned();
-        let avoid = trace.as_ref().and_then(AttemptTrace::last);
+        let attempts = req.extensions().get::<CallAttempts>();
+        let avoid = attempts.and_then(CallAttempts::last);
         let (chosen, pass) = match self.balancer.pick_attempt(avoid) {
             Ok(picked) => picked,
             Err(err) => return ResponseFuture::failed(err),
         };
-        if let Some(trace) = trace {
-            trace.record(chosen.addr);
+        if let Some(attempts) = attempts {
+            attempts.record(chosen.addr);
         }
         req.extensions_mut().insert(Endpoint(chosen.addr));
         let deadline = req.extensions().get::<AttemptDeadline>().copied();

@@ -5,6 +5,7 @@ use http::Response;
 use tower::{ServiceExt, service_fn};
 
 use super::*;
+use crate::resilience::attempt::CallAttempts;
 use crate::errors::ProxyError;
 
 fn addr(port: u16) -> SocketAddr {
@@ -118,20 +119,30 @@ async fn a_slow_endpoint_gets_little_traffic() {
 #[tokio::test(start_paused = true)]
 async fn a_retry_avoids_the_endpoint_the_last_attempt_used() {
     let (b, _) = balancer(&[1, 2, 3]);
-    let trace = AttemptTrace::default();
-    for _ in 0..50 {
-        let mut req = Request::new(());
-        req.extensions_mut().insert(trace.clone());
-        let before = trace.last();
-        let port = send(&b, upstream(HashMap::new()), req).await.expect("ok");
-        assert_ne!(Some(addr(port)), before);
-        assert_eq!(trace.last(), Some(addr(port)));
+    // Also through the path that skips the gate while nothing is ejected.
+    let open = Arc::new(Balancer::new("svc".into(), Arc::new(OpenGate)));
+    open.set_endpoints(&[1, 2, 3].map(addr).into());
+    for b in [b, open] {
+        let attempts = CallAttempts::default();
+        let mut seen = HashSet::new();
+        for n in 1..=50 {
+            let mut req = Request::new(());
+            req.extensions_mut().insert(attempts.clone());
+            let before = attempts.last();
+            let port = send(&b, upstream(HashMap::new()), req).await.expect("ok");
+            assert_ne!(Some(addr(port)), before);
+            assert_eq!(attempts.last(), Some(addr(port)));
+            assert_eq!(attempts.count(), n, "one record per attempt");
+            seen.insert(port);
+        }
+        assert_eq!(seen.len(), 3, "still spread over every endpoint");
     }
     // With a single endpoint, it is used again.
     let (one, _) = balancer(&[7]);
+    let attempts = CallAttempts::default();
     let mut req = Request::new(());
-    req.extensions_mut().insert(trace.clone());
-    trace.record(addr(7));
+    req.extensions_mut().insert(attempts.clone());
+    attempts.record(addr(7));
     assert_eq!(
         send(&one, upstream(HashMap::new()), req).await.expect("ok"),
         7

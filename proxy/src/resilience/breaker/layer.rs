@@ -1,5 +1,6 @@
 //! [`ServiceBreakerLayer`] and the [`ServiceBreakerService`] it builds: the
-//! gate in front of the concurrency limit and the balancer.
+//! gate in front of the request timeout, the retries, the concurrency limit
+//! and the balancer; it sees each logical call once.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -9,7 +10,7 @@ use tower::{BoxError, Layer, Service};
 
 use super::ServiceBreaker;
 use super::future::ResponseFuture;
-use crate::resilience::attempt::AttemptDeadline;
+use crate::resilience::timeout::Deadline;
 use crate::trace::{self, SpanEvent};
 
 /// Wraps a service with the breaker of its target service.
@@ -59,7 +60,9 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         match self.breaker.try_acquire() {
             Ok(permit) => {
-                let deadline = req.extensions().get::<AttemptDeadline>().map(|d| d.0);
+                // An outer deadline (none in the outbound stack, where the
+                // timeout layer is inside and answers with its own error).
+                let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
                 let permit = permit.with_deadline(deadline);
                 ResponseFuture::admitted(self.inner.call(req), permit)
             }

@@ -1,6 +1,9 @@
 //! The service circuit breaker: one [`ServiceBreaker`] per target service,
 //! shared by every request to it, and [`ServiceBreakerLayer`], the tower
-//! middleware that consults it for each attempt.
+//! middleware that consults it for each logical call: it sits outside the
+//! request timeout and the retry layer, so a call that failed once and
+//! recovered on a retry is a success, and one that ran out of time is a
+//! timeout. (Endpoint breakers, in `health`, judge each attempt.)
 //!
 //! Semantics are Resilience4j's (see `docs/resilience.md` for the drawing):
 //! CLOSED counts outcomes and trips to OPEN on `consecutiveFailures`, on a
@@ -205,19 +208,19 @@ impl ServiceBreaker {
 
 /// One admitted call. [`BreakerPermit::record`] reports its outcome; a
 /// permit dropped unrecorded counts as cancelled (never a failure), unless
-/// it is dropped at or after the attempt's deadline: then the retry or
-/// timeout layer gave up on it, and it counts as a timeout.
+/// it is dropped at or after its deadline (when one was set): then a layer
+/// outside gave up on it, and it counts as a timeout.
 #[derive(Debug)]
 pub struct BreakerPermit {
     breaker: Option<Arc<ServiceBreaker>>,
     generation: u64,
     start: Instant,
-    /// The attempt's deadline (per-try or request timeout), if any.
+    /// The call's deadline, if the layer knew one.
     deadline: Option<Instant>,
 }
 
 impl BreakerPermit {
-    /// Sets the attempt's deadline (see [`crate::resilience::attempt::AttemptDeadline`]).
+    /// Sets the deadline past which a drop counts as a timeout.
     pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
         self.deadline = deadline;
         self

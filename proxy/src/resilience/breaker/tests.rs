@@ -171,8 +171,8 @@ async fn half_open_rejects_beyond_its_probes() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_attempt_dropped_at_its_deadline_is_a_timeout() {
-    use crate::resilience::attempt::AttemptDeadline;
+async fn a_call_dropped_at_its_deadline_is_a_timeout() {
+    use crate::resilience::timeout::Deadline;
 
     let metrics = Metrics::new();
     let breaker = Arc::new(ServiceBreaker::new("s", &config(), &metrics));
@@ -184,7 +184,7 @@ async fn an_attempt_dropped_at_its_deadline_is_a_timeout() {
     for _ in 0..5 {
         let mut req = Request::new(());
         let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-        req.extensions_mut().insert(AttemptDeadline(deadline));
+        req.extensions_mut().insert(Deadline(deadline));
         let call = hanging.clone().oneshot(req);
         assert!(
             tokio::time::timeout(Duration::from_millis(10), call)
@@ -193,11 +193,11 @@ async fn an_attempt_dropped_at_its_deadline_is_a_timeout() {
         );
     }
     assert_eq!(breaker.state(), CircuitState::Closed);
-    // Dropped by the per-try timeout (at the deadline): a timeout failure.
+    // Dropped by an outer timeout (at the deadline): a timeout failure.
     for _ in 0..3 {
         let mut req = Request::new(());
         let deadline = tokio::time::Instant::now() + Duration::from_millis(10);
-        req.extensions_mut().insert(AttemptDeadline(deadline));
+        req.extensions_mut().insert(Deadline(deadline));
         let call = hanging.clone().oneshot(req);
         assert!(tokio::time::timeout_at(deadline, call).await.is_err());
     }

@@ -2,8 +2,11 @@
 //! route's retry budget, with full-jitter backoff, for the conditions of
 //! [`policy`], replaying the request body ([`replay`]).
 //!
-//! One call runs as a loop of attempts. Each attempt gets a copy of the
-//! request (headers, extensions, a replay of the body), an
+//! One call runs as a loop of attempts. The first attempt takes the caller's
+//! request itself; only when a retry is possible (`maxRetries` > 0 and a
+//! replayable body) is a copy of its head (headers, extensions) kept, and
+//! each retry gets a copy of that and a replay of the body. Every attempt
+//! gets an
 //! [`AttemptDeadline`](super::attempt::AttemptDeadline) (the per-try timeout,
 //! never past the request's [`Deadline`](super::timeout::Deadline)), and for gRPC the remaining time as `grpc-timeout`. After a
 //! failed attempt the loop retries only when all hold: the condition is

@@ -11,19 +11,20 @@ use super::replay::ReplayBody;
 use super::{MAX_RETRY_AFTER, Reason, RetryConfig, policy};
 use crate::body::{BoxBody, BoxError};
 use crate::errors::{self, ProxyError};
-use crate::resilience::attempt::{AttemptDeadline, AttemptTrace};
+use crate::resilience::attempt::{AttemptDeadline, CallAttempts};
 use crate::resilience::timeout::{Deadline, elapsed, grpc};
-use crate::trace::{self, SpanEvent};
+use crate::trace::{CallSpan, SpanEvent};
 
 type Attempt = Result<Response<BoxBody>, BoxError>;
 type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Attempt> + Send>>;
 
-/// The parts of the request every attempt copies.
-struct Template {
-    head: Request<()>,
+/// What every attempt of one call needs to know about it.
+struct Call {
     deadline: Option<Instant>,
     grpc: bool,
     idempotent: bool,
+    /// The logical span, for events (`None`: not traced).
+    span: Option<CallSpan>,
 }
 
 pub(super) async fn call<S>(inner: S, config: Arc<RetryConfig>, req: Request<BoxBody>) -> Attempt
@@ -32,14 +33,13 @@ where
     S::Future: Send + 'static,
 {
     config.budget.deposit();
-    let (parts, body) = req.into_parts();
-    let template = Template {
+    let (mut parts, body) = req.into_parts();
+    let call = Call {
         deadline: parts.extensions.get::<Deadline>().map(|d| d.0),
         grpc: errors::is_grpc(&parts.headers),
         idempotent: config.conditions.idempotent(&parts.method, &parts.headers),
-        head: Request::from_parts(parts, ()),
+        span: parts.extensions.get::<CallSpan>().cloned(),
     };
-    let trace = AttemptTrace::default();
     let replay = if config.max_retries == 0 {
         Err(body)
     } else {
@@ -47,28 +47,39 @@ where
     };
     let replay = match replay {
         Ok(replay) => replay,
-        // Nothing to retry with: one plain attempt.
-        Err(body) => return attempt(inner, &config, &template, &trace, body).await,
+        // Nothing to retry with: one plain attempt, on the caller's request.
+        Err(body) => return attempt(inner, &config, &call, Request::from_parts(parts, body)).await,
     };
+    // A retry may follow: the balancer must see where the last attempt went.
+    if parts.extensions.get::<CallAttempts>().is_none() {
+        parts.extensions.insert(CallAttempts::default());
+    }
+    // The first attempt takes the caller's head; this copy is what retries
+    // are made from (one copy per call, plus one per retry sent).
+    let head = Request::from_parts(parts, ());
+    let template = copy_head(&head);
+    let mut next = head;
 
     let mut retries = 0;
     loop {
         let body = BoxBody::new(replay.replay());
-        let result = attempt(inner.clone(), &config, &template, &trace, body).await;
-        let Some((reason, wait)) = should_retry(&config, &template, &result, retries) else {
+        let result = attempt(inner.clone(), &config, &call, next.map(|()| body)).await;
+        let Some((reason, wait)) = should_retry(&config, &call, &result, retries) else {
             return result;
         };
         if !replay.is_replayable() {
             return result;
         }
-        if let Some(deadline) = template.deadline
+        if let Some(deadline) = call.deadline
             && Instant::now() + wait >= deadline
         {
             return result;
         }
         if !config.budget.withdraw() {
             config.metrics.exhausted.inc();
-            trace::event(template.head.extensions(), SpanEvent::RetryBudgetExhausted);
+            if let Some(span) = &call.span {
+                span.event(SpanEvent::RetryBudgetExhausted);
+            }
             tracing::debug!(service = %config.service, reason = %reason.label(), "retry budget exhausted");
             return result;
         }
@@ -77,14 +88,26 @@ where
         retries += 1;
         config.metrics.retried(&config.service, reason);
         tracing::debug!(service = %config.service, reason = %reason.label(), retry = retries, ?wait, "retrying");
+        next = copy_head(&template);
         tokio::time::sleep(wait).await;
     }
+}
+
+/// A copy of a request head (method, URI, version, headers, extensions).
+fn copy_head(head: &Request<()>) -> Request<()> {
+    let mut copy = Request::new(());
+    *copy.method_mut() = head.method().clone();
+    *copy.uri_mut() = head.uri().clone();
+    *copy.version_mut() = head.version();
+    *copy.headers_mut() = head.headers().clone();
+    *copy.extensions_mut() = head.extensions().clone();
+    copy
 }
 
 /// Whether to retry `result`, and the wait before the retry.
 fn should_retry(
     config: &RetryConfig,
-    template: &Template,
+    call: &Call,
     result: &Attempt,
     retries: u32,
 ) -> Option<(Reason, Duration)> {
@@ -94,7 +117,7 @@ fn should_retry(
     let conditions = &config.conditions;
     let (reason, retry_after) = match result {
         Ok(response) => {
-            let reason = conditions.for_response(response, template.idempotent, template.grpc)?;
+            let reason = conditions.for_response(response, call.idempotent, call.grpc)?;
             let after = config
                 .honor_retry_after
                 .then(|| policy::retry_after(response))
@@ -103,12 +126,12 @@ fn should_retry(
         }
         Err(error) => {
             let error = error.downcast_ref::<ProxyError>()?;
-            (conditions.for_error(error, template.idempotent)?, None)
+            (conditions.for_error(error, call.idempotent)?, None)
         }
     };
     let mut wait = config.backoff.wait(retries + 1);
     if let Some(after) = retry_after {
-        if template.deadline.is_none() && after > MAX_RETRY_AFTER {
+        if call.deadline.is_none() && after > MAX_RETRY_AFTER {
             return None;
         }
         wait = wait.max(after);
@@ -116,42 +139,27 @@ fn should_retry(
     Some((reason, wait))
 }
 
-/// Sends one attempt: a copy of the request with `body`, bounded by the
-/// per-try timeout.
-async fn attempt<S>(
-    inner: S,
-    config: &RetryConfig,
-    template: &Template,
-    trace: &AttemptTrace,
-    body: BoxBody,
-) -> Attempt
+/// Sends one attempt, `req`, bounded by the per-try timeout.
+async fn attempt<S>(inner: S, config: &RetryConfig, call: &Call, mut req: Request<BoxBody>) -> Attempt
 where
     S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError> + Send,
     S::Future: Send + 'static,
 {
-    let mut req = Request::new(body);
-    *req.method_mut() = template.head.method().clone();
-    *req.uri_mut() = template.head.uri().clone();
-    *req.version_mut() = template.head.version();
-    *req.headers_mut() = template.head.headers().clone();
-    *req.extensions_mut() = template.head.extensions().clone();
-    req.extensions_mut().insert(trace.clone());
-
     let now = Instant::now();
     let per_try = config.per_try.map(|t| now + t);
     // Only a per-try timeout sooner than the request deadline is ours to
     // enforce; the request deadline belongs to the timeout layer outside.
-    let own_timeout = match (per_try, template.deadline) {
+    let own_timeout = match (per_try, call.deadline) {
         (Some(p), Some(d)) => (p < d).then_some(p),
         (p, _) => p,
     };
-    let attempt_deadline = match (per_try, template.deadline) {
+    let attempt_deadline = match (per_try, call.deadline) {
         (Some(p), Some(d)) => Some(p.min(d)),
         (p, d) => p.or(d),
     };
     if let Some(at) = attempt_deadline {
         req.extensions_mut().insert(AttemptDeadline(at));
-        if template.grpc {
+        if call.grpc {
             let remaining = at.saturating_duration_since(now);
             req.headers_mut()
                 .insert(grpc::GRPC_TIMEOUT, grpc::encode(remaining));
@@ -168,7 +176,9 @@ where
             Ok(result) => result,
             Err(_) => {
                 config.metrics.per_try_timeouts.inc();
-                trace::event(template.head.extensions(), SpanEvent::Timeout("per-try"));
+                if let Some(span) = &call.span {
+                    span.event(SpanEvent::Timeout("per-try"));
+                }
                 let after = config.per_try.unwrap_or_default();
                 Err(elapsed(&config.service, "per-try", after).into())
             }

@@ -1,0 +1,195 @@
+//! [`Destinations`]: the outbound side's table of destinations, one
+//! [`Entry`] per target service, holding everything a request to it needs:
+//! the [`Destination`] (label, resilience state, compiled routes with their
+//! ready-built stacks and metric handles), the current [`View`] (route
+//! table, endpoint answer) and whether its control-plane subscription is in
+//! place.
+//!
+//! A request costs one table read (a read lock and an `Arc` clone, keyed by
+//! the request's authority text, so no key is parsed or allocated) and one
+//! snapshot load to check the view's version. The view is rebuilt only when
+//! the snapshot version changed or a DNS answer is due for a re-check; only
+//! then are the policy looked up, the routes recompiled (if the policy
+//! changed) and the endpoints pushed into the balancer (if they changed).
+//!
+//! Memory is bounded: past [`MAX_DESTINATIONS`] (authorities come from the
+//! app's requests) the table is cleared and state starts over.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use levee_proto::policy::ServiceKey;
+use tokio::time::Instant;
+
+use crate::errors::ProxyError;
+use crate::forward::{EndpointService, Forwarder};
+use crate::resilience::{Destination, RouteTable};
+use crate::state::{Shared, Snapshot};
+
+/// Destinations (and authorities) whose state is kept.
+pub const MAX_DESTINATIONS: usize = 4096;
+
+/// How often a DNS-sourced endpoint answer is asked for again (the DNS
+/// cache decides whether that means a lookup).
+const DNS_RECHECK: Duration = Duration::from_secs(1);
+
+/// The outbound destinations met so far.
+pub struct Destinations {
+    shared: Arc<Shared>,
+    forwarder: Arc<Forwarder>,
+    table: RwLock<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Authorities as requests spell them; several may share one entry.
+    by_authority: HashMap<Box<str>, Arc<Entry>>,
+    by_key: HashMap<ServiceKey, Arc<Entry>>,
+}
+
+/// One destination and what requests to it need.
+pub struct Entry {
+    pub key: ServiceKey,
+    pub destination: Destination,
+    /// The current view (`None` until the first request builds it).
+    view: ArcSwapOption<View>,
+    /// The control-plane subscription is in place (or not wanted).
+    subscribed: AtomicBool,
+    /// Serialises installing views, so the balancer's endpoints and the
+    /// stored view always agree.
+    installing: Mutex<()>,
+}
+
+/// What requests to a destination use under one snapshot version.
+pub struct View {
+    /// The snapshot version it was built from.
+    version: u64,
+    /// When a DNS-sourced answer is asked for again (`None`: static).
+    recheck_at: Option<Instant>,
+    pub routes: Arc<RouteTable>,
+    /// The endpoint answer; `Ok` ones are in the balancer.
+    pub endpoints: Result<Arc<[SocketAddr]>, ProxyError>,
+}
+
+impl Destinations {
+    pub fn new(shared: Arc<Shared>, forwarder: Arc<Forwarder>) -> Self {
+        Destinations {
+            shared,
+            forwarder,
+            table: RwLock::new(Table::default()),
+        }
+    }
+
+    /// The entry for `authority`, created on first use. `Err` when the
+    /// authority names no valid service.
+    pub fn get(&self, authority: &str) -> Result<Arc<Entry>, String> {
+        if let Some(found) = self
+            .table
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_authority
+            .get(authority)
+        {
+            return Ok(found.clone());
+        }
+        let key = ServiceKey::from_authority(authority, &self.shared.namespace, 80)?;
+        let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+        let full = table.by_authority.len() >= MAX_DESTINATIONS
+            || (table.by_key.len() >= MAX_DESTINATIONS && !table.by_key.contains_key(&key));
+        if full {
+            table.by_authority.clear();
+            table.by_key.clear();
+        }
+        let entry = match table.by_key.get(&key) {
+            Some(entry) => entry.clone(),
+            None => {
+                let entry = Arc::new(self.entry(key.clone()));
+                table.by_key.insert(key, entry.clone());
+                entry
+            }
+        };
+        table.by_authority.insert(authority.into(), entry.clone());
+        Ok(entry)
+    }
+
+    fn entry(&self, key: ServiceKey) -> Entry {
+        let label = key.to_string();
+        let policy = self.shared.policy_for(&key);
+        let endpoint = EndpointService::new(self.forwarder.clone(), label.as_str().into());
+        let destination = Destination::new(&label, policy.as_ref(), &self.shared.metrics, endpoint);
+        Entry {
+            key,
+            destination,
+            view: ArcSwapOption::empty(),
+            subscribed: AtomicBool::new(false),
+            installing: Mutex::new(()),
+        }
+    }
+}
+
+impl Entry {
+    /// In control-plane mode, subscribes the destination on its first
+    /// request (and waits briefly for its first update); afterwards free.
+    pub async fn discovered(&self, shared: &Shared) {
+        if self.subscribed.load(Ordering::Acquire) {
+            return;
+        }
+        shared.discovered(&self.key).await;
+        self.subscribed.store(true, Ordering::Release);
+    }
+
+    /// The view for the current snapshot: the stored one while its version
+    /// is current (and a DNS answer not due), else a fresh one.
+    pub async fn view(&self, shared: &Shared) -> Arc<View> {
+        let version = shared.snapshot.load().version;
+        if let Some(view) = self.view.load().as_ref()
+            && view.is_current(version)
+        {
+            return view.clone();
+        }
+        let snapshot = shared.snapshot.load_full();
+        self.refresh(shared, &snapshot).await
+    }
+
+    async fn refresh(&self, shared: &Shared, snapshot: &Snapshot) -> Arc<View> {
+        let policy = snapshot.policy_for(&self.key);
+        let routes = self.destination.routes_for(policy.as_ref());
+        let endpoints = shared.resolve(&self.key).await;
+        let recheck_at =
+            crate::endpoints::from_dns(snapshot, &self.key).then(|| Instant::now() + DNS_RECHECK);
+        let view = Arc::new(View {
+            version: snapshot.version,
+            recheck_at,
+            routes,
+            endpoints,
+        });
+        let _one_at_a_time = self
+            .installing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = self.view.load().as_ref()
+            && current.version > view.version
+        {
+            // A newer snapshot's view landed meanwhile: it stands.
+            return current.clone();
+        }
+        if let Ok(addrs) = &view.endpoints {
+            self.destination.balancer.set_endpoints(addrs);
+        }
+        self.view.store(Some(view.clone()));
+        view
+    }
+}
+
+impl View {
+    fn is_current(&self, version: u64) -> bool {
+        self.version == version && self.recheck_at.is_none_or(|at| Instant::now() < at)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,91 @@
+use std::net::SocketAddr;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::*;
+use crate::endpoints::{DnsCache, DnsConfig, Lookup};
+use crate::forward::pool::PoolSettings;
+use crate::metrics::Metrics;
+
+/// Shared state whose DNS knows no name (tests never leave the machine).
+fn shared() -> Arc<Shared> {
+    let mut shared = Shared::new("default".into(), Metrics::new());
+    let lookup: Lookup = Arc::new(|host, _port| {
+        Box::pin(async move { Err(std::io::Error::other(format!("{host}: unknown"))) })
+    });
+    shared.dns = DnsCache::with_lookup(DnsConfig::default(), lookup);
+    Arc::new(shared)
+}
+
+fn destinations(shared: &Arc<Shared>) -> Destinations {
+    let forwarder = Forwarder::new(
+        PoolSettings::default(),
+        TaskTracker::new(),
+        CancellationToken::new(),
+    );
+    Destinations::new(shared.clone(), Arc::new(forwarder))
+}
+
+fn web() -> ServiceKey {
+    ServiceKey::from_authority("web", "default", 80).expect("key")
+}
+
+fn endpoints(ports: &[u16]) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    let addrs: Arc<[SocketAddr]> = ports
+        .iter()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+        .collect();
+    snapshot.endpoints.insert(web(), addrs);
+    snapshot
+}
+
+#[test]
+fn spellings_of_one_service_share_one_entry() {
+    let shared = shared();
+    let table = destinations(&shared);
+    let a = table.get("web").expect("entry");
+    let b = table.get("web.default:80").expect("entry");
+    let c = table.get("web").expect("entry");
+    assert!(Arc::ptr_eq(&a, &b), "one state per service");
+    assert!(Arc::ptr_eq(&a, &c));
+    assert_eq!(&*a.destination.label, "web.default:80");
+    let other = table.get("api").expect("entry");
+    assert!(!Arc::ptr_eq(&a, &other));
+    assert!(table.get("web:notaport").is_err());
+}
+
+#[tokio::test]
+async fn the_view_is_rebuilt_only_when_the_snapshot_changes() {
+    let shared = shared();
+    shared.install(endpoints(&[9001]));
+    let table = destinations(&shared);
+    let entry = table.get("web").expect("entry");
+    let first = entry.view(&shared).await;
+    assert_eq!(first.version, 1);
+    assert!(first.recheck_at.is_none(), "static endpoints do not age");
+    assert_eq!(
+        entry.destination.balancer.addrs(),
+        [SocketAddr::from(([127, 0, 0, 1], 9001))]
+    );
+    let again = entry.view(&shared).await;
+    assert!(Arc::ptr_eq(&first, &again), "same version: the same view");
+
+    shared.install(endpoints(&[9002, 9003]));
+    let next = entry.view(&shared).await;
+    assert_eq!(next.version, 2);
+    assert_eq!(entry.destination.balancer.addrs().len(), 2);
+    assert!(
+        Arc::ptr_eq(&first.routes, &next.routes),
+        "no policy change: the routes and their stacks are kept"
+    );
+
+    // No static endpoints any more: DNS answers (here: fails), and that
+    // answer is asked for again later; the balancer keeps its last set.
+    shared.install(Snapshot::default());
+    let gone = entry.view(&shared).await;
+    assert!(gone.endpoints.is_err());
+    assert!(gone.recheck_at.is_some(), "a DNS answer ages");
+    assert_eq!(entry.destination.balancer.addrs().len(), 2);
+}
