@@ -45,8 +45,8 @@ pub(crate) async fn resolve(
 /// Whether `service`'s endpoints come from DNS in `snapshot` (no static
 /// `ServiceEndpoints`, not an IP literal): only those answers age.
 pub(crate) fn from_dns(snapshot: &Snapshot, service: &ServiceKey) -> bool {
-    !snapshot.endpoints.contains_key(service)
-        && !(service.namespace.is_empty() && service.name.parse::<IpAddr>().is_ok())
+    let literal = service.namespace.is_empty() && service.name.parse::<IpAddr>().is_ok();
+    !literal && !snapshot.endpoints.contains_key(service)
 }
 
 /// The name to look up for `service`: the bare name in the proxy's own

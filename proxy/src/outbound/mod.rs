@@ -129,10 +129,11 @@ impl Handler for Outbound {
             Ok(entry) => entry,
             Err(detail) => {
                 let err = ProxyError::new(ErrorKind::BadRequest, UNKNOWN_SERVICE, detail);
-                let metrics =
-                    self.shared
-                        .metrics
-                        .requests(Direction::Outbound, UNKNOWN_SERVICE, DEFAULT_ROUTE);
+                let metrics = self.shared.metrics.requests(
+                    Direction::Outbound,
+                    UNKNOWN_SERVICE,
+                    DEFAULT_ROUTE,
+                );
                 let mut observation = Observation::new(metrics, start, grpc);
                 if let Some(log) = &self.access_log {
                     observation.access =

@@ -125,17 +125,15 @@ impl Destination {
         let build = StackBuilder::new(endpoint);
         let mut service_wide = ServiceWide::default();
         let budgets = Mutex::new(HashMap::new());
-        let routes = compile(
-            &label,
+        let routes = Compiler {
+            label: &label,
             metrics,
-            &budgets,
-            &build,
-            &balancer,
-            &health,
-            &mut service_wide,
-            policy.cloned(),
-            outbound,
-        );
+            budgets: &budgets,
+            build: &build,
+            balancer: &balancer,
+            health: &health,
+        }
+        .compile(&mut service_wide, policy.cloned(), outbound);
         Destination {
             label,
             metrics: metrics.clone(),
@@ -200,17 +198,15 @@ impl Destination {
             }));
             return;
         }
-        let routes = compile(
-            &self.label,
-            &self.metrics,
-            &self.budgets,
-            &self.build,
-            &self.balancer,
-            &self.health,
-            &mut service_wide,
-            policy.cloned(),
-            outbound,
-        );
+        let routes = Compiler {
+            label: &self.label,
+            metrics: &self.metrics,
+            budgets: &self.budgets,
+            build: &self.build,
+            balancer: &self.balancer,
+            health: &self.health,
+        }
+        .compile(&mut service_wide, policy.cloned(), outbound);
         self.routes.store(Arc::new(routes));
     }
 }
@@ -223,55 +219,69 @@ fn same_source(a: Option<&Arc<ResiliencePolicy>>, b: Option<&Arc<ResiliencePolic
     }
 }
 
-/// Compiles every route of `outbound` and builds its stack: first the
-/// service-wide parts (each kept while its config is equal), then the
-/// routes, reusing budgets whose settings are unchanged.
-#[allow(clippy::too_many_arguments)]
-fn compile(
-    label: &Arc<str>,
-    metrics: &Metrics,
-    budgets: &Mutex<HashMap<Arc<str>, Arc<RetryBudget>>>,
-    build: &StackBuilder,
-    balancer: &Arc<Balancer>,
-    health: &EndpointHealth,
-    service_wide: &mut ServiceWide,
-    source: Option<Arc<ResiliencePolicy>>,
-    outbound: OutboundPolicy,
-) -> RouteTable {
-    let default = outbound.effective_for(None);
-    update_service_wide(label, metrics, health, service_wide, &default);
-    let layers = ServiceLayers {
-        label: label.clone(),
-        rate_limit: service_wide.rate_limit.as_ref().map(|(_, l)| l.clone()),
-        breaker: service_wide.breaker.clone(),
-        bulkhead: service_wide.bulkhead.clone(),
-        balancer: balancer.clone(),
-    };
-    let route = |r: Option<&Route>| {
-        let effective = outbound.effective_for(r);
-        let settings = budget_settings(&effective);
-        let name: Arc<str> = effective.route.as_str().into();
-        let budget = {
-            let mut budgets = budgets.lock().unwrap_or_else(PoisonError::into_inner);
-            let entry = budgets
-                .entry(name)
-                .or_insert_with(|| Arc::new(RetryBudget::new(settings)));
-            if entry.settings() != settings {
-                *entry = Arc::new(RetryBudget::new(settings));
-            }
-            entry.clone()
+/// What compiling a destination's policy reads and keeps across compiles.
+struct Compiler<'a> {
+    label: &'a Arc<str>,
+    metrics: &'a Metrics,
+    budgets: &'a Mutex<HashMap<Arc<str>, Arc<RetryBudget>>>,
+    build: &'a StackBuilder,
+    balancer: &'a Arc<Balancer>,
+    health: &'a EndpointHealth,
+}
+
+impl Compiler<'_> {
+    /// Compiles every route of `outbound` and builds its stack: first the
+    /// service-wide parts (each kept while its config is equal), then the
+    /// routes, reusing budgets whose settings are unchanged.
+    fn compile(
+        &self,
+        service_wide: &mut ServiceWide,
+        source: Option<Arc<ResiliencePolicy>>,
+        outbound: OutboundPolicy,
+    ) -> RouteTable {
+        let Compiler {
+            label,
+            metrics,
+            budgets,
+            build,
+            balancer,
+            health,
+        } = *self;
+        let default = outbound.effective_for(None);
+        update_service_wide(label, metrics, health, service_wide, &default);
+        let layers = ServiceLayers {
+            label: label.clone(),
+            rate_limit: service_wide.rate_limit.as_ref().map(|(_, l)| l.clone()),
+            breaker: service_wide.breaker.clone(),
+            bulkhead: service_wide.bulkhead.clone(),
+            balancer: balancer.clone(),
         };
-        let config = Arc::new(RouteConfig::compile(label, effective, budget, metrics));
-        let requests = metrics.requests(Direction::Outbound, label, &config.name);
-        build.route(config, requests, &layers)
-    };
-    let routes = outbound.routes.iter().map(|r| route(Some(r))).collect();
-    let default = route(None);
-    RouteTable {
-        source,
-        outbound,
-        routes,
-        default,
+        let route = |r: Option<&Route>| {
+            let effective = outbound.effective_for(r);
+            let settings = budget_settings(&effective);
+            let name: Arc<str> = effective.route.as_str().into();
+            let budget = {
+                let mut budgets = budgets.lock().unwrap_or_else(PoisonError::into_inner);
+                let entry = budgets
+                    .entry(name)
+                    .or_insert_with(|| Arc::new(RetryBudget::new(settings)));
+                if entry.settings() != settings {
+                    *entry = Arc::new(RetryBudget::new(settings));
+                }
+                entry.clone()
+            };
+            let config = Arc::new(RouteConfig::compile(label, effective, budget, metrics));
+            let requests = metrics.requests(Direction::Outbound, label, &config.name);
+            build.route(config, requests, &layers)
+        };
+        let routes = outbound.routes.iter().map(|r| route(Some(r))).collect();
+        let default = route(None);
+        RouteTable {
+            source,
+            outbound,
+            routes,
+            default,
+        }
     }
 }
 

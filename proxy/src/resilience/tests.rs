@@ -68,11 +68,15 @@ fn routes_get_their_overrides_and_the_rest_the_service_policy() {
     let p = policy(BASE);
     let d = destination(Some(&p), &[200]);
     let routes = d.routes_for(Some(&p));
-    let create = &routes.route(&RouteRequest::new("POST", "/payments/1")).config;
+    let create = &routes
+        .route(&RouteRequest::new("POST", "/payments/1"))
+        .config;
     assert_eq!(&*create.name, "create");
     assert_eq!(create.request_timeout, Some(Duration::from_secs(5)));
     assert_eq!(create.retry.max_retries, 0);
-    let other = &routes.route(&RouteRequest::new("GET", "/payments/1")).config;
+    let other = &routes
+        .route(&RouteRequest::new("GET", "/payments/1"))
+        .config;
     assert_eq!(&*other.name, "default");
     assert_eq!(other.retry.max_retries, 2);
     assert_eq!(other.retry.per_try, Some(Duration::from_millis(500)));
@@ -130,7 +134,10 @@ fn an_update_keeps_the_state_whose_config_did_not_change() {
     // A different budget: a fresh budget.
     let rebudgeted = policy(&BASE.replace("percent: 20", "percent: 50"));
     let routes = d.routes_for(Some(&rebudgeted));
-    assert!(!Arc::ptr_eq(&routes.route(&get).config.retry.budget, &budget));
+    assert!(!Arc::ptr_eq(
+        &routes.route(&get).config.retry.budget,
+        &budget
+    ));
 
     // The breaker removed from the policy: no breaker layer any more.
     let unbroken = policy(&BASE.replace("    circuitBreaker: {consecutiveFailures: 5}\n", ""));
@@ -169,7 +176,7 @@ async fn the_service_breaker_judges_calls_after_their_retries() {
                 let n = sent.fetch_add(1, Ordering::SeqCst);
                 async move {
                     let mut response = Response::new(body::empty());
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                     }
                     Ok::<_, BoxError>(response)
@@ -182,7 +189,11 @@ async fn the_service_breaker_judges_calls_after_their_retries() {
     for _ in 0..20 {
         assert_eq!(send(&recovering, &p).await, Ok(StatusCode::OK));
     }
-    assert_eq!(sent.load(Ordering::SeqCst), 40, "each call took two attempts");
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        40,
+        "each call took two attempts"
+    );
     let breaker = recovering.breaker().expect("breaker");
     assert_eq!(breaker.state(), CircuitState::Closed);
 
@@ -190,10 +201,7 @@ async fn the_service_breaker_judges_calls_after_their_retries() {
     // next call is refused without an attempt.
     let dead = destination(Some(&p), &[503]);
     for _ in 0..3 {
-        assert_eq!(
-            send(&dead, &p).await,
-            Ok(StatusCode::SERVICE_UNAVAILABLE)
-        );
+        assert_eq!(send(&dead, &p).await, Ok(StatusCode::SERVICE_UNAVAILABLE));
     }
     let breaker = dead.breaker().expect("breaker");
     assert_eq!(breaker.state(), CircuitState::Open);

@@ -88,11 +88,7 @@ impl CallSpan {
     /// Adds `event` to the call's span (for a layer that kept the
     /// [`CallSpan`] rather than the request; see [`event`]).
     pub fn event(&self, event: SpanEvent) {
-        add_event(
-            &self.0.cx.span(),
-            event,
-            self.0.attempts.count(),
-        );
+        add_event(&self.0.cx.span(), event, self.0.attempts.count());
     }
 }
 
@@ -230,10 +226,7 @@ impl Drop for OutboundSpan {
 }
 
 fn attempts(call: &CallSpan) -> KeyValue {
-    KeyValue::new(
-        "levee.attempts",
-        i64::from(call.0.attempts.count()),
-    )
+    KeyValue::new("levee.attempts", i64::from(call.0.attempts.count()))
 }
 
 /// One attempt of a traced call, from sending to the response head. Dropped

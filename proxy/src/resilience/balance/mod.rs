@@ -232,10 +232,10 @@ impl Candidates<'_> {
 /// Power of two choices over the endpoints `keep` admits: the cheaper of
 /// two distinct random ones, found by position without collecting them.
 /// `None` when `keep` admits none.
-fn p2c<'a>(
-    all: &'a [Arc<EndpointStats>],
+fn p2c(
+    all: &[Arc<EndpointStats>],
     keep: impl Fn(&EndpointStats) -> bool,
-) -> Option<&'a Arc<EndpointStats>> {
+) -> Option<&Arc<EndpointStats>> {
     let n = all.iter().filter(|e| keep(e)).count();
     let mut kept = all.iter().filter(|e| keep(e));
     if n <= 1 {

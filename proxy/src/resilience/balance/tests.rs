@@ -5,8 +5,8 @@ use http::Response;
 use tower::{ServiceExt, service_fn};
 
 use super::*;
-use crate::resilience::attempt::CallAttempts;
 use crate::errors::ProxyError;
+use crate::resilience::attempt::CallAttempts;
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

@@ -140,7 +140,12 @@ fn should_retry(
 }
 
 /// Sends one attempt, `req`, bounded by the per-try timeout.
-async fn attempt<S>(inner: S, config: &RetryConfig, call: &Call, mut req: Request<BoxBody>) -> Attempt
+async fn attempt<S>(
+    inner: S,
+    config: &RetryConfig,
+    call: &Call,
+    mut req: Request<BoxBody>,
+) -> Attempt
 where
     S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError> + Send,
     S::Future: Send + 'static,
