@@ -7,7 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::conditions::{FailureCondition, GrpcCode};
+use super::conditions::FailureCondition;
+use super::grpc_status::GrpcStatus;
 use super::duration::Duration;
 use super::route::Route;
 
@@ -76,7 +77,7 @@ pub struct RetryPolicy {
     pub on: Option<Vec<FailureCondition>>,
     /// gRPC status codes that are retried (default none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grpc_on: Option<Vec<GrpcCode>>,
+    pub grpc_on: Option<Vec<GrpcStatus>>,
     /// Exponential backoff with full jitter between attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
