@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::conditions::FailureCondition;
-use super::grpc_status::GrpcStatus;
 use super::duration::Duration;
+use super::grpc_status::GrpcStatus;
 use super::outbound::{
     Backoff, CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryPolicy,
 };

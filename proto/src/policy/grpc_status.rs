@@ -107,6 +107,16 @@ impl GrpcStatus {
             .map(|v| GrpcStatus::parse(v.as_bytes()))
     }
 
+    /// The status of a trailers-only response (an immediate gRPC error):
+    /// HTTP 200 with `grpc-status` already in the head. Otherwise the status
+    /// comes in the trailers, after the body.
+    pub fn trailers_only<B>(response: &http::Response<B>) -> Option<GrpcStatus> {
+        if response.status() != http::StatusCode::OK {
+            return None;
+        }
+        GrpcStatus::from_headers(response.headers())
+    }
+
     /// The lower-kebab-case name, as written in policies and metric labels.
     pub fn name(self) -> &'static str {
         TABLE[self as usize].1
@@ -210,7 +220,15 @@ mod tests {
 
     #[test]
     fn garbage_and_undefined_numbers_read_as_unknown() {
-        for garbage in [&b""[..], b"x", b"14x", b"17", b"-1", b"99999999999", b"\xff"] {
+        for garbage in [
+            &b""[..],
+            b"x",
+            b"14x",
+            b"17",
+            b"-1",
+            b"99999999999",
+            b"\xff",
+        ] {
             let status = GrpcStatus::parse(garbage);
             assert_eq!(status, GrpcStatus::Unknown, "{garbage:?}");
             assert!(status.is_failure());
@@ -234,6 +252,27 @@ mod tests {
             GrpcStatus::from_headers(&headers),
             Some(GrpcStatus::Unknown)
         );
+    }
+
+    #[test]
+    fn trailers_only_needs_http_200_and_a_status_in_the_head() {
+        let response = |status: u16, grpc: Option<&'static str>| {
+            let mut builder = http::Response::builder().status(status);
+            if let Some(code) = grpc {
+                builder = builder.header("grpc-status", code);
+            }
+            builder.body(()).expect("response")
+        };
+        assert_eq!(
+            GrpcStatus::trailers_only(&response(200, Some("14"))),
+            Some(GrpcStatus::Unavailable)
+        );
+        assert_eq!(
+            GrpcStatus::trailers_only(&response(200, Some("0"))),
+            Some(GrpcStatus::Ok)
+        );
+        assert_eq!(GrpcStatus::trailers_only(&response(200, None)), None);
+        assert_eq!(GrpcStatus::trailers_only(&response(503, Some("14"))), None);
     }
 
     #[test]

@@ -8,8 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::conditions::FailureCondition;
-use super::grpc_status::GrpcStatus;
 use super::duration::Duration;
+use super::grpc_status::GrpcStatus;
 use super::route::Route;
 
 /// What a caller's proxy does when it calls the target service.

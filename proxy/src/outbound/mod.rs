@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use levee_proto::policy::{RouteRequest, ServiceKey};
 
 use crate::body::{self, BoxBody, BoxError};
-use crate::errors::{self, ErrorKind, ProxyError};
+use crate::errors::{self, ConnectCause, ErrorKind, ProxyError, ResetCause};
 use crate::forward::headers::is_upgrade;
 use crate::forward::{ConnectTimeout, EndpointService, Forwarder, uri};
 use crate::metrics::Direction;
@@ -203,7 +203,11 @@ impl Handler for Outbound {
 fn into_proxy_error(error: BoxError, service: &str) -> ProxyError {
     match error.downcast::<ProxyError>() {
         Ok(err) => *err,
-        Err(other) => ProxyError::new(ErrorKind::UpstreamReset, service, other.to_string()),
+        Err(other) => ProxyError::new(
+            ErrorKind::UpstreamReset(ResetCause::Other),
+            service,
+            other.to_string(),
+        ),
     }
 }
 
@@ -211,5 +215,5 @@ fn into_proxy_error(error: BoxError, service: &str) -> ProxyError {
 fn is_connect_timeout(error: &BoxError) -> bool {
     error
         .downcast_ref::<ProxyError>()
-        .is_some_and(|e| e.kind == ErrorKind::UpstreamConnect && e.detail.contains("timed out"))
+        .is_some_and(|e| e.kind == ErrorKind::UpstreamConnect(ConnectCause::TimedOut))
 }
