@@ -213,3 +213,6 @@ impl Body for GrpcStatusBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests;
