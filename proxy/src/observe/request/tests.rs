@@ -81,7 +81,11 @@ async fn garbage_is_unknown_and_a_missing_status_is_a_failure() {
     let metrics = Metrics::new();
     let response = observation(&metrics).response(streamed(Some(trailers(Some("oops")))));
     response.into_body().collect().await.expect("body");
-    assert_eq!(count(&metrics, "2", "failure"), 1, "garbage reads as UNKNOWN");
+    assert_eq!(
+        count(&metrics, "2", "failure"),
+        1,
+        "garbage reads as UNKNOWN"
+    );
 
     // The stream ended without trailers: no status at all.
     let response = observation(&metrics).response(streamed(None));
