@@ -107,10 +107,12 @@ impl ErrorKind {
     /// answer in time.
     pub fn origin(&self) -> Origin {
         match self {
+            ErrorKind::UpstreamReset(ResetCause::RequestBody) | ErrorKind::BadRequest => {
+                Origin::Downstream
+            }
             ErrorKind::UpstreamConnect(_) | ErrorKind::UpstreamReset(_) | ErrorKind::Timeout => {
                 Origin::Upstream
             }
-            ErrorKind::BadRequest => Origin::Downstream,
             ErrorKind::CircuitOpen
             | ErrorKind::RateLimited
             | ErrorKind::Overloaded
@@ -120,13 +122,15 @@ impl ErrorKind {
 
     /// Whether another attempt may be sent, and for which requests: a
     /// connect failure or a refused stream never reached the application;
-    /// a reset or a timeout may have; the proxy's own refusals and bad
-    /// requests are not retried.
+    /// a reset or a timeout may have; the proxy's own refusals, bad
+    /// requests and broken request bodies are not retried.
     pub fn retry(&self) -> Retry {
         match self {
             ErrorKind::UpstreamConnect(_) | ErrorKind::UpstreamReset(ResetCause::RefusedStream) => {
                 Retry::Safe
             }
+            // The downstream's body broke: there is nothing whole to replay.
+            ErrorKind::UpstreamReset(ResetCause::RequestBody) => Retry::Never,
             ErrorKind::UpstreamReset(_) | ErrorKind::Timeout => Retry::IfIdempotent,
             ErrorKind::CircuitOpen
             | ErrorKind::RateLimited

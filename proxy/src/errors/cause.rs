@@ -56,8 +56,11 @@ pub enum ResetCause {
     H2(h2::Reason),
     /// The connection closed or was reset before the response was complete.
     Closed,
-    /// The upstream's response is not valid HTTP.
+    /// The upstream's response is not valid HTTP (or HTTP/2 framing).
     Protocol,
+    /// The request body coming from the downstream failed while it was
+    /// being sent (the caller went away mid-upload): not the upstream's fault.
+    RequestBody,
     /// Anything else (also errors that did not come from the forwarder).
     Other,
 }
@@ -70,11 +73,7 @@ impl ResetCause {
         while let Some(cause) = source {
             if let Some(h2) = cause.downcast_ref::<h2::Error>() {
                 if let Some(reason) = h2.reason() {
-                    return if reason == h2::Reason::REFUSED_STREAM && h2.is_reset() {
-                        ResetCause::RefusedStream
-                    } else {
-                        ResetCause::H2(reason)
-                    };
+                    return of_h2(h2, reason);
                 }
                 if h2.is_io() {
                     return ResetCause::Closed;
@@ -85,7 +84,11 @@ impl ResetCause {
             }
             source = cause.source();
         }
-        if error.is_incomplete_message()
+        if error.is_user() {
+            // hyper's "user" is this proxy sending the downstream's request:
+            // its body failed, or the request could not be written as is.
+            ResetCause::RequestBody
+        } else if error.is_incomplete_message()
             || error.is_closed()
             || error.is_canceled()
             || error.is_timeout()
@@ -101,12 +104,30 @@ impl ResetCause {
     /// A short name, for logs and the access log.
     pub fn as_str(self) -> &'static str {
         match self {
+            ResetCause::RequestBody => "request-body",
             ResetCause::RefusedStream => "refused-stream",
             ResetCause::H2(_) => "h2-reset",
             ResetCause::Closed => "connection-closed",
             ResetCause::Protocol => "protocol-error",
             ResetCause::Other => "other",
         }
+    }
+}
+
+/// The cause an HTTP/2 error with a reason code stands for. A reset the
+/// peer sent is the upstream's (REFUSED_STREAM: not processed); one h2 sent
+/// itself is a protocol violation it saw; one hyper sent on the proxy's
+/// behalf means the request body from the downstream failed.
+fn of_h2(h2: &h2::Error, reason: h2::Reason) -> ResetCause {
+    let local = (h2.is_reset() || h2.is_go_away()) && !h2.is_remote();
+    if local && h2.is_library() {
+        ResetCause::Protocol
+    } else if local {
+        ResetCause::RequestBody
+    } else if reason == h2::Reason::REFUSED_STREAM && !h2.is_go_away() {
+        ResetCause::RefusedStream
+    } else {
+        ResetCause::H2(reason)
     }
 }
 

@@ -4,7 +4,7 @@ use http_body_util::BodyExt;
 
 use super::*;
 
-const ALL: [ErrorKind; 10] = [
+const ALL: [ErrorKind; 11] = [
     ErrorKind::CircuitOpen,
     ErrorKind::Timeout,
     ErrorKind::RateLimited,
@@ -14,6 +14,7 @@ const ALL: [ErrorKind; 10] = [
     ErrorKind::UpstreamConnect(ConnectCause::TimedOut),
     ErrorKind::UpstreamReset(ResetCause::RefusedStream),
     ErrorKind::UpstreamReset(ResetCause::Closed),
+    ErrorKind::UpstreamReset(ResetCause::RequestBody),
     ErrorKind::BadRequest,
 ];
 
@@ -94,8 +95,10 @@ fn origin_and_retry_of_every_kind() {
         K::UpstreamConnect(_) | K::UpstreamReset(ResetCause::RefusedStream) => {
             (Origin::Upstream, Retry::Safe)
         }
+        K::UpstreamReset(ResetCause::RequestBody) | K::BadRequest => {
+            (Origin::Downstream, Retry::Never)
+        }
         K::UpstreamReset(_) | K::Timeout => (Origin::Upstream, Retry::IfIdempotent),
-        K::BadRequest => (Origin::Downstream, Retry::Never),
         K::CircuitOpen | K::RateLimited | K::Overloaded | K::NoEndpoints => {
             (Origin::Proxy, Retry::Never)
         }

@@ -159,3 +159,60 @@ async fn a_response_that_is_not_http_is_a_protocol_error() {
     let err = forward_err(request(Version::HTTP_11), addr).await;
     assert_eq!(err.kind, ErrorKind::UpstreamReset(ResetCause::Protocol));
 }
+
+/// A request body that sends one chunk and then fails, as a caller that
+/// goes away mid-upload does.
+fn failing_body() -> BoxBody {
+    use http_body::Frame;
+    let frames: Vec<Result<Frame<bytes::Bytes>, crate::body::BoxError>> = vec![
+        Ok(Frame::data(bytes::Bytes::from_static(b"part"))),
+        Err("the caller went away".into()),
+    ];
+    http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+        frames,
+    )))
+}
+
+/// A server that takes connections and reads them without ever answering.
+async fn silent_server(h2: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if h2 {
+                    let Ok(mut conn) = h2::server::handshake(socket).await else {
+                        return;
+                    };
+                    let mut held = Vec::new();
+                    while let Some(Ok(stream)) = conn.accept().await {
+                        held.push(stream);
+                    }
+                } else {
+                    let mut buf = [0u8; 1024];
+                    while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_failing_request_body_is_the_downstreams_not_the_upstreams() {
+    for (version, h2) in [(Version::HTTP_11, false), (Version::HTTP_2, true)] {
+        let addr = silent_server(h2).await;
+        let mut req = Request::post("http://svc.ns:80/upload")
+            .body(failing_body())
+            .expect("request");
+        *req.version_mut() = version;
+        let err = forward_err(req, addr).await;
+        assert_eq!(
+            err.kind,
+            ErrorKind::UpstreamReset(ResetCause::RequestBody),
+            "{version:?}: {err}"
+        );
+        assert_eq!(err.kind.origin(), crate::errors::Origin::Downstream);
+        assert_eq!(err.kind.retry(), Retry::Never);
+    }
+}

@@ -219,8 +219,9 @@ mod tests {
         let refused_stream = ErrorKind::UpstreamReset(ResetCause::RefusedStream);
         let closed = ErrorKind::UpstreamReset(ResetCause::Closed);
         let cancel = ErrorKind::UpstreamReset(ResetCause::H2(h2::Reason::CANCEL));
+        let request_body = ErrorKind::UpstreamReset(ResetCause::RequestBody);
         #[rustfmt::skip]
-        let table: [(ErrorKind, [bool; 7]); 10] = [
+        let table: [(ErrorKind, [bool; 7]); 11] = [
             //                      connect refused reset  timeout 5xx   gateway "502"
             (refused,               [true,  false, false, false, true,  true,  false]),
             (connect_timeout,       [true,  false, false, false, true,  true,  false]),
@@ -229,6 +230,7 @@ mod tests {
             (closed,                [false, false, true,  false, true,  true,  false]),
             (cancel,                [false, false, true,  false, true,  true,  false]),
             (ErrorKind::Timeout,    [false, false, false, true,  true,  true,  false]),
+            (request_body,          [false; 7]),
             (ErrorKind::CircuitOpen,[false; 7]),
             (ErrorKind::RateLimited,[false; 7]),
             (ErrorKind::Overloaded, [false; 7]),
