@@ -1,7 +1,9 @@
 //! Errors the proxy itself produces, and the one place they become responses.
 //!
-//! A [`ProxyError`] says what went wrong ([`ErrorKind`]), for which service,
-//! and whether another attempt could succeed. [`to_response`] renders it as
+//! A [`ProxyError`] says what went wrong ([`ErrorKind`], with the typed
+//! [`ConnectCause`] / [`ResetCause`] of upstream failures), for which
+//! service, where it came from ([`Origin`]) and whether another attempt may
+//! be sent ([`Retry`]). [`to_response`] renders it as
 //! DESIGN.md §2 specifies: an HTTP status with `x-levee-error` and a small JSON
 //! body, or for gRPC callers a trailers-only response (HTTP 200) carrying
 //! `grpc-status` / `grpc-message`. Callers never see a bare connection reset.
@@ -11,8 +13,13 @@ use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
+use levee_proto::policy::GrpcStatus;
 
 use crate::body::{self, BoxBody};
+
+mod cause;
+
+pub use cause::{ConnectCause, Origin, ResetCause, Retry};
 
 /// The response header naming a proxy-made error.
 pub const X_LEVEE_ERROR: HeaderName = HeaderName::from_static("x-levee-error");
@@ -21,8 +28,9 @@ const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// What went wrong.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What went wrong: the category of DESIGN.md §2 (one `x-levee-error`
+/// value each), with the typed cause of upstream failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The service circuit breaker is open.
     CircuitOpen,
@@ -34,10 +42,10 @@ pub enum ErrorKind {
     Overloaded,
     /// The service has no endpoint to send to.
     NoEndpoints,
-    /// No connection to the upstream could be made.
-    UpstreamConnect,
-    /// The upstream connection failed after the request was sent.
-    UpstreamReset,
+    /// No connection to the upstream could be made; nothing was sent.
+    UpstreamConnect(ConnectCause),
+    /// The exchange failed after the request was handed to a connection.
+    UpstreamReset(ResetCause),
     /// The request cannot be routed (no or bad authority, unsupported method).
     BadRequest,
 }
@@ -51,8 +59,8 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate-limited",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::NoEndpoints => "no-endpoints",
-            ErrorKind::UpstreamConnect => "upstream-connect",
-            ErrorKind::UpstreamReset => "upstream-reset",
+            ErrorKind::UpstreamConnect(_) => "upstream-connect",
+            ErrorKind::UpstreamReset(_) => "upstream-reset",
             ErrorKind::BadRequest => "bad-request",
         }
     }
@@ -65,22 +73,70 @@ impl ErrorKind {
             }
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset => StatusCode::BAD_GATEWAY,
+            ErrorKind::UpstreamConnect(_) | ErrorKind::UpstreamReset(_) => StatusCode::BAD_GATEWAY,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
         }
     }
 
-    /// The gRPC status code of the error response, as `grpc-status` writes it.
-    pub fn grpc_status(&self) -> &'static str {
+    /// The gRPC status of the error response.
+    pub fn grpc_status(&self) -> GrpcStatus {
         match self {
             ErrorKind::CircuitOpen
             | ErrorKind::Overloaded
             | ErrorKind::NoEndpoints
-            | ErrorKind::UpstreamConnect
-            | ErrorKind::UpstreamReset => "14", // UNAVAILABLE
-            ErrorKind::Timeout => "4",     // DEADLINE_EXCEEDED
-            ErrorKind::RateLimited => "8", // RESOURCE_EXHAUSTED
-            ErrorKind::BadRequest => "13", // INTERNAL, gRPC's mapping of HTTP 400
+            | ErrorKind::UpstreamConnect(_)
+            | ErrorKind::UpstreamReset(_) => GrpcStatus::Unavailable,
+            ErrorKind::Timeout => GrpcStatus::DeadlineExceeded,
+            ErrorKind::RateLimited => GrpcStatus::ResourceExhausted,
+            // gRPC's mapping of HTTP 400.
+            ErrorKind::BadRequest => GrpcStatus::Internal,
+        }
+    }
+
+    /// The typed cause of an upstream failure (`connect-refused`,
+    /// `refused-stream`, ...), for the access log and debug logs.
+    pub fn cause(&self) -> Option<&'static str> {
+        match self {
+            ErrorKind::UpstreamConnect(cause) => Some(cause.as_str()),
+            ErrorKind::UpstreamReset(cause) => Some(cause.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Where the error came from. A timeout is the upstream's: it did not
+    /// answer in time.
+    pub fn origin(&self) -> Origin {
+        match self {
+            ErrorKind::UpstreamReset(ResetCause::RequestBody) | ErrorKind::BadRequest => {
+                Origin::Downstream
+            }
+            ErrorKind::UpstreamConnect(_) | ErrorKind::UpstreamReset(_) | ErrorKind::Timeout => {
+                Origin::Upstream
+            }
+            ErrorKind::CircuitOpen
+            | ErrorKind::RateLimited
+            | ErrorKind::Overloaded
+            | ErrorKind::NoEndpoints => Origin::Proxy,
+        }
+    }
+
+    /// Whether another attempt may be sent, and for which requests: a
+    /// connect failure or a refused stream never reached the application;
+    /// a reset or a timeout may have; the proxy's own refusals, bad
+    /// requests and broken request bodies are not retried.
+    pub fn retry(&self) -> Retry {
+        match self {
+            ErrorKind::UpstreamConnect(_) | ErrorKind::UpstreamReset(ResetCause::RefusedStream) => {
+                Retry::Safe
+            }
+            // The downstream's body broke: there is nothing whole to replay.
+            ErrorKind::UpstreamReset(ResetCause::RequestBody) => Retry::Never,
+            ErrorKind::UpstreamReset(_) | ErrorKind::Timeout => Retry::IfIdempotent,
+            ErrorKind::CircuitOpen
+            | ErrorKind::RateLimited
+            | ErrorKind::Overloaded
+            | ErrorKind::NoEndpoints
+            | ErrorKind::BadRequest => Retry::Never,
         }
     }
 }
@@ -147,16 +203,6 @@ impl ProxyError {
         self.quota = Some(quota);
         self
     }
-
-    /// Whether another attempt (on another connection or endpoint) may succeed.
-    /// Connect failures never reached the upstream; resets and per-try
-    /// timeouts may have, so the retry policy still decides for those.
-    pub fn retryable(&self) -> bool {
-        matches!(
-            self.kind,
-            ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::Timeout
-        )
-    }
 }
 
 impl fmt::Display for ProxyError {
@@ -182,7 +228,7 @@ pub fn to_response(err: &ProxyError, grpc: bool) -> Response<BoxBody> {
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         h.insert(
             GRPC_STATUS,
-            HeaderValue::from_static(err.kind.grpc_status()),
+            HeaderValue::from(err.kind.grpc_status().code()),
         );
         let message = format!("{}: {}", err.kind, err.detail);
         if let Ok(v) = HeaderValue::from_str(&percent_encode(&message)) {

@@ -1,5 +1,6 @@
-//! The vocabularies of `retry.on`, `retry.grpcOn` and `circuitBreaker.failureOn`:
-//! what counts as a retryable (or breaker-counted) failure.
+//! The vocabulary of `retry.on` and `circuitBreaker.failureOn`: what counts
+//! as a retryable (or breaker-counted) failure. (`retry.grpcOn` lists
+//! [`super::GrpcStatus`] names.)
 
 use std::fmt;
 use std::str::FromStr;
@@ -114,124 +115,6 @@ impl<'de> Deserialize<'de> for FailureCondition {
     }
 }
 
-/// A gRPC status code, written as its lower-kebab-case name (`unavailable`,
-/// `deadline-exceeded`); `UNAVAILABLE` and `deadline_exceeded` are read too.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum GrpcCode {
-    /// 1
-    Cancelled = 1,
-    /// 2
-    Unknown = 2,
-    /// 3
-    InvalidArgument = 3,
-    /// 4
-    DeadlineExceeded = 4,
-    /// 5
-    NotFound = 5,
-    /// 6
-    AlreadyExists = 6,
-    /// 7
-    PermissionDenied = 7,
-    /// 8
-    ResourceExhausted = 8,
-    /// 9
-    FailedPrecondition = 9,
-    /// 10
-    Aborted = 10,
-    /// 11
-    OutOfRange = 11,
-    /// 12
-    Unimplemented = 12,
-    /// 13
-    Internal = 13,
-    /// 14
-    Unavailable = 14,
-    /// 15
-    DataLoss = 15,
-    /// 16
-    Unauthenticated = 16,
-}
-
-const GRPC_NAMES: [(GrpcCode, &str); 16] = [
-    (GrpcCode::Cancelled, "cancelled"),
-    (GrpcCode::Unknown, "unknown"),
-    (GrpcCode::InvalidArgument, "invalid-argument"),
-    (GrpcCode::DeadlineExceeded, "deadline-exceeded"),
-    (GrpcCode::NotFound, "not-found"),
-    (GrpcCode::AlreadyExists, "already-exists"),
-    (GrpcCode::PermissionDenied, "permission-denied"),
-    (GrpcCode::ResourceExhausted, "resource-exhausted"),
-    (GrpcCode::FailedPrecondition, "failed-precondition"),
-    (GrpcCode::Aborted, "aborted"),
-    (GrpcCode::OutOfRange, "out-of-range"),
-    (GrpcCode::Unimplemented, "unimplemented"),
-    (GrpcCode::Internal, "internal"),
-    (GrpcCode::Unavailable, "unavailable"),
-    (GrpcCode::DataLoss, "data-loss"),
-    (GrpcCode::Unauthenticated, "unauthenticated"),
-];
-
-impl GrpcCode {
-    /// The numeric code carried in `grpc-status`.
-    pub fn code(self) -> i32 {
-        self as i32
-    }
-
-    /// The code for a `grpc-status` number, if it is a non-OK status.
-    pub fn from_code(code: i32) -> Option<GrpcCode> {
-        GRPC_NAMES
-            .iter()
-            .map(|(c, _)| *c)
-            .find(|c| c.code() == code)
-    }
-
-    /// The lower-kebab-case name, as written in policies.
-    pub fn name(self) -> &'static str {
-        GRPC_NAMES
-            .iter()
-            .find(|(c, _)| *c == self)
-            .map_or("unknown", |(_, n)| n)
-    }
-}
-
-impl fmt::Display for GrpcCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for GrpcCode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.to_ascii_lowercase().replace('_', "-");
-        GRPC_NAMES
-            .iter()
-            .find(|(_, n)| *n == wanted)
-            .map(|(c, _)| *c)
-            .ok_or_else(|| {
-                format!(
-                    "{s:?} is not a gRPC status code name (e.g. unavailable, deadline-exceeded, \
-                     resource-exhausted)"
-                )
-            })
-    }
-}
-
-impl Serialize for GrpcCode {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.name())
-    }
-}
-
-impl<'de> Deserialize<'de> for GrpcCode {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,17 +159,5 @@ mod tests {
         assert!(FailureCondition::ServerError.matches_status(500));
         assert!(FailureCondition::Status(409).matches_status(409));
         assert!(!FailureCondition::Reset.matches_status(500));
-    }
-
-    #[test]
-    fn grpc_codes() {
-        assert_eq!("unavailable".parse(), Ok(GrpcCode::Unavailable));
-        assert_eq!("DEADLINE_EXCEEDED".parse(), Ok(GrpcCode::DeadlineExceeded));
-        assert_eq!(GrpcCode::ResourceExhausted.code(), 8);
-        assert_eq!(GrpcCode::from_code(14), Some(GrpcCode::Unavailable));
-        assert_eq!(GrpcCode::from_code(0), None);
-        assert_eq!(GrpcCode::DataLoss.to_string(), "data-loss");
-        assert!("ok".parse::<GrpcCode>().is_err());
-        assert!("unavaliable".parse::<GrpcCode>().is_err());
     }
 }

@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::conditions::{FailureCondition, GrpcCode};
+use super::conditions::FailureCondition;
 use super::duration::Duration;
+use super::grpc_status::GrpcStatus;
 use super::outbound::{
     Backoff, CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryPolicy,
 };
@@ -109,7 +110,7 @@ pub struct EffectiveRetry {
     /// HTTP-level retry conditions.
     pub on: Vec<FailureCondition>,
     /// gRPC retry codes.
-    pub grpc_on: Vec<GrpcCode>,
+    pub grpc_on: Vec<GrpcStatus>,
     /// First backoff ceiling.
     pub backoff_base: Duration,
     /// Largest backoff ceiling.

@@ -8,7 +8,7 @@
 //! - `outbound`, `route`: the policy sections as written (unset = default).
 //! - `effective`: route lookup, field-by-field merge, defaults resolved.
 //! - `parse`, `validate`, `error`: strict YAML reading with field paths.
-//! - `duration`, `conditions`, `service_key`: small value types.
+//! - `duration`, `conditions`, `grpc_status`, `service_key`: small value types.
 //! - `to_proto`, `from_proto`: to and from the `levee.v1` protobuf messages
 //!   (`From` one way; `TryFrom`, which validates, the other).
 
@@ -18,6 +18,7 @@ mod duration;
 mod effective;
 mod error;
 mod from_proto;
+mod grpc_status;
 mod outbound;
 mod parse;
 mod route;
@@ -25,7 +26,7 @@ mod service_key;
 mod to_proto;
 mod validate;
 
-pub use conditions::{FailureCondition, GrpcCode};
+pub use conditions::FailureCondition;
 pub use document::{
     API_VERSION, Document, EndpointsSpec, KIND_ENDPOINTS, KIND_POLICY, ObjectMeta, PolicySpec,
     ResiliencePolicy, ServiceEndpoints, Target, select_policy,
@@ -37,6 +38,7 @@ pub use effective::{
     defaults, merge_retry,
 };
 pub use error::{FieldError, PolicyErrors};
+pub use grpc_status::GrpcStatus;
 pub use outbound::{
     Backoff, CircuitBreaker, Concurrency, FailureRate, InboundPolicy, InboundTimeouts,
     OpenDuration, OutboundPolicy, RateLimit, RetryBudget, RetryPolicy, SlowCall, Timeouts,

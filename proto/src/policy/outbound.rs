@@ -7,8 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::conditions::{FailureCondition, GrpcCode};
+use super::conditions::FailureCondition;
 use super::duration::Duration;
+use super::grpc_status::GrpcStatus;
 use super::route::Route;
 
 /// What a caller's proxy does when it calls the target service.
@@ -76,7 +77,7 @@ pub struct RetryPolicy {
     pub on: Option<Vec<FailureCondition>>,
     /// gRPC status codes that are retried (default none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grpc_on: Option<Vec<GrpcCode>>,
+    pub grpc_on: Option<Vec<GrpcStatus>>,
     /// Exponential backoff with full jitter between attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,

@@ -10,6 +10,7 @@ use super::document::{Document, EndpointsSpec, ObjectMeta, PolicySpec};
 use super::duration::Duration;
 use super::effective::{default_backoff_max, defaults};
 use super::error::{FieldError, Problems};
+use super::grpc_status::GrpcStatus;
 use super::outbound::{
     CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryPolicy,
 };
@@ -171,6 +172,12 @@ pub(super) fn retry(path: &str, r: &RetryPolicy, service_level: bool, p: &mut Pr
     }
     if let Some(codes) = &r.grpc_on {
         no_duplicates(&format!("{path}.grpcOn"), codes, p);
+        if let Some(i) = codes.iter().position(|c| *c == GrpcStatus::Ok) {
+            p.add(
+                format!("{path}.grpcOn[{i}]"),
+                "ok is a success, not a status to retry",
+            );
+        }
     }
     if let Some(b) = &r.backoff {
         positive(&format!("{path}.backoff.base"), b.base, p);

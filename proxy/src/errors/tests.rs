@@ -4,14 +4,17 @@ use http_body_util::BodyExt;
 
 use super::*;
 
-const ALL: [ErrorKind; 8] = [
+const ALL: [ErrorKind; 11] = [
     ErrorKind::CircuitOpen,
     ErrorKind::Timeout,
     ErrorKind::RateLimited,
     ErrorKind::Overloaded,
     ErrorKind::NoEndpoints,
-    ErrorKind::UpstreamConnect,
-    ErrorKind::UpstreamReset,
+    ErrorKind::UpstreamConnect(ConnectCause::Refused),
+    ErrorKind::UpstreamConnect(ConnectCause::TimedOut),
+    ErrorKind::UpstreamReset(ResetCause::RefusedStream),
+    ErrorKind::UpstreamReset(ResetCause::Closed),
+    ErrorKind::UpstreamReset(ResetCause::RequestBody),
     ErrorKind::BadRequest,
 ];
 
@@ -22,8 +25,8 @@ fn expected(kind: ErrorKind) -> (u16, &'static str, &'static str) {
         ErrorKind::RateLimited => (429, "8", "rate-limited"),
         ErrorKind::Overloaded => (503, "14", "overloaded"),
         ErrorKind::NoEndpoints => (503, "14", "no-endpoints"),
-        ErrorKind::UpstreamConnect => (502, "14", "upstream-connect"),
-        ErrorKind::UpstreamReset => (502, "14", "upstream-reset"),
+        ErrorKind::UpstreamConnect(_) => (502, "14", "upstream-connect"),
+        ErrorKind::UpstreamReset(_) => (502, "14", "upstream-reset"),
         ErrorKind::BadRequest => (400, "13", "bad-request"),
     }
 }
@@ -81,19 +84,67 @@ fn retry_after_rounds_up_to_seconds() {
     assert_eq!(header(&to_response(&err, false), "retry-after"), Some("3"));
 }
 
+/// Where each error comes from and what may follow it: a connect failure
+/// or a refused stream never reached the application (any method may be
+/// retried); a reset or a timeout may have; the proxy's own refusals are
+/// never retried.
 #[test]
-fn retryable_kinds() {
-    let retryable: Vec<_> = ALL
-        .into_iter()
-        .filter(|k| ProxyError::new(*k, "s", "d").retryable())
-        .collect();
+fn origin_and_retry_of_every_kind() {
+    use ErrorKind as K;
+    let expected = |kind: ErrorKind| match kind {
+        K::UpstreamConnect(_) | K::UpstreamReset(ResetCause::RefusedStream) => {
+            (Origin::Upstream, Retry::Safe)
+        }
+        K::UpstreamReset(ResetCause::RequestBody) | K::BadRequest => {
+            (Origin::Downstream, Retry::Never)
+        }
+        K::UpstreamReset(_) | K::Timeout => (Origin::Upstream, Retry::IfIdempotent),
+        K::CircuitOpen | K::RateLimited | K::Overloaded | K::NoEndpoints => {
+            (Origin::Proxy, Retry::Never)
+        }
+    };
+    for kind in ALL {
+        assert_eq!((kind.origin(), kind.retry()), expected(kind), "{kind:?}");
+    }
+    let cancel = K::UpstreamReset(ResetCause::H2(h2::Reason::CANCEL));
+    assert_eq!(cancel.retry(), Retry::IfIdempotent);
     assert_eq!(
-        retryable,
-        [
-            ErrorKind::Timeout,
-            ErrorKind::UpstreamConnect,
-            ErrorKind::UpstreamReset
-        ]
+        K::UpstreamConnect(ConnectCause::Handshake).retry(),
+        Retry::Safe
+    );
+}
+
+#[test]
+fn causes_name_upstream_failures_only() {
+    let cause = |kind: ErrorKind| kind.cause();
+    assert_eq!(
+        cause(ErrorKind::UpstreamConnect(ConnectCause::Refused)),
+        Some("connect-refused")
+    );
+    assert_eq!(
+        cause(ErrorKind::UpstreamConnect(ConnectCause::TimedOut)),
+        Some("connect-timeout")
+    );
+    assert_eq!(
+        cause(ErrorKind::UpstreamReset(ResetCause::RefusedStream)),
+        Some("refused-stream")
+    );
+    assert_eq!(cause(ErrorKind::Timeout), None);
+    assert_eq!(cause(ErrorKind::CircuitOpen), None);
+}
+
+#[test]
+fn connect_causes_come_from_the_io_error_kind() {
+    use std::io::{Error, ErrorKind as Io};
+    // The message says "timed out" on purpose: only the kind counts.
+    let refused = Error::new(Io::ConnectionRefused, "timed out");
+    assert_eq!(ConnectCause::of_io(&refused), ConnectCause::Refused);
+    let timed_out = Error::new(Io::TimedOut, "whatever");
+    assert_eq!(ConnectCause::of_io(&timed_out), ConnectCause::TimedOut);
+    let unreachable = Error::new(Io::HostUnreachable, "no route");
+    assert_eq!(
+        ConnectCause::of_io(&unreachable),
+        ConnectCause::Other(Io::HostUnreachable)
     );
 }
 

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::BoxBody;
-use crate::errors::{ErrorKind, ProxyError};
+use crate::errors::{ConnectCause, ErrorKind, ProxyError, ResetCause};
 use headers::{is_upgrade, strip_hop_by_hop};
 use pool::{Pool, PoolSettings, Protocol, SendError};
 
@@ -90,23 +90,39 @@ impl Forwarder {
     }
 }
 
-/// Maps a pool failure to the error the caller sees (502 either way).
+/// Maps a pool failure to the error the caller sees (502 either way), with
+/// its typed cause; the detail text is for people only.
 fn send_error(err: SendError, addr: SocketAddr, service: &str) -> ProxyError {
     match err {
         SendError::Connect(e) => ProxyError::new(
-            ErrorKind::UpstreamConnect,
+            ErrorKind::UpstreamConnect(ConnectCause::of_io(&e)),
             service,
             format!("connecting to {addr}: {e}"),
         ),
-        SendError::Reset(e) => {
-            let mut detail = format!("{addr}: {e}");
-            let mut source = e.source();
-            while let Some(cause) = source {
-                detail.push_str(": ");
-                detail.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            ProxyError::new(ErrorKind::UpstreamReset, service, detail)
-        }
+        SendError::Handshake(e) => ProxyError::new(
+            ErrorKind::UpstreamConnect(ConnectCause::Handshake),
+            service,
+            format!("handshake with {addr}: {}", chain(&e)),
+        ),
+        SendError::Reset(e) => ProxyError::new(
+            ErrorKind::UpstreamReset(ResetCause::of_hyper(&e)),
+            service,
+            format!("{addr}: {}", chain(&e)),
+        ),
     }
 }
+
+/// An error and its sources, as one line.
+fn chain(error: &hyper::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;

@@ -64,9 +64,12 @@ impl Default for PoolSettings {
 /// Why a request got no response.
 #[derive(Debug)]
 pub enum SendError {
-    /// No connection could be made; the request was not sent.
+    /// No TCP connection could be made (refused, timed out as
+    /// [`io::ErrorKind::TimedOut`], ...); the request was not sent.
     Connect(io::Error),
-    /// The connection failed while the request was in flight.
+    /// The HTTP handshake on a new connection failed; the request was not sent.
+    Handshake(hyper::Error),
+    /// The exchange failed after the request was handed to a connection.
     Reset(hyper::Error),
 }
 
@@ -184,7 +187,7 @@ impl Endpoint {
         let (mut sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
-            .map_err(SendError::Reset)?;
+            .map_err(SendError::Handshake)?;
         tokio::spawn(async move {
             if let Err(error) = conn.with_upgrades().await {
                 tracing::debug!(%error, "upstream http/1 connection ended");
@@ -274,7 +277,7 @@ impl Endpoint {
             .adaptive_window(true)
             .handshake(io)
             .await
-            .map_err(SendError::Reset)?;
+            .map_err(SendError::Handshake)?;
         tokio::spawn(async move {
             if let Err(error) = conn.await {
                 tracing::debug!(%error, "upstream http/2 connection ended");

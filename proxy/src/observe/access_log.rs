@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use crate::errors::ErrorKind;
 use crate::resilience::attempt::CallAttempts;
 
 /// Lines buffered between requests and the writer.
@@ -131,6 +132,8 @@ struct Line<'a> {
     outcome: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<&'a str>,
     duration_ms: f64,
     attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,14 +160,15 @@ impl AccessEntry {
     }
 
     /// Queues the line: `status` is the HTTP status sent, `code` and
-    /// `outcome` as in `levee_requests_total`, `error` the `x-levee-error`
-    /// cause when the proxy answered itself.
+    /// `outcome` as in `levee_requests_total`, `error` what went wrong when
+    /// the proxy answered itself (its `x-levee-error` value, and the typed
+    /// cause of an upstream failure).
     pub fn write(
         self,
         status: u16,
         code: &str,
         outcome: &str,
-        error: Option<&str>,
+        error: Option<ErrorKind>,
         elapsed: Duration,
     ) {
         let line = Line {
@@ -180,7 +184,8 @@ impl AccessEntry {
             status,
             code,
             outcome,
-            error,
+            error: error.map(|kind| kind.as_str()),
+            cause: error.and_then(|kind| kind.cause()),
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             attempts: self.attempts.count(),
             endpoint: self.attempts.last().map(|a| a.to_string()),
@@ -253,7 +258,7 @@ mod tests {
                 503,
                 "503",
                 "no-endpoints",
-                Some("no-endpoints"),
+                Some(ErrorKind::NoEndpoints),
                 Duration::from_millis(2),
             );
         let line = rx.recv().await.expect("a line");
@@ -266,6 +271,7 @@ mod tests {
         assert_eq!(json["outcome"], "no-endpoints");
         assert_eq!(json["status"], 503);
         assert_eq!(json["error"], "no-endpoints");
+        assert!(json.get("cause").is_none(), "not an upstream failure");
         assert_eq!(json["duration_ms"], 2.0);
         assert_eq!(json["attempts"], 0);
         assert!(json.get("endpoint").is_none(), "no attempt: no endpoint");
@@ -294,5 +300,18 @@ mod tests {
         assert!(json.get("error").is_none(), "the upstream answered");
         assert_eq!(json["attempts"], 2);
         assert_eq!(json["endpoint"], "10.0.0.2:80", "the last attempt's");
+
+        let refused = ErrorKind::UpstreamReset(crate::errors::ResetCause::RefusedStream);
+        log.entry("outbound", "pay", "default", &req).write(
+            502,
+            "502",
+            "upstream-reset",
+            Some(refused),
+            Duration::ZERO,
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&rx.recv().await.expect("a line")).expect("json line");
+        assert_eq!(json["error"], "upstream-reset");
+        assert_eq!(json["cause"], "refused-stream");
     }
 }

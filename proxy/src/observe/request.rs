@@ -6,6 +6,11 @@
 //! responses are recorded when the trailers pass by (or when the body ends or
 //! is dropped without any). Other responses are recorded at once, so plain
 //! HTTP pays no body wrapper.
+//!
+//! The outcome label is the one rule: an HTTP 5xx, or a gRPC status that
+//! [`GrpcStatus::is_failure`] calls a failure (garbage reads as UNKNOWN), or
+//! a gRPC stream that ended without any `grpc-status` is `failure`; any other
+//! answer is `success`; a proxy-made error is its `x-levee-error` cause.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -15,10 +20,11 @@ use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use levee_proto::policy::GrpcStatus;
 
 use super::access_log::AccessEntry;
 use crate::body::{BoxBody, BoxError};
-use crate::errors::{self, ProxyError};
+use crate::errors::{self, ErrorKind, ProxyError};
 use crate::metrics::{RequestMetrics, outcome};
 
 /// One request being observed.
@@ -45,16 +51,18 @@ impl Observation {
     pub fn error(self, err: &ProxyError) -> Response<BoxBody> {
         let response = errors::to_response(err, self.grpc);
         let status = response.status();
+        let grpc_code;
         let code = if self.grpc {
-            err.kind.grpc_status()
+            grpc_code = err.kind.grpc_status().code().to_string();
+            &grpc_code
         } else {
             status.as_str()
         };
-        tracing::debug!(error = %err, "proxy error");
+        tracing::debug!(error = %err, cause = err.kind.cause(), "proxy error");
         let elapsed = self.start.elapsed();
         let cause = err.kind.as_str();
         self.recorder(elapsed, status)
-            .with_error(cause)
+            .with_error(err)
             .record(code, cause);
         response
     }
@@ -64,9 +72,8 @@ impl Observation {
         let elapsed = self.start.elapsed();
         let status = response.status();
         if self.grpc {
-            if let Some(code) = grpc_status(response.headers()) {
-                self.recorder(elapsed, status)
-                    .record(code, grpc_outcome(code));
+            if let Some(grpc) = GrpcStatus::trailers_only(&response) {
+                self.recorder(elapsed, status).record_grpc(grpc);
                 return response;
             }
             let pending = Pending {
@@ -109,14 +116,23 @@ struct Recorder {
     elapsed: Duration,
     /// The HTTP status sent to the caller.
     status: StatusCode,
-    /// The `x-levee-error` cause, when the proxy answered itself.
-    error: Option<&'static str>,
+    /// What went wrong, when the proxy answered itself.
+    error: Option<ErrorKind>,
 }
 
 impl Recorder {
-    fn with_error(mut self, cause: &'static str) -> Self {
-        self.error = Some(cause);
+    fn with_error(mut self, err: &ProxyError) -> Self {
+        self.error = Some(err.kind);
         self
+    }
+
+    fn record_grpc(self, status: GrpcStatus) {
+        let outcome = if status.is_failure() {
+            outcome::FAILURE
+        } else {
+            outcome::SUCCESS
+        };
+        self.record(&status.code().to_string(), outcome);
     }
 
     fn record(self, code: &str, outcome: &'static str) {
@@ -128,18 +144,6 @@ impl Recorder {
     }
 }
 
-fn grpc_status(headers: &HeaderMap) -> Option<&str> {
-    headers.get("grpc-status").and_then(|v| v.to_str().ok())
-}
-
-/// Server-side gRPC failures; the other codes are answers (client errors included).
-fn grpc_outcome(code: &str) -> &'static str {
-    match code {
-        "2" | "4" | "13" | "14" | "15" => outcome::FAILURE,
-        _ => outcome::SUCCESS,
-    }
-}
-
 struct Pending {
     recorder: Recorder,
     http_status: StatusCode,
@@ -147,8 +151,8 @@ struct Pending {
 
 impl Pending {
     fn record_from(self, trailers: Option<&HeaderMap>) {
-        match trailers.and_then(grpc_status) {
-            Some(code) => self.recorder.record(code, grpc_outcome(code)),
+        match trailers.and_then(GrpcStatus::from_headers) {
+            Some(status) => self.recorder.record_grpc(status),
             // No status: the stream broke or the server is not speaking gRPC.
             None => self
                 .recorder
@@ -209,3 +213,6 @@ impl Body for GrpcStatusBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests;

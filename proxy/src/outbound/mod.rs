@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use levee_proto::policy::RouteRequest;
 
 use crate::body::{self, BoxBody, BoxError};
-use crate::errors::{self, ErrorKind, ProxyError};
+use crate::errors::{self, ErrorKind, ProxyError, ResetCause};
 use crate::forward::headers::is_upgrade;
 use crate::forward::{ConnectTimeout, Forwarder, uri};
 use crate::metrics::Direction;
@@ -190,6 +190,10 @@ impl Handler for Outbound {
 fn into_proxy_error(error: BoxError, service: &str) -> ProxyError {
     match error.downcast::<ProxyError>() {
         Ok(err) => *err,
-        Err(other) => ProxyError::new(ErrorKind::UpstreamReset, service, other.to_string()),
+        Err(other) => ProxyError::new(
+            ErrorKind::UpstreamReset(ResetCause::Other),
+            service,
+            other.to_string(),
+        ),
     }
 }

@@ -1,26 +1,27 @@
-//! What one attempt's outcome was, and whether a breaker counts it as a
-//! failure.
+//! What one attempt's outcome was, and whether a breaker or a retry
+//! condition counts it as a failure.
 //!
 //! Breakers (service and endpoint) and the retry layer see the same
 //! [`Outcome`]: a response head is classified by [`classify_response`]
-//! (HTTP status, or `grpc-status` in the headers of a trailers-only gRPC
-//! response), an error by [`classify_error`]. A caller that hung up is
-//! [`Outcome::Cancelled`] and never counts against the upstream.
+//! (HTTP status, or the [`GrpcStatus`] of a trailers-only gRPC response), an
+//! error by [`classify_error`] (its typed [`ErrorKind`], never its text). A
+//! caller that hung up is [`Outcome::Cancelled`] and never counts against
+//! the upstream.
 //!
-//! `failureOn` speaks HTTP (`5xx`, `gateway-error`, `"503"`, `reset`, ...).
-//! A gRPC status is counted through the HTTP status gRPC's own mapping
-//! gives it (UNAVAILABLE → 503, DEADLINE_EXCEEDED → 504 and `timeout`,
-//! INTERNAL/UNKNOWN/DATA_LOSS → 500, ...), as Envoy's outlier detection does;
-//! client-side codes (INVALID_ARGUMENT, NOT_FOUND, ...) map to 4xx and are
-//! therefore not failures unless listed.
+//! Conditions (`failureOn`, `retry.on`) speak HTTP (`5xx`, `gateway-error`,
+//! `"503"`, `reset`, ...). A gRPC status is counted through the HTTP status
+//! gRPC's own mapping gives it ([`GrpcStatus::http_status`]: UNAVAILABLE →
+//! 503, DEADLINE_EXCEEDED → 504 and `timeout`, ...), as Envoy's outlier
+//! detection does; so `5xx` matches exactly the statuses
+//! [`GrpcStatus::is_failure`] calls failures, and client-side codes
+//! (INVALID_ARGUMENT, NOT_FOUND, ...) are not failures unless listed.
+//! Errors are matched by [`error_matches`], the one table both the breaker
+//! and the retry conditions use.
 
 use http::Response;
-use http::header::HeaderName;
-use levee_proto::policy::FailureCondition;
+use levee_proto::policy::{FailureCondition, GrpcStatus};
 
-use crate::errors::{ErrorKind, ProxyError};
-
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+use crate::errors::{ErrorKind, Origin, ProxyError, ResetCause};
 
 /// The outcome of one attempt, as far as the response head (or the error) tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,8 +30,8 @@ pub enum Outcome {
     Success,
     /// A 4xx or 5xx response.
     HttpStatus(u16),
-    /// A non-OK `grpc-status` in the response headers (trailers-only response).
-    GrpcStatus(i32),
+    /// A non-OK status of a trailers-only gRPC response.
+    Grpc(GrpcStatus),
     /// No usable response: connect failure, reset, timeout, ...
     Error(ErrorKind),
     /// The caller went away before the outcome was known: never a failure.
@@ -45,7 +46,7 @@ impl Outcome {
     pub fn is_ignored(&self) -> bool {
         match *self {
             Outcome::Cancelled => true,
-            Outcome::Error(kind) => error_condition(kind).is_none(),
+            Outcome::Error(kind) => !about_upstream(kind),
             _ => false,
         }
     }
@@ -55,94 +56,69 @@ impl Outcome {
         match *self {
             Outcome::Success | Outcome::Cancelled => false,
             Outcome::HttpStatus(status) => failure_on.iter().any(|c| c.matches_status(status)),
-            Outcome::GrpcStatus(code) => {
-                let status = grpc_to_http(code);
-                failure_on.iter().any(|c| {
-                    c.matches_status(status)
-                        || (code == DEADLINE_EXCEEDED && *c == FailureCondition::Timeout)
-                })
-            }
-            Outcome::Error(kind) => {
-                let Some(own) = error_condition(kind) else {
-                    // Decided by this proxy (circuit open, rate limited, ...):
-                    // says nothing about the upstream.
-                    return false;
-                };
-                failure_on
-                    .iter()
-                    .any(|c| *c == own || *c == FailureCondition::ServerError)
-            }
+            Outcome::Grpc(status) => failure_on.iter().any(|c| grpc_matches(status, *c)),
+            Outcome::Error(kind) => failure_on.iter().any(|c| error_matches(kind, *c)),
         }
     }
 }
 
-const DEADLINE_EXCEEDED: i32 = 4;
+/// Whether an error tells something about the upstream. No endpoint to
+/// reach is, for the service, the same as none answering.
+fn about_upstream(kind: ErrorKind) -> bool {
+    kind.origin() == Origin::Upstream || kind == ErrorKind::NoEndpoints
+}
 
-/// The condition an error kind is, if it is an upstream failure at all.
-/// `5xx` also covers all of these, as in Envoy.
-fn error_condition(kind: ErrorKind) -> Option<FailureCondition> {
-    match kind {
-        // No endpoint to reach is, for the service, the same as none answering.
-        ErrorKind::UpstreamConnect | ErrorKind::NoEndpoints => {
-            Some(FailureCondition::ConnectFailure)
+/// Whether a non-OK gRPC status matches `condition`: through gRPC's HTTP
+/// mapping, and DEADLINE_EXCEEDED is also a `timeout`.
+fn grpc_matches(status: GrpcStatus, condition: FailureCondition) -> bool {
+    condition.matches_status(status.http_status())
+        || (status == GrpcStatus::DeadlineExceeded && condition == FailureCondition::Timeout)
+}
+
+/// Whether an error matches `condition`. `5xx` and `gateway-error` cover
+/// every upstream error (the proxy answers them with 502/504), as in Envoy;
+/// a refused stream is also a `reset`. The proxy's own refusals match
+/// nothing.
+pub fn error_matches(kind: ErrorKind, condition: FailureCondition) -> bool {
+    use FailureCondition as C;
+    if !about_upstream(kind) {
+        return false;
+    }
+    let own = match kind {
+        ErrorKind::UpstreamConnect(_) | ErrorKind::NoEndpoints => {
+            matches!(condition, C::ConnectFailure)
         }
-        ErrorKind::UpstreamReset => Some(FailureCondition::Reset),
-        ErrorKind::Timeout => Some(FailureCondition::Timeout),
+        ErrorKind::UpstreamReset(ResetCause::RefusedStream) => {
+            matches!(condition, C::RefusedStream | C::Reset)
+        }
+        ErrorKind::UpstreamReset(_) => condition == C::Reset,
+        ErrorKind::Timeout => condition == C::Timeout,
         ErrorKind::CircuitOpen
         | ErrorKind::RateLimited
         | ErrorKind::Overloaded
-        | ErrorKind::BadRequest => None,
-    }
-}
-
-/// The HTTP status gRPC's status mapping gives a code (as Envoy uses it).
-fn grpc_to_http(code: i32) -> u16 {
-    match code {
-        0 => 200,
-        1 => 499,          // CANCELLED
-        3 | 9 | 11 => 400, // INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE
-        4 => 504,          // DEADLINE_EXCEEDED
-        5 => 404,          // NOT_FOUND
-        6 | 10 => 409,     // ALREADY_EXISTS, ABORTED
-        7 => 403,          // PERMISSION_DENIED
-        8 => 429,          // RESOURCE_EXHAUSTED
-        12 => 501,         // UNIMPLEMENTED
-        14 => 503,         // UNAVAILABLE
-        16 => 401,         // UNAUTHENTICATED
-        _ => 500,          // UNKNOWN, INTERNAL, DATA_LOSS, unknown codes
-    }
+        | ErrorKind::BadRequest => false,
+    };
+    own || matches!(condition, C::ServerError | C::GatewayError)
 }
 
 /// Classifies a response head. gRPC failures that arrive in trailers after
 /// a body are not visible here; only trailers-only responses are.
 pub fn classify_response<B>(resp: &Response<B>) -> Outcome {
-    let status = resp.status().as_u16();
-    if let Some(code) = resp.headers().get(&GRPC_STATUS) {
-        let code = std::str::from_utf8(code.as_bytes())
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-            .unwrap_or(2); // unparsable → UNKNOWN
-        if status == 200 {
-            return if code == 0 {
-                Outcome::Success
-            } else {
-                Outcome::GrpcStatus(code)
-            };
-        }
-    }
-    if status >= 400 {
-        Outcome::HttpStatus(status)
-    } else {
-        Outcome::Success
+    match GrpcStatus::trailers_only(resp) {
+        Some(GrpcStatus::Ok) => Outcome::Success,
+        Some(status) => Outcome::Grpc(status),
+        None if resp.status().as_u16() >= 400 => Outcome::HttpStatus(resp.status().as_u16()),
+        None => Outcome::Success,
     }
 }
 
 /// Classifies an error returned instead of a response: a [`ProxyError`]
-/// says what it was; anything else is treated as a reset.
+/// says what it was; anything else (an error from outside the forwarder)
+/// is treated as a reset of unknown cause.
 pub fn classify_error(error: &(dyn std::error::Error + 'static)) -> Outcome {
     match error.downcast_ref::<ProxyError>() {
         Some(err) => Outcome::Error(err.kind),
-        None => Outcome::Error(ErrorKind::UpstreamReset),
+        None => Outcome::Error(ErrorKind::UpstreamReset(ResetCause::Other)),
     }
 }
 
@@ -151,6 +127,7 @@ mod tests {
     use levee_proto::policy::defaults::FAILURE_ON;
 
     use super::*;
+    use crate::errors::ConnectCause;
 
     fn response(status: u16, grpc: Option<&str>) -> Response<()> {
         let mut builder = Response::builder().status(status);
@@ -180,29 +157,42 @@ mod tests {
         assert!(Outcome::HttpStatus(502).is_failure(&[FailureCondition::GatewayError]));
     }
 
+    /// The breaker's default `failureOn` counts exactly the gRPC statuses
+    /// the one rule calls failures (the same as metrics and traces).
+    #[test]
+    fn grpc_failures_by_default_are_the_one_rule() {
+        for status in GrpcStatus::ALL {
+            let outcome = classify_response(&response(200, Some(&status.code().to_string())));
+            if status == GrpcStatus::Ok {
+                assert_eq!(outcome, Outcome::Success);
+                continue;
+            }
+            assert_eq!(outcome, Outcome::Grpc(status));
+            assert_eq!(
+                outcome.is_failure(&FAILURE_ON),
+                status.is_failure(),
+                "{status}"
+            );
+        }
+        assert!(
+            Outcome::Grpc(GrpcStatus::Unimplemented).is_failure(&FAILURE_ON),
+            "UNIMPLEMENTED maps to 501"
+        );
+    }
+
     #[test]
     fn grpc_trailers_only() {
-        assert_eq!(
-            classify_response(&response(200, Some("0"))),
-            Outcome::Success
-        );
         let unavailable = classify_response(&response(200, Some("14")));
-        assert_eq!(unavailable, Outcome::GrpcStatus(14));
-        assert!(unavailable.is_failure(&FAILURE_ON));
         assert!(unavailable.is_failure(&[FailureCondition::Status(503)]));
+        assert!(unavailable.is_failure(&[FailureCondition::GatewayError]));
         let deadline = classify_response(&response(200, Some("4")));
         assert!(deadline.is_failure(&[FailureCondition::Timeout]));
-        let not_found = classify_response(&response(200, Some("5")));
-        assert_eq!(not_found, Outcome::GrpcStatus(5));
-        assert!(!not_found.is_failure(&FAILURE_ON));
-        assert!(
-            Outcome::GrpcStatus(13).is_failure(&FAILURE_ON),
-            "INTERNAL is a 5xx"
-        );
+        let exhausted = classify_response(&response(200, Some("8")));
+        assert!(exhausted.is_failure(&[FailureCondition::Status(429)]));
         // Unparsable status: UNKNOWN, a failure.
         assert_eq!(
             classify_response(&response(200, Some("x"))),
-            Outcome::GrpcStatus(2)
+            Outcome::Grpc(GrpcStatus::Unknown)
         );
         // A gRPC call that got an HTTP error is classified by the HTTP status.
         assert_eq!(
@@ -211,31 +201,69 @@ mod tests {
         );
     }
 
+    /// Which conditions each error matches: the table breaker and retry share.
+    #[test]
+    fn error_condition_table() {
+        use FailureCondition as C;
+        let conditions = [
+            C::ConnectFailure,
+            C::RefusedStream,
+            C::Reset,
+            C::Timeout,
+            C::ServerError,
+            C::GatewayError,
+            C::Status(502),
+        ];
+        let refused = ErrorKind::UpstreamConnect(ConnectCause::Refused);
+        let connect_timeout = ErrorKind::UpstreamConnect(ConnectCause::TimedOut);
+        let refused_stream = ErrorKind::UpstreamReset(ResetCause::RefusedStream);
+        let closed = ErrorKind::UpstreamReset(ResetCause::Closed);
+        let cancel = ErrorKind::UpstreamReset(ResetCause::H2(h2::Reason::CANCEL));
+        let request_body = ErrorKind::UpstreamReset(ResetCause::RequestBody);
+        #[rustfmt::skip]
+        let table: [(ErrorKind, [bool; 7]); 11] = [
+            //                      connect refused reset  timeout 5xx   gateway "502"
+            (refused,               [true,  false, false, false, true,  true,  false]),
+            (connect_timeout,       [true,  false, false, false, true,  true,  false]),
+            (ErrorKind::NoEndpoints,[true,  false, false, false, true,  true,  false]),
+            (refused_stream,        [false, true,  true,  false, true,  true,  false]),
+            (closed,                [false, false, true,  false, true,  true,  false]),
+            (cancel,                [false, false, true,  false, true,  true,  false]),
+            (ErrorKind::Timeout,    [false, false, false, true,  true,  true,  false]),
+            (request_body,          [false; 7]),
+            (ErrorKind::CircuitOpen,[false; 7]),
+            (ErrorKind::RateLimited,[false; 7]),
+            (ErrorKind::Overloaded, [false; 7]),
+        ];
+        for (kind, expected) in table {
+            for (condition, want) in conditions.iter().zip(expected) {
+                assert_eq!(
+                    error_matches(kind, *condition),
+                    want,
+                    "{kind:?} {condition}"
+                );
+            }
+            assert_eq!(
+                Outcome::Error(kind).is_ignored(),
+                expected == [false; 7],
+                "{kind:?}"
+            );
+        }
+        assert!(!error_matches(ErrorKind::BadRequest, C::ServerError));
+    }
+
     #[test]
     fn errors_and_cancellation() {
-        let err = ProxyError::new(ErrorKind::UpstreamConnect, "s", "refused");
-        let outcome = classify_error(&err);
-        assert_eq!(outcome, Outcome::Error(ErrorKind::UpstreamConnect));
-        assert!(outcome.is_failure(&[FailureCondition::ConnectFailure]));
-        assert!(outcome.is_failure(&[FailureCondition::ServerError]));
-        assert!(!outcome.is_failure(&[FailureCondition::Timeout]));
+        let refused = ErrorKind::UpstreamConnect(ConnectCause::Refused);
+        let err = ProxyError::new(refused, "s", "refused");
+        assert_eq!(classify_error(&err), Outcome::Error(refused));
         let other = std::io::Error::other("boom");
         assert_eq!(
             classify_error(&other),
-            Outcome::Error(ErrorKind::UpstreamReset)
+            Outcome::Error(ErrorKind::UpstreamReset(ResetCause::Other))
         );
-        assert!(Outcome::Error(ErrorKind::Timeout).is_failure(&[FailureCondition::Timeout]));
-        for local in [
-            ErrorKind::CircuitOpen,
-            ErrorKind::RateLimited,
-            ErrorKind::Overloaded,
-        ] {
-            assert!(!Outcome::Error(local).is_failure(&FAILURE_ON), "{local}");
-        }
         assert!(!Outcome::Cancelled.is_failure(&FAILURE_ON));
         assert!(Outcome::Cancelled.is_ignored());
-        assert!(Outcome::Error(ErrorKind::Overloaded).is_ignored());
-        assert!(!Outcome::Error(ErrorKind::UpstreamReset).is_ignored());
         assert!(!Outcome::HttpStatus(503).is_ignored());
         assert!(!Outcome::Success.is_ignored());
     }

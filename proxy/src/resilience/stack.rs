@@ -27,7 +27,7 @@ use super::retry::RetryLayer;
 use super::route::RouteConfig;
 use super::timeout::RequestTimeoutLayer;
 use crate::body::{BoxBody, BoxError};
-use crate::errors::{ErrorKind, ProxyError};
+use crate::errors::{ConnectCause, ErrorKind, ProxyError};
 use crate::metrics::RequestMetrics;
 
 /// A route's stack with its type erased: sends one logical call.
@@ -132,7 +132,7 @@ where
 fn count_connect_timeout(error: BoxError, counter: &Counter) -> BoxError {
     if error
         .downcast_ref::<ProxyError>()
-        .is_some_and(|e| e.kind == ErrorKind::UpstreamConnect && e.detail.contains("timed out"))
+        .is_some_and(|e| e.kind == ErrorKind::UpstreamConnect(ConnectCause::TimedOut))
     {
         counter.inc();
     }

@@ -1,10 +1,19 @@
 //! The attributes a span gets and how it ends: the stable HTTP semantic
 //! conventions (`http.request.method`, `url.path`, `server.address`, ...),
 //! `error.type`, `levee.outcome` and the span status.
+//!
+//! Two rules meet here, on purpose. `levee.outcome` is the proxy's one
+//! rule, the same as the metrics' `outcome` label and the access log: HTTP
+//! 5xx, or a gRPC status [`GrpcStatus::is_failure`] calls a failure. The
+//! span *status* follows the OpenTelemetry semantic conventions instead,
+//! because trace backends read it that way: a CLIENT span is an error for
+//! any HTTP 4xx/5xx or non-OK gRPC status (the call did not do what the
+//! caller wanted), a SERVER span only when the outcome is a failure.
 
 use std::borrow::Cow;
 
 use http::{Method, Request, Response, Version};
+use levee_proto::policy::GrpcStatus;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanKind, SpanRef, Status};
 
@@ -44,25 +53,23 @@ pub(super) fn end_with_response<B>(span: &SpanRef<'_>, response: &Response<B>, k
     let status = response.status();
     let code = status.as_u16();
     span.set_attribute(KeyValue::new("http.response.status_code", i64::from(code)));
-    // Semantic conventions: 4xx is an error for a client, not for a server.
-    let mut failed =
-        status.is_server_error() || (kind == SpanKind::Client && status.is_client_error());
-    let mut failure = status.is_server_error();
-    let mut error_type = code.to_string();
-    let grpc = response
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i64>().ok());
-    if let Some(grpc) = grpc {
-        span.set_attribute(KeyValue::new("rpc.grpc.status_code", grpc));
-        if grpc != 0 {
-            failed = true;
-            // The server-side failures, as `levee_requests_total` counts them.
-            failure |= matches!(grpc, 2 | 4 | 13 | 14 | 15);
-            error_type = grpc.to_string();
+    let grpc = GrpcStatus::trailers_only(response);
+    let (failure, answered_ok, error_type) = match grpc {
+        Some(grpc) => {
+            span.set_attribute(KeyValue::new(
+                "rpc.grpc.status_code",
+                i64::from(grpc.code()),
+            ));
+            let ok = grpc == GrpcStatus::Ok;
+            (grpc.is_failure(), ok, grpc.code().to_string())
         }
-    }
+        None => (
+            status.is_server_error(),
+            !status.is_client_error() && !status.is_server_error(),
+            code.to_string(),
+        ),
+    };
+    let failed = failure || (kind == SpanKind::Client && !answered_ok);
     span.set_attribute(KeyValue::new(
         "levee.outcome",
         if failure { "failure" } else { "success" },
@@ -84,6 +91,9 @@ pub(super) fn end_with_error(span: &SpanRef<'_>, err: &ProxyError) {
         KeyValue::new("error.type", kind),
         KeyValue::new("levee.outcome", kind),
     ]);
+    if let Some(cause) = err.kind.cause() {
+        span.set_attribute(KeyValue::new("levee.error.cause", cause));
+    }
     span.set_status(Status::error(err.detail.clone()));
     span.end();
 }

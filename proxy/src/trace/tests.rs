@@ -11,7 +11,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Sampler, SpanData, SpanExporter};
 
 use super::*;
-use crate::errors::{ErrorKind, ProxyError};
+use crate::errors::{ConnectCause, ErrorKind, ProxyError};
 use crate::metrics::Metrics;
 use crate::resilience::attempt::CallAttempts;
 use crate::state::Snapshot;
@@ -97,7 +97,7 @@ async fn a_retried_call_has_one_logical_span_with_two_attempts() {
     let a1 = AttemptSpan::start(&mut first, "127.0.0.1:1".parse().expect("addr")).expect("traced");
     event(req.extensions(), SpanEvent::Timeout("per-try"));
     a1.error(&ProxyError::new(
-        ErrorKind::UpstreamConnect,
+        ErrorKind::UpstreamConnect(ConnectCause::Refused),
         "payments",
         "refused",
     ));
@@ -153,6 +153,10 @@ async fn a_retried_call_has_one_logical_span_with_two_attempts() {
     assert_eq!(
         attr(attempts[0], "error.type"),
         Some("upstream-connect".into())
+    );
+    assert_eq!(
+        attr(attempts[0], "levee.error.cause"),
+        Some("connect-refused".into())
     );
     assert_eq!(
         attr(attempts[0], "levee.endpoint"),
@@ -335,4 +339,38 @@ async fn a_trailers_only_grpc_error_fails_the_span() {
     assert_eq!(attr(&spans[0], "rpc.grpc.status_code"), Some(14.into()));
     assert_eq!(attr(&spans[0], "error.type"), Some("14".into()));
     assert_eq!(attr(&spans[0], "levee.outcome"), Some("failure".into()));
+}
+
+/// `levee.outcome` is the one rule for both span kinds; the span status is
+/// OpenTelemetry's: any non-OK code fails a CLIENT span, only failures a
+/// SERVER span.
+#[tokio::test]
+async fn grpc_outcome_is_the_one_rule_and_span_status_follows_the_span_kind() {
+    let (tracing, store, _) = tracing(Sampler::AlwaysOn);
+    let answer = |code: &'static str| {
+        Response::builder()
+            .header("grpc-status", code)
+            .body(())
+            .expect("response")
+    };
+    for code in ["5", "12"] {
+        let mut req = request(None);
+        Tracing::outbound(Some(&tracing), &mut req, "payments.default:8080")
+            .response(&answer(code));
+        let mut req = request(None);
+        Tracing::inbound(Some(&tracing), &mut req, "web").response(&answer(code));
+    }
+    let spans = spans(&tracing, &store).await;
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    for span in &spans {
+        let Some(Value::I64(code)) = attr(span, "rpc.grpc.status_code") else {
+            panic!("no grpc status: {span:#?}");
+        };
+        let failure = code == 12; // UNIMPLEMENTED; NOT_FOUND is an answer
+        let outcome = if failure { "failure" } else { "success" };
+        assert_eq!(attr(span, "levee.outcome"), Some(outcome.into()), "{code}");
+        let error_status = matches!(span.status, Status::Error { .. });
+        let want_error = failure || span.span_kind == SpanKind::Client;
+        assert_eq!(error_status, want_error, "{code} {:?}", span.span_kind);
+    }
 }

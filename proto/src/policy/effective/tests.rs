@@ -72,7 +72,7 @@ fn matching_route_overrides_only_what_it_sets() {
     );
     assert_eq!(e.retry.max_retries, 0);
     assert_eq!(e.retry.on.len(), 5, "inherited from the service");
-    assert_eq!(e.retry.grpc_on, vec![GrpcCode::Unavailable]);
+    assert_eq!(e.retry.grpc_on, vec![GrpcStatus::Unavailable]);
     assert_eq!(e.rate_limit.map(|r| r.burst), Some(50));
     assert_eq!(e.concurrency.map(|c| c.max_queued), Some(64));
     let b = e.circuit_breaker.expect("breaker");

@@ -1,7 +1,7 @@
 //! Tests of reading and printing whole files.
 
 use super::*;
-use crate::policy::{Document, Duration, FailureCondition, GrpcCode};
+use crate::policy::{Document, Duration, FailureCondition, GrpcStatus};
 
 /// The example of DESIGN.md §3.
 pub(crate) const DESIGN_EXAMPLE: &str = r#"
@@ -68,7 +68,7 @@ fn parses_the_design_example() {
         retry.on.as_deref().map(|on| on[4]),
         Some(FailureCondition::Status(503))
     );
-    assert_eq!(retry.grpc_on, Some(vec![GrpcCode::Unavailable]));
+    assert_eq!(retry.grpc_on, Some(vec![GrpcStatus::Unavailable]));
     assert_eq!(o.routes[0].name, "create-payment");
     assert_eq!(
         p.spec

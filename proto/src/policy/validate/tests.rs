@@ -379,6 +379,11 @@ fn retry_conditions_and_grpc_codes() {
         "not a gRPC status code name",
     );
     has(
+        &outbound_errors("{retry: {grpcOn: [unavailable, ok]}}"),
+        "spec.outbound.retry.grpcOn[1]",
+        "ok is a success",
+    );
+    has(
         &outbound_errors("{retry: {grpcOn: [unavailable, UNAVAILABLE]}}"),
         "spec.outbound.retry.grpcOn[1]",
         "listed twice",

@@ -116,7 +116,7 @@ async fn errors_count_and_state_survives_an_unchanged_config() {
     let failing =
         ServiceBreakerLayer::new(breaker.clone()).layer(service_fn(|_req: Request<()>| async {
             Err::<Response<()>, BoxError>(Box::new(ProxyError::new(
-                ErrorKind::UpstreamConnect,
+                ErrorKind::UpstreamConnect(crate::errors::ConnectCause::Refused),
                 "s",
                 "refused",
             )))
@@ -124,7 +124,10 @@ async fn errors_count_and_state_survives_an_unchanged_config() {
     for _ in 0..3 {
         let error = call(&failing).await.expect_err("connect failure");
         let error = error.downcast::<ProxyError>().expect("ProxyError");
-        assert_eq!(error.kind, ErrorKind::UpstreamConnect);
+        assert_eq!(
+            error.kind,
+            ErrorKind::UpstreamConnect(crate::errors::ConnectCause::Refused)
+        );
     }
     assert_eq!(breaker.state(), CircuitState::Open);
     breaker.update_config(&config());

@@ -72,7 +72,13 @@ async fn a_failed_probe_ejects_for_longer() {
     fail(&health, a, 3);
     tokio::time::advance(Duration::from_secs(1)).await;
     assert!(health.is_available(a));
-    attempt(&health, a, Outcome::Error(ErrorKind::UpstreamConnect));
+    attempt(
+        &health,
+        a,
+        Outcome::Error(ErrorKind::UpstreamConnect(
+            crate::errors::ConnectCause::Refused,
+        )),
+    );
     assert!(!health.is_available(a));
     tokio::time::advance(Duration::from_secs(1)).await;
     assert!(!health.is_available(a), "second ejection lasts ≥ 1.8s");

@@ -2,24 +2,28 @@
 //! applied to one attempt's result, the idempotency rule, and `Retry-After`.
 //!
 //! - Connect failures and refused streams never reached the application, so
-//!   they are retried whatever the method.
+//!   they are retried whatever the method ([`Retry::Safe`], read from the
+//!   error's typed cause).
 //! - Resets, per-try timeouts and error responses are retried only for
 //!   idempotent requests: GET, HEAD, OPTIONS, PUT, DELETE, TRACE, or any
 //!   request with an `Idempotency-Key` header, or all when
 //!   `retryNonIdempotent` is set.
-//! - gRPC: a `grpc-status` in the response head (a trailers-only response)
-//!   listed in `grpcOn` is retried; the operator opted the code in, as in
+//! - gRPC: the [`GrpcStatus`] of a trailers-only response listed in
+//!   `grpcOn` is retried; the operator opted the code in, as in
 //!   gRPC's own retry policy. A status in the trailers of a streamed response
 //!   is not: the response is already on its way to the caller.
-//! - `5xx` and `gateway-error` also cover connect failures, resets and
-//!   per-try timeouts (the proxy answers those with 502/504), as in Envoy.
+//! - Which error matches which condition is [`classify::error_matches`], the
+//!   table the breakers use too: `5xx` and `gateway-error` also cover connect
+//!   failures, resets and per-try timeouts (the proxy answers those with
+//!   502/504), as in Envoy, and a refused stream is also a `reset`.
 
 use std::time::Duration;
 
 use http::{HeaderMap, Method, Response};
-use levee_proto::policy::{FailureCondition, GrpcCode};
+use levee_proto::policy::{FailureCondition, GrpcStatus};
 
-use crate::errors::{ErrorKind, ProxyError};
+use crate::errors::{ErrorKind, ProxyError, ResetCause, Retry};
+use crate::resilience::classify;
 
 /// Why an attempt is retried: also the `reason` label of `levee_retries_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +33,7 @@ pub enum Reason {
     Reset,
     Timeout,
     Status(u16),
-    Grpc(GrpcCode),
+    Grpc(GrpcStatus),
 }
 
 impl Reason {
@@ -45,53 +49,40 @@ impl Reason {
             Reason::Grpc(code) => format!("grpc-{}", code.name()),
         }
     }
-
-    /// Whether the upstream may have acted on the request.
-    fn reached_upstream(self) -> bool {
-        !matches!(self, Reason::ConnectFailure | Reason::RefusedStream)
-    }
 }
 
 /// The retry conditions of one route.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conditions {
     pub on: Vec<FailureCondition>,
-    pub grpc_on: Vec<GrpcCode>,
+    pub grpc_on: Vec<GrpcStatus>,
     pub retry_non_idempotent: bool,
 }
 
 impl Conditions {
-    fn has(&self, c: FailureCondition) -> bool {
-        self.on.contains(&c)
-    }
-
-    /// Whether `5xx`/`gateway-error` (which cover proxy-made 502/504) are listed.
-    fn any_gateway(&self) -> bool {
-        self.has(FailureCondition::ServerError) || self.has(FailureCondition::GatewayError)
-    }
-
-    /// The reason to retry an attempt that failed with `err`, if any.
+    /// The reason to retry an attempt that failed with `err`, if any: a
+    /// listed condition matches it ([`classify::error_matches`]) and its
+    /// [`Retry`] allows this request.
     pub fn for_error(&self, err: &ProxyError, idempotent: bool) -> Option<Reason> {
         let reason = match err.kind {
-            ErrorKind::UpstreamConnect
-                if self.has(FailureCondition::ConnectFailure) || self.any_gateway() =>
-            {
-                Reason::ConnectFailure
-            }
-            ErrorKind::UpstreamReset
-                if is_refused_stream(err) && self.has(FailureCondition::RefusedStream) =>
-            {
-                Reason::RefusedStream
-            }
-            ErrorKind::UpstreamReset if self.has(FailureCondition::Reset) || self.any_gateway() => {
-                Reason::Reset
-            }
-            ErrorKind::Timeout if self.has(FailureCondition::Timeout) || self.any_gateway() => {
-                Reason::Timeout
-            }
+            ErrorKind::UpstreamConnect(_) => Reason::ConnectFailure,
+            ErrorKind::UpstreamReset(ResetCause::RefusedStream) => Reason::RefusedStream,
+            ErrorKind::UpstreamReset(_) => Reason::Reset,
+            ErrorKind::Timeout => Reason::Timeout,
             _ => return None,
         };
-        (idempotent || !reason.reached_upstream()).then_some(reason)
+        if !self
+            .on
+            .iter()
+            .any(|c| classify::error_matches(err.kind, *c))
+        {
+            return None;
+        }
+        match err.kind.retry() {
+            Retry::Safe => Some(reason),
+            Retry::IfIdempotent => idempotent.then_some(reason),
+            Retry::Never => None,
+        }
     }
 
     /// The reason to retry `response`, if any.
@@ -101,10 +92,11 @@ impl Conditions {
         idempotent: bool,
         grpc: bool,
     ) -> Option<Reason> {
-        if grpc && let Some(code) = grpc_status(response.headers()) {
-            return GrpcCode::from_code(code)
-                .filter(|c| self.grpc_on.contains(c))
-                .map(Reason::Grpc);
+        if grpc && let Some(status) = GrpcStatus::trailers_only(response) {
+            return self
+                .grpc_on
+                .contains(&status)
+                .then_some(Reason::Grpc(status));
         }
         let status = response.status().as_u16();
         let listed = self.on.iter().any(|c| c.matches_status(status));
@@ -125,23 +117,6 @@ impl Conditions {
                     | Method::TRACE
             )
     }
-}
-
-/// A `grpc-status` in a header map (the head of a trailers-only response).
-pub fn grpc_status(headers: &HeaderMap) -> Option<i32> {
-    headers
-        .get("grpc-status")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// HTTP/2 REFUSED_STREAM: the server did not process the stream.
-fn is_refused_stream(err: &ProxyError) -> bool {
-    let detail = err.detail.to_ascii_lowercase();
-    detail.contains("refused_stream") || detail.contains("refused stream")
 }
 
 /// The server's `Retry-After` on a 429 or 503, in delta-seconds form (an

@@ -205,7 +205,9 @@ async fn post_is_retried_only_with_an_idempotency_key() {
 async fn a_connect_failure_is_retried_whatever_the_method() {
     let metrics = Metrics::new();
     let upstream = Upstream::new(vec![
-        Step::Fail(ErrorKind::UpstreamConnect),
+        Step::Fail(ErrorKind::UpstreamConnect(
+            crate::errors::ConnectCause::Refused,
+        )),
         Step::Status(200, &[]),
     ]);
     let cfg = config(&["connect-failure", "refused-stream"], &[], 2, &metrics);

@@ -1,6 +1,7 @@
 use http::{HeaderValue, StatusCode};
 
 use super::*;
+use crate::errors::ConnectCause;
 
 fn conditions(on: &[&str], grpc_on: &[&str]) -> Conditions {
     Conditions {
@@ -10,9 +11,14 @@ fn conditions(on: &[&str], grpc_on: &[&str]) -> Conditions {
     }
 }
 
-fn error(kind: ErrorKind, detail: &str) -> ProxyError {
-    ProxyError::new(kind, "svc", detail)
+/// The detail text is deliberately misleading: only the typed kind counts.
+fn error(kind: ErrorKind) -> ProxyError {
+    ProxyError::new(kind, "svc", "stream error: REFUSED_STREAM, timed out")
 }
+
+const CONNECT: ErrorKind = ErrorKind::UpstreamConnect(ConnectCause::Refused);
+const REFUSED: ErrorKind = ErrorKind::UpstreamReset(ResetCause::RefusedStream);
+const CLOSED: ErrorKind = ErrorKind::UpstreamReset(ResetCause::Closed);
 
 fn response(status: u16, headers: &[(&'static str, &'static str)]) -> Response<()> {
     let mut r = Response::new(());
@@ -26,13 +32,20 @@ fn response(status: u16, headers: &[(&'static str, &'static str)]) -> Response<(
 #[test]
 fn the_defaults_retry_only_what_never_reached_the_upstream() {
     let c = conditions(&["connect-failure", "refused-stream"], &[]);
-    let connect = error(ErrorKind::UpstreamConnect, "refused");
-    assert_eq!(c.for_error(&connect, false), Some(Reason::ConnectFailure));
-    let refused = error(ErrorKind::UpstreamReset, "stream error: REFUSED_STREAM");
-    assert_eq!(c.for_error(&refused, false), Some(Reason::RefusedStream));
-    let reset = error(ErrorKind::UpstreamReset, "connection reset");
-    assert_eq!(c.for_error(&reset, true), None);
-    assert_eq!(c.for_error(&error(ErrorKind::Timeout, "t"), true), None);
+    assert_eq!(
+        c.for_error(&error(CONNECT), false),
+        Some(Reason::ConnectFailure)
+    );
+    let timed_out = error(ErrorKind::UpstreamConnect(ConnectCause::TimedOut));
+    assert_eq!(c.for_error(&timed_out, false), Some(Reason::ConnectFailure));
+    assert_eq!(
+        c.for_error(&error(REFUSED), false),
+        Some(Reason::RefusedStream)
+    );
+    assert_eq!(c.for_error(&error(CLOSED), true), None);
+    let cancel = error(ErrorKind::UpstreamReset(ResetCause::H2(h2::Reason::CANCEL)));
+    assert_eq!(c.for_error(&cancel, true), None);
+    assert_eq!(c.for_error(&error(ErrorKind::Timeout), true), None);
     assert_eq!(c.for_response(&response(503, &[]), true, false), None);
 }
 
@@ -49,17 +62,34 @@ fn statuses_resets_and_timeouts_need_an_idempotent_request() {
     );
     assert_eq!(c.for_response(&response(500, &[]), true, false), None);
     assert_eq!(c.for_response(&response(503, &[]), false, false), None);
-    let reset = error(ErrorKind::UpstreamReset, "reset");
+    let reset = error(CLOSED);
     assert_eq!(c.for_error(&reset, true), Some(Reason::Reset));
     assert_eq!(c.for_error(&reset, false), None);
     assert_eq!(
-        c.for_error(&error(ErrorKind::Timeout, "t"), true),
+        c.for_error(&error(ErrorKind::Timeout), true),
         Some(Reason::Timeout)
     );
+    for local in [
+        ErrorKind::CircuitOpen,
+        ErrorKind::Overloaded,
+        ErrorKind::NoEndpoints,
+    ] {
+        assert_eq!(c.for_error(&error(local), true), None, "{local:?}");
+    }
+}
+
+#[test]
+fn a_refused_stream_is_a_reset_that_any_method_may_retry() {
+    let c = conditions(&["reset"], &[]);
     assert_eq!(
-        c.for_error(&error(ErrorKind::CircuitOpen, "open"), true),
-        None
+        c.for_error(&error(REFUSED), false),
+        Some(Reason::RefusedStream)
     );
+    assert_eq!(c.for_error(&error(CLOSED), false), None);
+    // Not listed at all: no retry, however safe.
+    let none = conditions(&["timeout"], &[]);
+    assert_eq!(none.for_error(&error(REFUSED), false), None);
+    assert_eq!(none.for_error(&error(CONNECT), false), None);
 }
 
 #[test]
@@ -68,10 +98,10 @@ fn grpc_codes_come_from_a_trailers_only_head() {
     let unavailable = response(200, &[("grpc-status", "14")]);
     assert_eq!(
         c.for_response(&unavailable, false, true),
-        Some(Reason::Grpc(GrpcCode::Unavailable))
+        Some(Reason::Grpc(GrpcStatus::Unavailable))
     );
     assert_eq!(
-        Reason::Grpc(GrpcCode::Unavailable).label(),
+        Reason::Grpc(GrpcStatus::Unavailable).label(),
         "grpc-unavailable"
     );
     assert_eq!(
