@@ -14,6 +14,7 @@
 //! - `health`: per-endpoint breakers (outlier ejection) the balancer respects.
 //! - `ratelimit`: GCRA rate limits (outbound per service, inbound total or per client).
 //! - `concurrency`: the bulkhead (in-flight cap plus a bounded queue).
+//! - `reuse`: state kept across policy updates while its config is equal.
 //! - `route` / `service`: a route's compiled config; a service's state.
 //!
 //! [`Resilience`] keeps one [`ServiceState`] per target service, so budgets,
@@ -27,6 +28,7 @@ pub mod concurrency;
 pub mod health;
 pub mod ratelimit;
 pub mod retry;
+pub mod reuse;
 pub mod route;
 pub mod service;
 pub mod timeout;
