@@ -11,6 +11,8 @@
 //! are kept by [`Reuse`] while their config is unchanged: a used-up burst
 //! stays used up and calls holding bulkhead slots keep counting.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -19,7 +21,7 @@ use levee_proto::policy::{
     DEFAULT_ROUTE, EffectiveConcurrency, EffectiveInbound, EffectiveRateLimit, ServiceKey,
 };
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceBuilder};
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::body::{BoxBody, BoxError};
 use crate::metrics::Direction;
@@ -31,6 +33,10 @@ use crate::state::Shared;
 
 /// One policy version's inbound stack, its type erased.
 pub(crate) type InboundStack = BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, BoxError>;
+
+/// What [`InboundLimits::call`] returns.
+pub(crate) type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
 
 /// The stack of one policy version.
 struct Built {
@@ -95,6 +101,15 @@ where
         }
     }
 
+    /// Sends `req` through the current policy's stack.
+    ///
+    /// The future is boxed here, in a plain `fn` where its type is concrete:
+    /// awaiting the tower future directly in an `async fn` defeats rustc's
+    /// `Send` proof (rust-lang/rust#100013).
+    pub(crate) fn call(&self, req: Request<BoxBody>) -> ResponseFuture {
+        Box::pin(self.stack().oneshot(req))
+    }
+
     /// The stack for the current policy version, rebuilt when it moved on.
     pub(crate) fn stack(&self) -> InboundStack {
         let version = self.shared.snapshot.load().version;
@@ -125,9 +140,11 @@ where
     /// policy, no layers).
     fn build(&self, cfg: Option<EffectiveInbound>) -> InboundStack {
         let metrics = &self.shared.metrics;
-        let rate = self.rate.update(cfg.and_then(|c| c.rate_limit).as_ref(), |c| {
-            InboundRateLimit::new(c, &self.service, metrics)
-        });
+        let rate = self
+            .rate
+            .update(cfg.and_then(|c| c.rate_limit).as_ref(), |c| {
+                InboundRateLimit::new(c, &self.service, metrics)
+            });
         let bulkhead = self
             .bulkhead
             .update(cfg.and_then(|c| c.concurrency).as_ref(), |c| {
@@ -146,3 +163,6 @@ where
         BoxCloneSyncService::new(stack)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,9 +11,7 @@
 mod app;
 mod limits;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -91,21 +89,15 @@ impl Inbound {
 }
 
 impl Inbound {
-    /// Sends `req` through the current policy's stack to the app.
-    ///
-    /// The future is boxed here, in a plain `fn` where its type is concrete:
-    /// awaiting the tower future directly in the handler's `async fn` defeats
-    /// rustc's `Send` proof (rust-lang/rust#100013).
-    fn send(&self, req: Request<BoxBody>) -> AppFuture {
+    /// Sends `req` through the current policy's stack to the app (boxed
+    /// in a plain `fn`, as [`InboundLimits::call`] explains).
+    fn send(&self, req: Request<BoxBody>) -> limits::ResponseFuture {
         match &self.limits {
-            Some(limits) => Box::pin(limits.stack().oneshot(req)),
+            Some(limits) => limits.call(req),
             None => Box::pin(self.app.clone().oneshot(req)),
         }
     }
 }
-
-/// What [`Inbound::send`] returns.
-type AppFuture = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
 
 impl Handler for Inbound {
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<BoxBody> {
