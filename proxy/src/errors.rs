@@ -192,6 +192,20 @@ impl ProxyError {
         }
     }
 
+    /// A tower stack's error as the error the caller sees: every layer of
+    /// Levee's stacks returns a boxed `ProxyError`; anything else is the
+    /// upstream's connection failing in a way no layer named.
+    pub fn from_stack(error: crate::body::BoxError, service: &str) -> ProxyError {
+        match error.downcast::<ProxyError>() {
+            Ok(err) => *err,
+            Err(other) => ProxyError::new(
+                ErrorKind::UpstreamReset(ResetCause::Other),
+                service,
+                other.to_string(),
+            ),
+        }
+    }
+
     /// Adds a `Retry-After` hint.
     pub fn with_retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);

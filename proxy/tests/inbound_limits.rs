@@ -167,3 +167,97 @@ async fn per_client_rate_limit_keys_on_the_client_address() {
     );
     proxy.stop().await.expect("stop");
 }
+
+/// `levee_policy_version` as the admin endpoint shows it.
+async fn policy_version(proxy: &Proxy) -> u64 {
+    let metrics = admin_get(proxy.addrs.admin, "/metrics").await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("levee_policy_version "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Rewrites the proxy's policy file with `inbound` and waits until the
+/// proxy has loaded it.
+async fn update_policy(proxy: &Proxy, inbound: &str) {
+    let before = policy_version(proxy).await;
+    std::fs::write(proxy.policy_file(), inbound_policy(inbound)).expect("rewrite policy");
+    let deadline = Instant::now() + DEADLINE;
+    while policy_version(proxy).await <= before {
+        assert!(Instant::now() < deadline, "the new policy was never loaded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends requests until one is refused with 429; returns how many passed.
+async fn use_up_the_burst(addr: SocketAddr) -> u32 {
+    let mut admitted = 0;
+    loop {
+        match get(addr, "/").await.status() {
+            StatusCode::OK => admitted += 1,
+            StatusCode::TOO_MANY_REQUESTS => return admitted,
+            other => panic!("unexpected status {other}"),
+        }
+        assert!(admitted < 1000, "the rate limit never refused");
+    }
+}
+
+/// How many of `n` requests in a row pass.
+async fn admitted_of(addr: SocketAddr, n: u32) -> u32 {
+    let mut admitted = 0;
+    for _ in 0..n {
+        admitted += u32::from(get(addr, "/").await.status() == StatusCode::OK);
+    }
+    admitted
+}
+
+const BURST: u32 = 20;
+
+#[tokio::test]
+async fn a_policy_update_that_keeps_the_rate_limit_keeps_its_used_up_burst() {
+    let limit = format!("rateLimit: {{requestsPerSecond: 1, burst: {BURST}}}");
+    let proxy = inbound_proxy(&format!("{{{limit}}}")).await;
+    let admitted = use_up_the_burst(proxy.addrs.inbound).await;
+    assert!(admitted >= BURST, "admitted {admitted}");
+    let used_up = Instant::now();
+
+    // Only the request timeout changes.
+    update_policy(&proxy, &format!("{{{limit}, timeouts: {{request: 5s}}}}")).await;
+    let admitted = admitted_of(proxy.addrs.inbound, BURST).await;
+    // The limiter kept its state: only what refilled since (1 per second)
+    // passes, not a fresh burst.
+    let refilled = used_up.elapsed().as_secs() as u32 + 1;
+    assert!(
+        admitted <= refilled && admitted < BURST,
+        "admitted {admitted} of {BURST}, {refilled} refilled"
+    );
+    proxy.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_policy_update_that_changes_the_rate_limit_starts_a_fresh_burst() {
+    let proxy = inbound_proxy(&format!(
+        "{{rateLimit: {{requestsPerSecond: 1, burst: {BURST}}}}}"
+    ))
+    .await;
+    let admitted = use_up_the_burst(proxy.addrs.inbound).await;
+    assert!(admitted >= BURST, "admitted {admitted}");
+
+    let burst = BURST + 1;
+    update_policy(
+        &proxy,
+        &format!("{{rateLimit: {{requestsPerSecond: 1, burst: {burst}}}}}"),
+    )
+    .await;
+    let start = Instant::now();
+    let admitted = use_up_the_burst(proxy.addrs.inbound).await;
+    // A fresh bucket of the new size (the old one would pass about one a
+    // second), still limited (plus what refilled meanwhile).
+    let refilled = start.elapsed().as_secs() as u32 + 1;
+    assert!(
+        (burst..=burst + refilled).contains(&admitted),
+        "admitted {admitted}, burst {burst}, {refilled} refilled"
+    );
+    proxy.stop().await.expect("stop");
+}

@@ -1,156 +1,168 @@
-//! Inbound admission: the local service's `spec.inbound` (rate limit, in
-//! total or per client; concurrency; request timeout), compiled once per
-//! policy version. A policy update rebuilds only the parts whose config
-//! changed, so a limiter's state and the calls holding bulkhead slots
-//! survive updates that did not touch them.
+//! Inbound admission: the local service's `spec.inbound` as a tower stack of
+//! the same layers the outbound side uses, assembled once per policy
+//! version (not per request) and type-erased once.
 //!
-//! Order per request (DESIGN.md §2): rate limit (429) → bulkhead (503
-//! overloaded, queued wait included in the request timeout) → the app,
-//! bounded by the request timeout (504).
+//! Order, outermost first (DESIGN.md §2): rate limit, in total or per
+//! client ([`RateLimitLayer`], 429) → request timeout
+//! ([`RequestTimeoutLayer`], 504; the bulkhead's queued wait counts) →
+//! bulkhead ([`ConcurrencyLayer`], 503 overloaded) → the app.
+//!
+//! A policy update rebuilds the stack, but the rate limiter and the bulkhead
+//! are kept by [`Reuse`] while their config is unchanged: a used-up burst
+//! stays used up and calls holding bulkhead slots keep counting.
 
-use std::net::IpAddr;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use levee_proto::policy::{DEFAULT_ROUTE, EffectiveInbound, ServiceKey};
-use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::Instant;
+use http::{Request, Response};
+use levee_proto::policy::{
+    DEFAULT_ROUTE, EffectiveConcurrency, EffectiveInbound, EffectiveRateLimit, ServiceKey,
+};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
 
-use crate::errors::{ErrorKind, ProxyError};
+use crate::body::{BoxBody, BoxError};
 use crate::metrics::Direction;
-use crate::resilience::concurrency::Bulkhead;
-use crate::resilience::ratelimit::InboundRateLimit;
+use crate::resilience::concurrency::{Bulkhead, ConcurrencyLayer};
+use crate::resilience::ratelimit::{InboundRateLimit, RateLimitLayer};
+use crate::resilience::reuse::Reuse;
+use crate::resilience::timeout::RequestTimeoutLayer;
 use crate::state::Shared;
 
-/// The limits of one policy version.
-#[derive(Debug, Default)]
-struct Compiled {
-    /// The snapshot version these were built from.
+/// One policy version's inbound stack, its type erased.
+pub(crate) type InboundStack = BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, BoxError>;
+
+/// What [`InboundLimits::call`] returns.
+pub(crate) type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+
+/// The stack of one policy version.
+struct Built {
+    /// The snapshot version it was built from (0: nothing loaded yet).
     version: u64,
-    rate: Option<Arc<InboundRateLimit>>,
-    bulkhead: Option<Arc<Bulkhead>>,
-    timeout: Option<Duration>,
+    stack: InboundStack,
 }
 
-/// What an admitted request carries to the app.
-#[derive(Debug)]
-pub(crate) struct Admitted {
-    /// The bulkhead slot, held until the response head is back.
-    pub _permit: Option<OwnedSemaphorePermit>,
-    /// The deadline for the app's answer (the queued wait counts too).
-    pub deadline: Option<Instant>,
-    /// The configured request timeout, for the error message.
-    pub timeout: Option<Duration>,
-}
-
-/// The local service's inbound limits, following policy updates.
-#[derive(Debug)]
-pub(crate) struct InboundLimits {
+/// The local service's inbound limits in front of `A` (the app), following
+/// policy updates.
+pub(crate) struct InboundLimits<A> {
     shared: Arc<Shared>,
     /// The local service as policies target it (`None`: no policy applies).
     key: Option<ServiceKey>,
-    service: String,
-    current: ArcSwap<Compiled>,
+    /// The `service` label (`--service`).
+    service: Arc<str>,
+    /// Where every stack ends.
+    app: A,
+    rate: Reuse<EffectiveRateLimit, InboundRateLimit>,
+    bulkhead: Reuse<EffectiveConcurrency, Bulkhead>,
+    current: ArcSwap<Built>,
     /// Serialises rebuilds after a policy update.
     rebuild: Mutex<()>,
 }
 
-impl InboundLimits {
+impl<A> std::fmt::Debug for InboundLimits<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundLimits")
+            .field("service", &self.service)
+            .field("key", &self.key)
+            .field("version", &self.current.load().version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A> InboundLimits<A>
+where
+    A: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    A::Future: Send + 'static,
+{
     /// `service` is `--service`; `service_port` the port its policies target
-    /// (`--service-port`, else `--app-port`).
-    pub(crate) fn new(shared: Arc<Shared>, service: &str, service_port: u16) -> InboundLimits {
+    /// (`--service-port`, else `--app-port`); `app` the service requests
+    /// that pass end in.
+    pub(crate) fn new(shared: Arc<Shared>, service: &str, service_port: u16, app: A) -> Self {
         let key = ServiceKey::from_authority(service, &shared.namespace, service_port).ok();
         InboundLimits {
             shared,
             key,
-            service: service.to_owned(),
-            // Version 0 is "nothing loaded": compiled empty, rebuilt on the first install.
-            current: ArcSwap::from_pointee(Compiled::default()),
+            service: service.into(),
+            current: ArcSwap::from_pointee(Built {
+                version: 0,
+                stack: BoxCloneSyncService::new(app.clone()),
+            }),
+            app,
+            rate: Reuse::new(),
+            bulkhead: Reuse::new(),
             rebuild: Mutex::new(()),
         }
     }
 
-    /// Admits a request from `client` or returns the error to answer with.
-    pub(crate) async fn admit(&self, client: Option<IpAddr>) -> Result<Admitted, ProxyError> {
-        let limits = self.compiled();
-        let deadline = limits.timeout.map(|t| Instant::now() + t);
-        if let Some(rate) = &limits.rate {
-            rate.check(client)?;
-        }
-        let permit = match (&limits.bulkhead, deadline, limits.timeout) {
-            (Some(bulkhead), Some(deadline), Some(limit)) => Some(
-                tokio::time::timeout_at(deadline, bulkhead.acquire())
-                    .await
-                    .map_err(|_| self.timed_out(limit))??,
-            ),
-            (Some(bulkhead), _, _) => Some(bulkhead.acquire().await?),
-            (None, _, _) => None,
-        };
-        Ok(Admitted {
-            _permit: permit,
-            deadline,
-            timeout: limits.timeout,
-        })
+    /// Sends `req` through the current policy's stack.
+    ///
+    /// The future is boxed here, in a plain `fn` where its type is concrete:
+    /// awaiting the tower future directly in an `async fn` defeats rustc's
+    /// `Send` proof (rust-lang/rust#100013).
+    pub(crate) fn call(&self, req: Request<BoxBody>) -> ResponseFuture {
+        Box::pin(self.stack().oneshot(req))
     }
 
-    /// The `timeout` error of a request that waited `limit` in vain; counts
-    /// `levee_timeouts_total{kind="request"}`.
-    pub(crate) fn timed_out(&self, limit: Duration) -> ProxyError {
-        self.shared
-            .metrics
-            .timeouts(&self.service, DEFAULT_ROUTE, "request")
-            .inc();
-        ProxyError::new(
-            ErrorKind::Timeout,
-            &*self.service,
-            format!("inbound request timeout: no response within {limit:?}"),
-        )
-    }
-
-    /// The limits for the current policy version, rebuilt when it moved on.
-    fn compiled(&self) -> Arc<Compiled> {
+    /// The stack for the current policy version, rebuilt when it moved on.
+    pub(crate) fn stack(&self) -> InboundStack {
         let version = self.shared.snapshot.load().version;
-        let current = self.current.load_full();
+        let current = self.current.load();
         if current.version == version {
-            return current;
+            return current.stack.clone();
         }
         let _serialised = self.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = self.current.load_full();
         let snapshot = self.shared.snapshot.load_full();
+        let current = self.current.load();
         if current.version == snapshot.version {
-            return current;
+            return current.stack.clone();
         }
-        let cfg: Option<EffectiveInbound> = self
+        let cfg = self
             .key
             .as_ref()
             .and_then(|key| snapshot.policy_for(key))
             .map(|policy| policy.spec.inbound.effective());
-        let metrics = &self.shared.metrics;
-        let rate = cfg.and_then(|c| c.rate_limit).map(|want| {
-            match current.rate.as_ref().filter(|r| *r.config() == want) {
-                Some(same) => same.clone(),
-                None => Arc::new(InboundRateLimit::new(&want, &self.service, metrics)),
-            }
-        });
-        let bulkhead = cfg.and_then(|c| c.concurrency).map(|want| {
-            match current.bulkhead.as_ref().filter(|b| *b.config() == want) {
-                Some(same) => same.clone(),
-                None => Arc::new(Bulkhead::new(
-                    &want,
-                    Direction::Inbound,
-                    &self.service,
-                    metrics,
-                )),
-            }
-        });
-        let compiled = Arc::new(Compiled {
+        let stack = self.build(cfg);
+        self.current.store(Arc::new(Built {
             version: snapshot.version,
-            rate,
-            bulkhead,
-            timeout: cfg.and_then(|c| c.request_timeout).map(|d| d.get()),
+            stack: stack.clone(),
+        }));
+        stack
+    }
+
+    /// Assembles the layers `cfg` asks for around the app (`None`: no
+    /// policy, no layers).
+    fn build(&self, cfg: Option<EffectiveInbound>) -> InboundStack {
+        let metrics = &self.shared.metrics;
+        let rate = self
+            .rate
+            .update(cfg.and_then(|c| c.rate_limit).as_ref(), |c| {
+                InboundRateLimit::new(c, &self.service, metrics)
+            });
+        let bulkhead = self
+            .bulkhead
+            .update(cfg.and_then(|c| c.concurrency).as_ref(), |c| {
+                Bulkhead::new(c, Direction::Inbound, &self.service, metrics)
+            });
+        let timeout = cfg.and_then(|c| c.request_timeout).map(|limit| {
+            let fired = metrics.timeouts(&self.service, DEFAULT_ROUTE, "request");
+            RequestTimeoutLayer::new(Some(limit.get()), self.service.clone(), fired)
+                .without_caller_deadline()
         });
-        self.current.store(compiled.clone());
-        compiled
+        let stack = ServiceBuilder::new()
+            .option_layer(rate.map(RateLimitLayer::inbound))
+            .option_layer(timeout)
+            .option_layer(bulkhead.map(ConcurrencyLayer::new))
+            .service(self.app.clone());
+        BoxCloneSyncService::new(stack)
     }
 }
+
+#[cfg(test)]
+mod tests;

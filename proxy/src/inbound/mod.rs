@@ -3,10 +3,12 @@
 //! is `--service` (or `unknown`).
 //!
 //! Before a request reaches the app, `limits` applies the local service's
-//! `spec.inbound`: rate limit (429), concurrency (503 overloaded), request
-//! timeout (504). Per-client rate limits key on the peer address the
+//! `spec.inbound` with the outbound side's tower layers: rate limit (429),
+//! request timeout (504), concurrency (503 overloaded), ending in
+//! [`app::AppService`]. Per-client rate limits key on the peer address the
 //! listener records ([`crate::server::ClientAddr`]).
 
+mod app;
 mod limits;
 
 use std::net::SocketAddr;
@@ -16,28 +18,32 @@ use std::time::Instant;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use tower::ServiceExt;
+
 use crate::body::{self, BoxBody};
 use crate::errors::{self, ErrorKind, ProxyError};
 use crate::forward::Forwarder;
 use crate::metrics::{Direction, RequestMetrics};
 use crate::observe::Observation;
 use crate::observe::access_log::AccessLog;
-use crate::server::{ClientAddr, Handler};
+use crate::server::Handler;
 use crate::state::Shared;
 use crate::trace::Tracing;
 
-use self::limits::Admitted;
+use self::app::AppService;
+use self::limits::InboundLimits;
 
 /// Handles requests arriving on the inbound listener.
 pub struct Inbound {
-    forwarder: Arc<Forwarder>,
-    app: SocketAddr,
-    service: String,
+    /// Forwards to the local app: the end of every request's path.
+    app: AppService,
+    service: Arc<str>,
     /// Inbound has one service and (for now) one route: resolved once.
     metrics: RequestMetrics,
     access_log: Option<AccessLog>,
-    /// `spec.inbound` of the local service; `None` until [`Inbound::with_policy`].
-    limits: Option<limits::InboundLimits>,
+    /// `spec.inbound` of the local service in front of the app; `None`
+    /// until [`Inbound::with_policy`].
+    limits: Option<InboundLimits<AppService>>,
     /// SERVER spans of inbound calls (`None`: tracing off).
     tracing: Option<Tracing>,
 }
@@ -51,9 +57,9 @@ impl Inbound {
         access_log: Option<AccessLog>,
     ) -> Self {
         let handle = metrics.requests(Direction::Inbound, &service, "default");
+        let service: Arc<str> = service.into();
         Inbound {
-            forwarder,
-            app,
+            app: AppService::new(forwarder, app, service.clone()),
             service,
             metrics: handle,
             access_log,
@@ -72,12 +78,24 @@ impl Inbound {
     /// the policy of `service.namespace:service_port`, where `service_port`
     /// is the port callers use (`--service-port`, else `--app-port`).
     pub fn with_policy(mut self, shared: Arc<Shared>, service_port: u16) -> Self {
-        self.limits = Some(limits::InboundLimits::new(
+        self.limits = Some(InboundLimits::new(
             shared,
             &self.service,
             service_port,
+            self.app.clone(),
         ));
         self
+    }
+}
+
+impl Inbound {
+    /// Sends `req` through the current policy's stack to the app (boxed
+    /// in a plain `fn`, as [`InboundLimits::call`] explains).
+    fn send(&self, req: Request<BoxBody>) -> limits::ResponseFuture {
+        match &self.limits {
+            Some(limits) => limits.call(req),
+            None => Box::pin(self.app.clone().oneshot(req)),
+        }
     }
 }
 
@@ -104,41 +122,14 @@ impl Handler for Inbound {
             span.error(&err);
             return observation.error(&err);
         }
-        let admitted = match &self.limits {
-            Some(limits) => {
-                let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
-                match limits.admit(client).await {
-                    Ok(admitted) => Some(admitted),
-                    Err(err) => {
-                        span.error(&err);
-                        return observation.error(&err);
-                    }
-                }
-            }
-            None => None,
-        };
-        if let Some(entry) = &observation.access {
-            entry.attempt(self.app);
+        if let Some(entry) = observation.access.as_mut() {
+            entry.track(&mut req);
         }
-        let forward = self
-            .forwarder
-            .forward(req.map(body::incoming), self.app, &self.service);
-        let result = match (&self.limits, admitted.as_ref()) {
-            (
-                Some(limits),
-                Some(Admitted {
-                    deadline: Some(deadline),
-                    timeout: Some(limit),
-                    ..
-                }),
-            ) => match tokio::time::timeout_at(*deadline, forward).await {
-                Ok(result) => result,
-                Err(_) => Err(limits.timed_out(*limit)),
-            },
-            _ => forward.await,
-        };
-        // The bulkhead slot is held until the response head is back.
-        drop(admitted);
+        let req = req.map(body::incoming);
+        let result = self
+            .send(req)
+            .await
+            .map_err(|e| ProxyError::from_stack(e, &self.service));
         span.finish(&result);
         match result {
             Ok(response) => observation.response(response),

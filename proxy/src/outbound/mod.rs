@@ -24,8 +24,8 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use levee_proto::policy::RouteRequest;
 
-use crate::body::{self, BoxBody, BoxError};
-use crate::errors::{self, ErrorKind, ProxyError, ResetCause};
+use crate::body::{self, BoxBody};
+use crate::errors::{self, ErrorKind, ProxyError};
 use crate::forward::headers::is_upgrade;
 use crate::forward::{ConnectTimeout, Forwarder, uri};
 use crate::metrics::Direction;
@@ -109,7 +109,7 @@ async fn request(
     let response = route
         .call(req)
         .await
-        .map_err(|e| into_proxy_error(e, service))?;
+        .map_err(|e| ProxyError::from_stack(e, service))?;
     if !explicit_policy {
         return Ok(response);
     }
@@ -183,17 +183,5 @@ impl Handler for Outbound {
             Ok(response) => observation.response(response),
             Err(err) => observation.error(&err),
         }
-    }
-}
-
-/// The stack's error as the [`ProxyError`] the caller sees.
-fn into_proxy_error(error: BoxError, service: &str) -> ProxyError {
-    match error.downcast::<ProxyError>() {
-        Ok(err) => *err,
-        Err(other) => ProxyError::new(
-            ErrorKind::UpstreamReset(ResetCause::Other),
-            service,
-            other.to_string(),
-        ),
     }
 }

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
-use levee_proto::policy::{OutboundPolicy, ResiliencePolicy, Route, RouteRequest};
+use levee_proto::policy::{
+    EffectiveConcurrency, EffectiveRateLimit, OutboundPolicy, ResiliencePolicy, Route, RouteRequest,
+};
 use tower::Service;
 
 use super::balance::{Balancer, EndpointGate, Pass};
@@ -25,6 +27,7 @@ use super::concurrency::Bulkhead;
 use super::health::EndpointHealth;
 use super::ratelimit::{RateLimitLayer, RateLimiter};
 use super::retry::RetryBudget;
+use super::reuse::Reuse;
 use super::route::{RouteConfig, budget_settings};
 use super::stack::{RouteStack, ServiceLayers, StackBuilder};
 use crate::body::{BoxBody, BoxError};
@@ -64,8 +67,8 @@ impl RouteTable {
 struct ServiceWide {
     breaker: Option<Arc<ServiceBreaker>>,
     /// The outbound rate limit: limiter state and its layer (resolved metric handles).
-    rate_limit: Option<(Arc<RateLimiter>, RateLimitLayer)>,
-    bulkhead: Option<Arc<Bulkhead>>,
+    rate_limit: Reuse<EffectiveRateLimit, (Arc<RateLimiter>, RateLimitLayer)>,
+    bulkhead: Reuse<EffectiveConcurrency, Bulkhead>,
 }
 
 /// Everything resilience keeps per target service.
@@ -164,15 +167,15 @@ impl Destination {
 
     /// The bulkhead, if the policy has a concurrency limit.
     pub fn bulkhead(&self) -> Option<Arc<Bulkhead>> {
-        self.service_wide().bulkhead.clone()
+        self.service_wide().bulkhead.get()
     }
 
     /// The outbound rate limiter, if the policy has one.
     pub fn rate_limiter(&self) -> Option<Arc<RateLimiter>> {
         self.service_wide()
             .rate_limit
-            .as_ref()
-            .map(|(limiter, _)| limiter.clone())
+            .get()
+            .map(|pair| pair.0.clone())
     }
 
     fn service_wide(&self) -> MutexGuard<'_, ServiceWide> {
@@ -251,9 +254,9 @@ impl Compiler<'_> {
         update_service_wide(label, metrics, health, service_wide, &default);
         let layers = ServiceLayers {
             label: label.clone(),
-            rate_limit: service_wide.rate_limit.as_ref().map(|(_, l)| l.clone()),
+            rate_limit: service_wide.rate_limit.get().map(|pair| pair.1.clone()),
             breaker: service_wide.breaker.clone(),
-            bulkhead: service_wide.bulkhead.clone(),
+            bulkhead: service_wide.bulkhead.get(),
             balancer: balancer.clone(),
         };
         let route = |r: Option<&Route>| {
@@ -295,25 +298,18 @@ fn update_service_wide(
     effective: &levee_proto::policy::EffectiveOutbound,
 ) {
     health.update_config(effective.circuit_breaker.as_ref());
-    service_wide.bulkhead = match (&effective.concurrency, service_wide.bulkhead.take()) {
-        (None, _) => None,
-        (Some(cfg), Some(current)) if current.config() == cfg => Some(current),
-        (Some(cfg), _) => Some(Arc::new(Bulkhead::new(
-            cfg,
-            Direction::Outbound,
-            label,
-            metrics,
-        ))),
-    };
-    service_wide.rate_limit = match (&effective.rate_limit, service_wide.rate_limit.take()) {
-        (None, _) => None,
-        (Some(cfg), Some(current)) if current.0.config() == cfg => Some(current),
-        (Some(cfg), _) => {
+    service_wide
+        .bulkhead
+        .update(effective.concurrency.as_ref(), |cfg| {
+            Bulkhead::new(cfg, Direction::Outbound, label, metrics)
+        });
+    service_wide
+        .rate_limit
+        .update(effective.rate_limit.as_ref(), |cfg| {
             let limiter = Arc::new(RateLimiter::new(cfg));
             let layer = RateLimitLayer::new(limiter.clone(), label, metrics);
-            Some((limiter, layer))
-        }
-    };
+            (limiter, layer)
+        });
     service_wide.breaker = match (&effective.circuit_breaker, service_wide.breaker.take()) {
         (None, _) => None,
         (Some(cfg), Some(breaker)) => {

@@ -19,6 +19,7 @@
 //! - `concurrency`: the bulkhead (in-flight cap plus a bounded queue).
 //! - `route`: a route's compiled config; `stack`: its ready-built stack.
 //! - `destination`: one target service's state and its compiled route table.
+//! - `reuse`: state kept across policy updates while its config is equal.
 //!
 //! One [`Destination`] per target service (the outbound side keeps the
 //! table), so budgets, breakers and load estimates outlive requests and
@@ -33,6 +34,7 @@ pub mod destination;
 pub mod health;
 pub mod ratelimit;
 pub mod retry;
+pub mod reuse;
 pub mod route;
 pub mod stack;
 pub mod timeout;

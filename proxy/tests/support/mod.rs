@@ -32,6 +32,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// The policy file the proxy watches (rewrite it to update the policy).
+    pub fn policy_file(&self) -> std::path::PathBuf {
+        self._dir.path().join("policy.yaml")
+    }
+
     /// Cancels and waits for `run` to return.
     pub async fn stop(self) -> Result<(), BoxError> {
         self.shutdown.cancel();

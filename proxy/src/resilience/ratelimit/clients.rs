@@ -157,11 +157,6 @@ impl InboundRateLimit {
         }
     }
 
-    /// The config this limit enforces (to keep it across unchanged updates).
-    pub fn config(&self) -> &EffectiveRateLimit {
-        &self.cfg
-    }
-
     /// Admits one request from `client` (`None`: unknown, counted as one
     /// shared client), or returns the `429 rate-limited` error.
     pub fn check(&self, client: Option<IpAddr>) -> Result<(), ProxyError> {

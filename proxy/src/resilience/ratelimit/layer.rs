@@ -1,45 +1,88 @@
-//! [`RateLimitLayer`] and its [`RateLimitService`]: the outbound per-service
-//! rate limit, outermost after telemetry, so a rejected call costs nothing.
+//! [`RateLimitLayer`] and its [`RateLimitService`]: a rate limit as tower
+//! middleware, outermost after telemetry, so a rejected call costs nothing.
+//!
+//! The layer applies any [`Limit`]: outbound the per-service bucket
+//! ([`RateLimitLayer::new`]), inbound the local service's limit in total or
+//! per client ([`RateLimitLayer::inbound`]). The client is the peer address
+//! the listener records in the request ([`ClientAddr`]).
 
+use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::Request;
 use prometheus_client::metrics::counter::Counter;
 use tower::{BoxError, Layer, Service};
 
-use super::RateLimiter;
 use super::future::ResponseFuture;
+use super::{InboundRateLimit, RateLimiter};
 use crate::errors::{ErrorKind, ProxyError};
 use crate::metrics::{Direction, Metrics};
+use crate::server::ClientAddr;
 
-/// What a rejection needs, resolved once per service.
-#[derive(Clone, Debug)]
-struct Rejection {
+/// Decides whether one request passes: `Err` is the `429 rate-limited`
+/// error to answer with (the limit counts its own rejections).
+pub trait Limit: fmt::Debug + Send + Sync + 'static {
+    /// `client`: the caller's address, when the listener recorded one.
+    fn check(&self, client: Option<IpAddr>) -> Result<(), ProxyError>;
+}
+
+/// The outbound limit: one bucket for every call to a service.
+#[derive(Debug)]
+struct ServiceLimit {
+    limiter: Arc<RateLimiter>,
     service: Arc<str>,
     /// `levee_rejected_total{direction="outbound",reason="rate-limited"}`.
     rejected: Counter,
 }
 
-/// Applies one service's [`RateLimiter`] to every call.
+impl Limit for ServiceLimit {
+    fn check(&self, _client: Option<IpAddr>) -> Result<(), ProxyError> {
+        self.limiter.check().map_err(|quota| {
+            self.rejected.inc();
+            ProxyError::new(
+                ErrorKind::RateLimited,
+                &*self.service,
+                format!("over the rate limit of {} requests per second", quota.limit),
+            )
+            .with_retry_after(quota.reset)
+            .with_quota(quota)
+        })
+    }
+}
+
+impl Limit for InboundRateLimit {
+    fn check(&self, client: Option<IpAddr>) -> Result<(), ProxyError> {
+        InboundRateLimit::check(self, client)
+    }
+}
+
+/// Applies one [`Limit`] to every call.
 #[derive(Clone, Debug)]
 pub struct RateLimitLayer {
-    limiter: Arc<RateLimiter>,
-    rejection: Rejection,
+    limit: Arc<dyn Limit>,
 }
 
 impl RateLimitLayer {
+    /// The outbound limit of `service`: `limiter` for every call.
     pub fn new(limiter: Arc<RateLimiter>, service: &str, metrics: &Metrics) -> Self {
         RateLimitLayer {
-            limiter,
-            rejection: Rejection {
+            limit: Arc::new(ServiceLimit {
+                limiter,
                 service: service.into(),
                 rejected: metrics.rejected(
                     Direction::Outbound,
                     service,
                     ErrorKind::RateLimited.as_str(),
                 ),
-            },
+            }),
         }
+    }
+
+    /// The inbound limit of the local service (in total or per client).
+    pub fn inbound(limit: Arc<InboundRateLimit>) -> Self {
+        RateLimitLayer { limit }
     }
 }
 
@@ -49,8 +92,7 @@ impl<S> Layer<S> for RateLimitLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RateLimitService {
             inner,
-            limiter: self.limiter.clone(),
-            rejection: self.rejection.clone(),
+            limit: self.limit.clone(),
         }
     }
 }
@@ -59,13 +101,12 @@ impl<S> Layer<S> for RateLimitLayer {
 #[derive(Clone, Debug)]
 pub struct RateLimitService<S> {
     inner: S,
-    limiter: Arc<RateLimiter>,
-    rejection: Rejection,
+    limit: Arc<dyn Limit>,
 }
 
-impl<S, Req> Service<Req> for RateLimitService<S>
+impl<S, B> Service<Request<B>> for RateLimitService<S>
 where
-    S: Service<Req>,
+    S: Service<Request<B>>,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
@@ -76,20 +117,11 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
-        match self.limiter.check() {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+        match self.limit.check(client) {
             Ok(()) => ResponseFuture::called(self.inner.call(req)),
-            Err(quota) => {
-                self.rejection.rejected.inc();
-                let error = ProxyError::new(
-                    ErrorKind::RateLimited,
-                    &*self.rejection.service,
-                    format!("over the rate limit of {} requests per second", quota.limit),
-                )
-                .with_retry_after(quota.reset)
-                .with_quota(quota);
-                ResponseFuture::rejected(error)
-            }
+            Err(error) => ResponseFuture::rejected(error),
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Rate limits: [`RateLimiter`] (one GCRA bucket), the outbound per-service
-//! [`RateLimitLayer`], and the inbound [`InboundRateLimit`] (in total, or per
-//! client in a bounded table).
+//! Rate limits: [`RateLimiter`] (one GCRA bucket), the inbound
+//! [`InboundRateLimit`] (in total, or per client in a bounded table), and
+//! [`RateLimitLayer`], the tower middleware that applies either: outbound
+//! one bucket per target service, inbound the local service's limit.
 //!
 //! A rejected request gets `429 rate-limited` (gRPC RESOURCE_EXHAUSTED) with
 //! `Retry-After` (when the next request would pass, rounded up to seconds)
@@ -16,7 +17,7 @@ mod layer;
 pub use clients::{ClientTable, InboundRateLimit, MAX_CLIENTS};
 pub use future::ResponseFuture;
 pub use gcra::RateLimiter;
-pub use layer::{RateLimitLayer, RateLimitService};
+pub use layer::{Limit, RateLimitLayer, RateLimitService};
 
 #[cfg(test)]
 mod tests;

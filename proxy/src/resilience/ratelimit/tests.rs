@@ -146,3 +146,34 @@ async fn outbound_admissions_match_rate_times_time_plus_burst() {
     }
     assert!((509..=511).contains(&admitted), "admitted {admitted}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_inbound_layer_keys_per_client_limits_on_the_client_address() {
+    let metrics = Metrics::new();
+    let limit = Arc::new(InboundRateLimit::new(&cfg(1, 2, true), "app", &metrics));
+    let svc = RateLimitLayer::inbound(limit).layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, BoxError>(Response::new(()))
+    }));
+    let from = |n: u32| {
+        let mut req = Request::new(());
+        req.extensions_mut()
+            .insert(crate::server::ClientAddr((ip(n), 40_000).into()));
+        req
+    };
+    for _ in 0..2 {
+        svc.clone().oneshot(from(1)).await.expect("own burst");
+    }
+    let error = svc.clone().oneshot(from(1)).await.expect_err("limited");
+    let error = error.downcast::<ProxyError>().expect("ProxyError");
+    assert_eq!(error.kind, ErrorKind::RateLimited);
+    assert!(error.detail.contains("per-client"), "{}", error.detail);
+    // Another client has its own bucket.
+    svc.clone().oneshot(from(2)).await.expect("other client");
+    let text = metrics.encode();
+    assert!(
+        text.contains(
+            r#"levee_rejected_total{direction="inbound",service="app",reason="rate-limited"} 1"#
+        ),
+        "{text}"
+    );
+}

@@ -15,6 +15,7 @@ pub struct RequestTimeoutLayer {
     timeout: Option<Duration>,
     service: Arc<str>,
     fired: Counter,
+    caller_deadline: bool,
 }
 
 impl RequestTimeoutLayer {
@@ -23,7 +24,16 @@ impl RequestTimeoutLayer {
             timeout,
             service,
             fired,
+            caller_deadline: true,
         }
+    }
+
+    /// Only the policy's timeout counts: a caller's `grpc-timeout` neither
+    /// shortens the deadline nor sets one (the inbound side, whose app
+    /// reads that header itself).
+    pub fn without_caller_deadline(mut self) -> Self {
+        self.caller_deadline = false;
+        self
     }
 }
 
@@ -31,11 +41,13 @@ impl<S> Layer<S> for RequestTimeoutLayer {
     type Service = RequestTimeout<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestTimeout::new(
+        let mut service = RequestTimeout::new(
             inner,
             self.timeout,
             self.service.clone(),
             self.fired.clone(),
-        )
+        );
+        service.caller_deadline = self.caller_deadline;
+        service
     }
 }

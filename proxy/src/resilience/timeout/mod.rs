@@ -10,6 +10,11 @@
 //! deadline bounds the wait for the response head; a response that has
 //! started streaming is not cut (the upstream got the remaining time as its
 //! own `grpc-timeout`).
+//!
+//! The inbound side uses the same layer for `spec.inbound.timeouts.request`,
+//! without the caller's `grpc-timeout`
+//! ([`RequestTimeoutLayer::without_caller_deadline`]): the local app reads
+//! that header itself, and the proxy answers 504 only for its own policy.
 
 mod error;
 mod future;
@@ -51,6 +56,8 @@ pub struct RequestTimeout<S> {
     service: Arc<str>,
     /// `levee_timeouts_total{kind="request"}` of the route.
     fired: Counter,
+    /// Whether a sooner `grpc-timeout` from the caller shortens the deadline.
+    caller_deadline: bool,
 }
 
 impl<S> RequestTimeout<S> {
@@ -60,6 +67,7 @@ impl<S> RequestTimeout<S> {
             timeout,
             service,
             fired,
+            caller_deadline: true,
         }
     }
 }
@@ -78,7 +86,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let caller = req.headers().get(grpc::GRPC_TIMEOUT).and_then(grpc::parse);
+        let caller = if self.caller_deadline {
+            req.headers().get(grpc::GRPC_TIMEOUT).and_then(grpc::parse)
+        } else {
+            None
+        };
         let budget = match (self.timeout, caller) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -96,3 +96,26 @@ async fn no_timeout_means_no_deadline() {
         "None"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn without_the_caller_deadline_only_the_policy_timeout_counts() {
+    let counter = Counter::default();
+    let layer = layer(Some(Duration::from_secs(2)), &counter).without_caller_deadline();
+    let svc = tower::Layer::layer(&layer, slow(Duration::from_millis(500)));
+    let req = Request::builder()
+        .header("grpc-timeout", "100m")
+        .body(())
+        .expect("request");
+    // The caller's 100 ms neither shortens the deadline nor ends the call.
+    assert_eq!(svc.oneshot(req).await.expect("ok").body(), "Some(2000)");
+    assert_eq!(counter.get(), 0);
+
+    let layer = RequestTimeoutLayer::new(None, "svc.ns:80".into(), counter.clone())
+        .without_caller_deadline();
+    let svc = tower::Layer::layer(&layer, slow(Duration::from_millis(500)));
+    let req = Request::builder()
+        .header("grpc-timeout", "100m")
+        .body(())
+        .expect("request");
+    assert_eq!(svc.oneshot(req).await.expect("ok").body(), "None");
+}
