@@ -73,7 +73,7 @@ pub fn nginx(prefix: &Path, listen: SocketAddr, upstream: SocketAddr) -> String 
 /// Levee's policy file when the service's endpoints are `addresses` and
 /// nothing else is configured.
 pub fn levee_endpoints(addresses: &[SocketAddr]) -> String {
-    yaml::endpoints(SERVICE, SERVICE_PORT, addresses)
+    yaml::documents(&[yaml::endpoints(SERVICE, SERVICE_PORT, addresses)])
 }
 
 /// The full resilience policy of DESIGN.md §3 on the service: timeouts, a
@@ -102,7 +102,7 @@ pub fn levee_full_policy(addresses: &[SocketAddr]) -> String {
                 \x20   timeouts: {request: 10s}\n";
     yaml::documents(&[
         yaml::policy(SERVICE, SERVICE_PORT, spec),
-        levee_endpoints(addresses),
+        yaml::endpoints(SERVICE, SERVICE_PORT, addresses),
     ])
 }
 
@@ -165,7 +165,7 @@ pub fn levee_fault_policy(addresses: &[SocketAddr]) -> String {
     );
     yaml::documents(&[
         yaml::policy(SERVICE, SERVICE_PORT, &spec),
-        levee_endpoints(addresses),
+        yaml::endpoints(SERVICE, SERVICE_PORT, addresses),
     ])
 }
 
