@@ -73,7 +73,7 @@ pub fn nginx(prefix: &Path, listen: SocketAddr, upstream: SocketAddr) -> String 
 /// Levee's policy file when the service's endpoints are `addresses` and
 /// nothing else is configured.
 pub fn levee_endpoints(addresses: &[SocketAddr]) -> String {
-    yaml::endpoints(SERVICE, SERVICE_PORT, addresses)
+    yaml::documents(&[yaml::endpoints(SERVICE, SERVICE_PORT, addresses)])
 }
 
 /// The full resilience policy of DESIGN.md §3 on the service: timeouts, a
@@ -102,7 +102,7 @@ pub fn levee_full_policy(addresses: &[SocketAddr]) -> String {
                 \x20   timeouts: {request: 10s}\n";
     yaml::documents(&[
         yaml::policy(SERVICE, SERVICE_PORT, spec),
-        levee_endpoints(addresses),
+        yaml::endpoints(SERVICE, SERVICE_PORT, addresses),
     ])
 }
 
@@ -165,7 +165,7 @@ pub fn levee_fault_policy(addresses: &[SocketAddr]) -> String {
     );
     yaml::documents(&[
         yaml::policy(SERVICE, SERVICE_PORT, &spec),
-        levee_endpoints(addresses),
+        yaml::endpoints(SERVICE, SERVICE_PORT, addresses),
     ])
 }
 
@@ -216,20 +216,35 @@ mod tests {
 
     #[test]
     fn levee_files_name_the_service_and_endpoints() {
+        use levee_proto::policy::{Document, parse_documents};
+        // The files as the proxy reads them: typed documents.
+        let parse = |text: &str| parse_documents(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let endpoints_of = |docs: &[Document]| -> Vec<SocketAddr> {
+            docs.iter()
+                .find_map(|d| match d {
+                    Document::Endpoints(e) if e.spec.service == SERVICE => {
+                        Some(e.spec.addresses.clone())
+                    }
+                    _ => None,
+                })
+                .unwrap_or_default()
+        };
         let ups = [addr("127.0.0.1:5002")];
-        let plain = levee_endpoints(&ups);
-        assert!(plain.contains("kind: ServiceEndpoints"), "{plain}");
-        assert!(plain.contains("\"127.0.0.1:5002\""), "{plain}");
-        let full = levee_full_policy(&ups);
-        assert!(full.contains("kind: ResiliencePolicy"), "{full}");
-        assert!(full.contains("kind: ServiceEndpoints"), "{full}");
-        assert!(full.contains("circuitBreaker:"), "{full}");
-        let faults = levee_fault_policy(&[addr("127.0.0.1:1"), addr("127.0.0.1:2")]);
+        let plain = parse(&levee_endpoints(&ups));
+        assert_eq!(plain.len(), 1, "{plain:?}");
+        assert_eq!(endpoints_of(&plain), ups);
+        let full = parse(&levee_full_policy(&ups));
+        assert_eq!(endpoints_of(&full), ups);
+        let Some(Document::Policy(policy)) = full.iter().find(|d| matches!(d, Document::Policy(_)))
+        else {
+            panic!("no policy in {full:?}");
+        };
+        assert_eq!(policy.spec.target.service, SERVICE);
+        assert!(policy.spec.outbound.circuit_breaker.is_some(), "{policy:?}");
+        let two = [addr("127.0.0.1:1"), addr("127.0.0.1:2")];
+        let faults = levee_fault_policy(&two);
         assert!(faults.contains("perTry: 100ms"), "{faults}");
-        assert!(
-            faults.contains("\"127.0.0.1:1\", \"127.0.0.1:2\""),
-            "{faults}"
-        );
+        assert_eq!(endpoints_of(&parse(&faults)), two);
     }
 
     #[test]

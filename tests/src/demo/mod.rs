@@ -167,7 +167,7 @@ pub async fn run(options: DemoOptions) -> Result<(), Box<dyn std::error::Error +
 
 /// `leveectl apply -f` of [`RESILIENCE_POLICY`], printing what leveectl said.
 async fn apply_policy(control_plane: &ControlPlane) {
-    let policy = yaml::policy("payments", PAYMENTS_PORT, RESILIENCE_POLICY);
+    let policy = yaml::documents(&[yaml::policy("payments", PAYMENTS_PORT, RESILIENCE_POLICY)]);
     let file = control_plane.dir().join("payments-policy.yaml");
     if let Err(error) = std::fs::write(&file, &policy) {
         println!("\n== could not write {}: {error}", file.display());

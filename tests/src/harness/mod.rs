@@ -12,14 +12,22 @@
 //! - `startup.rs`: the shared start sequence (clean env, addr file, health).
 //! - `client.rs`: hyper HTTP/1.1 and HTTP/2 clients and a `curl` runner.
 //! - `metrics.rs`: Prometheus text parsing.
-//! - [`yaml`]: policy-file documents.
+//! - [`yaml`]: policy files from levee-proto's typed documents.
+//! - [`load`]: closed-loop load that tallies answers ([`Tally`]).
+//! - [`web`]: the `web:80` fixture of the resilience tests.
+//! - [`mesh`]: proxies in control-plane mode, `leveectl apply`, `/config` polling.
+//! - [`python`]: a Python with `grpcio` for the third-party gRPC client.
 
 mod client;
 mod control_plane;
+pub mod load;
+pub mod mesh;
 mod metrics;
 mod process;
 mod proxy;
+pub mod python;
 mod startup;
+pub mod web;
 pub mod yaml;
 
 use std::{path::PathBuf, time::Duration};
@@ -29,6 +37,7 @@ pub use client::{
     full, get_http1, get_http2, grpc_channel, read_head, send_http1, send_http2, with_trailers,
 };
 pub use control_plane::{ControlPlane, ControlPlaneAddrs, ControlPlaneBuilder};
+pub use load::{Background, Tally};
 pub use metrics::{Metrics, Sample};
 pub use process::Process;
 pub use proxy::{Addrs, Proxy, ProxyBuilder, write_atomically};

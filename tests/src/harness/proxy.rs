@@ -12,6 +12,7 @@ use std::{
 
 use super::{
     BoxError, HttpResponse, Metrics, Process, STARTUP_DEADLINE, eventually, get_http1, startup,
+    yaml::PolicyFile,
 };
 use serde::Deserialize;
 
@@ -53,9 +54,9 @@ pub struct Proxy {
 }
 
 impl ProxyBuilder {
-    /// Static mode with this policy file (multi-document YAML).
-    pub fn policy(mut self, yaml: impl Into<String>) -> Self {
-        self.policy = Some(yaml.into());
+    /// Static mode with this policy file (multi-document YAML, or documents).
+    pub fn policy(mut self, yaml: impl PolicyFile) -> Self {
+        self.policy = Some(yaml.into_yaml());
         self
     }
 

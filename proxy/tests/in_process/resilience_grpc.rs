@@ -3,19 +3,16 @@
 //! and end in DEADLINE_EXCEEDED, and a streaming call passes the retry
 //! layer untouched.
 
-mod resilience_upstream;
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::resilience_upstream::{Behaviour, policy, start};
+use crate::support::{full, h2, header};
 use bytes::Bytes;
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use levee_proxy::body::{BoxBody, BoxError};
 use levee_proxy::resilience::timeout::grpc;
-use resilience_upstream::{Behaviour, policy, start};
-use support::{full, h2, header};
 
 const OUTBOUND: &str = "    retry: {maxRetries: 2, grpcOn: [unavailable], backoff: {base: 1ms, max: 5ms}, maxReplayBytes: 16}\n";
 
@@ -50,7 +47,7 @@ async fn unavailable_is_retried() {
         ..Behaviour::default()
     })
     .await;
-    let proxy = support::start_proxy(&policy("svc", OUTBOUND, &[upstream.addr]), &[]).await;
+    let proxy = crate::support::start_proxy(&policy("svc", OUTBOUND, &[upstream.addr]), &[]).await;
     let mut client = h2(proxy.addrs.outbound).await;
     let r = client
         .send_request(call(full("hello"), None))
@@ -66,7 +63,7 @@ async fn unavailable_is_retried() {
 #[tokio::test]
 async fn the_deadline_travels_and_ends_in_deadline_exceeded() {
     let fast = start(Behaviour::default()).await;
-    let proxy = support::start_proxy(&policy("svc", OUTBOUND, &[fast.addr]), &[]).await;
+    let proxy = crate::support::start_proxy(&policy("svc", OUTBOUND, &[fast.addr]), &[]).await;
     let mut client = h2(proxy.addrs.outbound).await;
     let r = client
         .send_request(call(full("x"), Some("300m")))
@@ -88,7 +85,7 @@ async fn the_deadline_travels_and_ends_in_deadline_exceeded() {
         ..Behaviour::default()
     })
     .await;
-    let proxy = support::start_proxy(&policy("svc", OUTBOUND, &[slow.addr]), &[]).await;
+    let proxy = crate::support::start_proxy(&policy("svc", OUTBOUND, &[slow.addr]), &[]).await;
     let mut client = h2(proxy.addrs.outbound).await;
     let start = Instant::now();
     let r = client
@@ -113,7 +110,7 @@ async fn the_deadline_travels_and_ends_in_deadline_exceeded() {
 #[tokio::test]
 async fn a_streaming_call_is_not_held_back_by_the_retry_layer() {
     let upstream = start(Behaviour::default()).await;
-    let proxy = support::start_proxy(&policy("svc", OUTBOUND, &[upstream.addr]), &[]).await;
+    let proxy = crate::support::start_proxy(&policy("svc", OUTBOUND, &[upstream.addr]), &[]).await;
     let mut client = h2(proxy.addrs.outbound).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
     let frames = futures_util::stream::unfold(rx, |mut rx| async move {

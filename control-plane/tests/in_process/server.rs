@@ -1,9 +1,7 @@
 //! The server around the API: admin authentication, persistence across a
 //! restart, `--addr-file`, and the HTTP endpoints.
 
-mod common;
-
-use common::{TestControlPlane, apply, endpoints_yaml, http_get, policy_yaml};
+use crate::common::{TestControlPlane, apply, endpoints_yaml, http_get, policy_yaml};
 use levee_proto::v1;
 use tonic::Code;
 
@@ -47,7 +45,7 @@ async fn token_is_required_when_configured() {
     // Discovery needs no admin token.
     let mut watch = cp
         .watch(v1::Hello {
-            subscriptions: vec![common::service("payments", "shop", 8080)],
+            subscriptions: vec![crate::common::service("payments", "shop", 8080)],
             ..Default::default()
         })
         .await;
@@ -89,7 +87,7 @@ async fn applied_documents_survive_a_restart() {
     // The restarted registry serves the stored state to proxies.
     let mut watch = cp
         .watch(v1::Hello {
-            subscriptions: vec![common::service("payments", "shop", 8080)],
+            subscriptions: vec![crate::common::service("payments", "shop", 8080)],
             ..Default::default()
         })
         .await;

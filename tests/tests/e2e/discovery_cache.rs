@@ -3,11 +3,9 @@
 //! cache (ready, `/config` source `policy-cache:…`, policy enforced,
 //! endpoints routed); when the control plane comes back it switches to it.
 
-mod discovery_support;
-
 use std::time::Duration;
 
-use discovery_support::{
+use levee_tests::harness::mesh::{
     CONVERGE, apply, call, endpoints_of, mesh_proxy, metric, policy_of, read_or_empty, wait_config,
     wait_metric,
 };

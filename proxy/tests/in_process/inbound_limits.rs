@@ -2,13 +2,11 @@
 //! sockets: rate limit (429 + `Retry-After` + `RateLimit` headers),
 //! concurrency (503 overloaded) and request timeout (504).
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::support::*;
 use http::{Request, StatusCode};
-use support::*;
 
 /// A policy for `echo.test` with `inbound` as its inbound section.
 fn inbound_policy(inbound: &str) -> String {

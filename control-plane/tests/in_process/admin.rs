@@ -1,9 +1,7 @@
 //! PolicyAdmin over a real socket: apply/get/list/delete, validation,
 //! compare-and-set, typed documents.
 
-mod common;
-
-use common::{TestControlPlane, apply, endpoints_yaml, policy_yaml};
+use crate::common::{TestControlPlane, apply, endpoints_yaml, policy_yaml};
 use levee_control_plane::admin::errors::violations;
 use levee_proto::v1;
 use tonic::Code;

@@ -5,12 +5,10 @@
 //! reconnect with backoff, resubscribe and resync) and pushes new changes
 //! again.
 
-mod discovery_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use discovery_support::{
+use levee_tests::harness::mesh::{
     CONVERGE, PAYMENTS_PORT, apply, call, mesh_proxy, metric, policy_of, status, wait_config,
     wait_endpoints, wait_metric,
 };

@@ -3,17 +3,17 @@
 //! success rate and retry amplification (`MEASURED` lines; run with
 //! `--nocapture`), with and without the policy.
 
-mod resilience_support;
-
 use std::time::{Duration, Instant};
 
 use levee_tests::{
     flaky::{Faults, FlakyUpstream},
-    harness::Http1Conn,
-};
-use resilience_support::{
-    Closer, POLL, SERVICE, always, get, levee_error, load, policy_file, proxy, report, retry_after,
-    upstream,
+    harness::{
+        Http1Conn, Tally, load,
+        web::{
+            AUTHORITY, Closer, POLL, SERVICE, always, get, levee_error, policy_file, proxy, report,
+            retry_after, upstream,
+        },
+    },
 };
 
 const SCENARIO_1: &str = "    retry:
@@ -39,14 +39,14 @@ async fn scenario_1_an_always_failing_endpoint_is_ejected_and_calls_succeed() {
 
     // Control: no policy (connect failures are retried, 503s are not).
     let plain = proxy(None, &addrs).await;
-    let control = load(plain.outbound(), 4, 2000).await;
+    let control = load::requests(plain.outbound(), AUTHORITY, 4, 2000).await;
     report("scenario-1", "none", &control, attempts());
     drop(plain);
 
     let before = attempts();
     let bad_before = bad.requests();
     let p = proxy(Some(SCENARIO_1), &addrs).await;
-    let tally = load(p.outbound(), 4, 2000).await;
+    let tally = load::requests(p.outbound(), AUTHORITY, 4, 2000).await;
     report("scenario-1", "retry+breaker", &tally, attempts() - before);
 
     assert_eq!(tally.total(), 2000);
@@ -122,7 +122,7 @@ async fn scenario_3_a_down_upstream_opens_the_breaker_and_recovery_closes_it_via
     // Control: no policy, the same down upstream.
     let down = Closer::start().await;
     let plain = proxy(None, &[down.addr]).await;
-    let control = resilience_support::load(plain.outbound(), 1, DOWN_REQUESTS).await;
+    let control = load::requests(plain.outbound(), AUTHORITY, 1, DOWN_REQUESTS).await;
     report("scenario-3", "none", &control, down.stop().await);
     drop(plain);
 
@@ -130,15 +130,16 @@ async fn scenario_3_a_down_upstream_opens_the_breaker_and_recovery_closes_it_via
     let addr = down.addr;
     let p = proxy(Some(SCENARIO_3), &[addr]).await;
     let mut conn = Http1Conn::connect(p.outbound()).await.unwrap();
-    let mut tally = resilience_support::Tally::default();
+    let mut tally = Tally::default();
 
     // Trip: every call fails (the upstream hangs up) until the breaker opens.
     let mut sent = 0;
     let open = loop {
         assert!(sent < 50, "the breaker did not open after {sent} calls");
-        let r = conn.send(get("/", &[])).await.unwrap();
+        let r = conn.send(get("/", &[])).await;
+        tally.record(&r);
+        let r = r.unwrap();
         sent += 1;
-        *tally.by_status.entry(r.status.as_u16()).or_default() += 1;
         assert_ne!(r.status, 200, "{r:?}");
         if levee_error(&r) == "circuit-open" {
             break r;
@@ -155,9 +156,10 @@ async fn scenario_3_a_down_upstream_opens_the_breaker_and_recovery_closes_it_via
     let mut fast_fails = 1;
     while sent < DOWN_REQUESTS && opened_at.elapsed() < Duration::from_millis(1500) {
         let start = Instant::now();
-        let r = conn.send(get("/", &[])).await.unwrap();
+        let r = conn.send(get("/", &[])).await;
+        tally.record(&r);
+        let r = r.unwrap();
         sent += 1;
-        *tally.by_status.entry(r.status.as_u16()).or_default() += 1;
         assert_eq!(
             (r.status.as_u16(), levee_error(&r)),
             (503, "circuit-open"),

@@ -2,15 +2,12 @@
 //! retries within the budget, per-try timeouts landing elsewhere, the
 //! request deadline, idempotency, and the no-policy default.
 
-mod resilience_upstream;
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::resilience_upstream::{Behaviour, metric, policy, start};
+use crate::support::{admin_get, full, h1, header, start_proxy};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use resilience_upstream::{Behaviour, metric, policy, start};
-use support::{admin_get, full, h1, header, start_proxy};
 
 async fn send(
     client: &mut hyper::client::conn::http1::SendRequest<levee_proxy::body::BoxBody>,
@@ -188,7 +185,11 @@ async fn without_a_policy_only_connect_failures_are_retried() {
         ..Behaviour::default()
     })
     .await;
-    let proxy = start_proxy(&support::endpoints("svc", 8080, &[dead, live.addr]), &[]).await;
+    let proxy = start_proxy(
+        &crate::support::endpoints("svc", 8080, &[dead, live.addr]),
+        &[],
+    )
+    .await;
     let mut client = h1(proxy.addrs.outbound).await;
     let (status, _, _) = send(&mut client, Method::GET, &[]).await;
     assert_eq!(
@@ -212,7 +213,11 @@ async fn without_retries_the_same_upstream_fails_a_fifth_of_the_calls() {
         ..Behaviour::default()
     })
     .await;
-    let proxy = start_proxy(&support::endpoints("svc", 8080, &[upstream.addr]), &[]).await;
+    let proxy = start_proxy(
+        &crate::support::endpoints("svc", 8080, &[upstream.addr]),
+        &[],
+    )
+    .await;
     let mut client = h1(proxy.addrs.outbound).await;
     let total = 1000;
     let mut ok = 0;

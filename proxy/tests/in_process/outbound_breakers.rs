@@ -3,13 +3,11 @@
 //! peak-EWMA a failing endpoint is mostly avoided before it can be ejected,
 //! so an end-to-end ejection test is not deterministic.)
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::support::*;
 use http::{Request, StatusCode};
-use support::*;
 use tokio::net::TcpListener;
 
 /// A policy for `echo.test:8080` with `outbound` as its outbound section,

@@ -19,12 +19,16 @@ fn valid(up: &FlakyUpstream) -> String {
     ])
 }
 
-/// A policy whose `spec.outbound.timeouts.request` is not a duration.
+/// A policy whose `spec.outbound.timeouts.request` is not a duration (no
+/// typed document can say that: the valid file's text, edited).
 fn invalid(up: &FlakyUpstream) -> String {
-    yaml::documents(&[
-        yaml::policy("web", 80, "  outbound:\n    timeouts: {request: soon}\n"),
-        yaml::endpoints("web", 80, &[up.addr()]),
-    ])
+    let valid = valid(up);
+    let invalid = valid.replace("request: 2s", "request: soon");
+    assert_ne!(
+        valid, invalid,
+        "the request timeout is not where expected:\n{valid}"
+    );
+    invalid
 }
 
 async fn nacks(proxy: &Proxy) -> f64 {

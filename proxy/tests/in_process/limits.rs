@@ -1,11 +1,9 @@
 //! Protective limits, graceful shutdown and `--addr-file`, in-process.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use http::{Request, StatusCode};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

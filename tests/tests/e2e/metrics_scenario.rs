@@ -16,15 +16,14 @@
 //! Every comparison is an equality: the client tallies each answer by status
 //! and `x-levee-error`, the upstreams count the attempts they received.
 
-mod metrics_support;
-
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use levee_tests::{
-    flaky::{Delay, Faults, FlakyUpstream},
-    harness::{Proxy, yaml},
+    flaky::{Delay, Faults},
+    harness::{Metrics, Proxy, Tally, load, web::upstream, yaml},
 };
-use metrics_support::{answered, expected_requests, load, scraped, scraped_requests, upstream};
 
 const WEB: &str = "web.default:80";
 const SLOW: &str = "slow.default:80";
@@ -121,20 +120,27 @@ async fn scraped_metrics_equal_what_happened() {
         .await;
 
     let (web, slowed, timed_out, inbound, broken) = tokio::join!(
-        load(proxy.outbound(), "web:80", 4, Duration::from_millis(1500)),
-        load(proxy.outbound(), "slow:80", 3, Duration::from_millis(600)),
-        load(
+        load::for_duration(proxy.outbound(), "web:80", 4, Duration::from_millis(1500)),
+        load::for_duration(proxy.outbound(), "slow:80", 3, Duration::from_millis(600)),
+        load::for_duration(
             proxy.outbound(),
             "deadline:80",
             1,
             Duration::from_millis(300)
         ),
-        load(proxy.inbound(), "front", 2, Duration::from_millis(500)),
-        load(proxy.outbound(), "down:80", 1, Duration::from_millis(300)),
+        load::for_duration(proxy.inbound(), "front", 2, Duration::from_millis(500)),
+        load::for_duration(proxy.outbound(), "down:80", 1, Duration::from_millis(300)),
     );
+    for tally in [&web, &slowed, &timed_out, &inbound, &broken] {
+        assert_eq!(
+            tally.errors, 0,
+            "requests without an answer: {:?}",
+            tally.bad
+        );
+    }
     let m = proxy.metrics().await.unwrap();
-    let web_total: u64 = web.values().sum();
-    let slow_total: u64 = slowed.values().sum();
+    let web_total: u64 = web.total();
+    let slow_total: u64 = slowed.total();
     eprintln!("web answers {web:?}; slow answers {slowed:?}");
 
     // Requests by code and outcome, and one latency observation each.
@@ -170,10 +176,10 @@ async fn scraped_metrics_equal_what_happened() {
             ],
         ) as u64
     };
-    let rate_limited = answered(&web, 429, "rate-limited");
+    let rate_limited = web.answered(429, "rate-limited");
     assert!(rate_limited > 0, "the rate limit never refused: {web:?}");
     assert_eq!(rejected(WEB, "rate-limited"), rate_limited);
-    let overloaded = answered(&slowed, 503, "overloaded");
+    let overloaded = slowed.answered(503, "overloaded");
     assert!(overloaded > 0, "the bulkhead never refused: {slowed:?}");
     assert_eq!(rejected(SLOW, "overloaded"), overloaded);
     for reason in ["circuit-open", "no-endpoints", "overloaded"] {
@@ -184,7 +190,11 @@ async fn scraped_metrics_equal_what_happened() {
     }
 
     // Retries: every upstream attempt beyond the first of an admitted call.
-    let attempts = bad.requests() + good.iter().map(FlakyUpstream::requests).sum::<u64>();
+    let attempts = bad.requests()
+        + good
+            .iter()
+            .map(levee_tests::flaky::FlakyUpstream::requests)
+            .sum::<u64>();
     let admitted = web_total - rate_limited;
     let retries = m.value("levee_retries_total", &[("service", WEB)]) as u64;
     assert!(retries > 0, "nothing was retried\n{}", m.text);
@@ -208,7 +218,7 @@ async fn scraped_metrics_equal_what_happened() {
     );
     // A retry the budget denied hands the caller the last attempt's 503.
     let denied = m.value("levee_retry_budget_exhausted_total", &[("service", WEB)]) as u64;
-    assert!(denied <= answered(&web, 503, ""), "{web:?}\n{}", m.text);
+    assert!(denied <= web.answered(503, ""), "{web:?}\n{}", m.text);
     assert_eq!(slow.requests(), slow_total - overloaded);
     assert_eq!(m.value("levee_retries_total", &[("service", SLOW)]), 0.0);
 
@@ -252,8 +262,8 @@ async fn scraped_metrics_equal_what_happened() {
     assert_eq!(endpoints(SLOW, "ejected").unwrap_or(0.0), 0.0);
 
     // Request timeouts: each one a 504 the client got, and only there.
-    let deadline_total: u64 = timed_out.values().sum();
-    let timeouts = answered(&timed_out, 504, "timeout");
+    let deadline_total: u64 = timed_out.total();
+    let timeouts = timed_out.answered(504, "timeout");
     assert!(timeouts > 0 && timeouts == deadline_total, "{timed_out:?}");
     assert_eq!(
         scraped_requests(&m, "deadline.default:80"),
@@ -287,8 +297,8 @@ async fn scraped_metrics_equal_what_happened() {
         m.text
     );
     assert_eq!(down.requests(), 1, "{broken:?}");
-    assert_eq!(answered(&broken, 503, ""), 1, "{broken:?}");
-    let fast_failed = answered(&broken, 503, "circuit-open");
+    assert_eq!(broken.answered(503, ""), 1, "{broken:?}");
+    let fast_failed = broken.answered(503, "circuit-open");
     assert!(fast_failed > 0, "{broken:?}");
     assert_eq!(rejected(DOWN, "circuit-open"), fast_failed, "{}", m.text);
     let service_breaker = [("service", DOWN), ("endpoint", "")];
@@ -310,8 +320,8 @@ async fn scraped_metrics_equal_what_happened() {
     );
 
     // Inbound: what peers got from the local app, by code.
-    let inbound_total: u64 = inbound.values().sum();
-    assert!(answered(&inbound, 500, "") > 0, "{inbound:?}");
+    let inbound_total: u64 = inbound.total();
+    assert!(inbound.answered(500, "") > 0, "{inbound:?}");
     assert_eq!(
         scraped(&m, "inbound", "front"),
         expected_requests(&inbound),
@@ -336,4 +346,40 @@ async fn scraped_metrics_equal_what_happened() {
         m.value("levee_policy_updates_total", &[("result", "nack")]),
         0.0
     );
+}
+
+fn outcome(status: u16, cause: &str) -> &str {
+    match (cause, status) {
+        ("", s) if s >= 500 => "failure",
+        ("", _) => "success",
+        (cause, _) => cause,
+    }
+}
+
+/// `levee_requests_total` of `service` as `(code, outcome) → count`.
+fn scraped_requests(m: &Metrics, service: &str) -> BTreeMap<(String, String), u64> {
+    scraped(m, "outbound", service)
+}
+
+/// `levee_requests_total` of `direction` and `service` as `(code, outcome) → count`.
+fn scraped(m: &Metrics, direction: &str, service: &str) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for s in m.matching(
+        "levee_requests_total",
+        &[("direction", direction), ("service", service)],
+    ) {
+        let key = (s.labels["code"].clone(), s.labels["outcome"].clone());
+        *out.entry(key).or_default() += s.value as u64;
+    }
+    out
+}
+
+/// The client's tally in the same shape.
+fn expected_requests(tally: &Tally) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for ((status, cause), n) in tally.answers() {
+        let key = (status.to_string(), outcome(*status, cause).to_owned());
+        *out.entry(key).or_default() += n;
+    }
+    out
 }

@@ -1,11 +1,9 @@
 //! Discovery.Watch over a real socket: updates, ACK/NACK in Status,
 //! coalescing, endpoint registration and its grace period.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{TestControlPlane, endpoints_yaml, eventually, policy_yaml, service};
+use crate::common::{TestControlPlane, endpoints_yaml, eventually, policy_yaml, service};
 use levee_proto::policy::ResiliencePolicy;
 use levee_proto::v1;
 use levee_proto::v1::watch_request::Kind;
@@ -137,7 +135,7 @@ async fn updates_are_pushed_and_acks_and_nacks_show_in_status() {
     assert_eq!(third.policy_revision, 0);
     assert!(third.policy.is_none());
 
-    let (_, metrics) = common::http_get(cp.addrs.http, "/metrics").await;
+    let (_, metrics) = crate::common::http_get(cp.addrs.http, "/metrics").await;
     assert!(
         metrics.contains("levee_cp_updates_total{result=\"ack\"} 1"),
         "{metrics}"

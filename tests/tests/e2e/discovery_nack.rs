@@ -5,9 +5,7 @@
 //! endpoints and keeps serving; the other proxy takes the update;
 //! `leveectl status` shows the refusal and its reason.
 
-mod discovery_support;
-
-use discovery_support::{
+use levee_tests::harness::mesh::{
     CONVERGE, apply, call, endpoints_of, mesh_proxy, metric, status, wait_endpoints, wait_metric,
 };
 use levee_tests::{

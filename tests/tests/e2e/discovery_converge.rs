@@ -5,12 +5,10 @@
 //! (polling `/config`) and is enforced on real traffic; `leveectl status`
 //! shows each caller's ACK; the proxy metrics follow.
 
-mod discovery_support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use discovery_support::{
+use levee_tests::harness::mesh::{
     CONVERGE, PAYMENTS_PORT, apply, call, mesh_proxy, metric, policy_of, status, wait_config,
     wait_endpoints, wait_metric,
 };

@@ -1,15 +1,15 @@
 //! Outbound rate and concurrency limits end to end: the real `levee-proxy`
 //! binary in front of a flaky upstream (issue 3, scenario 6, and the bulkhead).
 
-mod resilience_support;
-
 use std::time::{Duration, Instant};
 
 use levee_tests::{
     flaky::Faults,
-    harness::{Http1Conn, HttpResponse, eventually},
+    harness::{
+        Http1Conn, eventually, load,
+        web::{AUTHORITY, POLL, SERVICE, get, levee_error, proxy, retry_after, upstream},
+    },
 };
-use resilience_support::{POLL, SERVICE, Tally, get, levee_error, proxy, retry_after, upstream};
 
 const RATE: f64 = 100.0;
 const BURST: f64 = 50.0;
@@ -32,38 +32,11 @@ async fn scenario_6_the_rate_limit_admits_rate_times_time_plus_burst() {
     // computed from the time actually taken, measured around the whole run
     // (it contains the limiter's own view of it).
     let start = Instant::now();
-    let stop_at = start + WINDOW;
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            tokio::spawn(async move {
-                let mut tally = Tally::default();
-                let mut refused: Option<HttpResponse> = None;
-                let mut conn = Http1Conn::connect(addr).await.unwrap();
-                while Instant::now() < stop_at {
-                    let r = conn.send(get("/", &[])).await.unwrap();
-                    *tally.by_status.entry(r.status.as_u16()).or_default() += 1;
-                    if r.status == 429 && refused.is_none() {
-                        refused = Some(r);
-                    }
-                }
-                (tally, refused)
-            })
-        })
-        .collect();
-    let mut admitted = 0;
-    let mut rejected = 0;
-    let mut refused = None;
-    for w in workers {
-        let (tally, r) = w.await.unwrap();
-        admitted += tally.count(200);
-        rejected += tally.count(429);
-        assert_eq!(
-            tally.count(200) + tally.count(429),
-            tally.total(),
-            "{tally:?}"
-        );
-        refused = refused.or(r);
-    }
+    let tally = load::for_duration(addr, AUTHORITY, 4, WINDOW).await;
+    let admitted = tally.count(200);
+    let rejected = tally.count(429);
+    assert_eq!(admitted + rejected, tally.total(), "{tally:?}");
+    let refused = tally.first(429).cloned();
     let elapsed = start.elapsed().as_secs_f64();
     let ceiling = RATE * elapsed + BURST;
     eprintln!(

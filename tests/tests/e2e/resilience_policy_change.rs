@@ -3,13 +3,14 @@
 //! policy takes effect for new calls, calls in flight finish under the policy
 //! they started with, and no call fails.
 
-mod resilience_support;
-
 use std::time::{Duration, Instant};
 
-use levee_tests::{flaky::Faults, harness::Http1Conn};
-use resilience_support::{
-    Background, POLL, SERVICE, get, levee_error, policy_file, proxy, upstream,
+use levee_tests::{
+    flaky::Faults,
+    harness::{
+        Background, Http1Conn,
+        web::{AUTHORITY, POLL, SERVICE, get, levee_error, policy_file, proxy, upstream},
+    },
 };
 
 const BEFORE: &str = "    timeouts: {request: 10s}
@@ -32,7 +33,7 @@ async fn scenario_8_a_policy_change_mid_load_fails_no_call_and_takes_effect() {
     let addrs = [ups[0].addr(), ups[1].addr()];
     let p = proxy(Some(BEFORE), &addrs).await;
     let addr = p.outbound();
-    let background = Background::start(addr, 3);
+    let background = Background::start(addr, AUTHORITY, 3);
 
     // Calls that are at the upstream while the policy changes.
     let straddling: Vec<_> = (0..3)
@@ -94,10 +95,15 @@ async fn scenario_8_a_policy_change_mid_load_fails_no_call_and_takes_effect() {
         assert_eq!(r.status, 200, "{r:?}");
         assert!(took >= Duration::from_secs(1), "{took:?}");
     }
-    let (tally, bad) = background.stop().await;
+    let tally = background.stop().await;
     eprintln!("scenario 8: background load {tally:?}");
     assert!(tally.total() >= 100, "too little load: {tally:?}");
-    assert_eq!(tally.count(200), tally.total(), "failed calls: {bad:?}");
+    assert_eq!(
+        tally.count(200),
+        tally.total(),
+        "failed calls: {:?}",
+        tally.bad
+    );
 
     let m = p.metrics().await.unwrap();
     assert_eq!(

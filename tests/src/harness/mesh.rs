@@ -1,13 +1,12 @@
-//! Shared by the `discovery_*` end-to-end tests: a mesh of real
-//! `levee-proxy` processes watching a real `levee-control-plane`, policy
-//! applied with `leveectl`, and polling helpers with deadlines.
-
-#![allow(dead_code)] // each test file uses a different part
+//! A mesh for the control-plane-mode tests: real `levee-proxy` processes
+//! watching a real `levee-control-plane`, policy applied with `leveectl`,
+//! and polling of `/config` and `/metrics` with deadlines.
 
 use std::{net::SocketAddr, path::Path, process::Output, time::Duration};
 
-use levee_tests::harness::{
+use super::{
     ControlPlane, HttpResponse, Proxy, ProxyBuilder, empty, eventually, send_http1,
+    yaml::PolicyFile,
 };
 
 /// How long a change may take to reach every proxy (generous for debug
@@ -34,13 +33,13 @@ pub fn mesh_proxy(
 }
 
 /// `leveectl apply -f` with `yaml`; panics with its output unless it succeeds.
-pub async fn apply(cp: &ControlPlane, yaml: &str) -> String {
+pub async fn apply(cp: &ControlPlane, yaml: impl PolicyFile) -> String {
     let file = tempfile::Builder::new()
         .prefix("levee-apply-")
         .suffix(".yaml")
         .tempfile()
         .expect("temp file");
-    std::fs::write(file.path(), yaml).expect("writing the policy");
+    std::fs::write(file.path(), yaml.into_yaml()).expect("writing the policy");
     let path = file.path().to_str().expect("utf-8 path");
     let out = cp.leveectl(&["apply", "-f", path]).await.expect("leveectl");
     assert_success(&out, "leveectl apply");

@@ -2,16 +2,14 @@
 //! absolute-form), HTTP/2, trailers, streaming both ways, upgrades, CONNECT,
 //! and the proxy-made errors of DESIGN.md §2.
 
-mod support;
-
 use std::net::SocketAddr;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use levee_proxy::body::BoxError;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -6,29 +6,18 @@ use std::time::{Duration, Instant};
 use http::Request;
 use levee_tests::{
     flaky::{Delay, Faults, FlakyUpstream},
-    harness::{Http1Conn, Proxy, empty, full, grpc_channel, yaml},
+    harness::{
+        Http1Conn, Proxy, empty, full, grpc_channel, load,
+        web::{self, AUTHORITY, upstream},
+        yaml,
+    },
     pb::{EchoRequest, flaky_client::FlakyClient},
 };
 use tonic::Code;
 
-async fn upstream(id: &str, faults: Faults) -> FlakyUpstream {
-    FlakyUpstream::builder()
-        .id(id)
-        .faults(faults)
-        .start()
-        .await
-        .unwrap()
-}
-
 async fn proxy(outbound: &str, upstreams: &[&FlakyUpstream]) -> Proxy {
     let addrs: Vec<_> = upstreams.iter().map(|u| u.addr()).collect();
-    Proxy::builder()
-        .policy(yaml::documents(&[
-            yaml::policy("web", 80, &format!("  outbound:\n{outbound}")),
-            yaml::endpoints("web", 80, &addrs),
-        ]))
-        .start()
-        .await
+    web::proxy(Some(outbound), &addrs).await
 }
 
 fn failing(status: u16, rate: Option<f64>) -> Faults {
@@ -103,30 +92,10 @@ async fn scenario_2_random_503s_are_retried_within_the_budget() {
 
 /// `clients` connections × `per_client` GETs to `web:80`; the 200s.
 async fn random_503_load(proxy: &Proxy, clients: u32, per_client: u32) -> u32 {
-    let workers: Vec<_> = (0..clients)
-        .map(|_| {
-            let addr = proxy.outbound();
-            tokio::spawn(async move {
-                let mut conn = Http1Conn::connect(addr).await.unwrap();
-                let mut ok = 0;
-                for _ in 0..per_client {
-                    let req = Request::get("/")
-                        .header("host", "web:80")
-                        .body(empty())
-                        .unwrap();
-                    if conn.send(req).await.unwrap().status == 200 {
-                        ok += 1;
-                    }
-                }
-                ok
-            })
-        })
-        .collect();
-    let mut ok = 0;
-    for w in workers {
-        ok += w.await.unwrap();
-    }
-    ok
+    let total = u64::from(clients * per_client);
+    let tally = load::requests(proxy.outbound(), AUTHORITY, clients as usize, total).await;
+    assert_eq!(tally.errors, 0, "{:?}", tally.bad);
+    u32::try_from(tally.count(200)).unwrap_or(u32::MAX)
 }
 
 #[tokio::test]

@@ -1,12 +1,13 @@
 //! A third-party gRPC client through the proxy: Python `grpcio` (see
 //! `tests/py/flaky_grpc_client.py`) calls every Flaky method via the
-//! outbound listener.
+//! outbound listener. The harness provides that Python: a virtual
+//! environment made on first use (see `harness::python`).
 
 use std::time::Duration;
 
 use levee_tests::{
     flaky::FlakyUpstream,
-    harness::{Proxy, yaml},
+    harness::{Proxy, python, yaml},
 };
 use tokio::process::Command;
 
@@ -18,7 +19,7 @@ async fn python_grpcio_client_through_the_proxy() {
         .start()
         .await;
     let dir = env!("CARGO_MANIFEST_DIR");
-    let mut cmd = Command::new("python3");
+    let mut cmd = Command::new(python::grpc_python().await);
     cmd.arg(format!("{dir}/py/flaky_grpc_client.py"))
         .args(["--target", &proxy.outbound().to_string()])
         .args(["--authority", "web:80"])
@@ -36,7 +37,7 @@ async fn python_grpcio_client_through_the_proxy() {
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await
         .expect("the Python client finishes within 60 s")
-        .expect("python3 runs (CI installs it with grpcio and grpcio-tools)");
+        .expect("the environment's python3 runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),

@@ -1,12 +1,10 @@
 //! The real `leveectl` binary against an in-process control plane: output,
 //! exit codes and error messages.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{TestControlPlane, policy_yaml};
+use crate::common::{TestControlPlane, policy_yaml};
 
 /// (exit code, stdout, stderr) of `leveectl ARGS` with `--server` set.
 async fn leveectl(server: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {

@@ -1,0 +1,11 @@
+//! The control plane's integration tests: `levee_control_plane::start` in
+//! this process on loopback port 0 (and the real `leveectl` against it).
+//! One test binary with a module per feature (one link instead of one per
+//! file).
+
+mod common;
+
+mod admin;
+mod discovery;
+mod leveectl;
+mod server;

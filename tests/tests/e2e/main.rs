@@ -1,0 +1,51 @@
+//! Levee's end-to-end tests: the real binaries (`levee-proxy`,
+//! `levee-control-plane`, `leveectl`, `levee-flaky`) on loopback, driven
+//! through the harness in `levee_tests::harness`. One test binary with a
+//! module per feature: linking is the slowest step of a test build, so
+//! every feature shares one link. Build the binaries first:
+//! `cargo build --workspace --bins && cargo test -p levee-tests --test e2e`
+//! (add a module path, e.g. `resilience_retries::`, to run one feature).
+
+// Data path: protocols, headers, proxy modes, proxy-made errors.
+mod errors;
+mod grpc;
+mod grpc_python;
+mod headers;
+mod http1;
+mod http2;
+mod proxy_mode;
+mod upgrade;
+
+// The proxy process: flags, policy file, admin, limits, shutdown.
+mod admin;
+mod cli;
+mod limits;
+mod policy_file;
+mod shutdown;
+
+// Resilience policies (issue 3's scenarios).
+mod resilience_breakers;
+mod resilience_limits;
+mod resilience_policy_change;
+mod resilience_retries;
+
+// Observability: metrics, access log, traces, the dashboard.
+mod access_log;
+mod dashboard;
+mod metrics_scenario;
+mod tracing_collector;
+mod tracing_events;
+mod tracing_sampling;
+mod tracing_spans;
+
+// Control plane and control-plane mode.
+mod control_plane;
+mod control_plane_auth;
+mod control_plane_durability;
+mod discovery_cache;
+mod discovery_converge;
+mod discovery_nack;
+mod discovery_restart;
+
+// The test upstream itself.
+mod flaky_binary;
