@@ -24,6 +24,7 @@ mod policy_file;
 mod shutdown;
 
 // Resilience policies (issue 3's scenarios).
+mod resilience_breaker_logical;
 mod resilience_breakers;
 mod resilience_limits;
 mod resilience_policy_change;

@@ -3,14 +3,12 @@
 //! fail and recover on a retry must not open the service breaker; a service
 //! that is down as a whole still opens it.
 
-mod resilience_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use levee_tests::flaky::Faults;
 use levee_tests::harness::Http1Conn;
-use resilience_support::{SERVICE, always, get, levee_error, proxy, upstream};
+use levee_tests::harness::web::{SERVICE, always, get, levee_error, proxy, upstream};
 
 /// Retries 503s (with room in the budget for all of them) and a service
 /// breaker that opens after three failed calls in a row.
