@@ -9,6 +9,8 @@
 //! - `effective`: route lookup, field-by-field merge, defaults resolved.
 //! - `parse`, `validate`, `error`: strict YAML reading with field paths.
 //! - `duration`, `conditions`, `service_key`: small value types.
+//! - `target`: which service port a document is about, one document per
+//!   target, and which policy applies to a call (a port beats every port).
 //! - `to_proto`, `from_proto`: to and from the `levee.v1` protobuf messages
 //!   (`From` one way; `TryFrom`, which validates, the other).
 
@@ -22,13 +24,14 @@ mod outbound;
 mod parse;
 mod route;
 mod service_key;
+mod target;
 mod to_proto;
 mod validate;
 
 pub use conditions::{FailureCondition, GrpcCode};
 pub use document::{
     API_VERSION, Document, EndpointsSpec, KIND_ENDPOINTS, KIND_POLICY, ObjectMeta, PolicySpec,
-    ResiliencePolicy, ServiceEndpoints, Target, select_policy,
+    ResiliencePolicy, ServiceEndpoints, Target,
 };
 pub use duration::{Duration, DurationError};
 pub use effective::{
@@ -44,6 +47,7 @@ pub use outbound::{
 pub use parse::{parse_documents, to_yaml};
 pub use route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteRequest, RouteTimeouts};
 pub use service_key::{Authority, ServiceKey};
+pub use target::{DEFAULT_NAMESPACE, PolicyIndex, TargetKey, check_batch, select_policy};
 
 #[cfg(test)]
 mod docs_tests;

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use super::backoff::Attempts;
-use super::services::{Applied, Services, ref_of};
+use super::services::{Applied, Services};
 use super::{DiscoveryConfig, PROXY_VERSION, cache};
 use crate::state::Shared;
 pub use hold::RESYNC_HOLD;
@@ -219,7 +219,7 @@ impl Watcher {
                 Some(key) = new_keys.recv() => {
                     if self.subscribed.insert(key.clone()) {
                         tracing::debug!(service = %key, "subscribing");
-                        let subscribe = pb::Subscribe { services: vec![ref_of(&key)] };
+                        let subscribe = pb::Subscribe { services: vec![pb::ServiceRef::from(&key)] };
                         let _ = tx.send(request(Request::Subscribe(subscribe)));
                     }
                 }
@@ -246,7 +246,7 @@ impl Watcher {
             address: id.address.clone(),
             inbound_port: u32::from(id.inbound_port),
             proxy_version: PROXY_VERSION.to_owned(),
-            subscriptions: self.subscribed.iter().map(ref_of).collect(),
+            subscriptions: self.subscribed.iter().map(pb::ServiceRef::from).collect(),
         }))
     }
 
