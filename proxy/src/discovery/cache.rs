@@ -99,20 +99,13 @@ pub fn decode(bytes: &[u8]) -> Result<Services, String> {
     Ok(services)
 }
 
-/// Writes `bytes` to a sibling of `path`, syncs it, and renames it into place.
+/// Replaces the cache at `path` with `bytes`, atomically and durably, off
+/// the async threads.
 pub async fn write(path: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || levee_proto::fs::write_atomically(&path, &bytes))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// Reads and decodes the cache at `path`.
