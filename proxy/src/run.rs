@@ -100,7 +100,7 @@ pub async fn run_with(
                 addrs.inbound,
             ),
             cache: config.policy_cache.clone(),
-            backoff: crate::discovery::Backoff::default(),
+            backoff: crate::discovery::RECONNECT_BACKOFF,
             checks: crate::discovery::LocalChecks {
                 outbound: Some(addrs.outbound),
             },

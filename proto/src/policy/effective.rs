@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::conditions::{FailureCondition, GrpcCode};
 use super::duration::Duration;
 use super::outbound::{
-    Backoff, CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryPolicy,
+    CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryBackoff,
+    RetryPolicy,
 };
 use super::route::{Route, RouteRequest};
 
@@ -210,7 +211,7 @@ pub fn merge_retry(base: Option<&RetryPolicy>, over: Option<&RetryPolicy>) -> Re
     let backoff = match (&base.backoff, &over.backoff) {
         (b, None) => b.clone(),
         (None, o) => o.clone(),
-        (Some(b), Some(o)) => Some(Backoff {
+        (Some(b), Some(o)) => Some(RetryBackoff {
             base: o.base.or(b.base),
             max: o.max.or(b.max),
         }),

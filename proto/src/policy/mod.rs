@@ -41,8 +41,8 @@ pub use effective::{
 };
 pub use error::{FieldError, PolicyErrors};
 pub use outbound::{
-    Backoff, CircuitBreaker, Concurrency, FailureRate, InboundPolicy, InboundTimeouts,
-    OpenDuration, OutboundPolicy, RateLimit, RetryBudget, RetryPolicy, SlowCall, Timeouts,
+    CircuitBreaker, Concurrency, FailureRate, InboundPolicy, InboundTimeouts, OpenDuration,
+    OutboundPolicy, RateLimit, RetryBackoff, RetryBudget, RetryPolicy, SlowCall, Timeouts,
 };
 pub use parse::{parse_documents, to_yaml};
 pub use route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteRequest, RouteTimeouts};

@@ -79,7 +79,7 @@ pub struct RetryPolicy {
     pub grpc_on: Option<Vec<GrpcCode>>,
     /// Exponential backoff with full jitter between attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backoff: Option<Backoff>,
+    pub backoff: Option<RetryBackoff>,
     /// Retry budget (service level only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<RetryBudget>,
@@ -94,11 +94,11 @@ pub struct RetryPolicy {
     pub honor_retry_after: Option<bool>,
 }
 
-/// Backoff between attempts: the n-th retry waits a random time in
-/// `[0, min(max, base * 2^n))` ("full jitter").
+/// `retry.backoff` as written: the n-th retry (from 1) waits a random time
+/// in `[0, min(max, base × 2^(n-1))]` ("full jitter").
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Backoff {
+pub struct RetryBackoff {
     /// First backoff ceiling (default 25ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<Duration>,

@@ -14,7 +14,8 @@ use tokio_util::task::TaskTracker;
 use tonic::{Status, Streaming};
 
 use super::*;
-use crate::discovery::{Backoff, DiscoveryConfig, Identity, LocalChecks};
+use crate::backoff::Backoff;
+use crate::discovery::{DiscoveryConfig, Identity, LocalChecks, RECONNECT_BACKOFF};
 use crate::metrics::Metrics;
 
 type Responses = mpsc::UnboundedSender<Result<pb::WatchResponse, Status>>;
@@ -328,7 +329,7 @@ async fn an_unreachable_control_plane_falls_back_to_the_cache() {
         url: format!("http://{unused}"),
         identity: Identity::default(),
         cache: Some(cache_path.clone()),
-        backoff: Backoff::default(),
+        backoff: RECONNECT_BACKOFF,
         checks: LocalChecks { outbound: None },
         resync_hold: RESYNC_HOLD,
     };
