@@ -97,7 +97,7 @@ pub struct EffectiveTimeouts {
     pub per_try: Option<Duration>,
     /// TCP connect deadline.
     pub connect: Duration,
-    /// Pooled-connection idle time.
+    /// Stream idle: the longest gap between response body frames.
     pub idle: Duration,
 }
 

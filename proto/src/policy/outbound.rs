@@ -51,7 +51,9 @@ pub struct Timeouts {
     /// Establishing a TCP connection to an endpoint (default 1s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<Duration>,
-    /// How long an unused pooled upstream connection is kept (default 60s).
+    /// Stream idle: a response body with no frame from the upstream for this
+    /// long ends with an error (default 60s; Envoy's route `idle_timeout`).
+    /// Pooled connections' idle time is the proxy's `--upstream-idle-timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<Duration>,
 }

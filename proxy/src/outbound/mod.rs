@@ -134,7 +134,10 @@ impl Outbound {
         if !explicit_policy {
             return Ok(response);
         }
-        let (idle, fired) = (route.idle_timeout, route.idle_timeouts.clone());
+        let (idle, fired) = (
+            route.stream_idle_timeout,
+            route.stream_idle_timeouts.clone(),
+        );
         Ok(response.map(|b| BoxBody::new(IdleTimeoutBody::new(b, idle, fired))))
     }
 }
