@@ -158,6 +158,27 @@ impl<T> PolicyIndex<T> {
         }
     }
 
+    /// Files `value` under `target` unless a value is there already.
+    fn insert_if_absent(&mut self, target: TargetKey, value: T) {
+        match target.port {
+            Some(port) => {
+                let key = ServiceKey {
+                    name: target.service,
+                    namespace: target.namespace,
+                    port,
+                };
+                self.by_port.entry(key).or_insert(value);
+            }
+            None => {
+                self.every_port
+                    .entry(target.namespace)
+                    .or_default()
+                    .entry(target.service)
+                    .or_insert(value);
+            }
+        }
+    }
+
     /// The value for calls to `key`: the one whose target names `key`'s port,
     /// else the one for every port of the service, else none.
     pub fn get(&self, key: &ServiceKey) -> Option<&T> {
@@ -195,28 +216,6 @@ pub fn select_policy<'a>(
         }
     }
     index.get(key).copied()
-}
-
-impl<T> PolicyIndex<T> {
-    fn insert_if_absent(&mut self, target: TargetKey, value: T) {
-        match target.port {
-            Some(port) => {
-                let key = ServiceKey {
-                    name: target.service,
-                    namespace: target.namespace,
-                    port,
-                };
-                self.by_port.entry(key).or_insert(value);
-            }
-            None => {
-                self.every_port
-                    .entry(target.namespace)
-                    .or_default()
-                    .entry(target.service)
-                    .or_insert(value);
-            }
-        }
-    }
 }
 
 /// Checks that a batch of documents (namespaces defaulting to `default_ns`)
