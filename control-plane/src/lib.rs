@@ -107,7 +107,7 @@ pub async fn start(
     if let Some(path) = &config.addr_file {
         let json =
             serde_json::json!({ "grpc": addrs.grpc.to_string(), "http": addrs.http.to_string() });
-        write_atomically(path, json.to_string().as_bytes())?;
+        levee_proto::fs::write_atomically(path, json.to_string().as_bytes())?;
     }
 
     let admin = AdminService::new(
@@ -143,13 +143,4 @@ pub async fn start(
         Ok(())
     });
     Ok((addrs, serving))
-}
-
-/// Write `bytes` to `path` through a temporary file and a rename, so a reader
-/// never sees a half-written file.
-pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

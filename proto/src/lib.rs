@@ -3,6 +3,7 @@
 //! Layout:
 //! - `v1`: Rust generated from `levee/v1/*.proto` (prost + tonic).
 //! - `policy`: the typed, validated policy model used by proxy and control plane.
+//! - `fs`: writing a file atomically and durably (caches, address files).
 
 #![forbid(unsafe_code)]
 
@@ -12,4 +13,5 @@ pub mod v1 {
     tonic::include_proto!("levee.v1");
 }
 
+pub mod fs;
 pub mod policy;

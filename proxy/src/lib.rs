@@ -2,6 +2,7 @@
 //! outbound calls and guards its inbound side.
 //!
 //! Layout (one owner per module; see each module's docs):
+//! - `backoff`: the exponential, jittered backoff of retries and reconnects.
 //! - `config`: command-line flags (clap, `LEVEE_*` env fallbacks) → [`config::ProxyConfig`].
 //! - `state`: [`state::Shared`], what every listener reads: the current policy
 //!   snapshot (swapped atomically), endpoints, metrics, readiness.
@@ -28,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backoff;
 pub mod body;
 pub mod config;
 pub mod discovery;

@@ -100,7 +100,7 @@ pub async fn run_with(
                 addrs.inbound,
             ),
             cache: config.policy_cache.clone(),
-            backoff: crate::discovery::Backoff::default(),
+            backoff: crate::discovery::RECONNECT_BACKOFF,
             checks: crate::discovery::LocalChecks {
                 outbound: Some(addrs.outbound),
             },
@@ -190,12 +190,8 @@ async fn bind(which: &str, addr: SocketAddr) -> Result<TcpListener, BoxError> {
         .map_err(|e| format!("binding the {which} listener to {addr}: {e}").into())
 }
 
-/// Writes `addrs` as JSON next to `path` and renames it into place, so a
-/// reader never sees a half-written file.
+/// Writes `addrs` as JSON to `path`; a reader never sees a half-written file.
 fn write_addr_file(path: &Path, addrs: &BoundAddrs) -> std::io::Result<()> {
     let json = serde_json::to_vec(addrs).map_err(std::io::Error::other)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, path)
+    levee_proto::fs::write_atomically(path, &json)
 }

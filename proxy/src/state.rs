@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use levee_proto::policy::{Document, FieldError, PolicyErrors, ResiliencePolicy, ServiceKey};
+use levee_proto::policy::{
+    Document, PolicyErrors, PolicyIndex, ResiliencePolicy, ServiceKey, check_batch,
+};
 
 use crate::discovery::Subscriptions;
 use crate::endpoints::DnsCache;
@@ -25,11 +27,8 @@ use crate::metrics::Metrics;
 pub struct Snapshot {
     /// Local version, bumped on every accepted update (0 = nothing loaded yet).
     pub version: u64,
-    /// Policies that name a port, by target service.
-    pub policies: HashMap<ServiceKey, Arc<ResiliencePolicy>>,
-    /// Policies without a port (every port of the service): namespace → name → policy.
-    /// [`Snapshot::policy_for`] prefers `policies`.
-    pub all_ports: HashMap<String, HashMap<String, Arc<ResiliencePolicy>>>,
+    /// Policies by target; [`Snapshot::policy_for`] picks the one for a call.
+    pub policies: PolicyIndex<Arc<ResiliencePolicy>>,
     /// Static endpoints by service (from `ServiceEndpoints` documents).
     pub endpoints: HashMap<ServiceKey, Arc<[SocketAddr]>>,
     /// Every policy in source order, for `/config`.
@@ -45,67 +44,25 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot from parsed documents. Namespaces default to
-    /// `namespace`. Two policies (or two endpoint sets) for the same service
-    /// port are refused, each reported like a validation error.
+    /// `namespace`. A batch with two documents of a kind for one target (or
+    /// one object twice) is refused, as [`check_batch`] reports it.
     pub fn from_documents(
         documents: Vec<Document>,
         namespace: &str,
         source: impl Into<String>,
     ) -> Result<Snapshot, PolicyErrors> {
+        check_batch(&documents, namespace)?;
         let mut snapshot = Snapshot {
             source: source.into(),
             ..Snapshot::default()
         };
-        let mut errors = Vec::new();
-        // Where each key was first seen, to name it in a duplicate error.
-        let mut seen: HashMap<(&'static str, String), usize> = HashMap::new();
-        for (index, document) in documents.into_iter().enumerate() {
-            let number = index + 1;
-            let object = format!(
-                "{} {}",
-                document.kind(),
-                document.metadata().qualified_name()
-            );
-            let target = match &document {
-                Document::Policy(policy) => match policy.service_key(namespace) {
-                    Some(key) => key.to_string(),
-                    None => format!(
-                        "{}.{} (every port)",
-                        policy.spec.target.service,
-                        policy.metadata.namespace_or(namespace)
-                    ),
-                },
-                Document::Endpoints(endpoints) => endpoints.service_key(namespace).to_string(),
-            };
-            if let Some(first) = seen.insert((document.kind(), target.clone()), number) {
-                errors.push(FieldError {
-                    document: number,
-                    path: "spec".to_owned(),
-                    message: format!(
-                        "{target} already has a {} (document {first})",
-                        document.kind()
-                    ),
-                    object: Some(object),
-                });
-                continue;
-            }
+        for document in documents {
             match document {
                 Document::Policy(policy) => {
                     let policy = Arc::new(policy);
-                    match policy.service_key(namespace) {
-                        Some(key) => {
-                            snapshot.policies.insert(key, policy.clone());
-                        }
-                        None => {
-                            let ns = policy.metadata.namespace_or(namespace).to_owned();
-                            let name = policy.spec.target.service.clone();
-                            snapshot
-                                .all_ports
-                                .entry(ns)
-                                .or_default()
-                                .insert(name, policy.clone());
-                        }
-                    }
+                    snapshot
+                        .policies
+                        .insert(policy.target(namespace), policy.clone());
                     snapshot.documents.push(policy);
                 }
                 Document::Endpoints(endpoints) => {
@@ -116,23 +73,13 @@ impl Snapshot {
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(snapshot)
-        } else {
-            Err(PolicyErrors(errors))
-        }
+        Ok(snapshot)
     }
 
     /// The policy for calls to `service`: one naming its port, else one for
     /// every port of the service, else none (defaults apply).
     pub fn policy_for(&self, service: &ServiceKey) -> Option<Arc<ResiliencePolicy>> {
-        if let Some(policy) = self.policies.get(service) {
-            return Some(policy.clone());
-        }
-        self.all_ports
-            .get(&service.namespace)?
-            .get(&service.name)
-            .cloned()
+        self.policies.get(service).cloned()
     }
 }
 
@@ -242,9 +189,9 @@ mod tests {
 
     use super::*;
 
-    fn policy(target: &str) -> Vec<Document> {
+    fn policy(name: &str, target: &str) -> Vec<Document> {
         let yaml = format!(
-            "apiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: p, namespace: shop}}\n\
+            "apiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: {name}, namespace: shop}}\n\
              spec: {{target: {target}, outbound: {{timeouts: {{request: 2s}}}}}}\n"
         );
         parse_documents(&yaml).expect("valid policy")
@@ -260,8 +207,8 @@ mod tests {
 
     #[test]
     fn a_policy_naming_the_port_beats_one_for_every_port() {
-        let mut documents = policy("{service: payments}");
-        documents.extend(policy("{service: payments, port: 8080}"));
+        let mut documents = policy("any", "{service: payments}");
+        documents.extend(policy("exact", "{service: payments, port: 8080}"));
         let snapshot = Snapshot::from_documents(documents, "default", "test").expect("snapshot");
 
         let exact = snapshot
@@ -284,14 +231,49 @@ mod tests {
     #[test]
     fn documents_that_bypass_parsing_are_still_checked_for_duplicates() {
         // Each file alone is valid; together they hold two policies for one port.
-        let mut documents = policy("{service: payments, port: 8080}");
-        documents.extend(policy("{service: payments, port: 8080}"));
+        let mut documents = policy("first", "{service: payments, port: 8080}");
+        documents.extend(policy("second", "{service: payments, port: 8080}"));
         let errors = Snapshot::from_documents(documents, "default", "test").expect_err("duplicate");
         let message = errors.to_string();
-        assert!(message.contains("document 2"), "{message}");
         assert!(
-            message.contains("payments.shop:8080 already has a ResiliencePolicy (document 1)"),
+            message.contains(
+                "document 2 (ResiliencePolicy shop/second): spec.target: document 1 \
+                 (ResiliencePolicy shop/first) already is the ResiliencePolicy of \
+                 payments.shop:8080"
+            ),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn a_target_without_a_namespace_is_in_the_proxys_namespace() {
+        // One file: no namespace, then `namespace: default`, same service
+        // port but other names. In a proxy of namespace `default` that is
+        // one target twice; in a proxy of namespace `shop`, two services.
+        let yaml = "apiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\n\
+                    metadata: {name: a}\nspec: {target: {service: payments, port: 8080}}\n\
+                    ---\n\
+                    apiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\n\
+                    metadata: {name: b, namespace: default}\n\
+                    spec: {target: {service: payments, port: 8080}}\n";
+        let documents = parse_documents(yaml).expect("each document is valid");
+        let errors = Snapshot::from_documents(documents.clone(), "default", "test")
+            .expect_err("one target twice");
+        assert!(
+            errors.to_string().contains(
+                "document 2 (ResiliencePolicy default/b): spec.target: document 1 \
+                 (ResiliencePolicy a) already is the ResiliencePolicy of \
+                 payments.default:8080"
+            ),
+            "{errors}"
+        );
+        let snapshot = Snapshot::from_documents(documents, "shop", "test").expect("two services");
+        let in_shop = snapshot.policy_for(&key("payments", "shop", 8080));
+        assert_eq!(in_shop.map(|p| p.metadata.name.clone()), Some("a".into()));
+        let in_default = snapshot.policy_for(&key("payments", "default", 8080));
+        assert_eq!(
+            in_default.map(|p| p.metadata.name.clone()),
+            Some("b".into())
         );
     }
 

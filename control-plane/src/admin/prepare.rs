@@ -2,13 +2,14 @@
 //! documents with their namespace filled in, their key, and canonical YAML.
 
 use levee_proto::policy::{
-    Document, FieldError, KIND_ENDPOINTS, KIND_POLICY, PolicyErrors, parse_documents, to_yaml,
+    DEFAULT_NAMESPACE, Document, FieldError, KIND_ENDPOINTS, KIND_POLICY, PolicyErrors,
+    check_batch, parse_documents, to_yaml,
 };
 use levee_proto::v1;
 use tonic::Status;
 
 use super::errors::invalid_policy;
-use crate::discovery::registry::{DEFAULT_NAMESPACE, Registry, Target};
+use crate::discovery::registry::Registry;
 use crate::store::DocKey;
 
 /// One validated document, ready to store.
@@ -61,43 +62,18 @@ pub fn prepare(yaml: &str) -> Result<Vec<Prepared>, Status> {
             object: None,
         }])));
     }
-    let mut prepared: Vec<Prepared> = Vec::with_capacity(documents.len());
-    let mut problems = Vec::new();
-    for (index, document) in documents.into_iter().enumerate() {
-        let doc = canonical(document);
-        let key = &doc.key;
-        if let Some(first) = prepared.iter().position(|p| p.key == *key) {
-            problems.push(FieldError {
-                document: index + 1,
-                path: "metadata.name".into(),
-                message: format!(
-                    "{} {}/{} is also document {}",
-                    key.kind,
-                    key.namespace,
-                    key.name,
-                    first + 1
-                ),
-                object: Some(format!("{} {}/{}", key.kind, key.namespace, key.name)),
-            });
-        }
-        prepared.push(doc);
-    }
-    if !problems.is_empty() {
-        return Err(invalid_policy(&PolicyErrors(problems)));
-    }
-    Ok(prepared)
+    // The file's own check cannot know that an unset namespace is ours.
+    check_batch(&documents, DEFAULT_NAMESPACE).map_err(|e| invalid_policy(&e))?;
+    Ok(documents.into_iter().map(canonical).collect())
 }
 
 /// Rejects documents whose target a *stored* document (of another name)
-/// already claims. Clashes inside the batch are found by `parse_documents`.
+/// already claims. Clashes inside the batch are found by [`prepare`].
 pub fn check_targets(prepared: &[Prepared], registry: &Registry) -> Result<(), Status> {
     let mut problems = Vec::new();
     for (index, doc) in prepared.iter().enumerate() {
-        let target = Target::of(&doc.document);
-        if let Some(owner) = registry.target_owner(&target, &doc.key) {
-            let port = target
-                .port
-                .map_or_else(|| "every port".to_owned(), |p| format!("port {p}"));
+        let target = doc.document.target(DEFAULT_NAMESPACE);
+        if let Some(owner) = registry.target_owner(doc.document.kind(), &target, &doc.key) {
             problems.push(FieldError {
                 document: index + 1,
                 path: if doc.key.kind == KIND_POLICY {
@@ -107,8 +83,8 @@ pub fn check_targets(prepared: &[Prepared], registry: &Registry) -> Result<(), S
                 }
                 .into(),
                 message: format!(
-                    "{} {}/{} already targets service {} {port}; change or delete it first",
-                    owner.kind, owner.namespace, owner.name, target.service
+                    "{} {}/{} already targets {target}; change or delete it first",
+                    owner.kind, owner.namespace, owner.name
                 ),
                 object: Some(format!(
                     "{} {}/{}",

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use levee_proto::policy::{
-    Document, InboundPolicy, OutboundPolicy, ResiliencePolicy, RouteRequest, ServiceKey,
-    parse_documents,
+    DEFAULT_NAMESPACE, Document, InboundPolicy, OutboundPolicy, ResiliencePolicy, RouteRequest,
+    ServiceKey, parse_documents, select_policy,
 };
 use levee_proto::v1;
 use serde_json::{Value, json};
@@ -22,7 +22,6 @@ use super::Format;
 use super::client::{connect, describe};
 use super::table::write_table;
 use crate::BoxError;
-use crate::discovery::registry::DEFAULT_NAMESPACE;
 
 /// What to explain.
 #[derive(Clone, Debug)]
@@ -142,12 +141,15 @@ fn choose<'a>(policies: &'a [ResiliencePolicy], query: &Query) -> Option<&'a Res
             namespace: ns.to_owned(),
             port,
         };
-        return levee_proto::policy::select_policy(policies, &key, DEFAULT_NAMESPACE);
+        return select_policy(policies, &key, DEFAULT_NAMESPACE);
     }
-    let mut matching = policies.iter().filter(|p| {
-        p.spec.target.service == query.service && p.metadata.namespace_or(DEFAULT_NAMESPACE) == ns
-    });
-    let all: Vec<&ResiliencePolicy> = matching.by_ref().collect();
+    let all: Vec<&ResiliencePolicy> = policies
+        .iter()
+        .filter(|p| {
+            let target = p.target(DEFAULT_NAMESPACE);
+            target.service == query.service && target.namespace == ns
+        })
+        .collect();
     all.iter()
         .find(|p| p.spec.target.port.is_none())
         .or(all.first())

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use levee_proto::policy::parse_documents;
+use levee_proto::policy::{DEFAULT_NAMESPACE, Document, check_batch, parse_documents};
 
 use crate::BoxError;
 use crate::admin::prepare::{Prepared, canonical};
@@ -91,11 +91,25 @@ pub fn validate_inputs(inputs: &[Input]) -> Result<Vec<LocalDocument>, Vec<Strin
             Err(errors) => problems.extend(errors.iter().map(|e| format!("{}: {e}", input.name))),
         }
     }
-    if problems.is_empty() {
-        Ok(documents)
-    } else {
-        Err(problems)
+    if !problems.is_empty() {
+        return Err(problems);
     }
+    // The whole batch, as the server will check it: files together, the
+    // default namespace filled in.
+    let batch: Vec<&Document> = documents.iter().map(|d| &d.prepared.document).collect();
+    if let Err(errors) = check_batch(batch, DEFAULT_NAMESPACE) {
+        return Err(errors
+            .iter()
+            .map(|e| {
+                let source = documents
+                    .get(e.document.saturating_sub(1))
+                    .map_or("", |d| d.source.as_str());
+                let object = e.object.as_deref().unwrap_or_default();
+                format!("{source} ({object}): {}: {}", e.path, e.message)
+            })
+            .collect());
+    }
+    Ok(documents)
 }
 
 /// Reads and validates `-f` arguments; any problem is an error listing them all.
@@ -110,5 +124,42 @@ pub fn load(inputs: &[PathBuf]) -> Result<Vec<LocalDocument>, BoxError> {
             problems.join("\n  ")
         )
         .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(name: &str, metadata: &str) -> Input {
+        Input {
+            name: name.into(),
+            text: format!(
+                "apiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {metadata}\n\
+                 spec: {{target: {{service: payments, port: 8080}}}}\n"
+            ),
+        }
+    }
+
+    #[test]
+    fn files_are_checked_together_with_the_default_namespace() {
+        // Each file is valid alone; together they hold one target twice.
+        let inputs = [
+            input("a.yaml", "{name: a}"),
+            input("b.yaml", "{name: b, namespace: default}"),
+        ];
+        let problems = validate_inputs(&inputs).expect_err("one target twice");
+        assert_eq!(
+            problems,
+            [
+                "b.yaml document 1 (ResiliencePolicy default/b): spec.target: document 1 \
+                 (ResiliencePolicy default/a) already is the ResiliencePolicy of payments.default:8080"
+            ]
+        );
+        let other_namespace = [
+            input("a.yaml", "{name: a}"),
+            input("b.yaml", "{name: b, namespace: shop}"),
+        ];
+        assert_eq!(validate_inputs(&other_namespace).map(|d| d.len()), Ok(2));
     }
 }

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use levee_proto::policy::{DEFAULT_NAMESPACE, ServiceKey};
 use levee_proto::v1;
 use serde_json::{Value, json};
 
@@ -104,14 +105,13 @@ fn write_status(response: &v1::StatusResponse, out: &mut dyn Write) -> std::io::
 }
 
 fn or_namespace(ns: &str) -> &str {
-    if ns.is_empty() { "default" } else { ns }
+    if ns.is_empty() { DEFAULT_NAMESPACE } else { ns }
 }
 
 fn service_name(service: Option<&v1::ServiceRef>) -> String {
-    service.map_or_else(
-        || "-".to_owned(),
-        |s| format!("{}.{}:{}", s.name, or_namespace(&s.namespace), s.port),
-    )
+    service
+        .and_then(|s| ServiceKey::try_from(s).ok())
+        .map_or_else(|| "-".to_owned(), |key| key.to_string())
 }
 
 fn to_json(response: &v1::StatusResponse) -> Value {

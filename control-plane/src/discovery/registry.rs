@@ -13,14 +13,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use levee_proto::policy::{
-    Document, ResiliencePolicy, ServiceEndpoints, ServiceKey, select_policy,
+    DEFAULT_NAMESPACE, Document, ResiliencePolicy, ServiceEndpoints, ServiceKey, TargetKey,
+    select_policy,
 };
 use tokio::sync::watch;
 
 use crate::store::DocKey;
-
-/// Namespace of documents and keys that name none.
-pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// The state of one service port, as sent to proxies.
 #[derive(Clone, Debug)]
@@ -52,48 +50,6 @@ pub struct Registration {
     pub addr: SocketAddr,
 }
 
-/// What a document is about: kind, namespace, service and port (`None`:
-/// every port). Two documents may not share one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    /// Document kind.
-    pub kind: &'static str,
-    /// Namespace.
-    pub namespace: String,
-    /// Service name.
-    pub service: String,
-    /// Port, if the document names one.
-    pub port: Option<u16>,
-}
-
-impl Target {
-    /// The target of any document.
-    pub fn of(doc: &Document) -> Self {
-        match doc {
-            Document::Policy(p) => Self::of_policy(p),
-            Document::Endpoints(e) => Self::of_endpoints(e),
-        }
-    }
-
-    fn of_policy(p: &ResiliencePolicy) -> Self {
-        Target {
-            kind: levee_proto::policy::KIND_POLICY,
-            namespace: p.metadata.namespace_or(DEFAULT_NAMESPACE).to_owned(),
-            service: p.spec.target.service.clone(),
-            port: p.spec.target.port,
-        }
-    }
-
-    fn of_endpoints(e: &ServiceEndpoints) -> Self {
-        Target {
-            kind: levee_proto::policy::KIND_ENDPOINTS,
-            namespace: e.metadata.namespace_or(DEFAULT_NAMESPACE).to_owned(),
-            service: e.spec.service.clone(),
-            port: Some(e.spec.port),
-        }
-    }
-}
-
 /// Policies, endpoints and the per-service channels. Shared behind an `Arc`.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -105,21 +61,9 @@ pub struct Registry {
 /// to its own service, not to the whole mesh.
 type ServiceName = (String, String);
 
-fn service_of(doc: &Document) -> ServiceName {
-    match doc {
-        Document::Policy(p) => policy_service(p),
-        Document::Endpoints(e) => endpoints_service(e),
-    }
-}
-
-fn policy_service(p: &ResiliencePolicy) -> ServiceName {
-    let ns = p.metadata.namespace_or(DEFAULT_NAMESPACE).to_owned();
-    (ns, p.spec.target.service.clone())
-}
-
-fn endpoints_service(e: &ServiceEndpoints) -> ServiceName {
-    let ns = e.metadata.namespace_or(DEFAULT_NAMESPACE).to_owned();
-    (ns, e.spec.service.clone())
+/// The service (every port) a target belongs to.
+fn service_of(target: TargetKey) -> ServiceName {
+    (target.namespace, target.service)
 }
 
 #[derive(Debug, Default)]
@@ -155,7 +99,7 @@ impl Registry {
         for (key, revision, doc) in docs {
             // The document may have moved from one service to another.
             affected.extend(state.forget(&key));
-            affected.insert(service_of(&doc));
+            affected.insert(service_of(doc.target(DEFAULT_NAMESPACE)));
             match doc {
                 Document::Policy(p) => {
                     state.policies.insert(key, (revision, Arc::new(p)));
@@ -220,22 +164,22 @@ impl Registry {
         self.lock().snapshot(key)
     }
 
-    /// The stored document other than `except` that already claims
-    /// `target`, if any (one policy per service port or port-less target,
-    /// one ServiceEndpoints per service port).
-    pub fn target_owner(&self, target: &Target, except: &DocKey) -> Option<DocKey> {
+    /// The stored document of `kind` other than `except` that already
+    /// claims `target`, if any: one document of a kind per target (see
+    /// `levee_proto::policy::check_batch`).
+    pub fn target_owner(&self, kind: &str, target: &TargetKey, except: &DocKey) -> Option<DocKey> {
         let state = self.lock();
         let policies = state
             .policies
             .iter()
-            .map(|(k, (_, p))| (k, Target::of_policy(p)));
+            .map(|(k, (_, p))| (k, p.target(DEFAULT_NAMESPACE)));
         let endpoints = state
             .static_endpoints
             .iter()
-            .map(|(k, e)| (k, Target::of_endpoints(e)));
+            .map(|(k, e)| (k, e.target(DEFAULT_NAMESPACE)));
         policies
             .chain(endpoints)
-            .find(|(k, t)| *k != except && t == target)
+            .find(|(k, t)| k.kind == kind && *k != except && t == target)
             .map(|(k, _)| k.clone())
     }
 
@@ -249,10 +193,10 @@ impl State {
     /// Removes a document; returns the service it was about.
     fn forget(&mut self, key: &DocKey) -> Option<ServiceName> {
         if let Some((_, p)) = self.policies.remove(key) {
-            return Some(policy_service(&p));
+            return Some(service_of(p.target(DEFAULT_NAMESPACE)));
         }
         let e = self.static_endpoints.remove(key)?;
-        Some(endpoints_service(&e))
+        Some(service_of(e.target(DEFAULT_NAMESPACE)))
     }
 
     /// Recomputes the watched ports of the `affected` services and sends

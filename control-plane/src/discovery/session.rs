@@ -14,8 +14,8 @@ use tokio_stream::StreamMap;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Status, Streaming};
 
-use super::registry::{DEFAULT_NAMESPACE, Registration, Registry, ServiceSnapshot};
-use super::status::{SessionStatus, Sessions, SubscriptionStatus, service_ref, with_status};
+use super::registry::{Registration, Registry, ServiceSnapshot};
+use super::status::{SessionStatus, Sessions, SubscriptionStatus, with_status};
 use crate::metrics::{Metrics, UpdateLabels};
 
 /// How long a new stream may take to send its hello.
@@ -232,28 +232,7 @@ fn subscribe(
 
 /// A wire service reference as a key; an empty namespace means "default".
 pub fn service_key(service: &v1::ServiceRef) -> Result<ServiceKey, Status> {
-    if service.name.is_empty() {
-        return Err(Status::invalid_argument("service reference without a name"));
-    }
-    let port = u16::try_from(service.port)
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "service {}: port {} is outside 1-65535",
-                service.name, service.port
-            ))
-        })?;
-    let namespace = if service.namespace.is_empty() {
-        DEFAULT_NAMESPACE
-    } else {
-        &service.namespace
-    };
-    Ok(ServiceKey {
-        name: service.name.clone(),
-        namespace: namespace.to_owned(),
-        port,
-    })
+    ServiceKey::try_from(service).map_err(Status::invalid_argument)
 }
 
 /// The endpoint a hello registers, if any.
@@ -289,7 +268,7 @@ fn registration(
         })?
     };
     let namespace = if hello.namespace.is_empty() {
-        DEFAULT_NAMESPACE
+        levee_proto::policy::DEFAULT_NAMESPACE
     } else {
         &hello.namespace
     };
@@ -303,7 +282,7 @@ fn registration(
 
 fn to_update(snapshot: &ServiceSnapshot, nonce: u64) -> v1::ServiceUpdate {
     v1::ServiceUpdate {
-        service: Some(service_ref(&snapshot.key)),
+        service: Some(v1::ServiceRef::from(&snapshot.key)),
         version: snapshot.version.clone(),
         nonce: nonce.to_string(),
         policy_revision: snapshot.policy_revision,

@@ -94,21 +94,12 @@ pub fn to_proto(status: &SessionStatus) -> v1::ProxyStatus {
             .subscriptions
             .iter()
             .map(|(key, sub)| v1::SubscriptionStatus {
-                service: Some(service_ref(key)),
+                service: Some(v1::ServiceRef::from(key)),
                 sent_version: sub.sent_version.clone(),
                 acked_version: sub.acked_version.clone(),
                 nacked_version: sub.nacked_version.clone(),
                 nack_reason: sub.nack_reason.clone(),
             })
             .collect(),
-    }
-}
-
-/// A key as its wire form.
-pub fn service_ref(key: &ServiceKey) -> v1::ServiceRef {
-    v1::ServiceRef {
-        name: key.name.clone(),
-        namespace: key.namespace.clone(),
-        port: u32::from(key.port),
     }
 }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use levee_proto::policy::DEFAULT_NAMESPACE;
+
 /// Address of a stored document. Ordered by kind, namespace, name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DocKey {
@@ -17,7 +19,7 @@ impl DocKey {
     /// A key; an empty namespace becomes `default`.
     pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
         let namespace = if namespace.is_empty() {
-            "default"
+            DEFAULT_NAMESPACE
         } else {
             namespace
         };

@@ -177,6 +177,62 @@ async fn invalid_batch_lists_every_problem_and_stores_nothing() {
     cp.stop().await;
 }
 
+/// One target written with and without the default namespace is one
+/// target: the batch is refused as a whole. A port-specific and an
+/// every-port policy of one service are two targets.
+#[tokio::test]
+async fn a_batch_naming_one_target_with_and_without_the_default_namespace_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = TestControlPlane::start(dir.path(), &[]).await;
+    let mut admin = cp.admin(None).await;
+    let policy = |metadata: &str, target: &str| {
+        format!(
+            "apiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {metadata}\n\
+             spec: {{target: {target}}}\n"
+        )
+    };
+    let exact = "{service: payments, port: 8080}";
+    let batch = format!(
+        "{}---\n{}",
+        policy("{name: a}", exact),
+        policy("{name: b, namespace: default}", exact)
+    );
+    let err = admin
+        .apply(apply(batch, None))
+        .await
+        .expect_err("duplicate");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let found = violations(&err);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].document, 2);
+    assert_eq!(found[0].path, "spec.target");
+    assert!(
+        found[0].message.contains("payments.default:8080"),
+        "{}",
+        found[0].message
+    );
+    let list = admin
+        .list(v1::ListRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(list.documents.is_empty(), "{:?}", list.documents);
+
+    let batch = format!(
+        "{}---\n{}",
+        policy("{name: every-port}", "{service: payments}"),
+        policy("{name: b, namespace: default}", exact)
+    );
+    let applied = admin
+        .apply(apply(batch, None))
+        .await
+        .expect("two targets")
+        .into_inner();
+    assert_eq!(applied.documents.len(), 2);
+    drop(admin);
+    cp.stop().await;
+}
+
 #[tokio::test]
 async fn stale_expected_revision_is_a_conflict() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -7,7 +7,6 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
 use super::outbound::{InboundPolicy, OutboundPolicy};
-use super::service_key::ServiceKey;
 
 /// The only `apiVersion` this crate reads and writes.
 pub const API_VERSION: &str = "levee.dev/v1alpha1";
@@ -170,25 +169,6 @@ pub struct Target {
     pub port: Option<u16>,
 }
 
-impl ResiliencePolicy {
-    /// The exact service key, when the policy names a port (`None` = every port).
-    pub fn service_key(&self, default_ns: &str) -> Option<ServiceKey> {
-        Some(ServiceKey {
-            name: self.spec.target.service.clone(),
-            namespace: self.metadata.namespace_or(default_ns).to_owned(),
-            port: self.spec.target.port?,
-        })
-    }
-
-    /// Whether the policy applies to calls to `key`. A policy with a port
-    /// beats one without for the same service (see [`super::select_policy`]).
-    pub fn applies_to(&self, key: &ServiceKey, default_ns: &str) -> bool {
-        self.spec.target.service == key.name
-            && self.metadata.namespace_or(default_ns) == key.namespace
-            && self.spec.target.port.is_none_or(|p| p == key.port)
-    }
-}
-
 /// Static endpoints of a service (`kind: ServiceEndpoints`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(try_from = "Envelope<EndpointsSpec>", into = "Envelope<EndpointsSpec>")]
@@ -218,17 +198,6 @@ impl From<ServiceEndpoints> for Envelope<EndpointsSpec> {
     }
 }
 
-impl ServiceEndpoints {
-    /// The service these endpoints serve.
-    pub fn service_key(&self, default_ns: &str) -> ServiceKey {
-        ServiceKey {
-            name: self.spec.service.clone(),
-            namespace: self.metadata.namespace_or(default_ns).to_owned(),
-            port: self.spec.port,
-        }
-    }
-}
-
 /// `spec` of [`ServiceEndpoints`].
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -240,82 +209,4 @@ pub struct EndpointsSpec {
     /// Where the service really listens (`ip:port`; IPv6 as `[::1]:9001`).
     #[serde(default)]
     pub addresses: Vec<SocketAddr>,
-}
-
-/// The policy for `key` among `policies`: one naming the key's port beats one
-/// without a port; among equals the first wins.
-pub fn select_policy<'a>(
-    policies: impl IntoIterator<Item = &'a ResiliencePolicy>,
-    key: &ServiceKey,
-    default_ns: &str,
-) -> Option<&'a ResiliencePolicy> {
-    let mut any_port = None;
-    for p in policies {
-        if p.applies_to(key, default_ns) {
-            if p.spec.target.port.is_some() {
-                return Some(p);
-            }
-            any_port = any_port.or(Some(p));
-        }
-    }
-    any_port
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy(ns: Option<&str>, service: &str, port: Option<u16>) -> ResiliencePolicy {
-        ResiliencePolicy {
-            metadata: ObjectMeta {
-                name: format!("{service}-{port:?}"),
-                namespace: ns.map(str::to_owned),
-            },
-            spec: PolicySpec {
-                target: Target {
-                    service: service.to_owned(),
-                    port,
-                },
-                outbound: OutboundPolicy::default(),
-                inbound: InboundPolicy::default(),
-            },
-        }
-    }
-
-    fn key(name: &str, ns: &str, port: u16) -> ServiceKey {
-        ServiceKey {
-            name: name.into(),
-            namespace: ns.into(),
-            port,
-        }
-    }
-
-    #[test]
-    fn service_key_and_applies_to() {
-        let any_port = policy(None, "payments", None);
-        assert_eq!(any_port.service_key("shop"), None);
-        assert!(any_port.applies_to(&key("payments", "shop", 1), "shop"));
-        assert!(!any_port.applies_to(&key("payments", "other", 1), "shop"));
-        assert!(!any_port.applies_to(&key("orders", "shop", 1), "shop"));
-        let p8080 = policy(Some("shop"), "payments", Some(8080));
-        assert_eq!(
-            p8080.service_key("default"),
-            Some(key("payments", "shop", 8080))
-        );
-        assert!(p8080.applies_to(&key("payments", "shop", 8080), "default"));
-        assert!(!p8080.applies_to(&key("payments", "shop", 8081), "default"));
-    }
-
-    #[test]
-    fn a_policy_naming_the_port_beats_one_without() {
-        let all = [
-            policy(Some("shop"), "payments", None),
-            policy(Some("shop"), "payments", Some(8080)),
-        ];
-        let k = key("payments", "shop", 8080);
-        assert_eq!(select_policy(&all, &k, "default"), Some(&all[1]));
-        let other_port = key("payments", "shop", 9090);
-        assert_eq!(select_policy(&all, &other_port, "default"), Some(&all[0]));
-        assert_eq!(select_policy(&all, &key("x", "shop", 1), "default"), None);
-    }
 }

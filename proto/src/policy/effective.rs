@@ -8,7 +8,8 @@ use super::conditions::FailureCondition;
 use super::duration::Duration;
 use super::grpc_status::GrpcStatus;
 use super::outbound::{
-    Backoff, CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryPolicy,
+    CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryBackoff,
+    RetryPolicy,
 };
 use super::route::{Route, RouteRequest};
 
@@ -97,7 +98,7 @@ pub struct EffectiveTimeouts {
     pub per_try: Option<Duration>,
     /// TCP connect deadline.
     pub connect: Duration,
-    /// Pooled-connection idle time.
+    /// Stream idle: the longest gap between response body frames.
     pub idle: Duration,
 }
 
@@ -211,7 +212,7 @@ pub fn merge_retry(base: Option<&RetryPolicy>, over: Option<&RetryPolicy>) -> Re
     let backoff = match (&base.backoff, &over.backoff) {
         (b, None) => b.clone(),
         (None, o) => o.clone(),
-        (Some(b), Some(o)) => Some(Backoff {
+        (Some(b), Some(o)) => Some(RetryBackoff {
             base: o.base.or(b.base),
             max: o.max.or(b.max),
         }),

@@ -14,8 +14,8 @@ use super::document::{
 use super::duration::Duration;
 use super::error::{PolicyErrors, Problems};
 use super::outbound::{
-    Backoff, CircuitBreaker, Concurrency, FailureRate, InboundPolicy, InboundTimeouts,
-    OpenDuration, OutboundPolicy, RateLimit, RetryBudget, RetryPolicy, SlowCall, Timeouts,
+    CircuitBreaker, Concurrency, FailureRate, InboundPolicy, InboundTimeouts, OpenDuration,
+    OutboundPolicy, RateLimit, RetryBackoff, RetryBudget, RetryPolicy, SlowCall, Timeouts,
 };
 use super::route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteTimeouts};
 use super::validate;
@@ -164,7 +164,7 @@ fn retry(path: &str, r: pb::RetryPolicy, p: &mut Problems) -> RetryPolicy {
         max_retries: r.max_retries,
         on: list(&format!("{path}.on"), r.on, p),
         grpc_on: list(&format!("{path}.grpcOn"), r.grpc_on, p),
-        backoff: r.backoff.map(|b| Backoff {
+        backoff: r.backoff.map(|b| RetryBackoff {
             base: dur(&format!("{path}.backoff.base"), b.base, p),
             max: dur(&format!("{path}.backoff.max"), b.max, p),
         }),

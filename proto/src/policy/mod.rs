@@ -9,6 +9,8 @@
 //! - `effective`: route lookup, field-by-field merge, defaults resolved.
 //! - `parse`, `validate`, `error`: strict YAML reading with field paths.
 //! - `duration`, `conditions`, `grpc_status`, `service_key`: small value types.
+//! - `target`: which service port a document is about, one document per
+//!   target, and which policy applies to a call (a port beats every port).
 //! - `to_proto`, `from_proto`: to and from the `levee.v1` protobuf messages
 //!   (`From` one way; `TryFrom`, which validates, the other).
 
@@ -23,13 +25,14 @@ mod outbound;
 mod parse;
 mod route;
 mod service_key;
+mod target;
 mod to_proto;
 mod validate;
 
 pub use conditions::FailureCondition;
 pub use document::{
     API_VERSION, Document, EndpointsSpec, KIND_ENDPOINTS, KIND_POLICY, ObjectMeta, PolicySpec,
-    ResiliencePolicy, ServiceEndpoints, Target, select_policy,
+    ResiliencePolicy, ServiceEndpoints, Target,
 };
 pub use duration::{Duration, DurationError};
 pub use effective::{
@@ -40,12 +43,13 @@ pub use effective::{
 pub use error::{FieldError, PolicyErrors};
 pub use grpc_status::GrpcStatus;
 pub use outbound::{
-    Backoff, CircuitBreaker, Concurrency, FailureRate, InboundPolicy, InboundTimeouts,
-    OpenDuration, OutboundPolicy, RateLimit, RetryBudget, RetryPolicy, SlowCall, Timeouts,
+    CircuitBreaker, Concurrency, FailureRate, InboundPolicy, InboundTimeouts, OpenDuration,
+    OutboundPolicy, RateLimit, RetryBackoff, RetryBudget, RetryPolicy, SlowCall, Timeouts,
 };
 pub use parse::{parse_documents, to_yaml};
 pub use route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteRequest, RouteTimeouts};
 pub use service_key::{Authority, ServiceKey};
+pub use target::{DEFAULT_NAMESPACE, PolicyIndex, TargetKey, check_batch, select_policy};
 
 #[cfg(test)]
 mod docs_tests;

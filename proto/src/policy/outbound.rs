@@ -52,7 +52,9 @@ pub struct Timeouts {
     /// Establishing a TCP connection to an endpoint (default 1s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<Duration>,
-    /// How long an unused pooled upstream connection is kept (default 60s).
+    /// Stream idle: a response body with no frame from the upstream for this
+    /// long ends with an error (default 60s; Envoy's route `idle_timeout`).
+    /// Pooled connections' idle time is the proxy's `--upstream-idle-timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<Duration>,
 }
@@ -80,7 +82,7 @@ pub struct RetryPolicy {
     pub grpc_on: Option<Vec<GrpcStatus>>,
     /// Exponential backoff with full jitter between attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backoff: Option<Backoff>,
+    pub backoff: Option<RetryBackoff>,
     /// Retry budget (service level only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<RetryBudget>,
@@ -95,11 +97,11 @@ pub struct RetryPolicy {
     pub honor_retry_after: Option<bool>,
 }
 
-/// Backoff between attempts: the n-th retry waits a random time in
-/// `[0, min(max, base * 2^n))` ("full jitter").
+/// `retry.backoff` as written: the n-th retry (from 1) waits a random time
+/// in `[0, min(max, base × 2^(n-1))]` ("full jitter").
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Backoff {
+pub struct RetryBackoff {
     /// First backoff ceiling (default 25ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<Duration>,

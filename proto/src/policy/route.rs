@@ -24,7 +24,8 @@ pub struct Route {
     pub retry: Option<RetryPolicy>,
 }
 
-/// The timeouts a route may override (connect/idle belong to the endpoint pool).
+/// The timeouts a route may override (`connect` belongs to the endpoint pool;
+/// `idle` is set per service).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteTimeouts {

@@ -1,10 +1,14 @@
 //! Service identity shared by proxy and control plane: `name.namespace:port`,
-//! and parsing it from a request authority (`Host` / `:authority`).
+//! parsing it from a request authority (`Host` / `:authority`), and its wire
+//! form (`levee.v1.ServiceRef`).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::target::DEFAULT_NAMESPACE;
+use crate::v1;
 
 /// A service port: `payments.shop:8080`.
 ///
@@ -76,6 +80,46 @@ impl<'de> Deserialize<'de> for ServiceKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         ServiceKey::from_authority(&text, "", 80).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<&v1::ServiceRef> for ServiceKey {
+    type Error = String;
+
+    /// Reads a wire reference; an empty namespace is [`DEFAULT_NAMESPACE`].
+    fn try_from(service: &v1::ServiceRef) -> Result<Self, String> {
+        if service.name.is_empty() {
+            return Err("service reference without a name".into());
+        }
+        let port = u16::try_from(service.port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                format!(
+                    "service {}: port {} is outside 1-65535",
+                    service.name, service.port
+                )
+            })?;
+        let namespace = if service.namespace.is_empty() {
+            DEFAULT_NAMESPACE
+        } else {
+            &service.namespace
+        };
+        Ok(ServiceKey {
+            name: service.name.clone(),
+            namespace: namespace.to_owned(),
+            port,
+        })
+    }
+}
+
+impl From<&ServiceKey> for v1::ServiceRef {
+    fn from(key: &ServiceKey) -> Self {
+        v1::ServiceRef {
+            name: key.name.clone(),
+            namespace: key.namespace.clone(),
+            port: u32::from(key.port),
+        }
     }
 }
 
@@ -266,6 +310,24 @@ mod tests {
         }
         let map = std::collections::BTreeMap::from([(k("a", "b", 1), 1)]);
         assert_eq!(serde_json::to_string(&map).expect("map"), r#"{"a.b:1":1}"#);
+    }
+
+    #[test]
+    fn wire_references_default_the_namespace_and_check_the_port() {
+        let wire = |name: &str, namespace: &str, port: u32| v1::ServiceRef {
+            name: name.into(),
+            namespace: namespace.into(),
+            port,
+        };
+        assert_eq!(
+            ServiceKey::try_from(&wire("payments", "", 8080)),
+            Ok(k("payments", "default", 8080))
+        );
+        let shop = k("payments", "shop", 8080);
+        assert_eq!(ServiceKey::try_from(&v1::ServiceRef::from(&shop)), Ok(shop));
+        for bad in [wire("", "shop", 80), wire("p", "", 0), wire("p", "", 65536)] {
+            assert!(ServiceKey::try_from(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

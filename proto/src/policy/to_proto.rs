@@ -5,8 +5,8 @@ use crate::v1 as pb;
 use super::document::{Document, EndpointsSpec, ObjectMeta, ResiliencePolicy, ServiceEndpoints};
 use super::duration::Duration;
 use super::outbound::{
-    Backoff, CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryBudget,
-    RetryPolicy, Timeouts,
+    CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryBackoff,
+    RetryBudget, RetryPolicy, Timeouts,
 };
 use super::route::{Route, RouteMatch};
 
@@ -100,7 +100,7 @@ fn retry(r: &RetryPolicy) -> pb::RetryPolicy {
         max_retries: r.max_retries,
         on: list(&r.on),
         grpc_on: list(&r.grpc_on),
-        backoff: r.backoff.as_ref().map(|b: &Backoff| pb::Backoff {
+        backoff: r.backoff.as_ref().map(|b: &RetryBackoff| pb::Backoff {
             base: dur(b.base),
             max: dur(b.max),
         }),

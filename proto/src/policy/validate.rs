@@ -3,9 +3,6 @@
 //! documents. Every problem is recorded with its field path; nothing stops at
 //! the first one.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-
 use super::document::{Document, EndpointsSpec, ObjectMeta, PolicySpec};
 use super::duration::Duration;
 use super::effective::{default_backoff_max, defaults};
@@ -15,6 +12,7 @@ use super::outbound::{
     CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryPolicy,
 };
 use super::service_key::is_dns_label;
+use super::target;
 
 mod route;
 
@@ -311,59 +309,13 @@ fn endpoints_spec(spec: &EndpointsSpec, p: &mut Problems) {
 }
 
 /// Problems between documents of one file: the same object twice, or two
-/// documents about the same service port.
+/// documents of a kind for one target. The file does not say the reader's
+/// default namespace, so an unset namespace matches only another unset one
+/// here; readers check the whole batch again with theirs
+/// ([`super::check_batch`]).
 pub(crate) fn across_documents(docs: &[(usize, Document)]) -> Vec<FieldError> {
-    let mut errors = Vec::new();
-    let mut names = HashMap::new();
-    let mut targets = HashMap::new();
-    for (index, doc) in docs {
-        let meta = doc.metadata();
-        let mut p = Problems::new(
-            *index,
-            Some(format!("{} {}", doc.kind(), meta.qualified_name())),
-        );
-        let ns = meta.namespace.as_deref();
-        match names.entry((doc.kind(), ns, meta.name.as_str())) {
-            Entry::Vacant(v) => {
-                v.insert(*index);
-            }
-            Entry::Occupied(o) => p.add(
-                "metadata.name",
-                format!("document {} has the same kind, namespace and name", o.get()),
-            ),
-        }
-        let (target_path, target) = match doc {
-            Document::Policy(pol) => (
-                "spec.target",
-                (
-                    doc.kind(),
-                    ns,
-                    pol.spec.target.service.as_str(),
-                    pol.spec.target.port,
-                ),
-            ),
-            Document::Endpoints(e) => (
-                "spec",
-                (doc.kind(), ns, e.spec.service.as_str(), Some(e.spec.port)),
-            ),
-        };
-        match targets.entry(target) {
-            Entry::Vacant(v) => {
-                v.insert(*index);
-            }
-            Entry::Occupied(o) => p.add(
-                target_path,
-                format!(
-                    "document {} already is the {} of this service{}",
-                    o.get(),
-                    doc.kind(),
-                    target.3.map_or(String::new(), |n| format!(" port {n}"))
-                ),
-            ),
-        }
-        errors.extend(p.errors);
-    }
-    errors
+    // "" is never a valid namespace, so it stands for "not written".
+    target::batch_problems(docs.iter().map(|(n, d)| (*n, d)), "")
 }
 
 #[cfg(test)]

@@ -67,13 +67,10 @@ pub(super) fn config<T>(shared: &Shared, write: impl FnOnce(&ConfigView<'_>) -> 
 }
 
 fn policy<'a>(policy: &'a ResiliencePolicy, namespace: &str) -> PolicyView<'a> {
-    let service = match policy.service_key(namespace) {
+    let target = policy.target(namespace);
+    let service = match target.service_key() {
         Some(key) => key.to_string(),
-        None => format!(
-            "{}.{}:*",
-            policy.spec.target.service,
-            policy.metadata.namespace_or(namespace)
-        ),
+        None => format!("{}.{}:*", target.service, target.namespace),
     };
     let outbound = &policy.spec.outbound;
     PolicyView {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use levee_proto::policy::{Document, ServiceKey, parse_documents, to_yaml};
 use serde::{Deserialize, Serialize};
 
-use super::services::{ServiceState, Services};
+use super::services::{AcceptedUpdate, Services};
 
 const FORMAT: u32 = 1;
 
@@ -88,7 +88,7 @@ pub fn decode(bytes: &[u8]) -> Result<Services, String> {
         };
         services.insert(
             cached.service,
-            ServiceState {
+            AcceptedUpdate {
                 version: cached.version,
                 policy_revision: cached.policy_revision,
                 policy,
@@ -99,20 +99,13 @@ pub fn decode(bytes: &[u8]) -> Result<Services, String> {
     Ok(services)
 }
 
-/// Writes `bytes` to a sibling of `path`, syncs it, and renames it into place.
+/// Replaces the cache at `path` with `bytes`, atomically and durably, off
+/// the async threads.
 pub async fn write(path: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || levee_proto::fs::write_atomically(&path, &bytes))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// Reads and decodes the cache at `path`.
@@ -124,7 +117,7 @@ pub async fn load(path: &Path) -> Result<Services, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::services::{LocalChecks, ref_of};
+    use crate::discovery::services::LocalChecks;
     use levee_proto::v1 as pb;
 
     fn services() -> Services {
@@ -141,7 +134,7 @@ mod tests {
         let mut services = Services::default();
         let checks = LocalChecks { outbound: None };
         let update = |key: &ServiceKey, policy, endpoints: Vec<String>| pb::ServiceUpdate {
-            service: Some(ref_of(key)),
+            service: Some(pb::ServiceRef::from(key)),
             version: format!("v-{}", key.name),
             nonce: "1".into(),
             policy_revision: 4,

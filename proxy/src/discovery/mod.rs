@@ -8,7 +8,7 @@
 //! into a new [`crate::state::Snapshot`] installed with [`Shared::install`],
 //! answering ACK, or NACK with the reason when the update cannot be applied
 //! ([`services`]). After any disconnect it reconnects with jittered
-//! exponential backoff ([`backoff`]) and resends hello with every
+//! exponential backoff ([`RECONNECT_BACKOFF`]) and resends hello with every
 //! subscription (a full resync); meanwhile the last good snapshot serves.
 //!
 //! `--policy-cache FILE` ([`cache`]) keeps the last good state on disk after
@@ -17,7 +17,6 @@
 //! `/ready` turns 200 once the first stream has answered every initial
 //! subscription, or the cache was installed.
 
-pub mod backoff;
 pub mod cache;
 pub mod services;
 mod subscriptions;
@@ -32,10 +31,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Endpoint;
 
+use crate::backoff::Backoff;
 use crate::body::BoxError;
 use crate::state::Shared;
 
-pub use backoff::Backoff;
 pub use services::LocalChecks;
 pub use subscriptions::{FIRST_UPDATE_WAIT, MAX_SUBSCRIPTIONS, Subscriptions};
 pub use watch::RESYNC_HOLD;
@@ -110,6 +109,13 @@ pub struct DiscoveryConfig {
 
 /// The proxy's version as hello reports it.
 pub const PROXY_VERSION: &str = concat!("levee-proxy/", env!("CARGO_PKG_VERSION"));
+
+/// How long to wait before reconnecting after the n-th failed stream in a
+/// row (full jitter, from 100ms up to 10s; reset once a stream worked).
+pub const RECONNECT_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    max: Duration::from_secs(10),
+};
 
 /// Connecting to the control plane fails after this long (then backoff).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

@@ -7,14 +7,16 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use levee_proto::policy::{ResiliencePolicy, ServiceKey};
+use levee_proto::policy::{ResiliencePolicy, ServiceKey, TargetKey};
 use levee_proto::v1 as pb;
 
 use crate::state::Snapshot;
 
-/// What the proxy runs for one service: the last update it accepted.
+/// What the proxy runs for one service port: the content of the last
+/// `ServiceUpdate` it accepted (not to be confused with the resilience
+/// layers' per-service runtime state).
 #[derive(Clone, Debug, PartialEq)]
-pub struct ServiceState {
+pub struct AcceptedUpdate {
     /// The control plane's version of this content (echoed in ACKs).
     pub version: String,
     /// Store revision of the policy (0: none).
@@ -53,15 +55,15 @@ pub struct LocalChecks {
 /// Every service the proxy has state for, by key.
 #[derive(Clone, Debug, Default)]
 pub struct Services {
-    states: BTreeMap<ServiceKey, ServiceState>,
+    states: BTreeMap<ServiceKey, AcceptedUpdate>,
 }
 
 impl Services {
-    pub fn get(&self, key: &ServiceKey) -> Option<&ServiceState> {
+    pub fn get(&self, key: &ServiceKey) -> Option<&AcceptedUpdate> {
         self.states.get(key)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&ServiceKey, &ServiceState)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&ServiceKey, &AcceptedUpdate)> {
         self.states.iter()
     }
 
@@ -69,7 +71,7 @@ impl Services {
         self.states.is_empty()
     }
 
-    pub fn insert(&mut self, key: ServiceKey, state: ServiceState) {
+    pub fn insert(&mut self, key: ServiceKey, state: AcceptedUpdate) {
         self.states.insert(key, state);
     }
 
@@ -80,7 +82,7 @@ impl Services {
         update: &pb::ServiceUpdate,
         checks: LocalChecks,
     ) -> Result<(ServiceKey, Applied), Refusal> {
-        let key = match update.service.as_ref().map(key_of) {
+        let key = match update.service.as_ref().map(ServiceKey::try_from) {
             Some(Ok(key)) => key,
             Some(Err(reason)) => {
                 return Err(Refusal {
@@ -127,7 +129,9 @@ impl Services {
         for (key, state) in &self.states {
             revision = revision.max(state.policy_revision);
             if let Some(policy) = &state.policy {
-                snapshot.policies.insert(key.clone(), policy.clone());
+                snapshot
+                    .policies
+                    .insert(TargetKey::from(key.clone()), policy.clone());
                 let name = (
                     policy.metadata.namespace_or(&key.namespace).to_owned(),
                     policy.metadata.name.clone(),
@@ -147,46 +151,16 @@ impl Services {
     }
 }
 
-/// `ServiceRef` → `ServiceKey` (empty namespace = `default`).
-pub fn key_of(service: &pb::ServiceRef) -> Result<ServiceKey, String> {
-    if service.name.is_empty() {
-        return Err("the update's service has no name".into());
-    }
-    let port = u16::try_from(service.port)
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("service {}: port {} is invalid", service.name, service.port))?;
-    let namespace = if service.namespace.is_empty() {
-        "default".to_owned()
-    } else {
-        service.namespace.clone()
-    };
-    Ok(ServiceKey {
-        name: service.name.clone(),
-        namespace,
-        port,
-    })
-}
-
-/// `ServiceKey` → `ServiceRef`.
-pub fn ref_of(key: &ServiceKey) -> pb::ServiceRef {
-    pb::ServiceRef {
-        name: key.name.clone(),
-        namespace: key.namespace.clone(),
-        port: u32::from(key.port),
-    }
-}
-
 fn convert(
     update: &pb::ServiceUpdate,
     key: &ServiceKey,
     checks: LocalChecks,
-) -> Result<ServiceState, String> {
+) -> Result<AcceptedUpdate, String> {
     let policy = match &update.policy {
         Some(policy) => {
             let policy = ResiliencePolicy::try_from(policy.clone())
                 .map_err(|errors| format!("policy for {key} is invalid: {errors}"))?;
-            if !policy.applies_to(key, &key.namespace) {
+            if !policy.target(&key.namespace).covers(key) {
                 return Err(format!(
                     "policy {} targets {}, not {key}",
                     policy.metadata.qualified_name(),
@@ -209,7 +183,7 @@ fn convert(
         }
         endpoints.push(addr);
     }
-    Ok(ServiceState {
+    Ok(AcceptedUpdate {
         version: update.version.clone(),
         policy_revision: update.policy_revision,
         policy,

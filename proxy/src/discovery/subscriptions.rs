@@ -60,10 +60,6 @@ impl Subscriptions {
         self.sender.set(tx).ok().map(|()| rx)
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.sender.get().is_some()
-    }
-
     pub(crate) fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Release);
     }

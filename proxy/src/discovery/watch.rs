@@ -16,9 +16,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use super::backoff::Attempts;
-use super::services::{Applied, Services, ref_of};
+use super::services::{Applied, Services};
 use super::{DiscoveryConfig, PROXY_VERSION, cache};
+use crate::backoff::FailureStreak;
 use crate::state::Shared;
 pub use hold::RESYNC_HOLD;
 use hold::expiry;
@@ -49,7 +49,7 @@ pub(super) struct Watcher {
     hold_until: Option<Instant>,
     /// When the current stream came up.
     stream_up: Option<Instant>,
-    attempts: Attempts,
+    failures: FailureStreak,
 }
 
 /// Why a stream ended.
@@ -74,7 +74,7 @@ impl Watcher {
         shared.subscriptions.preload(subscribed.iter().cloned());
         Watcher {
             shared,
-            attempts: Attempts::new(config.backoff),
+            failures: FailureStreak::new(config.backoff),
             config,
             endpoint,
             services: Services::default(),
@@ -102,7 +102,7 @@ impl Watcher {
                 .stream_up
                 .is_some_and(|up| up.elapsed() >= STREAM_WORKED)
             {
-                self.attempts.reset();
+                self.failures.reset();
             }
             self.shared.metrics.set_control_plane_connected(false);
             self.shared.subscriptions.set_connected(false);
@@ -116,7 +116,7 @@ impl Watcher {
             if !self.shared.is_ready() {
                 self.install_cache();
             }
-            let delay = self.attempts.next_delay();
+            let delay = self.failures.next_delay();
             tracing::debug!(?delay, "reconnecting to the control plane after a delay");
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -219,13 +219,13 @@ impl Watcher {
                 Some(key) = new_keys.recv() => {
                     if self.subscribed.insert(key.clone()) {
                         tracing::debug!(service = %key, "subscribing");
-                        let subscribe = pb::Subscribe { services: vec![ref_of(&key)] };
+                        let subscribe = pb::Subscribe { services: vec![pb::ServiceRef::from(&key)] };
                         let _ = tx.send(request(Request::Subscribe(subscribe)));
                     }
                 }
                 message = responses.message() => match message {
                     Ok(Some(pb::WatchResponse { kind: Some(Response::Update(update)) })) => {
-                        self.attempts.reset();
+                        self.failures.reset();
                         let changed = self.on_update(update, &tx, &mut pending);
                         self.after_update(&pending, changed).await;
                     }
@@ -246,7 +246,7 @@ impl Watcher {
             address: id.address.clone(),
             inbound_port: u32::from(id.inbound_port),
             proxy_version: PROXY_VERSION.to_owned(),
-            subscriptions: self.subscribed.iter().map(ref_of).collect(),
+            subscriptions: self.subscribed.iter().map(pb::ServiceRef::from).collect(),
         }))
     }
 

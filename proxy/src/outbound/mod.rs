@@ -113,7 +113,10 @@ async fn request(
     if !explicit_policy {
         return Ok(response);
     }
-    let (idle, fired) = (config.idle_timeout, config.idle_timeouts.clone());
+    let (idle, fired) = (
+        config.stream_idle_timeout,
+        config.stream_idle_timeouts.clone(),
+    );
     Ok(response.map(|b| BoxBody::new(IdleTimeoutBody::new(b, idle, fired))))
 }
 

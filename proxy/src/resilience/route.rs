@@ -26,10 +26,11 @@ pub struct RouteConfig {
     pub connect_timeout: Duration,
     /// `levee_timeouts_total{kind="connect"}`.
     pub connect_timeouts: Counter,
-    /// No bytes either way on a response body for this long ends it.
-    pub idle_timeout: Duration,
+    /// `timeouts.idle`: a response body with no frame for this long ends
+    /// with an error (stream idle; pooled connections have their own flag).
+    pub stream_idle_timeout: Duration,
     /// `levee_timeouts_total{kind="idle"}`.
-    pub idle_timeouts: Counter,
+    pub stream_idle_timeouts: Counter,
 }
 
 impl RouteConfig {
@@ -68,8 +69,8 @@ impl RouteConfig {
             retry: Arc::new(retry),
             connect_timeout: effective.timeouts.connect.get(),
             connect_timeouts: metrics.timeouts(service, &name, "connect"),
-            idle_timeout: effective.timeouts.idle.get(),
-            idle_timeouts: metrics.timeouts(service, &name, "idle"),
+            stream_idle_timeout: effective.timeouts.idle.get(),
+            stream_idle_timeouts: metrics.timeouts(service, &name, "idle"),
             name,
             effective,
         }

@@ -24,13 +24,10 @@ pub struct Addrs {
     pub admin: SocketAddr,
 }
 
-/// Writes `contents` to `path` via a temporary sibling and a rename, so a
-/// reader never sees half a file.
+/// Writes `contents` to `path` so a reader never sees half a file
+/// (levee-proto's one write-temp-then-rename helper).
 pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, contents)?;
-    std::fs::rename(&tmp, path)
+    levee_proto::fs::write_atomically(path, contents.as_bytes())
 }
 
 /// Flags and files for a `levee-proxy` run.

@@ -90,7 +90,7 @@ fn duplicates_across_documents_are_rejected() {
     has(
         &errs,
         "spec.target",
-        "document 1 already is the ResiliencePolicy of this service port 80",
+        "document 1 (ResiliencePolicy shop/payments) already is the ResiliencePolicy of payments.shop:80",
     );
     assert!(errs.iter().all(|e| e.document == 2));
     let other = p.replace("name: payments,", "name: payments-2,");
@@ -111,6 +111,6 @@ fn duplicates_across_documents_are_rejected() {
             e.replace("name: payments", "name: b")
         )),
         "spec",
-        "already is the ServiceEndpoints",
+        "already is the ServiceEndpoints of payments:80",
     );
 }

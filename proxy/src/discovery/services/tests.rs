@@ -29,7 +29,7 @@ fn update(
     endpoints: &[&str],
 ) -> pb::ServiceUpdate {
     pb::ServiceUpdate {
-        service: Some(ref_of(key)),
+        service: Some(pb::ServiceRef::from(key)),
         version: version.into(),
         nonce: "n".into(),
         policy_revision: 7,

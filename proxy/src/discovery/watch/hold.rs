@@ -11,7 +11,6 @@ use levee_proto::v1 as pb;
 use tokio::time::Instant;
 
 use super::Watcher;
-use crate::discovery::services::key_of;
 
 /// Just after a stream comes up, an update that takes away every endpoint
 /// of a service is not believed at once for this long: a restarted control
@@ -25,7 +24,7 @@ impl Watcher {
         &self,
         update: &pb::ServiceUpdate,
     ) -> Option<Arc<[SocketAddr]>> {
-        let key = key_of(update.service.as_ref()?).ok()?;
+        let key = ServiceKey::try_from(update.service.as_ref()?).ok()?;
         if let Some(held) = self.held.get(&key) {
             return Some(held.clone());
         }

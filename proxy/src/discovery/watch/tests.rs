@@ -14,7 +14,8 @@ use tokio_util::task::TaskTracker;
 use tonic::{Status, Streaming};
 
 use super::*;
-use crate::discovery::{Backoff, DiscoveryConfig, Identity, LocalChecks};
+use crate::backoff::Backoff;
+use crate::discovery::{DiscoveryConfig, Identity, LocalChecks, RECONNECT_BACKOFF};
 use crate::metrics::Metrics;
 
 type Responses = mpsc::UnboundedSender<Result<pb::WatchResponse, Status>>;
@@ -100,7 +101,7 @@ fn policy(timeout: &str) -> pb::ResiliencePolicy {
 
 fn update(version: &str, nonce: &str, policy: Option<pb::ResiliencePolicy>) -> pb::ServiceUpdate {
     pb::ServiceUpdate {
-        service: Some(ref_of(&payments())),
+        service: Some(pb::ServiceRef::from(&payments())),
         version: version.into(),
         nonce: nonce.into(),
         policy_revision: 3,
@@ -167,10 +168,10 @@ async fn hello_subscribe_ack_nack_and_resync_after_a_dropped_stream() {
         namespace: "shop".into(),
         port: 8080,
     };
-    assert_eq!(hello.subscriptions, vec![ref_of(&orders)]);
+    assert_eq!(hello.subscriptions, vec![pb::ServiceRef::from(&orders)]);
     assert!(!shared.is_ready());
     first.send(pb::ServiceUpdate {
-        service: Some(ref_of(&orders)),
+        service: Some(pb::ServiceRef::from(&orders)),
         version: "0-empty".into(),
         nonce: "n0".into(),
         ..pb::ServiceUpdate::default()
@@ -198,7 +199,7 @@ async fn hello_subscribe_ack_nack_and_resync_after_a_dropped_stream() {
     let Request::Subscribe(subscribe) = first.next().await else {
         panic!("subscribe");
     };
-    assert_eq!(subscribe.services, vec![ref_of(&payments())]);
+    assert_eq!(subscribe.services, vec![pb::ServiceRef::from(&payments())]);
     first.send(update("3-a", "n1", Some(policy("2s"))));
     let Request::Ack(ack) = first.next().await else {
         panic!("ack");
@@ -240,7 +241,10 @@ async fn hello_subscribe_ack_nack_and_resync_after_a_dropped_stream() {
     let reconnected = Instant::now();
     assert_eq!(
         hello.subscriptions,
-        vec![ref_of(&orders), ref_of(&payments())]
+        vec![
+            pb::ServiceRef::from(&orders),
+            pb::ServiceRef::from(&payments())
+        ]
     );
     // Same content: ACKed, not reinstalled.
     second.send(update("3-a", "n3", Some(policy("2s"))));
@@ -325,7 +329,7 @@ async fn an_unreachable_control_plane_falls_back_to_the_cache() {
         url: format!("http://{unused}"),
         identity: Identity::default(),
         cache: Some(cache_path.clone()),
-        backoff: Backoff::default(),
+        backoff: RECONNECT_BACKOFF,
         checks: LocalChecks { outbound: None },
         resync_hold: RESYNC_HOLD,
     };
