@@ -78,10 +78,12 @@ pub struct Pool {
     settings: PoolSettings,
     /// Read on every request without locking; replaced (copy-on-write) when a
     /// new endpoint appears.
-    endpoints: ArcSwap<HashMap<SocketAddr, Arc<Endpoint>>>,
+    endpoints: ArcSwap<HashMap<SocketAddr, Arc<EndpointConns>>>,
 }
 
-struct Endpoint {
+/// One upstream address's connections: idle HTTP/1.1 senders and the shared
+/// HTTP/2 one.
+struct EndpointConns {
     addr: SocketAddr,
     settings: PoolSettings,
     idle_h1: Mutex<Vec<(http1::SendRequest<BoxBody>, Instant)>>,
@@ -123,11 +125,11 @@ impl Pool {
         dial(addr, self.settings.connect_timeout).await
     }
 
-    fn endpoint(&self, addr: SocketAddr) -> Arc<Endpoint> {
+    fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointConns> {
         if let Some(found) = self.endpoints.load().get(&addr) {
             return found.clone();
         }
-        let fresh = Arc::new(Endpoint {
+        let fresh = Arc::new(EndpointConns {
             addr,
             settings: self.settings.clone(),
             idle_h1: Mutex::new(Vec::new()),
@@ -148,7 +150,7 @@ impl Pool {
     }
 }
 
-impl Endpoint {
+impl EndpointConns {
     /// Whether any connection to this endpoint is open (or being handed out).
     fn has_connections(&self) -> bool {
         let idle = self
@@ -328,7 +330,7 @@ pin_project_lite::pin_project! {
     struct PooledBody {
         #[pin]
         inner: Incoming,
-        checkin: Option<(http1::SendRequest<BoxBody>, Arc<Endpoint>)>,
+        checkin: Option<(http1::SendRequest<BoxBody>, Arc<EndpointConns>)>,
     }
 }
 
