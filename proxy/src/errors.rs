@@ -227,6 +227,19 @@ impl fmt::Display for ProxyError {
 
 impl std::error::Error for ProxyError {}
 
+/// An error and its sources as one line (hyper's and tonic's errors say
+/// little alone: the cause is in the chain).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Whether a request's `content-type` makes it a gRPC call.
 pub fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers

@@ -183,7 +183,7 @@ impl Watcher {
             () = shutdown.cancelled() => return End::Shutdown,
             connected = self.endpoint.connect() => match connected {
                 Ok(channel) => channel,
-                Err(error) => return End::Failed(format!("connecting: {}", error_chain(&error))),
+                Err(error) => return End::Failed(format!("connecting: {}", crate::errors::error_chain(&error))),
             },
         };
         while let Ok(key) = new_keys.try_recv() {
@@ -336,18 +336,6 @@ impl Watcher {
 
 fn request(kind: Request) -> pb::WatchRequest {
     pb::WatchRequest { kind: Some(kind) }
-}
-
-/// An error with its sources (tonic's transport errors say little alone).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 mod hold;

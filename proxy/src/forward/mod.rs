@@ -13,7 +13,6 @@ pub use service::EndpointService;
 mod tunnel;
 pub mod uri;
 
-use std::error::Error as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -102,26 +101,14 @@ fn send_error(err: SendError, addr: SocketAddr, service: &str) -> ProxyError {
         SendError::Handshake(e) => ProxyError::new(
             ErrorKind::UpstreamConnect(ConnectCause::Handshake),
             service,
-            format!("handshake with {addr}: {}", chain(&e)),
+            format!("handshake with {addr}: {}", crate::errors::error_chain(&e)),
         ),
         SendError::Reset(e) => ProxyError::new(
             ErrorKind::UpstreamReset(ResetCause::of_hyper(&e)),
             service,
-            format!("{addr}: {}", chain(&e)),
+            format!("{addr}: {}", crate::errors::error_chain(&e)),
         ),
     }
-}
-
-/// An error and its sources, as one line.
-fn chain(error: &hyper::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -21,9 +21,9 @@ use levee_proto::policy::{
     DEFAULT_ROUTE, EffectiveConcurrency, EffectiveInbound, EffectiveRateLimit, ServiceKey,
 };
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{ServiceBuilder, ServiceExt};
 
-use crate::body::{BoxBody, BoxError};
+use crate::body::{BoxBody, BoxError, ProxyService};
 use crate::metrics::Direction;
 use crate::resilience::concurrency::{Bulkhead, ConcurrencyLayer};
 use crate::resilience::ratelimit::{InboundRateLimit, RateLimitLayer};
@@ -74,12 +74,7 @@ impl<A> std::fmt::Debug for InboundLimits<A> {
 
 impl<A> InboundLimits<A>
 where
-    A: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    A::Future: Send + 'static,
+    A: ProxyService,
 {
     /// `service` is `--service`; `service_port` the port its policies target
     /// (`--service-port`, else `--app-port`); `app` the service requests

@@ -14,11 +14,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
-use http::{Request, Response};
 use levee_proto::policy::{
     EffectiveConcurrency, EffectiveRateLimit, OutboundPolicy, ResiliencePolicy, Route, RouteRequest,
 };
-use tower::Service;
 
 use super::balance::{Balancer, EndpointGate, Pass};
 use super::breaker::ServiceBreaker;
@@ -30,7 +28,7 @@ use super::retry::RetryBudget;
 use super::reuse::Reuse;
 use super::route::{RouteConfig, budget_settings};
 use super::stack::{RouteStack, ServiceLayers, StackBuilder};
-use crate::body::{BoxBody, BoxError};
+use crate::body::ProxyService;
 use crate::metrics::{Direction, Metrics};
 
 /// One compiled policy of a destination: its routes, each with its stack.
@@ -108,12 +106,7 @@ impl Destination {
         endpoint: E,
     ) -> Self
     where
-        E: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        E::Future: Send + 'static,
+        E: ProxyService,
     {
         let label: Arc<str> = label.into();
         let outbound = policy.map(|p| p.spec.outbound.clone()).unwrap_or_default();

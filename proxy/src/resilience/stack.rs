@@ -14,9 +14,9 @@
 
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::Request;
 use prometheus_client::metrics::counter::Counter;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{ServiceBuilder, ServiceExt};
 
 use super::ResponseFuture;
 use super::balance::{BalanceLayer, Balancer};
@@ -26,7 +26,7 @@ use super::ratelimit::RateLimitLayer;
 use super::retry::RetryLayer;
 use super::route::RouteConfig;
 use super::timeout::RequestTimeoutLayer;
-use crate::body::{BoxBody, BoxError};
+use crate::body::{BoxBody, BoxError, ProxyService};
 use crate::errors::{ConnectCause, ErrorKind, ProxyError};
 use crate::metrics::RequestMetrics;
 
@@ -75,12 +75,7 @@ pub(super) struct StackBuilder(Box<Build>);
 impl StackBuilder {
     pub fn new<E>(endpoint: E) -> StackBuilder
     where
-        E: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        E::Future: Send + 'static,
+        E: ProxyService,
     {
         StackBuilder(Box::new(move |config, requests, layers| {
             let call = build(&config, layers, endpoint.clone());
@@ -104,12 +99,7 @@ impl StackBuilder {
 
 fn build<E>(config: &RouteConfig, layers: &ServiceLayers, endpoint: E) -> RouteCall
 where
-    E: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    E::Future: Send + 'static,
+    E: ProxyService,
 {
     let connect_timeouts = config.connect_timeouts.clone();
     let endpoint = endpoint.map_err(move |e: BoxError| count_connect_timeout(e, &connect_timeouts));

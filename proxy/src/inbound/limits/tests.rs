@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use levee_proto::policy::parse_documents;
-use tower::service_fn;
+use tower::{Service, service_fn};
 
 use super::*;
 use crate::body;
@@ -59,12 +59,7 @@ fn request(client: [u8; 4]) -> Request<BoxBody> {
 /// The status the caller would see: 200, or the proxy error's.
 async fn status<A>(limits: &InboundLimits<A>, client: [u8; 4]) -> StatusCode
 where
-    A: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    A::Future: Send + 'static,
+    A: ProxyService,
 {
     match limits.call(request(client)).await {
         Ok(response) => response.status(),
