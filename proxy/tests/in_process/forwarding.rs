@@ -19,7 +19,7 @@ async fn proxy_to(upstream: SocketAddr) -> Proxy {
 
 #[tokio::test]
 async fn http1_by_host_header_strips_hop_by_hop_and_keeps_host() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let proxy = proxy_to(upstream).await;
     let mut client = h1(proxy.addrs.outbound).await;
     for i in 0..3 {
@@ -65,7 +65,7 @@ async fn http1_by_host_header_strips_hop_by_hop_and_keeps_host() {
 
 #[tokio::test]
 async fn absolute_form_authority_wins_over_host() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let proxy = proxy_to(upstream).await;
     let response = raw(
         proxy.addrs.outbound,
@@ -83,7 +83,7 @@ async fn absolute_form_authority_wins_over_host() {
 
 #[tokio::test]
 async fn http2_prior_knowledge_keeps_authority_and_trailers() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let proxy = proxy_to(upstream).await;
     let mut client = h2(proxy.addrs.outbound).await;
     let req = Request::post("http://echo:8080/trailers")
@@ -114,7 +114,7 @@ async fn http2_prior_knowledge_keeps_authority_and_trailers() {
 
 #[tokio::test]
 async fn http2_streams_both_ways_without_buffering() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let proxy = proxy_to(upstream).await;
     let mut client = h2(proxy.addrs.outbound).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
@@ -159,7 +159,7 @@ fn tokio_stream_from<T>(
 
 #[tokio::test]
 async fn http1_upgrade_is_tunnelled() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let proxy = proxy_to(upstream).await;
     let mut stream = TcpStream::connect(proxy.addrs.outbound)
         .await
@@ -188,7 +188,7 @@ async fn http1_upgrade_is_tunnelled() {
 
 #[tokio::test]
 async fn connect_is_tunnelled_to_the_endpoint() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let proxy = proxy_to(upstream).await;
     let mut stream = TcpStream::connect(proxy.addrs.outbound)
         .await
@@ -211,7 +211,7 @@ async fn connect_is_tunnelled_to_the_endpoint() {
 
 #[tokio::test]
 async fn inbound_forwards_to_the_app_port() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let port = upstream.port().to_string();
     let proxy = start_proxy("", &["--app-port", &port, "--service", "echo"]).await;
     let mut client = h1(proxy.addrs.inbound).await;
@@ -242,11 +242,10 @@ async fn proxy_made_errors_in_http_and_grpc_form() {
             .expect("bind");
         l.local_addr().expect("addr")
     };
-    let policy = format!(
-        "{}{}",
+    let policy = yaml::documents(&[
         endpoints("dead", 80, &[closed]),
-        endpoints("empty", 80, &[])
-    );
+        endpoints("empty", 80, &[]),
+    ]);
     let proxy = start_proxy(&policy, &[]).await;
 
     let mut client = h1(proxy.addrs.outbound).await;

@@ -23,7 +23,7 @@ async fn closed_by_peer(stream: &mut TcpStream) -> bool {
 
 #[tokio::test]
 async fn oversized_request_head_gets_431() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let proxy = start_proxy(
         &endpoints("echo", 8080, &[upstream]),
         &["--max-header-bytes", "8192"],
@@ -37,7 +37,7 @@ async fn oversized_request_head_gets_431() {
 
 #[tokio::test]
 async fn over_the_connection_limit_gets_503_overloaded_then_close() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let proxy = start_proxy(
         &endpoints("echo", 8080, &[upstream]),
         &["--max-connections", "1"],
@@ -102,7 +102,7 @@ async fn slow_or_silent_clients_are_cut_off() {
 
 #[tokio::test]
 async fn idle_http2_connections_are_closed() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let proxy = start_proxy(
         &endpoints("echo", 8080, &[upstream]),
         &["--idle-timeout", "200ms"],

@@ -4,7 +4,6 @@
 //! real binary does as a whole (issue 3's scenarios, signals, flags) is
 //! tested end to end in `tests/tests/e2e`.
 
-mod resilience_upstream;
 mod support;
 
 mod forwarding;

@@ -12,12 +12,8 @@ use tokio::net::TcpListener;
 
 /// A policy for `echo.test:8080` with `outbound` as its outbound section,
 /// plus the endpoints.
-fn policy(outbound: &str, endpoints_at: &[SocketAddr]) -> String {
-    format!(
-        "---\napiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: echo, namespace: test}}\n\
-         spec:\n  target: {{service: echo, port: 8080}}\n  outbound: {outbound}\n{}",
-        endpoints("echo", 8080, endpoints_at)
-    )
+fn echo_policy(outbound: &str, endpoints_at: &[SocketAddr]) -> String {
+    service("echo", Some(&format!("    {outbound}\n")), endpoints_at)
 }
 
 async fn get(addr: SocketAddr) -> http::Response<hyper::body::Incoming> {
@@ -40,9 +36,9 @@ async fn closed_port() -> SocketAddr {
 
 #[tokio::test]
 async fn outbound_rate_limit_answers_429_with_ratelimit_headers() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let proxy = start_proxy(
-        &policy("{rateLimit: {requestsPerSecond: 4, burst: 2}}", &[upstream]),
+        &echo_policy("{rateLimit: {requestsPerSecond: 4, burst: 2}}", &[upstream]),
         &[],
     )
     .await;
@@ -70,7 +66,7 @@ async fn outbound_rate_limit_answers_429_with_ratelimit_headers() {
 async fn the_service_breaker_opens_fails_fast_and_closes_when_the_upstream_returns() {
     let down = closed_port().await;
     let proxy = start_proxy(
-        &policy(
+        &echo_policy(
             "{retry: {maxRetries: 0}, circuitBreaker: {consecutiveFailures: 3, open: {base: 200ms, max: 1s}, \
              halfOpenProbes: 1, maxEjectedPercent: 0}}",
             &[down],

@@ -4,10 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::resilience_upstream::{Behaviour, metric, policy, start};
+use crate::support::upstream::{Behaviour, scripted};
 use crate::support::{admin_get, full, h1, header, start_proxy};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
+use levee_tests::harness::Metrics;
 
 async fn send(
     client: &mut hyper::client::conn::http1::SendRequest<levee_proxy::body::BoxBody>,
@@ -35,13 +36,17 @@ async fn send(
 
 #[tokio::test]
 async fn random_503s_are_retried_to_at_least_99_percent_success_within_the_budget() {
-    let upstream = start(Behaviour {
+    let upstream = scripted(Behaviour {
         fail_percent: 20,
         ..Behaviour::default()
     })
     .await;
     let outbound = "    retry:\n      maxRetries: 2\n      on: [gateway-error]\n      backoff: {base: 1ms, max: 5ms}\n      budget: {percent: 20, minPerSecond: 10, window: 10s}\n";
-    let proxy = start_proxy(&policy("svc", outbound, &[upstream.addr]), &[]).await;
+    let proxy = start_proxy(
+        &crate::support::service("svc", Some(outbound), &[upstream.addr]),
+        &[],
+    )
+    .await;
     let mut client = h1(proxy.addrs.outbound).await;
     let total = 1000;
     let mut ok = 0;
@@ -55,12 +60,11 @@ async fn random_503s_are_retried_to_at_least_99_percent_success_within_the_budge
             ok += 1;
         }
     }
-    let metrics = admin_get(proxy.addrs.admin, "/metrics").await;
-    let retries = metric(&metrics, "levee_retries_total{service=\"svc.test:8080\"");
-    let exhausted = metric(
-        &metrics,
-        "levee_retry_budget_exhausted_total{service=\"svc.test:8080\"",
-    );
+    let metrics =
+        Metrics::parse(&admin_get(proxy.addrs.admin, "/metrics").await).expect("metrics parse");
+    let svc = [("service", "svc.test:8080")];
+    let retries = metrics.value("levee_retries_total", &svc);
+    let exhausted = metrics.value("levee_retry_budget_exhausted_total", &svc);
     let success = ok as f64 / total as f64;
     let amplification = upstream.hits() as f64 / total as f64;
     eprintln!(
@@ -76,14 +80,18 @@ async fn random_503s_are_retried_to_at_least_99_percent_success_within_the_budge
 
 #[tokio::test]
 async fn a_slow_endpoint_hits_the_per_try_timeout_and_the_retry_lands_elsewhere() {
-    let slow = start(Behaviour {
+    let slow = scripted(Behaviour {
         delay: Duration::from_secs(5),
         ..Behaviour::default()
     })
     .await;
-    let fast = start(Behaviour::default()).await;
+    let fast = scripted(Behaviour::default()).await;
     let outbound = "    timeouts: {request: 1s, perTry: 200ms}\n    retry: {maxRetries: 2, on: [timeout], backoff: {base: 1ms, max: 5ms}}\n";
-    let proxy = start_proxy(&policy("svc", outbound, &[slow.addr, fast.addr]), &[]).await;
+    let proxy = start_proxy(
+        &crate::support::service("svc", Some(outbound), &[slow.addr, fast.addr]),
+        &[],
+    )
+    .await;
     let mut client = h1(proxy.addrs.outbound).await;
     let mut sent = 0;
     while slow.hits() == 0 && sent < 40 {
@@ -102,29 +110,37 @@ async fn a_slow_endpoint_hits_the_per_try_timeout_and_the_retry_lands_elsewhere(
         slow.hits() > 0,
         "the balancer never tried the slow endpoint"
     );
-    let metrics = admin_get(proxy.addrs.admin, "/metrics").await;
-    let per_try = metric(
-        &metrics,
-        "levee_timeouts_total{service=\"svc.test:8080\",route=\"default\",kind=\"per-try\"}",
+    let text = admin_get(proxy.addrs.admin, "/metrics").await;
+    let per_try = Metrics::parse(&text).expect("metrics parse").value(
+        "levee_timeouts_total",
+        &[
+            ("service", "svc.test:8080"),
+            ("route", "default"),
+            ("kind", "per-try"),
+        ],
     );
-    assert!(per_try >= 1.0, "{metrics}");
+    assert!(per_try >= 1.0, "{text}");
     proxy.stop().await.expect("stop");
 }
 
 #[tokio::test]
 async fn the_request_timeout_bounds_all_attempts() {
-    let a = start(Behaviour {
+    let a = scripted(Behaviour {
         delay: Duration::from_secs(5),
         ..Behaviour::default()
     })
     .await;
-    let b = start(Behaviour {
+    let b = scripted(Behaviour {
         delay: Duration::from_secs(5),
         ..Behaviour::default()
     })
     .await;
     let outbound = "    timeouts: {request: 600ms, perTry: 250ms}\n    retry: {maxRetries: 5, on: [timeout], backoff: {base: 1ms, max: 5ms}}\n";
-    let proxy = start_proxy(&policy("svc", outbound, &[a.addr, b.addr]), &[]).await;
+    let proxy = start_proxy(
+        &crate::support::service("svc", Some(outbound), &[a.addr, b.addr]),
+        &[],
+    )
+    .await;
     let mut client = h1(proxy.addrs.outbound).await;
     let start = Instant::now();
     let req = Request::get("/")
@@ -146,24 +162,32 @@ async fn the_request_timeout_bounds_all_attempts() {
 #[tokio::test]
 async fn post_is_retried_only_with_an_idempotency_key() {
     let outbound = "    retry: {maxRetries: 2, on: [\"503\"], backoff: {base: 1ms, max: 5ms}}\n";
-    let without = start(Behaviour {
+    let without = scripted(Behaviour {
         fail_first: 1,
         ..Behaviour::default()
     })
     .await;
-    let proxy = start_proxy(&policy("svc", outbound, &[without.addr]), &[]).await;
+    let proxy = start_proxy(
+        &crate::support::service("svc", Some(outbound), &[without.addr]),
+        &[],
+    )
+    .await;
     let mut client = h1(proxy.addrs.outbound).await;
     let (status, _, _) = send(&mut client, Method::POST, &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(without.hits(), 1);
     proxy.stop().await.expect("stop");
 
-    let with = start(Behaviour {
+    let with = scripted(Behaviour {
         fail_first: 1,
         ..Behaviour::default()
     })
     .await;
-    let proxy = start_proxy(&policy("svc", outbound, &[with.addr]), &[]).await;
+    let proxy = start_proxy(
+        &crate::support::service("svc", Some(outbound), &[with.addr]),
+        &[],
+    )
+    .await;
     let mut client = h1(proxy.addrs.outbound).await;
     let (status, _, body) =
         send(&mut client, Method::POST, &[("idempotency-key", "order-1")]).await;
@@ -180,7 +204,7 @@ async fn without_a_policy_only_connect_failures_are_retried() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr")
     };
-    let live = start(Behaviour {
+    let live = scripted(Behaviour {
         fail_first: 1,
         ..Behaviour::default()
     })
@@ -208,7 +232,7 @@ async fn without_a_policy_only_connect_failures_are_retried() {
 #[tokio::test]
 async fn without_retries_the_same_upstream_fails_a_fifth_of_the_calls() {
     // The control for the test above: same upstream and request sequence.
-    let upstream = start(Behaviour {
+    let upstream = scripted(Behaviour {
         fail_percent: 20,
         ..Behaviour::default()
     })

@@ -48,11 +48,7 @@ pub fn always(status: u16) -> Faults {
 /// The policy file: `outbound` (YAML indented by four spaces, `None`: no
 /// policy at all) for `web:80`, whose endpoints are `addrs`.
 pub fn policy_file(outbound: Option<&str>, addrs: &[SocketAddr]) -> String {
-    let mut docs = vec![yaml::endpoints("web", 80, addrs)];
-    if let Some(outbound) = outbound {
-        docs.push(yaml::policy("web", 80, &format!("  outbound:\n{outbound}")));
-    }
-    yaml::documents(&docs)
+    yaml::service_in(yaml::NAMESPACE, "web", 80, outbound, addrs)
 }
 
 /// A proxy started with [`policy_file`].
