@@ -9,6 +9,5 @@ mod support;
 mod forwarding;
 mod inbound_limits;
 mod limits;
-mod outbound_breakers;
 mod resilience_grpc;
 mod resilience_http;
