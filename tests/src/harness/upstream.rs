@@ -31,7 +31,8 @@ use tokio::{
 
 use super::{Body, BoxError, empty, full, with_trailers};
 
-async fn bind() -> (TcpListener, SocketAddr) {
+/// A listener on 127.0.0.1:0 and its address; panics when it cannot bind.
+pub async fn bind() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("binding 127.0.0.1:0: {e}"));

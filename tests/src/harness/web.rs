@@ -13,7 +13,7 @@ use std::{
 };
 
 use http::Request;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 use super::{Body, HttpResponse, Proxy, Tally, load, yaml};
 use crate::flaky::{Faults, FlakyUpstream};
@@ -84,12 +84,7 @@ pub struct Closer {
 
 impl Closer {
     pub async fn start() -> Closer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("binding 127.0.0.1:0: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("local addr: {e}"));
+        let (listener, addr) = super::upstream::bind().await;
         let accepted = Arc::new(AtomicU64::new(0));
         let counter = accepted.clone();
         let task = tokio::spawn(async move {

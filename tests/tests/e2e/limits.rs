@@ -15,15 +15,21 @@ use tokio::{
     net::TcpStream,
 };
 
-#[tokio::test]
-async fn slowloris_head_is_cut_off_after_the_header_read_timeout() {
+/// A flaky upstream as `web:80` behind a proxy started with `flag value`.
+async fn limited(flag: &str, value: &str) -> (FlakyUpstream, Proxy) {
     let up = FlakyUpstream::start("l-1").await.unwrap();
     let proxy = Proxy::builder()
         .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .arg("--header-read-timeout")
-        .arg("500ms")
+        .arg(flag)
+        .arg(value)
         .start()
         .await;
+    (up, proxy)
+}
+
+#[tokio::test]
+async fn slowloris_head_is_cut_off_after_the_header_read_timeout() {
+    let (up, proxy) = limited("--header-read-timeout", "500ms").await;
     let tcp = TcpStream::connect(proxy.outbound()).await.unwrap();
     let (mut reader, mut writer) = tcp.into_split();
     let start = Instant::now();
@@ -88,13 +94,7 @@ async fn a_silent_connection_is_cut_off_after_the_header_read_timeout() {
 
 #[tokio::test]
 async fn oversized_request_head_gets_431() {
-    let up = FlakyUpstream::start("l-1").await.unwrap();
-    let proxy = Proxy::builder()
-        .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .arg("--max-header-bytes")
-        .arg("8192")
-        .start()
-        .await;
+    let (up, proxy) = limited("--max-header-bytes", "8192").await;
     let req = Request::get("/")
         .header("host", "web:80")
         .header("x-big", "a".repeat(16 * 1024))
@@ -116,13 +116,7 @@ async fn oversized_request_head_gets_431() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_get_503() {
-    let up = FlakyUpstream::start("l-1").await.unwrap();
-    let proxy = Proxy::builder()
-        .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .arg("--max-connections")
-        .arg("2")
-        .start()
-        .await;
+    let (up, proxy) = limited("--max-connections", "2").await;
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut conn = Http1Conn::connect(proxy.outbound()).await.unwrap();
@@ -179,13 +173,7 @@ async fn connections_beyond_the_limit_get_503() {
 
 #[tokio::test]
 async fn idle_client_connections_are_closed() {
-    let up = FlakyUpstream::start("l-1").await.unwrap();
-    let proxy = Proxy::builder()
-        .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .arg("--idle-timeout")
-        .arg("500ms")
-        .start()
-        .await;
+    let (_up, proxy) = limited("--idle-timeout", "500ms").await;
     let mut tcp = TcpStream::connect(proxy.outbound()).await.unwrap();
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: web:80\r\n\r\n")
         .await
