@@ -1,9 +1,10 @@
 //! PolicyAdmin over a real socket: apply/get/list/delete, validation,
 //! compare-and-set, typed documents.
 
-use crate::common::{TestControlPlane, apply, endpoints_yaml, policy_yaml};
+use crate::common::{TestControlPlane, apply, endpoints, policy, policy_yaml};
 use levee_control_plane::admin::errors::violations;
 use levee_proto::v1;
+use levee_tests::harness::yaml;
 use tonic::Code;
 
 fn reference(kind: &str, name: &str) -> Option<v1::DocumentRef> {
@@ -20,11 +21,10 @@ async fn apply_get_list_delete_round_trip() {
     let cp = TestControlPlane::start(dir.path(), &[]).await;
     let mut admin = cp.admin(None).await;
 
-    let batch = format!(
-        "{}---\n{}",
-        policy_yaml("payments", "payments", "2s"),
-        endpoints_yaml(&["127.0.0.1:9001"])
-    );
+    let batch = yaml::documents(&[
+        policy("payments", "payments", "2s"),
+        endpoints(&["127.0.0.1:9001"]),
+    ]);
     let applied = admin
         .apply(apply(batch.clone(), None))
         .await
@@ -140,11 +140,10 @@ async fn invalid_batch_lists_every_problem_and_stores_nothing() {
     assert_eq!(found[1].document, 3);
 
     // Duplicates in one batch are rejected too.
-    let dup = format!(
-        "{}---\n{}",
-        policy_yaml("good", "payments", "1s"),
-        policy_yaml("good", "payments", "2s")
-    );
+    let dup = yaml::documents(&[
+        policy("good", "payments", "1s"),
+        policy("good", "payments", "2s"),
+    ]);
     let err = admin.apply(apply(dup, None)).await.expect_err("duplicate");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("metadata.name"), "{}", err.message());

@@ -2,7 +2,7 @@
 //! helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -10,8 +10,10 @@ use clap::Parser;
 use levee_control_plane::config::ControlPlaneConfig;
 use levee_control_plane::ctl::client::{AdminClient, connect};
 use levee_control_plane::{BoundAddrs, BoxError};
+use levee_proto::policy::Document;
 use levee_proto::v1;
 use levee_proto::v1::discovery_client::DiscoveryClient;
+use levee_tests::harness::{get_http1, yaml};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -176,64 +178,33 @@ pub fn service(name: &str, namespace: &str, port: u32) -> v1::ServiceRef {
     }
 }
 
-/// A ResiliencePolicy for `service` in `shop` with a request timeout.
+/// The namespace of the documents these tests apply.
+pub const NAMESPACE: &str = "shop";
+
+/// A ResiliencePolicy `name` for `service.shop:8080` with a request timeout.
+pub fn policy(name: &str, service: &str, request_timeout: &str) -> Document {
+    let body = format!("  outbound:\n    timeouts: {{request: {request_timeout}}}\n");
+    yaml::named(yaml::policy_in(NAMESPACE, service, 8080, &body), name)
+}
+
+/// [`policy`] as a file's text.
 pub fn policy_yaml(name: &str, service: &str, request_timeout: &str) -> String {
-    format!(
-        "apiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: {name}, namespace: shop}}\n\
-         spec:\n  target: {{service: {service}, port: 8080}}\n  outbound:\n    timeouts: {{request: {request_timeout}}}\n"
-    )
+    yaml::documents(&[policy(name, service, request_timeout)])
 }
 
 /// ServiceEndpoints for payments.shop:8080.
-pub fn endpoints_yaml(addresses: &[&str]) -> String {
-    let list = addresses
+pub fn endpoints(addresses: &[&str]) -> Document {
+    let addresses: Vec<SocketAddr> = addresses
         .iter()
-        .map(|a| format!("\"{a}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "apiVersion: levee.dev/v1alpha1\nkind: ServiceEndpoints\nmetadata: {{name: payments, namespace: shop}}\n\
-         spec: {{service: payments, port: 8080, addresses: [{list}]}}\n"
-    )
-}
-
-/// Polls `check` every 10ms until it returns `Some`, failing after `within`.
-pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "condition not met within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        .map(|a| a.parse().expect("a socket address"))
+        .collect();
+    yaml::endpoints_in(NAMESPACE, "payments", 8080, &addresses)
 }
 
 /// A plain HTTP/1.1 GET on 127.0.0.1; returns (status code, body).
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let response = get_http1(addr, "test", path)
         .await
-        .expect("connect http");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    let code = response
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    (response.status.as_u16(), response.text())
 }

@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{TestControlPlane, endpoints_yaml, eventually, policy_yaml, service};
+use crate::common::{TestControlPlane, endpoints, policy_yaml, service};
 use levee_proto::policy::ResiliencePolicy;
 use levee_proto::v1;
 use levee_proto::v1::watch_request::Kind;
+use levee_tests::harness::{eventually, yaml};
 use tonic::Code;
 
 fn apply(yaml: String) -> v1::ApplyRequest {
@@ -74,10 +75,11 @@ async fn updates_are_pushed_and_acks_and_nacks_show_in_status() {
         Some("2s".parse().expect("duration"))
     );
     watch.ack(&first).await;
-    let acked = eventually(Duration::from_secs(5), || async {
+    let acked = eventually(Duration::from_secs(5), "the ACK in Status", || async {
         subscription(&cp, "payments")
             .await
             .filter(|s| !s.acked_version.is_empty())
+            .ok_or_else(|| "no acked version yet".to_owned())
     })
     .await;
     assert_eq!(acked.acked_version, first.version);
@@ -105,10 +107,11 @@ async fn updates_are_pushed_and_acks_and_nacks_show_in_status() {
     assert_ne!(second.version, first.version);
     assert_ne!(second.nonce, first.nonce);
     watch.nack(&second, "timeouts.request: cannot apply").await;
-    let nacked = eventually(Duration::from_secs(5), || async {
+    let nacked = eventually(Duration::from_secs(5), "the NACK in Status", || async {
         subscription(&cp, "payments")
             .await
             .filter(|s| !s.nack_reason.is_empty())
+            .ok_or_else(|| "no NACK reason yet".to_owned())
     })
     .await;
     assert_eq!(nacked.nacked_version, second.version);
@@ -256,7 +259,7 @@ async fn a_proxy_is_an_endpoint_while_connected_and_for_the_grace_period_after()
     let cp = TestControlPlane::start(dir.path(), &["--endpoint-grace", "300ms"]).await;
     let mut admin = cp.admin(None).await;
     admin
-        .apply(apply(endpoints_yaml(&["127.0.0.1:9001"])))
+        .apply(apply(yaml::documents(&[endpoints(&["127.0.0.1:9001"])])))
         .await
         .expect("static endpoints");
 

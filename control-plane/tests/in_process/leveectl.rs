@@ -188,10 +188,13 @@ async fn invalid_files_name_file_document_and_field_and_store_nothing() {
     let bad = write(
         dir.path(),
         "b-bad.yaml",
+        // The second document is invalid (a timeout without a unit), so it
+        // is written by hand: the typed builders only print valid ones.
         &format!(
             "{}---\n{}",
             policy_yaml("ok", "orders", "1s"),
-            policy_yaml("bad", "stock", "\"25\"")
+            "apiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {name: bad, namespace: shop}\n\
+             spec:\n  target: {service: stock, port: 8080}\n  outbound:\n    timeouts: {request: \"25\"}\n"
         ),
     );
     let (code, out, err) = leveectl(&url, &["apply", "-f", &good, "-f", &bad], &[]).await;

@@ -1,8 +1,9 @@
 //! The server around the API: admin authentication, persistence across a
 //! restart, `--addr-file`, and the HTTP endpoints.
 
-use crate::common::{TestControlPlane, apply, endpoints_yaml, http_get, policy_yaml};
+use crate::common::{TestControlPlane, apply, endpoints, http_get, policy_yaml};
 use levee_proto::v1;
+use levee_tests::harness::yaml;
 use tonic::Code;
 
 #[tokio::test]
@@ -69,7 +70,10 @@ async fn applied_documents_survive_a_restart() {
         .await
         .expect("apply");
     admin
-        .apply(apply(endpoints_yaml(&["127.0.0.1:9001"]), None))
+        .apply(apply(
+            yaml::documents(&[endpoints(&["127.0.0.1:9001"])]),
+            None,
+        ))
         .await
         .expect("apply");
     drop(admin);

@@ -1,16 +1,19 @@
-//! The proxy forwarding real traffic in-process: HTTP/1.1 (origin- and
-//! absolute-form), HTTP/2, trailers, streaming both ways, upgrades, CONNECT,
-//! and the proxy-made errors of DESIGN.md §2.
+//! The proxy forwarding real traffic in-process: the absolute-form authority
+//! over a conflicting `Host`, HTTP/2 trailers (and the `grpc-status` metric
+//! read from them), HTTP/2 streaming both ways, and CONNECT. Hop-by-hop
+//! headers, keep-alive, inbound, upgrades and the proxy-made errors are
+//! tested on the real binary in `tests/tests/e2e` (`headers`, `http1`,
+//! `upgrade`, `errors`).
 
 use std::net::SocketAddr;
 
 use crate::support::*;
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, Version};
+use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use levee_proxy::body::BoxError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 async fn proxy_to(upstream: SocketAddr) -> Proxy {
@@ -18,54 +21,8 @@ async fn proxy_to(upstream: SocketAddr) -> Proxy {
 }
 
 #[tokio::test]
-async fn http1_by_host_header_strips_hop_by_hop_and_keeps_host() {
-    let upstream = start_upstream().await;
-    let proxy = proxy_to(upstream).await;
-    let mut client = h1(proxy.addrs.outbound).await;
-    for i in 0..3 {
-        // Several requests on one downstream connection (keep-alive, pooled upstream).
-        let req = Request::post("/hello?x=1")
-            .header("host", "echo:8080")
-            .header("connection", "keep-alive, x-hop")
-            .header("x-hop", "1")
-            .header("keep-alive", "timeout=5")
-            .header("proxy-authorization", "Basic eA==")
-            .header("x-end-to-end", "kept")
-            .body(full("ping"))
-            .expect("request");
-        let r = client.send_request(req).await.expect("response");
-        assert_eq!(r.status(), StatusCode::OK, "request {i}");
-        assert_eq!(header(&r, "x-seen-host"), "echo:8080");
-        assert_eq!(header(&r, "x-seen-uri"), "/hello?x=1");
-        assert_eq!(header(&r, "x-seen-version"), "HTTP/1.1");
-        let seen = header(&r, "x-seen-headers");
-        assert!(seen.contains("x-end-to-end"), "{seen}");
-        for hop in ["x-hop", "keep-alive", "proxy-authorization", "connection"] {
-            assert!(!seen.split(',').any(|h| h == hop), "{hop} leaked: {seen}");
-        }
-        let body = r.into_body().collect().await.expect("body").to_bytes();
-        assert_eq!(body, "ping");
-    }
-    let metrics = admin_get(proxy.addrs.admin, "/metrics").await;
-    let line = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("levee_requests_total{")
-                && l.contains("service=\"echo.test:8080\"")
-                && l.contains("code=\"200\"")
-        })
-        .unwrap_or_else(|| panic!("no requests_total line in:\n{metrics}"));
-    assert!(
-        line.contains("direction=\"outbound\"") && line.contains("route=\"default\""),
-        "{line}"
-    );
-    assert!(line.ends_with(" 3"), "{line}");
-    proxy.stop().await.expect("clean stop");
-}
-
-#[tokio::test]
 async fn absolute_form_authority_wins_over_host() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let proxy = proxy_to(upstream).await;
     let response = raw(
         proxy.addrs.outbound,
@@ -83,7 +40,7 @@ async fn absolute_form_authority_wins_over_host() {
 
 #[tokio::test]
 async fn http2_prior_knowledge_keeps_authority_and_trailers() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let proxy = proxy_to(upstream).await;
     let mut client = h2(proxy.addrs.outbound).await;
     let req = Request::post("http://echo:8080/trailers")
@@ -114,7 +71,7 @@ async fn http2_prior_knowledge_keeps_authority_and_trailers() {
 
 #[tokio::test]
 async fn http2_streams_both_ways_without_buffering() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let proxy = proxy_to(upstream).await;
     let mut client = h2(proxy.addrs.outbound).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
@@ -158,37 +115,8 @@ fn tokio_stream_from<T>(
 }
 
 #[tokio::test]
-async fn http1_upgrade_is_tunnelled() {
-    let upstream = start_upstream().await;
-    let proxy = proxy_to(upstream).await;
-    let mut stream = TcpStream::connect(proxy.addrs.outbound)
-        .await
-        .expect("connect");
-    stream
-        .write_all(b"GET /upgrade HTTP/1.1\r\nHost: echo:8080\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-        .await
-        .expect("write");
-    let head = read_until(&mut stream, "\r\n\r\n").await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(
-        head.to_ascii_lowercase().contains("upgrade: echo"),
-        "{head}"
-    );
-    stream
-        .write_all(b"hello through the tunnel")
-        .await
-        .expect("write");
-    let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
-        .await
-        .expect("echo")
-        .expect("read");
-    assert_eq!(&buf[..n], b"hello through the tunnel");
-}
-
-#[tokio::test]
 async fn connect_is_tunnelled_to_the_endpoint() {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let proxy = proxy_to(upstream).await;
     let mut stream = TcpStream::connect(proxy.addrs.outbound)
         .await
@@ -207,109 +135,4 @@ async fn connect_is_tunnelled_to_the_endpoint() {
     let inner = read_until(&mut stream, "").await;
     assert!(inner.starts_with("HTTP/1.1 200"), "{inner}");
     assert!(inner.contains("x-seen-host: inner"), "{inner}");
-}
-
-#[tokio::test]
-async fn inbound_forwards_to_the_app_port() {
-    let upstream = start_upstream().await;
-    let port = upstream.port().to_string();
-    let proxy = start_proxy("", &["--app-port", &port, "--service", "echo"]).await;
-    let mut client = h1(proxy.addrs.inbound).await;
-    let req = Request::get("/in")
-        .header("host", "echo.test:8080")
-        .body(full(""))
-        .expect("request");
-    let r = client.send_request(req).await.expect("response");
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(header(&r, "x-seen-host"), "echo.test:8080");
-    let metrics = admin_get(proxy.addrs.admin, "/metrics").await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("levee_requests_total{")
-                && l.contains("direction=\"inbound\"")
-                && l.contains("service=\"echo\"")),
-        "{metrics}"
-    );
-}
-
-#[tokio::test]
-async fn proxy_made_errors_in_http_and_grpc_form() {
-    // A port that refuses connections.
-    let closed = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        l.local_addr().expect("addr")
-    };
-    let policy = format!(
-        "{}{}",
-        endpoints("dead", 80, &[closed]),
-        endpoints("empty", 80, &[])
-    );
-    let proxy = start_proxy(&policy, &[]).await;
-
-    let mut client = h1(proxy.addrs.outbound).await;
-    let req = Request::get("/")
-        .header("host", "dead")
-        .body(full(""))
-        .expect("request");
-    let r = client.send_request(req).await.expect("response");
-    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(header(&r, "x-levee-error"), "upstream-connect");
-    let json: serde_json::Value =
-        serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes())
-            .expect("json");
-    assert_eq!(json["service"], "dead.test:80");
-
-    let req = Request::get("/")
-        .header("host", "empty")
-        .body(full(""))
-        .expect("request");
-    let r = client.send_request(req).await.expect("response");
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(header(&r, "x-levee-error"), "no-endpoints");
-
-    let mut grpc = h2(proxy.addrs.outbound).await;
-    let req = Request::post("http://dead:80/pkg.Svc/Call")
-        .header("content-type", "application/grpc")
-        .body(full(""))
-        .expect("request");
-    let r = grpc.send_request(req).await.expect("response");
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(header(&r, "grpc-status"), "14");
-    assert_eq!(header(&r, "x-levee-error"), "upstream-connect");
-
-    let bad = raw(proxy.addrs.outbound, b"GET / HTTP/1.0\r\n\r\n", "").await;
-    assert!(
-        bad.starts_with("HTTP/1.0 400") || bad.starts_with("HTTP/1.1 400"),
-        "{bad}"
-    );
-    assert!(bad.contains("x-levee-error: bad-request"), "{bad}");
-}
-
-#[tokio::test]
-async fn upstream_reset_is_a_502() {
-    // Accepts, reads the request, then closes without answering.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf).await;
-        }
-    });
-    let proxy = proxy_to(addr).await;
-    let mut client = h1(proxy.addrs.outbound).await;
-    let req = Request::builder()
-        .method(Method::GET)
-        .uri("/")
-        .header("host", "echo:8080")
-        .body(full(""))
-        .expect("request");
-    let r = client.send_request(req).await.expect("response");
-    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(header(&r, "x-levee-error"), "upstream-reset");
 }

@@ -8,17 +8,14 @@ use std::time::Instant;
 use crate::support::*;
 use http::{Request, StatusCode};
 
-/// A policy for `echo.test` with `inbound` as its inbound section.
+/// A policy for `echo.test` (every port) with `inbound` as its inbound section.
 fn inbound_policy(inbound: &str) -> String {
-    format!(
-        "---\napiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: echo, namespace: test}}\n\
-         spec:\n  target: {{service: echo}}\n  inbound: {inbound}\n"
-    )
+    yaml::documents(&[policy("echo", None, &format!("  inbound: {inbound}\n"))])
 }
 
 /// The proxy fronting the test upstream as service `echo`.
 async fn inbound_proxy(inbound: &str) -> Proxy {
-    let upstream = start_upstream().await;
+    let upstream = upstream::echo().await;
     let port = upstream.port().to_string();
     start_proxy(
         &inbound_policy(inbound),

@@ -4,12 +4,10 @@
 //! real binary does as a whole (issue 3's scenarios, signals, flags) is
 //! tested end to end in `tests/tests/e2e`.
 
-mod resilience_upstream;
 mod support;
 
 mod forwarding;
 mod inbound_limits;
 mod limits;
-mod outbound_breakers;
 mod resilience_grpc;
 mod resilience_http;

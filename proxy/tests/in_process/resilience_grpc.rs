@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::resilience_upstream::{Behaviour, policy, start};
+use crate::support::upstream::{Behaviour, scripted};
 use crate::support::{full, h2, header};
 use bytes::Bytes;
 use http::{HeaderMap, Request};
@@ -42,12 +42,16 @@ async fn finish(r: http::Response<hyper::body::Incoming>) -> (HeaderMap, Bytes, 
 
 #[tokio::test]
 async fn unavailable_is_retried() {
-    let upstream = start(Behaviour {
+    let upstream = scripted(Behaviour {
         fail_first: 1,
         ..Behaviour::default()
     })
     .await;
-    let proxy = crate::support::start_proxy(&policy("svc", OUTBOUND, &[upstream.addr]), &[]).await;
+    let proxy = crate::support::start_proxy(
+        &crate::support::service("svc", Some(OUTBOUND), &[upstream.addr]),
+        &[],
+    )
+    .await;
     let mut client = h2(proxy.addrs.outbound).await;
     let r = client
         .send_request(call(full("hello"), None))
@@ -62,8 +66,12 @@ async fn unavailable_is_retried() {
 
 #[tokio::test]
 async fn the_deadline_travels_and_ends_in_deadline_exceeded() {
-    let fast = start(Behaviour::default()).await;
-    let proxy = crate::support::start_proxy(&policy("svc", OUTBOUND, &[fast.addr]), &[]).await;
+    let fast = scripted(Behaviour::default()).await;
+    let proxy = crate::support::start_proxy(
+        &crate::support::service("svc", Some(OUTBOUND), &[fast.addr]),
+        &[],
+    )
+    .await;
     let mut client = h2(proxy.addrs.outbound).await;
     let r = client
         .send_request(call(full("x"), Some("300m")))
@@ -80,12 +88,16 @@ async fn the_deadline_travels_and_ends_in_deadline_exceeded() {
     );
     proxy.stop().await.expect("stop");
 
-    let slow = start(Behaviour {
+    let slow = scripted(Behaviour {
         delay: Duration::from_secs(5),
         ..Behaviour::default()
     })
     .await;
-    let proxy = crate::support::start_proxy(&policy("svc", OUTBOUND, &[slow.addr]), &[]).await;
+    let proxy = crate::support::start_proxy(
+        &crate::support::service("svc", Some(OUTBOUND), &[slow.addr]),
+        &[],
+    )
+    .await;
     let mut client = h2(proxy.addrs.outbound).await;
     let start = Instant::now();
     let r = client
@@ -109,8 +121,12 @@ async fn the_deadline_travels_and_ends_in_deadline_exceeded() {
 
 #[tokio::test]
 async fn a_streaming_call_is_not_held_back_by_the_retry_layer() {
-    let upstream = start(Behaviour::default()).await;
-    let proxy = crate::support::start_proxy(&policy("svc", OUTBOUND, &[upstream.addr]), &[]).await;
+    let upstream = scripted(Behaviour::default()).await;
+    let proxy = crate::support::start_proxy(
+        &crate::support::service("svc", Some(OUTBOUND), &[upstream.addr]),
+        &[],
+    )
+    .await;
     let mut client = h2(proxy.addrs.outbound).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
     let frames = futures_util::stream::unfold(rx, |mut rx| async move {

@@ -1,23 +1,22 @@
-//! Shared pieces of the proxy's in-process tests: a test upstream (hyper,
-//! HTTP/1.1 + HTTP/2, upgrades), the proxy started with `run_with` on port 0,
-//! and small clients.
-#![allow(dead_code)]
+//! Shared pieces of the proxy's in-process tests: the proxy started with
+//! `run_with` on port 0 (namespace `test`), its policy documents, and small
+//! clients. The upstreams are the harness's ([`upstream`]).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use levee_proto::policy::Document;
 use levee_proxy::body::{BoxBody, BoxError};
 use levee_proxy::{BoundAddrs, ProxyConfig};
+pub use levee_tests::harness::upstream;
+pub use levee_tests::harness::yaml;
+use levee_tests::harness::yaml::PolicyFile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -47,21 +46,33 @@ impl Proxy {
     }
 }
 
+/// The proxy's `--namespace` in these tests.
+pub const NAMESPACE: &str = "test";
+
 /// A `ServiceEndpoints` document for `name.test:port`.
-pub fn endpoints(name: &str, port: u16, addrs: &[SocketAddr]) -> String {
-    let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "---\napiVersion: levee.dev/v1alpha1\nkind: ServiceEndpoints\nmetadata: {{name: {name}, namespace: test}}\nspec: {{service: {name}, port: {port}, addresses: [{}]}}\n",
-        list.join(", ")
-    )
+pub fn endpoints(name: &str, port: u16, addrs: &[SocketAddr]) -> Document {
+    yaml::endpoints_in(NAMESPACE, name, port, addrs)
+}
+
+/// One service's policy file: `name.test:8080`'s endpoints and, unless
+/// `outbound` is `None`, a policy with that outbound section (YAML indented
+/// by four spaces).
+pub fn service(name: &str, outbound: Option<&str>, addrs: &[SocketAddr]) -> String {
+    yaml::service_in(NAMESPACE, name, 8080, outbound, addrs)
+}
+
+/// A `ResiliencePolicy` for `name.test:port` (`None`: every port) whose
+/// spec besides the target is `spec_body` (see [`yaml::policy`]).
+pub fn policy(name: &str, port: impl Into<Option<u16>>, spec_body: &str) -> Document {
+    yaml::policy_in(NAMESPACE, name, port, spec_body)
 }
 
 /// Starts the proxy (namespace `test`, all listeners on port 0) with `policy`
 /// as its policy file and `extra` flags.
-pub async fn start_proxy(policy: &str, extra: &[&str]) -> Proxy {
+pub async fn start_proxy(policy: impl PolicyFile, extra: &[&str]) -> Proxy {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("policy.yaml");
-    std::fs::write(&file, policy).expect("write policy");
+    std::fs::write(&file, policy.into_yaml()).expect("write policy");
     let file = file.to_str().expect("utf-8 path").to_owned();
     let mut args = vec![
         "--outbound-addr",
@@ -71,7 +82,7 @@ pub async fn start_proxy(policy: &str, extra: &[&str]) -> Proxy {
         "--admin-addr",
         "127.0.0.1:0",
         "--namespace",
-        "test",
+        NAMESPACE,
         "--policy-file",
         &file,
     ];
@@ -90,107 +101,6 @@ pub async fn start_proxy(policy: &str, extra: &[&str]) -> Proxy {
         task,
         _dir: dir,
     }
-}
-
-/// Starts the test upstream; see [`upstream`] for what it answers.
-pub async fn start_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let _ = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service_fn(upstream))
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-/// The test upstream. Every response says what arrived: `x-seen-host`,
-/// `x-seen-version`, `x-seen-uri`, `x-seen-headers` (header names).
-/// Paths: `/trailers` (echo + trailers `grpc-status: 0`), `/slow` (300 ms),
-/// `/upgrade` (101, then echoes bytes), `/status/NNN`; anything else echoes
-/// the request body as it streams.
-async fn upstream(mut req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
-    let host = req
-        .headers()
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_default();
-    let mut names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
-    names.sort_unstable();
-    let seen = [
-        ("x-seen-host", host),
-        ("x-seen-version", format!("{:?}", req.version())),
-        ("x-seen-uri", req.uri().to_string()),
-        ("x-seen-headers", names.join(",")),
-    ];
-    let path = req.uri().path().to_owned();
-    let mut response = match path.as_str() {
-        "/trailers" => {
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            let mut trailers = http::HeaderMap::new();
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
-            trailers.insert("x-trailer", HeaderValue::from_static("yes"));
-            let frames = vec![
-                Ok::<_, BoxError>(Frame::data(body)),
-                Ok(Frame::trailers(trailers)),
-            ];
-            let mut r = Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed());
-            r.headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/grpc"));
-            r
-        }
-        "/slow" => {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            Response::new(full("slow done"))
-        }
-        "/upgrade" => {
-            let on = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
-                if let Ok(upgraded) = on.await {
-                    let mut io = TokioIo::new(upgraded);
-                    let mut buf = [0u8; 1024];
-                    while let Ok(n) = io.read(&mut buf).await {
-                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            });
-            let mut r = Response::new(full(""));
-            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            r.headers_mut()
-                .insert("upgrade", HeaderValue::from_static("echo"));
-            r.headers_mut()
-                .insert("connection", HeaderValue::from_static("upgrade"));
-            r
-        }
-        p if p.starts_with("/status/") => {
-            let mut r = Response::new(full("status"));
-            *r.status_mut() = p[8..].parse().unwrap_or(StatusCode::BAD_REQUEST);
-            r
-        }
-        _ => Response::new(req.into_body().map_err(BoxError::from).boxed()),
-    };
-    for (name, value) in seen {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, v);
-        }
-    }
-    Ok(response)
 }
 
 pub fn full(text: &'static str) -> BoxBody {

@@ -17,6 +17,7 @@
 //! - [`web`]: the `web:80` fixture of the resilience tests.
 //! - [`mesh`]: proxies in control-plane mode, `leveectl apply`, `/config` polling.
 //! - [`python`]: a Python with `grpcio` for the third-party gRPC client.
+//! - [`upstream`]: small in-process upstreams that report what arrived.
 
 mod client;
 mod control_plane;
@@ -27,6 +28,7 @@ mod process;
 mod proxy;
 pub mod python;
 mod startup;
+pub mod upstream;
 pub mod web;
 pub mod yaml;
 
@@ -78,7 +80,7 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// Polls `check` every 20 ms until it returns `Some`, or panics after
+/// Polls `check` every 20 ms until it returns `Ok`, or panics after
 /// `timeout` with `what` and the last `Err` reason seen.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

@@ -16,6 +16,8 @@ use super::{
 };
 use serde::Deserialize;
 
+use crate::otlp::OtlpReceiver;
+
 /// The listeners' bound addresses, as `--addr-file` reports them.
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub struct Addrs {
@@ -97,6 +99,12 @@ impl ProxyBuilder {
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.envs.push((key.into(), value.into()));
         self
+    }
+
+    /// Exports traces to `collector` (`OTEL_EXPORTER_OTLP_ENDPOINT`, the
+    /// way a deployment configures it), with the default sampler.
+    pub fn traced(self, collector: &OtlpReceiver) -> Self {
+        self.env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
     }
 
     fn spawn(self) -> (Process, tempfile::TempDir, PathBuf) {

@@ -13,7 +13,7 @@ use std::{
 };
 
 use http::Request;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 use super::{Body, HttpResponse, Proxy, Tally, load, yaml};
 use crate::flaky::{Faults, FlakyUpstream};
@@ -48,11 +48,7 @@ pub fn always(status: u16) -> Faults {
 /// The policy file: `outbound` (YAML indented by four spaces, `None`: no
 /// policy at all) for `web:80`, whose endpoints are `addrs`.
 pub fn policy_file(outbound: Option<&str>, addrs: &[SocketAddr]) -> String {
-    let mut docs = vec![yaml::endpoints("web", 80, addrs)];
-    if let Some(outbound) = outbound {
-        docs.push(yaml::policy("web", 80, &format!("  outbound:\n{outbound}")));
-    }
-    yaml::documents(&docs)
+    yaml::service_in(yaml::NAMESPACE, "web", 80, outbound, addrs)
 }
 
 /// A proxy started with [`policy_file`].
@@ -88,12 +84,7 @@ pub struct Closer {
 
 impl Closer {
     pub async fn start() -> Closer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("binding 127.0.0.1:0: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("local addr: {e}"));
+        let (listener, addr) = super::upstream::bind().await;
         let accepted = Arc::new(AtomicU64::new(0));
         let counter = accepted.clone();
         let task = tokio::spawn(async move {

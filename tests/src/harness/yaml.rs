@@ -11,13 +11,24 @@ use levee_proto::policy::{
 };
 use serde::Deserialize;
 
-/// The namespace of every document built here.
+/// The namespace of the documents [`endpoints`] and [`policy`] build.
 pub const NAMESPACE: &str = "default";
 
 /// A `ServiceEndpoints` document for `service:port` (namespace `default`).
 pub fn endpoints(service: &str, port: u16, addresses: &[SocketAddr]) -> Document {
+    endpoints_in(NAMESPACE, service, port, addresses)
+}
+
+/// A `ServiceEndpoints` document named `service` for `service:port` in
+/// `namespace` (the proxy's `--namespace` or the document's own).
+pub fn endpoints_in(
+    namespace: &str,
+    service: &str,
+    port: u16,
+    addresses: &[SocketAddr],
+) -> Document {
     Document::Endpoints(ServiceEndpoints {
-        metadata: meta(service),
+        metadata: meta(namespace, service),
         spec: EndpointsSpec {
             service: service.to_owned(),
             port,
@@ -31,6 +42,17 @@ pub fn endpoints(service: &str, port: u16, addresses: &[SocketAddr]) -> Document
 /// a user writes them, e.g. `"  outbound:\n    timeouts: {request: 2s}\n"`.
 /// Panics with serde's reason when `spec_body` is not a valid section.
 pub fn policy(service: &str, port: u16, spec_body: &str) -> Document {
+    policy_in(NAMESPACE, service, port, spec_body)
+}
+
+/// [`policy`] in `namespace`, named `service`; `port` `None` targets every
+/// port of the service.
+pub fn policy_in(
+    namespace: &str,
+    service: &str,
+    port: impl Into<Option<u16>>,
+    spec_body: &str,
+) -> Document {
     /// The sections of `spec` a test writes.
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
@@ -47,11 +69,11 @@ pub fn policy(service: &str, port: u16, spec_body: &str) -> Document {
             .unwrap_or_else(|e| panic!("test policy for {service} is invalid: {e}\n{spec_body}"))
     };
     Document::Policy(ResiliencePolicy {
-        metadata: meta(service),
+        metadata: meta(namespace, service),
         spec: PolicySpec {
             target: Target {
                 service: service.to_owned(),
-                port: Some(port),
+                port: port.into(),
             },
             outbound: sections.outbound,
             inbound: sections.inbound,
@@ -59,15 +81,43 @@ pub fn policy(service: &str, port: u16, spec_body: &str) -> Document {
     })
 }
 
+/// `doc` with `metadata.name` set to `name` (several policies for one
+/// service, or a name that differs from the service's).
+pub fn named(mut doc: Document, name: &str) -> Document {
+    match &mut doc {
+        Document::Policy(p) => p.metadata.name = name.to_owned(),
+        Document::Endpoints(e) => e.metadata.name = name.to_owned(),
+    }
+    doc
+}
+
+/// One service's policy file: the endpoints of `service:port` in
+/// `namespace` and, unless `outbound` is `None`, a policy whose outbound
+/// section is `outbound` (YAML indented by four spaces).
+pub fn service_in(
+    namespace: &str,
+    service: &str,
+    port: u16,
+    outbound: Option<&str>,
+    addresses: &[SocketAddr],
+) -> String {
+    let mut docs = vec![endpoints_in(namespace, service, port, addresses)];
+    if let Some(outbound) = outbound {
+        let body = format!("  outbound:\n{outbound}");
+        docs.push(policy_in(namespace, service, port, &body));
+    }
+    documents(&docs)
+}
+
 /// Documents as one multi-document file.
 pub fn documents(docs: &[Document]) -> String {
     to_yaml(docs)
 }
 
-fn meta(name: &str) -> ObjectMeta {
+fn meta(namespace: &str, name: &str) -> ObjectMeta {
     ObjectMeta {
         name: name.to_owned(),
-        namespace: Some(NAMESPACE.to_owned()),
+        namespace: Some(namespace.to_owned()),
     }
 }
 

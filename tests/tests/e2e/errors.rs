@@ -1,7 +1,8 @@
 //! Errors the proxy makes itself (DESIGN.md §2): no endpoints → 503, a dead
 //! upstream → 502 `upstream-connect` at once, a reset → 502
 //! `upstream-reset`; and for gRPC callers the trailers-only form (HTTP 200,
-//! `grpc-status`). Never a hang, never a bare reset.
+//! `grpc-status`); a request without a `Host` → 400 `bad-request`. Never a
+//! hang, never a bare reset.
 
 use std::{
     net::SocketAddr,
@@ -15,6 +16,10 @@ use levee_tests::{
         Http2Conn, HttpResponse, Proxy, empty, full, get_http1, grpc_channel, send_http1, yaml,
     },
     pb::{EchoRequest, flaky_client::FlakyClient},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
 };
 use tonic::Code;
 
@@ -146,4 +151,24 @@ async fn grpc_callers_get_trailers_only_unavailable() {
             "grpc-message explains: {status:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_request_without_a_host_is_400_bad_request() {
+    let up = FlakyUpstream::start("e-5").await.unwrap();
+    let proxy = setup(&up).await;
+    let mut tcp = TcpStream::connect(proxy.outbound()).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
+        .await
+        .expect("an answer and a close, not a hang")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.0 400") || text.starts_with("HTTP/1.1 400"),
+        "{text}"
+    );
+    assert!(text.contains("x-levee-error: bad-request"), "{text}");
+    assert_eq!(up.requests(), 0, "nothing was forwarded");
 }

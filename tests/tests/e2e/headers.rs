@@ -27,6 +27,7 @@ async fn request_hop_by_hop_headers_are_stripped() {
         .header("keep-alive", "timeout=5")
         .header("proxy-connection", "keep-alive")
         .header("upgrade", "h2c")
+        .header("proxy-authorization", "Basic eA==")
         .header("x-end-to-end", "kept")
         .body(empty())
         .unwrap();
@@ -34,7 +35,13 @@ async fn request_hop_by_hop_headers_are_stripped() {
     assert_eq!(r.status, 200, "{r:?}");
     let echo = r.json().unwrap();
     let headers = echo["headers"].as_object().unwrap();
-    for hop in ["x-hop", "keep-alive", "proxy-connection", "upgrade"] {
+    for hop in [
+        "x-hop",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "proxy-authorization",
+    ] {
         assert!(!headers.contains_key(hop), "{hop} was forwarded: {echo}");
     }
     if let Some(conn) = headers.get("connection") {

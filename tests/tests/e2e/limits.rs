@@ -1,6 +1,7 @@
-//! Protective limits: a slow request head is cut off after
-//! `--header-read-timeout`, an oversized head gets 431, and a connection
-//! beyond `--max-connections` gets a clear 503 — never a hang.
+//! Protective limits: a slow request head, or a connection that sends
+//! nothing, is cut off after `--header-read-timeout`, an oversized head gets
+//! 431, and a connection beyond `--max-connections` gets a clear 503 and is
+//! closed — never a hang.
 
 use std::time::{Duration, Instant};
 
@@ -14,15 +15,21 @@ use tokio::{
     net::TcpStream,
 };
 
-#[tokio::test]
-async fn slowloris_head_is_cut_off_after_the_header_read_timeout() {
+/// A flaky upstream as `web:80` behind a proxy started with `flag value`.
+async fn limited(flag: &str, value: &str) -> (FlakyUpstream, Proxy) {
     let up = FlakyUpstream::start("l-1").await.unwrap();
     let proxy = Proxy::builder()
         .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .arg("--header-read-timeout")
-        .arg("500ms")
+        .arg(flag)
+        .arg(value)
         .start()
         .await;
+    (up, proxy)
+}
+
+#[tokio::test]
+async fn slowloris_head_is_cut_off_after_the_header_read_timeout() {
+    let (up, proxy) = limited("--header-read-timeout", "500ms").await;
     let tcp = TcpStream::connect(proxy.outbound()).await.unwrap();
     let (mut reader, mut writer) = tcp.into_split();
     let start = Instant::now();
@@ -64,14 +71,30 @@ async fn slowloris_head_is_cut_off_after_the_header_read_timeout() {
 }
 
 #[tokio::test]
-async fn oversized_request_head_gets_431() {
-    let up = FlakyUpstream::start("l-1").await.unwrap();
+async fn a_silent_connection_is_cut_off_after_the_header_read_timeout() {
     let proxy = Proxy::builder()
-        .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .arg("--max-header-bytes")
-        .arg("8192")
+        .arg("--header-read-timeout")
+        .arg("300ms")
         .start()
         .await;
+    let start = Instant::now();
+    let mut silent = TcpStream::connect(proxy.outbound()).await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut got)).await;
+    assert!(
+        read.is_ok(),
+        "a connection that never sent a byte was open after 5 s (timeout 300ms)"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "closed too early: {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn oversized_request_head_gets_431() {
+    let (up, proxy) = limited("--max-header-bytes", "8192").await;
     let req = Request::get("/")
         .header("host", "web:80")
         .header("x-big", "a".repeat(16 * 1024))
@@ -93,13 +116,7 @@ async fn oversized_request_head_gets_431() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_get_503() {
-    let up = FlakyUpstream::start("l-1").await.unwrap();
-    let proxy = Proxy::builder()
-        .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .arg("--max-connections")
-        .arg("2")
-        .start()
-        .await;
+    let (up, proxy) = limited("--max-connections", "2").await;
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut conn = Http1Conn::connect(proxy.outbound()).await.unwrap();
@@ -110,18 +127,31 @@ async fn connections_beyond_the_limit_get_503() {
         assert_eq!(conn.send(req).await.unwrap().status, 200);
         held.push(conn);
     }
+    // The extra connection gets an answer, then the proxy closes it.
     let start = Instant::now();
-    let r = get_http1(proxy.outbound(), "web:80", "/")
+    let mut extra = TcpStream::connect(proxy.outbound()).await.unwrap();
+    extra
+        .write_all(b"GET / HTTP/1.1\r\nHost: web:80\r\n\r\n")
         .await
-        .expect("the extra connection gets an answer, not a hang or reset");
-    assert_eq!(r.status, 503, "{r:?}");
-    assert_eq!(r.header("x-levee-error"), "overloaded", "{r:?}");
+        .unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut answer)).await;
+    assert!(closed.is_ok(), "the extra connection was left open");
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 503"), "{text}");
+    assert!(text.contains("x-levee-error: overloaded"), "{text}");
     assert!(
         start.elapsed() < Duration::from_secs(2),
         "took {:?}",
         start.elapsed()
     );
     assert_eq!(up.requests(), 2);
+    // The held connections still work.
+    let req = Request::get("/")
+        .header("host", "web:80")
+        .body(empty())
+        .unwrap();
+    assert_eq!(held[0].send(req).await.unwrap().status, 200);
 
     // Closing a held connection frees a slot.
     drop(held.pop());
@@ -143,13 +173,7 @@ async fn connections_beyond_the_limit_get_503() {
 
 #[tokio::test]
 async fn idle_client_connections_are_closed() {
-    let up = FlakyUpstream::start("l-1").await.unwrap();
-    let proxy = Proxy::builder()
-        .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .arg("--idle-timeout")
-        .arg("500ms")
-        .start()
-        .await;
+    let (_up, proxy) = limited("--idle-timeout", "500ms").await;
     let mut tcp = TcpStream::connect(proxy.outbound()).await.unwrap();
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: web:80\r\n\r\n")
         .await

@@ -38,17 +38,32 @@ async fn wait_in_flight(up: &FlakyUpstream) {
     .await;
 }
 
-#[tokio::test]
-async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
+/// A proxy with `--shutdown-grace grace` and a request in flight that the
+/// upstream answers after `delay`; returns when the upstream holds it. The
+/// upstream is returned to be kept alive.
+async fn in_flight_at_shutdown(
+    grace: &str,
+    delay: &str,
+) -> (
+    FlakyUpstream,
+    Proxy,
+    tokio::task::JoinHandle<Result<u16, String>>,
+) {
     let up = FlakyUpstream::start("s-1").await.unwrap();
-    let mut proxy = Proxy::builder()
+    let proxy = Proxy::builder()
         .policy(yaml::endpoints("web", 80, &[up.addr()]))
         .arg("--shutdown-grace")
-        .arg("10s")
+        .arg(grace)
         .start()
         .await;
-    let in_flight = slow_request(&proxy, "1500ms").await;
+    let in_flight = slow_request(&proxy, delay).await;
     wait_in_flight(&up).await;
+    (up, proxy, in_flight)
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
+    let (_up, mut proxy, in_flight) = in_flight_at_shutdown("10s", "1500ms").await;
 
     let start = Instant::now();
     proxy.process.terminate().unwrap();
@@ -82,15 +97,7 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
 
 #[tokio::test]
 async fn sigterm_gives_up_on_requests_after_the_grace() {
-    let up = FlakyUpstream::start("s-1").await.unwrap();
-    let mut proxy = Proxy::builder()
-        .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .arg("--shutdown-grace")
-        .arg("500ms")
-        .start()
-        .await;
-    let in_flight = slow_request(&proxy, "30s").await;
-    wait_in_flight(&up).await;
+    let (_up, mut proxy, in_flight) = in_flight_at_shutdown("500ms", "30s").await;
 
     let start = Instant::now();
     proxy.process.terminate().unwrap();

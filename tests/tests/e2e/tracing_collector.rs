@@ -76,7 +76,7 @@ async fn a_stalled_collector_fills_the_queue_and_spans_beyond_are_dropped() {
     let up = FlakyUpstream::start("c-2").await.unwrap();
     let proxy = Proxy::builder()
         .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .traced(&collector)
         .arg("--trace-queue-size")
         .arg("4")
         .arg("--trace-export-timeout")

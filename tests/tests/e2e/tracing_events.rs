@@ -21,7 +21,7 @@ async fn start(collector: &OtlpReceiver, up: &FlakyUpstream, outbound: &str) -> 
     ]);
     Proxy::builder()
         .policy(policy)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .traced(collector)
         .start()
         .await
 }

@@ -36,7 +36,7 @@ async fn through(proxy: &Proxy, traceparent: Option<&str>) -> (String, String) {
 async fn proxy(collector: &OtlpReceiver, up: &FlakyUpstream, sampler: &[(&str, &str)]) -> Proxy {
     let mut builder = Proxy::builder()
         .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint());
+        .traced(collector);
     for (k, v) in sampler {
         builder = builder.env(*k, *v);
     }

@@ -25,7 +25,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 async fn traced_proxy(collector: &OtlpReceiver, endpoints: &[SocketAddr], name: &str) -> Proxy {
     Proxy::builder()
         .policy(yaml::endpoints("web", 80, endpoints))
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .traced(collector)
         .env("OTEL_SERVICE_NAME", name)
         .start()
         .await
@@ -183,7 +183,7 @@ async fn the_peer_proxys_server_span_shares_the_trace() {
     let peer = Proxy::builder()
         .service("web")
         .app_port(up.addr().port())
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .traced(&collector)
         .env("OTEL_SERVICE_NAME", "web-sidecar")
         .start()
         .await;
@@ -225,7 +225,7 @@ async fn the_access_log_names_the_trace_the_proxy_started() {
     let up = FlakyUpstream::start("t-4").await.unwrap();
     let proxy = Proxy::builder()
         .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .traced(&collector)
         .arg("--access-log")
         .arg("json")
         .start()
