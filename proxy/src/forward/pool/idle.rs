@@ -148,10 +148,7 @@ mod tests {
     async fn assert_closed(mut peer: DuplexStream) {
         let mut buf = [0u8; 16];
         let read = tokio::time::timeout(Duration::from_secs(1), peer.read(&mut buf)).await;
-        assert!(
-            matches!(read, Ok(Ok(0))),
-            "expected EOF, got {read:?}"
-        );
+        assert!(matches!(read, Ok(Ok(0))), "expected EOF, got {read:?}");
     }
 
     #[tokio::test(start_paused = true)]
