@@ -92,8 +92,8 @@ pub struct ProxyConfig {
     #[arg(long, env = "LEVEE_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
-    /// Idle pooled upstream connections are dropped after this long.
-    #[arg(long, env = "LEVEE_UPSTREAM_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    /// Idle pooled upstream connections are closed after this long.
+    #[arg(long, env = "LEVEE_UPSTREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
 
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -29,6 +29,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::body::{BoxBody, BoxError};
+use idle::IdleConns;
+
+mod idle;
 
 /// Endpoints remembered before unused ones are forgotten.
 const MAX_ENDPOINTS: usize = 4096;
@@ -45,7 +48,7 @@ pub enum Protocol {
 pub struct PoolSettings {
     /// Bound on TCP connect to an endpoint.
     pub connect_timeout: Duration,
-    /// Idle HTTP/1 connections older than this are not reused.
+    /// Idle HTTP/1 connections are closed after this long.
     pub idle_timeout: Duration,
     /// Idle HTTP/1 connections kept per endpoint.
     pub max_idle_per_endpoint: usize,
@@ -55,7 +58,7 @@ impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings {
             connect_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(90),
+            idle_timeout: Duration::from_secs(30),
             max_idle_per_endpoint: 128,
         }
     }
@@ -85,8 +88,7 @@ pub struct Pool {
 /// HTTP/2 one.
 struct EndpointConns {
     addr: SocketAddr,
-    settings: PoolSettings,
-    idle_h1: Mutex<Vec<(http1::SendRequest<BoxBody>, Instant)>>,
+    idle_h1: Arc<IdleConns>,
     h2: Mutex<Option<http2::SendRequest<BoxBody>>>,
     /// Serialises HTTP/2 dials so a burst of requests shares one connection.
     h2_dial: tokio::sync::Mutex<()>,
@@ -131,8 +133,10 @@ impl Pool {
         }
         let fresh = Arc::new(EndpointConns {
             addr,
-            settings: self.settings.clone(),
-            idle_h1: Mutex::new(Vec::new()),
+            idle_h1: IdleConns::new(
+                self.settings.idle_timeout,
+                self.settings.max_idle_per_endpoint,
+            ),
             h2: Mutex::new(None),
             h2_dial: tokio::sync::Mutex::new(()),
         });
@@ -153,10 +157,7 @@ impl Pool {
 impl EndpointConns {
     /// Whether any connection to this endpoint is open (or being handed out).
     fn has_connections(&self) -> bool {
-        let idle = self
-            .idle_h1
-            .try_lock()
-            .map_or(true, |idle| idle.iter().any(|(s, _)| !s.is_closed()));
+        let idle = self.idle_h1.any_open();
         let h2 = self
             .h2
             .try_lock()
@@ -171,7 +172,7 @@ impl EndpointConns {
         connect_timeout: Duration,
     ) -> Result<Response<BoxBody>, SendError> {
         if !upgrade {
-            while let Some(mut sender) = self.checkout_h1() {
+            while let Some(mut sender) = self.idle_h1.checkout() {
                 if sender.ready().await.is_err() {
                     continue;
                 }
@@ -224,26 +225,6 @@ impl EndpointConns {
         }
     }
 
-    fn checkout_h1(&self) -> Option<http1::SendRequest<BoxBody>> {
-        let mut idle = self.idle_h1.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < self.settings.idle_timeout {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    fn checkin_h1(&self, sender: http1::SendRequest<BoxBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle_h1.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < self.settings.max_idle_per_endpoint {
-            idle.push((sender, Instant::now()));
-        }
-    }
-
     /// Wraps the response body so the connection returns to the pool when the
     /// body has been read to its end (or immediately for an empty body).
     fn pooled_h1(
@@ -252,7 +233,7 @@ impl EndpointConns {
         sender: http1::SendRequest<BoxBody>,
     ) -> Response<BoxBody> {
         if response.body().is_end_stream() {
-            self.checkin_h1(sender);
+            self.idle_h1.checkin(sender);
             return response.map(crate::body::incoming);
         }
         let checkin = Some((sender, self.clone()));
@@ -347,7 +328,7 @@ impl Body for PooledBody {
         match &frame {
             None => {
                 if let Some((sender, endpoint)) = this.checkin.take() {
-                    endpoint.checkin_h1(sender);
+                    endpoint.idle_h1.checkin(sender);
                 }
             }
             Some(Err(_)) => drop(this.checkin.take()),
@@ -357,7 +338,7 @@ impl Body for PooledBody {
                 if this.inner.is_end_stream()
                     && let Some((sender, endpoint)) = this.checkin.take()
                 {
-                    endpoint.checkin_h1(sender);
+                    endpoint.idle_h1.checkin(sender);
                 }
             }
         }

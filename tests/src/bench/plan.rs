@@ -55,6 +55,8 @@ pub struct Plan {
     /// Scenario 3; `false` skips it.
     pub memory: bool,
     pub idle_connections: usize,
+    /// Scenario 3: how long RSS may take to come back after the burst.
+    pub memory_settle: Duration,
     /// Scenario 5: measured seconds per fault case and contender; `None` skips it.
     pub faults: Option<Duration>,
     /// Scenario 6: `(watch streams, rounds)` for the control plane's
@@ -86,6 +88,7 @@ impl Plan {
             throughput_connections: Some(64),
             memory: true,
             idle_connections: 1000,
+            memory_settle: Duration::from_secs(60),
             faults: Some(Duration::from_secs(5)),
             convergence: vec![(10, 20), (100, 20), (1000, 20)],
             tracing: vec![
@@ -109,6 +112,7 @@ impl Plan {
             throughput_connections: Some(16),
             memory: true,
             idle_connections: 100,
+            memory_settle: Duration::from_secs(2),
             faults: Some(Duration::from_secs(1)),
             convergence: vec![(10, 3)],
             tracing: vec![LatencyCase::new(Protocol::Http1, 500.0, 8)],

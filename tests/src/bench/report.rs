@@ -62,6 +62,12 @@ pub struct MemoryRow {
     /// With `idle_connections` open keep-alive connections, each used once.
     pub rss_with_connections_mib: f64,
     pub connection_errors: u64,
+    /// After the connections closed: RSS once back within 2 MiB of
+    /// `rss_idle_mib`, or at the end of the wait.
+    pub rss_after_mib: f64,
+    /// Seconds from the close until RSS was back within 2 MiB of idle
+    /// (`None`: not within the wait, 60 s in a full run).
+    pub settled_after: Option<f64>,
 }
 
 /// Everything one run measured, as printed and as written to `--json`.
@@ -241,13 +247,21 @@ pub fn render(report: &Report) -> String {
     if !report.memory.is_empty() {
         out += "\nMEMORY (RSS of the proxy processes)\n";
         out += &format!(
-            "{:<13} {:>9} {:>12} {:>9}\n",
-            "contender", "idle MiB", "idle conns", "MiB"
+            "{:<13} {:>9} {:>12} {:>9} {:>10} {:>11}\n",
+            "contender", "idle MiB", "idle conns", "MiB", "after MiB", "settled s"
         );
         for r in &report.memory {
+            let settled = r
+                .settled_after
+                .map_or_else(|| "never".to_owned(), |s| format!("{s:.1}"));
             out += &format!(
-                "{:<13} {:>9.1} {:>12} {:>9.1}\n",
-                r.contender, r.rss_idle_mib, r.idle_connections, r.rss_with_connections_mib
+                "{:<13} {:>9.1} {:>12} {:>9.1} {:>10.1} {:>11}\n",
+                r.contender,
+                r.rss_idle_mib,
+                r.idle_connections,
+                r.rss_with_connections_mib,
+                r.rss_after_mib,
+                settled
             );
         }
     }
