@@ -87,7 +87,10 @@ async fn retried_and_recovered_failures_never_open_the_service_breaker() {
     let seen = run(p.outbound()).await;
     assert_eq!(seen.total, REQUESTS);
     assert_eq!(seen.circuit_open, 0, "{seen:?}");
-    assert!(seen.ok >= REQUESTS - 5, "retries should recover: {seen:?}");
+    // A call fails only when all four attempts do: 0.2^4 = 0.16 %, about 3
+    // of 2,000 calls (Poisson, λ = 3.2). More than 15 has odds below 1e-6;
+    // without retries it would be about 400.
+    assert!(seen.ok >= REQUESTS - 15, "retries should recover: {seen:?}");
 
     let m = p.metrics().await.unwrap();
     let retried = m
