@@ -9,7 +9,7 @@ use levee_tests::harness::mesh::{CONVERGE, PAYMENTS_PORT, mesh_proxy, wait_metri
 use levee_tests::harness::{ControlPlane, empty, eventually, send_http1};
 
 /// `GET /` to the proxy's inbound listener (the local app behind it).
-async fn inbound_status(proxy: &levee_tests::harness::Proxy) -> Result<u16, String> {
+async fn inbound_status(proxy: &levee_tests::harness::Proxy) -> Result<http::StatusCode, String> {
     let req = http::Request::get("/")
         .header(http::header::HOST, "payments:8080")
         .body(empty())
@@ -28,7 +28,7 @@ async fn sighup_in_control_plane_mode_is_survived() {
         .start()
         .await;
     wait_metric(&proxy, "levee_control_plane_connected", &[], 1.0).await;
-    assert_eq!(inbound_status(&proxy).await, Ok(200));
+    assert_eq!(inbound_status(&proxy).await, Ok(http::StatusCode::OK));
 
     for sent in 1..=2 {
         proxy.process.hangup().expect("kill -HUP");
@@ -38,7 +38,7 @@ async fn sighup_in_control_plane_mode_is_survived() {
             let log = proxy.process.output();
             async move {
                 if let Some(status) = exited.take() {
-                    return Err(format!("the proxy exited: {status}\n{log}"));
+                    panic!("the proxy exited on SIGHUP: {status}\n{log}");
                 }
                 let handled = log.matches("SIGHUP received").count();
                 if handled >= sent {
@@ -51,7 +51,7 @@ async fn sighup_in_control_plane_mode_is_survived() {
         .await;
     }
     assert_eq!(proxy.process.try_exit(), None, "{}", proxy.process.output());
-    assert_eq!(inbound_status(&proxy).await, Ok(200));
+    assert_eq!(inbound_status(&proxy).await, Ok(http::StatusCode::OK));
     let config = proxy.config().await.expect("/config");
     assert!(
         config["source"]

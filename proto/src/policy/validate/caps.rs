@@ -53,7 +53,12 @@ pub(super) fn policy(spec: &PolicySpec, p: &mut Problems) {
         }
     }
     let i = &spec.inbound;
-    duration("spec.inbound.timeouts.request", i.timeouts.request, TIMEOUT, p);
+    duration(
+        "spec.inbound.timeouts.request",
+        i.timeouts.request,
+        TIMEOUT,
+        p,
+    );
     if let Some(c) = &i.concurrency {
         concurrency("spec.inbound.concurrency", c, p);
     }
@@ -86,7 +91,12 @@ fn retry(path: &str, r: &RetryPolicy, p: &mut Problems) {
 
 fn breaker(path: &str, b: &CircuitBreaker, p: &mut Problems) {
     if let Some(rate) = &b.failure_rate {
-        duration(&format!("{path}.failureRate.window"), rate.window, BREAKER, p);
+        duration(
+            &format!("{path}.failureRate.window"),
+            rate.window,
+            BREAKER,
+            p,
+        );
     }
     if let Some(slow) = &b.slow_call {
         duration(
@@ -156,8 +166,14 @@ mod tests {
             ("spec.outbound.retry.backoff.base", "maximum of 1m"),
             ("spec.outbound.retry.backoff.max", "maximum of 1m"),
             ("spec.outbound.retry.budget.window", "maximum of 1m"),
-            ("spec.outbound.circuitBreaker.failureRate.window", "maximum of 1h"),
-            ("spec.outbound.circuitBreaker.slowCall.duration", "maximum of 1h"),
+            (
+                "spec.outbound.circuitBreaker.failureRate.window",
+                "maximum of 1h",
+            ),
+            (
+                "spec.outbound.circuitBreaker.slowCall.duration",
+                "maximum of 1h",
+            ),
             ("spec.outbound.circuitBreaker.open.base", "maximum of 1h"),
             ("spec.outbound.circuitBreaker.open.max", "maximum of 1h"),
             ("spec.outbound.routes[0].timeouts.request", "maximum of 1h"),
@@ -179,7 +195,11 @@ mod tests {
             "spec.outbound.retry.maxReplayBytes",
             "maximum of 67108864 (64 MiB)",
         );
-        has(&errors, "spec.outbound.concurrency.maxQueued", "maximum of 10000");
+        has(
+            &errors,
+            "spec.outbound.concurrency.maxQueued",
+            "maximum of 10000",
+        );
         ok_outbound(
             "{retry: {maxRetries: 10, maxReplayBytes: 67108864}, \
              concurrency: {maxInFlight: 10, maxQueued: 10000}}",
@@ -194,6 +214,10 @@ mod tests {
         );
         let errors = parse_documents(&src).expect_err("over the caps").0;
         has(&errors, "spec.inbound.timeouts.request", "maximum of 1h");
-        has(&errors, "spec.inbound.concurrency.maxQueued", "maximum of 10000");
+        has(
+            &errors,
+            "spec.inbound.concurrency.maxQueued",
+            "maximum of 10000",
+        );
     }
 }
