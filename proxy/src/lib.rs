@@ -16,6 +16,7 @@
 //! - `admin`: the admin HTTP server (`/live`, `/ready`, `/metrics`, `/config`, `/endpoints`).
 //! - `errors`: [`errors::ProxyError`] and the one function that turns it into
 //!   the HTTP/gRPC response of DESIGN.md §2.
+//! - `deadline`: `now + d` that saturates instead of panicking on huge durations.
 //! - `server`: accept loops, connection limits, protocol detection, graceful shutdown.
 //! - `outbound` / `inbound`: the two data paths.
 //! - `resilience`: the outbound policy stack (rate limit → request timeout →
@@ -32,6 +33,7 @@ pub mod admin;
 pub mod backoff;
 pub mod body;
 pub mod config;
+pub mod deadline;
 pub mod discovery;
 pub mod endpoints;
 pub mod errors;

@@ -1,5 +1,6 @@
 //! `levee-proxy`: parses flags, sets up logging, turns SIGTERM/SIGINT into a
-//! graceful shutdown, and runs the proxy (see the library's `run`).
+//! graceful shutdown, keeps SIGHUP from ending the process, and runs the
+//! proxy (see the library's `run`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -16,6 +17,7 @@ async fn main() -> ExitCode {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    survive_hangup(config.policy_file.is_none());
     tokio::spawn(trim::periodically(std::time::Duration::from_secs(10)));
     match levee_proxy::run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,6 +73,28 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     }
     tracing::warn!("second signal: exiting without waiting for in-flight requests");
     std::process::exit(1);
+}
+
+/// SIGHUP's default action ends the process. With `--policy-file` the policy
+/// source listens for it and reloads the file; without one (control-plane
+/// mode, or no policy at all) there is nothing to reload, so it is only
+/// logged. Installed before the proxy starts, so no SIGHUP is ever fatal.
+fn survive_hangup(log_it: bool) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP; a SIGHUP would stop the proxy");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            if log_it {
+                tracing::info!("SIGHUP received: no --policy-file to reload, ignored");
+            }
+        }
+    });
 }
 
 /// The allocator is glibc's, with `malloc_trim(0)` every 10 s. glibc keeps

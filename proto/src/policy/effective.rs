@@ -295,11 +295,13 @@ fn resolve_retry(r: &RetryPolicy) -> EffectiveRetry {
     }
 }
 
-/// `backoff.max` when unset: ten times the base, as Envoy.
+/// `backoff.max` when unset: ten times the base, as Envoy, but no more than
+/// the backoff cap (1m) unless the base itself is longer.
 pub(crate) fn default_backoff_max(base: Duration) -> Duration {
     base.get()
         .checked_mul(defaults::BACKOFF_MAX_FACTOR)
         .map_or(base, Duration::from)
+        .min(super::validate::caps::BACKOFF.max(base))
 }
 
 fn resolve_breaker(b: &CircuitBreaker) -> EffectiveCircuitBreaker {

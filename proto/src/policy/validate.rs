@@ -1,6 +1,6 @@
 //! Semantic validation (what serde's types cannot say): names, ranges,
-//! durations that contradict each other, route matches, duplicates across
-//! documents. Every problem is recorded with its field path; nothing stops at
+//! durations that contradict each other, values over their caps (`caps`),
+//! route matches, duplicates across documents. Every problem is recorded with its field path; nothing stops at
 //! the first one.
 
 use super::document::{Document, EndpointsSpec, ObjectMeta, PolicySpec};
@@ -14,6 +14,7 @@ use super::outbound::{
 use super::service_key::is_dns_label;
 use super::target;
 
+pub(super) mod caps;
 mod route;
 
 /// Validates one document, recording problems.
@@ -79,6 +80,7 @@ fn policy_spec(spec: &PolicySpec, p: &mut Problems) {
     }
     outbound(&spec.outbound, p);
     inbound(&spec.inbound, p);
+    caps::policy(spec, p);
 }
 
 fn outbound(o: &OutboundPolicy, p: &mut Problems) {

@@ -157,7 +157,7 @@ impl DnsCache {
         let entry = Entry {
             host,
             answer: answer.clone(),
-            expires: Instant::now() + ttl,
+            expires: crate::deadline::deadline_after(Instant::now(), ttl),
             refreshing_until: None,
         };
         self.insert(service, entry, metrics);
@@ -186,7 +186,7 @@ impl DnsCache {
         }
         // This caller refreshes; a refresh that never finishes (its request
         // was dropped) is given up after the lookup timeout.
-        entry.refreshing_until = Some(now + self.config.timeout);
+        entry.refreshing_until = Some(crate::deadline::deadline_after(now, self.config.timeout));
         None
     }
 

@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{Handler, Limits, Shutdown};
+use crate::deadline::deadline_after;
 
 /// The HTTP/2 connection preface a prior-knowledge (h2c) client opens with.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -231,7 +232,10 @@ pub(super) async fn serve_connection<H: Handler>(
     let mut conn = std::pin::pin!(conn);
     let mut draining = false;
     // The first look comes after whichever limit can fire first.
-    let mut check_at = Instant::now() + limits.header_read_timeout.min(limits.idle_timeout);
+    let mut check_at = deadline_after(
+        Instant::now(),
+        limits.header_read_timeout.min(limits.idle_timeout),
+    );
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -253,7 +257,7 @@ pub(super) async fn serve_connection<H: Handler>(
                     }
                     Some(deadline) => check_at = deadline,
                     // Busy: look again later; closing waits for requests anyway.
-                    None => check_at = Instant::now() + limits.idle_timeout,
+                    None => check_at = deadline_after(Instant::now(), limits.idle_timeout),
                 }
             }
             () = shutdown.hard.cancelled() => {

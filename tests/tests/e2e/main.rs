@@ -47,6 +47,7 @@ mod discovery_cache;
 mod discovery_converge;
 mod discovery_nack;
 mod discovery_restart;
+mod discovery_sighup;
 
 // The test upstream itself.
 mod flaky_binary;

@@ -220,7 +220,7 @@ impl Machine {
         self.trips = self.trips.saturating_add(1);
         let open_for = open_duration(&self.cfg, self.trips, rand::random::<f64>());
         self.enter(State::Open {
-            until: now + open_for,
+            until: crate::deadline::deadline_after(now, open_for),
         });
     }
 

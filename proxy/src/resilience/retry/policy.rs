@@ -119,15 +119,21 @@ impl Conditions {
     }
 }
 
+/// The longest `Retry-After` taken from a header: a longer one reads as this.
+/// A day is longer than any deadline the proxy keeps (request timeouts are
+/// capped at 1 h, `grpc-timeout` at a day), so a capped value still stops
+/// retries; only the arithmetic on it is kept in range.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(86_400);
+
 /// The server's `Retry-After` on a 429 or 503, in delta-seconds form (an
-/// HTTP date is not honoured).
+/// HTTP date is not honoured), capped at [`RETRY_AFTER_CAP`].
 pub fn retry_after<B>(response: &Response<B>) -> Option<Duration> {
     if !matches!(response.status().as_u16(), 429 | 503) {
         return None;
     }
     let value = response.headers().get(http::header::RETRY_AFTER)?;
     let secs: u64 = value.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs))
+    Some(Duration::from_secs(secs).min(RETRY_AFTER_CAP))
 }
 
 #[cfg(test)]

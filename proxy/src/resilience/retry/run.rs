@@ -10,6 +10,7 @@ use tower::{Service, ServiceExt};
 use super::replay::ReplayBody;
 use super::{MAX_RETRY_AFTER, Reason, RetryConfig, policy};
 use crate::body::{BoxBody, BoxError};
+use crate::deadline::deadline_after;
 use crate::errors::{self, ProxyError};
 use crate::resilience::attempt::{AttemptDeadline, CallAttempts};
 use crate::resilience::timeout::{Deadline, elapsed, grpc};
@@ -71,7 +72,7 @@ where
             return result;
         }
         if let Some(deadline) = call.deadline
-            && Instant::now() + wait >= deadline
+            && deadline_after(Instant::now(), wait) >= deadline
         {
             return result;
         }
@@ -151,7 +152,7 @@ where
     S::Future: Send + 'static,
 {
     let now = Instant::now();
-    let per_try = config.per_try.map(|t| now + t);
+    let per_try = config.per_try.map(|t| deadline_after(now, t));
     // Only a per-try timeout sooner than the request deadline is ours to
     // enforce; the request deadline belongs to the timeout layer outside.
     let own_timeout = match (per_try, call.deadline) {

@@ -289,6 +289,25 @@ async fn no_retry_starts_after_the_request_deadline() {
     assert_eq!(upstream.attempts(), 1);
 }
 
+/// `Retry-After: 18446744073709551615` (u64::MAX seconds) with a request
+/// deadline: the wait is compared with the deadline without overflowing
+/// `Instant + Duration` (which used to panic), and no retry is made.
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_before_a_deadline_stops_retries_without_panicking() {
+    let metrics = Metrics::new();
+    let upstream = Upstream::new(vec![
+        Step::Status(503, &[("retry-after", "18446744073709551615")]),
+        Step::Status(200, &[]),
+    ]);
+    let cfg = config(&["503"], &[], 2, &metrics);
+    let mut req = request(Method::GET, "");
+    req.extensions_mut()
+        .insert(Deadline(Instant::now() + Duration::from_secs(30)));
+    let response = send(&upstream, cfg, req).await.expect("response");
+    assert_eq!(response.status(), 503);
+    assert_eq!(upstream.attempts(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_honoured_when_longer_than_the_backoff() {
     let metrics = Metrics::new();

@@ -1,6 +1,7 @@
 //! The `grpc-timeout` request header: how a gRPC deadline travels between
 //! hops. Format: up to 8 ASCII digits and a unit (`H`, `M`, `S`, `m`, `u`,
-//! `n`), e.g. `250m` for 250 milliseconds.
+//! `n`), e.g. `250m` for 250 milliseconds. A caller's value is capped at a
+//! day ([`GRPC_TIMEOUT_CAP`]): `99999999H` (over 11,000 years) reads as 24 h.
 
 use std::time::Duration;
 
@@ -13,7 +14,11 @@ pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 /// The largest value the 8-digit field can carry.
 const MAX_DIGITS_VALUE: u64 = 99_999_999;
 
-/// Parses a `grpc-timeout` value; `None` when malformed (the header is then ignored).
+/// The longest deadline taken from a caller's `grpc-timeout`.
+pub const GRPC_TIMEOUT_CAP: Duration = Duration::from_secs(86_400);
+
+/// Parses a `grpc-timeout` value, capped at [`GRPC_TIMEOUT_CAP`]; `None`
+/// when malformed (the header is then ignored).
 pub fn parse(value: &HeaderValue) -> Option<Duration> {
     let text = value.to_str().ok()?;
     if text.len() < 2 || text.len() > 9 {
@@ -24,7 +29,7 @@ pub fn parse(value: &HeaderValue) -> Option<Duration> {
         return None;
     }
     let n: u64 = digits.parse().ok()?;
-    Some(match unit {
+    let d = match unit {
         "H" => Duration::from_secs(n.checked_mul(3600)?),
         "M" => Duration::from_secs(n.checked_mul(60)?),
         "S" => Duration::from_secs(n),
@@ -32,7 +37,8 @@ pub fn parse(value: &HeaderValue) -> Option<Duration> {
         "u" => Duration::from_micros(n),
         "n" => Duration::from_nanos(n),
         _ => return None,
-    })
+    };
+    Some(d.min(GRPC_TIMEOUT_CAP))
 }
 
 /// Encodes `remaining` in the finest unit that fits 8 digits, rounding up so
@@ -68,6 +74,7 @@ mod tests {
     #[test]
     fn parses_every_unit_and_rejects_garbage() {
         assert_eq!(parse(&hv("2H")), Some(Duration::from_secs(7200)));
+        assert_eq!(parse(&hv("24H")), Some(GRPC_TIMEOUT_CAP));
         assert_eq!(parse(&hv("3M")), Some(Duration::from_secs(180)));
         assert_eq!(parse(&hv("1S")), Some(Duration::from_secs(1)));
         assert_eq!(parse(&hv("250m")), Some(Duration::from_millis(250)));
@@ -82,6 +89,14 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_timeout_is_capped_at_a_day() {
+        for huge in ["99999999H", "99999999M", "99999999S", "25H"] {
+            assert_eq!(parse(&hv(huge)), Some(GRPC_TIMEOUT_CAP), "{huge}");
+        }
+        assert_eq!(parse(&hv("86399S")), Some(Duration::from_secs(86_399)));
+    }
+
+    #[test]
     fn encodes_in_the_finest_unit_that_fits_and_round_trips() {
         assert_eq!(encode(Duration::from_millis(250)), "250000u");
         assert_eq!(encode(Duration::from_secs(1)), "1000000u");
@@ -91,7 +106,7 @@ mod tests {
         for d in [
             Duration::from_micros(1500),
             Duration::from_secs(5),
-            Duration::from_secs(86_400 * 30),
+            Duration::from_secs(86_000),
         ] {
             let back = parse(&encode(d)).expect("round trip");
             assert!(

@@ -48,7 +48,9 @@ impl Body for IdleTimeoutBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
-            this.timer.as_mut().reset(Instant::now() + *this.idle);
+            this.timer
+                .as_mut()
+                .reset(crate::deadline::deadline_after(Instant::now(), *this.idle));
             return Poll::Ready(frame);
         }
         if this.timer.poll(cx).is_ready() {

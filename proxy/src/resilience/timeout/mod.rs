@@ -96,7 +96,7 @@ where
             (a, b) => a.or(b),
         };
         let timer = budget.map(|budget| {
-            let mut at = Instant::now() + budget;
+            let mut at = crate::deadline::deadline_after(Instant::now(), budget);
             // An outer deadline (if any) stays in force when it is sooner.
             if let Some(outer) = req.extensions().get::<Deadline>() {
                 at = at.min(outer.0);

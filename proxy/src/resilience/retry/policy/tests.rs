@@ -153,3 +153,13 @@ fn retry_after_is_read_from_429_and_503_in_seconds() {
     let date = response(503, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]);
     assert_eq!(retry_after(&date), None);
 }
+
+#[test]
+fn a_huge_retry_after_is_capped_at_a_day() {
+    for huge in ["18446744073709551615", "99999999999", "86401"] {
+        let r = response(503, &[("retry-after", huge)]);
+        assert_eq!(retry_after(&r), Some(RETRY_AFTER_CAP), "{huge}");
+    }
+    let day = response(429, &[("retry-after", "86400")]);
+    assert_eq!(retry_after(&day), Some(Duration::from_secs(86_400)));
+}
