@@ -48,8 +48,8 @@ pub use outbound::{
 };
 pub use parse::{parse_documents, to_yaml};
 pub use route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteRequest, RouteTimeouts};
-pub use service_key::{Authority, ServiceKey};
-pub use target::{DEFAULT_NAMESPACE, PolicyIndex, TargetKey, check_batch, select_policy};
+pub use service_key::{Authority, DEFAULT_NAMESPACE, ServiceKey};
+pub use target::{PolicyIndex, TargetKey, check_batch, select_policy};
 
 #[cfg(test)]
 mod docs_tests;

@@ -7,8 +7,12 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::target::DEFAULT_NAMESPACE;
 use crate::v1;
+
+/// The namespace of documents and wire references that name none, for the
+/// control plane and leveectl. (A proxy in file mode uses its own
+/// `--namespace`, whose default is also `default`.)
+pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// A service port: `payments.shop:8080`.
 ///

@@ -19,11 +19,6 @@ use super::document::{Document, ResiliencePolicy, ServiceEndpoints};
 use super::error::{FieldError, PolicyErrors, Problems};
 use super::service_key::ServiceKey;
 
-/// The namespace of documents and wire references that name none, for the
-/// control plane and leveectl. (A proxy in file mode uses its own
-/// `--namespace`, whose default is also `default`.)
-pub const DEFAULT_NAMESPACE: &str = "default";
-
 /// What a document is about: a service in a namespace, and one port or every
 /// port. Made by [`Document::target`] and friends, which fill in the
 /// namespace; compare only keys made with the same default namespace.

@@ -1,5 +1,5 @@
 use super::*;
-use crate::policy::parse_documents;
+use crate::policy::{DEFAULT_NAMESPACE, parse_documents};
 
 fn policy(name: &str, namespace: Option<&str>, target: &str) -> Document {
     let ns = namespace.map_or_else(String::new, |ns| format!(", namespace: {ns}"));
