@@ -11,12 +11,10 @@ use tokio::time::Instant;
 /// "far future" (never reached by a running proxy).
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
-/// `now + d`, or a deadline about 30 years ahead when `d` is longer (or the
-/// sum does not fit the clock).
+/// `now + d`, or a deadline about 30 years ahead when `d` is longer. (A
+/// clock so close to its end that even that does not fit gives `now`.)
 pub fn deadline_after(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d.min(FAR_FUTURE))
-        .or_else(|| now.checked_add(FAR_FUTURE))
-        .unwrap_or(now)
+    now.checked_add(d.min(FAR_FUTURE)).unwrap_or(now)
 }
 
 #[cfg(test)]
