@@ -16,6 +16,12 @@ pub const CONVERGE: Duration = Duration::from_secs(15);
 /// The service port the `payments` replicas register under.
 pub const PAYMENTS_PORT: u16 = 8080;
 
+/// The `payments` service as metrics and `/endpoints` label it.
+pub const PAYMENTS: &str = "payments.default:8080";
+
+/// What a caller puts in `Host` to reach `payments`.
+pub const PAYMENTS_AUTHORITY: &str = "payments:8080";
+
 /// A proxy in control-plane mode fronting `service` (its app on `app_port`),
 /// registered under `service_port`.
 pub fn mesh_proxy(

@@ -9,16 +9,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use levee_tests::harness::mesh::{
-    CONVERGE, PAYMENTS_PORT, apply, call, mesh_proxy, metric, policy_of, status, wait_config,
-    wait_endpoints, wait_metric,
+    CONVERGE, PAYMENTS, PAYMENTS_AUTHORITY as AUTHORITY, PAYMENTS_PORT, apply, call, mesh_proxy,
+    metric, policy_of, status, wait_config, wait_endpoints, wait_metric,
 };
 use levee_tests::{
     flaky::FlakyUpstream,
     harness::{ControlPlane, Proxy, eventually, yaml},
 };
-
-const PAYMENTS: &str = "payments.default:8080";
-const AUTHORITY: &str = "payments:8080";
 
 #[tokio::test]
 async fn apply_converges_on_every_proxy_and_is_enforced() {

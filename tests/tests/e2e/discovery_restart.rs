@@ -9,16 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use levee_tests::harness::mesh::{
-    CONVERGE, PAYMENTS_PORT, apply, call, mesh_proxy, metric, policy_of, status, wait_config,
-    wait_endpoints, wait_metric,
+    CONVERGE, PAYMENTS, PAYMENTS_AUTHORITY as AUTHORITY, PAYMENTS_PORT, apply, call, mesh_proxy,
+    metric, policy_of, status, wait_config, wait_endpoints, wait_metric,
 };
 use levee_tests::{
     flaky::FlakyUpstream,
     harness::{ControlPlane, Proxy, eventually, yaml},
 };
-
-const PAYMENTS: &str = "payments.default:8080";
-const AUTHORITY: &str = "payments:8080";
 
 /// Requests sent by the load task, by outcome.
 #[derive(Default)]
