@@ -92,6 +92,13 @@ pub struct ProxyConfig {
     #[arg(long, env = "LEVEE_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
+    /// A request that arrives having passed more Levee proxies than this
+    /// (its `x-levee-hops` header) gets 508 `loop-detected`; a header that is
+    /// not a plain count counts as over it. Each listener adds one hop.
+    #[arg(long, env = "LEVEE_MAX_HOPS", default_value_t = crate::loops::DEFAULT_MAX_HOPS,
+          value_parser = clap::value_parser!(u32).range(1..=255))]
+    pub max_hops: u32,
+
     /// Idle pooled upstream connections are closed after this long.
     #[arg(long, env = "LEVEE_UPSTREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
@@ -195,6 +202,19 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(300));
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
         assert_eq!(c.connect_timeout, Duration::from_secs(1));
+        assert_eq!(c.max_hops, 16);
+    }
+
+    #[test]
+    fn max_hops_is_bounded() {
+        let c = ProxyConfig::from_args(["--max-hops", "4"]).expect("parse");
+        assert_eq!(c.max_hops, 4);
+        for bad in ["0", "256", "-1", "many"] {
+            assert!(
+                ProxyConfig::from_args(["--max-hops", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

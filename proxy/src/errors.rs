@@ -48,6 +48,14 @@ pub enum ErrorKind {
     UpstreamReset(ResetCause),
     /// The request cannot be routed (no or bad authority, unsupported method).
     BadRequest,
+    /// The request names its destination ambiguously: several `Host`
+    /// headers, or a `Host` that disagrees with the URI's authority (HTTP/2
+    /// `:authority`, HTTP/1 absolute form).
+    AmbiguousAuthority,
+    /// Forwarding the request would loop: it passed too many proxies
+    /// (`x-levee-hops`), or its destination is one of this proxy's own
+    /// listeners ([`crate::loops`]).
+    LoopDetected,
 }
 
 impl ErrorKind {
@@ -62,6 +70,8 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect(_) => "upstream-connect",
             ErrorKind::UpstreamReset(_) => "upstream-reset",
             ErrorKind::BadRequest => "bad-request",
+            ErrorKind::AmbiguousAuthority => "ambiguous-authority",
+            ErrorKind::LoopDetected => "loop-detected",
         }
     }
 
@@ -74,7 +84,8 @@ impl ErrorKind {
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::UpstreamConnect(_) | ErrorKind::UpstreamReset(_) => StatusCode::BAD_GATEWAY,
-            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest | ErrorKind::AmbiguousAuthority => StatusCode::BAD_REQUEST,
+            ErrorKind::LoopDetected => StatusCode::LOOP_DETECTED,
         }
     }
 
@@ -89,7 +100,10 @@ impl ErrorKind {
             ErrorKind::Timeout => GrpcStatus::DeadlineExceeded,
             ErrorKind::RateLimited => GrpcStatus::ResourceExhausted,
             // gRPC's mapping of HTTP 400.
-            ErrorKind::BadRequest => GrpcStatus::Internal,
+            ErrorKind::BadRequest | ErrorKind::AmbiguousAuthority => GrpcStatus::Internal,
+            // Not UNAVAILABLE: clients retry that, and a retried loop loops
+            // again. The call cannot succeed until the configuration changes.
+            ErrorKind::LoopDetected => GrpcStatus::FailedPrecondition,
         }
     }
 
@@ -107,16 +121,17 @@ impl ErrorKind {
     /// answer in time.
     pub fn origin(&self) -> Origin {
         match self {
-            ErrorKind::UpstreamReset(ResetCause::RequestBody) | ErrorKind::BadRequest => {
-                Origin::Downstream
-            }
+            ErrorKind::UpstreamReset(ResetCause::RequestBody)
+            | ErrorKind::BadRequest
+            | ErrorKind::AmbiguousAuthority => Origin::Downstream,
             ErrorKind::UpstreamConnect(_) | ErrorKind::UpstreamReset(_) | ErrorKind::Timeout => {
                 Origin::Upstream
             }
             ErrorKind::CircuitOpen
             | ErrorKind::RateLimited
             | ErrorKind::Overloaded
-            | ErrorKind::NoEndpoints => Origin::Proxy,
+            | ErrorKind::NoEndpoints
+            | ErrorKind::LoopDetected => Origin::Proxy,
         }
     }
 
@@ -136,7 +151,9 @@ impl ErrorKind {
             | ErrorKind::RateLimited
             | ErrorKind::Overloaded
             | ErrorKind::NoEndpoints
-            | ErrorKind::BadRequest => Retry::Never,
+            | ErrorKind::BadRequest
+            | ErrorKind::AmbiguousAuthority
+            | ErrorKind::LoopDetected => Retry::Never,
         }
     }
 }

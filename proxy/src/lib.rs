@@ -24,6 +24,8 @@
 //!   per-service state that survives policy updates.
 //! - `run`: [`run`] binds the listeners, loads policy, serves, and shuts down.
 //! - `forward`: upstream connection pools, hop-by-hop header handling, upgrades.
+//! - `loops`: loop prevention: the `x-levee-hops` count and the proxy's own
+//!   listener addresses, which the forwarder never connects to.
 //! - `trace`: OpenTelemetry spans (logical call, attempts, inbound SERVER),
 //!   W3C/B3 propagation and the OTLP export that never blocks traffic.
 
@@ -39,6 +41,7 @@ pub mod endpoints;
 pub mod errors;
 pub mod forward;
 pub mod inbound;
+pub mod loops;
 pub mod metrics;
 pub mod observe;
 pub mod outbound;

@@ -18,6 +18,7 @@ use crate::config::{AccessLogFormat, ProxyConfig};
 use crate::forward::Forwarder;
 use crate::forward::pool::PoolSettings;
 use crate::inbound::Inbound;
+use crate::loops::OwnListeners;
 use crate::metrics::Metrics;
 use crate::observe::access_log::AccessLog;
 use crate::outbound::Outbound;
@@ -39,7 +40,8 @@ pub struct BoundAddrs {
 
 /// Runs the proxy until `shutdown` is cancelled and in-flight work has
 /// drained (or the grace period ran out). Errors: a listener could not be
-/// bound, the addr file could not be written, or the policy file is invalid.
+/// bound, the app port is one of the listeners (inbound calls would loop),
+/// the addr file could not be written, or the policy file is invalid.
 pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(), BoxError> {
     run_with(config, shutdown, None).await
 }
@@ -59,6 +61,16 @@ pub async fn run_with(
         inbound: inbound.local_addr()?,
         admin: admin.local_addr()?,
     };
+    let own = OwnListeners::new([addrs.outbound, addrs.inbound, addrs.admin]);
+    let app = SocketAddr::from(([127, 0, 0, 1], config.app_port));
+    if let Some(listener) = own.reached_by(app) {
+        return Err(format!(
+            "--app-port {}: the local app at {app} would be this proxy's own listener {listener} \
+             (outbound {}, inbound {}, admin {}); inbound calls would loop",
+            config.app_port, addrs.outbound, addrs.inbound, addrs.admin
+        )
+        .into());
+    }
     if let Some(path) = &config.addr_file {
         write_addr_file(path, &addrs)
             .map_err(|e| format!("writing --addr-file {}: {e}", path.display()))?;
@@ -126,7 +138,8 @@ pub async fn run_with(
         idle_timeout: config.upstream_idle_timeout,
         ..PoolSettings::default()
     };
-    let forwarder = Arc::new(Forwarder::new(pool, tasks.clone(), hard.clone()));
+    let forwarder =
+        Arc::new(Forwarder::new(pool, tasks.clone(), hard.clone()).with_own_listeners(own));
     let limits = Limits {
         max_header_bytes: config.max_header_bytes,
         header_read_timeout: config.header_read_timeout,
@@ -143,7 +156,8 @@ pub async fn run_with(
         .map(|AccessLogFormat::Json| AccessLog::stdout());
     let out = Arc::new(
         Outbound::new(shared.clone(), forwarder.clone(), access_log.clone())
-            .with_tracing(tracing.clone()),
+            .with_tracing(tracing.clone())
+            .with_max_hops(config.max_hops),
     );
     tasks.spawn(server::serve(
         outbound,
@@ -151,7 +165,6 @@ pub async fn run_with(
         limits.clone(),
         listeners.clone(),
     ));
-    let app = SocketAddr::from(([127, 0, 0, 1], config.app_port));
     let service = config
         .service
         .clone()
@@ -162,7 +175,8 @@ pub async fn run_with(
                 shared.clone(),
                 config.service_port.unwrap_or(config.app_port),
             )
-            .with_tracing(tracing.clone()),
+            .with_tracing(tracing.clone())
+            .with_max_hops(config.max_hops),
     );
     tasks.spawn(server::serve(inbound, inb, limits, listeners));
 

@@ -4,7 +4,7 @@ use http_body_util::BodyExt;
 
 use super::*;
 
-const ALL: [ErrorKind; 11] = [
+const ALL: [ErrorKind; 13] = [
     ErrorKind::CircuitOpen,
     ErrorKind::Timeout,
     ErrorKind::RateLimited,
@@ -16,6 +16,8 @@ const ALL: [ErrorKind; 11] = [
     ErrorKind::UpstreamReset(ResetCause::Closed),
     ErrorKind::UpstreamReset(ResetCause::RequestBody),
     ErrorKind::BadRequest,
+    ErrorKind::AmbiguousAuthority,
+    ErrorKind::LoopDetected,
 ];
 
 fn expected(kind: ErrorKind) -> (u16, &'static str, &'static str) {
@@ -28,6 +30,8 @@ fn expected(kind: ErrorKind) -> (u16, &'static str, &'static str) {
         ErrorKind::UpstreamConnect(_) => (502, "14", "upstream-connect"),
         ErrorKind::UpstreamReset(_) => (502, "14", "upstream-reset"),
         ErrorKind::BadRequest => (400, "13", "bad-request"),
+        ErrorKind::AmbiguousAuthority => (400, "13", "ambiguous-authority"),
+        ErrorKind::LoopDetected => (508, "9", "loop-detected"),
     }
 }
 
@@ -95,11 +99,11 @@ fn origin_and_retry_of_every_kind() {
         K::UpstreamConnect(_) | K::UpstreamReset(ResetCause::RefusedStream) => {
             (Origin::Upstream, Retry::Safe)
         }
-        K::UpstreamReset(ResetCause::RequestBody) | K::BadRequest => {
+        K::UpstreamReset(ResetCause::RequestBody) | K::BadRequest | K::AmbiguousAuthority => {
             (Origin::Downstream, Retry::Never)
         }
         K::UpstreamReset(_) | K::Timeout => (Origin::Upstream, Retry::IfIdempotent),
-        K::CircuitOpen | K::RateLimited | K::Overloaded | K::NoEndpoints => {
+        K::CircuitOpen | K::RateLimited | K::Overloaded | K::NoEndpoints | K::LoopDetected => {
             (Origin::Proxy, Retry::Never)
         }
     };

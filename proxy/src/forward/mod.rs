@@ -4,6 +4,10 @@
 //! with `copy_bidirectional` once both sides have switched protocols).
 //!
 //! Bodies stream in both directions; trailers pass through untouched.
+//!
+//! The forwarder never connects to one of this proxy's own listeners
+//! ([`OwnListeners`]): such a target is refused with 508 `loop-detected`
+//! before any connection is made, whichever path chose it.
 
 pub mod headers;
 pub mod pool;
@@ -23,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::body::BoxBody;
 use crate::errors::{ConnectCause, ErrorKind, ProxyError, ResetCause};
+use crate::loops::OwnListeners;
 use headers::{is_upgrade, strip_hop_by_hop};
 use pool::{Pool, PoolSettings, Protocol, SendError};
 
@@ -38,6 +43,8 @@ pub struct Forwarder {
     /// tracked so shutdown waits for them, and cut when the grace period ends.
     tunnels: TaskTracker,
     hard_stop: CancellationToken,
+    /// This proxy's listeners: targets never connected to (loops).
+    own_listeners: OwnListeners,
 }
 
 impl Forwarder {
@@ -46,6 +53,28 @@ impl Forwarder {
             pool: Pool::new(settings),
             tunnels,
             hard_stop,
+            own_listeners: OwnListeners::default(),
+        }
+    }
+
+    /// Refuses targets that reach one of `own` (this proxy's listeners).
+    pub fn with_own_listeners(mut self, own: OwnListeners) -> Self {
+        self.own_listeners = own;
+        self
+    }
+
+    /// `Err` (508 `loop-detected`) when connecting to `addr` would reach
+    /// one of this proxy's own listeners.
+    fn refuse_own(&self, addr: SocketAddr, service: &str) -> Result<(), ProxyError> {
+        match self.own_listeners.reached_by(addr) {
+            None => Ok(()),
+            Some(listener) => Err(ProxyError::new(
+                ErrorKind::LoopDetected,
+                service,
+                format!(
+                    "{addr} is this proxy's own listener {listener}: forwarding there would loop"
+                ),
+            )),
         }
     }
 
@@ -58,6 +87,7 @@ impl Forwarder {
         addr: SocketAddr,
         service: &str,
     ) -> Result<Response<BoxBody>, ProxyError> {
+        self.refuse_own(addr, service)?;
         let protocol = if req.version() == Version::HTTP_2 {
             Protocol::Http2
         } else {

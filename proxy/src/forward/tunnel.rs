@@ -47,6 +47,7 @@ impl Forwarder {
         service: &str,
     ) -> Result<Response<BoxBody>, ProxyError> {
         debug_assert_eq!(req.method(), Method::CONNECT);
+        self.refuse_own(addr, service)?;
         let upstream = self
             .pool
             .dial_raw(addr)

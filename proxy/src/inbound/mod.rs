@@ -7,6 +7,11 @@
 //! request timeout (504), concurrency (503 overloaded), ending in
 //! [`app::AppService`]. Per-client rate limits key on the peer address the
 //! listener records ([`crate::server::ClientAddr`]).
+//!
+//! First of all a request is refused when its authority is ambiguous (400
+//! `ambiguous-authority`) or it has passed too many proxies (508
+//! `loop-detected`, [`crate::loops`]); it reaches the app with one more hop
+//! counted.
 
 mod app;
 mod limits;
@@ -18,11 +23,13 @@ use std::time::Instant;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use prometheus_client::metrics::counter::Counter;
 use tower::ServiceExt;
 
 use crate::body::{self, BoxBody};
 use crate::errors::{self, ErrorKind, ProxyError};
-use crate::forward::Forwarder;
+use crate::forward::{Forwarder, uri};
+use crate::loops::{self, hops};
 use crate::metrics::{Direction, RequestMetrics};
 use crate::observe::Observation;
 use crate::observe::access_log::AccessLog;
@@ -46,6 +53,10 @@ pub struct Inbound {
     limits: Option<InboundLimits<AppService>>,
     /// SERVER spans of inbound calls (`None`: tracing off).
     tracing: Option<Tracing>,
+    /// `--max-hops`: requests that passed more proxies are loops.
+    max_hops: u32,
+    /// `levee_rejected_total{direction="inbound",reason="loop-detected"}`.
+    loops_refused: Counter,
 }
 
 impl Inbound {
@@ -57,6 +68,7 @@ impl Inbound {
         access_log: Option<AccessLog>,
     ) -> Self {
         let handle = metrics.requests(Direction::Inbound, &service, "default");
+        let loops_refused = metrics.rejected(Direction::Inbound, &service, loops::REJECTED_REASON);
         let service: Arc<str> = service.into();
         Inbound {
             app: AppService::new(forwarder, app, service.clone()),
@@ -65,7 +77,15 @@ impl Inbound {
             access_log,
             limits: None,
             tracing: None,
+            max_hops: loops::DEFAULT_MAX_HOPS,
+            loops_refused,
         }
+    }
+
+    /// Refuses requests that passed more than `max` proxies (`--max-hops`).
+    pub fn with_max_hops(mut self, max: u32) -> Self {
+        self.max_hops = max;
+        self
     }
 
     /// Traces each inbound call (a SERVER span) with `tracing`.
@@ -99,6 +119,15 @@ impl Inbound {
     }
 }
 
+impl Inbound {
+    /// Counts a loop refusal (hops, or the app target is a listener).
+    fn count_loop(&self, err: &ProxyError) {
+        if err.kind == ErrorKind::LoopDetected {
+            self.loops_refused.inc();
+        }
+    }
+}
+
 impl Handler for Inbound {
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<BoxBody> {
         let mut observation = Observation::new(
@@ -113,12 +142,19 @@ impl Handler for Inbound {
         if let (Some(entry), Some(_)) = (observation.access.as_mut(), &self.tracing) {
             entry.trace_from(req.headers());
         }
-        if req.method() == Method::CONNECT {
-            let err = ProxyError::new(
-                ErrorKind::BadRequest,
-                &*self.service,
-                "CONNECT is not accepted inbound",
-            );
+        let refused = if let Err(detail) = uri::check_authority(&req) {
+            Some((ErrorKind::AmbiguousAuthority, detail))
+        } else if let Err(detail) = hops::pass(req.headers_mut(), self.max_hops) {
+            Some((ErrorKind::LoopDetected, detail))
+        } else if req.method() == Method::CONNECT {
+            let detail = "CONNECT is not accepted inbound".to_owned();
+            Some((ErrorKind::BadRequest, detail))
+        } else {
+            None
+        };
+        if let Some((kind, detail)) = refused {
+            let err = ProxyError::new(kind, &*self.service, detail);
+            self.count_loop(&err);
             span.error(&err);
             return observation.error(&err);
         }
@@ -133,7 +169,10 @@ impl Handler for Inbound {
         span.finish(&result);
         match result {
             Ok(response) => observation.response(response),
-            Err(err) => observation.error(&err),
+            Err(err) => {
+                self.count_loop(&err);
+                observation.error(&err)
+            }
         }
     }
 }

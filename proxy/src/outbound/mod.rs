@@ -14,6 +14,10 @@
 //! ([`EndpointService`](crate::forward::EndpointService)). `CONNECT` and
 //! HTTP/1 upgrades are tunnels, not requests: they take an endpoint from the
 //! balancer and skip the retry and timeout layers.
+//!
+//! Before any of that a request is refused when its authority is ambiguous
+//! (400 `ambiguous-authority`) or it has passed too many proxies (508
+//! `loop-detected`, [`crate::loops`]); it leaves with one more hop counted.
 
 mod destinations;
 
@@ -28,6 +32,7 @@ use crate::body::{self, BoxBody};
 use crate::errors::{self, ErrorKind, ProxyError};
 use crate::forward::headers::is_upgrade;
 use crate::forward::{ConnectTimeout, Forwarder, uri};
+use crate::loops::{self, hops};
 use crate::metrics::Direction;
 use crate::observe::Observation;
 use crate::observe::access_log::AccessLog;
@@ -53,6 +58,8 @@ pub struct Outbound {
     destinations: Destinations,
     /// Spans of the logical calls (`None`: tracing off).
     tracing: Option<Tracing>,
+    /// `--max-hops`: requests that passed more proxies are loops.
+    max_hops: u32,
 }
 
 impl Outbound {
@@ -68,7 +75,14 @@ impl Outbound {
             access_log,
             destinations,
             tracing: None,
+            max_hops: loops::DEFAULT_MAX_HOPS,
         }
+    }
+
+    /// Refuses requests that passed more than `max` proxies (`--max-hops`).
+    pub fn with_max_hops(mut self, max: u32) -> Self {
+        self.max_hops = max;
+        self
     }
 
     /// Traces each call (a span per call and per attempt) with `tracing`.
@@ -90,6 +104,39 @@ impl Outbound {
             self.forwarder.connect(req, addr, &destination.label).await
         } else {
             self.forwarder.forward(req, addr, &destination.label).await
+        }
+    }
+}
+
+impl Outbound {
+    /// Answers a request refused before it reached a route: recorded under
+    /// `err.service` and the default route.
+    fn refuse(
+        &self,
+        err: &ProxyError,
+        req: &Request<Incoming>,
+        start: Instant,
+        grpc: bool,
+    ) -> Response<BoxBody> {
+        self.count_loop(err);
+        let metrics =
+            self.shared
+                .metrics
+                .requests(Direction::Outbound, &err.service, DEFAULT_ROUTE);
+        let mut observation = Observation::new(metrics, start, grpc);
+        if let Some(log) = &self.access_log {
+            observation.access = Some(log.entry("outbound", &err.service, DEFAULT_ROUTE, req));
+        }
+        observation.error(err)
+    }
+
+    /// Counts a loop refusal in `levee_rejected_total`.
+    fn count_loop(&self, err: &ProxyError) {
+        if err.kind == ErrorKind::LoopDetected {
+            self.shared
+                .metrics
+                .rejected(Direction::Outbound, &err.service, loops::REJECTED_REASON)
+                .inc();
         }
     }
 }
@@ -121,9 +168,13 @@ async fn request(
 }
 
 impl Handler for Outbound {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<BoxBody> {
+    async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<BoxBody> {
         let start = Instant::now();
         let grpc = errors::is_grpc(req.headers());
+        if let Err(detail) = uri::check_authority(&req) {
+            let err = ProxyError::new(ErrorKind::AmbiguousAuthority, UNKNOWN_SERVICE, detail);
+            return self.refuse(&err, &req, start, grpc);
+        }
         let entry = match uri::request_authority(&req) {
             Some(authority) => self.destinations.get(authority),
             None => Err("the request names no destination (no Host or :authority)".to_owned()),
@@ -132,19 +183,13 @@ impl Handler for Outbound {
             Ok(entry) => entry,
             Err(detail) => {
                 let err = ProxyError::new(ErrorKind::BadRequest, UNKNOWN_SERVICE, detail);
-                let metrics = self.shared.metrics.requests(
-                    Direction::Outbound,
-                    UNKNOWN_SERVICE,
-                    DEFAULT_ROUTE,
-                );
-                let mut observation = Observation::new(metrics, start, grpc);
-                if let Some(log) = &self.access_log {
-                    observation.access =
-                        Some(log.entry("outbound", UNKNOWN_SERVICE, DEFAULT_ROUTE, &req));
-                }
-                return observation.error(&err);
+                return self.refuse(&err, &req, start, grpc);
             }
         };
+        if let Err(detail) = hops::pass(req.headers_mut(), self.max_hops) {
+            let err = ProxyError::new(ErrorKind::LoopDetected, &*entry.destination.label, detail);
+            return self.refuse(&err, &req, start, grpc);
+        }
         // Control-plane mode: the first call to a destination subscribes it.
         entry.discovered(&self.shared).await;
         let view = entry.view(&self.shared).await;
@@ -156,7 +201,6 @@ impl Handler for Outbound {
             view.routes.route(&request)
         };
         let mut observation = Observation::new(route.requests.clone(), start, grpc);
-        let mut req = req;
         // The call's one attempt record: the balancer writes it; retries,
         // spans and the access log read it.
         req.extensions_mut().insert(CallAttempts::default());
@@ -184,7 +228,10 @@ impl Handler for Outbound {
         span.finish(&result);
         match result {
             Ok(response) => observation.response(response),
-            Err(err) => observation.error(&err),
+            Err(err) => {
+                self.count_loop(&err);
+                observation.error(&err)
+            }
         }
     }
 }

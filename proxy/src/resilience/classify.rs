@@ -96,7 +96,9 @@ pub fn error_matches(kind: ErrorKind, condition: FailureCondition) -> bool {
         ErrorKind::CircuitOpen
         | ErrorKind::RateLimited
         | ErrorKind::Overloaded
-        | ErrorKind::BadRequest => false,
+        | ErrorKind::BadRequest
+        | ErrorKind::AmbiguousAuthority
+        | ErrorKind::LoopDetected => false,
     };
     own || matches!(condition, C::ServerError | C::GatewayError)
 }
@@ -221,7 +223,7 @@ mod tests {
         let cancel = ErrorKind::UpstreamReset(ResetCause::H2(h2::Reason::CANCEL));
         let request_body = ErrorKind::UpstreamReset(ResetCause::RequestBody);
         #[rustfmt::skip]
-        let table: [(ErrorKind, [bool; 7]); 11] = [
+        let table: [(ErrorKind, [bool; 7]); 12] = [
             //                      connect refused reset  timeout 5xx   gateway "502"
             (refused,               [true,  false, false, false, true,  true,  false]),
             (connect_timeout,       [true,  false, false, false, true,  true,  false]),
@@ -234,6 +236,8 @@ mod tests {
             (ErrorKind::CircuitOpen,[false; 7]),
             (ErrorKind::RateLimited,[false; 7]),
             (ErrorKind::Overloaded, [false; 7]),
+            // A loop is the proxy's own refusal: no breaker counts it.
+            (ErrorKind::LoopDetected, [false; 7]),
         ];
         for (kind, expected) in table {
             for (condition, want) in conditions.iter().zip(expected) {

@@ -1,0 +1,30 @@
+//! Loop prevention: a request must never come back to the proxy that sent
+//! it. Without these guards a destination that resolves to the proxy
+//! itself is forwarded to itself until file descriptors run out.
+//!
+//! Two guards, because neither is enough alone:
+//! - [`hops`]: every request a listener accepts carries `x-levee-hops`, the
+//!   number of Levee proxies it has passed, one more at each; a request
+//!   that arrives having passed more than `--max-hops` gets 508
+//!   `loop-detected`. This catches loops through other proxies (A → B → A)
+//!   that no single proxy can see from addresses.
+//! - [`own`]: the addresses the proxy's own listeners answer on. The
+//!   forwarder refuses a connect target among them (508 `loop-detected`)
+//!   before any connection is made, whatever spelling of the address the
+//!   policy, the control plane, DNS or the caller used. This stops a proxy
+//!   calling itself at the first hop.
+//!
+//! Both refusals are counted in `levee_rejected_total{reason="loop-detected"}`
+//! by the listener that answers them.
+
+pub mod hops;
+pub mod own;
+
+pub use hops::{DEFAULT_MAX_HOPS, X_LEVEE_HOPS};
+pub use own::OwnListeners;
+
+/// The `reason` label of loop refusals in `levee_rejected_total`.
+pub const REJECTED_REASON: &str = "loop-detected";
+
+#[cfg(test)]
+mod tests;
