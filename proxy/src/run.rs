@@ -61,9 +61,9 @@ pub async fn run_with(
         inbound: inbound.local_addr()?,
         admin: admin.local_addr()?,
     };
-    let own = OwnListeners::new([addrs.outbound, addrs.inbound, addrs.admin]);
     let app = SocketAddr::from(([127, 0, 0, 1], config.app_port));
-    if let Some(listener) = own.reached_by(app) {
+    let all = OwnListeners::new([addrs.outbound, addrs.inbound, addrs.admin]);
+    if let Some(listener) = all.reached_by(app) {
         return Err(format!(
             "--app-port {}: the local app at {app} would be this proxy's own listener {listener} \
              (outbound {}, inbound {}, admin {}); inbound calls would loop",
@@ -138,6 +138,11 @@ pub async fn run_with(
         idle_timeout: config.upstream_idle_timeout,
         ..PoolSettings::default()
     };
+    // The forwarder never connects to the outbound or admin listener. The
+    // inbound listener is a fine target (the workload's own endpoint, e.g.
+    // when it calls its own service): it forwards only to the app, which
+    // is not a listener (checked above), so it cannot close a loop.
+    let own = OwnListeners::new([addrs.outbound, addrs.admin]);
     let forwarder =
         Arc::new(Forwarder::new(pool, tasks.clone(), hard.clone()).with_own_listeners(own));
     let limits = Limits {

@@ -9,10 +9,14 @@
 //!   `loop-detected`. This catches loops through other proxies (A → B → A)
 //!   that no single proxy can see from addresses.
 //! - [`own`]: the addresses the proxy's own listeners answer on. The
-//!   forwarder refuses a connect target among them (508 `loop-detected`)
-//!   before any connection is made, whatever spelling of the address the
-//!   policy, the control plane, DNS or the caller used. This stops a proxy
-//!   calling itself at the first hop.
+//!   forwarder refuses a connect target that reaches the outbound or the
+//!   admin listener (508 `loop-detected`) before any connection is made,
+//!   whatever spelling of the address the policy, the control plane, DNS or
+//!   the caller used. This stops a proxy calling itself at the first hop.
+//!   The inbound listener stays a valid target: it is the workload's own
+//!   endpoint (a service calling its own service may be balanced to it)
+//!   and forwards only to the app, and the app's address may not be a
+//!   listener at all (checked at startup), so it cannot close a loop.
 //!
 //! Both refusals are counted in `levee_rejected_total{reason="loop-detected"}`
 //! by the listener that answers them.

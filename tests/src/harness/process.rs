@@ -68,6 +68,14 @@ impl Process {
         self.child.id()
     }
 
+    /// How many file descriptors the process has open (`/proc/<pid>/fd`).
+    pub fn open_fds(&self) -> io::Result<usize> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| io::Error::other(format!("{} has exited", self.name)))?;
+        Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+    }
+
     /// Everything the process wrote so far (stdout and stderr).
     pub fn output(&self) -> String {
         std::fs::read(&self.log_path)

@@ -26,6 +26,30 @@ pub struct Addrs {
     pub admin: SocketAddr,
 }
 
+impl Addrs {
+    /// Where a client reaches each listener: a wildcard-bound one (`0.0.0.0`,
+    /// `::`) is reached on loopback of its family.
+    fn reachable(self) -> Addrs {
+        let reach = |mut addr: SocketAddr| {
+            match addr.ip() {
+                std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into())
+                }
+                std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                    addr.set_ip(std::net::Ipv6Addr::LOCALHOST.into())
+                }
+                _ => {}
+            }
+            addr
+        };
+        Addrs {
+            outbound: reach(self.outbound),
+            inbound: reach(self.inbound),
+            admin: reach(self.admin),
+        }
+    }
+}
+
 /// Writes `contents` to `path` so a reader never sees half a file
 /// (levee-proto's one write-temp-then-rename helper).
 pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -40,6 +64,8 @@ pub struct ProxyBuilder {
     namespace: String,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    /// `--outbound-addr`, `--inbound-addr`, `--admin-addr`.
+    listen: [String; 3],
 }
 
 /// A running `levee-proxy`.
@@ -65,6 +91,14 @@ impl ProxyBuilder {
     pub fn fronting(self, upstream: std::net::SocketAddr) -> Self {
         self.policy(super::yaml::endpoints("web", 80, &[upstream]))
             .app_port(upstream.port())
+    }
+
+    /// Binds the outbound, inbound and admin listeners here instead of
+    /// `127.0.0.1:0` each (a wildcard such as `0.0.0.0:0` or `[::]:0`, or a
+    /// fixed port). `addrs` then reports loopback for a wildcard.
+    pub fn listen(mut self, outbound: &str, inbound: &str, admin: &str) -> Self {
+        self.listen = [outbound.to_owned(), inbound.to_owned(), admin.to_owned()];
+        self
     }
 
     /// `--app-port`: where inbound calls go.
@@ -114,9 +148,10 @@ impl ProxyBuilder {
             .unwrap_or_else(|e| panic!("creating a temp dir: {e}"));
         let policy_path = dir.path().join("policy.yaml");
         let mut cmd = startup::command("levee-proxy", dir.path(), "info,levee_proxy=debug");
-        cmd.args(["--outbound-addr", "127.0.0.1:0"])
-            .args(["--inbound-addr", "127.0.0.1:0"])
-            .args(["--admin-addr", "127.0.0.1:0"])
+        let [outbound, inbound, admin] = &self.listen;
+        cmd.args(["--outbound-addr", outbound])
+            .args(["--inbound-addr", inbound])
+            .args(["--admin-addr", admin])
             .arg("--addr-file")
             .arg(dir.path().join("addrs.json"))
             .args(["--service", &self.service, "--namespace", &self.namespace]);
@@ -142,6 +177,7 @@ impl ProxyBuilder {
         let addr_file = dir.path().join("addrs.json");
         let addrs: Addrs =
             startup::wait_addr_file(&mut process, &addr_file, STARTUP_DEADLINE).await;
+        let addrs = addrs.reachable();
         let mut proxy = Proxy {
             process,
             addrs,
@@ -159,6 +195,7 @@ impl ProxyBuilder {
         let addr_file = dir.path().join("addrs.json");
         let addrs: Addrs =
             startup::wait_addr_file(&mut process, &addr_file, STARTUP_DEADLINE).await;
+        let addrs = addrs.reachable();
         Proxy {
             process,
             addrs,
@@ -188,6 +225,7 @@ impl Proxy {
             namespace: "default".into(),
             args: Vec::new(),
             envs: Vec::new(),
+            listen: ["127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"].map(String::from),
         }
     }
 

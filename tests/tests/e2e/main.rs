@@ -7,12 +7,15 @@
 //! (add a module path, e.g. `resilience_retries::`, to run one feature).
 
 // Data path: protocols, headers, proxy modes, proxy-made errors.
+mod ambiguous_authority;
 mod errors;
 mod grpc;
 mod grpc_python;
 mod headers;
 mod http1;
 mod http2;
+mod loops_hops;
+mod loops_self;
 mod proxy_mode;
 mod upgrade;
 
