@@ -176,7 +176,10 @@ fn convert(
         let addr: SocketAddr = text
             .parse()
             .map_err(|_| format!("endpoint {text:?} of {key} is not an ip:port"))?;
-        if checks.outbound.is_some_and(|own| loops_back(addr, own)) {
+        if checks
+            .outbound
+            .is_some_and(|own| crate::loops::own::reaches(addr, own))
+        {
             return Err(format!(
                 "endpoint {addr} of {key} is this proxy's own outbound listener (calls would loop)"
             ));
@@ -189,18 +192,6 @@ fn convert(
         policy,
         endpoints: endpoints.into(),
     })
-}
-
-/// Whether connecting to `endpoint` reaches the listener bound to `own`.
-fn loops_back(endpoint: SocketAddr, own: SocketAddr) -> bool {
-    if endpoint.port() != own.port() {
-        return false;
-    }
-    if own.ip().is_unspecified() {
-        endpoint.ip().is_loopback() || endpoint.ip().is_unspecified()
-    } else {
-        endpoint.ip() == own.ip()
-    }
 }
 
 #[cfg(test)]

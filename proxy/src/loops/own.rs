@@ -54,6 +54,18 @@ impl OwnListeners {
     }
 }
 
+/// Whether connecting to `target` reaches the listener bound to `listener`,
+/// by the same rule as [`OwnListeners::reached_by`], reading the host's
+/// interfaces afresh when the answer depends on them (for checks off the
+/// request path, such as a control-plane update's endpoints).
+pub fn reaches(target: SocketAddr, listener: SocketAddr) -> bool {
+    reached_by(&[listener], target, |ip| {
+        if_addrs::get_if_addrs()
+            .is_ok_and(|interfaces| interfaces.iter().any(|i| i.ip().to_canonical() == ip))
+    })
+    .is_some()
+}
+
 /// [`OwnListeners::reached_by`] with the interface lookup given, so the
 /// rule is tested without depending on the host's addresses.
 pub(super) fn reached_by(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::Request;
 use levee_tests::{
     flaky::FlakyUpstream,
-    harness::{HttpResponse, Proxy, empty, send_http1, send_http2, upstream, yaml},
+    harness::{HttpResponse, Proxy, empty, send_http1, send_http2, yaml},
 };
 
 use crate::loops_self::{assert_serves, fds};
@@ -26,7 +26,7 @@ fn assert_hops_refused(r: &HttpResponse, what: &str) {
 }
 
 fn with_hops(host: &str, values: &[&str]) -> Request<levee_tests::harness::Body> {
-    let mut req = Request::get("/").header("host", host);
+    let mut req = Request::get("/echo").header("host", host);
     for v in values {
         req = req.header("x-levee-hops", *v);
     }
@@ -114,10 +114,8 @@ async fn two_proxies_pointed_at_each_other_cut_the_loop() {
 #[tokio::test]
 async fn caller_sent_hop_headers_are_bounded_and_never_trusted_blindly() {
     let up = FlakyUpstream::start("hops-1").await.expect("upstream");
-    let app = upstream::echo().await;
     let proxy = Proxy::builder()
-        .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .app_port(app.port())
+        .fronting(up.addr())
         .arg("--max-hops")
         .arg("4")
         .start()
@@ -144,12 +142,22 @@ async fn caller_sent_hop_headers_are_bounded_and_never_trusted_blindly() {
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_hops_refused(&r, &what);
         }
-        for values in [&[][..], &["0"], &["4"], &["004"]] {
+        for (values, sent_on) in [
+            (&[][..], "1"),
+            (&["0"], "1"),
+            (&["4"], "5"),
+            (&["004"], "5"),
+        ] {
             let what = format!("{direction} x-levee-hops {values:?}");
             let r = send_http1(addr, with_hops("web:80", values))
                 .await
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_eq!(r.status, 200, "{what}: {r:?}");
+            let echo = r.json().expect("echo JSON");
+            assert_eq!(
+                echo["headers"]["x-levee-hops"][0], sent_on,
+                "{what}: {echo}"
+            );
         }
         // gRPC callers get the gRPC form of the refusal.
         let req = Request::post(format!("http://web:80/pkg.Svc/Call"))
@@ -172,8 +180,9 @@ async fn caller_sent_hop_headers_are_bounded_and_never_trusted_blindly() {
             "{direction}"
         );
     }
-    // The 4 calls per listener within the bound reached the upstream / app.
-    assert_eq!(up.requests(), 4);
+    // The 4 calls per listener within the bound reached the upstream (as
+    // `web:80` and as the app), nothing else did.
+    assert_eq!(up.requests(), 8);
     let after = fds(&proxy);
     assert!(after <= before + 16, "fds grew from {before} to {after}");
     assert_serves(&proxy).await;

@@ -10,9 +10,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::Request;
+use levee_tests::harness::mesh::{CONVERGE, apply, call, mesh_proxy};
 use levee_tests::{
     flaky::FlakyUpstream,
-    harness::{HttpResponse, Proxy, empty, get_http1, send_http1, send_http2, upstream, yaml},
+    harness::{
+        ControlPlane, HttpResponse, Proxy, empty, eventually, get_http1, send_http1, send_http2,
+        upstream, yaml,
+    },
 };
 
 /// Extra descriptors a proxy may hold after a burst of refused calls
@@ -56,22 +60,20 @@ fn spell(hosts: &[&str], port: u16) -> Vec<String> {
 }
 
 /// A proxy whose inbound and admin listeners are bound to wildcards (as in
-/// a pod), in front of a flaky upstream as `web:80` and an echo app.
-async fn wildcard_proxy() -> (FlakyUpstream, SocketAddr, Proxy) {
+/// a pod), in front of a flaky upstream both as `web:80` and as its app.
+async fn wildcard_proxy() -> (FlakyUpstream, Proxy) {
     let up = FlakyUpstream::start("loop-1").await.expect("upstream");
-    let app = upstream::echo().await;
     let proxy = Proxy::builder()
         .listen("127.0.0.1:0", "0.0.0.0:0", "[::]:0")
-        .policy(yaml::endpoints("web", 80, &[up.addr()]))
-        .app_port(app.port())
+        .fronting(up.addr())
         .start()
         .await;
-    (up, app, proxy)
+    (up, proxy)
 }
 
 #[tokio::test]
 async fn host_naming_the_outbound_or_admin_listener_in_any_spelling_gets_508() {
-    let (up, _app, proxy) = wildcard_proxy().await;
+    let (up, proxy) = wildcard_proxy().await;
     let (outbound, admin) = (proxy.outbound().port(), proxy.admin().port());
     // The outbound listener is bound to 127.0.0.1 only; these all resolve
     // (as IP literals or through the system resolver) to an address that
@@ -165,21 +167,23 @@ async fn host_naming_the_outbound_or_admin_listener_in_any_spelling_gets_508() {
 /// forwarded once, to the app, never around again.
 #[tokio::test]
 async fn host_naming_the_inbound_listener_reaches_the_app_once() {
-    let (_up, _app, proxy) = wildcard_proxy().await;
+    let (up, proxy) = wildcard_proxy().await;
     let inbound = proxy.inbound().port();
     for target in spell(
         &["127.0.0.1", "localhost", "127.0.0.2", "[::ffff:127.0.0.1]"],
         inbound,
     ) {
-        let r = get_http1(proxy.outbound(), &target, "/")
+        let r = get_http1(proxy.outbound(), &target, "/echo")
             .await
             .unwrap_or_else(|e| panic!("Host {target}: {e}"));
         assert_eq!(r.status, 200, "Host {target}: {r:?}");
-        assert!(
-            r.header("x-seen-headers").contains("x-levee-hops"),
-            "the app sees the hop count: {r:?}"
+        let echo = r.json().expect("echo JSON");
+        assert_eq!(
+            echo["headers"]["x-levee-hops"][0], "2",
+            "outbound and inbound each counted a hop: {echo}"
         );
     }
+    assert_eq!(up.requests(), 4, "each call reached the app once");
     let metrics = proxy.metrics().await.expect("metrics");
     assert_eq!(
         metrics.value("levee_requests_total", &[("direction", "inbound")]),
@@ -192,7 +196,7 @@ async fn host_naming_the_inbound_listener_reaches_the_app_once() {
 /// spellings: every pick is refused before a connection is made.
 #[tokio::test]
 async fn service_endpoints_naming_the_proxy_itself_get_508() {
-    let (up, _app, proxy) = wildcard_proxy().await;
+    let (up, proxy) = wildcard_proxy().await;
     let (outbound, admin) = (proxy.outbound().port(), proxy.admin().port());
     let own = |text: String| -> SocketAddr { text.parse().expect("address") };
     let selves = [
@@ -226,6 +230,39 @@ async fn service_endpoints_naming_the_proxy_itself_get_508() {
     );
     assert_eq!(up.requests(), 0);
     assert_serves(&proxy).await;
+}
+
+/// Endpoints pushed by the control plane that reach the proxy's admin
+/// listener (valid addresses for the control plane; a loop for this proxy)
+/// are refused at connect time.
+#[tokio::test]
+async fn control_plane_endpoints_naming_the_proxy_itself_get_508() {
+    let cp = ControlPlane::builder().start().await;
+    let up = FlakyUpstream::start("loop-cp").await.expect("upstream");
+    let caller = mesh_proxy(&cp, "client", 1, 80).start().await;
+    apply(&cp, &yaml::endpoints("web", 80, &[up.addr()])).await;
+    apply(&cp, &yaml::endpoints("ledger", 7000, &[caller.admin()])).await;
+    let r = eventually(CONVERGE, "ledger's endpoints to arrive", || async {
+        let r = call(&caller, "ledger:7000", &[]).await?;
+        match r.status.as_u16() {
+            503 => Err(format!("not yet: {r:?}")),
+            _ => Ok(r),
+        }
+    })
+    .await;
+    assert_own_listener_refused(&r, "control-plane endpoint");
+    let before = fds(&caller);
+    for round in 0..20 {
+        let r = call(&caller, "ledger:7000", &[]).await.expect("call");
+        assert_own_listener_refused(&r, &format!("round {round}"));
+    }
+    let after = fds(&caller);
+    assert!(
+        after <= before + FD_SLACK,
+        "fds grew from {before} to {after}"
+    );
+    let r = call(&caller, "web:80", &[]).await.expect("a normal call");
+    assert_eq!(r.status, 200, "{r:?}");
 }
 
 /// A free port on 127.0.0.1 (bound, then released).

@@ -149,14 +149,26 @@ fn bad_endpoints_and_loops_are_refused() {
         refused.reason.contains("own outbound listener"),
         "{refused}"
     );
+    // Other spellings of the same listener (compared as addresses).
+    for spelling in ["[::ffff:127.0.0.1]:4140", "0.0.0.0:4140", "[::]:4140"] {
+        assert!(
+            services
+                .apply(&update(&k, "2", None, &[spelling]), checks)
+                .is_err(),
+            "{spelling}"
+        );
+    }
     let wildcard = LocalChecks {
         outbound: Some("0.0.0.0:4140".parse().expect("addr")),
     };
-    assert!(
-        services
-            .apply(&update(&k, "3", None, &["127.0.0.1:4140"]), wildcard)
-            .is_err()
-    );
+    for spelling in ["127.0.0.1:4140", "127.0.0.9:4140", "[::1]:4140"] {
+        assert!(
+            services
+                .apply(&update(&k, "3", None, &[spelling]), wildcard)
+                .is_err(),
+            "{spelling}"
+        );
+    }
     // Another port on the same host is fine.
     assert!(
         services
