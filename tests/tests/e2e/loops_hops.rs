@@ -160,7 +160,7 @@ async fn caller_sent_hop_headers_are_bounded_and_never_trusted_blindly() {
             );
         }
         // gRPC callers get the gRPC form of the refusal.
-        let req = Request::post(format!("http://web:80/pkg.Svc/Call"))
+        let req = Request::post("http://web:80/pkg.Svc/Call")
             .header("content-type", "application/grpc")
             .header("te", "trailers")
             .header("x-levee-hops", "garbage")
