@@ -53,6 +53,39 @@ async fn a_refused_connect_is_connect_refused() {
     assert_eq!(err.kind.retry(), Retry::Safe);
 }
 
+/// A target that reaches one of the proxy's own listeners is refused
+/// before any connect: nothing listens on the port any more, yet the answer
+/// is `loop-detected`, not `connect-refused`. Both ways of forwarding (a
+/// request, a `CONNECT` tunnel) and any spelling of the address.
+#[tokio::test]
+async fn an_own_listener_is_refused_without_connecting() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let own = listener.local_addr().expect("addr");
+    drop(listener);
+    let forwarder = forwarder().with_own_listeners(crate::loops::OwnListeners::new([own]));
+    let port = own.port();
+    for target in [
+        own,
+        SocketAddr::from(([0, 0, 0, 0], port)),
+        format!("[::ffff:127.0.0.1]:{port}").parse().expect("addr"),
+    ] {
+        let err = forwarder
+            .forward(request(Version::HTTP_11), target, "svc.ns:80")
+            .await
+            .expect_err("refused");
+        assert_eq!(err.kind, ErrorKind::LoopDetected, "{target}: {err}");
+        assert_eq!(err.kind.retry(), Retry::Never);
+        let connect = Request::connect(format!("127.0.0.1:{port}"))
+            .body(crate::body::empty())
+            .expect("request");
+        let err = forwarder
+            .connect(connect, target, "svc.ns:80")
+            .await
+            .expect_err("refused");
+        assert_eq!(err.kind, ErrorKind::LoopDetected, "CONNECT {target}: {err}");
+    }
+}
+
 /// A listener whose accept queue is full (it never accepts) drops further
 /// SYNs, so a connect to it never completes: the pool's connect timeout
 /// fires.

@@ -135,6 +135,18 @@ async fn host_naming_the_outbound_or_admin_listener_in_any_spelling_gets_508() {
             .unwrap_or_else(|e| panic!(":authority {target}: {e}"));
         assert_own_listener_refused(&r, &format!(":authority {target}"));
     }
+    // A `CONNECT` tunnel to the proxy itself (the app using it as an
+    // HTTPS proxy).
+    for target in spell(&["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"], outbound) {
+        let req = Request::connect(target.as_str())
+            .header("host", target.as_str())
+            .body(empty())
+            .expect("request");
+        let r = send_http1(proxy.outbound(), req)
+            .await
+            .unwrap_or_else(|e| panic!("CONNECT {target}: {e}"));
+        assert_own_listener_refused(&r, &format!("CONNECT {target}"));
+    }
     // gRPC callers get the gRPC form of the same refusal.
     let target = format!("localhost:{outbound}");
     let req = Request::post(format!("http://{target}/pkg.Svc/Call"))
@@ -151,14 +163,14 @@ async fn host_naming_the_outbound_or_admin_listener_in_any_spelling_gets_508() {
     assert!(
         after <= before + FD_SLACK,
         "fds grew from {before} to {after} over {} refused calls",
-        targets.len() * 3 + 1
+        targets.len() * 3 + 3 + 1
     );
     let metrics = proxy.metrics().await.expect("metrics");
     let refused = metrics.value(
         "levee_rejected_total",
         &[("direction", "outbound"), ("reason", "loop-detected")],
     );
-    assert_eq!(refused, (targets.len() * 3 + 1) as f64);
+    assert_eq!(refused, (targets.len() * 3 + 3 + 1) as f64);
     assert_eq!(up.requests(), 0, "nothing reached the upstream");
     assert_serves(&proxy).await;
 }
