@@ -19,16 +19,33 @@
 //!   listener at all (checked at startup), so it cannot close a loop.
 //!
 //! Both refusals are counted in `levee_rejected_total{reason="loop-detected"}`
-//! by the listener that answers them.
+//! by the listener that answers them. A proxy that receives another
+//! proxy's refusal from upstream passes it back without retrying it
+//! ([`is_loop_refusal`]).
 
 pub mod hops;
 pub mod own;
+
+use http::Response;
+
+use crate::errors::{ErrorKind, X_LEVEE_ERROR};
 
 pub use hops::{DEFAULT_MAX_HOPS, X_LEVEE_HOPS};
 pub use own::OwnListeners;
 
 /// The `reason` label of loop refusals in `levee_rejected_total`.
 pub const REJECTED_REASON: &str = "loop-detected";
+
+/// Whether an upstream's response is a Levee proxy's loop refusal. It is
+/// passed back as it is: never retried (a retry at every hop of a loop
+/// would multiply it, 3^17 attempts for `maxRetries: 2`) and not counted by
+/// a breaker (the upstream is not failing; the configuration loops).
+pub fn is_loop_refusal<B>(response: &Response<B>) -> bool {
+    response
+        .headers()
+        .get(X_LEVEE_ERROR)
+        .is_some_and(|v| v.as_bytes() == ErrorKind::LoopDetected.as_str().as_bytes())
+}
 
 #[cfg(test)]
 mod tests;

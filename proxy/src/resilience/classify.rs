@@ -104,8 +104,13 @@ pub fn error_matches(kind: ErrorKind, condition: FailureCondition) -> bool {
 }
 
 /// Classifies a response head. gRPC failures that arrive in trailers after
-/// a body are not visible here; only trailers-only responses are.
+/// a body are not visible here; only trailers-only responses are. Another
+/// Levee proxy's loop refusal is that refusal, ignored like this proxy's
+/// own ([`crate::loops::is_loop_refusal`]).
 pub fn classify_response<B>(resp: &Response<B>) -> Outcome {
+    if crate::loops::is_loop_refusal(resp) {
+        return Outcome::Error(ErrorKind::LoopDetected);
+    }
     match GrpcStatus::trailers_only(resp) {
         Some(GrpcStatus::Ok) => Outcome::Success,
         Some(status) => Outcome::Grpc(status),
@@ -139,6 +144,27 @@ mod tests {
                 .header("grpc-status", code);
         }
         builder.body(()).expect("response")
+    }
+
+    #[test]
+    fn an_upstream_loop_refusal_is_ignored_not_a_failure() {
+        for grpc in [None, Some("9")] {
+            let status = if grpc.is_some() { 200 } else { 508 };
+            let mut resp = response(status, grpc);
+            resp.headers_mut().insert(
+                "x-levee-error",
+                http::HeaderValue::from_static("loop-detected"),
+            );
+            let outcome = classify_response(&resp);
+            assert_eq!(outcome, Outcome::Error(ErrorKind::LoopDetected));
+            assert!(outcome.is_ignored());
+            assert!(!outcome.is_failure(&[FailureCondition::ServerError]));
+        }
+        // Any other 508 is the upstream's own answer.
+        assert_eq!(
+            classify_response(&response(508, None)),
+            Outcome::HttpStatus(508)
+        );
     }
 
     #[test]

@@ -33,10 +33,23 @@ fn with_hops(host: &str, values: &[&str]) -> Request<levee_tests::harness::Body>
     req.body(empty()).expect("request")
 }
 
-/// Two proxies whose `web:80` is each other's outbound listener: a call
-/// goes A → B → A → … and is cut by the hop bound, then answered all the
-/// way back. Before the hop count existed it went round until file
-/// descriptors ran out.
+/// A policy for `web:80` that retries every 5xx twice, with a budget that
+/// would allow it: a loop refusal must still not be retried.
+fn retrying() -> levee_proto::policy::Document {
+    yaml::policy(
+        "web",
+        80,
+        "  outbound:\n    retry:\n      maxRetries: 2\n      on: [5xx]\n      \
+         backoff: {base: 1ms, max: 2ms}\n      \
+         budget: {percent: 100, minPerSecond: 1000, window: 10s}\n",
+    )
+}
+
+/// Two proxies whose `web:80` is each other's outbound listener, both
+/// retrying 5xx: a call goes A → B → A → … and is cut by the hop bound,
+/// then answered all the way back without a single retry. Before the hop
+/// count existed it went round until file descriptors ran out; before a
+/// loop refusal was exempt from retries, every hop tried it three times.
 #[tokio::test]
 async fn two_proxies_pointed_at_each_other_cut_the_loop() {
     let up = FlakyUpstream::start("hops-ok").await.expect("upstream");
@@ -50,18 +63,26 @@ async fn two_proxies_pointed_at_each_other_cut_the_loop() {
         .service("a")
         .policy(yaml::documents(&[
             yaml::endpoints("web", 80, &[b.outbound()]),
+            retrying(),
             yaml::endpoints("ok", 80, &[up.addr()]),
         ]))
         .start()
         .await;
     let version = b.config_version().await.expect("version");
-    b.write_policy(&yaml::documents(&[yaml::endpoints(
-        "web",
-        80,
-        &[a.outbound()],
-    )]));
+    b.write_policy(&yaml::documents(&[
+        yaml::endpoints("web", 80, &[a.outbound()]),
+        retrying(),
+    ]));
     b.wait_config_change(&version, Duration::from_secs(10))
         .await;
+    for proxy in [&a, &b] {
+        let config = proxy.config().await.expect("/config");
+        assert_eq!(
+            config["policies"].as_array().map(Vec::len),
+            Some(1),
+            "the retry policy is in force: {config}"
+        );
+    }
 
     let r = send_http1(a.outbound(), with_hops("web:80", &[]))
         .await
@@ -90,6 +111,12 @@ async fn two_proxies_pointed_at_each_other_cut_the_loop() {
         m.value("levee_rejected_total", &[("reason", "loop-detected")])
     };
     assert_eq!(refused(&ma) + refused(&mb), 11.0, "one refusal per call");
+    let retries = |m: &levee_tests::harness::Metrics| m.value("levee_retries_total", &[]);
+    assert_eq!(
+        retries(&ma) + retries(&mb),
+        0.0,
+        "a loop refusal is not retried"
+    );
     assert!(
         fds(&a) <= a_fds + 4 && fds(&b) <= b_fds + 4,
         "pooled connections are reused: A {a_fds} → {}, B {b_fds} → {}",

@@ -85,13 +85,17 @@ impl Conditions {
         }
     }
 
-    /// The reason to retry `response`, if any.
+    /// The reason to retry `response`, if any. Never for another proxy's
+    /// loop refusal ([`crate::loops::is_loop_refusal`]).
     pub fn for_response<B>(
         &self,
         response: &Response<B>,
         idempotent: bool,
         grpc: bool,
     ) -> Option<Reason> {
+        if crate::loops::is_loop_refusal(response) {
+            return None;
+        }
         if grpc && let Some(status) = GrpcStatus::trailers_only(response) {
             return self
                 .grpc_on

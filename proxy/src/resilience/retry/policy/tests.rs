@@ -163,3 +163,23 @@ fn a_huge_retry_after_is_capped_at_a_day() {
     let day = response(429, &[("retry-after", "86400")]);
     assert_eq!(retry_after(&day), Some(Duration::from_secs(86_400)));
 }
+
+/// Another proxy's loop refusal is passed back, never retried: a retry at
+/// every hop of a loop would multiply it.
+#[test]
+fn a_loop_refusal_from_upstream_is_never_retried() {
+    let c = conditions(&["5xx", "508"], &["failed-precondition"]);
+    let refusal = [("x-levee-error", "loop-detected")];
+    assert_eq!(c.for_response(&response(508, &refusal), true, false), None);
+    let grpc = [
+        ("x-levee-error", "loop-detected"),
+        ("content-type", "application/grpc"),
+        ("grpc-status", "9"),
+    ];
+    assert_eq!(c.for_response(&response(200, &grpc), true, true), None);
+    // The upstream's own 508 follows the policy.
+    assert_eq!(
+        c.for_response(&response(508, &[]), true, false),
+        Some(Reason::Status(508))
+    );
+}
