@@ -117,10 +117,8 @@ impl Inbound {
             None => Box::pin(self.app.clone().oneshot(req)),
         }
     }
-}
 
-impl Inbound {
-    /// Counts a loop refusal (hops, or the app target is a listener).
+    /// Counts a loop refusal in `levee_rejected_total`.
     fn count_loop(&self, err: &ProxyError) {
         if err.kind == ErrorKind::LoopDetected {
             self.loops_refused.inc();
