@@ -10,7 +10,7 @@ use levee_tests::{
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
-use crate::loops_self::assert_serves;
+use crate::loops_self::{assert_serves, fds};
 
 /// Sends `head` as is on a fresh connection and returns the response head.
 async fn raw(addr: std::net::SocketAddr, head: &str) -> String {
@@ -33,6 +33,7 @@ async fn disagreeing_or_repeated_host_gets_400_on_both_listeners() {
         "GET http://web/ HTTP/1.1\r\nHost: web:443\r\n\r\n",
         "GET http://web:80/ HTTP/1.1\r\nHost: web:80\r\nHost: web:80\r\n\r\n",
     ];
+    let before = fds(&proxy);
     for (addr, listener) in [(proxy.outbound(), "outbound"), (proxy.inbound(), "inbound")] {
         for head in heads {
             let answer = raw(addr, head).await;
@@ -55,6 +56,8 @@ async fn disagreeing_or_repeated_host_gets_400_on_both_listeners() {
         assert_eq!(r.header("x-levee-error"), "ambiguous-authority");
     }
     assert_eq!(up.requests(), 0, "no refused request reached the upstream");
+    let after = fds(&proxy);
+    assert!(after <= before + 8, "fds grew from {before} to {after}");
 
     // Spellings of one authority agree.
     for (uri, host) in [
