@@ -10,7 +10,7 @@ use levee_tests::{
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
-use crate::loops_self::{assert_serves, fds};
+use crate::loops_self::{assert_fds_bounded, assert_serves, fds};
 
 /// Sends `head` as is on a fresh connection and returns the response head.
 async fn raw(addr: std::net::SocketAddr, head: &str) -> String {
@@ -56,8 +56,7 @@ async fn disagreeing_or_repeated_host_gets_400_on_both_listeners() {
         assert_eq!(r.header("x-levee-error"), "ambiguous-authority");
     }
     assert_eq!(up.requests(), 0, "no refused request reached the upstream");
-    let after = fds(&proxy);
-    assert!(after <= before + 8, "fds grew from {before} to {after}");
+    assert_fds_bounded(&proxy, before).await;
 
     // Spellings of one authority agree.
     for (uri, host) in [
