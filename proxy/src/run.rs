@@ -71,8 +71,13 @@ pub async fn run_with(
     let hard = CancellationToken::new();
     {
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        let limits = crate::admin::AdminLimits {
+            max_connections: config.admin_max_connections,
+            header_read_timeout: config.header_read_timeout,
+            topology: config.admin_topology,
+        };
         tasks.spawn(async move {
-            if let Err(error) = crate::admin::serve(admin, shared, shutdown).await {
+            if let Err(error) = crate::admin::serve(admin, shared, limits, shutdown).await {
                 tracing::error!(%error, "admin server failed");
             }
         });
@@ -143,6 +148,7 @@ pub async fn run_with(
         .map(|AccessLogFormat::Json| AccessLog::stdout());
     let out = Arc::new(
         Outbound::new(shared.clone(), forwarder.clone(), access_log.clone())
+            .with_max_destinations(config.max_destinations)
             .with_tracing(tracing.clone()),
     );
     tasks.spawn(server::serve(

@@ -61,7 +61,11 @@ impl Outbound {
         forwarder: Arc<Forwarder>,
         access_log: Option<AccessLog>,
     ) -> Self {
-        let destinations = Destinations::new(shared.clone(), forwarder.clone());
+        let destinations = Destinations::new(
+            shared.clone(),
+            forwarder.clone(),
+            destinations::MAX_DESTINATIONS,
+        );
         Outbound {
             shared,
             forwarder,
@@ -69,6 +73,12 @@ impl Outbound {
             destinations,
             tracing: None,
         }
+    }
+
+    /// Keeps at most `max` destinations (least recently used evicted).
+    pub fn with_max_destinations(mut self, max: usize) -> Self {
+        self.destinations = Destinations::new(self.shared.clone(), self.forwarder.clone(), max);
+        self
     }
 
     /// Traces each call (a span per call and per attempt) with `tracing`.
