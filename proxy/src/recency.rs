@@ -52,10 +52,11 @@ pub fn batch(capacity: usize) -> usize {
     (capacity / EVICT_SHARE).max(1)
 }
 
-/// The keys of the `n` least recently used entries of `entries`
-/// (key, last-use tick), in no particular order.
-pub fn oldest<K>(entries: impl Iterator<Item = (K, u64)>, n: usize) -> Vec<K> {
-    let mut all: Vec<(u64, K)> = entries.map(|(key, tick)| (tick, key)).collect();
+/// The keys of the `n` entries of `entries` (key, last-use tick — or any
+/// order where smaller goes first, such as an expiry) that go first, in no
+/// particular order.
+pub fn oldest<K, T: Ord + Copy>(entries: impl Iterator<Item = (K, T)>, n: usize) -> Vec<K> {
+    let mut all: Vec<(T, K)> = entries.map(|(key, tick)| (tick, key)).collect();
     if n == 0 {
         return Vec::new();
     }
