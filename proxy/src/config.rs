@@ -38,6 +38,11 @@ pub struct ProxyConfig {
     #[arg(long, env = "LEVEE_MAX_DESTINATIONS", default_value_t = 4096)]
     pub max_destinations: usize,
 
+    /// Clients an inbound `perClient` rate limit keeps a bucket for; beyond
+    /// it idle clients are dropped and newcomers share one overflow bucket.
+    #[arg(long, env = "LEVEE_MAX_RATE_LIMIT_CLIENTS", default_value_t = 65_536)]
+    pub max_rate_limit_clients: usize,
+
     /// Port of the local app on 127.0.0.1; inbound calls are forwarded there.
     #[arg(long, env = "LEVEE_APP_PORT", default_value_t = 8080)]
     pub app_port: u16,
@@ -222,6 +227,7 @@ mod tests {
         assert_eq!(c.admin_topology, AdminTopology::Loopback);
         assert_eq!(c.admin_max_connections, 64);
         assert_eq!(c.max_destinations, 4096);
+        assert_eq!(c.max_rate_limit_clients, 65_536);
     }
 
     #[test]

@@ -65,7 +65,9 @@ pub async fn run_with(
     }
     tracing::info!(outbound = %addrs.outbound, inbound = %addrs.inbound, admin = %addrs.admin, "listening");
 
-    let shared = Arc::new(Shared::new(config.namespace.clone(), Metrics::new()));
+    let mut shared = Shared::new(config.namespace.clone(), Metrics::new());
+    shared.rate_limit_clients = config.max_rate_limit_clients;
+    let shared = Arc::new(shared);
     let tracing = Tracing::from_config(&config, &shared)?;
     let tasks = TaskTracker::new();
     let hard = CancellationToken::new();
