@@ -162,6 +162,7 @@ impl Destinations {
     }
 
     /// Destinations kept now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.table
             .read()
