@@ -21,8 +21,8 @@ const CLIENTS: u32 = 10_000;
 const TABLE: usize = 1024;
 /// Flood connections at once.
 const CONCURRENCY: u32 = 64;
-const RPS: f64 = 10.0;
-const BURST: f64 = 5.0;
+const RPS: f64 = 2.0;
+const BURST: f64 = 2.0;
 
 fn rss(pid: u32) -> u64 {
     levee_tests::bench::procfs::rss(pid).expect("VmRSS of the proxy")
