@@ -38,7 +38,12 @@ impl Stamp {
 
     /// Records a use now.
     pub fn touch(&self, clock: &Clock) {
-        self.0.store(clock.tick(), Ordering::Relaxed);
+        self.set(clock.tick());
+    }
+
+    /// Records a use at `tick` (one tick for several stamps of one use).
+    pub fn set(&self, tick: u64) {
+        self.0.store(tick, Ordering::Relaxed);
     }
 
     /// The tick of the last use.

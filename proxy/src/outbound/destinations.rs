@@ -118,8 +118,9 @@ impl Destinations {
             .by_authority
             .get(authority)
         {
-            found.used.touch(&self.clock);
-            found.entry.used.touch(&self.clock);
+            let now = self.clock.tick();
+            found.used.set(now);
+            found.entry.used.set(now);
             return Ok(found.entry.clone());
         }
         let key = ServiceKey::from_authority(authority, &self.shared.namespace, 80)?;
