@@ -19,9 +19,29 @@ pub struct ProxyConfig {
     #[arg(long, env = "LEVEE_INBOUND_ADDR", default_value = "0.0.0.0:4143")]
     pub inbound_addr: SocketAddr,
 
-    /// Admin server: /live, /ready, /metrics, /config.
+    /// Admin server: /live, /ready, /metrics to anyone; /config and
+    /// /endpoints per --admin-topology.
     #[arg(long, env = "LEVEE_ADMIN_ADDR", default_value = "0.0.0.0:4191")]
     pub admin_addr: SocketAddr,
+
+    /// Who may read the admin topology views (/config, /endpoints): only
+    /// callers on loopback (kubectl port-forward, kubectl exec), or anyone.
+    #[arg(long, env = "LEVEE_ADMIN_TOPOLOGY", value_enum, default_value_t = AdminTopology::Loopback)]
+    pub admin_topology: AdminTopology,
+
+    /// Open admin connections; beyond it a connection gets 503 and is closed.
+    #[arg(long, env = "LEVEE_ADMIN_MAX_CONNECTIONS", default_value_t = 64)]
+    pub admin_max_connections: usize,
+
+    /// Outbound destinations (distinct services called) whose state and
+    /// metric series are kept; beyond it the least recently used are evicted.
+    #[arg(long, env = "LEVEE_MAX_DESTINATIONS", default_value_t = 4096)]
+    pub max_destinations: usize,
+
+    /// Clients an inbound `perClient` rate limit keeps a bucket for; beyond
+    /// it idle clients are dropped and newcomers share one overflow bucket.
+    #[arg(long, env = "LEVEE_MAX_RATE_LIMIT_CLIENTS", default_value_t = 65_536)]
+    pub max_rate_limit_clients: usize,
 
     /// Port of the local app on 127.0.0.1; inbound calls are forwarded there.
     #[arg(long, env = "LEVEE_APP_PORT", default_value_t = 8080)]
@@ -159,6 +179,15 @@ pub enum TraceSampler {
     ParentBasedTraceIdRatio,
 }
 
+/// `--admin-topology`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminTopology {
+    /// Only callers whose address is a loopback address.
+    Loopback,
+    /// Every caller that can reach the admin port.
+    Any,
+}
+
 /// `--access-log`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccessLogFormat {
@@ -203,6 +232,10 @@ mod tests {
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
         assert_eq!(c.connect_timeout, Duration::from_secs(1));
         assert_eq!(c.max_hops, 16);
+        assert_eq!(c.admin_topology, AdminTopology::Loopback);
+        assert_eq!(c.admin_max_connections, 64);
+        assert_eq!(c.max_destinations, 4096);
+        assert_eq!(c.max_rate_limit_clients, 65_536);
     }
 
     #[test]

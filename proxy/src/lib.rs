@@ -22,6 +22,8 @@
 //! - `resilience`: the outbound policy stack (rate limit → request timeout →
 //!   retry → service breaker → concurrency → balancer) and inbound limits, with
 //!   per-service state that survives policy updates.
+//! - `recency`: least-recently-used stamps and eviction for the tables keyed
+//!   by what callers send.
 //! - `run`: [`run`] binds the listeners, loads policy, serves, and shuts down.
 //! - `forward`: upstream connection pools, hop-by-hop header handling, upgrades.
 //! - `loops`: loop prevention: the `x-levee-hops` count and the proxy's own
@@ -46,6 +48,7 @@ pub mod metrics;
 pub mod observe;
 pub mod outbound;
 pub mod policy_source;
+pub mod recency;
 pub mod resilience;
 mod run;
 pub mod server;

@@ -77,14 +77,21 @@ pub async fn run_with(
     }
     tracing::info!(outbound = %addrs.outbound, inbound = %addrs.inbound, admin = %addrs.admin, "listening");
 
-    let shared = Arc::new(Shared::new(config.namespace.clone(), Metrics::new()));
+    let mut shared = Shared::new(config.namespace.clone(), Metrics::new());
+    shared.rate_limit_clients = config.max_rate_limit_clients;
+    let shared = Arc::new(shared);
     let tracing = Tracing::from_config(&config, &shared)?;
     let tasks = TaskTracker::new();
     let hard = CancellationToken::new();
     {
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        let limits = crate::admin::AdminLimits {
+            max_connections: config.admin_max_connections,
+            header_read_timeout: config.header_read_timeout,
+            topology: config.admin_topology,
+        };
         tasks.spawn(async move {
-            if let Err(error) = crate::admin::serve(admin, shared, shutdown).await {
+            if let Err(error) = crate::admin::serve(admin, shared, limits, shutdown).await {
                 tracing::error!(%error, "admin server failed");
             }
         });
@@ -161,6 +168,7 @@ pub async fn run_with(
         .map(|AccessLogFormat::Json| AccessLog::stdout());
     let out = Arc::new(
         Outbound::new(shared.clone(), forwarder.clone(), access_log.clone())
+            .with_max_destinations(config.max_destinations)
             .with_tracing(tracing.clone())
             .with_max_hops(config.max_hops),
     );

@@ -98,6 +98,9 @@ pub struct Shared {
     /// Destinations met on the outbound path, for the control-plane watch
     /// (inert in static mode).
     pub subscriptions: Subscriptions,
+    /// Clients a per-client inbound rate limit keeps buckets for
+    /// (`--max-rate-limit-clients`).
+    pub rate_limit_clients: usize,
     /// Serialises [`Shared::install`] so versions never repeat.
     install_lock: Mutex<()>,
 }
@@ -112,6 +115,7 @@ impl Shared {
             namespace,
             dns: DnsCache::default(),
             subscriptions: Subscriptions::default(),
+            rate_limit_clients: crate::resilience::ratelimit::MAX_CLIENTS,
             install_lock: Mutex::new(()),
         }
     }

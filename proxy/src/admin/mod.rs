@@ -9,8 +9,11 @@
 //! | `/config` | the snapshot in force: version, source, policies (as written and effective) |
 //! | `/endpoints` | per service: endpoints from the policy file (`static`), the control plane or its cache, or cached DNS answers |
 //!
-//! Plain HTTP/1.1; only `GET` and `HEAD`.
+//! Plain HTTP/1.1; only `GET` and `HEAD`. `/config` and `/endpoints` reveal
+//! the topology: by default only loopback callers get them ([`guard`]);
+//! connections are capped and must send their head in time.
 
+mod guard;
 mod render;
 
 use std::convert::Infallible;
@@ -22,19 +25,18 @@ use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
 use crate::state::Shared;
+pub use guard::AdminLimits;
 
-/// A client that sends no complete request head within this is dropped.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open admin requests get this long to finish after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -46,14 +48,17 @@ const JSON: &str = "application/json";
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    limits: AdminLimits,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let rejecting = Arc::new(Semaphore::new(guard::MAX_REJECTING));
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(%error, "admin: accept failed");
@@ -62,20 +67,32 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, limit = limits.max_connections, "admin: connection limit reached");
+            if let Ok(permit) = rejecting.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    guard::reject(stream, limits.header_read_timeout).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        };
         let shared = shared.clone();
+        let topology = limits.shows_topology_to(peer);
         let service = service_fn(move |request| {
-            let response = respond(&shared, &request);
+            let response = respond(&shared, &request, topology);
             async move { Ok::<_, Infallible>(response) }
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(limits.header_read_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "admin: connection ended with an error");
             }
+            drop(slot);
         });
     }
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
@@ -87,8 +104,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// The answer to one admin request.
-fn respond(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// The answer to one admin request; `topology`: the caller may read
+/// `/config` and `/endpoints`.
+fn respond<B>(shared: &Shared, request: &Request<B>, topology: bool) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response = reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
         response
@@ -104,6 +122,11 @@ fn respond(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>
             StatusCode::OK,
             metrics::CONTENT_TYPE,
             shared.metrics.encode(),
+        ),
+        "/config" | "/endpoints" if !topology => reply(
+            StatusCode::FORBIDDEN,
+            TEXT,
+            "only loopback callers may read the topology (see --admin-topology)\n",
         ),
         "/config" => render::config(shared, |view| json(view)),
         "/endpoints" => json(&render::endpoints(shared)),

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::serve;
+use super::{AdminLimits, serve};
 use crate::metrics::{Direction, Metrics, outcome};
 use crate::state::{Shared, Snapshot};
 
@@ -31,19 +31,23 @@ metadata: {name: payments, namespace: shop}
 spec: {service: payments, port: 8080, addresses: ["127.0.0.1:9001", "127.0.0.1:9002"]}
 "#;
 
-struct Admin {
-    addr: SocketAddr,
+pub(super) struct Admin {
+    pub(super) addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: CancellationToken,
+    pub(super) shutdown: CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 async fn start() -> Admin {
+    start_with(AdminLimits::default()).await
+}
+
+pub(super) async fn start_with(limits: AdminLimits) -> Admin {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let shared = Arc::new(Shared::new("default".into(), Metrics::new()));
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(listener, shared.clone(), shutdown.clone()));
+    let task = tokio::spawn(serve(listener, shared.clone(), limits, shutdown.clone()));
     Admin {
         addr,
         shared,
@@ -52,8 +56,8 @@ async fn start() -> Admin {
     }
 }
 
-struct Answer {
-    status: u16,
+pub(super) struct Answer {
+    pub(super) status: u16,
     head: String,
     body: String,
 }
@@ -80,7 +84,7 @@ async fn request(addr: SocketAddr, method: &str, path: &str) -> Answer {
     }
 }
 
-async fn get(addr: SocketAddr, path: &str) -> Answer {
+pub(super) async fn get(addr: SocketAddr, path: &str) -> Answer {
     request(addr, "GET", path).await
 }
 

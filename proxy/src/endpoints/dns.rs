@@ -1,5 +1,8 @@
 //! The DNS fallback: cached answers by service, bounded, with short
-//! positive and negative lifetimes.
+//! positive and negative lifetimes. Services come from `Host` headers, so a
+//! full cache drops its expired answers, or else the eighth expiring first
+//! (counted in `levee_state_evictions_total{table="dns"}`, their
+//! `levee_endpoints` series removed).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,7 +17,8 @@ use tokio::time::Instant;
 
 use super::{dns_host, no_endpoints};
 use crate::errors::ProxyError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StateTable};
+use crate::recency;
 
 /// How long answers are kept, and how many.
 #[derive(Clone, Copy, Debug)]
@@ -23,7 +27,7 @@ pub struct DnsConfig {
     pub positive_ttl: Duration,
     /// How long a failure is reused (so a bad name does not hammer the resolver).
     pub negative_ttl: Duration,
-    /// Entries kept at most; the one expiring first makes room.
+    /// Entries kept at most; expired ones, else the eighth expiring first, make room.
     pub capacity: usize,
     /// A lookup taking longer fails.
     pub timeout: Duration,
@@ -190,7 +194,8 @@ impl DnsCache {
         None
     }
 
-    /// Stores `entry`; when full, drops the expired entries, or else the one expiring first.
+    /// Stores `entry`; when full, drops the expired entries, or else the
+    /// eighth expiring first (one pass per batch, not per insert).
     fn insert(&self, service: &ServiceKey, entry: Entry, metrics: &Metrics) {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         if !entries.contains_key(service) && entries.len() >= self.config.capacity {
@@ -201,17 +206,18 @@ impl DnsCache {
                 .map(|(key, _)| key.clone())
                 .collect();
             if evict.is_empty() {
-                evict.extend(
-                    entries
-                        .iter()
-                        .min_by_key(|(_, e)| e.expires)
-                        .map(|(key, _)| key.clone()),
+                evict = recency::oldest(
+                    entries.iter().map(|(key, e)| (key.clone(), e.expires)),
+                    recency::batch(self.config.capacity),
                 );
             }
-            for key in evict {
-                entries.remove(&key);
+            for key in &evict {
+                entries.remove(key);
                 metrics.remove_endpoints(&key.to_string());
             }
+            metrics
+                .state_evictions(StateTable::Dns)
+                .inc_by(evict.len() as u64);
         }
         entries.insert(service.clone(), entry);
     }

@@ -182,6 +182,10 @@ async fn cache_is_bounded_and_evicts_the_entry_expiring_first() {
     assert_eq!(names, ["b", "c"]);
     let text = shared.metrics.encode();
     assert!(!text.contains(r#"service="a.test:80""#), "{text}");
+    assert!(
+        text.contains(r#"levee_state_evictions_total{table="dns"} 1"#),
+        "{text}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

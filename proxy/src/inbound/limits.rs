@@ -138,7 +138,12 @@ where
         let rate = self
             .rate
             .update(cfg.and_then(|c| c.rate_limit).as_ref(), |c| {
-                InboundRateLimit::new(c, &self.service, metrics)
+                InboundRateLimit::with_capacity(
+                    c,
+                    &self.service,
+                    metrics,
+                    self.shared.rate_limit_clients,
+                )
             });
         let bulkhead = self
             .bulkhead

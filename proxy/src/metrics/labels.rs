@@ -113,3 +113,9 @@ pub(super) struct EndpointLabels {
 pub(super) struct UpdateLabels {
     pub result: &'static str,
 }
+
+/// `levee_state_evictions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct StateLabels {
+    pub table: &'static str,
+}

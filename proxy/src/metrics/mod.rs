@@ -5,9 +5,16 @@
 //!
 //! Hot path: [`Metrics::requests`] hands out a [`RequestMetrics`] whose label
 //! handles are resolved once per (direction, service, route) and cached.
+//!
+//! Bounded: every series with a `service` label is remembered under its
+//! service ([`series`], and the route cache for the request families), so
+//! [`Metrics::forget_destination`] removes all of a forgotten destination's
+//! series; tables that forget entries count it in
+//! `levee_state_evictions_total{table}`.
 
 mod labels;
 mod request;
+mod series;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -24,9 +31,39 @@ pub use request::RequestMetrics;
 
 use labels::{
     CircuitLabels, EndpointLabels, RejectedLabels, RequestLabels, RetryLabels, RouteLabels,
-    ServiceRouteLabels, TimeoutLabels, TransitionLabels, UpdateLabels,
+    ServiceRouteLabels, StateLabels, TimeoutLabels, TransitionLabels, UpdateLabels,
 };
 use request::{DurationFamily, RouteCache};
+use series::{Series, SeriesByService};
+
+/// The bounded tables keyed by what callers send, as the `table` label of
+/// `levee_state_evictions_total` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateTable {
+    /// Outbound destinations (by `Host` / `:authority`).
+    Destinations,
+    /// Cached DNS answers (by destination).
+    Dns,
+    /// Per-client rate-limit buckets (by client address).
+    Clients,
+}
+
+impl StateTable {
+    const ALL: [StateTable; 3] = [
+        StateTable::Destinations,
+        StateTable::Dns,
+        StateTable::Clients,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateTable::Destinations => "destinations",
+            StateTable::Dns => "dns",
+            StateTable::Clients => "clients",
+        }
+    }
+}
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -82,8 +119,11 @@ struct Inner {
     control_plane_connected: Gauge,
     /// Finished spans not exported (queue full or export failed).
     trace_spans_dropped: Counter,
+    state_evictions_total: Family<StateLabels, Counter>,
     /// Per-route handles handed out by `requests`.
     routes: RouteCache,
+    /// The other series with a `service` label, by service.
+    series: SeriesByService,
     /// Services whose `levee_endpoints` endpoint health publishes (a breaker
     /// is configured); discovery's counts for them are ignored.
     endpoint_health_owned: Mutex<HashSet<String>>,
@@ -115,6 +155,7 @@ impl Metrics {
         let policy_updates_total = Family::<UpdateLabels, Counter>::default();
         let control_plane_connected = Gauge::default();
         let trace_spans_dropped = Counter::default();
+        let state_evictions_total = Family::<StateLabels, Counter>::default();
 
         // Counter names are registered without `_total`: the encoder adds it.
         registry.register(
@@ -182,10 +223,20 @@ impl Metrics {
             "Finished trace spans dropped instead of exported (queue full, collector slow or down)",
             trace_spans_dropped.clone(),
         );
+        registry.register(
+            "levee_state_evictions",
+            "Entries evicted from a bounded table keyed by what callers send (least recently used or idle first)",
+            state_evictions_total.clone(),
+        );
 
         // Both results exist from the start, so `rate()` and alerts on nack see a 0 first.
         for result in ["ack", "nack"] {
             drop(policy_updates_total.get_or_create(&UpdateLabels { result }));
+        }
+        for table in StateTable::ALL {
+            drop(state_evictions_total.get_or_create(&StateLabels {
+                table: table.as_str(),
+            }));
         }
 
         Metrics {
@@ -204,7 +255,9 @@ impl Metrics {
                 policy_updates_total,
                 control_plane_connected,
                 trace_spans_dropped,
+                state_evictions_total,
                 routes: RouteCache::default(),
+                series: SeriesByService::default(),
                 endpoint_health_owned: Mutex::default(),
             }),
         }
@@ -229,32 +282,43 @@ impl Metrics {
 
     /// `levee_retries_total{service,route,reason}`.
     pub fn retries(&self, service: &str, route: &str, reason: &str) -> Counter {
-        self.inner.retries_total.get_or_create_owned(&RetryLabels {
+        let labels = RetryLabels {
             service: service.into(),
             route: route.into(),
             reason: reason.into(),
-        })
+        };
+        let counter = self.inner.retries_total.get_or_create_owned(&labels);
+        self.inner.series.record(service, Series::Retry(labels));
+        counter
     }
 
     /// `levee_retry_budget_exhausted_total{service,route}`.
     pub fn retry_budget_exhausted(&self, service: &str, route: &str) -> Counter {
-        self.inner
+        let labels = ServiceRouteLabels {
+            service: service.into(),
+            route: route.into(),
+        };
+        let counter = self
+            .inner
             .retry_budget_exhausted_total
-            .get_or_create_owned(&ServiceRouteLabels {
-                service: service.into(),
-                route: route.into(),
-            })
+            .get_or_create_owned(&labels);
+        self.inner
+            .series
+            .record(service, Series::BudgetExhausted(labels));
+        counter
     }
 
     /// Sets `levee_circuit_state{service,endpoint}`; `endpoint` is "" for the service breaker.
     pub fn set_circuit_state(&self, service: &str, endpoint: &str, state: CircuitState) {
+        let labels = CircuitLabels {
+            service: service.into(),
+            endpoint: endpoint.into(),
+        };
         self.inner
             .circuit_state
-            .get_or_create(&CircuitLabels {
-                service: service.into(),
-                endpoint: endpoint.into(),
-            })
+            .get_or_create(&labels)
             .set(state as i64);
+        self.inner.series.record(service, Series::Circuit(labels));
     }
 
     /// `levee_circuit_transitions_total{service,endpoint,to}`.
@@ -264,35 +328,103 @@ impl Metrics {
             CircuitState::Open => "open",
             CircuitState::HalfOpen => "half-open",
         };
-        self.inner
+        let labels = TransitionLabels {
+            service: service.into(),
+            endpoint: endpoint.into(),
+            to,
+        };
+        let counter = self
+            .inner
             .circuit_transitions_total
-            .get_or_create_owned(&TransitionLabels {
-                service: service.into(),
-                endpoint: endpoint.into(),
-                to,
-            })
+            .get_or_create_owned(&labels);
+        self.inner
+            .series
+            .record(service, Series::Transition(labels));
+        counter
     }
 
     /// `levee_rejected_total{direction,service,reason}`; `reason` is the
     /// `x-levee-error` name (circuit-open, rate-limited, overloaded, no-endpoints).
     pub fn rejected(&self, direction: Direction, service: &str, reason: &'static str) -> Counter {
-        self.inner
-            .rejected_total
-            .get_or_create_owned(&RejectedLabels {
-                direction,
-                service: service.into(),
-                reason,
-            })
+        let labels = RejectedLabels {
+            direction,
+            service: service.into(),
+            reason,
+        };
+        let counter = self.inner.rejected_total.get_or_create_owned(&labels);
+        self.inner.series.record(service, Series::Rejected(labels));
+        counter
     }
 
     /// `levee_timeouts_total{service,route,kind}`; kind is request, per-try, connect or idle.
     pub fn timeouts(&self, service: &str, route: &str, kind: &'static str) -> Counter {
-        self.inner
-            .timeouts_total
-            .get_or_create_owned(&TimeoutLabels {
+        let labels = TimeoutLabels {
+            service: service.into(),
+            route: route.into(),
+            kind,
+        };
+        let counter = self.inner.timeouts_total.get_or_create_owned(&labels);
+        self.inner.series.record(service, Series::Timeout(labels));
+        counter
+    }
+
+    /// Removes every series of the outbound destination `service` (it was
+    /// evicted): its request, retry, breaker, rejection and timeout series,
+    /// and `levee_endpoints` when endpoint health owned it (then `ready`
+    /// goes back to `static_endpoints` when the snapshot lists some, else
+    /// both states go). Discovery's own `levee_endpoints` series stay: the
+    /// snapshot and the DNS cache bound and remove those.
+    pub fn forget_destination(&self, service: &str, static_endpoints: Option<usize>) {
+        let inner = &self.inner;
+        for route in inner.routes.remove_service(Direction::Outbound, service) {
+            route.remove_series(&inner.request_duration);
+        }
+        for series in inner.series.take(service) {
+            match series {
+                Series::Retry(labels) => {
+                    inner.retries_total.remove(&labels);
+                }
+                Series::BudgetExhausted(labels) => {
+                    inner.retry_budget_exhausted_total.remove(&labels);
+                }
+                Series::Circuit(labels) => {
+                    inner.circuit_state.remove(&labels);
+                }
+                Series::Transition(labels) => {
+                    inner.circuit_transitions_total.remove(&labels);
+                }
+                Series::Rejected(labels) => {
+                    inner.rejected_total.remove(&labels);
+                }
+                Series::Timeout(labels) => {
+                    inner.timeouts_total.remove(&labels);
+                }
+            }
+        }
+        let mut owned = self.endpoint_health_owned();
+        if owned.remove(service) {
+            match static_endpoints {
+                Some(count) => self.write_endpoints(service, "ready", count),
+                None => {
+                    inner.endpoints.remove(&EndpointLabels {
+                        service: service.into(),
+                        state: "ready",
+                    });
+                }
+            }
+            inner.endpoints.remove(&EndpointLabels {
                 service: service.into(),
-                route: route.into(),
-                kind,
+                state: "ejected",
+            });
+        }
+    }
+
+    /// `levee_state_evictions_total{table}`.
+    pub fn state_evictions(&self, table: StateTable) -> Counter {
+        self.inner
+            .state_evictions_total
+            .get_or_create_owned(&StateLabels {
+                table: table.as_str(),
             })
     }
 

@@ -1,8 +1,9 @@
 //! Per-route request metrics: the label handles of one
 //! (direction, service, route) resolved once and reused by every request.
 
-use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -15,9 +16,11 @@ use super::labels::{Direction, RequestLabels, RouteLabels};
 /// just through the family's own (hashing) lookup.
 const MAX_CODES_PER_ROUTE: usize = 32;
 
-/// Routes whose handles are cached; beyond this, handles are built per call.
-/// Bounds memory when services come from untrusted `Host` headers.
-pub(super) const MAX_CACHED_ROUTES: usize = 4096;
+/// Routes whose handles are cached; beyond this, handles are built per call
+/// (and their series are not removed with their destination). Outbound
+/// destinations are bounded and forgotten with their routes
+/// ([`super::Metrics::forget_destination`]), so this is only a backstop.
+pub(super) const MAX_CACHED_ROUTES: usize = 65_536;
 
 pub(super) type DurationFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
@@ -37,6 +40,12 @@ struct RouteHandles {
     totals: Family<RequestLabels, Counter>,
     /// Counters by (code, outcome): a handful per route, scanned linearly.
     codes: RwLock<Vec<(Arc<str>, &'static str, Counter)>>,
+    /// (code, outcome) series beyond `codes`, remembered so
+    /// [`RequestMetrics::remove_series`] finds them.
+    more_codes: Mutex<HashSet<(Arc<str>, &'static str)>>,
+    /// Its series were removed (its destination was forgotten): requests
+    /// still in flight count into the handles but create no new series.
+    removed: AtomicBool,
 }
 
 impl RequestMetrics {
@@ -52,7 +61,36 @@ impl RequestMetrics {
                 duration,
                 totals: totals.clone(),
                 codes: RwLock::new(Vec::new()),
+                more_codes: Mutex::default(),
+                removed: AtomicBool::new(false),
             }),
+        }
+    }
+
+    /// Removes this route's series (duration and every code) from the
+    /// families; the handles keep working but are no longer exported.
+    pub(super) fn remove_series(&self, durations: &DurationFamily) {
+        let inner = &self.inner;
+        // Under the codes lock, so no code is added after this look.
+        let codes = inner.codes.write().unwrap_or_else(PoisonError::into_inner);
+        inner.removed.store(true, Ordering::Release);
+        durations.remove(&inner.labels);
+        let more = inner
+            .more_codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let all = codes
+            .iter()
+            .map(|(code, outcome, _)| (code, *outcome))
+            .chain(more.iter().map(|(code, outcome)| (code, *outcome)));
+        for (code, outcome) in all {
+            inner.totals.remove(&RequestLabels {
+                direction: inner.labels.direction,
+                service: inner.labels.service.clone(),
+                route: inner.labels.route.clone(),
+                code: code.clone(),
+                outcome,
+            });
         }
     }
 
@@ -82,6 +120,9 @@ impl RouteHandles {
             counter.inc();
             return;
         }
+        if self.removed.load(Ordering::Acquire) {
+            return;
+        }
         let code: Arc<str> = Arc::from(code);
         let counter = self.totals.get_or_create_owned(&RequestLabels {
             direction: self.labels.direction,
@@ -93,6 +134,11 @@ impl RouteHandles {
         counter.inc();
         if codes.len() < MAX_CODES_PER_ROUTE {
             codes.push((code, outcome, counter));
+        } else {
+            self.more_codes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert((code, outcome));
         }
     }
 }
@@ -150,5 +196,21 @@ impl RouteCache {
             map.len += 1;
         }
         made
+    }
+
+    /// Takes every cached route of `service` out of the cache.
+    pub(super) fn remove_service(
+        &self,
+        direction: Direction,
+        service: &str,
+    ) -> Vec<RequestMetrics> {
+        let mut map = self.by_direction[direction.index()]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(routes) = map.by_service.remove(service) else {
+            return Vec::new();
+        };
+        map.len = map.len.saturating_sub(routes.len());
+        routes.into_values().collect()
     }
 }

@@ -265,3 +265,68 @@ fn resilience_families_take_their_labels() {
         assert!(text.contains(series), "{series} missing:\n{text}");
     }
 }
+
+#[test]
+fn forgetting_a_destination_removes_every_series_it_created() {
+    let metrics = Metrics::new();
+    let kept = "payments.shop:8080";
+    let gone = "127.1.0.1:1";
+    for service in [kept, gone] {
+        let route = metrics.requests(Direction::Outbound, service, "default");
+        route.record("200", outcome::SUCCESS, Duration::from_millis(1));
+        // Codes beyond the per-route fast list go too.
+        for code in 300..340 {
+            route.record(
+                &code.to_string(),
+                outcome::SUCCESS,
+                Duration::from_millis(1),
+            );
+        }
+        metrics.retries(service, "default", "reset").inc();
+        metrics.retry_budget_exhausted(service, "default").inc();
+        metrics.set_circuit_state(service, "", CircuitState::Open);
+        metrics
+            .circuit_transitions(service, "", CircuitState::Open)
+            .inc();
+        metrics
+            .rejected(Direction::Outbound, service, "overloaded")
+            .inc();
+        metrics.timeouts(service, "default", "request").inc();
+        metrics.set_endpoint_health(service, 2, 1);
+    }
+    assert_eq!(metrics.inner.series.services(), 2);
+    metrics.forget_destination(gone, None);
+    let text = metrics.encode();
+    assert!(!text.contains(gone), "{text}");
+    let kept_lines = text.lines().filter(|l| l.contains(kept)).count();
+    // 41 codes + 19 histogram lines (16 buckets, +Inf, sum, count) + 6
+    // resilience series + 2 endpoint states.
+    assert_eq!(kept_lines, 41 + 19 + 6 + 2, "{text}");
+    assert_eq!(metrics.inner.series.services(), 1);
+    // Static endpoints: `ready` goes back to the listed count.
+    metrics.forget_destination(kept, Some(3));
+    let text = metrics.encode();
+    assert_eq!(
+        line_value(
+            &text,
+            r#"levee_endpoints{service="payments.shop:8080",state="ready"}"#
+        )
+        .as_deref(),
+        Some("3"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains(kept)).count(),
+        1,
+        "{text}"
+    );
+}
+
+#[test]
+fn eviction_counters_exist_for_every_table_from_the_start() {
+    let text = Metrics::new().encode();
+    for table in ["destinations", "dns", "clients"] {
+        let series = format!(r#"levee_state_evictions_total{{table="{table}"}}"#);
+        assert_eq!(line_value(&text, &series).as_deref(), Some("0"), "{text}");
+    }
+}

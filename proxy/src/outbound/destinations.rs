@@ -12,10 +12,15 @@
 //! then are the policy looked up, the routes recompiled (if the policy
 //! changed) and the endpoints pushed into the balancer (if they changed).
 //!
-//! Memory is bounded: past [`MAX_DESTINATIONS`] (authorities come from the
-//! app's requests) the table is cleared and state starts over.
+//! Memory is bounded (authorities come from the app's requests, so from
+//! whoever can make it call out): at most `capacity` destinations
+//! ([`MAX_DESTINATIONS`] by default, `--max-destinations`) and twice as many
+//! spellings. A full table evicts its least recently used eighth
+//! ([`crate::recency`]): hot destinations stay, and each evicted one takes
+//! its metric series with it ([`Metrics::forget_destination`]) and is
+//! counted in `levee_state_evictions_total{table="destinations"}`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -27,11 +32,15 @@ use tokio::time::Instant;
 
 use crate::errors::ProxyError;
 use crate::forward::{EndpointService, Forwarder};
+use crate::metrics::{Metrics, StateTable};
+use crate::recency::{self, Clock, Stamp};
 use crate::resilience::{Destination, RouteTable};
 use crate::state::{Shared, Snapshot};
 
-/// Destinations (and authorities) whose state is kept.
+/// Destinations whose state is kept, by default (`--max-destinations`).
 pub const MAX_DESTINATIONS: usize = 4096;
+/// Spellings (authorities) kept per destination kept, on average.
+const AUTHORITIES_PER_DESTINATION: usize = 2;
 
 /// How often a DNS-sourced endpoint answer is asked for again (the DNS
 /// cache decides whether that means a lookup).
@@ -41,19 +50,31 @@ const DNS_RECHECK: Duration = Duration::from_secs(1);
 pub struct Destinations {
     shared: Arc<Shared>,
     forwarder: Arc<Forwarder>,
+    /// Destinations kept at most.
+    capacity: usize,
+    /// Ticks for the entries' last-use stamps.
+    clock: Clock,
     table: RwLock<Table>,
 }
 
 #[derive(Default)]
 struct Table {
     /// Authorities as requests spell them; several may share one entry.
-    by_authority: HashMap<Box<str>, Arc<Entry>>,
+    by_authority: HashMap<Box<str>, Alias>,
     by_key: HashMap<ServiceKey, Arc<Entry>>,
+}
+
+/// One spelling of a destination.
+struct Alias {
+    entry: Arc<Entry>,
+    used: Stamp,
 }
 
 /// One destination and what requests to it need.
 pub struct Entry {
     pub key: ServiceKey,
+    /// When a request last used it (least recently used ones are evicted).
+    used: Stamp,
     pub destination: Destination,
     /// The current view (`None` until the first request builds it).
     view: ArcSwapOption<View>,
@@ -76,10 +97,13 @@ pub struct View {
 }
 
 impl Destinations {
-    pub fn new(shared: Arc<Shared>, forwarder: Arc<Forwarder>) -> Self {
+    /// A table of at most `capacity` destinations (at least one).
+    pub fn new(shared: Arc<Shared>, forwarder: Arc<Forwarder>, capacity: usize) -> Self {
         Destinations {
             shared,
             forwarder,
+            capacity: capacity.max(1),
+            clock: Clock::default(),
             table: RwLock::new(Table::default()),
         }
     }
@@ -94,26 +118,87 @@ impl Destinations {
             .by_authority
             .get(authority)
         {
-            return Ok(found.clone());
+            let now = self.clock.tick();
+            found.used.set(now);
+            found.entry.used.set(now);
+            return Ok(found.entry.clone());
         }
         let key = ServiceKey::from_authority(authority, &self.shared.namespace, 80)?;
         let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
-        let full = table.by_authority.len() >= MAX_DESTINATIONS
-            || (table.by_key.len() >= MAX_DESTINATIONS && !table.by_key.contains_key(&key));
-        if full {
-            table.by_authority.clear();
-            table.by_key.clear();
-        }
         let entry = match table.by_key.get(&key) {
-            Some(entry) => entry.clone(),
+            Some(entry) => {
+                entry.used.touch(&self.clock);
+                entry.clone()
+            }
             None => {
+                if table.by_key.len() >= self.capacity {
+                    self.evict_destinations(&mut table);
+                }
                 let entry = Arc::new(self.entry(key.clone()));
                 table.by_key.insert(key, entry.clone());
                 entry
             }
         };
-        table.by_authority.insert(authority.into(), entry.clone());
+        let authorities = self.capacity.saturating_mul(AUTHORITIES_PER_DESTINATION);
+        if !table.by_authority.contains_key(authority) && table.by_authority.len() >= authorities {
+            // Only spellings go: their destinations stay.
+            let batch = recency::batch(authorities);
+            let evict = recency::oldest(
+                table
+                    .by_authority
+                    .iter()
+                    .map(|(a, alias)| (a.clone(), alias.used.get())),
+                batch,
+            );
+            for authority in evict {
+                table.by_authority.remove(&authority);
+            }
+        }
+        let alias = Alias {
+            entry: entry.clone(),
+            used: Stamp::new(&self.clock),
+        };
+        table.by_authority.insert(authority.into(), alias);
         Ok(entry)
+    }
+
+    /// Destinations kept now.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.table
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_key
+            .len()
+    }
+
+    /// Drops the least recently used destinations, their spellings and
+    /// their metric series. Requests in flight keep their `Arc<Entry>`.
+    fn evict_destinations(&self, table: &mut Table) {
+        let batch = recency::batch(self.capacity);
+        let evict = recency::oldest(
+            table
+                .by_key
+                .iter()
+                .map(|(key, e)| (key.clone(), e.used.get())),
+            batch,
+        );
+        let snapshot = self.shared.snapshot.load();
+        let mut labels = HashSet::with_capacity(evict.len());
+        for key in &evict {
+            if let Some(entry) = table.by_key.remove(key) {
+                let static_endpoints = snapshot.endpoints.get(key).map(|a| a.len());
+                forget(&self.shared.metrics, &entry, static_endpoints);
+                labels.insert(entry.destination.label.clone());
+            }
+        }
+        table
+            .by_authority
+            .retain(|_, alias| !labels.contains(&alias.entry.destination.label));
+        self.shared
+            .metrics
+            .state_evictions(StateTable::Destinations)
+            .inc_by(evict.len() as u64);
     }
 
     fn entry(&self, key: ServiceKey) -> Entry {
@@ -123,12 +208,18 @@ impl Destinations {
         let destination = Destination::new(&label, policy.as_ref(), &self.shared.metrics, endpoint);
         Entry {
             key,
+            used: Stamp::new(&self.clock),
             destination,
             view: ArcSwapOption::empty(),
             subscribed: AtomicBool::new(false),
             installing: Mutex::new(()),
         }
     }
+}
+
+/// Removes an evicted destination's metric series.
+fn forget(metrics: &Metrics, entry: &Entry, static_endpoints: Option<usize>) {
+    metrics.forget_destination(&entry.destination.label, static_endpoints);
 }
 
 impl Entry {

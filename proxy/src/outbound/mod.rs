@@ -68,7 +68,11 @@ impl Outbound {
         forwarder: Arc<Forwarder>,
         access_log: Option<AccessLog>,
     ) -> Self {
-        let destinations = Destinations::new(shared.clone(), forwarder.clone());
+        let destinations = Destinations::new(
+            shared.clone(),
+            forwarder.clone(),
+            destinations::MAX_DESTINATIONS,
+        );
         Outbound {
             shared,
             forwarder,
@@ -82,6 +86,12 @@ impl Outbound {
     /// Refuses requests that passed more than `max` proxies (`--max-hops`).
     pub fn with_max_hops(mut self, max: u32) -> Self {
         self.max_hops = max;
+        self
+    }
+
+    /// Keeps at most `max` destinations (least recently used evicted).
+    pub fn with_max_destinations(mut self, max: usize) -> Self {
+        self.destinations = Destinations::new(self.shared.clone(), self.forwarder.clone(), max);
         self
     }
 

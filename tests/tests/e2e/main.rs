@@ -20,6 +20,8 @@ mod proxy_mode;
 mod upgrade;
 
 // The proxy process: flags, policy file, admin, limits, shutdown.
+mod abuse_clients;
+mod abuse_hosts;
 mod admin;
 mod cli;
 mod limits;

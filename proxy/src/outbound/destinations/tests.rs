@@ -19,12 +19,16 @@ fn shared() -> Arc<Shared> {
 }
 
 fn destinations(shared: &Arc<Shared>) -> Destinations {
+    destinations_of(shared, MAX_DESTINATIONS)
+}
+
+fn destinations_of(shared: &Arc<Shared>, capacity: usize) -> Destinations {
     let forwarder = Forwarder::new(
         PoolSettings::default(),
         TaskTracker::new(),
         CancellationToken::new(),
     );
-    Destinations::new(shared.clone(), Arc::new(forwarder))
+    Destinations::new(shared.clone(), Arc::new(forwarder), capacity)
 }
 
 fn web() -> ServiceKey {
@@ -88,4 +92,76 @@ async fn the_view_is_rebuilt_only_when_the_snapshot_changes() {
     assert!(gone.endpoints.is_err());
     assert!(gone.recheck_at.is_some(), "a DNS answer ages");
     assert_eq!(entry.destination.balancer.addrs().len(), 2);
+}
+
+/// The `levee_state_evictions_total{table="destinations"}` value.
+fn evictions(shared: &Shared) -> u64 {
+    shared
+        .metrics
+        .state_evictions(crate::metrics::StateTable::Destinations)
+        .get()
+}
+
+#[test]
+fn a_full_table_evicts_the_least_recently_used_and_keeps_hot_ones() {
+    let shared = shared();
+    let table = destinations_of(&shared, 16);
+    let hot = table.get("10.0.0.1:80").expect("entry");
+    for i in 0..1000u32 {
+        let authority = format!("127.1.{}.{}:1", i / 256, i % 256);
+        table.get(&authority).expect("entry");
+        // The app keeps calling its real destination meanwhile.
+        let again = table.get("10.0.0.1:80").expect("entry");
+        assert!(Arc::ptr_eq(&hot, &again), "the hot entry survives ({i})");
+    }
+    assert!(table.len() <= 16, "{}", table.len());
+    let spellings = table
+        .table
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .by_authority
+        .len();
+    assert!(spellings <= 32, "{spellings}");
+    // 1001 destinations met, at most 16 kept: every other one was evicted.
+    assert!(evictions(&shared) >= 1001 - 16, "{}", evictions(&shared));
+}
+
+#[test]
+fn an_evicted_destination_takes_its_metric_series_along() {
+    let shared = shared();
+    let table = destinations_of(&shared, 4);
+    let first = table.get("127.1.0.1:1").expect("entry");
+    let route = first
+        .destination
+        .routes_for(None)
+        .route(&levee_proto::policy::RouteRequest::new("GET", "/"))
+        .requests
+        .clone();
+    route.record(
+        "200",
+        crate::metrics::outcome::SUCCESS,
+        Duration::from_millis(1),
+    );
+    let text = shared.metrics.encode();
+    assert!(text.contains(r#"service="127.1.0.1:1""#), "{text}");
+    for i in 2..=8 {
+        table.get(&format!("127.1.0.{i}:1")).expect("entry");
+    }
+    let text = shared.metrics.encode();
+    assert!(
+        !text.contains(r#"service="127.1.0.1:1""#),
+        "evicted series are gone: {text}"
+    );
+    assert!(text.contains(r#"service="127.1.0.8:1""#), "{text}");
+    // A request still in flight on the evicted entry counts, unexported.
+    route.record(
+        "503",
+        crate::metrics::outcome::FAILURE,
+        Duration::from_millis(1),
+    );
+    assert!(!shared.metrics.encode().contains(r#"service="127.1.0.1:1""#));
+    // Met again: a fresh entry, exported again.
+    let back = table.get("127.1.0.1:1").expect("entry");
+    assert!(!Arc::ptr_eq(&first, &back));
+    assert!(shared.metrics.encode().contains(r#"service="127.1.0.1:1""#));
 }

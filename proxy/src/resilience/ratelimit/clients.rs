@@ -8,6 +8,7 @@
 //! at most once a second. When a shard is full of active clients, newcomers
 //! share one overflow bucket with the per-client limit: a flood of distinct
 //! addresses neither grows memory nor pushes out the clients already known.
+//! Idle clients dropped count in `levee_state_evictions_total{table="clients"}`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -21,7 +22,7 @@ use tokio::time::Instant;
 
 use super::RateLimiter;
 use crate::errors::{ErrorKind, ProxyError, Quota};
-use crate::metrics::{Direction, Metrics};
+use crate::metrics::{Direction, Metrics, StateTable};
 
 /// Clients remembered at most, over all shards.
 pub const MAX_CLIENTS: usize = 65_536;
@@ -38,6 +39,8 @@ pub struct ClientTable {
     shards: Vec<Mutex<Shard>>,
     /// Shared by clients that find their shard full.
     overflow: RateLimiter,
+    /// `levee_state_evictions_total{table="clients"}`.
+    evicted: Counter,
 }
 
 #[derive(Debug)]
@@ -47,8 +50,9 @@ struct Shard {
 }
 
 impl ClientTable {
-    /// A table for at most `capacity` clients (rounded up to a multiple of the shard count).
-    pub fn new(cfg: &EffectiveRateLimit, capacity: usize) -> ClientTable {
+    /// A table for at most `capacity` clients (rounded up to a multiple of
+    /// the shard count); idle clients dropped are counted in `evicted`.
+    pub fn new(cfg: &EffectiveRateLimit, capacity: usize, evicted: Counter) -> ClientTable {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
         let now = Instant::now();
         ClientTable {
@@ -64,6 +68,7 @@ impl ClientTable {
                 })
                 .collect(),
             overflow: RateLimiter::new(cfg),
+            evicted,
         }
     }
 
@@ -80,7 +85,9 @@ impl ClientTable {
             let now = Instant::now();
             if now.saturating_duration_since(shard.last_sweep) >= SWEEP_EVERY {
                 shard.last_sweep = now;
+                let before = shard.clients.len();
                 shard.clients.retain(|_, bucket| !bucket.is_idle());
+                self.evicted.inc_by((before - shard.clients.len()) as u64);
             }
             if shard.clients.len() >= self.per_shard {
                 drop(shard);
@@ -141,7 +148,11 @@ impl InboundRateLimit {
         capacity: usize,
     ) -> Self {
         let buckets = if cfg.per_client {
-            Buckets::PerClient(ClientTable::new(cfg, capacity))
+            Buckets::PerClient(ClientTable::new(
+                cfg,
+                capacity,
+                metrics.state_evictions(StateTable::Clients),
+            ))
         } else {
             Buckets::Total(RateLimiter::new(cfg))
         };

@@ -116,7 +116,9 @@ async fn per_client_buckets_are_independent() {
 
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_clients_cannot_grow_the_table_or_evict_known_clients() {
-    let table = ClientTable::new(&cfg(1, 2, true), 32);
+    let metrics = Metrics::new();
+    let evicted = metrics.state_evictions(crate::metrics::StateTable::Clients);
+    let table = ClientTable::new(&cfg(1, 2, true), 32, evicted.clone());
     // A known, active client.
     table.check(ip(0)).expect("first");
     // 10,000 distinct addresses: the table stays bounded and most of the
@@ -133,6 +135,7 @@ async fn a_flood_of_clients_cannot_grow_the_table_or_evict_known_clients() {
     table.check(ip(20_000)).expect("after sweep");
     table.check(ip(20_000)).expect("own burst after sweep");
     assert!(table.len() <= 32);
+    assert!(evicted.get() >= 1, "idle clients dropped are counted");
 }
 
 #[tokio::test(start_paused = true)]
