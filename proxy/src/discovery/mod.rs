@@ -7,7 +7,8 @@
 //! ([`Subscriptions`], kept in [`Shared`]), and turns each `ServiceUpdate`
 //! into a new [`crate::state::Snapshot`] installed with [`Shared::install`],
 //! answering ACK, or NACK with the reason when the update cannot be applied
-//! ([`services`]). After any disconnect it reconnects with jittered
+//! ([`services`]) or names a service the proxy never subscribed to (such an
+//! update is ignored: no state, no route). After any disconnect it reconnects with jittered
 //! exponential backoff ([`RECONNECT_BACKOFF`]) and resends hello with every
 //! subscription (a full resync); meanwhile the last good snapshot serves.
 //!
