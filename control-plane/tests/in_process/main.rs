@@ -6,6 +6,7 @@
 mod common;
 
 mod admin;
+mod cancellation;
 mod discovery;
 mod leveectl;
 mod server;
