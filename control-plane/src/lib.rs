@@ -87,6 +87,10 @@ pub async fn start(
     let registry = Arc::new(Registry::new());
     let revision = admin::load_registry(&store, &registry)?;
     metrics.set_revision(revision);
+    let quarantined = store.quarantined()?.len();
+    metrics
+        .store_quarantined
+        .set(i64::try_from(quarantined).unwrap_or(i64::MAX));
     let sessions = Arc::new(Sessions::default());
 
     let grpc = TcpListener::bind(config.grpc_addr)

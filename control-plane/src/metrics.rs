@@ -48,6 +48,8 @@ pub struct Metrics {
     pub store_ops: Family<StoreOpLabels, Counter>,
     /// The store's current revision.
     pub store_revision: Gauge,
+    /// Store records in the quarantine table (set when the control plane starts).
+    pub store_quarantined: Gauge,
     /// Admin calls refused by authentication.
     pub admin_rejected: Family<RejectLabels, Counter>,
     registry: Arc<Registry>,
@@ -94,6 +96,12 @@ impl Metrics {
             "Current revision of the policy store",
             store_revision.clone(),
         );
+        let store_quarantined = Gauge::default();
+        registry.register(
+            "levee_cp_store_quarantined_records",
+            "Store records moved aside because they could not be read or no longer validate",
+            store_quarantined.clone(),
+        );
         let admin_rejected = Family::<RejectLabels, Counter>::default();
         registry.register(
             "levee_cp_admin_requests_rejected",
@@ -107,6 +115,7 @@ impl Metrics {
             updates,
             store_ops,
             store_revision,
+            store_quarantined,
             admin_rejected,
             registry: Arc::new(registry),
         }

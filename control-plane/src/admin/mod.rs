@@ -240,8 +240,21 @@ impl PolicyAdmin for AdminService {
         let revision = self
             .store_call("revision", |store| store.revision())
             .await?;
+        let quarantined = self
+            .store_call("quarantined", |store| store.quarantined())
+            .await?
+            .into_iter()
+            .map(|q| v1::QuarantinedRecord {
+                key: q.key,
+                reason: q.reason,
+            })
+            .collect();
         let proxies = self.sessions.snapshot().iter().map(to_proto).collect();
-        Ok(Response::new(v1::StatusResponse { revision, proxies }))
+        Ok(Response::new(v1::StatusResponse {
+            revision,
+            proxies,
+            quarantined,
+        }))
     }
 }
 
@@ -276,25 +289,31 @@ fn publish(registry: &Registry, prepared: &[Prepared], actions: &[Action], revis
     registry.upsert(changed);
 }
 
-/// Loads every stored document into the registry at startup. Documents that
-/// no longer parse (e.g. after a stricter upgrade) are skipped with an error log.
+/// Loads every stored document into the registry at startup. A document
+/// that no longer parses (e.g. after a stricter upgrade) is quarantined
+/// (`store::quarantine`), like the unreadable records the store moved aside
+/// when it opened; each is logged and the rest are served. Returns the
+/// store revision.
 pub fn load_registry(store: &PolicyStore, registry: &Registry) -> Result<u64, StoreError> {
+    for q in store.quarantined_at_open() {
+        tracing::error!(key = %q.key, reason = %q.reason, "unreadable store record quarantined");
+    }
     let (revision, records) = store.list()?;
     let mut docs = Vec::with_capacity(records.len());
     for (key, record) in records {
-        match parse_documents(&record.yaml) {
-            Ok(mut parsed) if parsed.len() == 1 => {
-                if let Some(doc) = parsed.pop() {
+        let reason = match parse_documents(&record.yaml) {
+            Ok(mut parsed) if parsed.len() == 1 => match parsed.pop() {
+                Some(doc) => {
                     docs.push((key, record.revision, doc));
+                    continue;
                 }
-            }
-            Ok(_) => {
-                tracing::error!(%key, "stored record does not hold exactly one document; skipped")
-            }
-            Err(errors) => {
-                tracing::error!(%key, %errors, "stored document no longer validates; skipped")
-            }
-        }
+                None => "the record holds no document".to_owned(),
+            },
+            Ok(parsed) => format!("the record holds {} documents, not one", parsed.len()),
+            Err(errors) => format!("the document no longer validates: {errors}"),
+        };
+        tracing::error!(%key, %reason, "stored document quarantined");
+        store.quarantine(&key, &reason)?;
     }
     registry.upsert(docs);
     Ok(revision)

@@ -9,4 +9,5 @@ mod admin;
 mod cancellation;
 mod discovery;
 mod leveectl;
+mod quarantine;
 mod server;
