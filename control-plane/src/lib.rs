@@ -39,6 +39,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::admin::AdminService;
 use crate::auth::AdminAuth;
 use crate::discovery::DiscoveryService;
+use crate::discovery::limits::WatchLimits;
 use crate::discovery::registry::Registry;
 use crate::discovery::session::SessionContext;
 use crate::discovery::status::Sessions;
@@ -126,8 +127,21 @@ pub async fn start(
         metrics: metrics.clone(),
         grace: config.endpoint_grace.get(),
         shutdown: shutdown.clone(),
+        limits: WatchLimits {
+            streams_per_peer: config.max_watch_streams_per_peer,
+            subscriptions_per_stream: config.max_subscriptions_per_stream,
+        },
     });
-    let admin = PolicyAdminServer::with_interceptor(admin, move |req| auth.check(req));
+    let max_message = config.grpc_max_message_size;
+    let admin = PolicyAdminServer::new(admin)
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let admin = tonic::service::interceptor::InterceptedService::new(admin, move |req| {
+        auth.check(req)
+    });
+    let discovery = DiscoveryServer::new(discovery)
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
     let mut grpc_shutdown = shutdown.clone();
     // Keepalives find proxies that vanished without closing their stream
     // (host crash, partition), so their endpoints leave after the grace period.
@@ -135,7 +149,7 @@ pub async fn start(
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(admin)
-        .add_service(DiscoveryServer::new(discovery))
+        .add_service(discovery)
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
             let _ = grpc_shutdown.wait_for(|stop| *stop).await;
         });

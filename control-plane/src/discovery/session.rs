@@ -14,6 +14,7 @@ use tokio_stream::StreamMap;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Status, Streaming};
 
+use super::limits::{WatchLimits, check_subscriptions, note_inbound_error};
 use super::registry::{Registration, Registry, ServiceSnapshot};
 use super::status::{SessionStatus, Sessions, SubscriptionStatus, with_status};
 use crate::metrics::{Metrics, UpdateLabels};
@@ -34,6 +35,8 @@ pub struct SessionContext {
     pub grace: Duration,
     /// Flips to true when the server stops: every stream then ends.
     pub shutdown: watch::Receiver<bool>,
+    /// Subscriptions per stream and streams per peer.
+    pub limits: WatchLimits,
 }
 
 type Outbound = mpsc::Sender<super::Outgoing>;
@@ -51,7 +54,12 @@ pub async fn run(
         Ok(Ok(Some(v1::WatchRequest {
             kind: Some(Kind::Hello(hello)),
         }))) => hello,
-        Ok(Ok(None)) | Ok(Err(_)) => return,
+        Ok(Ok(None)) => return,
+        Ok(Err(status)) => {
+            note_inbound_error(&status, &ctx.metrics);
+            let _ = tx.send(Box::new(Err(status))).await;
+            return;
+        }
         Ok(Ok(Some(_))) => {
             let refusal = Status::invalid_argument("the first message must be hello");
             let _ = tx.send(Box::new(Err(refusal))).await;
@@ -123,8 +131,13 @@ async fn serve(
         tokio::select! {
             message = inbound.message() => match message {
                 Ok(Some(request)) => handle(ctx, status, updates, request)?,
-                // The proxy closed its side, or the connection broke.
-                Ok(None) | Err(_) => return Ok(()),
+                // The proxy closed its side.
+                Ok(None) => return Ok(()),
+                // A message over the size limit, or a broken connection.
+                Err(status) => {
+                    note_inbound_error(&status, &ctx.metrics);
+                    return Err(status);
+                }
             },
             Some((key, snapshot)) = updates.next(), if !updates.is_empty() => {
                 nonce += 1;
@@ -219,6 +232,11 @@ fn subscribe(
         if updates.contains_key(&key) {
             continue;
         }
+        check_subscriptions(
+            updates.len(),
+            ctx.limits.subscriptions_per_stream,
+            &ctx.metrics,
+        )?;
         let rx = ctx.registry.subscribe(&key);
         with_status(status, |s| {
             s.subscriptions

@@ -9,5 +9,6 @@ mod admin;
 mod cancellation;
 mod discovery;
 mod leveectl;
+mod limits;
 mod quarantine;
 mod server;

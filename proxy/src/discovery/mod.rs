@@ -118,6 +118,16 @@ pub const RECONNECT_BACKOFF: Backoff = Backoff {
     max: Duration::from_secs(10),
 };
 
+/// Largest message the proxy reads from the control plane: one
+/// `ServiceUpdate` (a policy and its endpoints; about 25 bytes per
+/// endpoint). Above the control plane's default `--grpc-max-message-size`
+/// (4 MiB), so raising that there needs nothing here; a bigger update ends
+/// the stream (`OUT_OF_RANGE`) and the last good config keeps serving.
+pub const MAX_UPDATE_SIZE: usize = 16 * 1024 * 1024;
+
+/// Largest message the proxy sends (a hello with every subscription).
+pub const MAX_REQUEST_SIZE: usize = 4 * 1024 * 1024;
+
 /// Connecting to the control plane fails after this long (then backoff).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 

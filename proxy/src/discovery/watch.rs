@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use super::services::{Applied, Refusal, Services};
-use super::{DiscoveryConfig, PROXY_VERSION, cache};
+use super::{DiscoveryConfig, MAX_REQUEST_SIZE, MAX_UPDATE_SIZE, PROXY_VERSION, cache};
 use crate::backoff::FailureStreak;
 use crate::state::Shared;
 pub use hold::RESYNC_HOLD;
@@ -194,7 +194,9 @@ impl Watcher {
         let requests = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|request| (request, rx))
         });
-        let mut client = DiscoveryClient::new(channel);
+        let mut client = DiscoveryClient::new(channel)
+            .max_decoding_message_size(MAX_UPDATE_SIZE)
+            .max_encoding_message_size(MAX_REQUEST_SIZE);
         let mut responses = tokio::select! {
             () = shutdown.cancelled() => return End::Shutdown,
             answered = client.watch(requests) => match answered {
