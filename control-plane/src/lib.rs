@@ -75,6 +75,9 @@ pub async fn start(
     config: config::ControlPlaneConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(BoundAddrs, JoinHandle<Result<(), BoxError>>), BoxError> {
+    if config.http_header_read_timeout.is_zero() {
+        return Err("--http-header-read-timeout must be more than 0s".into());
+    }
     let metrics = Metrics::new();
     let token = match &config.admin_token_file {
         Some(path) => Some(AdminAuth::load_token(path)?),
@@ -153,7 +156,16 @@ pub async fn start(
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
             let _ = grpc_shutdown.wait_for(|stop| *stop).await;
         });
-    let http_server = http::serve(http, http::HttpState { store, metrics }, shutdown);
+    let http_limits = http::HttpLimits {
+        max_connections: usize::try_from(config.http_max_connections).unwrap_or(usize::MAX),
+        header_read_timeout: config.http_header_read_timeout.get(),
+    };
+    let http_server = http::serve(
+        http,
+        http::HttpState { store, metrics },
+        http_limits,
+        shutdown,
+    );
     let serving = tokio::spawn(async move {
         let (grpc, http) = tokio::join!(grpc_server, http_server);
         grpc?;

@@ -8,6 +8,7 @@ mod common;
 mod admin;
 mod cancellation;
 mod discovery;
+mod http_limits;
 mod leveectl;
 mod limits;
 mod quarantine;
