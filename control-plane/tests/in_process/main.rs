@@ -11,5 +11,6 @@ mod discovery;
 mod http_limits;
 mod leveectl;
 mod limits;
+mod names;
 mod quarantine;
 mod server;
