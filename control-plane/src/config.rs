@@ -52,7 +52,11 @@ pub struct ControlPlaneConfig {
     pub max_watch_streams_per_peer: usize,
 
     /// Services one Discovery.Watch stream may subscribe to (0: no limit).
-    #[arg(long, env = "LEVEE_MAX_SUBSCRIPTIONS_PER_STREAM", default_value_t = 8192)]
+    #[arg(
+        long,
+        env = "LEVEE_MAX_SUBSCRIPTIONS_PER_STREAM",
+        default_value_t = 8192
+    )]
     pub max_subscriptions_per_stream: usize,
 
     /// After binding, write the bound addresses as JSON to this file (useful with port 0).

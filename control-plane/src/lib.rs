@@ -6,8 +6,12 @@
 //! - `store`: the embedded, crash-safe document store (redb) under `--data-dir`.
 //! - `admin`: the `PolicyAdmin` gRPC service (Apply, Get, List, Delete, Status).
 //! - `auth`: who may call `PolicyAdmin` (bearer token, or loopback only).
-//! - `discovery`: the `Discovery.Watch` stream, per-service snapshots, proxy status.
-//! - `metrics`, `http`: Prometheus metrics and `/live`, `/ready`, `/metrics` on `--http-addr`.
+//! - `discovery`: the `Discovery.Watch` stream, per-service snapshots, proxy
+//!   status, and its limits (streams per peer, subscriptions per stream).
+//! - `metrics`, `http`: Prometheus metrics and `/live`, `/ready`, `/metrics` on
+//!   `--http-addr` (connection cap, header-read timeout).
+//!
+//! gRPC message sizes (`--grpc-max-message-size`) are set on both services here.
 //! - `ctl`: the `leveectl` command's logic (the binary in `src/bin` is thin).
 //!
 //! [`start`] binds both listeners and returns their addresses (port 0 friendly);
@@ -139,9 +143,8 @@ pub async fn start(
     let admin = PolicyAdminServer::new(admin)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-    let admin = tonic::service::interceptor::InterceptedService::new(admin, move |req| {
-        auth.check(req)
-    });
+    let admin =
+        tonic::service::interceptor::InterceptedService::new(admin, move |req| auth.check(req));
     let discovery = DiscoveryServer::new(discovery)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);

@@ -12,7 +12,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use super::{DOCUMENTS, DocKey, PolicyStore, StoreError, db_err, decode};
 
 /// Stored key as written (possibly not a valid key) → (reason, raw record).
-pub(super) const QUARANTINE: TableDefinition<&str, (&str, &[u8])> = TableDefinition::new("quarantine");
+pub(super) const QUARANTINE: TableDefinition<&str, (&str, &[u8])> =
+    TableDefinition::new("quarantine");
 
 /// One record moved aside.
 #[derive(Clone, Debug, PartialEq, Eq)]

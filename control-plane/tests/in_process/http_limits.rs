@@ -47,7 +47,12 @@ async fn connections_are_capped_and_slow_heads_are_closed() {
     let _ = third
         .write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
-    closed_within(&mut third, Duration::from_secs(2), "the connection over the cap").await;
+    closed_within(
+        &mut third,
+        Duration::from_secs(2),
+        "the connection over the cap",
+    )
+    .await;
 
     // The slow heads are cut off by the header-read timeout (not waited on forever).
     for (i, stream) in slow.iter_mut().enumerate() {

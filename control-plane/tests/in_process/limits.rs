@@ -72,7 +72,9 @@ async fn streams_per_peer_are_capped_and_freed_when_a_stream_ends() {
     first.next_update().await;
     second.next_update().await;
 
-    let status = open(&cp, hello(subs())).await.expect_err("a third is refused");
+    let status = open(&cp, hello(subs()))
+        .await
+        .expect_err("a third is refused");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
         status.message().contains("--max-watch-streams-per-peer 2"),
@@ -112,7 +114,9 @@ async fn subscriptions_per_stream_are_capped() {
     let status = refused(&mut responses).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
-        status.message().contains("--max-subscriptions-per-stream 2"),
+        status
+            .message()
+            .contains("--max-subscriptions-per-stream 2"),
         "{status:?}"
     );
 
@@ -150,12 +154,17 @@ async fn oversized_messages_are_refused() {
     // An Apply over the limit too.
     let mut admin = cp.admin(None).await;
     let err = admin
-        .apply(crate::common::apply(format!("# {}\n", "y".repeat(4096)), None))
+        .apply(crate::common::apply(
+            format!("# {}\n", "y".repeat(4096)),
+            None,
+        ))
         .await
         .expect_err("too large");
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
     // A normal stream still works.
-    let mut watch = cp.watch(hello(vec![service("payments", "shop", 8080)])).await;
+    let mut watch = cp
+        .watch(hello(vec![service("payments", "shop", 8080)]))
+        .await;
     watch.next_update().await;
     drop((admin, watch));
     cp.stop().await;

@@ -12,7 +12,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 /// The error that ends a Watch stream opened with `first` then `then`.
-async fn watch_refusal(cp: &TestControlPlane, first: v1::Hello, then: Vec<v1::WatchRequest>) -> tonic::Status {
+async fn watch_refusal(
+    cp: &TestControlPlane,
+    first: v1::Hello,
+    then: Vec<v1::WatchRequest>,
+) -> tonic::Status {
     let mut client = DiscoveryClient::connect(cp.url()).await.expect("connect");
     let (tx, rx) = mpsc::channel(8);
     tx.send(hello_request(first)).await.expect("hello");
@@ -49,7 +53,9 @@ async fn bad_names_are_refused_with_their_field_path() {
     let status = watch_refusal(&cp, hello, Vec::new()).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(
-        status.message().contains("hello.service: \"Web\" is not a service name"),
+        status
+            .message()
+            .contains("hello.service: \"Web\" is not a service name"),
         "{status:?}"
     );
 
@@ -60,7 +66,10 @@ async fn bad_names_are_refused_with_their_field_path() {
     };
     let subscribe = v1::WatchRequest {
         kind: Some(v1::watch_request::Kind::Subscribe(v1::Subscribe {
-            services: vec![service("payments", "shop", 8080), service("a.b", "shop", 80)],
+            services: vec![
+                service("payments", "shop", 8080),
+                service("a.b", "shop", 80),
+            ],
         })),
     };
     let status = watch_refusal(&cp, hello, vec![subscribe]).await;
@@ -85,7 +94,15 @@ async fn bad_names_are_refused_with_their_field_path() {
     assert!(status.message().contains("ref.namespace"), "{status:?}");
 
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_leveectl"))
-        .args(["--server", &cp.url(), "delete", "policy", "Bad_Name", "-n", "shop"])
+        .args([
+            "--server",
+            &cp.url(),
+            "delete",
+            "policy",
+            "Bad_Name",
+            "-n",
+            "shop",
+        ])
         .env_remove("LEVEE_TOKEN")
         .env_remove("LEVEE_SERVER")
         .output()
@@ -93,7 +110,10 @@ async fn bad_names_are_refused_with_their_field_path() {
         .expect("leveectl runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
-    assert!(stderr.contains("ref.name: \"Bad_Name\" is not a valid name"), "{stderr}");
+    assert!(
+        stderr.contains("ref.name: \"Bad_Name\" is not a valid name"),
+        "{stderr}"
+    );
     drop(admin);
     cp.stop().await;
 }

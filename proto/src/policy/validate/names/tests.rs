@@ -16,7 +16,10 @@ fn paths(errors: &PolicyErrors) -> Vec<&str> {
 fn dns_labels_follow_rfc_1123() {
     let longest = "a".repeat(63);
     for good in ["a", "payments", "pay-ments", "a1", "1a", longest.as_str()] {
-        assert!(check_service_ref("s", &wire(good, "shop", 80)).is_ok(), "{good}");
+        assert!(
+            check_service_ref("s", &wire(good, "shop", 80)).is_ok(),
+            "{good}"
+        );
     }
     let too_long = "a".repeat(64);
     for bad in [
@@ -78,7 +81,9 @@ fn hellos_are_checked_field_by_field() {
         ]
     );
     assert!(
-        errors.to_string().contains("hello.service: \"Web\" is not a service name"),
+        errors
+            .to_string()
+            .contains("hello.service: \"Web\" is not a service name"),
         "{errors}"
     );
 }
