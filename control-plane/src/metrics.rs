@@ -123,7 +123,7 @@ impl Metrics {
         let watch_refused = Family::<WatchRefusedLabels, Counter>::default();
         // Every reason is exposed from the start, at 0.
         for reason in ["streams_per_peer", "subscriptions", "message_too_large"] {
-            watch_refused.get_or_create(&WatchRefusedLabels { reason });
+            let _ = watch_refused.get_or_create(&WatchRefusedLabels { reason });
         }
         registry.register(
             "levee_cp_watch_refused",
