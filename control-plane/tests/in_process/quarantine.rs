@@ -92,6 +92,19 @@ async fn corrupt_records_are_quarantined_reported_and_the_rest_served() {
     );
     let (ready, _) = http_get(cp.addrs.http, "/ready").await;
     assert_eq!(ready, 200);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_leveectl"))
+        .args(["--server", &cp.url(), "status"])
+        .env_remove("LEVEE_TOKEN")
+        .env_remove("LEVEE_SERVER")
+        .output()
+        .await
+        .expect("leveectl runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("quarantined store record ResiliencePolicy/shop/orders: store: record"),
+        "{stdout}"
+    );
 
     // The good policy is still pushed.
     let mut watch = cp
