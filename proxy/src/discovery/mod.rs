@@ -131,8 +131,10 @@ pub const MAX_REQUEST_SIZE: usize = 4 * 1024 * 1024;
 /// Connecting to the control plane fails after this long (then backoff).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Starts watching: checks the URL, reads the cache (if any), and spawns
-/// the watch task on `tasks` until `shutdown`. Errors: the URL is not usable.
+/// Starts watching: checks the URL and the names the hello will carry,
+/// reads the cache (if any), and spawns the watch task on `tasks` until
+/// `shutdown`. Errors: the URL is not usable, or `--service`/`--namespace`
+/// are names the control plane refuses (it would end every stream).
 pub async fn start(
     shared: Arc<Shared>,
     config: DiscoveryConfig,
@@ -145,6 +147,14 @@ pub async fn start(
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true);
+    let names = levee_proto::v1::Hello {
+        service: config.identity.service.clone(),
+        namespace: config.identity.namespace.clone(),
+        ..Default::default()
+    };
+    levee_proto::policy::check_hello(&names).map_err(|errors| {
+        format!("--service/--namespace (sent to the control plane in hello): {errors}")
+    })?;
     let new_keys = shared
         .subscriptions
         .enable()
