@@ -117,6 +117,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 "127.0.0.1:0",
                 "--data-dir",
                 dir_arg,
+                // Every simulated proxy shares 127.0.0.1.
+                "--max-watch-streams-per-peer",
+                "0",
             ])?;
             let (addrs, _serving) = levee_control_plane::start(config, stop_rx).await?;
             format!("http://{}", addrs.grpc)

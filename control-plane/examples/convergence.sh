@@ -15,7 +15,8 @@ bin=${CARGO_TARGET_DIR:-$(dirname "$0")/../../target}/release
 dir=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 "$bin/levee-control-plane" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
-    --data-dir "$dir/data" --addr-file "$dir/addrs.json" >"$dir/log" 2>&1 &
+    --data-dir "$dir/data" --addr-file "$dir/addrs.json" \
+    --max-watch-streams-per-peer 0 >"$dir/log" 2>&1 &
 pid=$!
 tries=0
 until [ -s "$dir/addrs.json" ]; do

@@ -32,6 +32,33 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "LEVEE_ENDPOINT_GRACE", default_value = "10s")]
     pub endpoint_grace: Duration,
 
+    /// Open connections the HTTP server (`--http-addr`) serves at once; one
+    /// more is closed at once.
+    #[arg(long, env = "LEVEE_HTTP_MAX_CONNECTIONS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
+
+    /// How long an HTTP client has to send a whole request head before its
+    /// connection is closed.
+    #[arg(long, env = "LEVEE_HTTP_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub http_header_read_timeout: Duration,
+
+    /// Largest gRPC message (bytes) received or sent on PolicyAdmin and
+    /// Discovery; a bigger one ends the call with `OUT_OF_RANGE`.
+    #[arg(long, env = "LEVEE_GRPC_MAX_MESSAGE_SIZE", default_value_t = 4 * 1024 * 1024)]
+    pub grpc_max_message_size: usize,
+
+    /// Open Discovery.Watch streams allowed from one peer IP address (0: no limit).
+    #[arg(long, env = "LEVEE_MAX_WATCH_STREAMS_PER_PEER", default_value_t = 256)]
+    pub max_watch_streams_per_peer: usize,
+
+    /// Services one Discovery.Watch stream may subscribe to (0: no limit).
+    #[arg(
+        long,
+        env = "LEVEE_MAX_SUBSCRIPTIONS_PER_STREAM",
+        default_value_t = 8192
+    )]
+    pub max_subscriptions_per_stream: usize,
+
     /// After binding, write the bound addresses as JSON to this file (useful with port 0).
     #[arg(long, env = "LEVEE_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,

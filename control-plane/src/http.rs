@@ -1,9 +1,16 @@
 //! The control plane's HTTP side on `--http-addr`: `/live` (the process
 //! answers), `/ready` (the store answers a read) and `/metrics` (Prometheus
 //! text).
+//!
+//! Bounded against a hostile client: at most `--http-max-connections` open
+//! connections (one more is closed at once and counted in
+//! `levee_cp_http_connections_refused_total`), and a request head not read
+//! within `--http-header-read-timeout` closes its connection. No handler
+//! reads a request body, so bodies cost nothing to buffer.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -11,9 +18,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::metrics::Metrics;
 use crate::store::PolicyStore;
@@ -27,24 +34,60 @@ pub struct HttpState {
     pub metrics: Metrics,
 }
 
+/// Pause after a failed accept (e.g. no file descriptor left) before the next.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// `--http-max-connections` and `--http-header-read-timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// How long a client has to send a whole request head.
+    pub header_read_timeout: Duration,
+}
+
 /// Serve until `shutdown` becomes true.
 pub async fn serve(
     listener: TcpListener,
     state: HttpState,
+    limits: HttpLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
         };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            // Out of file descriptors and the like: the next accept may work.
+            Err(error) => {
+                tracing::warn!(%error, "HTTP accept failed");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            state.metrics.http_refused.inc();
+            tracing::debug!(%peer, max = limits.max_connections, "HTTP connection refused: --http-max-connections open");
+            drop(stream);
+            continue;
+        };
         let state = state.clone();
+        let conn = builder.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| route(state.clone(), req)),
+        );
         tokio::spawn(async move {
-            let service = service_fn(move |req| route(state.clone(), req));
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             if let Err(error) = conn.await {
                 tracing::debug!(%error, "HTTP connection ended with an error");
             }
+            drop(slot);
         });
     }
 }

@@ -6,8 +6,12 @@
 //! - `store`: the embedded, crash-safe document store (redb) under `--data-dir`.
 //! - `admin`: the `PolicyAdmin` gRPC service (Apply, Get, List, Delete, Status).
 //! - `auth`: who may call `PolicyAdmin` (bearer token, or loopback only).
-//! - `discovery`: the `Discovery.Watch` stream, per-service snapshots, proxy status.
-//! - `metrics`, `http`: Prometheus metrics and `/live`, `/ready`, `/metrics` on `--http-addr`.
+//! - `discovery`: the `Discovery.Watch` stream, per-service snapshots, proxy
+//!   status, and its limits (streams per peer, subscriptions per stream).
+//! - `metrics`, `http`: Prometheus metrics and `/live`, `/ready`, `/metrics` on
+//!   `--http-addr` (connection cap, header-read timeout).
+//!
+//! gRPC message sizes (`--grpc-max-message-size`) are set on both services here.
 //! - `ctl`: the `leveectl` command's logic (the binary in `src/bin` is thin).
 //!
 //! [`start`] binds both listeners and returns their addresses (port 0 friendly);
@@ -39,6 +43,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::admin::AdminService;
 use crate::auth::AdminAuth;
 use crate::discovery::DiscoveryService;
+use crate::discovery::limits::WatchLimits;
 use crate::discovery::registry::Registry;
 use crate::discovery::session::SessionContext;
 use crate::discovery::status::Sessions;
@@ -74,6 +79,9 @@ pub async fn start(
     config: config::ControlPlaneConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(BoundAddrs, JoinHandle<Result<(), BoxError>>), BoxError> {
+    if config.http_header_read_timeout.is_zero() {
+        return Err("--http-header-read-timeout must be more than 0s".into());
+    }
     let metrics = Metrics::new();
     let token = match &config.admin_token_file {
         Some(path) => Some(AdminAuth::load_token(path)?),
@@ -87,6 +95,10 @@ pub async fn start(
     let registry = Arc::new(Registry::new());
     let revision = admin::load_registry(&store, &registry)?;
     metrics.set_revision(revision);
+    let quarantined = store.quarantined()?.len();
+    metrics
+        .store_quarantined
+        .set(i64::try_from(quarantined).unwrap_or(i64::MAX));
     let sessions = Arc::new(Sessions::default());
 
     let grpc = TcpListener::bind(config.grpc_addr)
@@ -122,8 +134,20 @@ pub async fn start(
         metrics: metrics.clone(),
         grace: config.endpoint_grace.get(),
         shutdown: shutdown.clone(),
+        limits: WatchLimits {
+            streams_per_peer: config.max_watch_streams_per_peer,
+            subscriptions_per_stream: config.max_subscriptions_per_stream,
+        },
     });
-    let admin = PolicyAdminServer::with_interceptor(admin, move |req| auth.check(req));
+    let max_message = config.grpc_max_message_size;
+    let admin = PolicyAdminServer::new(admin)
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let admin =
+        tonic::service::interceptor::InterceptedService::new(admin, move |req| auth.check(req));
+    let discovery = DiscoveryServer::new(discovery)
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
     let mut grpc_shutdown = shutdown.clone();
     // Keepalives find proxies that vanished without closing their stream
     // (host crash, partition), so their endpoints leave after the grace period.
@@ -131,11 +155,20 @@ pub async fn start(
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(admin)
-        .add_service(DiscoveryServer::new(discovery))
+        .add_service(discovery)
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
             let _ = grpc_shutdown.wait_for(|stop| *stop).await;
         });
-    let http_server = http::serve(http, http::HttpState { store, metrics }, shutdown);
+    let http_limits = http::HttpLimits {
+        max_connections: usize::try_from(config.http_max_connections).unwrap_or(usize::MAX),
+        header_read_timeout: config.http_header_read_timeout.get(),
+    };
+    let http_server = http::serve(
+        http,
+        http::HttpState { store, metrics },
+        http_limits,
+        shutdown,
+    );
     let serving = tokio::spawn(async move {
         let (grpc, http) = tokio::join!(grpc_server, http_server);
         grpc?;

@@ -1,5 +1,6 @@
 //! The control plane's Prometheus metrics (served on `/metrics`): connected
-//! proxies, push latency, ACK/NACK counts and store operations.
+//! proxies, push latency, ACK/NACK counts, store operations, quarantined
+//! records and what the limits refused.
 
 use std::sync::Arc;
 
@@ -33,6 +34,13 @@ pub struct RejectLabels {
     pub reason: &'static str,
 }
 
+/// Labels of `levee_cp_watch_refused_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchRefusedLabels {
+    /// `streams_per_peer`, `subscriptions` or `message_too_large`.
+    pub reason: &'static str,
+}
+
 /// Handles to every metric; clone freely (all fields are shared).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -48,8 +56,14 @@ pub struct Metrics {
     pub store_ops: Family<StoreOpLabels, Counter>,
     /// The store's current revision.
     pub store_revision: Gauge,
+    /// Store records in the quarantine table (set when the control plane starts).
+    pub store_quarantined: Gauge,
     /// Admin calls refused by authentication.
     pub admin_rejected: Family<RejectLabels, Counter>,
+    /// Watch streams refused or ended by a limit.
+    pub watch_refused: Family<WatchRefusedLabels, Counter>,
+    /// HTTP connections closed at once because `--http-max-connections` were open.
+    pub http_refused: Counter,
     registry: Arc<Registry>,
 }
 
@@ -94,11 +108,33 @@ impl Metrics {
             "Current revision of the policy store",
             store_revision.clone(),
         );
+        let store_quarantined = Gauge::default();
+        registry.register(
+            "levee_cp_store_quarantined_records",
+            "Store records moved aside because they could not be read or no longer validate",
+            store_quarantined.clone(),
+        );
         let admin_rejected = Family::<RejectLabels, Counter>::default();
         registry.register(
             "levee_cp_admin_requests_rejected",
             "PolicyAdmin calls refused before reaching the API",
             admin_rejected.clone(),
+        );
+        let watch_refused = Family::<WatchRefusedLabels, Counter>::default();
+        // Every reason is exposed from the start, at 0.
+        for reason in ["streams_per_peer", "subscriptions", "message_too_large"] {
+            let _ = watch_refused.get_or_create(&WatchRefusedLabels { reason });
+        }
+        registry.register(
+            "levee_cp_watch_refused",
+            "Discovery.Watch streams refused or ended by a limit, by reason",
+            watch_refused.clone(),
+        );
+        let http_refused = Counter::default();
+        registry.register(
+            "levee_cp_http_connections_refused",
+            "HTTP connections closed at once because --http-max-connections were open",
+            http_refused.clone(),
         );
         Metrics {
             connected_proxies,
@@ -107,7 +143,10 @@ impl Metrics {
             updates,
             store_ops,
             store_revision,
+            store_quarantined,
             admin_rejected,
+            watch_refused,
+            http_refused,
             registry: Arc::new(registry),
         }
     }
@@ -116,6 +155,13 @@ impl Metrics {
     pub fn store_op(&self, op: &'static str, result: &'static str) {
         self.store_ops
             .get_or_create(&StoreOpLabels { op, result })
+            .inc();
+    }
+
+    /// Counts one Watch refusal.
+    pub fn watch_refused(&self, reason: &'static str) {
+        self.watch_refused
+            .get_or_create(&WatchRefusedLabels { reason })
             .inc();
     }
 

@@ -2,7 +2,10 @@
 //!
 //! Writes are serialised by one async lock held across "commit to the store,
 //! then update the discovery registry", so proxies see changes in revision
-//! order. Authentication happens before these handlers (see `auth`).
+//! order. Each write runs in its own task ([`detached`]): a client that
+//! disconnects mid-call cannot leave the store committed and the registry
+//! (what proxies are pushed) behind. Authentication happens before these
+//! handlers (see `auth`).
 //!
 //! Layout:
 //! - `prepare`: YAML → validated, canonical documents and store keys.
@@ -91,6 +94,66 @@ fn action(a: Action) -> v1::ApplyAction {
     }
 }
 
+impl AdminService {
+    /// Apply's write under the writer lock: check targets, commit, publish.
+    /// Runs [`detached`]: once started it finishes even if the caller left.
+    async fn write_apply(
+        self,
+        prepared: Vec<Prepared>,
+        expected: Option<u64>,
+        dry_run: bool,
+    ) -> Result<(Vec<Prepared>, u64, Vec<Action>), Status> {
+        let _writer = self.writer.lock().await;
+        prepare::check_targets(&prepared, &self.registry)
+            .inspect_err(|_| self.metrics.store_op("apply", "invalid"))?;
+        let pairs: Vec<(DocKey, String)> = prepared
+            .iter()
+            .map(|p| (p.key.clone(), p.yaml.clone()))
+            .collect();
+        if dry_run {
+            let (revision, actions) = self
+                .store_call("dry_run", move |store| dry_run_of(store, &pairs, expected))
+                .await?;
+            return Ok((prepared, revision, actions));
+        }
+        let outcome = self
+            .store_call("apply", move |store| store.apply(&pairs, expected))
+            .await?;
+        publish(
+            &self.registry,
+            &prepared,
+            &outcome.actions,
+            outcome.revision,
+        );
+        self.metrics.set_revision(outcome.revision);
+        Ok((prepared, outcome.revision, outcome.actions))
+    }
+
+    /// Delete's write under the writer lock: commit, then publish. Runs [`detached`].
+    async fn write_delete(self, key: DocKey, expected: Option<u64>) -> Result<u64, Status> {
+        let _writer = self.writer.lock().await;
+        let target = key.clone();
+        let revision = self
+            .store_call("delete", move |store| store.delete(&target, expected))
+            .await?;
+        self.registry.remove(&key);
+        self.metrics.set_revision(revision);
+        Ok(revision)
+    }
+}
+
+/// Runs a write in its own task and waits for it. tonic drops a handler's
+/// future when the client goes away; a write running inline could then stop
+/// between the store commit and the registry update, leaving proxies on
+/// the old state until a restart. A spawned task always completes.
+async fn detached<T: Send + 'static>(
+    write: impl Future<Output = Result<T, Status>> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::spawn(write)
+        .await
+        .map_err(|e| Status::internal(format!("write task failed: {e}")))?
+}
+
 #[tonic::async_trait]
 impl PolicyAdmin for AdminService {
     async fn apply(
@@ -101,30 +164,12 @@ impl PolicyAdmin for AdminService {
         let prepared = prepare::request_yaml(&request)
             .and_then(|yaml| prepare(&yaml))
             .inspect_err(|_| self.metrics.store_op("apply", "invalid"))?;
-        let _writer = self.writer.lock().await;
-        prepare::check_targets(&prepared, &self.registry)
-            .inspect_err(|_| self.metrics.store_op("apply", "invalid"))?;
-        let pairs: Vec<(DocKey, String)> = prepared
-            .iter()
-            .map(|p| (p.key.clone(), p.yaml.clone()))
-            .collect();
-        let expected = request.expected_revision;
-        let (revision, actions) = if request.dry_run {
-            self.store_call("dry_run", move |store| dry_run(store, &pairs, expected))
-                .await?
-        } else {
-            let outcome = self
-                .store_call("apply", move |store| store.apply(&pairs, expected))
-                .await?;
-            publish(
-                &self.registry,
-                &prepared,
-                &outcome.actions,
-                outcome.revision,
-            );
-            self.metrics.set_revision(outcome.revision);
-            (outcome.revision, outcome.actions)
-        };
+        let this = self.clone();
+        let (prepared, revision, actions) = detached(async move {
+            this.write_apply(prepared, request.expected_revision, request.dry_run)
+                .await
+        })
+        .await?;
         let documents = prepared
             .iter()
             .zip(&actions)
@@ -183,13 +228,8 @@ impl PolicyAdmin for AdminService {
         let request = request.into_inner();
         let key = doc_key(request.r#ref.as_ref())?;
         let expected = request.expected_revision;
-        let _writer = self.writer.lock().await;
-        let target = key.clone();
-        let revision = self
-            .store_call("delete", move |store| store.delete(&target, expected))
-            .await?;
-        self.registry.remove(&key);
-        self.metrics.set_revision(revision);
+        let this = self.clone();
+        let revision = detached(async move { this.write_delete(key, expected).await }).await?;
         Ok(Response::new(v1::DeleteResponse { revision }))
     }
 
@@ -200,13 +240,26 @@ impl PolicyAdmin for AdminService {
         let revision = self
             .store_call("revision", |store| store.revision())
             .await?;
+        let quarantined = self
+            .store_call("quarantined", |store| store.quarantined())
+            .await?
+            .into_iter()
+            .map(|q| v1::QuarantinedRecord {
+                key: q.key,
+                reason: q.reason,
+            })
+            .collect();
         let proxies = self.sessions.snapshot().iter().map(to_proto).collect();
-        Ok(Response::new(v1::StatusResponse { revision, proxies }))
+        Ok(Response::new(v1::StatusResponse {
+            revision,
+            proxies,
+            quarantined,
+        }))
     }
 }
 
 /// What an apply would do, without writing.
-fn dry_run(
+fn dry_run_of(
     store: &PolicyStore,
     docs: &[(DocKey, String)],
     expected: Option<u64>,
@@ -236,25 +289,31 @@ fn publish(registry: &Registry, prepared: &[Prepared], actions: &[Action], revis
     registry.upsert(changed);
 }
 
-/// Loads every stored document into the registry at startup. Documents that
-/// no longer parse (e.g. after a stricter upgrade) are skipped with an error log.
+/// Loads every stored document into the registry at startup. A document
+/// that no longer parses (e.g. after a stricter upgrade) is quarantined
+/// (`store::quarantine`), like the unreadable records the store moved aside
+/// when it opened; each is logged and the rest are served. Returns the
+/// store revision.
 pub fn load_registry(store: &PolicyStore, registry: &Registry) -> Result<u64, StoreError> {
+    for q in store.quarantined_at_open() {
+        tracing::error!(key = %q.key, reason = %q.reason, "unreadable store record quarantined");
+    }
     let (revision, records) = store.list()?;
     let mut docs = Vec::with_capacity(records.len());
     for (key, record) in records {
-        match parse_documents(&record.yaml) {
-            Ok(mut parsed) if parsed.len() == 1 => {
-                if let Some(doc) = parsed.pop() {
+        let reason = match parse_documents(&record.yaml) {
+            Ok(mut parsed) if parsed.len() == 1 => match parsed.pop() {
+                Some(doc) => {
                     docs.push((key, record.revision, doc));
+                    continue;
                 }
-            }
-            Ok(_) => {
-                tracing::error!(%key, "stored record does not hold exactly one document; skipped")
-            }
-            Err(errors) => {
-                tracing::error!(%key, %errors, "stored document no longer validates; skipped")
-            }
-        }
+                None => "the record holds no document".to_owned(),
+            },
+            Ok(parsed) => format!("the record holds {} documents, not one", parsed.len()),
+            Err(errors) => format!("the document no longer validates: {errors}"),
+        };
+        tracing::error!(%key, %reason, "stored document quarantined");
+        store.quarantine(&key, &reason)?;
     }
     registry.upsert(docs);
     Ok(revision)

@@ -3,7 +3,7 @@
 
 use levee_proto::policy::{
     DEFAULT_NAMESPACE, Document, FieldError, KIND_ENDPOINTS, KIND_POLICY, PolicyErrors,
-    check_batch, parse_documents, to_yaml,
+    check_batch, check_document_ref, parse_documents, to_yaml,
 };
 use levee_proto::v1;
 use tonic::Status;
@@ -137,9 +137,7 @@ pub fn doc_key(reference: Option<&v1::DocumentRef>) -> Result<DocKey, Status> {
             reference.kind
         )));
     }
-    if reference.name.is_empty() {
-        return Err(Status::invalid_argument("name is required"));
-    }
+    check_document_ref(reference).map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(DocKey::new(
         &reference.kind,
         &reference.namespace,

@@ -1,6 +1,6 @@
-//! `status`: the store revision and every connected proxy, one row per
-//! subscription, with the version it was sent, the version it ACKed and the
-//! last NACK reason.
+//! `status`: the store revision, any quarantined store records, and every
+//! connected proxy, one row per subscription, with the version it was sent,
+//! the version it ACKed and the last NACK reason.
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -45,6 +45,9 @@ fn write_status(response: &v1::StatusResponse, out: &mut dyn Write) -> std::io::
         response.revision,
         response.proxies.len()
     )?;
+    for q in &response.quarantined {
+        writeln!(out, "quarantined store record {}: {}", q.key, q.reason)?;
+    }
     if response.proxies.is_empty() {
         return Ok(());
     }
@@ -146,7 +149,12 @@ fn to_json(response: &v1::StatusResponse) -> Value {
             })
         })
         .collect();
-    json!({ "revision": response.revision, "proxies": proxies })
+    let quarantined: Vec<Value> = response
+        .quarantined
+        .iter()
+        .map(|q| json!({ "key": q.key, "reason": q.reason }))
+        .collect();
+    json!({ "revision": response.revision, "proxies": proxies, "quarantined": quarantined })
 }
 
 fn unix_ms() -> u64 {

@@ -5,12 +5,15 @@
 //! - `registry`: per-service snapshots on watch channels (coalescing lives here).
 //! - `session`: one stream's lifecycle (hello, subscriptions, ACK/NACK, cleanup).
 //! - `status`: what each stream was sent and acknowledged, for `Status`.
+//! - `limits`: streams per peer IP, subscriptions per stream.
 
+pub mod limits;
 pub mod registry;
 pub mod session;
 pub mod status;
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
@@ -19,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use limits::PeerStreams;
 use session::SessionContext;
 
 /// Updates buffered per stream before the session waits for the proxy to
@@ -46,6 +50,7 @@ impl Stream for UpdateStream {
 pub struct DiscoveryService {
     ctx: SessionContext,
     next_stream_id: AtomicU64,
+    peers: Arc<PeerStreams>,
 }
 
 impl DiscoveryService {
@@ -54,6 +59,7 @@ impl DiscoveryService {
         DiscoveryService {
             ctx,
             next_stream_id: AtomicU64::new(1),
+            peers: Arc::default(),
         }
     }
 }
@@ -67,10 +73,23 @@ impl Discovery for DiscoveryService {
         request: Request<Streaming<v1::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let peer = request.remote_addr();
+        let slot = match peer {
+            Some(peer) => Some(self.peers.admit(
+                peer.ip(),
+                self.ctx.limits.streams_per_peer,
+                &self.ctx.metrics,
+            )?),
+            None => None,
+        };
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(session::run(self.ctx.clone(), stream_id, peer, inbound, tx));
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            session::run(ctx, stream_id, peer, inbound, tx).await;
+            // The stream counts against its peer until the session ends.
+            drop(slot);
+        });
         Ok(Response::new(UpdateStream(rx)))
     }
 }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use levee_proto::policy::ServiceKey;
+use levee_proto::policy::{ServiceKey, check_hello, check_service_ref};
 use levee_proto::v1::{self, watch_request::Kind};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
@@ -14,6 +14,7 @@ use tokio_stream::StreamMap;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Status, Streaming};
 
+use super::limits::{WatchLimits, check_subscriptions, note_inbound_error};
 use super::registry::{Registration, Registry, ServiceSnapshot};
 use super::status::{SessionStatus, Sessions, SubscriptionStatus, with_status};
 use crate::metrics::{Metrics, UpdateLabels};
@@ -34,6 +35,8 @@ pub struct SessionContext {
     pub grace: Duration,
     /// Flips to true when the server stops: every stream then ends.
     pub shutdown: watch::Receiver<bool>,
+    /// Subscriptions per stream and streams per peer.
+    pub limits: WatchLimits,
 }
 
 type Outbound = mpsc::Sender<super::Outgoing>;
@@ -51,7 +54,12 @@ pub async fn run(
         Ok(Ok(Some(v1::WatchRequest {
             kind: Some(Kind::Hello(hello)),
         }))) => hello,
-        Ok(Ok(None)) | Ok(Err(_)) => return,
+        Ok(Ok(None)) => return,
+        Ok(Err(status)) => {
+            note_inbound_error(&status, &ctx.metrics);
+            let _ = tx.send(Box::new(Err(status))).await;
+            return;
+        }
         Ok(Ok(Some(_))) => {
             let refusal = Status::invalid_argument("the first message must be hello");
             let _ = tx.send(Box::new(Err(refusal))).await;
@@ -63,6 +71,12 @@ pub async fn run(
             return;
         }
     };
+    if let Err(errors) = check_hello(&hello) {
+        let _ = tx
+            .send(Box::new(Err(Status::invalid_argument(errors.to_string()))))
+            .await;
+        return;
+    }
     let registration = match registration(&hello, peer) {
         Ok(r) => r,
         Err(status) => {
@@ -87,7 +101,13 @@ pub async fn run(
     if let Some(r) = &registration {
         ctx.registry.register(stream_id, r.clone());
     }
-    let result = match subscribe(&ctx, &status, &mut updates, &hello.subscriptions) {
+    let result = match subscribe(
+        &ctx,
+        &status,
+        &mut updates,
+        "hello.subscriptions",
+        &hello.subscriptions,
+    ) {
         Ok(()) => serve(&ctx, &status, &mut updates, &mut inbound, &tx).await,
         Err(e) => Err(e),
     };
@@ -123,8 +143,13 @@ async fn serve(
         tokio::select! {
             message = inbound.message() => match message {
                 Ok(Some(request)) => handle(ctx, status, updates, request)?,
-                // The proxy closed its side, or the connection broke.
-                Ok(None) | Err(_) => return Ok(()),
+                // The proxy closed its side.
+                Ok(None) => return Ok(()),
+                // A message over the size limit, or a broken connection.
+                Err(status) => {
+                    note_inbound_error(&status, &ctx.metrics);
+                    return Err(status);
+                }
             },
             Some((key, snapshot)) = updates.next(), if !updates.is_empty() => {
                 nonce += 1;
@@ -162,17 +187,19 @@ fn handle(
     request: v1::WatchRequest,
 ) -> Result<(), Status> {
     match request.kind {
-        Some(Kind::Subscribe(s)) => subscribe(ctx, status, updates, &s.services),
+        Some(Kind::Subscribe(s)) => {
+            subscribe(ctx, status, updates, "subscribe.services", &s.services)
+        }
         Some(Kind::Unsubscribe(u)) => {
-            for service in &u.services {
-                let key = service_key(service)?;
+            for (i, service) in u.services.iter().enumerate() {
+                let key = service_key(&format!("unsubscribe.services[{i}]"), service)?;
                 updates.remove(&key);
                 with_status(status, |s| s.subscriptions.remove(&key));
             }
             Ok(())
         }
         Some(Kind::Ack(ack)) => {
-            let key = service_key(&ack.service.unwrap_or_default())?;
+            let key = service_key("ack.service", &ack.service.unwrap_or_default())?;
             ctx.metrics
                 .updates
                 .get_or_create(&UpdateLabels { result: "ack" })
@@ -187,7 +214,7 @@ fn handle(
             Ok(())
         }
         Some(Kind::Nack(nack)) => {
-            let key = service_key(&nack.service.unwrap_or_default())?;
+            let key = service_key("nack.service", &nack.service.unwrap_or_default())?;
             ctx.metrics
                 .updates
                 .get_or_create(&UpdateLabels { result: "nack" })
@@ -212,13 +239,19 @@ fn subscribe(
     ctx: &SessionContext,
     status: &Mutex<SessionStatus>,
     updates: &mut Updates,
+    path: &str,
     services: &[v1::ServiceRef],
 ) -> Result<(), Status> {
-    for service in services {
-        let key = service_key(service)?;
+    for (i, service) in services.iter().enumerate() {
+        let key = service_key(&format!("{path}[{i}]"), service)?;
         if updates.contains_key(&key) {
             continue;
         }
+        check_subscriptions(
+            updates.len(),
+            ctx.limits.subscriptions_per_stream,
+            &ctx.metrics,
+        )?;
         let rx = ctx.registry.subscribe(&key);
         with_status(status, |s| {
             s.subscriptions
@@ -230,9 +263,10 @@ fn subscribe(
     Ok(())
 }
 
-/// A wire service reference as a key; an empty namespace means "default".
-pub fn service_key(service: &v1::ServiceRef) -> Result<ServiceKey, Status> {
-    ServiceKey::try_from(service).map_err(Status::invalid_argument)
+/// A wire service reference found at `path` as a key (names checked; an
+/// empty namespace means "default").
+pub fn service_key(path: &str, service: &v1::ServiceRef) -> Result<ServiceKey, Status> {
+    check_service_ref(path, service).map_err(|errors| Status::invalid_argument(errors.to_string()))
 }
 
 /// The endpoint a hello registers, if any.

@@ -9,8 +9,13 @@
 //! Documents are kept as their canonical YAML (the text operators read back
 //! with `leveectl get -o yaml`) and parsed again when the control plane
 //! starts. The calls block on disk I/O: async callers use `spawn_blocking`.
+//!
+//! A record that cannot be read is moved to a quarantine table when the
+//! store opens (`quarantine`), so one corrupt record never stops the
+//! control plane from starting.
 
 mod key;
+mod quarantine;
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +23,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 pub use key::DocKey;
+pub use quarantine::Quarantined;
 
 /// `kind/namespace/name` → JSON-encoded [`Record`].
 const DOCUMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("documents");
@@ -95,6 +101,8 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
 pub struct PolicyStore {
     db: Database,
     path: PathBuf,
+    /// What [`PolicyStore::open`] moved to the quarantine table.
+    opened_with: Vec<Quarantined>,
 }
 
 impl PolicyStore {
@@ -108,9 +116,21 @@ impl PolicyStore {
         {
             txn.open_table(DOCUMENTS).map_err(db_err)?;
             txn.open_table(META).map_err(db_err)?;
+            txn.open_table(quarantine::QUARANTINE).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
-        Ok(PolicyStore { db, path })
+        let mut store = PolicyStore {
+            db,
+            path,
+            opened_with: Vec::new(),
+        };
+        store.opened_with = store.quarantine_unreadable()?;
+        Ok(store)
+    }
+
+    /// The unreadable records [`PolicyStore::open`] moved to the quarantine table.
+    pub fn quarantined_at_open(&self) -> &[Quarantined] {
+        &self.opened_with
     }
 
     /// Path of the database file.

@@ -6,6 +6,11 @@
 mod common;
 
 mod admin;
+mod cancellation;
 mod discovery;
+mod http_limits;
 mod leveectl;
+mod limits;
+mod names;
+mod quarantine;
 mod server;

@@ -50,6 +50,7 @@ pub use parse::{parse_documents, to_yaml};
 pub use route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteRequest, RouteTimeouts};
 pub use service_key::{Authority, DEFAULT_NAMESPACE, ServiceKey};
 pub use target::{PolicyIndex, TargetKey, check_batch, select_policy};
+pub use validate::names::{check_document_ref, check_hello, check_service_ref};
 
 #[cfg(test)]
 mod docs_tests;

@@ -91,29 +91,9 @@ impl TryFrom<&v1::ServiceRef> for ServiceKey {
     type Error = String;
 
     /// Reads a wire reference; an empty namespace is [`DEFAULT_NAMESPACE`].
+    /// Names must be DNS labels ([`super::check_service_ref`]).
     fn try_from(service: &v1::ServiceRef) -> Result<Self, String> {
-        if service.name.is_empty() {
-            return Err("service reference without a name".into());
-        }
-        let port = u16::try_from(service.port)
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| {
-                format!(
-                    "service {}: port {} is outside 1-65535",
-                    service.name, service.port
-                )
-            })?;
-        let namespace = if service.namespace.is_empty() {
-            DEFAULT_NAMESPACE
-        } else {
-            &service.namespace
-        };
-        Ok(ServiceKey {
-            name: service.name.clone(),
-            namespace: namespace.to_owned(),
-            port,
-        })
+        super::check_service_ref("service", service).map_err(|e| e.to_string())
     }
 }
 
@@ -329,7 +309,14 @@ mod tests {
         );
         let shop = k("payments", "shop", 8080);
         assert_eq!(ServiceKey::try_from(&v1::ServiceRef::from(&shop)), Ok(shop));
-        for bad in [wire("", "shop", 80), wire("p", "", 0), wire("p", "", 65536)] {
+        for bad in [
+            wire("", "shop", 80),
+            wire("p", "", 0),
+            wire("p", "", 65536),
+            wire("Pay", "shop", 80),
+            wire("p", "a.b", 80),
+            wire(&"a".repeat(64), "shop", 80),
+        ] {
             assert!(ServiceKey::try_from(&bad).is_err(), "{bad:?}");
         }
     }

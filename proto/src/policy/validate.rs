@@ -1,9 +1,10 @@
-//! Semantic validation (what serde's types cannot say): names, ranges,
+//! Semantic validation (what serde's types cannot say): names (`names`,
+//! also for wire references and Discovery hellos), ranges,
 //! durations that contradict each other, values over their caps (`caps`),
 //! route matches, duplicates across documents. Every problem is recorded with its field path; nothing stops at
 //! the first one.
 
-use super::document::{Document, EndpointsSpec, ObjectMeta, PolicySpec};
+use super::document::{Document, EndpointsSpec, PolicySpec};
 use super::duration::Duration;
 use super::effective::{default_backoff_max, defaults};
 use super::error::{FieldError, Problems};
@@ -11,59 +12,20 @@ use super::grpc_status::GrpcStatus;
 use super::outbound::{
     CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryPolicy,
 };
-use super::service_key::is_dns_label;
 use super::target;
 
 pub(super) mod caps;
+pub(super) mod names;
 mod route;
+
+use names::service_name;
 
 /// Validates one document, recording problems.
 pub(crate) fn document(doc: &Document, p: &mut Problems) {
-    metadata(doc.metadata(), p);
+    names::metadata(doc.metadata(), p);
     match doc {
         Document::Policy(policy) => policy_spec(&policy.spec, p),
         Document::Endpoints(endpoints) => endpoints_spec(&endpoints.spec, p),
-    }
-}
-
-fn metadata(m: &ObjectMeta, p: &mut Problems) {
-    if m.name.is_empty() {
-        p.add("metadata.name", "missing");
-    } else if !is_dns_subdomain(&m.name) {
-        p.add(
-            "metadata.name",
-            format!(
-                "{:?} is not a valid name (lower-case letters, digits, '-' and '.', \
-                 at most 253 characters)",
-                m.name
-            ),
-        );
-    }
-    if let Some(ns) = &m.namespace
-        && !is_dns_label(ns)
-    {
-        p.add(
-            "metadata.namespace",
-            format!("{ns:?} is not a valid namespace (a DNS label: a-z, 0-9, '-')"),
-        );
-    }
-}
-
-fn is_dns_subdomain(name: &str) -> bool {
-    name.len() <= 253 && name.split('.').all(is_dns_label)
-}
-
-pub(super) fn service_name(path: &str, name: &str, p: &mut Problems) {
-    if name.is_empty() {
-        p.add(path, "missing");
-    } else if !is_dns_label(name) {
-        p.add(
-            path,
-            format!(
-                "{name:?} is not a service name (a DNS label: a-z, 0-9, '-'; the namespace \
-                 comes from metadata.namespace)"
-            ),
-        );
     }
 }
 

@@ -7,7 +7,8 @@
 //! ([`Subscriptions`], kept in [`Shared`]), and turns each `ServiceUpdate`
 //! into a new [`crate::state::Snapshot`] installed with [`Shared::install`],
 //! answering ACK, or NACK with the reason when the update cannot be applied
-//! ([`services`]). After any disconnect it reconnects with jittered
+//! ([`services`]) or names a service the proxy never subscribed to (such an
+//! update is ignored: no state, no route). After any disconnect it reconnects with jittered
 //! exponential backoff ([`RECONNECT_BACKOFF`]) and resends hello with every
 //! subscription (a full resync); meanwhile the last good snapshot serves.
 //!
@@ -117,11 +118,23 @@ pub const RECONNECT_BACKOFF: Backoff = Backoff {
     max: Duration::from_secs(10),
 };
 
+/// Largest message the proxy reads from the control plane: one
+/// `ServiceUpdate` (a policy and its endpoints; about 25 bytes per
+/// endpoint). Above the control plane's default `--grpc-max-message-size`
+/// (4 MiB), so raising that there needs nothing here; a bigger update ends
+/// the stream (`OUT_OF_RANGE`) and the last good config keeps serving.
+pub const MAX_UPDATE_SIZE: usize = 16 * 1024 * 1024;
+
+/// Largest message the proxy sends (a hello with every subscription).
+pub const MAX_REQUEST_SIZE: usize = 4 * 1024 * 1024;
+
 /// Connecting to the control plane fails after this long (then backoff).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Starts watching: checks the URL, reads the cache (if any), and spawns
-/// the watch task on `tasks` until `shutdown`. Errors: the URL is not usable.
+/// Starts watching: checks the URL and the names the hello will carry,
+/// reads the cache (if any), and spawns the watch task on `tasks` until
+/// `shutdown`. Errors: the URL is not usable, or `--service`/`--namespace`
+/// are names the control plane refuses (it would end every stream).
 pub async fn start(
     shared: Arc<Shared>,
     config: DiscoveryConfig,
@@ -134,6 +147,14 @@ pub async fn start(
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true);
+    let names = levee_proto::v1::Hello {
+        service: config.identity.service.clone(),
+        namespace: config.identity.namespace.clone(),
+        ..Default::default()
+    };
+    levee_proto::policy::check_hello(&names).map_err(|errors| {
+        format!("--service/--namespace (sent to the control plane in hello): {errors}")
+    })?;
     let new_keys = shared
         .subscriptions
         .enable()

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use super::services::{Applied, Services};
-use super::{DiscoveryConfig, PROXY_VERSION, cache};
+use super::services::{Applied, Refusal, Services};
+use super::{DiscoveryConfig, MAX_REQUEST_SIZE, MAX_UPDATE_SIZE, PROXY_VERSION, cache};
 use crate::backoff::FailureStreak;
 use crate::state::Shared;
 pub use hold::RESYNC_HOLD;
@@ -194,7 +194,9 @@ impl Watcher {
         let requests = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|request| (request, rx))
         });
-        let mut client = DiscoveryClient::new(channel);
+        let mut client = DiscoveryClient::new(channel)
+            .max_decoding_message_size(MAX_UPDATE_SIZE)
+            .max_encoding_message_size(MAX_REQUEST_SIZE);
         let mut responses = tokio::select! {
             () = shutdown.cancelled() => return End::Shutdown,
             answered = client.watch(requests) => match answered {
@@ -237,6 +239,21 @@ impl Watcher {
         }
     }
 
+    /// The refusal of an update about a service this proxy never asked for
+    /// (a confused or hostile control plane must not grow the proxy's
+    /// state or give it routes); `None` for a subscribed one. An update
+    /// naming no readable service is left to [`Services::apply`] to refuse.
+    fn unsolicited(&self, update: &pb::ServiceUpdate) -> Option<Refusal> {
+        let key = ServiceKey::try_from(update.service.as_ref()?).ok()?;
+        if self.subscribed.contains(&key) {
+            return None;
+        }
+        Some(Refusal {
+            reason: format!("{key} was never subscribed by this proxy"),
+            service: Some(key),
+        })
+    }
+
     fn hello(&self) -> pb::WatchRequest {
         let id = &self.config.identity;
         request(Request::Hello(pb::Hello {
@@ -257,6 +274,20 @@ impl Watcher {
         tx: &mpsc::UnboundedSender<pb::WatchRequest>,
         pending: &mut HashSet<ServiceKey>,
     ) -> bool {
+        if let Some(refusal) = self.unsolicited(&update) {
+            // Not ours to keep: no state, no settle, no install; the NACK
+            // tells the control plane (and its `Status`) why.
+            self.shared.metrics.policy_update(false);
+            tracing::warn!(service = ?refusal.service.as_ref().map(ToString::to_string), version = %update.version, "ignoring an update for a service this proxy never subscribed to");
+            let nack = pb::Nack {
+                service: update.service,
+                version: update.version,
+                nonce: update.nonce,
+                reason: refusal.reason,
+            };
+            let _ = tx.send(request(Request::Nack(nack)));
+            return false;
+        }
         let previous = self.previous_endpoints(&update);
         let metrics = &self.shared.metrics;
         let (answer, key, changed) = match self.services.apply(&update, self.config.checks) {

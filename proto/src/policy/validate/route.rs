@@ -56,8 +56,9 @@ fn route_name<'a>(
         p.add(
             &np,
             format!(
-                "{:?} is not a route name (a-z, 0-9, '-', at most 63)",
-                r.name
+                "{:?} is not a route name ({})",
+                r.name,
+                super::names::LABEL_RULE
             ),
         );
     } else if r.name == DEFAULT_ROUTE {

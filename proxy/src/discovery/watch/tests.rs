@@ -353,3 +353,5 @@ async fn an_unreachable_control_plane_falls_back_to_the_cache() {
     tasks.close();
     tasks.wait().await;
 }
+
+mod refusals;
