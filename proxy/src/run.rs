@@ -17,10 +17,12 @@ use crate::body::BoxError;
 use crate::config::{AccessLogFormat, ProxyConfig};
 use crate::forward::Forwarder;
 use crate::forward::pool::PoolSettings;
+use crate::forward::upgrade::AllowedUpgrades;
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::observe::access_log::AccessLog;
 use crate::outbound::Outbound;
+use crate::resilience::timeout::TimeoutDefaults;
 use crate::server::{self, Limits, Shutdown};
 use crate::state::Shared;
 use crate::trace::Tracing;
@@ -126,7 +128,15 @@ pub async fn run_with(
         idle_timeout: config.upstream_idle_timeout,
         ..PoolSettings::default()
     };
-    let forwarder = Arc::new(Forwarder::new(pool, tasks.clone(), hard.clone()));
+    let forwarder = Arc::new(
+        Forwarder::new(pool, tasks.clone(), hard.clone())
+            .with_tunnel_idle_timeout(config.tunnel_idle_timeout)
+            .with_allowed_upgrades(AllowedUpgrades::new(&config.allowed_upgrades)),
+    );
+    let timeout_defaults = TimeoutDefaults::new(
+        config.default_request_timeout,
+        config.default_stream_idle_timeout,
+    );
     let limits = Limits {
         max_header_bytes: config.max_header_bytes,
         header_read_timeout: config.header_read_timeout,
@@ -143,7 +153,8 @@ pub async fn run_with(
         .map(|AccessLogFormat::Json| AccessLog::stdout());
     let out = Arc::new(
         Outbound::new(shared.clone(), forwarder.clone(), access_log.clone())
-            .with_tracing(tracing.clone()),
+            .with_tracing(tracing.clone())
+            .with_timeout_defaults(timeout_defaults),
     );
     tasks.spawn(server::serve(
         outbound,
@@ -161,6 +172,7 @@ pub async fn run_with(
             .with_policy(
                 shared.clone(),
                 config.service_port.unwrap_or(config.app_port),
+                timeout_defaults,
             )
             .with_tracing(tracing.clone()),
     );

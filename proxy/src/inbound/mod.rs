@@ -13,7 +13,7 @@ mod limits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -26,9 +26,12 @@ use crate::forward::Forwarder;
 use crate::metrics::{Direction, RequestMetrics};
 use crate::observe::Observation;
 use crate::observe::access_log::AccessLog;
+use crate::resilience::timeout::TimeoutDefaults;
+use crate::resilience::timeout::idle::IdleTimeoutBody;
 use crate::server::Handler;
 use crate::state::Shared;
 use crate::trace::Tracing;
+use prometheus_client::metrics::counter::Counter;
 
 use self::app::AppService;
 use self::limits::InboundLimits;
@@ -46,6 +49,11 @@ pub struct Inbound {
     limits: Option<InboundLimits<AppService>>,
     /// SERVER spans of inbound calls (`None`: tracing off).
     tracing: Option<Tracing>,
+    /// The app's response body ends with an error after this long without
+    /// a frame (`--default-stream-idle-timeout`).
+    stream_idle: Option<Duration>,
+    /// `levee_timeouts_total{kind="idle"}` of the inbound service.
+    idle_timeouts: Counter,
 }
 
 impl Inbound {
@@ -57,6 +65,7 @@ impl Inbound {
         access_log: Option<AccessLog>,
     ) -> Self {
         let handle = metrics.requests(Direction::Inbound, &service, "default");
+        let idle_timeouts = metrics.timeouts(&service, "default", "idle");
         let service: Arc<str> = service.into();
         Inbound {
             app: AppService::new(forwarder, app, service.clone()),
@@ -65,6 +74,8 @@ impl Inbound {
             access_log,
             limits: None,
             tracing: None,
+            stream_idle: None,
+            idle_timeouts,
         }
     }
 
@@ -77,13 +88,22 @@ impl Inbound {
     /// Enforces the local service's `spec.inbound` from `shared`'s policy:
     /// the policy of `service.namespace:service_port`, where `service_port`
     /// is the port callers use (`--service-port`, else `--app-port`).
-    pub fn with_policy(mut self, shared: Arc<Shared>, service_port: u16) -> Self {
+    /// `defaults` bound what the policy does not: the app's answer (without
+    /// `spec.inbound.timeouts.request`) and its response body's stream idle.
+    pub fn with_policy(
+        mut self,
+        shared: Arc<Shared>,
+        service_port: u16,
+        defaults: TimeoutDefaults,
+    ) -> Self {
         self.limits = Some(InboundLimits::new(
             shared,
             &self.service,
             service_port,
             self.app.clone(),
+            defaults,
         ));
+        self.stream_idle = defaults.stream_idle;
         self
     }
 }
@@ -96,6 +116,17 @@ impl Inbound {
             Some(limits) => limits.call(req),
             None => Box::pin(self.app.clone().oneshot(req)),
         }
+    }
+}
+
+impl Inbound {
+    /// Ends the app's response body after the stream idle timeout.
+    fn idle_bounded(&self, response: Response<BoxBody>) -> Response<BoxBody> {
+        let Some(idle) = self.stream_idle else {
+            return response;
+        };
+        let fired = self.idle_timeouts.clone();
+        response.map(|b| BoxBody::new(IdleTimeoutBody::new(b, idle, fired)))
     }
 }
 
@@ -122,6 +153,10 @@ impl Handler for Inbound {
             span.error(&err);
             return observation.error(&err);
         }
+        if let Err(err) = self.app.forwarder().screen_upgrade(&mut req, &self.service) {
+            span.error(&err);
+            return observation.error(&err);
+        }
         if let Some(entry) = observation.access.as_mut() {
             entry.track(&mut req);
         }
@@ -132,7 +167,7 @@ impl Handler for Inbound {
             .map_err(|e| ProxyError::from_stack(e, &self.service));
         span.finish(&result);
         match result {
-            Ok(response) => observation.response(response),
+            Ok(response) => observation.response(self.idle_bounded(response)),
             Err(err) => observation.error(&err),
         }
     }

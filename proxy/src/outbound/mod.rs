@@ -26,13 +26,13 @@ use levee_proto::policy::RouteRequest;
 
 use crate::body::{self, BoxBody};
 use crate::errors::{self, ErrorKind, ProxyError};
-use crate::forward::headers::is_upgrade;
 use crate::forward::{ConnectTimeout, Forwarder, uri};
 use crate::metrics::Direction;
 use crate::observe::Observation;
 use crate::observe::access_log::AccessLog;
 use crate::resilience::attempt::CallAttempts;
 use crate::resilience::timeout::idle::IdleTimeoutBody;
+use crate::resilience::timeout::{TimeoutDefaults, elapsed};
 use crate::resilience::{Destination, RouteStack};
 use crate::server::Handler;
 use crate::state::Shared;
@@ -53,6 +53,8 @@ pub struct Outbound {
     destinations: Destinations,
     /// Spans of the logical calls (`None`: tracing off).
     tracing: Option<Tracing>,
+    /// Timeouts for calls no policy bounds.
+    timeout_defaults: TimeoutDefaults,
 }
 
 impl Outbound {
@@ -68,7 +70,14 @@ impl Outbound {
             access_log,
             destinations,
             tracing: None,
+            timeout_defaults: TimeoutDefaults::default(),
         }
+    }
+
+    /// Bounds calls no policy bounds with `defaults` (the proxy's flags).
+    pub fn with_timeout_defaults(mut self, defaults: TimeoutDefaults) -> Self {
+        self.timeout_defaults = defaults;
+        self
     }
 
     /// Traces each call (a span per call and per attempt) with `tracing`.
@@ -94,11 +103,14 @@ impl Outbound {
     }
 }
 
-/// Sends a request through its route's stack.
+/// Sends a request through its route's stack. `defaults` bound what no
+/// policy does: the response head wait when the route's policy sets no
+/// `timeouts.request`, the body's stream idle for services without a policy.
 async fn request(
     route: &RouteStack,
     service: &str,
     explicit_policy: bool,
+    defaults: TimeoutDefaults,
     mut req: Request<BoxBody>,
 ) -> Result<Response<BoxBody>, ProxyError> {
     let config = &route.config;
@@ -106,17 +118,30 @@ async fn request(
         req.extensions_mut()
             .insert(ConnectTimeout(config.connect_timeout));
     }
-    let response = route
-        .call(req)
-        .await
-        .map_err(|e| ProxyError::from_stack(e, service))?;
-    if !explicit_policy {
+    let call = route.call(req);
+    let head_timeout = defaults
+        .request
+        .filter(|_| !(explicit_policy && config.request_timeout_set));
+    let answered = match head_timeout {
+        None => call.await,
+        Some(after) => match tokio::time::timeout(after, call).await {
+            Ok(answered) => answered,
+            Err(_) => {
+                config.request_timeouts.inc();
+                Err(elapsed(service, "request", after).into())
+            }
+        },
+    };
+    let response = answered.map_err(|e| ProxyError::from_stack(e, service))?;
+    let idle = if explicit_policy {
+        Some(config.stream_idle_timeout)
+    } else {
+        defaults.stream_idle
+    };
+    let Some(idle) = idle else {
         return Ok(response);
-    }
-    let (idle, fired) = (
-        config.stream_idle_timeout,
-        config.stream_idle_timeouts.clone(),
-    );
+    };
+    let fired = config.stream_idle_timeouts.clone();
     Ok(response.map(|b| BoxBody::new(IdleTimeoutBody::new(b, idle, fired))))
 }
 
@@ -173,13 +198,26 @@ impl Handler for Outbound {
             span.error(err);
             return observation.error(err);
         }
-        let tunnel = req.method() == Method::CONNECT
-            || (req.version() <= http::Version::HTTP_11 && is_upgrade(req.headers()));
+        let upgrade = match self.forwarder.screen_upgrade(&mut req, &destination.label) {
+            Ok(upgrade) => upgrade,
+            Err(err) => {
+                span.error(&err);
+                return observation.error(&err);
+            }
+        };
+        let tunnel = req.method() == Method::CONNECT || upgrade;
         let req = req.map(body::incoming);
         let result = if tunnel {
             self.tunnel(destination, req).await
         } else {
-            request(route, &destination.label, view.routes.has_policy(), req).await
+            request(
+                route,
+                &destination.label,
+                view.routes.has_policy(),
+                self.timeout_defaults,
+                req,
+            )
+            .await
         };
         span.finish(&result);
         match result {

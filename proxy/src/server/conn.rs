@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{Handler, Limits, Shutdown};
+use super::{ConnectionSlot, Handler, Limits, Shutdown};
 use crate::deadline::deadline_after;
 
 /// The HTTP/2 connection preface a prior-knowledge (h2c) client opens with.
@@ -177,6 +177,7 @@ impl Drop for InFlight {
 pub(super) async fn serve_connection<H: Handler>(
     stream: TcpStream,
     handler: Arc<H>,
+    slot: ConnectionSlot,
     builders: &Builders,
     limits: &Limits,
     shutdown: &Shutdown,
@@ -194,6 +195,7 @@ pub(super) async fn serve_connection<H: Handler>(
         if let Some(peer) = peer {
             req.extensions_mut().insert(peer);
         }
+        req.extensions_mut().insert(slot.clone());
         seen.requests.fetch_add(1, Ordering::Relaxed);
         seen.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight(seen.clone());

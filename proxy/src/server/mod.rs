@@ -10,7 +10,10 @@
 //!   gracefully (HTTP/1 keep-alive connections are also bounded by hyper's
 //!   header read timeout while they wait for the next request);
 //! - connection limit: over it a connection is answered `503 overloaded` and
-//!   closed, never left hanging.
+//!   closed, never left hanging. A connection that becomes a tunnel
+//!   (WebSocket upgrade, `CONNECT`) keeps its slot until the tunnel closes:
+//!   every request carries the slot as a [`ConnectionSlot`] extension and
+//!   the tunnel holds a clone.
 
 mod conn;
 mod overload;
@@ -22,7 +25,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,6 +42,15 @@ pub trait Handler: Send + Sync + 'static {
 /// The downstream peer's address, a request extension set by the listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// The connection-limit slot of the connection a request arrived on (a
+/// request extension). The slot is free once every clone is dropped: the
+/// connection's task holds one, and a tunnel made from one of its requests
+/// (upgrade, `CONNECT`) holds another until the tunnel closes.
+#[derive(Clone, Debug)]
+pub struct ConnectionSlot {
+    _permit: Arc<OwnedSemaphorePermit>,
+}
 
 /// Per-listener protective limits.
 #[derive(Clone, Debug)]
@@ -115,9 +127,12 @@ pub async fn serve<H: Handler>(
                     limits.clone(),
                     shutdown.clone(),
                 );
+                let slot = ConnectionSlot {
+                    _permit: Arc::new(slot),
+                };
                 shutdown.tasks.spawn(async move {
-                    conn::serve_connection(stream, handler, &builders, &limits, &shutdown2).await;
-                    drop(slot);
+                    conn::serve_connection(stream, handler, slot, &builders, &limits, &shutdown2)
+                        .await;
                 });
             }
             Err(_) => match rejecting.clone().try_acquire_owned() {
