@@ -142,6 +142,7 @@ pub async fn run_with(
         header_read_timeout: config.header_read_timeout,
         idle_timeout: config.idle_timeout,
         max_connections: config.max_connections,
+        stall_timeout: timeout_defaults.stream_idle,
     };
     let listeners = Shutdown {
         graceful: shutdown.clone(),

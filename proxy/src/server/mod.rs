@@ -9,6 +9,9 @@
 //! - idle timeout: a connection without requests for this long is closed
 //!   gracefully (HTTP/1 keep-alive connections are also bounded by hyper's
 //!   header read timeout while they wait for the next request);
+//! - stall timeout: a connection with requests in flight on which no byte
+//!   moves either way for this long (a client that stopped reading its
+//!   response or sending its body) is closed;
 //! - connection limit: over it a connection is answered `503 overloaded` and
 //!   closed, never left hanging. A connection that becomes a tunnel
 //!   (WebSocket upgrade, `CONNECT`) keeps its slot until the tunnel closes:
@@ -17,6 +20,7 @@
 
 mod conn;
 mod overload;
+mod progress;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -59,6 +63,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// A connection with requests in flight on which no byte moves either
+    /// way for this long is closed (`None`: never).
+    pub stall_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -68,6 +75,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_connections: 10_000,
+            stall_timeout: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -87,6 +95,30 @@ pub struct Shutdown {
 /// tasks at once; beyond that they are closed right away.
 const MAX_REJECTING: usize = 256;
 
+/// Logs refusals over the connection limit at most once a second (a flood
+/// must not become a flood of log lines), with the count since the last line.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<tokio::time::Instant>,
+    since: u64,
+}
+
+impl RefusalLog {
+    /// `Some(refusals since the last line)` when a line is due.
+    fn tick(&mut self) -> Option<u64> {
+        self.since += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.since))
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown.graceful` fires,
 /// serving each with `handler` on a task of `shutdown.tasks`.
 pub async fn serve<H: Handler>(
@@ -100,6 +132,7 @@ pub async fn serve<H: Handler>(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
     let local = listener.local_addr().ok();
+    let mut refusals = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -137,7 +170,9 @@ pub async fn serve<H: Handler>(
             }
             Err(_) => match rejecting.clone().try_acquire_owned() {
                 Ok(permit) => {
-                    tracing::warn!(?local, %peer, limit = limits.max_connections, "connection limit reached");
+                    if let Some(refused) = refusals.tick() {
+                        tracing::warn!(?local, %peer, limit = limits.max_connections, refused, "connection limit reached");
+                    }
                     let timeout = limits.header_read_timeout;
                     shutdown.tasks.spawn(async move {
                         overload::reject(stream, timeout).await;
