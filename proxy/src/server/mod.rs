@@ -9,9 +9,10 @@
 //! - idle timeout: a connection without requests for this long is closed
 //!   gracefully (HTTP/1 keep-alive connections are also bounded by hyper's
 //!   header read timeout while they wait for the next request);
-//! - stall timeout: a connection with requests in flight on which no byte
-//!   moves either way for this long (a client that stopped reading its
-//!   response or sending its body) is closed;
+//! - stall timeout: a connection with work pending (a request being
+//!   handled, or a response write the client does not take) on which no
+//!   byte moves either way for this long is closed at once: a client that
+//!   stopped reading its response or sending its body;
 //! - connection limit: over it a connection is answered `503 overloaded` and
 //!   closed, never left hanging. A connection that becomes a tunnel
 //!   (WebSocket upgrade, `CONNECT`) keeps its slot until the tunnel closes:
@@ -63,8 +64,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
-    /// A connection with requests in flight on which no byte moves either
-    /// way for this long is closed (`None`: never).
+    /// A connection with work pending on which no byte moves either way
+    /// for this long is closed (`None`: never).
     pub stall_timeout: Option<Duration>,
 }
 
