@@ -237,3 +237,53 @@ async fn tunnels_are_cut_at_the_end_of_the_shutdown_grace() {
         "cut before the grace ended: {elapsed:?}"
     );
 }
+
+#[tokio::test]
+async fn a_connect_tunnel_holds_its_slot_until_it_goes_idle() {
+    let up = FlakyUpstream::start("connect").await.unwrap();
+    let proxy = Proxy::builder()
+        .policy(yaml::endpoints("web", 80, &[up.addr()]))
+        .arg("--max-connections")
+        .arg("1")
+        .arg("--tunnel-idle-timeout")
+        .arg("600ms")
+        .start()
+        .await;
+    let mut tcp = TcpStream::connect(proxy.outbound()).await.unwrap();
+    tcp.write_all(b"CONNECT web:80 HTTP/1.1\r\nHost: web:80\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut tcp).await.unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    // HTTP/1.1 to the upstream itself, through the tunnel.
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: inner\r\n\r\n")
+        .await
+        .unwrap();
+    let inner = read_head(&mut tcp).await.unwrap().to_ascii_lowercase();
+    assert!(inner.contains("x-flaky-instance: connect"), "{inner}");
+    let start = Instant::now();
+    // The tunnel holds the only slot.
+    let refused = get_http1(proxy.outbound(), "web:80", "/").await.unwrap();
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.header("x-levee-error"), "overloaded");
+    // Silent, it is closed after the idle timeout, and its slot comes back.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        // The rest of the inner response body, then the close.
+        let _ = tcp.read_to_end(&mut rest).await;
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle CONNECT tunnel stayed open");
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+    eventually(Duration::from_secs(5), "the slot back", || async {
+        match get_http1(proxy.outbound(), "web:80", "/").await {
+            Ok(r) if r.status == 200 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
