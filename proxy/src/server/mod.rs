@@ -186,3 +186,18 @@ pub async fn serve<H: Handler>(
     }
     tracing::debug!(?local, "listener stopped accepting");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_logged_at_most_once_a_second_with_their_count() {
+        let mut log = RefusalLog::default();
+        assert_eq!(log.tick(), Some(1), "the first refusal is logged");
+        let quiet: Vec<_> = (0..999).map(|_| log.tick()).collect();
+        assert!(quiet.iter().all(Option::is_none), "a flood is not");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(log.tick(), Some(1000), "the next line counts them");
+    }
+}
