@@ -13,7 +13,9 @@
 //! retries, bulkhead, P2C balancer), ending in the connection pool
 //! ([`EndpointService`](crate::forward::EndpointService)). `CONNECT` and
 //! HTTP/1 upgrades are tunnels, not requests: they take an endpoint from the
-//! balancer and skip the retry and timeout layers.
+//! balancer and skip the retry and timeout layers (only the default
+//! response-head timeout bounds the upstream's answer). Calls no policy
+//! bounds get the proxy's [`TimeoutDefaults`].
 
 mod destinations;
 
@@ -87,7 +89,8 @@ impl Outbound {
     }
 
     /// Sends a tunnel (`CONNECT` or upgrade) to a balanced endpoint, outside
-    /// the retry and timeout layers.
+    /// the retry and timeout layers; only the default response-head timeout
+    /// bounds the wait for the upstream's answer (`101`).
     async fn tunnel(
         &self,
         destination: &Destination,
@@ -95,10 +98,19 @@ impl Outbound {
     ) -> Result<Response<BoxBody>, ProxyError> {
         let addr = destination.balancer.pick(None)?.addr;
         CallAttempts::record_in(&req, addr);
-        if req.method() == Method::CONNECT {
-            self.forwarder.connect(req, addr, &destination.label).await
-        } else {
-            self.forwarder.forward(req, addr, &destination.label).await
+        let label = &destination.label;
+        let answer = async {
+            if req.method() == Method::CONNECT {
+                self.forwarder.connect(req, addr, label).await
+            } else {
+                self.forwarder.forward(req, addr, label).await
+            }
+        };
+        match self.timeout_defaults.request {
+            None => answer.await,
+            Some(after) => tokio::time::timeout(after, answer)
+                .await
+                .unwrap_or_else(|_| Err(elapsed(label, "request", after))),
         }
     }
 }

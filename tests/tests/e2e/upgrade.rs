@@ -287,3 +287,35 @@ async fn a_connect_tunnel_holds_its_slot_until_it_goes_idle() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_upgrade_the_upstream_does_not_answer_gets_504_after_the_default_request_timeout() {
+    let up = FlakyUpstream::start("ws-silent").await.unwrap();
+    let proxy = Proxy::builder()
+        .policy(yaml::endpoints("web", 80, &[up.addr()]))
+        .app_port(up.addr().port())
+        .arg("--default-request-timeout")
+        .arg("400ms")
+        .start()
+        .await;
+    for (addr, host) in [
+        (proxy.outbound(), "web:80"),
+        (proxy.inbound(), "test-svc:4143"),
+    ] {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET /chat HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             x-flaky-delay: 5s\r\n\r\n"
+        );
+        let start = Instant::now();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let head = read_head(&mut tcp).await.unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 504"), "{addr}: {head}");
+        assert!(head.contains("x-levee-error: timeout"), "{addr}: {head}");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{addr}: {:?}",
+            start.elapsed()
+        );
+    }
+}
