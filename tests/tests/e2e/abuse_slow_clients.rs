@@ -7,7 +7,8 @@
 //! - Slow readers: clients that ask for a 16 MiB response and never read it.
 //!   The proxy's writes block, it stops pulling the upstream body (memory
 //!   stays bounded), and after the stall timeout (the default stream idle
-//!   timeout) it closes the connection: the client has a truncated body.
+//!   timeout) it closes the connection and drops the upstream call: the
+//!   client keeps a 200 head and a truncated body.
 //!
 //! Meanwhile the proxy serves a normal request at once, and its RSS and
 //! open fds stay bounded.
@@ -151,7 +152,7 @@ async fn slow_readers_are_disconnected_after_the_stall_timeout_with_bounded_memo
             "stalled readers disconnected",
             || async {
                 let fds = resources::open_fds(pid).map_err(|e| e.to_string())?;
-                if fds <= base_fds + 4 {
+                if fds <= base_fds + 2 {
                     Ok(())
                 } else {
                     Err(format!("{fds} fds open (from {base_fds})"))
@@ -164,18 +165,16 @@ async fn slow_readers_are_disconnected_after_the_stall_timeout_with_bounded_memo
             elapsed >= Duration::from_millis(900),
             "{addr}: closed after {elapsed:?}"
         );
+        // Each had its response head (the body was cut: its connection is
+        // gone from the proxy). Reading the rest is left out: through a
+        // 16 KiB window the kernel hands it over at zero-window-probe pace.
         for mut tcp in readers {
-            let mut got = Vec::new();
-            let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got))
+            let mut head = [0u8; 12];
+            tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut head))
                 .await
-                .expect("the proxy closed the connection");
-            let text = String::from_utf8_lossy(&got[..got.len().min(64)]).to_ascii_lowercase();
-            assert!(text.starts_with("http/1.1 200"), "{addr}: {text:?}");
-            assert!(
-                read.is_err() || got.len() < LARGE,
-                "{addr}: the whole body arrived ({} bytes)",
-                got.len()
-            );
+                .expect("the head in time")
+                .unwrap();
+            assert_eq!(&head, b"HTTP/1.1 200", "{addr}");
         }
         served_at_once(addr, host).await;
     }
