@@ -108,6 +108,32 @@ pub struct ProxyConfig {
     #[arg(long, env = "LEVEE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// A tunnel (WebSocket upgrade, CONNECT) with no byte either way for this
+    /// long is closed, both sides. It counts against --max-connections while open.
+    #[arg(long, env = "LEVEE_TUNNEL_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub tunnel_idle_timeout: Duration,
+
+    /// The protocols an HTTP/1.1 `Upgrade` may switch to (comma-separated).
+    /// Others get 400 `bad-request`; `h2c` is never tunnelled (the offer is
+    /// ignored and the request served as HTTP/1.1).
+    #[arg(
+        long,
+        env = "LEVEE_ALLOWED_UPGRADES",
+        value_delimiter = ',',
+        default_value = "websocket"
+    )]
+    pub allowed_upgrades: Vec<String>,
+
+    /// Calls whose policy sets no `timeouts.request` (or that have no policy)
+    /// get 504 `timeout` when no response head arrives within this; `0s`: off.
+    #[arg(long, env = "LEVEE_DEFAULT_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub default_request_timeout: Duration,
+
+    /// Response bodies of services without a policy, and of the local app
+    /// inbound, end with an error after this long without data; `0s`: off.
+    #[arg(long, env = "LEVEE_DEFAULT_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub default_stream_idle_timeout: Duration,
+
     /// Connecting to an upstream endpoint fails after this long (502 `upstream-connect`).
     #[arg(long, env = "LEVEE_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -236,6 +262,12 @@ mod tests {
         assert_eq!(c.admin_max_connections, 64);
         assert_eq!(c.max_destinations, 4096);
         assert_eq!(c.max_rate_limit_clients, 65_536);
+        assert_eq!(c.tunnel_idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.allowed_upgrades, ["websocket"]);
+        assert_eq!(c.default_request_timeout, Duration::from_secs(15));
+        assert_eq!(c.default_stream_idle_timeout, Duration::from_secs(300));
+        let c = ProxyConfig::from_args(["--allowed-upgrades", "websocket,foo"]).expect("parse");
+        assert_eq!(c.allowed_upgrades, ["websocket", "foo"]);
     }
 
     #[test]

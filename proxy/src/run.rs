@@ -17,11 +17,13 @@ use crate::body::BoxError;
 use crate::config::{AccessLogFormat, ProxyConfig};
 use crate::forward::Forwarder;
 use crate::forward::pool::PoolSettings;
+use crate::forward::upgrade::AllowedUpgrades;
 use crate::inbound::Inbound;
 use crate::loops::OwnListeners;
 use crate::metrics::Metrics;
 use crate::observe::access_log::AccessLog;
 use crate::outbound::Outbound;
+use crate::resilience::timeout::TimeoutDefaults;
 use crate::server::{self, Limits, Shutdown};
 use crate::state::Shared;
 use crate::trace::Tracing;
@@ -150,13 +152,22 @@ pub async fn run_with(
     // when it calls its own service): it forwards only to the app, which
     // is not a listener (checked above), so it cannot close a loop.
     let own = OwnListeners::new([addrs.outbound, addrs.admin]);
-    let forwarder =
-        Arc::new(Forwarder::new(pool, tasks.clone(), hard.clone()).with_own_listeners(own));
+    let forwarder = Arc::new(
+        Forwarder::new(pool, tasks.clone(), hard.clone())
+            .with_own_listeners(own)
+            .with_tunnel_idle_timeout(config.tunnel_idle_timeout)
+            .with_allowed_upgrades(AllowedUpgrades::new(&config.allowed_upgrades)),
+    );
+    let timeout_defaults = TimeoutDefaults::new(
+        config.default_request_timeout,
+        config.default_stream_idle_timeout,
+    );
     let limits = Limits {
         max_header_bytes: config.max_header_bytes,
         header_read_timeout: config.header_read_timeout,
         idle_timeout: config.idle_timeout,
         max_connections: config.max_connections,
+        stall_timeout: timeout_defaults.stream_idle,
     };
     let listeners = Shutdown {
         graceful: shutdown.clone(),
@@ -170,7 +181,8 @@ pub async fn run_with(
         Outbound::new(shared.clone(), forwarder.clone(), access_log.clone())
             .with_max_destinations(config.max_destinations)
             .with_tracing(tracing.clone())
-            .with_max_hops(config.max_hops),
+            .with_max_hops(config.max_hops)
+            .with_timeout_defaults(timeout_defaults),
     );
     tasks.spawn(server::serve(
         outbound,
@@ -187,6 +199,7 @@ pub async fn run_with(
             .with_policy(
                 shared.clone(),
                 config.service_port.unwrap_or(config.app_port),
+                timeout_defaults,
             )
             .with_tracing(tracing.clone())
             .with_max_hops(config.max_hops),

@@ -14,7 +14,8 @@ pub mod pool;
 mod service;
 
 pub use service::EndpointService;
-mod tunnel;
+pub mod tunnel;
+pub mod upgrade;
 pub mod uri;
 
 use std::net::SocketAddr;
@@ -28,8 +29,10 @@ use tokio_util::task::TaskTracker;
 use crate::body::BoxBody;
 use crate::errors::{ConnectCause, ErrorKind, ProxyError, ResetCause};
 use crate::loops::OwnListeners;
+use crate::server::ConnectionSlot;
 use headers::{is_upgrade, strip_hop_by_hop};
 use pool::{Pool, PoolSettings, Protocol, SendError};
+use upgrade::{AllowedUpgrades, Screened};
 
 /// Request extension: the connect timeout for this request's endpoint
 /// (policy `timeouts.connect`), instead of `--connect-timeout`.
@@ -45,6 +48,10 @@ pub struct Forwarder {
     hard_stop: CancellationToken,
     /// This proxy's listeners: targets never connected to (loops).
     own_listeners: OwnListeners,
+    /// A tunnel with no byte either way for this long is closed.
+    tunnel_idle_timeout: Duration,
+    /// The protocols an HTTP/1.1 `Upgrade` may switch to.
+    upgrades: AllowedUpgrades,
 }
 
 impl Forwarder {
@@ -54,6 +61,8 @@ impl Forwarder {
             tunnels,
             hard_stop,
             own_listeners: OwnListeners::default(),
+            tunnel_idle_timeout: tunnel::DEFAULT_TUNNEL_IDLE_TIMEOUT,
+            upgrades: AllowedUpgrades::default(),
         }
     }
 
@@ -78,6 +87,36 @@ impl Forwarder {
         }
     }
 
+    /// Lets HTTP/1.1 upgrades switch to `upgrades` only (`--allowed-upgrades`).
+    pub fn with_allowed_upgrades(mut self, upgrades: AllowedUpgrades) -> Self {
+        self.upgrades = upgrades;
+        self
+    }
+
+    /// Screens an HTTP/1.1 request's `Upgrade` offer ([`upgrade`]): whether
+    /// it is (still) an upgrade, or the refusal (400) of a protocol not on
+    /// the allow-list. Call it before deciding whether `req` is a tunnel.
+    pub fn screen_upgrade<B>(
+        &self,
+        req: &mut Request<B>,
+        service: &str,
+    ) -> Result<bool, ProxyError> {
+        if req.version() > Version::HTTP_11 {
+            return Ok(false);
+        }
+        match self.upgrades.screen(req.headers_mut()) {
+            Ok(screened) => Ok(screened == Screened::Upgrade),
+            Err(detail) => Err(ProxyError::new(ErrorKind::BadRequest, service, detail)),
+        }
+    }
+
+    /// Closes tunnels (upgrades, `CONNECT`) after `idle` without a byte
+    /// either way (`--tunnel-idle-timeout`).
+    pub fn with_tunnel_idle_timeout(mut self, idle: Duration) -> Self {
+        self.tunnel_idle_timeout = idle;
+        self
+    }
+
     /// Forwards `req` to `addr`, speaking the downstream's HTTP version.
     /// `service` labels errors. A [`ConnectTimeout`] extension overrides the
     /// pool's connect timeout (policy `timeouts.connect`).
@@ -95,6 +134,9 @@ impl Forwarder {
         };
         let upgrade = protocol == Protocol::Http1 && is_upgrade(req.headers());
         let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let slot = upgrade
+            .then(|| req.extensions().get::<ConnectionSlot>().cloned())
+            .flatten();
         strip_hop_by_hop(req.headers_mut(), upgrade);
         uri::rewrite_for_upstream(&mut req, protocol)
             .map_err(|detail| ProxyError::new(ErrorKind::BadRequest, service, detail))?;
@@ -109,7 +151,7 @@ impl Forwarder {
         let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (Some(downstream), true) = (downstream, switched) {
             let upstream = hyper::upgrade::on(&mut response);
-            self.spawn_tunnel(addr, async move {
+            self.spawn_tunnel(addr, slot, async move {
                 let (down, up) = tokio::try_join!(downstream, upstream)?;
                 Ok((TokioIo::new(down), TokioIo::new(up)))
             });

@@ -44,6 +44,11 @@ impl AppService {
             service,
         }
     }
+
+    /// The forwarder requests to the app go through.
+    pub(crate) fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
+    }
 }
 
 impl Service<Request<BoxBody>> for AppService {

@@ -5,7 +5,9 @@
 //! Order, outermost first (DESIGN.md §2): rate limit, in total or per
 //! client ([`RateLimitLayer`], 429) → request timeout
 //! ([`RequestTimeoutLayer`], 504; the bulkhead's queued wait counts) →
-//! bulkhead ([`ConcurrencyLayer`], 503 overloaded) → the app.
+//! bulkhead ([`ConcurrencyLayer`], 503 overloaded) → the app. Without a
+//! policy `timeouts.request`, the proxy's default
+//! ([`TimeoutDefaults`]) bounds the app's answer.
 //!
 //! A policy update rebuilds the stack, but the rate limiter and the bulkhead
 //! are kept by [`Reuse`] while their config is unchanged: a used-up burst
@@ -28,7 +30,7 @@ use crate::metrics::Direction;
 use crate::resilience::concurrency::{Bulkhead, ConcurrencyLayer};
 use crate::resilience::ratelimit::{InboundRateLimit, RateLimitLayer};
 use crate::resilience::reuse::Reuse;
-use crate::resilience::timeout::RequestTimeoutLayer;
+use crate::resilience::timeout::{RequestTimeoutLayer, TimeoutDefaults};
 use crate::state::Shared;
 
 /// One policy version's inbound stack, its type erased.
@@ -60,6 +62,8 @@ pub(crate) struct InboundLimits<A> {
     current: ArcSwap<Built>,
     /// Serialises rebuilds after a policy update.
     rebuild: Mutex<()>,
+    /// The request timeout when the policy sets none.
+    defaults: TimeoutDefaults,
 }
 
 impl<A> std::fmt::Debug for InboundLimits<A> {
@@ -79,9 +83,17 @@ where
     /// `service` is `--service`; `service_port` the port its policies target
     /// (`--service-port`, else `--app-port`); `app` the service requests
     /// that pass end in.
-    pub(crate) fn new(shared: Arc<Shared>, service: &str, service_port: u16, app: A) -> Self {
+    /// `defaults.request` bounds the app's answer when no policy
+    /// `spec.inbound.timeouts.request` is set.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        service: &str,
+        service_port: u16,
+        app: A,
+        defaults: TimeoutDefaults,
+    ) -> Self {
         let key = ServiceKey::from_authority(service, &shared.namespace, service_port).ok();
-        InboundLimits {
+        let limits = InboundLimits {
             shared,
             key,
             service: service.into(),
@@ -93,7 +105,14 @@ where
             rate: Reuse::new(),
             bulkhead: Reuse::new(),
             rebuild: Mutex::new(()),
-        }
+            defaults,
+        };
+        // Version 0 (nothing loaded yet) gets the defaults too.
+        limits.current.store(Arc::new(Built {
+            version: 0,
+            stack: limits.build(None, false),
+        }));
+        limits
     }
 
     /// Sends `req` through the current policy's stack.
@@ -118,12 +137,12 @@ where
         if current.version == snapshot.version {
             return current.stack.clone();
         }
-        let cfg = self
-            .key
+        let policy = self.key.as_ref().and_then(|key| snapshot.policy_for(key));
+        let cfg = policy
             .as_ref()
-            .and_then(|key| snapshot.policy_for(key))
             .map(|policy| policy.spec.inbound.effective());
-        let stack = self.build(cfg);
+        let timeout_set = policy.is_some_and(|p| p.spec.inbound.timeouts.request.is_some());
+        let stack = self.build(cfg, timeout_set);
         self.current.store(Arc::new(Built {
             version: snapshot.version,
             stack: stack.clone(),
@@ -132,8 +151,9 @@ where
     }
 
     /// Assembles the layers `cfg` asks for around the app (`None`: no
-    /// policy, no layers).
-    fn build(&self, cfg: Option<EffectiveInbound>) -> InboundStack {
+    /// policy, no layers but the default request timeout, which also
+    /// applies when the policy does not set one: `timeout_set`).
+    fn build(&self, cfg: Option<EffectiveInbound>, timeout_set: bool) -> InboundStack {
         let metrics = &self.shared.metrics;
         let rate = self
             .rate
@@ -150,9 +170,14 @@ where
             .update(cfg.and_then(|c| c.concurrency).as_ref(), |c| {
                 Bulkhead::new(c, Direction::Inbound, &self.service, metrics)
             });
-        let timeout = cfg.and_then(|c| c.request_timeout).map(|limit| {
+        let limit = match cfg.and_then(|c| c.request_timeout) {
+            Some(limit) => Some(limit.get()),
+            None if timeout_set => None,
+            None => self.defaults.request,
+        };
+        let timeout = limit.map(|limit| {
             let fired = metrics.timeouts(&self.service, DEFAULT_ROUTE, "request");
-            RequestTimeoutLayer::new(Some(limit.get()), self.service.clone(), fired)
+            RequestTimeoutLayer::new(Some(limit), self.service.clone(), fired)
                 .without_caller_deadline()
         });
         let stack = ServiceBuilder::new()

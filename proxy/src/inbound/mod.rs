@@ -18,7 +18,7 @@ mod limits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -33,6 +33,8 @@ use crate::loops::{self, hops};
 use crate::metrics::{Direction, RequestMetrics};
 use crate::observe::Observation;
 use crate::observe::access_log::AccessLog;
+use crate::resilience::timeout::TimeoutDefaults;
+use crate::resilience::timeout::idle::IdleTimeoutBody;
 use crate::server::Handler;
 use crate::state::Shared;
 use crate::trace::Tracing;
@@ -57,6 +59,11 @@ pub struct Inbound {
     max_hops: u32,
     /// `levee_rejected_total{direction="inbound",reason="loop-detected"}`.
     loops_refused: Counter,
+    /// The app's response body ends with an error after this long without
+    /// a frame (`--default-stream-idle-timeout`).
+    stream_idle: Option<Duration>,
+    /// `levee_timeouts_total{kind="idle"}` of the inbound service.
+    idle_timeouts: Counter,
 }
 
 impl Inbound {
@@ -69,6 +76,7 @@ impl Inbound {
     ) -> Self {
         let handle = metrics.requests(Direction::Inbound, &service, "default");
         let loops_refused = metrics.rejected(Direction::Inbound, &service, loops::REJECTED_REASON);
+        let idle_timeouts = metrics.timeouts(&service, "default", "idle");
         let service: Arc<str> = service.into();
         Inbound {
             app: AppService::new(forwarder, app, service.clone()),
@@ -79,6 +87,8 @@ impl Inbound {
             tracing: None,
             max_hops: loops::DEFAULT_MAX_HOPS,
             loops_refused,
+            stream_idle: None,
+            idle_timeouts,
         }
     }
 
@@ -97,13 +107,22 @@ impl Inbound {
     /// Enforces the local service's `spec.inbound` from `shared`'s policy:
     /// the policy of `service.namespace:service_port`, where `service_port`
     /// is the port callers use (`--service-port`, else `--app-port`).
-    pub fn with_policy(mut self, shared: Arc<Shared>, service_port: u16) -> Self {
+    /// `defaults` bound what the policy does not: the app's answer (without
+    /// `spec.inbound.timeouts.request`) and its response body's stream idle.
+    pub fn with_policy(
+        mut self,
+        shared: Arc<Shared>,
+        service_port: u16,
+        defaults: TimeoutDefaults,
+    ) -> Self {
         self.limits = Some(InboundLimits::new(
             shared,
             &self.service,
             service_port,
             self.app.clone(),
+            defaults,
         ));
+        self.stream_idle = defaults.stream_idle;
         self
     }
 }
@@ -123,6 +142,17 @@ impl Inbound {
         if err.kind == ErrorKind::LoopDetected {
             self.loops_refused.inc();
         }
+    }
+}
+
+impl Inbound {
+    /// Ends the app's response body after the stream idle timeout.
+    fn idle_bounded(&self, response: Response<BoxBody>) -> Response<BoxBody> {
+        let Some(idle) = self.stream_idle else {
+            return response;
+        };
+        let fired = self.idle_timeouts.clone();
+        response.map(|b| BoxBody::new(IdleTimeoutBody::new(b, idle, fired)))
     }
 }
 
@@ -156,6 +186,10 @@ impl Handler for Inbound {
             span.error(&err);
             return observation.error(&err);
         }
+        if let Err(err) = self.app.forwarder().screen_upgrade(&mut req, &self.service) {
+            span.error(&err);
+            return observation.error(&err);
+        }
         if let Some(entry) = observation.access.as_mut() {
             entry.track(&mut req);
         }
@@ -166,7 +200,7 @@ impl Handler for Inbound {
             .map_err(|e| ProxyError::from_stack(e, &self.service));
         span.finish(&result);
         match result {
-            Ok(response) => observation.response(response),
+            Ok(response) => observation.response(self.idle_bounded(response)),
             Err(err) => {
                 self.count_loop(&err);
                 observation.error(&err)

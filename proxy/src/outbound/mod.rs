@@ -13,7 +13,9 @@
 //! retries, bulkhead, P2C balancer), ending in the connection pool
 //! ([`EndpointService`](crate::forward::EndpointService)). `CONNECT` and
 //! HTTP/1 upgrades are tunnels, not requests: they take an endpoint from the
-//! balancer and skip the retry and timeout layers.
+//! balancer and skip the retry and timeout layers (only the default
+//! response-head timeout bounds the upstream's answer). Calls no policy
+//! bounds get the proxy's [`TimeoutDefaults`].
 //!
 //! Before any of that a request is refused when its authority is ambiguous
 //! (400 `ambiguous-authority`) or it has passed too many proxies (508
@@ -30,7 +32,6 @@ use levee_proto::policy::RouteRequest;
 
 use crate::body::{self, BoxBody};
 use crate::errors::{self, ErrorKind, ProxyError};
-use crate::forward::headers::is_upgrade;
 use crate::forward::{ConnectTimeout, Forwarder, uri};
 use crate::loops::{self, hops};
 use crate::metrics::Direction;
@@ -38,6 +39,7 @@ use crate::observe::Observation;
 use crate::observe::access_log::AccessLog;
 use crate::resilience::attempt::CallAttempts;
 use crate::resilience::timeout::idle::IdleTimeoutBody;
+use crate::resilience::timeout::{TimeoutDefaults, elapsed};
 use crate::resilience::{Destination, RouteStack};
 use crate::server::Handler;
 use crate::state::Shared;
@@ -60,6 +62,8 @@ pub struct Outbound {
     tracing: Option<Tracing>,
     /// `--max-hops`: requests that passed more proxies are loops.
     max_hops: u32,
+    /// Timeouts for calls no policy bounds.
+    timeout_defaults: TimeoutDefaults,
 }
 
 impl Outbound {
@@ -80,6 +84,7 @@ impl Outbound {
             destinations,
             tracing: None,
             max_hops: loops::DEFAULT_MAX_HOPS,
+            timeout_defaults: TimeoutDefaults::default(),
         }
     }
 
@@ -95,6 +100,12 @@ impl Outbound {
         self
     }
 
+    /// Bounds calls no policy bounds with `defaults` (the proxy's flags).
+    pub fn with_timeout_defaults(mut self, defaults: TimeoutDefaults) -> Self {
+        self.timeout_defaults = defaults;
+        self
+    }
+
     /// Traces each call (a span per call and per attempt) with `tracing`.
     pub fn with_tracing(mut self, tracing: Option<Tracing>) -> Self {
         self.tracing = tracing;
@@ -102,7 +113,8 @@ impl Outbound {
     }
 
     /// Sends a tunnel (`CONNECT` or upgrade) to a balanced endpoint, outside
-    /// the retry and timeout layers.
+    /// the retry and timeout layers; only the default response-head timeout
+    /// bounds the wait for the upstream's answer (`101`).
     async fn tunnel(
         &self,
         destination: &Destination,
@@ -110,10 +122,19 @@ impl Outbound {
     ) -> Result<Response<BoxBody>, ProxyError> {
         let addr = destination.balancer.pick(None)?.addr;
         CallAttempts::record_in(&req, addr);
-        if req.method() == Method::CONNECT {
-            self.forwarder.connect(req, addr, &destination.label).await
-        } else {
-            self.forwarder.forward(req, addr, &destination.label).await
+        let label = &destination.label;
+        let answer = async {
+            if req.method() == Method::CONNECT {
+                self.forwarder.connect(req, addr, label).await
+            } else {
+                self.forwarder.forward(req, addr, label).await
+            }
+        };
+        match self.timeout_defaults.request {
+            None => answer.await,
+            Some(after) => tokio::time::timeout(after, answer)
+                .await
+                .unwrap_or_else(|_| Err(elapsed(label, "request", after))),
         }
     }
 }
@@ -151,11 +172,14 @@ impl Outbound {
     }
 }
 
-/// Sends a request through its route's stack.
+/// Sends a request through its route's stack. `defaults` bound what no
+/// policy does: the response head wait when the route's policy sets no
+/// `timeouts.request`, the body's stream idle for services without a policy.
 async fn request(
     route: &RouteStack,
     service: &str,
     explicit_policy: bool,
+    defaults: TimeoutDefaults,
     mut req: Request<BoxBody>,
 ) -> Result<Response<BoxBody>, ProxyError> {
     let config = &route.config;
@@ -163,17 +187,30 @@ async fn request(
         req.extensions_mut()
             .insert(ConnectTimeout(config.connect_timeout));
     }
-    let response = route
-        .call(req)
-        .await
-        .map_err(|e| ProxyError::from_stack(e, service))?;
-    if !explicit_policy {
+    let call = route.call(req);
+    let head_timeout = defaults
+        .request
+        .filter(|_| !(explicit_policy && config.request_timeout_set));
+    let answered = match head_timeout {
+        None => call.await,
+        Some(after) => match tokio::time::timeout(after, call).await {
+            Ok(answered) => answered,
+            Err(_) => {
+                config.request_timeouts.inc();
+                Err(elapsed(service, "request", after).into())
+            }
+        },
+    };
+    let response = answered.map_err(|e| ProxyError::from_stack(e, service))?;
+    let idle = if explicit_policy {
+        Some(config.stream_idle_timeout)
+    } else {
+        defaults.stream_idle
+    };
+    let Some(idle) = idle else {
         return Ok(response);
-    }
-    let (idle, fired) = (
-        config.stream_idle_timeout,
-        config.stream_idle_timeouts.clone(),
-    );
+    };
+    let fired = config.stream_idle_timeouts.clone();
     Ok(response.map(|b| BoxBody::new(IdleTimeoutBody::new(b, idle, fired))))
 }
 
@@ -227,13 +264,26 @@ impl Handler for Outbound {
             span.error(err);
             return observation.error(err);
         }
-        let tunnel = req.method() == Method::CONNECT
-            || (req.version() <= http::Version::HTTP_11 && is_upgrade(req.headers()));
+        let upgrade = match self.forwarder.screen_upgrade(&mut req, &destination.label) {
+            Ok(upgrade) => upgrade,
+            Err(err) => {
+                span.error(&err);
+                return observation.error(&err);
+            }
+        };
+        let tunnel = req.method() == Method::CONNECT || upgrade;
         let req = req.map(body::incoming);
         let result = if tunnel {
             self.tunnel(destination, req).await
         } else {
-            request(route, &destination.label, view.routes.has_policy(), req).await
+            request(
+                route,
+                &destination.label,
+                view.routes.has_policy(),
+                self.timeout_defaults,
+                req,
+            )
+            .await
         };
         span.finish(&result);
         match result {

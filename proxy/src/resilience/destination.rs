@@ -266,7 +266,17 @@ impl Compiler<'_> {
                 }
                 entry.clone()
             };
-            let config = Arc::new(RouteConfig::compile(label, effective, budget, metrics));
+            let request_timeout_set = r
+                .and_then(|r| r.timeouts.request)
+                .or(outbound.timeouts.request)
+                .is_some();
+            let config = Arc::new(RouteConfig::compile(
+                label,
+                effective,
+                request_timeout_set,
+                budget,
+                metrics,
+            ));
             let requests = metrics.requests(Direction::Outbound, label, &config.name);
             build.route(config, requests, &layers)
         };

@@ -19,6 +19,10 @@ pub struct RouteConfig {
     /// The merged policy this was compiled from (to notice changes).
     pub effective: EffectiveOutbound,
     pub request_timeout: Option<Duration>,
+    /// Whether the policy sets `timeouts.request` for this route (even to
+    /// `0s`, off). When not, the proxy's default response-head timeout
+    /// ([`super::timeout::TimeoutDefaults`]) bounds the call instead.
+    pub request_timeout_set: bool,
     /// `levee_timeouts_total{kind="request"}`.
     pub request_timeouts: Counter,
     pub retry: Arc<RetryConfig>,
@@ -36,9 +40,12 @@ pub struct RouteConfig {
 impl RouteConfig {
     /// Compiles `effective` for `service`, taking the retry budget from
     /// `budget` (so the caller can keep one across updates).
+    /// `request_timeout_set`: the policy names `timeouts.request` for the
+    /// route (the effective value cannot tell `0s` from absent).
     pub fn compile(
         service: &Arc<str>,
         effective: EffectiveOutbound,
+        request_timeout_set: bool,
         budget: Arc<RetryBudget>,
         metrics: &Metrics,
     ) -> RouteConfig {
@@ -65,6 +72,7 @@ impl RouteConfig {
         };
         RouteConfig {
             request_timeout: effective.timeouts.request.map(|d| d.get()),
+            request_timeout_set,
             request_timeouts: metrics.timeouts(service, &name, "request"),
             retry: Arc::new(retry),
             connect_timeout: effective.timeouts.connect.get(),

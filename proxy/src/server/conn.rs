@@ -25,7 +25,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{Handler, Limits, Shutdown};
+use super::progress::{LastIo, Progress, Stall};
+use super::{ConnectionSlot, Handler, Limits, Shutdown};
 use crate::deadline::deadline_after;
 
 /// The HTTP/2 connection preface a prior-knowledge (h2c) client opens with.
@@ -92,8 +93,8 @@ pin_project_lite::pin_project! {
     /// A served connection of either protocol.
     #[project = ConnProj]
     enum Conn<S: HttpService<Incoming>> {
-        H1 { #[pin] conn: http1::UpgradeableConnection<TokioIo<TcpStream>, S> },
-        H2 { #[pin] conn: http2::Connection<TokioIo<TcpStream>, S, TokioExecutor> },
+        H1 { #[pin] conn: http1::UpgradeableConnection<TokioIo<Progress<TcpStream>>, S> },
+        H2 { #[pin] conn: http2::Connection<TokioIo<Progress<TcpStream>>, S, TokioExecutor> },
     }
 }
 
@@ -177,6 +178,7 @@ impl Drop for InFlight {
 pub(super) async fn serve_connection<H: Handler>(
     stream: TcpStream,
     handler: Arc<H>,
+    slot: ConnectionSlot,
     builders: &Builders,
     limits: &Limits,
     shutdown: &Shutdown,
@@ -194,6 +196,7 @@ pub(super) async fn serve_connection<H: Handler>(
         if let Some(peer) = peer {
             req.extensions_mut().insert(peer);
         }
+        req.extensions_mut().insert(slot.clone());
         seen.requests.fetch_add(1, Ordering::Relaxed);
         seen.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight(seen.clone());
@@ -219,7 +222,8 @@ pub(super) async fn serve_connection<H: Handler>(
         () = shutdown.graceful.cancelled() => return,
         () = shutdown.hard.cancelled() => return,
     };
-    let io = TokioIo::new(stream);
+    let last_io = Arc::new(LastIo::new());
+    let io = TokioIo::new(Progress::new(stream, last_io.clone()));
     let conn = if h2 {
         Conn::H2 {
             conn: builders.http2.serve_connection(io, service),
@@ -236,6 +240,9 @@ pub(super) async fn serve_connection<H: Handler>(
         Instant::now(),
         limits.header_read_timeout.min(limits.idle_timeout),
     );
+    if let Some(stall) = limits.stall_timeout {
+        check_at = check_at.min(deadline_after(Instant::now(), stall));
+    }
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -248,16 +255,29 @@ pub(super) async fn serve_connection<H: Handler>(
                 conn.as_mut().graceful_shutdown();
                 draining = true;
             }
-            () = tokio::time::sleep_until(check_at), if !draining => {
-                match activity.idle_deadline(limits) {
-                    Some(deadline) if deadline <= Instant::now() => {
+            // Also while draining: a stalled response would hold the drain.
+            () = tokio::time::sleep_until(check_at) => {
+                let now = Instant::now();
+                let idle = activity.idle_deadline(limits);
+                match idle {
+                    Some(deadline) if deadline <= now && !draining => {
                         tracing::debug!("closing idle downstream connection");
                         conn.as_mut().graceful_shutdown();
                         draining = true;
+                        check_at = deadline_after(now, limits.idle_timeout);
                     }
-                    Some(deadline) => check_at = deadline,
-                    // Busy: look again later; closing waits for requests anyway.
-                    None => check_at = deadline_after(Instant::now(), limits.idle_timeout),
+                    Some(deadline) if deadline > now => check_at = deadline,
+                    // Busy (or already draining): look again later.
+                    _ => check_at = deadline_after(now, limits.idle_timeout),
+                }
+                if let Some(stall) = limits.stall_timeout {
+                    match last_io.stall(idle.is_none(), stall, now) {
+                        Stall::Stalled => {
+                            tracing::debug!(?stall, "closing a stalled downstream connection");
+                            return;
+                        }
+                        Stall::LookAt(at) => check_at = check_at.min(at),
+                    }
                 }
             }
             () = shutdown.hard.cancelled() => {

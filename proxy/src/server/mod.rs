@@ -9,11 +9,19 @@
 //! - idle timeout: a connection without requests for this long is closed
 //!   gracefully (HTTP/1 keep-alive connections are also bounded by hyper's
 //!   header read timeout while they wait for the next request);
+//! - stall timeout: a connection with work pending (a request being
+//!   handled, or a response write the client does not take) on which no
+//!   byte moves either way for this long is closed at once: a client that
+//!   stopped reading its response or sending its body;
 //! - connection limit: over it a connection is answered `503 overloaded` and
-//!   closed, never left hanging.
+//!   closed, never left hanging. A connection that becomes a tunnel
+//!   (WebSocket upgrade, `CONNECT`) keeps its slot until the tunnel closes:
+//!   every request carries the slot as a [`ConnectionSlot`] extension and
+//!   the tunnel holds a clone.
 
 mod conn;
 mod overload;
+mod progress;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,7 +30,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,6 +48,15 @@ pub trait Handler: Send + Sync + 'static {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// The connection-limit slot of the connection a request arrived on (a
+/// request extension). The slot is free once every clone is dropped: the
+/// connection's task holds one, and a tunnel made from one of its requests
+/// (upgrade, `CONNECT`) holds another until the tunnel closes.
+#[derive(Clone, Debug)]
+pub struct ConnectionSlot {
+    _permit: Arc<OwnedSemaphorePermit>,
+}
+
 /// Per-listener protective limits.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -47,6 +64,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// A connection with work pending on which no byte moves either way
+    /// for this long is closed (`None`: never).
+    pub stall_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -56,6 +76,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_connections: 10_000,
+            stall_timeout: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -75,6 +96,30 @@ pub struct Shutdown {
 /// tasks at once; beyond that they are closed right away.
 const MAX_REJECTING: usize = 256;
 
+/// Logs refusals over the connection limit at most once a second (a flood
+/// must not become a flood of log lines), with the count since the last line.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<tokio::time::Instant>,
+    since: u64,
+}
+
+impl RefusalLog {
+    /// `Some(refusals since the last line)` when a line is due.
+    fn tick(&mut self) -> Option<u64> {
+        self.since += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.since))
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown.graceful` fires,
 /// serving each with `handler` on a task of `shutdown.tasks`.
 pub async fn serve<H: Handler>(
@@ -88,6 +133,7 @@ pub async fn serve<H: Handler>(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
     let local = listener.local_addr().ok();
+    let mut refusals = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -115,14 +161,19 @@ pub async fn serve<H: Handler>(
                     limits.clone(),
                     shutdown.clone(),
                 );
+                let slot = ConnectionSlot {
+                    _permit: Arc::new(slot),
+                };
                 shutdown.tasks.spawn(async move {
-                    conn::serve_connection(stream, handler, &builders, &limits, &shutdown2).await;
-                    drop(slot);
+                    conn::serve_connection(stream, handler, slot, &builders, &limits, &shutdown2)
+                        .await;
                 });
             }
             Err(_) => match rejecting.clone().try_acquire_owned() {
                 Ok(permit) => {
-                    tracing::warn!(?local, %peer, limit = limits.max_connections, "connection limit reached");
+                    if let Some(refused) = refusals.tick() {
+                        tracing::warn!(?local, %peer, limit = limits.max_connections, refused, "connection limit reached");
+                    }
                     let timeout = limits.header_read_timeout;
                     shutdown.tasks.spawn(async move {
                         overload::reject(stream, timeout).await;
@@ -134,4 +185,19 @@ pub async fn serve<H: Handler>(
         }
     }
     tracing::debug!(?local, "listener stopped accepting");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_logged_at_most_once_a_second_with_their_count() {
+        let mut log = RefusalLog::default();
+        assert_eq!(log.tick(), Some(1), "the first refusal is logged");
+        let quiet: Vec<_> = (0..999).map(|_| log.tick()).collect();
+        assert!(quiet.iter().all(Option::is_none), "a flood is not");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(log.tick(), Some(1000), "the next line counts them");
+    }
 }

@@ -18,6 +18,7 @@
 //! - [`mesh`]: proxies in control-plane mode, `leveectl apply`, `/config` polling.
 //! - [`python`]: a Python with `grpcio` for the third-party gRPC client.
 //! - [`upstream`]: small in-process upstreams that report what arrived.
+//! - [`resources`]: a process's open fds and RSS from `/proc`, and their peaks.
 
 mod client;
 mod control_plane;
@@ -27,6 +28,7 @@ mod metrics;
 mod process;
 mod proxy;
 pub mod python;
+pub mod resources;
 mod startup;
 pub mod upstream;
 pub mod web;

@@ -24,6 +24,7 @@ mod abuse_clients;
 mod abuse_hosts;
 mod admin;
 mod cli;
+mod default_timeouts;
 mod limits;
 mod policy_file;
 mod shutdown;
@@ -53,6 +54,10 @@ mod discovery_converge;
 mod discovery_nack;
 mod discovery_restart;
 mod discovery_sighup;
+
+// Abuse: floods and slow clients against the bounds.
+mod abuse_slow_clients;
+mod abuse_upgrades;
 
 // The test upstream itself.
 mod flaky_binary;

@@ -46,7 +46,13 @@ fn limits(
         tokio::time::sleep(delay).await;
         Ok::<_, BoxError>(Response::new(body::empty()))
     });
-    InboundLimits::new(shared.clone(), "echo", 8080, app)
+    InboundLimits::new(
+        shared.clone(),
+        "echo",
+        8080,
+        app,
+        crate::resilience::timeout::TimeoutDefaults::off(),
+    )
 }
 
 fn request(client: [u8; 4]) -> Request<BoxBody> {

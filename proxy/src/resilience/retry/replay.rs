@@ -1,13 +1,20 @@
 //! [`ReplayBody`]: a request body that can be sent again.
 //!
 //! The first attempt streams the caller's body through unchanged while a copy
-//! of each chunk (and the trailers) is kept, up to `max_replay_bytes`. A
+//! of its bytes (and the trailers) is kept, up to `max_replay_bytes`. A
 //! later attempt replays the copy, then continues with whatever the caller
 //! has not sent yet (an upstream often answers before the whole body has
 //! arrived, e.g. a gRPC server failing a call at once). Past the limit the
 //! copy is dropped and the body is no longer replayable; the first attempt
 //! keeps streaming. Bodies whose declared length is over the limit are never
 //! wrapped.
+//!
+//! The limit counts the memory the copy really holds, not the bytes
+//! received: chunks are copied into blocks the replay buffer allocates
+//! itself ([`ReplayCopy`]) and every block counts with its whole capacity. Keeping
+//! the caller's chunks instead would pin their buffers: a 1-byte chunk from
+//! hyper is a slice of an 8 KiB+ read buffer, so a trickled body of tiny
+//! chunks would hold thousands of times its size.
 //!
 //! All copies share one state behind a mutex. Each [`ReplayBody::replay`]
 //! supersedes the copies before it: a superseded copy (still held by a dead
@@ -18,7 +25,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
@@ -28,8 +35,8 @@ use crate::body::{BoxBody, BoxError};
 #[derive(Clone)]
 pub struct ReplayBody {
     shared: Arc<Mutex<State>>,
-    /// Index of the next chunk this clone yields.
-    position: usize,
+    /// Offset of the next byte this clone yields.
+    position: u64,
     /// Whether this clone has yielded the trailers.
     trailers_sent: bool,
     /// The caller's size hint, kept so every attempt declares the same length.
@@ -41,11 +48,10 @@ pub struct ReplayBody {
 struct State {
     /// The caller's body, not yet fully read (`None` once ended).
     rest: Option<BoxBody>,
-    /// Copies of the chunks read so far, unless `overflowed`.
-    chunks: Vec<Bytes>,
-    /// Chunk count read from `rest` (equals `chunks.len()` until overflow).
-    read: usize,
-    bytes: u64,
+    /// The bytes read so far, unless `overflowed`.
+    copy: ReplayCopy,
+    /// Bytes read from `rest` (equals `copy.len()` until overflow).
+    read: u64,
     limit: u64,
     trailers: Option<HeaderMap>,
     /// The copy grew past `limit` and was dropped.
@@ -65,9 +71,8 @@ impl ReplayBody {
         Ok(ReplayBody {
             shared: Arc::new(Mutex::new(State {
                 rest: (!ended).then_some(body),
-                chunks: Vec::new(),
+                copy: ReplayCopy::default(),
                 read: 0,
-                bytes: 0,
                 limit,
                 trailers: None,
                 overflowed: false,
@@ -128,8 +133,10 @@ impl Body for ReplayBody {
             if state.overflowed {
                 return Poll::Ready(Some(Err("request body is no longer replayable".into())));
             }
-            let chunk = state.chunks[this.position].clone();
-            this.position += 1;
+            let Some(chunk) = state.copy.read_at(this.position) else {
+                return Poll::Ready(Some(Err("request body copy is incomplete".into())));
+            };
+            this.position += chunk.len() as u64;
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         let Some(rest) = state.rest.as_mut() else {
@@ -151,20 +158,18 @@ impl Body for ReplayBody {
                 // The caller's body broke: nothing more to replay either.
                 state.rest = None;
                 state.overflowed = true;
-                state.chunks.clear();
+                state.copy = ReplayCopy::default();
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(Some(Ok(frame))) => {
                 let frame = match frame.into_data() {
                     Ok(data) => {
-                        state.read += 1;
+                        state.read += data.len() as u64;
                         this.position = state.read;
-                        state.bytes += data.len() as u64;
-                        if state.overflowed || state.bytes > state.limit {
+                        let limit = state.limit;
+                        if state.overflowed || !state.copy.push(&data, limit) {
                             state.overflowed = true;
-                            state.chunks.clear();
-                        } else {
-                            state.chunks.push(data.clone());
+                            state.copy = ReplayCopy::default();
                         }
                         Frame::data(data)
                     }
@@ -193,6 +198,71 @@ impl Body for ReplayBody {
 
     fn size_hint(&self) -> SizeHint {
         self.hint
+    }
+}
+
+/// The smallest block [`ReplayCopy`] allocates (unless the limit leaves less):
+/// small chunks share blocks instead of costing one allocation each.
+const BLOCK: usize = 8 * 1024;
+
+/// The copied bytes: frozen segments, then a block still being filled.
+#[derive(Default)]
+struct ReplayCopy {
+    /// Frozen parts of earlier blocks, each with the offset of its first byte.
+    segments: Vec<(u64, Bytes)>,
+    /// Where new bytes go while its capacity lasts; its filled part follows
+    /// the segments.
+    tail: BytesMut,
+    /// Bytes in `segments` (the offset where `tail` starts).
+    frozen: u64,
+    /// Memory held: the capacity of every block allocated so far.
+    allocated: u64,
+}
+
+impl ReplayCopy {
+    /// Copies `data` in, allocating a block when the current one is full.
+    /// `false` when that would take the memory held past `limit`.
+    fn push(&mut self, data: &[u8], limit: u64) -> bool {
+        if data.is_empty() {
+            return true;
+        }
+        if self.tail.capacity() - self.tail.len() < data.len() {
+            let left = usize::try_from(limit.saturating_sub(self.allocated)).unwrap_or(usize::MAX);
+            let capacity = data.len().max(BLOCK.min(left));
+            if capacity > left {
+                return false;
+            }
+            self.freeze();
+            self.tail = BytesMut::with_capacity(capacity);
+            self.allocated += self.tail.capacity() as u64;
+        }
+        self.tail.extend_from_slice(data);
+        true
+    }
+
+    /// Moves the filled part of `tail` to the segments; its spare capacity
+    /// stays in `tail` (the same allocation).
+    fn freeze(&mut self) {
+        if !self.tail.is_empty() {
+            let part = self.tail.split().freeze();
+            let start = self.frozen;
+            self.frozen += part.len() as u64;
+            self.segments.push((start, part));
+        }
+    }
+
+    /// The copied bytes from `offset` to the end of the segment holding it;
+    /// `None` when nothing was copied at `offset`.
+    fn read_at(&mut self, offset: u64) -> Option<Bytes> {
+        if offset >= self.frozen {
+            self.freeze();
+        }
+        let index = self
+            .segments
+            .partition_point(|(start, part)| start + part.len() as u64 <= offset);
+        let (start, part) = self.segments.get(index)?;
+        let skip = usize::try_from(offset.checked_sub(*start)?).ok()?;
+        (skip < part.len()).then(|| part.slice(skip..))
     }
 }
 

@@ -15,7 +15,10 @@
 //! without the caller's `grpc-timeout`
 //! ([`RequestTimeoutLayer::without_caller_deadline`]): the local app reads
 //! that header itself, and the proxy answers 504 only for its own policy.
+//!
+//! Calls no policy bounds get the proxy's [`TimeoutDefaults`].
 
+pub mod defaults;
 mod error;
 mod future;
 pub mod grpc;
@@ -33,6 +36,7 @@ use tower::Service;
 
 use crate::trace::CallSpan;
 
+pub use defaults::TimeoutDefaults;
 pub use error::elapsed;
 pub use future::ResponseFuture;
 pub use layer::RequestTimeoutLayer;

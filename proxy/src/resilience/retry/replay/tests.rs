@@ -89,3 +89,60 @@ async fn a_superseded_copy_stops_reading() {
     );
     assert_eq!(read_all(new).await.0, b"ab");
 }
+
+/// `n` one-byte chunks, each a slice of its own 8 KiB allocation (as
+/// hyper's chunks are slices of its read buffer); the originals are kept
+/// to see whether the replay copy still pins them.
+fn tiny_slices_of_big_buffers(n: usize) -> (BoxBody, Vec<Bytes>) {
+    let originals: Vec<Bytes> = (0..n)
+        .map(|i| Bytes::from(vec![b'a' + (i % 26) as u8; 8192]).slice(0..1))
+        .collect();
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> = originals
+        .iter()
+        .map(|c| Ok(Frame::data(c.clone())))
+        .collect();
+    (
+        StreamBody::new(futures_util::stream::iter(frames)).boxed(),
+        originals,
+    )
+}
+
+#[tokio::test]
+async fn many_one_byte_chunks_are_copied_compactly_and_pin_no_caller_buffer() {
+    let (body, originals) = tiny_slices_of_big_buffers(4096);
+    let expected: Vec<u8> = originals.iter().flat_map(|c| c.to_vec()).collect();
+    let limit = 64 * 1024;
+    let handle = ReplayBody::try_new(body, limit).expect("no length");
+    let (first, _) = read_all(handle.replay()).await;
+    assert_eq!(first, expected);
+    assert!(handle.is_replayable(), "4096 bytes fit a 64 KiB limit");
+    // Before: every chunk kept its 8 KiB buffer alive (32 MiB for a
+    // "4 KiB" copy under a 64 KiB limit).
+    let pinned = originals.iter().filter(|c| !c.is_unique()).count();
+    assert_eq!(pinned, 0, "caller buffers still referenced by the copy");
+    let held = handle.lock().copy.allocated;
+    assert!(held <= limit, "the copy holds {held} bytes");
+    let (again, _) = read_all(handle.replay()).await;
+    assert_eq!(again, expected);
+}
+
+#[tokio::test]
+async fn the_limit_counts_allocated_blocks() {
+    // 10 chunks of 1 byte under a 4-byte limit: more bytes than the limit.
+    let (body, _) = tiny_slices_of_big_buffers(10);
+    let handle = ReplayBody::try_new(body, 4).expect("no length");
+    let (bytes, _) = read_all(handle.replay()).await;
+    assert_eq!(bytes.len(), 10, "the first attempt streams on");
+    assert!(!handle.is_replayable());
+    // A replay that catches up with the first attempt mid-block, then reads on.
+    let handle = ReplayBody::try_new(streamed(&["ab", "cd", "ef"], false), 1024).expect("small");
+    let mut first = handle.replay();
+    let _ = first.frame().await;
+    let mut second = handle.replay();
+    let frame = second.frame().await.expect("frame").expect("ok");
+    assert_eq!(frame.into_data().expect("data"), "ab");
+    let frame = second.frame().await.expect("frame").expect("ok");
+    assert_eq!(frame.into_data().expect("data"), "cd");
+    let (rest, _) = read_all(handle.replay()).await;
+    assert_eq!(rest, b"abcdef");
+}
