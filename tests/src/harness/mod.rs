@@ -18,9 +18,11 @@
 //! - [`mesh`]: proxies in control-plane mode, `leveectl apply`, `/config` polling.
 //! - [`python`]: a Python with `grpcio` for the third-party gRPC client.
 //! - [`upstream`]: small in-process upstreams that report what arrived.
+//! - [`flaky_process`]: `levee-flaky` as a process, for `kill -9` mid-response.
 
 mod client;
 mod control_plane;
+pub mod flaky_process;
 pub mod load;
 pub mod mesh;
 mod metrics;

@@ -49,5 +49,8 @@ mod discovery_nack;
 mod discovery_restart;
 mod discovery_sighup;
 
+// Chaos: processes killed under load and mid-response.
+mod chaos_upstream_kill;
+
 // The test upstream itself.
 mod flaky_binary;
