@@ -19,6 +19,7 @@
 //! - [`python`]: a Python with `grpcio` for the third-party gRPC client.
 //! - [`upstream`]: small in-process upstreams that report what arrived.
 //! - [`flaky_process`]: `levee-flaky` as a process, for `kill -9` mid-response.
+//! - [`retrying`]: load from clients that retry only what never reached the server.
 
 mod client;
 mod control_plane;
@@ -29,6 +30,7 @@ mod metrics;
 mod process;
 mod proxy;
 pub mod python;
+pub mod retrying;
 mod startup;
 pub mod upstream;
 pub mod web;

@@ -40,6 +40,8 @@ pub struct ProxyBuilder {
     namespace: String,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    /// `--outbound-addr` (default `127.0.0.1:0`).
+    outbound_addr: Option<SocketAddr>,
 }
 
 /// A running `levee-proxy`.
@@ -79,6 +81,13 @@ impl ProxyBuilder {
         self
     }
 
+    /// Listen for outbound calls here instead of on port 0 (e.g. a
+    /// restarted proxy taking over its predecessor's address).
+    pub fn outbound_addr(mut self, addr: SocketAddr) -> Self {
+        self.outbound_addr = Some(addr);
+        self
+    }
+
     /// `--namespace` (default `default`).
     pub fn namespace(mut self, namespace: &str) -> Self {
         self.namespace = namespace.to_owned();
@@ -114,7 +123,10 @@ impl ProxyBuilder {
             .unwrap_or_else(|e| panic!("creating a temp dir: {e}"));
         let policy_path = dir.path().join("policy.yaml");
         let mut cmd = startup::command("levee-proxy", dir.path(), "info,levee_proxy=debug");
-        cmd.args(["--outbound-addr", "127.0.0.1:0"])
+        let outbound = self
+            .outbound_addr
+            .map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
+        cmd.args(["--outbound-addr", &outbound])
             .args(["--inbound-addr", "127.0.0.1:0"])
             .args(["--admin-addr", "127.0.0.1:0"])
             .arg("--addr-file")
@@ -188,6 +200,7 @@ impl Proxy {
             namespace: "default".into(),
             args: Vec::new(),
             envs: Vec::new(),
+            outbound_addr: None,
         }
     }
 
