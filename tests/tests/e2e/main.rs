@@ -50,6 +50,7 @@ mod discovery_restart;
 mod discovery_sighup;
 
 // Chaos: processes killed under load and mid-response.
+mod chaos_control_plane;
 mod chaos_sigterm;
 mod chaos_upstream_kill;
 
