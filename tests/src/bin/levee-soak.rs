@@ -144,6 +144,22 @@ async fn change_policies(cp: Arc<ControlPlane>, every: Duration, ok: Arc<AtomicU
     }
 }
 
+/// Completes on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
 /// Least-squares slope of `ys` over `xs` (units of y per unit of x).
 fn slope(xs: &[f64], ys: &[f64]) -> f64 {
     let n = xs.len() as f64;
@@ -268,8 +284,18 @@ async fn main() -> std::process::ExitCode {
     };
     let start = Instant::now();
     let mut samples = Vec::new();
+    // Ctrl-C or SIGTERM ends the run early, still with a summary (and the
+    // children killed on the way out).
+    let interrupted = interrupted();
+    tokio::pin!(interrupted);
     for _ in 0..windows {
-        let result = load::run(&spec).await;
+        let result = tokio::select! {
+            result = load::run(&spec) => result,
+            () = &mut interrupted => {
+                println!("interrupted: stopping early");
+                break;
+            }
+        };
         let summary = result.latencies.summary();
         let version = proxy
             .metrics()
