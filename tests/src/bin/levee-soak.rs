@@ -121,7 +121,12 @@ fn policy(n: u64) -> String {
 }
 
 /// Applies a changed policy every `every` until the task is aborted.
-async fn change_policies(cp: Arc<ControlPlane>, every: Duration, ok: Arc<AtomicU64>, failed: Arc<AtomicU64>) {
+async fn change_policies(
+    cp: Arc<ControlPlane>,
+    every: Duration,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+) {
     let dir = match tempfile::tempdir() {
         Ok(dir) => dir,
         Err(e) => {
@@ -186,7 +191,10 @@ fn summarize(samples: &[Sample]) -> bool {
         .unwrap_or(&samples[0]);
     let errors: u64 = samples.iter().map(|s| s.errors).sum();
     let ok: u64 = samples.iter().map(|s| s.ok).sum();
-    let after: Vec<&Sample> = samples.iter().filter(|s| s.elapsed_s >= base.elapsed_s).collect();
+    let after: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.elapsed_s >= base.elapsed_s)
+        .collect();
     let xs: Vec<f64> = after.iter().map(|s| s.elapsed_s / 60.0).collect();
     let rss: Vec<f64> = after.iter().map(|s| s.proxy_rss_kib as f64).collect();
     let rss_slope = slope(&xs, &rss);
@@ -202,13 +210,20 @@ fn summarize(samples: &[Sample]) -> bool {
     let cp_flat = cp_rss_growth <= cp_rss_allowed;
     let p99_flat = last.p99_ms <= (base.p99_ms * 2.0).max(base.p99_ms + 5.0);
     let flat = rss_flat && fds_flat && cp_flat && p99_flat && errors == 0;
-    println!("levee-soak summary ({} samples, {:.1} min)", samples.len(), last.elapsed_s / 60.0);
+    println!(
+        "levee-soak summary ({} samples, {:.1} min)",
+        samples.len(),
+        last.elapsed_s / 60.0
+    );
     println!("  requests: {ok} ok, {errors} errors");
     println!(
         "  proxy RSS: {} KiB at {:.0}s -> {} KiB at end ({rss_growth:+.0} KiB, allowed {rss_allowed:.0}; slope {rss_slope:+.1} KiB/min)",
         base.proxy_rss_kib, base.elapsed_s, last.proxy_rss_kib
     );
-    println!("  proxy fds: {} -> {} ({fd_growth:+})", base.proxy_fds, last.proxy_fds);
+    println!(
+        "  proxy fds: {} -> {} ({fd_growth:+})",
+        base.proxy_fds, last.proxy_fds
+    );
     println!(
         "  control plane RSS: {} -> {} KiB ({cp_rss_growth:+.0}); fds {} -> {} ({cp_fd_growth:+})",
         base.cp_rss_kib, last.cp_rss_kib, base.cp_fds, last.cp_fds
@@ -272,7 +287,9 @@ async fn main() -> std::process::ExitCode {
     };
     let _ = writeln!(csv, "{HEADER}");
     println!("{HEADER}");
-    let windows = ((args.minutes * 60.0) / args.sample_secs as f64).ceil().max(1.0) as u64;
+    let windows = ((args.minutes * 60.0) / args.sample_secs as f64)
+        .ceil()
+        .max(1.0) as u64;
     let spec = LoadSpec {
         target: proxy.outbound(),
         authority: AUTHORITY.to_owned(),

@@ -63,23 +63,28 @@ async fn ok_count(proxy: &Proxy) -> f64 {
     let m = proxy.metrics().await.expect("metrics");
     m.value(
         "levee_requests_total",
-        &[("direction", "outbound"), ("service", SERVICE), ("code", "200")],
+        &[
+            ("direction", "outbound"),
+            ("service", SERVICE),
+            ("code", "200"),
+        ],
     )
 }
 
 #[tokio::test]
 async fn control_plane_killed_every_second_fails_no_request() {
     let data = tempfile::tempdir().expect("tempdir");
-    let mut cp = ControlPlane::builder()
-        .data_dir(data.path())
-        .start()
-        .await;
+    let mut cp = ControlPlane::builder().data_dir(data.path()).start().await;
     let up = FlakyUpstream::start("inv").await.expect("flaky");
     let cache = data.path().join("policy-cache.json");
     apply(
         &cp,
         &yaml::documents(&[
-            yaml::policy("inventory", 7100, "  outbound:\n    timeouts: {request: 2s}\n"),
+            yaml::policy(
+                "inventory",
+                7100,
+                "  outbound:\n    timeouts: {request: 2s}\n",
+            ),
             yaml::endpoints("inventory", 7100, &[up.addr()]),
         ]),
     )
@@ -130,7 +135,11 @@ async fn control_plane_killed_every_second_fails_no_request() {
     wait_metric(&proxy, "levee_control_plane_connected", &[], 1.0).await;
     apply(
         &cp,
-        &yaml::policy("inventory", 7100, "  outbound:\n    timeouts: {request: 3s}\n"),
+        &yaml::policy(
+            "inventory",
+            7100,
+            "  outbound:\n    timeouts: {request: 3s}\n",
+        ),
     )
     .await;
     wait_config(&proxy, "the 3s policy", |c| {

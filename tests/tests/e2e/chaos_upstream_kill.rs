@@ -13,8 +13,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use levee_tests::{
     harness::{
-        Http1Conn, Http2Conn, Proxy, empty, eventually, flaky_process::FlakyProcess,
-        get_http1, grpc_channel, yaml,
+        Http1Conn, Http2Conn, Proxy, empty, eventually, flaky_process::FlakyProcess, get_http1,
+        grpc_channel, yaml,
     },
     pb::{StreamRequest, flaky_client::FlakyClient},
 };
@@ -46,7 +46,9 @@ async fn upstream_and_proxy() -> (FlakyProcess, Proxy) {
         .start()
         .await;
     // A whole call first: the path works and the breaker is closed.
-    let r = get_http1(proxy.outbound(), AUTHORITY, "/").await.expect("call");
+    let r = get_http1(proxy.outbound(), AUTHORITY, "/")
+        .await
+        .expect("call");
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(breaker_state(&proxy).await, 0.0);
     (up, proxy)

@@ -51,12 +51,13 @@ impl Body for OutcomeBody {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
         let outcome = match &frame {
-            Some(Ok(f)) => f.trailers_ref().map(|trailers| {
-                match GrpcStatus::from_headers(trailers) {
-                    None | Some(GrpcStatus::Ok) => Outcome::Success,
-                    Some(status) => Outcome::Grpc(status),
-                }
-            }),
+            Some(Ok(f)) => {
+                f.trailers_ref()
+                    .map(|trailers| match GrpcStatus::from_headers(trailers) {
+                        None | Some(GrpcStatus::Ok) => Outcome::Success,
+                        Some(status) => Outcome::Grpc(status),
+                    })
+            }
             Some(Err(error)) => Some(classify_error(error.as_ref())),
             None => Some(Outcome::Success),
         };

@@ -73,7 +73,7 @@ where
                 // A good head: the body may still fail (an upstream dying
                 // mid-stream, a gRPC status in trailers).
                 Outcome::Success if !response.body().is_end_stream() => Poll::Ready(Ok(
-                    response.map(|body| BoxBody::new(OutcomeBody::new(body, permit))),
+                    response.map(|body| BoxBody::new(OutcomeBody::new(body, permit)))
                 )),
                 outcome => {
                     permit.record(&outcome);

@@ -5,8 +5,8 @@ use http::{Request, Response};
 use tower::{BoxError, Layer, ServiceExt, service_fn};
 
 use super::machine::tests::config;
-use crate::body::BoxBody;
 use super::*;
+use crate::body::BoxBody;
 
 /// An upstream answering with the status in `status`, counting calls.
 fn upstream(
@@ -239,8 +239,9 @@ async fn local_rejections_are_neither_failures_nor_probe_successes() {
 /// (a process killed mid-response), or that ends cleanly.
 fn streaming(fail: bool) -> Response<BoxBody> {
     use http_body_util::{BodyExt, StreamBody};
-    let mut frames: Vec<Result<http_body::Frame<bytes::Bytes>, BoxError>> =
-        vec![Ok(http_body::Frame::data(bytes::Bytes::from_static(b"part")))];
+    let mut frames: Vec<Result<http_body::Frame<bytes::Bytes>, BoxError>> = vec![Ok(
+        http_body::Frame::data(bytes::Bytes::from_static(b"part")),
+    )];
     if fail {
         frames.push(Err("connection reset mid-body".into()));
     }
