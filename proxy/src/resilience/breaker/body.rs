@@ -49,8 +49,12 @@ impl Body for OutcomeBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+        let mut inner = this.inner;
+        let frame = ready!(inner.as_mut().poll_frame(cx));
         let outcome = match &frame {
+            // The last frame of a body of known length: hyper stops polling
+            // once the body says it ended, so this is the end.
+            Some(Ok(f)) if f.is_data() && inner.is_end_stream() => Some(Outcome::Success),
             Some(Ok(f)) => {
                 f.trailers_ref()
                     .map(|trailers| match GrpcStatus::from_headers(trailers) {

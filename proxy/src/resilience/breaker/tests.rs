@@ -278,3 +278,37 @@ async fn a_body_that_fails_mid_stream_is_a_failure_and_a_clean_one_a_success() {
     }
     assert_eq!(breaker.state(), CircuitState::Open);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_body_read_to_its_known_length_is_a_success_without_a_final_poll() {
+    use http_body_util::BodyExt;
+
+    let metrics = Metrics::new();
+    let breaker = Arc::new(ServiceBreaker::new("s", &config(), &metrics));
+    // Open it, then let the open time pass: the next calls are probes.
+    for _ in 0..3 {
+        breaker
+            .try_acquire()
+            .expect("closed")
+            .record(&Outcome::HttpStatus(500));
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let svc = ServiceBreakerLayer::new(breaker.clone()).layer(service_fn(
+        |_req: Request<()>| async move {
+            Ok::<_, BoxError>(Response::new(crate::body::full("eleven byte")))
+        },
+    ));
+    for _ in 0..2 {
+        let mut body = call(&svc).await.expect("head").into_body();
+        // As hyper's server does: poll until the body says it ended, then drop.
+        while !http_body::Body::is_end_stream(&body) {
+            body.frame().await.expect("a frame").expect("no error");
+        }
+        drop(body);
+    }
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Closed,
+        "both probes succeeded"
+    );
+}
