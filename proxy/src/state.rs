@@ -127,9 +127,12 @@ impl Shared {
     }
 
     /// In control-plane mode, subscribes `service` the first time it is met
-    /// and waits briefly for its first update; at once otherwise.
+    /// and waits briefly for its first update (also while disconnected if
+    /// the proxy has no config yet); at once otherwise.
     pub async fn discovered(&self, service: &ServiceKey) {
-        self.subscriptions.discovered(service).await;
+        self.subscriptions
+            .discovered_while(service, !self.is_ready())
+            .await;
     }
 
     /// The policy for calls to `service` in the current snapshot.

@@ -68,6 +68,14 @@ impl Subscriptions {
     /// [`FIRST_UPDATE_WAIT`], and only while connected) for its first update.
     /// Returns at once in static mode and for known destinations.
     pub async fn discovered(&self, service: &ServiceKey) {
+        self.discovered_while(service, false).await;
+    }
+
+    /// [`Subscriptions::discovered`]; `starting` (the proxy has no first
+    /// config yet) waits also while disconnected: the first connection
+    /// attempt, or the policy cache installed when it fails, answers soon,
+    /// and a request let through before would run on no config at all.
+    pub async fn discovered_while(&self, service: &ServiceKey, starting: bool) {
         let Some(sender) = self.sender.get() else {
             return;
         };
@@ -89,7 +97,7 @@ impl Subscriptions {
                 None => return,
             },
         };
-        if !self.connected.load(Ordering::Acquire) {
+        if !starting && !self.connected.load(Ordering::Acquire) {
             return;
         }
         let wait = async {
@@ -204,6 +212,27 @@ mod tests {
         };
         subs.discovered(&ip).await;
         assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn before_a_first_config_a_cached_destination_waits_while_disconnected() {
+        let subs = Arc::new(Subscriptions::default());
+        let _rx = subs.enable();
+        subs.preload([key("cached")]);
+        // Starting, not connected yet: waits for the cache (or the control
+        // plane) to settle it instead of running on no config.
+        let waiter = {
+            let subs = subs.clone();
+            tokio::spawn(async move { subs.discovered_while(&key("cached"), true).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "waits while starting");
+        subs.settle(&key("cached"));
+        waiter.await.expect("waiter");
+        // Still bounded when nothing answers.
+        let start = tokio::time::Instant::now();
+        subs.discovered_while(&key("nobody"), true).await;
+        assert_eq!(start.elapsed(), FIRST_UPDATE_WAIT);
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,6 +2,15 @@
 //! knowledge, detected by peeking at the first bytes; an idle watchdog; and
 //! graceful/hard shutdown.
 //!
+//! Graceful shutdown never drops a request the client already sent: HTTP/2
+//! gets a GOAWAY (the client learns which streams were taken); an HTTP/1
+//! connection cannot say so, so it is kept open while it is busy or was
+//! active within [`DRAIN_IDLE`], every response from then on carries
+//! `Connection: close`, and only a connection idle for [`DRAIN_IDLE`] is
+//! closed (closing an idle keep-alive connection at once loses the request
+//! a client may be sending on it at that moment). A connection that has
+//! not sent its first bytes gets the same [`DRAIN_IDLE`].
+//!
 //! Detection peeks instead of reading (as hyper-util's `auto` server does):
 //! bytes read ahead would have to be replayed to hyper, and a replayed
 //! prefix makes hyper's HTTP/1 read buffer grow from 8 to 16 KiB on the first
@@ -37,6 +46,10 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// mid-preface (a slowloris) costs a few wake-ups a second, not a thousand.
 const PARTIAL_PREFACE_RETRY: Duration = Duration::from_millis(1);
 const PARTIAL_PREFACE_RETRY_MAX: Duration = Duration::from_millis(100);
+
+/// During graceful shutdown, how long an HTTP/1 connection may stay idle
+/// (counted from the shutdown or its last request) before it is closed.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
 
 /// The HTTP server settings shared by every connection of a listener.
 pub(super) struct Builders {
@@ -82,6 +95,12 @@ async fn speaks_h2(stream: &TcpStream) -> io::Result<bool> {
         tokio::time::sleep(wait).await;
         wait = next_preface_wait(wait);
     }
+}
+
+/// Completes [`DRAIN_IDLE`] after graceful shutdown began.
+async fn drain_idle_over(shutdown: &Shutdown) {
+    shutdown.graceful.cancelled().await;
+    tokio::time::sleep(DRAIN_IDLE).await;
 }
 
 /// The wait after `wait` while a partial preface stays partial.
@@ -192,6 +211,7 @@ pub(super) async fn serve_connection<H: Handler>(
     let seen = activity.clone();
     // Recorded on every request for per-client limits (inbound rate limit).
     let peer = stream.peer_addr().ok().map(super::ClientAddr);
+    let stopping = shutdown.graceful.clone();
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         if let Some(peer) = peer {
             req.extensions_mut().insert(peer);
@@ -201,9 +221,22 @@ pub(super) async fn serve_connection<H: Handler>(
         seen.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight(seen.clone());
         let handler = handler.clone();
+        let http1 = req.version() < http::Version::HTTP_2;
+        let stopping = stopping.clone();
         async move {
-            let response = handler.handle(req).await;
+            let mut response = handler.handle(req).await;
             drop(guard);
+            // Shutting down: hyper closes an HTTP/1 connection after a
+            // response that says so, and the client knows not to reuse it.
+            if http1
+                && stopping.is_cancelled()
+                && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             Ok::<_, Infallible>(response)
         }
     });
@@ -219,7 +252,7 @@ pub(super) async fn serve_connection<H: Handler>(
                 return;
             }
         },
-        () = shutdown.graceful.cancelled() => return,
+        () = drain_idle_over(shutdown) => return,
         () = shutdown.hard.cancelled() => return,
     };
     let last_io = Arc::new(LastIo::new());
@@ -234,7 +267,15 @@ pub(super) async fn serve_connection<H: Handler>(
         }
     };
     let mut conn = std::pin::pin!(conn);
+    // `stopping`: the listener is shutting down; `draining`: hyper was told
+    // to close the connection once its requests are done.
+    let mut stopping = false;
     let mut draining = false;
+    let drain_limits = Limits {
+        header_read_timeout: DRAIN_IDLE.min(limits.header_read_timeout),
+        idle_timeout: DRAIN_IDLE.min(limits.idle_timeout),
+        ..limits.clone()
+    };
     // The first look comes after whichever limit can fire first.
     let mut check_at = deadline_after(
         Instant::now(),
@@ -251,24 +292,32 @@ pub(super) async fn serve_connection<H: Handler>(
                 }
                 return;
             }
-            () = shutdown.graceful.cancelled(), if !draining => {
-                conn.as_mut().graceful_shutdown();
-                draining = true;
+            () = shutdown.graceful.cancelled(), if !stopping => {
+                stopping = true;
+                if h2 {
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                } else {
+                    // Idle time counts from now; look at it again soon.
+                    activity.touch();
+                    check_at = deadline_after(Instant::now(), DRAIN_IDLE);
+                }
             }
             // Also while draining: a stalled response would hold the drain.
             () = tokio::time::sleep_until(check_at) => {
                 let now = Instant::now();
-                let idle = activity.idle_deadline(limits);
+                let idle_limits = if stopping { &drain_limits } else { limits };
+                let idle = activity.idle_deadline(idle_limits);
                 match idle {
                     Some(deadline) if deadline <= now && !draining => {
                         tracing::debug!("closing idle downstream connection");
                         conn.as_mut().graceful_shutdown();
                         draining = true;
-                        check_at = deadline_after(now, limits.idle_timeout);
+                        check_at = deadline_after(now, idle_limits.idle_timeout);
                     }
                     Some(deadline) if deadline > now => check_at = deadline,
                     // Busy (or already draining): look again later.
-                    _ => check_at = deadline_after(now, limits.idle_timeout),
+                    _ => check_at = deadline_after(now, idle_limits.idle_timeout),
                 }
                 if let Some(stall) = limits.stall_timeout {
                     match last_io.stall(idle.is_none(), stall, now) {

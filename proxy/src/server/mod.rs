@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -134,22 +134,8 @@ pub async fn serve<H: Handler>(
     let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
     let local = listener.local_addr().ok();
     let mut refusals = RefusalLog::default();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.graceful.cancelled() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(error) => {
-                // Usually out of file descriptors: back off instead of spinning.
-                tracing::warn!(?local, %error, "accept failed");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                    () = shutdown.graceful.cancelled() => break,
-                }
-            }
-        };
+    // Serves one accepted connection, or refuses it over the limit.
+    let mut admit = |stream: TcpStream, peer: std::net::SocketAddr| {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "set_nodelay failed");
         }
@@ -183,6 +169,41 @@ pub async fn serve<H: Handler>(
                 Err(_) => drop(stream),
             },
         }
+    };
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.graceful.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(error) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(?local, %error, "accept failed");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                    () = shutdown.graceful.cancelled() => break,
+                }
+            }
+        };
+        admit(stream, peer);
+    }
+    // Connections the kernel already completed are the clients' (their
+    // requests may be on the way): serve them (they drain like the others)
+    // rather than let closing the listener reset them.
+    match listener.into_std() {
+        Ok(listener) => {
+            while let Ok((stream, peer)) = listener.accept() {
+                let stream = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream));
+                match stream {
+                    Ok(stream) => admit(stream, peer),
+                    Err(error) => tracing::debug!(%peer, %error, "cannot serve a last connection"),
+                }
+            }
+        }
+        Err(error) => tracing::debug!(?local, %error, "cannot take the last connections"),
     }
     tracing::debug!(?local, "listener stopped accepting");
 }

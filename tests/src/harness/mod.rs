@@ -19,9 +19,12 @@
 //! - [`python`]: a Python with `grpcio` for the third-party gRPC client.
 //! - [`upstream`]: small in-process upstreams that report what arrived.
 //! - [`resources`]: a process's open fds and RSS from `/proc`, and their peaks.
+//! - [`flaky_process`]: `levee-flaky` as a process, for `kill -9` mid-response.
+//! - [`retrying`]: load from clients that retry only what never reached the server.
 
 mod client;
 mod control_plane;
+pub mod flaky_process;
 pub mod load;
 pub mod mesh;
 mod metrics;
@@ -29,6 +32,7 @@ mod process;
 mod proxy;
 pub mod python;
 pub mod resources;
+pub mod retrying;
 mod startup;
 pub mod upstream;
 pub mod web;

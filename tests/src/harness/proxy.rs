@@ -113,6 +113,13 @@ impl ProxyBuilder {
         self
     }
 
+    /// Listen for outbound calls here instead of on port 0 (e.g. a
+    /// restarted proxy taking over its predecessor's address).
+    pub fn outbound_addr(mut self, addr: SocketAddr) -> Self {
+        self.listen[0] = addr.to_string();
+        self
+    }
+
     /// `--namespace` (default `default`).
     pub fn namespace(mut self, namespace: &str) -> Self {
         self.namespace = namespace.to_owned();

@@ -59,5 +59,10 @@ mod discovery_sighup;
 mod abuse_slow_clients;
 mod abuse_upgrades;
 
+// Chaos: processes killed under load and mid-response.
+mod chaos_control_plane;
+mod chaos_sigterm;
+mod chaos_upstream_kill;
+
 // The test upstream itself.
 mod flaky_binary;

@@ -1,17 +1,21 @@
 //! The breaker's response future: classifies what the inner service
-//! answered and reports it through the call's permit.
+//! answered and reports it through the call's permit: at once for an error
+//! or a failing head, at the end of the body otherwise (see [`OutcomeBody`]).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::Response;
+use http_body::Body as _;
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
 use super::BreakerPermit;
+use super::body::OutcomeBody;
+use crate::body::BoxBody;
 use crate::errors::ProxyError;
-use crate::resilience::classify::{classify_error, classify_response};
+use crate::resilience::classify::{Outcome, classify_error, classify_response};
 
 pin_project! {
     /// Either the admitted call, or the rejection. Dropped before it
@@ -43,12 +47,12 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
+impl<F, E> Future for ResponseFuture<F>
 where
-    F: Future<Output = Result<Response<B>, E>>,
+    F: Future<Output = Result<Response<BoxBody>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<Response<B>, BoxError>;
+    type Output = Result<Response<BoxBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -60,13 +64,26 @@ where
             return Poll::Ready(Err(error));
         };
         let result = ready!(inner.poll(cx)).map_err(Into::into);
-        if let Some(permit) = this.permit.take() {
-            let outcome = match &result {
-                Ok(response) => classify_response(response),
-                Err(error) => classify_error(error.as_ref()),
-            };
-            permit.record(&outcome);
+        let Some(permit) = this.permit.take() else {
+            return Poll::Ready(result);
+        };
+        let permit = permit.head_arrived();
+        match result {
+            Ok(response) => match classify_response(&response) {
+                // A good head: the body may still fail (an upstream dying
+                // mid-stream, a gRPC status in trailers).
+                Outcome::Success if !response.body().is_end_stream() => Poll::Ready(Ok(
+                    response.map(|body| BoxBody::new(OutcomeBody::new(body, permit)))
+                )),
+                outcome => {
+                    permit.record(&outcome);
+                    Poll::Ready(Ok(response))
+                }
+            },
+            Err(error) => {
+                permit.record(&classify_error(error.as_ref()));
+                Poll::Ready(Err(error))
+            }
         }
-        Poll::Ready(result)
     }
 }

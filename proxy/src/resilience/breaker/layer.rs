@@ -10,6 +10,7 @@ use tower::{BoxError, Layer, Service};
 
 use super::ServiceBreaker;
 use super::future::ResponseFuture;
+use crate::body::BoxBody;
 use crate::resilience::timeout::Deadline;
 use crate::trace::{self, SpanEvent};
 
@@ -43,12 +44,12 @@ pub struct ServiceBreakerService<S> {
     breaker: Arc<ServiceBreaker>,
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ServiceBreakerService<S>
+impl<S, ReqBody> Service<Request<ReqBody>> for ServiceBreakerService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<BoxBody>>,
     S::Error: Into<BoxError>,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<BoxBody>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 

@@ -18,6 +18,7 @@
 //! The state sits behind one small mutex per service, held for a few
 //! comparisons; a policy update with the same breaker config keeps it.
 
+mod body;
 mod future;
 mod layer;
 pub(crate) mod machine;
@@ -25,6 +26,7 @@ mod window;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use levee_proto::policy::EffectiveCircuitBreaker;
 use prometheus_client::metrics::counter::Counter;
@@ -150,6 +152,7 @@ impl ServiceBreaker {
                 breaker: Some(self.clone()),
                 generation: CLOSED_GENERATION,
                 start: now,
+                head_latency: None,
                 deadline: None,
             });
         }
@@ -165,6 +168,7 @@ impl ServiceBreaker {
                 breaker: Some(self.clone()),
                 generation,
                 start: now,
+                head_latency: None,
                 deadline: None,
             }),
             Admission::Rejected { retry_after } => {
@@ -188,7 +192,8 @@ impl ServiceBreaker {
             .store(machine.state() == CircuitState::Closed, Ordering::Release);
     }
 
-    fn finish(&self, generation: u64, outcome: &Outcome, start: Instant) {
+    /// Records a call; `latency` (to the response head) judges slowness.
+    fn finish(&self, generation: u64, outcome: &Outcome, latency: Duration) {
         let now = Instant::now();
         let mut machine = self.lock();
         if outcome.is_ignored() {
@@ -196,7 +201,7 @@ impl ServiceBreaker {
             return;
         }
         let failed = outcome.is_failure(&machine.config().failure_on);
-        let slow = machine.is_slow(now.saturating_duration_since(start));
+        let slow = machine.is_slow(latency);
         let changed = machine.record(now, failed, slow, Some(generation), || true);
         self.mirror(&machine);
         drop(machine);
@@ -215,6 +220,9 @@ pub struct BreakerPermit {
     breaker: Option<Arc<ServiceBreaker>>,
     generation: u64,
     start: Instant,
+    /// Time to the response head, once it arrived (the outcome may wait
+    /// for the end of the body; slowness is judged on the head).
+    head_latency: Option<Duration>,
     /// The call's deadline, if the layer knew one.
     deadline: Option<Instant>,
 }
@@ -226,10 +234,21 @@ impl BreakerPermit {
         self
     }
 
-    /// Reports the call's outcome; latency is measured from admission.
+    /// Notes that the response head arrived now (its latency is the call's).
+    pub(super) fn head_arrived(mut self) -> Self {
+        self.head_latency = Some(self.start.elapsed());
+        self
+    }
+
+    fn latency(&self) -> Duration {
+        self.head_latency.unwrap_or_else(|| self.start.elapsed())
+    }
+
+    /// Reports the call's outcome; latency is measured from admission to
+    /// the response head (or to now, without one).
     pub fn record(mut self, outcome: &Outcome) {
         if let Some(breaker) = self.breaker.take() {
-            breaker.finish(self.generation, outcome, self.start);
+            breaker.finish(self.generation, outcome, self.latency());
         }
     }
 }
@@ -243,7 +262,7 @@ impl Drop for BreakerPermit {
             } else {
                 Outcome::Cancelled
             };
-            breaker.finish(self.generation, &outcome, self.start);
+            breaker.finish(self.generation, &outcome, self.latency());
         }
     }
 }

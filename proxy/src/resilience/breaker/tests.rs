@@ -6,6 +6,7 @@ use tower::{BoxError, Layer, ServiceExt, service_fn};
 
 use super::machine::tests::config;
 use super::*;
+use crate::body::BoxBody;
 
 /// An upstream answering with the status in `status`, counting calls.
 fn upstream(
@@ -13,9 +14,9 @@ fn upstream(
     calls: Arc<AtomicUsize>,
 ) -> impl tower::Service<
     Request<()>,
-    Response = Response<()>,
+    Response = Response<BoxBody>,
     Error = BoxError,
-    Future = impl Future<Output = Result<Response<()>, BoxError>>,
+    Future = impl Future<Output = Result<Response<BoxBody>, BoxError>>,
 > + Clone {
     service_fn(move |_req: Request<()>| {
         let status = status.load(Ordering::SeqCst);
@@ -23,16 +24,16 @@ fn upstream(
         async move {
             let response = Response::builder()
                 .status(status)
-                .body(())
+                .body(crate::body::empty())
                 .map_err(BoxError::from)?;
             Ok(response)
         }
     })
 }
 
-async fn call<S>(svc: &S) -> Result<Response<()>, BoxError>
+async fn call<S>(svc: &S) -> Result<Response<BoxBody>, BoxError>
 where
-    S: tower::Service<Request<()>, Response = Response<()>, Error = BoxError> + Clone,
+    S: tower::Service<Request<()>, Response = Response<BoxBody>, Error = BoxError> + Clone,
 {
     svc.clone().oneshot(Request::new(())).await
 }
@@ -99,7 +100,7 @@ async fn client_errors_and_cancelled_calls_are_not_failures() {
     // A caller that hangs up (the future is dropped) does not count.
     let hanging =
         ServiceBreakerLayer::new(breaker.clone()).layer(service_fn(|_req: Request<()>| {
-            std::future::pending::<Result<Response<()>, BoxError>>()
+            std::future::pending::<Result<Response<BoxBody>, BoxError>>()
         }));
     for _ in 0..10 {
         let pending = hanging.clone().oneshot(Request::new(()));
@@ -115,7 +116,7 @@ async fn errors_count_and_state_survives_an_unchanged_config() {
     let breaker = Arc::new(ServiceBreaker::new("s", &config(), &metrics));
     let failing =
         ServiceBreakerLayer::new(breaker.clone()).layer(service_fn(|_req: Request<()>| async {
-            Err::<Response<()>, BoxError>(Box::new(ProxyError::new(
+            Err::<Response<BoxBody>, BoxError>(Box::new(ProxyError::new(
                 ErrorKind::UpstreamConnect(crate::errors::ConnectCause::Refused),
                 "s",
                 "refused",
@@ -181,7 +182,7 @@ async fn a_call_dropped_at_its_deadline_is_a_timeout() {
     let breaker = Arc::new(ServiceBreaker::new("s", &config(), &metrics));
     let hanging =
         ServiceBreakerLayer::new(breaker.clone()).layer(service_fn(|_req: Request<()>| {
-            std::future::pending::<Result<Response<()>, BoxError>>()
+            std::future::pending::<Result<Response<BoxBody>, BoxError>>()
         }));
     // Dropped before the deadline: the caller hung up, not a failure.
     for _ in 0..5 {
@@ -232,4 +233,82 @@ async fn local_rejections_are_neither_failures_nor_probe_successes() {
             .record(&Outcome::Error(ErrorKind::Overloaded));
     }
     assert_eq!(breaker.state(), CircuitState::HalfOpen);
+}
+
+/// An upstream answering 200 with a body that fails after its first chunk
+/// (a process killed mid-response), or that ends cleanly.
+fn streaming(fail: bool) -> Response<BoxBody> {
+    use http_body_util::{BodyExt, StreamBody};
+    let mut frames: Vec<Result<http_body::Frame<bytes::Bytes>, BoxError>> = vec![Ok(
+        http_body::Frame::data(bytes::Bytes::from_static(b"part")),
+    )];
+    if fail {
+        frames.push(Err("connection reset mid-body".into()));
+    }
+    let body = StreamBody::new(futures_util::stream::iter(frames));
+    Response::new(BodyExt::boxed(body))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_fails_mid_stream_is_a_failure_and_a_clean_one_a_success() {
+    use http_body_util::BodyExt;
+
+    let metrics = Metrics::new();
+    let breaker = Arc::new(ServiceBreaker::new("s", &config(), &metrics));
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let svc = {
+        let fail = fail.clone();
+        ServiceBreakerLayer::new(breaker.clone()).layer(service_fn(move |_req: Request<()>| {
+            let fail = fail.load(Ordering::SeqCst);
+            async move { Ok::<_, BoxError>(streaming(fail)) }
+        }))
+    };
+    // Clean bodies, read to the end: successes.
+    for _ in 0..5 {
+        let response = call(&svc).await.expect("head");
+        response.into_body().collect().await.expect("a clean body");
+    }
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    // The head says 200; the body breaks: failures, the breaker opens.
+    fail.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        let response = call(&svc).await.expect("head");
+        assert_eq!(response.status(), 200);
+        assert!(response.into_body().collect().await.is_err());
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_read_to_its_known_length_is_a_success_without_a_final_poll() {
+    use http_body_util::BodyExt;
+
+    let metrics = Metrics::new();
+    let breaker = Arc::new(ServiceBreaker::new("s", &config(), &metrics));
+    // Open it, then let the open time pass: the next calls are probes.
+    for _ in 0..3 {
+        breaker
+            .try_acquire()
+            .expect("closed")
+            .record(&Outcome::HttpStatus(500));
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let svc = ServiceBreakerLayer::new(breaker.clone()).layer(service_fn(
+        |_req: Request<()>| async move {
+            Ok::<_, BoxError>(Response::new(crate::body::full("eleven byte")))
+        },
+    ));
+    for _ in 0..2 {
+        let mut body = call(&svc).await.expect("head").into_body();
+        // As hyper's server does: poll until the body says it ended, then drop.
+        while !http_body::Body::is_end_stream(&body) {
+            body.frame().await.expect("a frame").expect("no error");
+        }
+        drop(body);
+    }
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Closed,
+        "both probes succeeded"
+    );
 }
