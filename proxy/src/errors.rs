@@ -60,8 +60,12 @@ impl ErrorKind {
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::NoEndpoints => "no-endpoints",
             ErrorKind::UpstreamConnect(_) => "upstream-connect",
+            // The caller's body broke (malformed chunked encoding, a reset
+            // stream): the caller's request was bad, whatever the upstream did.
+            ErrorKind::UpstreamReset(ResetCause::RequestBody) | ErrorKind::BadRequest => {
+                "bad-request"
+            }
             ErrorKind::UpstreamReset(_) => "upstream-reset",
-            ErrorKind::BadRequest => "bad-request",
         }
     }
 
@@ -73,14 +77,20 @@ impl ErrorKind {
             }
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::UpstreamReset(ResetCause::RequestBody) | ErrorKind::BadRequest => {
+                StatusCode::BAD_REQUEST
+            }
             ErrorKind::UpstreamConnect(_) | ErrorKind::UpstreamReset(_) => StatusCode::BAD_GATEWAY,
-            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
         }
     }
 
     /// The gRPC status of the error response.
     pub fn grpc_status(&self) -> GrpcStatus {
         match self {
+            // gRPC's mapping of HTTP 400.
+            ErrorKind::UpstreamReset(ResetCause::RequestBody) | ErrorKind::BadRequest => {
+                GrpcStatus::Internal
+            }
             ErrorKind::CircuitOpen
             | ErrorKind::Overloaded
             | ErrorKind::NoEndpoints
@@ -88,8 +98,6 @@ impl ErrorKind {
             | ErrorKind::UpstreamReset(_) => GrpcStatus::Unavailable,
             ErrorKind::Timeout => GrpcStatus::DeadlineExceeded,
             ErrorKind::RateLimited => GrpcStatus::ResourceExhausted,
-            // gRPC's mapping of HTTP 400.
-            ErrorKind::BadRequest => GrpcStatus::Internal,
         }
     }
 

@@ -124,6 +124,7 @@ pub async fn run_with(
     let pool = PoolSettings {
         connect_timeout: config.connect_timeout,
         idle_timeout: config.upstream_idle_timeout,
+        h2: config.h2_settings(),
         ..PoolSettings::default()
     };
     let forwarder = Arc::new(Forwarder::new(pool, tasks.clone(), hard.clone()));
@@ -132,6 +133,7 @@ pub async fn run_with(
         header_read_timeout: config.header_read_timeout,
         idle_timeout: config.idle_timeout,
         max_connections: config.max_connections,
+        h2: config.h2_settings(),
     };
     let listeners = Shutdown {
         graceful: shutdown.clone(),

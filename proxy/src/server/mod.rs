@@ -10,7 +10,9 @@
 //!   gracefully (HTTP/1 keep-alive connections are also bounded by hyper's
 //!   header read timeout while they wait for the next request);
 //! - connection limit: over it a connection is answered `503 overloaded` and
-//!   closed, never left hanging.
+//!   closed, never left hanging;
+//! - HTTP/2: streams per connection, fixed flow-control windows, reset-flood
+//!   guards ([`crate::h2_settings`]).
 
 mod conn;
 mod overload;
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::BoxBody;
+use crate::h2_settings::H2Settings;
 
 /// Answers one request. Errors are already responses (see [`crate::errors`]).
 pub trait Handler: Send + Sync + 'static {
@@ -47,6 +50,7 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    pub h2: H2Settings,
 }
 
 impl Default for Limits {
@@ -56,6 +60,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_connections: 10_000,
+            h2: H2Settings::default(),
         }
     }
 }

@@ -18,9 +18,14 @@
 //! - [`mesh`]: proxies in control-plane mode, `leveectl apply`, `/config` polling.
 //! - [`python`]: a Python with `grpcio` for the third-party gRPC client.
 //! - [`upstream`]: small in-process upstreams that report what arrived.
+//! - [`abuse`]: a process's footprint (RSS, fds) and an upstream recording
+//!   every request, for the abuse tests.
+//! - [`h2frames`]: hand-written HTTP/2 frames over a raw TCP stream.
 
+pub mod abuse;
 mod client;
 mod control_plane;
+pub mod h2frames;
 pub mod load;
 pub mod mesh;
 mod metrics;

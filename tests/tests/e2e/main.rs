@@ -14,6 +14,7 @@ mod headers;
 mod http1;
 mod http2;
 mod proxy_mode;
+mod smuggling;
 mod upgrade;
 
 // The proxy process: flags, policy file, admin, limits, shutdown.
