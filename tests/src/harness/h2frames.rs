@@ -6,9 +6,13 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use bytes::BytesMut;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{
+        TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
 };
 
 /// What a client sends first (RFC 9113 §3.4).
@@ -149,47 +153,64 @@ pub fn headers(stream: u32, block: &[u8], end_stream: bool) -> Vec<u8> {
     frame(HEADERS, flags, stream, block)
 }
 
-/// A raw HTTP/2 connection to a proxy listener (prior knowledge, h2c).
+/// A raw HTTP/2 connection: a frame reader and a write half, separable so a
+/// test can flood from one task while it reads (or deliberately does not
+/// read) on another.
 pub struct H2Conn {
-    pub stream: TcpStream,
-    buf: Vec<u8>,
+    pub reader: FrameReader,
+    pub writer: OwnedWriteHalf,
 }
 
 impl H2Conn {
-    /// Connects, and sends the preface and an empty SETTINGS frame.
+    /// Connects to a proxy listener (prior knowledge, h2c), and sends the
+    /// preface and an empty SETTINGS frame.
     pub async fn connect(addr: SocketAddr) -> std::io::Result<H2Conn> {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.write_all(PREFACE).await?;
-        stream.write_all(&settings(&[])).await?;
-        Ok(H2Conn {
-            stream,
-            buf: Vec::new(),
-        })
+        let mut conn = H2Conn::accepted(TcpStream::connect(addr).await?);
+        conn.send(PREFACE).await?;
+        conn.send(&settings(&[])).await?;
+        Ok(conn)
     }
 
     /// Wraps an accepted connection (the upstream side); its preface is read
-    /// by [`H2Conn::read_preface`].
+    /// by [`FrameReader::read_preface`].
     pub fn accepted(stream: TcpStream) -> H2Conn {
+        let (read, writer) = stream.into_split();
         H2Conn {
-            stream,
-            buf: Vec::new(),
+            reader: FrameReader {
+                read,
+                buf: BytesMut::new(),
+            },
+            writer,
         }
     }
 
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes).await
+    }
+
+    /// See [`FrameReader::read_frame`].
+    pub async fn read_frame(&mut self, deadline: Duration) -> std::io::Result<Option<Frame>> {
+        self.reader.read_frame(deadline).await
+    }
+}
+
+/// Reads frames off the read half of a connection.
+pub struct FrameReader {
+    read: OwnedReadHalf,
+    buf: BytesMut,
+}
+
+impl FrameReader {
     /// Reads the 24-byte client preface, or fails when something else came.
     pub async fn read_preface(&mut self, deadline: Duration) -> std::io::Result<()> {
         let mut got = [0u8; 24];
-        tokio::time::timeout(deadline, self.stream.read_exact(&mut got))
+        tokio::time::timeout(deadline, self.read.read_exact(&mut got))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no preface"))??;
         if &got != PREFACE {
             return Err(std::io::Error::other(format!("not a preface: {got:?}")));
         }
         Ok(())
-    }
-
-    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes).await
     }
 
     /// The next frame; `Ok(None)` when the peer closed the connection.
@@ -204,7 +225,7 @@ impl H2Conn {
             if self.buf.len() >= 9 {
                 let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
                 if self.buf.len() >= 9 + len {
-                    let head: Vec<u8> = self.buf.drain(..9 + len).collect();
+                    let head = self.buf.split_to(9 + len);
                     return Ok(Some(Frame {
                         kind: head[3],
                         flags: head[4],
@@ -214,8 +235,8 @@ impl H2Conn {
                     }));
                 }
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = match self.stream.read(&mut chunk).await {
+            self.buf.reserve(64 * 1024);
+            let n = match self.read.read_buf(&mut self.buf).await {
                 Ok(n) => n,
                 // A reset after GOAWAY is the peer closing too.
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
@@ -224,30 +245,19 @@ impl H2Conn {
             if n == 0 {
                 return Ok(None);
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
-    /// Frames until the peer closes the connection or sends a frame of
-    /// `kind`, whichever comes first; fails after `deadline` overall.
-    pub async fn read_until(
-        &mut self,
-        kind: u8,
-        deadline: Duration,
-    ) -> std::io::Result<Vec<Frame>> {
+    /// Every frame until the peer closes the connection, or fails after
+    /// `deadline` overall (a peer that keeps it open).
+    pub async fn read_to_close(&mut self, deadline: Duration) -> std::io::Result<Vec<Frame>> {
         let until = tokio::time::Instant::now() + deadline;
         let mut frames = Vec::new();
         loop {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
             match self.read_frame(left).await? {
                 None => return Ok(frames),
-                Some(f) => {
-                    let done = f.kind == kind;
-                    frames.push(f);
-                    if done {
-                        return Ok(frames);
-                    }
-                }
+                Some(f) => frames.push(f),
             }
         }
     }

@@ -10,6 +10,8 @@
 mod errors;
 mod grpc;
 mod grpc_python;
+mod h2_abuse;
+mod h2_limits;
 mod headers;
 mod http1;
 mod http2;

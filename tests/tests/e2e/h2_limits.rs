@@ -1,0 +1,185 @@
+//! The HTTP/2 settings the proxy announces, read off the wire with raw
+//! frames: to clients on both listeners (streams per connection, fixed
+//! stream and connection windows, header list size) and to upstreams on the
+//! connections it dials. Fixed windows mean no peer can make the proxy
+//! buffer more than the connection window of its body; adaptive windows grew
+//! to 16 MiB.
+
+use std::{net::SocketAddr, time::Duration};
+
+use levee_tests::harness::{
+    Proxy, get_http2,
+    h2frames::{
+        self, ACK, Frame, H2Conn, PING, SETTINGS, SETTINGS_INITIAL_WINDOW_SIZE,
+        SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_MAX_HEADER_LIST_SIZE, WINDOW_UPDATE,
+    },
+    upstream::bind,
+    yaml,
+};
+
+const READ: Duration = Duration::from_secs(5);
+
+/// What one side announced at the start of a connection.
+#[derive(Debug, Default)]
+struct Announced {
+    settings: Vec<(u16, u32)>,
+    /// The connection-level WINDOW_UPDATE increments.
+    connection_window_increments: Vec<u32>,
+}
+
+impl Announced {
+    fn setting(&self, id: u16) -> Option<u32> {
+        self.settings
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, v)| *v)
+    }
+
+    /// The connection window the peer gave: 65,535 plus its increments.
+    fn connection_window(&self) -> u64 {
+        65_535
+            + self
+                .connection_window_increments
+                .iter()
+                .map(|&i| u64::from(i))
+                .sum::<u64>()
+    }
+
+    fn note(&mut self, frame: &Frame) {
+        if frame.kind == SETTINGS && frame.flags & ACK == 0 {
+            self.settings.extend(frame.settings());
+        }
+        if frame.kind == WINDOW_UPDATE && frame.stream == 0 {
+            self.connection_window_increments
+                .extend(frame.window_increment());
+        }
+    }
+}
+
+/// Opens an h2c connection to `listener` and collects what the proxy
+/// announces: its SETTINGS (complete once it answered a PING) and its
+/// connection window update (which may come after; a proxy that sends none
+/// within a second has none to send).
+async fn announced_by(listener: SocketAddr) -> Announced {
+    let mut conn = H2Conn::connect(listener).await.unwrap();
+    conn.send(&h2frames::ping(*b"settled?")).await.unwrap();
+    let mut announced = Announced::default();
+    let mut ponged = false;
+    let update_deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !(ponged && !announced.connection_window_increments.is_empty()) {
+        let wait = if ponged {
+            update_deadline.saturating_duration_since(tokio::time::Instant::now())
+        } else {
+            READ
+        };
+        let frame = match conn.read_frame(wait).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => panic!("the proxy closed the connection: {announced:?}"),
+            Err(_) if ponged => break,
+            Err(e) => panic!("no PING answer: {e}; {announced:?}"),
+        };
+        announced.note(&frame);
+        ponged |= frame.kind == PING && frame.flags & ACK != 0;
+    }
+    announced
+}
+
+#[tokio::test]
+async fn listeners_announce_bounded_streams_and_fixed_windows() {
+    let proxy = Proxy::builder().start().await;
+    for listener in [proxy.outbound(), proxy.inbound()] {
+        let a = announced_by(listener).await;
+        assert_eq!(
+            a.setting(SETTINGS_MAX_CONCURRENT_STREAMS),
+            Some(100),
+            "{a:?}"
+        );
+        assert_eq!(
+            a.setting(SETTINGS_INITIAL_WINDOW_SIZE),
+            Some(256 * 1024),
+            "{a:?}"
+        );
+        assert_eq!(
+            a.setting(SETTINGS_MAX_HEADER_LIST_SIZE),
+            Some(64 * 1024),
+            "{a:?}"
+        );
+        assert_eq!(a.connection_window(), 1024 * 1024, "{a:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_h2_flags_set_what_the_listeners_announce() {
+    let flags = [
+        "--h2-max-concurrent-streams",
+        "7",
+        "--h2-stream-window",
+        "100000",
+        "--h2-connection-window",
+        "300000",
+        "--max-header-bytes",
+        "20000",
+    ];
+    let proxy = flags
+        .into_iter()
+        .fold(Proxy::builder(), |b, flag| b.arg(flag))
+        .start()
+        .await;
+    let a = announced_by(proxy.outbound()).await;
+    assert_eq!(a.setting(SETTINGS_MAX_CONCURRENT_STREAMS), Some(7), "{a:?}");
+    assert_eq!(
+        a.setting(SETTINGS_INITIAL_WINDOW_SIZE),
+        Some(100_000),
+        "{a:?}"
+    );
+    assert_eq!(
+        a.setting(SETTINGS_MAX_HEADER_LIST_SIZE),
+        Some(20_000),
+        "{a:?}"
+    );
+    assert_eq!(a.connection_window(), 300_000, "{a:?}");
+}
+
+/// The proxy's upstream connections announce the same fixed windows (and
+/// header list size) to the upstream, read by a raw HTTP/2 upstream that
+/// never answers.
+#[tokio::test]
+async fn upstream_connections_announce_fixed_windows() {
+    let (listener, addr) = bind().await;
+    let proxy = Proxy::builder()
+        .policy(yaml::endpoints("web", 80, &[addr]))
+        .start()
+        .await;
+    let call = tokio::spawn({
+        let outbound = proxy.outbound();
+        async move { get_http2(outbound, "web:80", "/").await }
+    });
+    let (tcp, _) = tokio::time::timeout(READ, listener.accept())
+        .await
+        .expect("the proxy dials the upstream")
+        .unwrap();
+    let mut conn = H2Conn::accepted(tcp);
+    conn.reader.read_preface(READ).await.unwrap();
+    let mut announced = Announced::default();
+    // The proxy's SETTINGS, then its window update, then the request.
+    loop {
+        let frame = conn.read_frame(READ).await.unwrap().expect("a request");
+        announced.note(&frame);
+        if frame.kind == h2frames::HEADERS {
+            break;
+        }
+    }
+    call.abort();
+    let a = announced;
+    assert_eq!(
+        a.setting(SETTINGS_INITIAL_WINDOW_SIZE),
+        Some(256 * 1024),
+        "{a:?}"
+    );
+    assert_eq!(
+        a.setting(SETTINGS_MAX_HEADER_LIST_SIZE),
+        Some(64 * 1024),
+        "{a:?}"
+    );
+    assert_eq!(a.connection_window(), 1024 * 1024, "{a:?}");
+}
