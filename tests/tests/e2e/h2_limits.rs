@@ -8,9 +8,11 @@
 use std::{net::SocketAddr, time::Duration};
 
 use levee_tests::harness::{
-    Proxy, get_http2,
+    Http2Conn, Proxy,
+    abuse::Recorder,
+    empty, get_http2,
     h2frames::{
-        self, ACK, Frame, H2Conn, PING, SETTINGS, SETTINGS_INITIAL_WINDOW_SIZE,
+        self, ACK, Frame, H2Conn, PING, REFUSED_STREAM, SETTINGS, SETTINGS_INITIAL_WINDOW_SIZE,
         SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_MAX_HEADER_LIST_SIZE, WINDOW_UPDATE,
     },
     upstream::bind,
@@ -66,7 +68,7 @@ async fn announced_by(listener: SocketAddr) -> Announced {
     let mut announced = Announced::default();
     let mut ponged = false;
     let update_deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-    while !(ponged && !announced.connection_window_increments.is_empty()) {
+    while !ponged || announced.connection_window_increments.is_empty() {
         let wait = if ponged {
             update_deadline.saturating_duration_since(tokio::time::Instant::now())
         } else {
@@ -182,4 +184,92 @@ async fn upstream_connections_announce_fixed_windows() {
         "{a:?}"
     );
     assert_eq!(a.connection_window(), 1024 * 1024, "{a:?}");
+}
+
+/// A client that opens more streams than `--h2-max-concurrent-streams`
+/// gets the extra ones refused (REFUSED_STREAM: never processed, safe to
+/// retry), while the streams within the limit go on.
+#[tokio::test]
+async fn streams_beyond_the_limit_are_refused() {
+    let up = Recorder::start().await;
+    let proxy = Proxy::builder()
+        .fronting(up.addr())
+        .arg("--h2-max-concurrent-streams")
+        .arg("2")
+        .start()
+        .await;
+    let mut conn = H2Conn::connect(proxy.outbound()).await.unwrap();
+    // The limit binds once the client acknowledged the proxy's SETTINGS.
+    loop {
+        let frame = conn.read_frame(READ).await.unwrap().expect("SETTINGS");
+        if frame.kind == SETTINGS && frame.flags & ACK == 0 {
+            break;
+        }
+    }
+    conn.send(&h2frames::frame(SETTINGS, ACK, 0, &[]))
+        .await
+        .unwrap();
+    // Three uploads that never end: two fit, the third does not.
+    let block = [
+        h2frames::literal(":method", "POST"),
+        h2frames::literal(":scheme", "http"),
+        h2frames::literal(":authority", "web:80"),
+        h2frames::literal(":path", "/held"),
+    ]
+    .concat();
+    for id in [1, 3, 5] {
+        conn.send(&h2frames::headers(id, &block, false))
+            .await
+            .unwrap();
+    }
+    let refused = loop {
+        let frame = conn.read_frame(READ).await.unwrap().expect("an answer");
+        if frame.kind == h2frames::RST_STREAM {
+            break frame;
+        }
+    };
+    assert_eq!(refused.stream, 5);
+    assert_eq!(refused.error_code(), Some(REFUSED_STREAM));
+    levee_tests::harness::eventually(
+        READ,
+        "the two streams within the limit to reach the upstream",
+        || async {
+            let held = up
+                .seen()
+                .iter()
+                .filter(|l| l.starts_with("POST /held"))
+                .count();
+            if held == 2 {
+                Ok(())
+            } else {
+                Err(format!("{:?}", up.seen()))
+            }
+        },
+    )
+    .await;
+}
+
+/// An HTTP/2 request head over `--max-header-bytes` gets 431 on its stream
+/// and is not forwarded; the connection's next request is served.
+#[tokio::test]
+async fn an_oversized_h2_header_list_gets_431() {
+    let up = Recorder::start().await;
+    let proxy = Proxy::builder()
+        .fronting(up.addr())
+        .arg("--max-header-bytes")
+        .arg("8192")
+        .start()
+        .await;
+    let mut conn = Http2Conn::connect(proxy.outbound()).await.unwrap();
+    let big = http::Request::get("http://web:80/big")
+        .header("x-big", "a".repeat(16 * 1024))
+        .body(empty())
+        .unwrap();
+    let r = conn.send(big).await.expect("a response, not a reset");
+    assert_eq!(r.status, 431, "{r:?}");
+    let small = http::Request::get("http://web:80/small")
+        .body(empty())
+        .unwrap();
+    assert_eq!(conn.send(small).await.unwrap().status, 200);
+    assert_eq!(up.seen(), ["GET /small 0"]);
 }
