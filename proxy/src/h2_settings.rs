@@ -14,9 +14,12 @@ use std::time::Duration;
 use hyper::{client, server};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-/// Default `--h2-max-concurrent-streams` (Go's server uses 250, hyper 200,
-/// Envoy's edge guidance 100).
-pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Default `--h2-max-concurrent-streams`, as Go's HTTP/2 server (hyper's is
+/// 200 unless set; Envoy's edge guidance 100). Not lower: a peer proxy sends
+/// all its HTTP/2 calls to this one over a single connection (one per
+/// endpoint), so this is also the concurrency of a mesh hop; the windows,
+/// not the stream count, bound the memory one connection pins.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 250;
 /// Default `--h2-stream-window`: body bytes a peer may send on one stream
 /// before the proxy has passed them on.
 pub const DEFAULT_STREAM_WINDOW: u32 = 256 * 1024;
@@ -48,7 +51,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The per-connection HTTP/2 settings of one proxy (flags `--h2-*`, and
 /// `--max-header-bytes` for the header list).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct H2Settings {
     /// `SETTINGS_MAX_CONCURRENT_STREAMS` advertised by the listeners.
     pub max_concurrent_streams: u32,

@@ -138,7 +138,7 @@ impl Pool {
         }
         let fresh = Arc::new(EndpointConns {
             addr,
-            h2_settings: self.settings.h2.clone(),
+            h2_settings: self.settings.h2,
             idle_h1: IdleConns::new(
                 self.settings.idle_timeout,
                 self.settings.max_idle_per_endpoint,

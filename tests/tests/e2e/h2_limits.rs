@@ -93,7 +93,7 @@ async fn listeners_announce_bounded_streams_and_fixed_windows() {
         let a = announced_by(listener).await;
         assert_eq!(
             a.setting(SETTINGS_MAX_CONCURRENT_STREAMS),
-            Some(100),
+            Some(250),
             "{a:?}"
         );
         assert_eq!(
