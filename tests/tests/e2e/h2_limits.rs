@@ -9,7 +9,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use levee_tests::harness::{
     Http2Conn, Proxy,
-    abuse::Recorder,
+    abuse::{Footprint, Recorder},
     empty, get_http2,
     h2frames::{
         self, ACK, Frame, H2Conn, PING, REFUSED_STREAM, SETTINGS, SETTINGS_INITIAL_WINDOW_SIZE,
@@ -272,4 +272,108 @@ async fn an_oversized_h2_header_list_gets_431() {
         .unwrap();
     assert_eq!(conn.send(small).await.unwrap().status, 200);
     assert_eq!(up.seen(), ["GET /small 0"]);
+}
+
+/// One client, uploads on many streams to an upstream that accepts the
+/// connection and never reads: the proxy takes no more body than its fixed
+/// connection window, plus what it passed on to the upstream (the
+/// upstream's 64 KiB window and a 64 KiB send buffer per stream), however
+/// fast the client sends.
+#[tokio::test]
+async fn a_client_cannot_make_the_proxy_hold_more_body_than_its_windows() {
+    let (listener, addr) = bind().await;
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let proxy = Proxy::builder()
+        .policy(yaml::endpoints("web", 80, &[addr]))
+        .start()
+        .await;
+    let pid = proxy.process.pid().expect("the proxy runs");
+    let before = Footprint::of(pid);
+    let mut conn = H2Conn::connect(proxy.outbound()).await.unwrap();
+    const STREAMS: u32 = 20;
+    let block = [
+        h2frames::literal(":method", "POST"),
+        h2frames::literal(":scheme", "http"),
+        h2frames::literal(":authority", "web:80"),
+        h2frames::literal(":path", "/upload"),
+    ]
+    .concat();
+    for i in 0..STREAMS {
+        conn.send(&h2frames::headers(1 + 2 * i, &block, false))
+            .await
+            .unwrap();
+    }
+    // Send as much as flow control lets us, until the proxy stops giving
+    // window for a second.
+    let mut connection_window: i64 = 65_535;
+    let mut stream_windows = vec![65_535i64; STREAMS as usize];
+    let chunk = vec![b'x'; 16 * 1024];
+    let mut sent: i64 = 0;
+    loop {
+        for (i, window) in stream_windows.iter_mut().enumerate() {
+            let n = (*window).min(connection_window).min(chunk.len() as i64);
+            if n > 0 {
+                let id = 1 + 2 * u32::try_from(i).unwrap();
+                conn.send(&h2frames::frame(
+                    h2frames::DATA,
+                    0,
+                    id,
+                    &chunk[..n as usize],
+                ))
+                .await
+                .unwrap();
+                *window -= n;
+                connection_window -= n;
+                sent += n;
+            }
+        }
+        let stalled = connection_window <= 0 || stream_windows.iter().all(|w| *w <= 0);
+        let wait = if stalled {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(1)
+        };
+        match conn.read_frame(wait).await {
+            Ok(Some(f)) if f.kind == SETTINGS && f.flags & ACK == 0 => {
+                for (id, value) in f.settings() {
+                    if id == SETTINGS_INITIAL_WINDOW_SIZE {
+                        // Applies to every open stream (RFC 9113 §6.9.2).
+                        for w in &mut stream_windows {
+                            *w += i64::from(value) - 65_535;
+                        }
+                    }
+                }
+                conn.send(&h2frames::frame(SETTINGS, ACK, 0, &[]))
+                    .await
+                    .unwrap();
+            }
+            Ok(Some(f)) if f.kind == WINDOW_UPDATE => {
+                let inc = i64::from(f.window_increment().unwrap_or(0));
+                if f.stream == 0 {
+                    connection_window += inc;
+                } else {
+                    stream_windows[((f.stream - 1) / 2) as usize] += inc;
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the proxy closed the connection after {sent} bytes"),
+            Err(_) if stalled => break,
+            Err(_) => {}
+        }
+    }
+    let bound = 1024 * 1024 + 65_535 + i64::from(STREAMS) * (64 + 16) * 1024;
+    eprintln!("the proxy took {sent} bytes of body (bound {bound})");
+    assert!(
+        sent <= bound,
+        "the proxy took {sent} bytes of body; bound {bound}"
+    );
+    Footprint::of(pid)
+        .within(before, 16 * 1024 * 1024, 4)
+        .unwrap_or_else(|e| panic!("{e}"));
+    held.abort();
 }
