@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::h2_settings::{self, H2Settings};
+
 /// Levee's sidecar proxy: carries a workload's outbound calls and guards its inbound side.
 #[derive(Parser, Clone, Debug)]
 #[command(name = "levee-proxy", version, about)]
@@ -133,6 +135,25 @@ pub struct ProxyConfig {
     /// inbound, end with an error after this long without data; `0s`: off.
     #[arg(long, env = "LEVEE_DEFAULT_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub default_stream_idle_timeout: Duration,
+    /// HTTP/2: streams one downstream connection may have open at once
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS); a client opening more gets its extra
+    /// streams refused (REFUSED_STREAM).
+    #[arg(long, env = "LEVEE_H2_MAX_CONCURRENT_STREAMS", default_value_t = h2_settings::DEFAULT_MAX_CONCURRENT_STREAMS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub h2_max_concurrent_streams: u32,
+
+    /// HTTP/2 flow-control window per stream, in bytes (fixed, both to
+    /// clients and to upstreams): body bytes a peer may send on one stream
+    /// before the proxy has passed them on. 65535 to 2147483647.
+    #[arg(long, env = "LEVEE_H2_STREAM_WINDOW", default_value_t = h2_settings::DEFAULT_STREAM_WINDOW,
+          value_parser = clap::value_parser!(u32).range(i64::from(h2_settings::MIN_WINDOW)..=i64::from(h2_settings::MAX_WINDOW)))]
+    pub h2_stream_window: u32,
+
+    /// HTTP/2 flow-control window per connection, in bytes (fixed): body bytes
+    /// all streams of one connection may have in flight. 65535 to 2147483647.
+    #[arg(long, env = "LEVEE_H2_CONNECTION_WINDOW", default_value_t = h2_settings::DEFAULT_CONNECTION_WINDOW,
+          value_parser = clap::value_parser!(u32).range(i64::from(h2_settings::MIN_WINDOW)..=i64::from(h2_settings::MAX_WINDOW)))]
+    pub h2_connection_window: u32,
 
     /// Connecting to an upstream endpoint fails after this long (502 `upstream-connect`).
     #[arg(long, env = "LEVEE_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
@@ -228,6 +249,16 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl ProxyConfig {
+    /// The HTTP/2 limits of the listeners and of upstream connections.
+    pub fn h2_settings(&self) -> H2Settings {
+        H2Settings {
+            max_concurrent_streams: self.h2_max_concurrent_streams,
+            stream_window: self.h2_stream_window,
+            connection_window: self.h2_connection_window,
+            max_header_list_size: u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX),
+        }
+    }
+
     /// Parses `args` (without the program name) as the binary would.
     pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
     where
@@ -268,6 +299,7 @@ mod tests {
         assert_eq!(c.default_stream_idle_timeout, Duration::from_secs(300));
         let c = ProxyConfig::from_args(["--allowed-upgrades", "websocket,foo"]).expect("parse");
         assert_eq!(c.allowed_upgrades, ["websocket", "foo"]);
+        assert_eq!(c.h2_settings(), H2Settings::default());
     }
 
     #[test]
@@ -279,6 +311,29 @@ mod tests {
                 ProxyConfig::from_args(["--max-hops", bad]).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn h2_windows_are_bounded_to_what_http2_allows() {
+        let c = ProxyConfig::from_args([
+            "--h2-max-concurrent-streams",
+            "250",
+            "--h2-stream-window",
+            "65535",
+            "--h2-connection-window",
+            "2147483647",
+        ])
+        .expect("parse");
+        assert_eq!(c.h2_settings().max_concurrent_streams, 250);
+        assert_eq!(c.h2_settings().stream_window, 65_535);
+        assert_eq!(c.h2_settings().connection_window, 2_147_483_647);
+        for bad in [
+            ["--h2-stream-window", "65534"],
+            ["--h2-connection-window", "2147483648"],
+            ["--h2-max-concurrent-streams", "0"],
+        ] {
+            assert!(ProxyConfig::from_args(bad).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -68,8 +68,12 @@ impl ErrorKind {
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::NoEndpoints => "no-endpoints",
             ErrorKind::UpstreamConnect(_) => "upstream-connect",
+            // The caller's body broke (malformed chunked encoding, a reset
+            // stream): the caller's request was bad, whatever the upstream did.
+            ErrorKind::UpstreamReset(ResetCause::RequestBody) | ErrorKind::BadRequest => {
+                "bad-request"
+            }
             ErrorKind::UpstreamReset(_) => "upstream-reset",
-            ErrorKind::BadRequest => "bad-request",
             ErrorKind::AmbiguousAuthority => "ambiguous-authority",
             ErrorKind::LoopDetected => "loop-detected",
         }
@@ -83,8 +87,11 @@ impl ErrorKind {
             }
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::UpstreamReset(ResetCause::RequestBody) | ErrorKind::BadRequest => {
+                StatusCode::BAD_REQUEST
+            }
             ErrorKind::UpstreamConnect(_) | ErrorKind::UpstreamReset(_) => StatusCode::BAD_GATEWAY,
-            ErrorKind::BadRequest | ErrorKind::AmbiguousAuthority => StatusCode::BAD_REQUEST,
+            ErrorKind::AmbiguousAuthority => StatusCode::BAD_REQUEST,
             ErrorKind::LoopDetected => StatusCode::LOOP_DETECTED,
         }
     }
@@ -92,6 +99,10 @@ impl ErrorKind {
     /// The gRPC status of the error response.
     pub fn grpc_status(&self) -> GrpcStatus {
         match self {
+            // gRPC's mapping of HTTP 400.
+            ErrorKind::UpstreamReset(ResetCause::RequestBody) | ErrorKind::BadRequest => {
+                GrpcStatus::Internal
+            }
             ErrorKind::CircuitOpen
             | ErrorKind::Overloaded
             | ErrorKind::NoEndpoints
@@ -99,8 +110,7 @@ impl ErrorKind {
             | ErrorKind::UpstreamReset(_) => GrpcStatus::Unavailable,
             ErrorKind::Timeout => GrpcStatus::DeadlineExceeded,
             ErrorKind::RateLimited => GrpcStatus::ResourceExhausted,
-            // gRPC's mapping of HTTP 400.
-            ErrorKind::BadRequest | ErrorKind::AmbiguousAuthority => GrpcStatus::Internal,
+            ErrorKind::AmbiguousAuthority => GrpcStatus::Internal,
             // Not UNAVAILABLE: clients retry that, and a retried loop loops
             // again. The call cannot succeed until the configuration changes.
             ErrorKind::LoopDetected => GrpcStatus::FailedPrecondition,

@@ -17,6 +17,8 @@
 //! - `errors`: [`errors::ProxyError`] and the one function that turns it into
 //!   the HTTP/gRPC response of DESIGN.md §2.
 //! - `deadline`: `now + d` that saturates instead of panicking on huge durations.
+//! - `h2_settings`: the HTTP/2 limits of listeners and upstream connections
+//!   (streams, fixed windows, reset-flood guards).
 //! - `server`: accept loops, connection limits, protocol detection, graceful shutdown.
 //! - `outbound` / `inbound`: the two data paths.
 //! - `resilience`: the outbound policy stack (rate limit → request timeout →
@@ -42,6 +44,7 @@ pub mod discovery;
 pub mod endpoints;
 pub mod errors;
 pub mod forward;
+pub mod h2_settings;
 pub mod inbound;
 pub mod loops;
 pub mod metrics;

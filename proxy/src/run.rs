@@ -145,6 +145,7 @@ pub async fn run_with(
     let pool = PoolSettings {
         connect_timeout: config.connect_timeout,
         idle_timeout: config.upstream_idle_timeout,
+        h2: config.h2_settings(),
         ..PoolSettings::default()
     };
     // The forwarder never connects to the outbound or admin listener. The
@@ -168,6 +169,7 @@ pub async fn run_with(
         idle_timeout: config.idle_timeout,
         max_connections: config.max_connections,
         stall_timeout: timeout_defaults.stream_idle,
+        h2: config.h2_settings(),
     };
     let listeners = Shutdown {
         graceful: shutdown.clone(),

@@ -69,6 +69,13 @@ impl ResetCause {
     /// Reads the cause of a failed exchange from hyper's error and its
     /// source chain (an `h2::Error` with its reason, or an `io::Error`).
     pub fn of_hyper(error: &hyper::Error) -> ResetCause {
+        if error.is_user() {
+            // hyper's "user" is this proxy sending the downstream's request:
+            // its body failed, or the request could not be written as is.
+            // Decided first: the body's own error chain (an `io::Error` from
+            // a malformed chunked body, say) says nothing about the upstream.
+            return ResetCause::RequestBody;
+        }
         let mut source: Option<&(dyn StdError + 'static)> = error.source();
         while let Some(cause) = source {
             if let Some(h2) = cause.downcast_ref::<h2::Error>() {
@@ -84,11 +91,7 @@ impl ResetCause {
             }
             source = cause.source();
         }
-        if error.is_user() {
-            // hyper's "user" is this proxy sending the downstream's request:
-            // its body failed, or the request could not be written as is.
-            ResetCause::RequestBody
-        } else if error.is_incomplete_message()
+        if error.is_incomplete_message()
             || error.is_closed()
             || error.is_canceled()
             || error.is_timeout()

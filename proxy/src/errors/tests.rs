@@ -28,8 +28,10 @@ fn expected(kind: ErrorKind) -> (u16, &'static str, &'static str) {
         ErrorKind::Overloaded => (503, "14", "overloaded"),
         ErrorKind::NoEndpoints => (503, "14", "no-endpoints"),
         ErrorKind::UpstreamConnect(_) => (502, "14", "upstream-connect"),
+        ErrorKind::UpstreamReset(ResetCause::RequestBody) | ErrorKind::BadRequest => {
+            (400, "13", "bad-request")
+        }
         ErrorKind::UpstreamReset(_) => (502, "14", "upstream-reset"),
-        ErrorKind::BadRequest => (400, "13", "bad-request"),
         ErrorKind::AmbiguousAuthority => (400, "13", "ambiguous-authority"),
         ErrorKind::LoopDetected => (508, "9", "loop-detected"),
     }

@@ -25,10 +25,11 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::body::{BoxBody, BoxError};
+use crate::h2_settings::H2Settings;
 use idle::IdleConns;
 
 mod idle;
@@ -52,6 +53,8 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// Idle HTTP/1 connections kept per endpoint.
     pub max_idle_per_endpoint: usize,
+    /// Windows, header list size and reset guards of HTTP/2 connections.
+    pub h2: H2Settings,
 }
 
 impl Default for PoolSettings {
@@ -60,6 +63,7 @@ impl Default for PoolSettings {
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(30),
             max_idle_per_endpoint: 128,
+            h2: H2Settings::default(),
         }
     }
 }
@@ -88,6 +92,7 @@ pub struct Pool {
 /// HTTP/2 one.
 struct EndpointConns {
     addr: SocketAddr,
+    h2_settings: H2Settings,
     idle_h1: Arc<IdleConns>,
     h2: Mutex<Option<http2::SendRequest<BoxBody>>>,
     /// Serialises HTTP/2 dials so a burst of requests shares one connection.
@@ -133,6 +138,7 @@ impl Pool {
         }
         let fresh = Arc::new(EndpointConns {
             addr,
+            h2_settings: self.settings.h2,
             idle_h1: IdleConns::new(
                 self.settings.idle_timeout,
                 self.settings.max_idle_per_endpoint,
@@ -253,14 +259,9 @@ impl EndpointConns {
             return Ok(open);
         }
         let io = self.dial(connect_timeout).await?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .adaptive_window(true)
-            .handshake(io)
-            .await
-            .map_err(SendError::Handshake)?;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        self.h2_settings.apply_to_client(&mut builder);
+        let (sender, conn) = builder.handshake(io).await.map_err(SendError::Handshake)?;
         tokio::spawn(async move {
             if let Err(error) = conn.await {
                 tracing::debug!(%error, "upstream http/2 connection ended");

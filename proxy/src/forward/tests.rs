@@ -196,10 +196,24 @@ async fn a_response_that_is_not_http_is_a_protocol_error() {
 /// A request body that sends one chunk and then fails, as a caller that
 /// goes away mid-upload does.
 fn failing_body() -> BoxBody {
+    failing_body_with("the caller went away".into())
+}
+
+/// A body that fails the way hyper's HTTP/1 decoder fails on a malformed
+/// chunked body: with an `io::Error` (`InvalidData`) in the error chain.
+fn malformed_chunked_body() -> BoxBody {
+    let decode = std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "invalid chunk size: overflow",
+    );
+    failing_body_with(Box::new(decode))
+}
+
+fn failing_body_with(error: crate::body::BoxError) -> BoxBody {
     use http_body::Frame;
     let frames: Vec<Result<Frame<bytes::Bytes>, crate::body::BoxError>> = vec![
         Ok(Frame::data(bytes::Bytes::from_static(b"part"))),
-        Err("the caller went away".into()),
+        Err(error),
     ];
     http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
         frames,
@@ -233,10 +247,18 @@ async fn silent_server(h2: bool) -> SocketAddr {
 
 #[tokio::test]
 async fn a_failing_request_body_is_the_downstreams_not_the_upstreams() {
-    for (version, h2) in [(Version::HTTP_11, false), (Version::HTTP_2, true)] {
+    let cases = [
+        (Version::HTTP_11, false, failing_body as fn() -> BoxBody),
+        (Version::HTTP_2, true, failing_body),
+        // An io::Error in the chain is still the downstream's, not a closed
+        // upstream connection (which breakers would count and retries repeat).
+        (Version::HTTP_11, false, malformed_chunked_body),
+        (Version::HTTP_2, true, malformed_chunked_body),
+    ];
+    for (version, h2, body) in cases {
         let addr = silent_server(h2).await;
         let mut req = Request::post("http://svc.ns:80/upload")
-            .body(failing_body())
+            .body(body())
             .expect("request");
         *req.version_mut() = version;
         let err = forward_err(req, addr).await;

@@ -66,13 +66,7 @@ pub(super) fn builders(limits: &Limits) -> Builders {
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     let mut http2 = http2::Builder::new(TokioExecutor::new());
-    http2
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(1024)
-        .adaptive_window(true)
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
+    limits.h2.apply_to_server(&mut http2);
     Builders { http1, http2 }
 }
 

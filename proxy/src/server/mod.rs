@@ -18,6 +18,8 @@
 //!   (WebSocket upgrade, `CONNECT`) keeps its slot until the tunnel closes:
 //!   every request carries the slot as a [`ConnectionSlot`] extension and
 //!   the tunnel holds a clone.
+//! - HTTP/2: streams per connection, fixed flow-control windows, reset-flood
+//!   guards ([`crate::h2_settings`]).
 
 mod conn;
 mod overload;
@@ -35,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::BoxBody;
+use crate::h2_settings::H2Settings;
 
 /// Answers one request. Errors are already responses (see [`crate::errors`]).
 pub trait Handler: Send + Sync + 'static {
@@ -67,6 +70,7 @@ pub struct Limits {
     /// A connection with work pending on which no byte moves either way
     /// for this long is closed (`None`: never).
     pub stall_timeout: Option<Duration>,
+    pub h2: H2Settings,
 }
 
 impl Default for Limits {
@@ -77,6 +81,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             max_connections: 10_000,
             stall_timeout: Some(Duration::from_secs(300)),
+            h2: H2Settings::default(),
         }
     }
 }

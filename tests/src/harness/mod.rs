@@ -21,10 +21,15 @@
 //! - [`resources`]: a process's open fds and RSS from `/proc`, and their peaks.
 //! - [`flaky_process`]: `levee-flaky` as a process, for `kill -9` mid-response.
 //! - [`retrying`]: load from clients that retry only what never reached the server.
+//! - [`abuse`]: a process's footprint (RSS, fds) and an upstream recording
+//!   every request, for the abuse tests.
+//! - [`h2frames`]: hand-written HTTP/2 frames over a raw TCP stream.
 
+pub mod abuse;
 mod client;
 mod control_plane;
 pub mod flaky_process;
+pub mod h2frames;
 pub mod load;
 pub mod mesh;
 mod metrics;

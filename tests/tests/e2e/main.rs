@@ -11,12 +11,15 @@ mod ambiguous_authority;
 mod errors;
 mod grpc;
 mod grpc_python;
+mod h2_abuse;
+mod h2_limits;
 mod headers;
 mod http1;
 mod http2;
 mod loops_hops;
 mod loops_self;
 mod proxy_mode;
+mod smuggling;
 mod upgrade;
 
 // The proxy process: flags, policy file, admin, limits, shutdown.
