@@ -1,5 +1,5 @@
-//! The proxy forwarding real traffic in-process: the absolute-form authority
-//! over a conflicting `Host`, HTTP/2 trailers (and the `grpc-status` metric
+//! The proxy forwarding real traffic in-process: an absolute-form request
+//! target (a conflicting `Host` is refused: e2e `ambiguous_authority`), HTTP/2 trailers (and the `grpc-status` metric
 //! read from them), HTTP/2 streaming both ways, and CONNECT. Hop-by-hop
 //! headers, keep-alive, inbound, upgrades and the proxy-made errors are
 //! tested on the real binary in `tests/tests/e2e` (`headers`, `http1`,
@@ -21,12 +21,12 @@ async fn proxy_to(upstream: SocketAddr) -> Proxy {
 }
 
 #[tokio::test]
-async fn absolute_form_authority_wins_over_host() {
+async fn absolute_form_target_is_routed_and_sent_in_origin_form() {
     let upstream = upstream::echo().await;
     let proxy = proxy_to(upstream).await;
     let response = raw(
         proxy.addrs.outbound,
-        b"GET http://echo:8080/abs?q=2 HTTP/1.1\r\nHost: elsewhere:1\r\nConnection: close\r\n\r\n",
+        b"GET http://echo:8080/abs?q=2 HTTP/1.1\r\nHost: echo:8080\r\nConnection: close\r\n\r\n",
         "",
     )
     .await;
