@@ -3,7 +3,10 @@
 //!
 //! Layout (one owner per module; see each module's docs):
 //! - `backoff`: the exponential, jittered backoff of retries and reconnects.
-//! - `config`: command-line flags (clap, `LEVEE_*` env fallbacks) → [`config::ProxyConfig`].
+//! - `config`: command-line flags (clap, `LEVEE_*` env fallbacks) → [`config::ProxyConfig`],
+//!   and the subcommands ([`config::Cli`]).
+//! - `init_iptables`: `levee-proxy init-iptables`, the NAT rules of transparent
+//!   interception in a pod (the init container's job; runs no proxy).
 //! - `state`: [`state::Shared`], what every listener reads: the current policy
 //!   snapshot (swapped atomically), endpoints, metrics, readiness.
 //! - `policy_source`: loads `--policy-file`, re-reads it on change or SIGHUP,
@@ -39,6 +42,7 @@ pub mod endpoints;
 pub mod errors;
 pub mod forward;
 pub mod inbound;
+pub mod init_iptables;
 pub mod metrics;
 pub mod observe;
 pub mod outbound;
