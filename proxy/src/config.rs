@@ -12,7 +12,12 @@ use crate::init_iptables::InitIptablesArgs;
 /// The command line: the proxy's flags, or a subcommand. Without a
 /// subcommand `levee-proxy --flags…` runs the proxy, as it always has.
 #[derive(Parser, Clone, Debug)]
-#[command(name = "levee-proxy", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "levee-proxy",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -7,7 +7,9 @@ use std::fmt;
 /// Why `init-iptables` failed. Every variant leaves the tables as they were.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
-    #[error("{tool} not found (looked in PATH, /usr/sbin and /sbin): install iptables in the image")]
+    #[error(
+        "{tool} not found (looked in PATH, /usr/sbin and /sbin): install iptables in the image"
+    )]
     ToolMissing { tool: String },
 
     #[error("running {tool}: {source}")]
@@ -78,9 +80,13 @@ impl fmt::Display for Capability {
 
 /// Whether a tool's complaint means the kernel refused it for lack of privilege.
 pub fn is_permission_error(stderr: &str) -> bool {
-    ["Permission denied", "Operation not permitted", "you must be root"]
-        .iter()
-        .any(|p| stderr.contains(p))
+    [
+        "Permission denied",
+        "Operation not permitted",
+        "you must be root",
+    ]
+    .iter()
+    .any(|p| stderr.contains(p))
 }
 
 /// The needed capabilities missing from the effective set in `status`
@@ -144,7 +150,9 @@ mod tests {
         assert!(is_permission_error(
             "iptables-legacy-save v1.8.9: Permission denied (you must be root)"
         ));
-        assert!(!is_permission_error("Could not fetch rule set generation id: Invalid argument"));
+        assert!(!is_permission_error(
+            "Could not fetch rule set generation id: Invalid argument"
+        ));
         let error = InitError::NotPermitted {
             tool: "iptables-nft-restore".into(),
             detail: "Operation not permitted".into(),

@@ -67,7 +67,10 @@ pub fn run(args: &InitIptablesArgs) -> Result<(), InitError> {
             (Some(_), true) => format!("removed every {CHAIN_PREFIX} chain and jump"),
             (Some(_), false) => format!("installed {INBOUND_CHAIN} and {OUTBOUND_CHAIN}"),
         };
-        eprintln!("levee-proxy init-iptables: {}: {what}", step.tables.describe());
+        eprintln!(
+            "levee-proxy init-iptables: {}: {what}",
+            step.tables.describe()
+        );
     }
     Ok(())
 }
@@ -153,7 +156,10 @@ fn dry_run(args: &InitIptablesArgs, families: &[Family]) {
     let mode = match choose_mode(args.iptables_mode) {
         Ok(mode) => mode,
         Err(error) => {
-            println!("# cannot tell the backend ({}); assuming nf_tables", first_line(&error));
+            println!(
+                "# cannot tell the backend ({}); assuming nf_tables",
+                first_line(&error)
+            );
             Mode::Nft
         }
     };
@@ -163,11 +169,13 @@ fn dry_run(args: &InitIptablesArgs, families: &[Family]) {
             Err(error) => (family.label().to_owned(), Err(error)),
         };
         println!("# {label} (iptables-restore --noflush input)");
-        let current = current.map(|s| NatTable::parse(&s)).unwrap_or_else(|error| {
-            let why = first_line(&error);
-            println!("# current rules unreadable ({why}): planned for an empty nat table");
-            NatTable::default()
-        });
+        let current = current
+            .map(|s| NatTable::parse(&s))
+            .unwrap_or_else(|error| {
+                let why = first_line(&error);
+                println!("# current rules unreadable ({why}): planned for an empty nat table");
+                NatTable::default()
+            });
         match plan(args, &current) {
             Some(script) => print!("{script}"),
             None => println!("# no Levee rules to remove"),
@@ -176,6 +184,10 @@ fn dry_run(args: &InitIptablesArgs, families: &[Family]) {
 }
 
 fn first_line(error: &InitError) -> String {
-    error.to_string().lines().next().unwrap_or_default().to_owned()
+    error
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
-

@@ -18,12 +18,15 @@
 //! - [`mesh`]: proxies in control-plane mode, `leveectl apply`, `/config` polling.
 //! - [`python`]: a Python with `grpcio` for the third-party gRPC client.
 //! - [`upstream`]: small in-process upstreams that report what arrived.
+//! - [`netns`]: network namespaces (root only) joined by a veth pair, commands
+//!   and TCP listeners inside them, deleted on drop.
 
 mod client;
 mod control_plane;
 pub mod load;
 pub mod mesh;
 mod metrics;
+pub mod netns;
 mod process;
 mod proxy;
 pub mod python;

@@ -49,5 +49,8 @@ mod discovery_nack;
 mod discovery_restart;
 mod discovery_sighup;
 
+// Kubernetes data path: interception rules in network namespaces (root).
+mod init_iptables;
+
 // The test upstream itself.
 mod flaky_binary;

@@ -151,7 +151,12 @@ fn clean_removes_every_levee_chain_and_jump_only() {
          -X LEVEE_INBOUND\n-X LEVEE_OUTBOUND\nCOMMIT\n"
     );
     assert_eq!(clean_script(&NatTable::default()), None);
-    assert_eq!(clean_script(&NatTable::parse("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j KUBE-X\nCOMMIT\n")), None);
+    assert_eq!(
+        clean_script(&NatTable::parse(
+            "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j KUBE-X\nCOMMIT\n"
+        )),
+        None
+    );
 }
 
 #[test]
