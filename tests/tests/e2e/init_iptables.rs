@@ -183,6 +183,30 @@ async fn missing_capabilities_are_named_and_nothing_changes() {
         );
     }
     assert_eq!(snapshot(&ns).await, pristine);
+
+    // NET_ADMIN and NET_RAW are enough (as root, every other capability dropped).
+    let only_these = "-all,+net_admin,+net_raw";
+    for mode in ["nft", "legacy"] {
+        let out = ns
+            .output(
+                "setpriv",
+                &[
+                    &format!("--inh-caps={only_these}"),
+                    &format!("--bounding-set={only_these}"),
+                    &proxy,
+                    "init-iptables",
+                    "--iptables-mode",
+                    mode,
+                ],
+            )
+            .await;
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(snapshot(&ns).await.contains("LEVEE_OUTBOUND"));
 }
 
 /// Sends a token from `from` to `target` (as `uid`) and says which of the

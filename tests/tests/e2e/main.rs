@@ -51,6 +51,8 @@ mod discovery_sighup;
 
 // Kubernetes data path: interception rules in network namespaces (root).
 mod init_iptables;
+// The container image (the Dockerfile read, no engine needed).
+mod docker_image;
 
 // The test upstream itself.
 mod flaky_binary;
