@@ -38,7 +38,7 @@ pub struct Netns {
 impl Netns {
     /// Creates a fresh namespace with its loopback up. Panics with the
     /// reason when it cannot (not root, no `ip`).
-    pub fn new() -> Netns {
+    pub fn create() -> Netns {
         require_root();
         let name = format!("levee-t-{:08x}", rand::random::<u32>());
         run_checked(std::process::Command::new("ip").args(["netns", "add", &name]));
@@ -184,8 +184,8 @@ pub struct NetnsPair {
 }
 
 impl NetnsPair {
-    pub fn new() -> NetnsPair {
-        let (a, b) = (Netns::new(), Netns::new());
+    pub fn create() -> NetnsPair {
+        let (a, b) = (Netns::create(), Netns::create());
         // Made inside `a` with its peer moved to `b`: the short interface
         // names never exist in the host's namespace, so tests never clash.
         a.ip(&[

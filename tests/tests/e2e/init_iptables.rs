@@ -68,7 +68,7 @@ fn section<'a>(snapshot: &'a str, tool: &str) -> &'a str {
 /// dry run printed, then cleans. `save_tool`s are the backend expected to
 /// hold the rules, `other_tools` the one that must not.
 async fn idempotent_then_clean(mode_flags: &[&str], save_tools: [&str; 2], other_tools: [&str; 2]) {
-    let ns = Netns::new();
+    let ns = Netns::create();
     let pristine = snapshot(&ns).await;
 
     let plan = init_ok(&ns, &[mode_flags, &["--dry-run"]].concat()).await;
@@ -150,7 +150,7 @@ async fn legacy_rules_are_idempotent_and_cleaned() {
 
 #[tokio::test]
 async fn missing_capabilities_are_named_and_nothing_changes() {
-    let ns = Netns::new();
+    let ns = Netns::create();
     let pristine = snapshot(&ns).await;
     // (flags for setpriv, backend, the capabilities the error must name)
     let cases: [(&[&str], &str, &str); 3] = [
@@ -246,7 +246,7 @@ fn any(port: u16) -> SocketAddr {
 
 #[tokio::test]
 async fn outbound_is_captured_except_proxy_uid_loopback_and_skipped_ports() {
-    let NetnsPair { a, b } = NetnsPair::new();
+    let NetnsPair { a, b } = NetnsPair::create();
     let a_outbound = a.listen(any(4140));
     let a_local = a.listen(SocketAddr::from(([127, 0, 0, 1], 9003)));
     let b_9001 = b.listen(any(9001));
@@ -288,7 +288,7 @@ async fn outbound_is_captured_except_proxy_uid_loopback_and_skipped_ports() {
 
 #[tokio::test]
 async fn inbound_is_captured_except_admin_and_skipped_ports() {
-    let NetnsPair { a, b } = NetnsPair::new();
+    let NetnsPair { a, b } = NetnsPair::create();
     let b_inbound = b.listen(any(4143));
     let b_admin = b.listen(any(4191));
     let b_9000 = b.listen(any(9000));
