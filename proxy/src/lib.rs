@@ -27,6 +27,8 @@
 //!   per-service state that survives policy updates.
 //! - `run`: [`run`] binds the listeners, loads policy, serves, and shuts down.
 //! - `forward`: upstream connection pools, hop-by-hop header handling, upgrades.
+//! - `transparent`: connections `init-iptables` redirected to the outbound
+//!   listener: their original destination, and the opaque passthrough to it.
 //! - `trace`: OpenTelemetry spans (logical call, attempts, inbound SERVER),
 //!   W3C/B3 propagation and the OTLP export that never blocks traffic.
 
@@ -52,6 +54,7 @@ mod run;
 pub mod server;
 pub mod state;
 pub mod trace;
+pub mod transparent;
 
 pub use config::ProxyConfig;
 pub use run::{BoundAddrs, run, run_with};

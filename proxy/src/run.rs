@@ -24,6 +24,7 @@ use crate::outbound::Outbound;
 use crate::server::{self, Limits, Shutdown};
 use crate::state::Shared;
 use crate::trace::Tracing;
+use crate::transparent::Passthrough;
 
 /// How long spans still queued at shutdown may take to reach the collector.
 const TRACE_FLUSH: Duration = Duration::from_secs(2);
@@ -143,7 +144,11 @@ pub async fn run_with(
         .map(|AccessLogFormat::Json| AccessLog::stdout());
     let out = Arc::new(
         Outbound::new(shared.clone(), forwarder.clone(), access_log.clone())
-            .with_tracing(tracing.clone()),
+            .with_tracing(tracing.clone())
+            .with_passthrough(Passthrough {
+                connect_timeout: config.connect_timeout,
+                idle_timeout: config.idle_timeout,
+            }),
     );
     tasks.spawn(server::serve(
         outbound,

@@ -37,6 +37,7 @@ use crate::resilience::{Destination, RouteStack};
 use crate::server::Handler;
 use crate::state::Shared;
 use crate::trace::Tracing;
+use crate::transparent::Passthrough;
 use destinations::Destinations;
 
 /// The `route` label when no policy route matches.
@@ -53,6 +54,8 @@ pub struct Outbound {
     destinations: Destinations,
     /// Spans of the logical calls (`None`: tracing off).
     tracing: Option<Tracing>,
+    /// Connections redirected here by iptables (`None`: explicit mode only).
+    passthrough: Option<Passthrough>,
 }
 
 impl Outbound {
@@ -68,7 +71,15 @@ impl Outbound {
             access_log,
             destinations,
             tracing: None,
+            passthrough: None,
         }
+    }
+
+    /// Forwards connections that iptables redirected to this listener to
+    /// their original destination (see [`crate::transparent`]).
+    pub fn with_passthrough(mut self, passthrough: Passthrough) -> Self {
+        self.passthrough = Some(passthrough);
+        self
     }
 
     /// Traces each call (a span per call and per attempt) with `tracing`.
@@ -121,6 +132,10 @@ async fn request(
 }
 
 impl Handler for Outbound {
+    fn passthrough(&self) -> Option<&Passthrough> {
+        self.passthrough.as_ref()
+    }
+
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<BoxBody> {
         let start = Instant::now();
         let grpc = errors::is_grpc(req.headers());

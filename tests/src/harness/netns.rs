@@ -1,8 +1,9 @@
 //! Network namespaces for the transparent-mode tests: a namespace the test
 //! creates (`ip netns add levee-t-<random>`) and always deletes (a `Drop`
 //! guard, so also when the test fails), commands run inside it
-//! (`ip netns exec`), TCP listeners bound inside it from this process, and
-//! two namespaces joined by a veth pair whose addresses (10.213.0.0/24,
+//! (`ip netns exec`), TCP listeners and connections made inside it from
+//! this process, `levee-proxy` run inside it as the proxy uid, and two
+//! namespaces joined by a veth pair whose addresses (10.213.0.0/24,
 //! fd00:1e7e::/64) exist only inside them.
 //!
 //! Creating namespaces needs root. Without it the tests fail loudly with
@@ -18,7 +19,12 @@ use std::{
     time::Duration,
 };
 
-use tokio::{net::TcpListener, process::Command};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    process::Command,
+};
+
+use super::{Process, STARTUP_DEADLINE, binary, eventually};
 
 /// The veth pair's addresses: side `a` and side `b`.
 pub const A_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 213, 0, 1));
@@ -96,27 +102,45 @@ impl Netns {
         );
     }
 
-    /// A TCP listener bound to `addr` inside the namespace. The socket is
-    /// made by a thread that joined the namespace; a socket stays in the
-    /// namespace it was made in, so this process can then use it anywhere.
-    /// `[::]` listens on IPv4 too (the namespace's bindv6only is 0).
-    pub fn listen(&self, addr: SocketAddr) -> TcpListener {
+    /// Runs `f` on a thread that joined the namespace: sockets it makes
+    /// belong to the namespace, and stay there when used from anywhere.
+    fn inside<T: Send>(&self, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
         let path = format!("/run/netns/{}", self.name);
-        let listener = std::thread::scope(|s| {
-            s.spawn(|| -> io::Result<std::net::TcpListener> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
                 enter_netns(&File::open(&path)?)?;
-                let listener = std::net::TcpListener::bind(addr)?;
-                listener.set_nonblocking(true)?;
-                Ok(listener)
+                f()
             })
             .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the thread inside the namespace panicked")))
+        })
+    }
+
+    /// A TCP listener bound to `addr` inside the namespace. `[::]` listens
+    /// on IPv4 too (the namespace's bindv6only is 0).
+    pub fn listen(&self, addr: SocketAddr) -> TcpListener {
+        let listener = self.inside(|| {
+            let listener = std::net::TcpListener::bind(addr)?;
+            listener.set_nonblocking(true)?;
+            Ok(listener)
         });
-        let listener = match listener {
-            Ok(Ok(listener)) => listener,
-            Ok(Err(e)) => panic!("binding {addr} in {}: {e}", self.name),
-            Err(_) => panic!("the thread binding {addr} in {} panicked", self.name),
-        };
-        TcpListener::from_std(listener).expect("a tokio listener (inside a runtime)")
+        match listener {
+            Ok(listener) => {
+                TcpListener::from_std(listener).expect("a tokio listener (inside a runtime)")
+            }
+            Err(e) => panic!("binding {addr} in {}: {e}", self.name),
+        }
+    }
+
+    /// A TCP connection to `target` opened from inside the namespace by this
+    /// (root) process: the namespace's OUTPUT rules apply to it.
+    pub fn connect(&self, target: SocketAddr) -> io::Result<TcpStream> {
+        let stream = self.inside(|| {
+            let stream = std::net::TcpStream::connect_timeout(&target, COMMAND_DEADLINE)?;
+            stream.set_nonblocking(true)?;
+            Ok(stream)
+        })?;
+        TcpStream::from_std(stream)
     }
 
     /// Opens a TCP connection to `target` from inside the namespace, as
@@ -160,6 +184,61 @@ impl Netns {
     }
 }
 
+/// `levee-proxy` running inside a namespace (see [`Netns::start_proxy`]).
+pub struct NetnsProxy {
+    pub process: Process,
+    /// Holds the addr file and the log; removed on drop.
+    _dir: tempfile::TempDir,
+}
+
+impl Netns {
+    /// Starts `levee-proxy` inside the namespace as `uid` (the uid
+    /// `init-iptables` exempts, so the proxy's own connections are not
+    /// captured), its outbound and inbound listeners on every address of
+    /// both families (`[::]:4140`, `[::]:4143`, admin `[::]:4191`), plus
+    /// `extra` flags; returns once it has bound them.
+    pub async fn start_proxy(&self, uid: u32, extra: &[&str]) -> NetnsProxy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The proxy, not root, writes its addr file here.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .expect("chmod the temp dir");
+        let addr_file = dir.path().join("addrs.json");
+        let mut cmd = self.command("setpriv");
+        cmd.args([
+            format!("--reuid={uid}"),
+            format!("--regid={uid}"),
+            "--clear-groups".to_owned(),
+        ])
+        .arg(binary("levee-proxy"))
+        .args([
+            "--outbound-addr",
+            "[::]:4140",
+            "--inbound-addr",
+            "[::]:4143",
+        ])
+        .args(["--admin-addr", "[::]:4191", "--addr-file"])
+        .arg(&addr_file)
+        .args(extra);
+        let process = Process::spawn("levee-proxy", cmd, &dir.path().join("proxy.log"))
+            .expect("spawn levee-proxy");
+        eventually(STARTUP_DEADLINE, "levee-proxy's addr file", || {
+            let addr_file = addr_file.clone();
+            async move {
+                std::fs::read(&addr_file)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
+                    })
+            }
+        })
+        .await;
+        NetnsProxy { process, _dir: dir }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the name frees the namespace once nothing uses it
@@ -186,6 +265,19 @@ pub struct NetnsPair {
 impl NetnsPair {
     pub fn create() -> NetnsPair {
         let (a, b) = (Netns::create(), Netns::create());
+        for ns in [&a, &b] {
+            // No duplicate-address detection on the new interfaces (their
+            // link-local addresses included): a tentative address delays
+            // the first IPv6 exchanges by a second or more.
+            run_checked(
+                std::process::Command::new("ip")
+                    .args(["netns", "exec", ns.name(), "sysctl", "-qw"])
+                    .args([
+                        "net.ipv6.conf.all.accept_dad=0",
+                        "net.ipv6.conf.default.accept_dad=0",
+                    ]),
+            );
+        }
         // Made inside `a` with its peer moved to `b`: the short interface
         // names never exist in the host's namespace, so tests never clash.
         a.ip(&[
@@ -202,11 +294,42 @@ impl NetnsPair {
         ]);
         for (ns, dev, v4, v6) in [(&a, "veth-a", A_V4, A_V6), (&b, "veth-b", B_V4, B_V6)] {
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev]);
-            // nodad: usable at once, no duplicate-address detection wait.
             ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
             ns.ip(&["link", "set", dev, "up"]);
         }
-        NetnsPair { a, b }
+        let pair = NetnsPair { a, b };
+        pair.wait_until_linked();
+        pair
+    }
+
+    /// Returns once `a` reaches `b` over both families. A fresh veth pair
+    /// can lose the first IPv6 packets (TCP then retransmits after 1 s,
+    /// longer than a proxy's connect timeout), so the pair is only handed
+    /// out once a connection succeeds promptly.
+    fn wait_until_linked(&self) {
+        let deadline = std::time::Instant::now() + COMMAND_DEADLINE;
+        for ip in [B_V4, B_V6] {
+            let probe = self
+                .b
+                .inside(|| std::net::TcpListener::bind(SocketAddr::new(ip, 0)))
+                .unwrap_or_else(|e| panic!("binding a probe on {ip} in {}: {e}", self.b.name));
+            let target = probe.local_addr().expect("the probe's address");
+            loop {
+                let attempt = self.a.inside(|| {
+                    std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200))
+                });
+                match attempt {
+                    Ok(_) => break,
+                    Err(e) if std::time::Instant::now() >= deadline => {
+                        panic!(
+                            "{} cannot reach {target} in {}: {e}",
+                            self.a.name, self.b.name
+                        )
+                    }
+                    Err(_) => continue,
+                }
+            }
+        }
     }
 }
 

@@ -51,6 +51,7 @@ mod discovery_sighup;
 
 // Kubernetes data path: interception rules in network namespaces (root).
 mod init_iptables;
+mod transparent_passthrough;
 // The container image (the Dockerfile read, no engine needed).
 mod docker_image;
 
