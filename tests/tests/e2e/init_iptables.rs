@@ -312,3 +312,68 @@ async fn inbound_is_captured_except_admin_and_skipped_ports() {
         assert_eq!(who_receives(&a, to(ip, 4191), None, &all).await, "b:4191");
     }
 }
+
+/// A directory whose `ip6tables-nft-restore` always fails (first in PATH):
+/// the IPv6 step fails after the IPv4 one was applied.
+fn failing_ip6tables_restore() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tool = dir.path().join("ip6tables-nft-restore");
+    std::fs::write(
+        &tool,
+        "#!/bin/sh\necho 'ip6tables-nft-restore: injected failure' >&2\nexit 1\n",
+    )
+    .expect("write the failing tool");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+#[tokio::test]
+async fn a_failed_ipv6_step_rolls_ipv4_back() {
+    let ns = Netns::create();
+    let failing = failing_ip6tables_restore();
+    let path = format!(
+        "PATH={}:/usr/sbin:/usr/bin:/sbin:/bin",
+        failing.path().display()
+    );
+    let proxy = binary("levee-proxy").to_string_lossy().into_owned();
+    let with_failing_v6 = |flags: &'static [&'static str]| {
+        let mut args = vec![
+            path.as_str(),
+            proxy.as_str(),
+            "init-iptables",
+            "--iptables-mode",
+            "nft",
+        ];
+        args.extend(flags);
+        args
+    };
+
+    // A fresh install: IPv4 is applied, IPv6 fails, IPv4 is cleaned again.
+    let pristine = snapshot(&ns).await;
+    let out = ns.output("env", &with_failing_v6(&[])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("injected failure") && stderr.contains("rolled back"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&ns).await, pristine, "a failed install left rules");
+
+    // A change of flags over installed rules: IPv4 gets its old rules back.
+    init_ok(&ns, &["--iptables-mode", "nft"]).await;
+    let installed = snapshot(&ns).await;
+    let out = ns
+        .output("env", &with_failing_v6(&["--skip-outbound-ports", "443"]))
+        .await;
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        snapshot(&ns).await,
+        installed,
+        "a failed change left new rules"
+    );
+}
