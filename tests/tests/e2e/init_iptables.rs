@@ -377,3 +377,15 @@ async fn a_failed_ipv6_step_rolls_ipv4_back() {
         "a failed change left new rules"
     );
 }
+
+#[tokio::test]
+async fn no_ipv6_leaves_ip6tables_alone() {
+    let ns = Netns::create();
+    init_ok(&ns, &["--no-ipv6", "--iptables-mode", "nft"]).await;
+    let installed = snapshot(&ns).await;
+    assert!(section(&installed, "iptables-nft-save").contains("-j LEVEE_OUTBOUND"));
+    assert!(
+        !section(&installed, "ip6tables-nft-save").contains("LEVEE_"),
+        "{installed}"
+    );
+}
