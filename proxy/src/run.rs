@@ -145,10 +145,10 @@ pub async fn run_with(
     let out = Arc::new(
         Outbound::new(shared.clone(), forwarder.clone(), access_log.clone())
             .with_tracing(tracing.clone())
-            .with_passthrough(Passthrough {
-                connect_timeout: config.connect_timeout,
-                idle_timeout: config.idle_timeout,
-            }),
+            .with_passthrough(Passthrough::new(
+                config.connect_timeout,
+                config.idle_timeout,
+            )),
     );
     tasks.spawn(server::serve(
         outbound,

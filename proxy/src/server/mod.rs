@@ -126,7 +126,7 @@ pub async fn serve<H: Handler>(
                 shutdown.tasks.spawn(async move {
                     let redirected = handler
                         .passthrough()
-                        .and_then(|p| Some((*p, redirected_destination(&stream)?)));
+                        .and_then(|p| Some((p.clone(), redirected_destination(&stream)?)));
                     match redirected {
                         Some((passthrough, target)) => {
                             passthrough.forward(stream, target, &shutdown2.hard).await;

@@ -8,9 +8,11 @@
 //! A connection made to the listener itself (explicit mode, `HTTP_PROXY`)
 //! has no other original destination and is served as HTTP, as before.
 //!
-//! Layout: `original_dst` reads the socket option; `passthrough` forwards.
+//! Layout: `original_dst` reads the socket option; `passthrough` forwards;
+//! `own_ports` tells the proxy's own connections coming back (a loop).
 
 mod original_dst;
+mod own_ports;
 mod passthrough;
 
 pub use original_dst::redirected_destination;

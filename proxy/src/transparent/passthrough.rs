@@ -14,33 +14,58 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::own_ports::OwnPorts;
 use crate::deadline::deadline_after;
 
-/// Passthrough settings: the timeouts of a connection the proxy cannot route.
-#[derive(Clone, Copy, Debug)]
+/// Forwards redirected connections: the timeouts of a connection the proxy
+/// cannot route, and the ports of its own upstream connections (loops).
+#[derive(Clone, Debug)]
 pub struct Passthrough {
     /// Connecting to the original destination gives up after this long.
-    pub connect_timeout: Duration,
+    connect_timeout: Duration,
     /// A connection with no byte in either direction for this long is closed.
-    pub idle_timeout: Duration,
+    idle_timeout: Duration,
+    own: OwnPorts,
 }
 
 /// Bytes copied per read.
 const BUFFER: usize = 16 * 1024;
 
 impl Passthrough {
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Passthrough {
+        Passthrough {
+            connect_timeout,
+            idle_timeout,
+            own: OwnPorts::default(),
+        }
+    }
+
     /// Forwards `downstream` to `target` until both directions end (see the
-    /// module docs); `hard` ends it at once.
+    /// module docs); `hard` ends it at once. A connection that comes from
+    /// one of this proxy's own passthrough connections (a loop) is closed.
     pub async fn forward(
         &self,
         downstream: TcpStream,
         target: SocketAddr,
         hard: &CancellationToken,
     ) {
-        let upstream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(target))
-            .await
+        if let Ok(peer) = downstream.peer_addr()
+            && self.own.contains(peer)
         {
-            Ok(Ok(upstream)) => upstream,
+            tracing::warn!(
+                %target,
+                "passthrough loop: the proxy's own connection was redirected back to it; \
+                 run the proxy as init-iptables' --proxy-uid"
+            );
+            return;
+        }
+        let connect = async {
+            let (socket, guard) = self.own.bind_for(target)?;
+            Ok::<_, std::io::Error>((socket.connect(target).await?, guard))
+        };
+        let (upstream, _own_port) = match tokio::time::timeout(self.connect_timeout, connect).await
+        {
+            Ok(Ok(connected)) => connected,
             Ok(Err(error)) => {
                 tracing::debug!(%target, %error, "passthrough: connecting to the original destination failed");
                 return;
@@ -143,10 +168,7 @@ mod tests {
             .await
             .expect("connect");
         let (downstream, _) = listener.accept().await.expect("accept");
-        let settings = Passthrough {
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(5),
-        };
+        let settings = Passthrough::new(Duration::from_secs(1), Duration::from_secs(5));
         let hard = CancellationToken::new();
         let forward =
             tokio::spawn(async move { settings.forward(downstream, target, &hard).await });
@@ -186,10 +208,7 @@ mod tests {
             .await
             .expect("connect");
         let (downstream, _) = front.accept().await.expect("accept");
-        let settings = Passthrough {
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_millis(300),
-        };
+        let settings = Passthrough::new(Duration::from_secs(1), Duration::from_millis(300));
         let hard = CancellationToken::new();
         let forward =
             tokio::spawn(async move { settings.forward(downstream, target, &hard).await });

@@ -115,3 +115,42 @@ async fn captured_tcp_to_an_unknown_destination_passes_through() {
     assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
     assert!(answer.to_lowercase().contains("x-levee-error"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_proxy_outside_the_proxy_uid_closes_the_loop_instead_of_following_it() {
+    let NetnsPair { a, b } = NetnsPair::create();
+    let b_listener = b.listen(SocketAddr::from(([0u16; 8], 9001)));
+    let init = a
+        .output(
+            &levee_tests::harness::binary("levee-proxy").to_string_lossy(),
+            &["init-iptables"],
+        )
+        .await;
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    // As root, not the proxy uid: its passthrough connections are captured too.
+    let proxy = a.start_proxy(0, &[]).await;
+
+    let mut conn = a.connect(SocketAddr::new(B_V4, 9001)).expect("connect");
+    // The second hop is recognised and closed, so the first one ends too.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(DEADLINE, conn.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the looping connection was not closed");
+    assert!(
+        futures_util::FutureExt::now_or_never(b_listener.accept()).is_none(),
+        "a looped connection reached the destination"
+    );
+    levee_tests::harness::eventually(DEADLINE, "the loop warning", || {
+        let log = proxy.process.output();
+        async move {
+            match log.matches("passthrough loop").count() {
+                1 => Ok(()),
+                n => Err(format!("{n} loop warnings:\n{log}")),
+            }
+        }
+    })
+    .await;
+}
