@@ -24,7 +24,10 @@ use tokio::{
     process::Command,
 };
 
-use super::{Process, STARTUP_DEADLINE, binary, eventually};
+use super::{
+    Process, STARTUP_DEADLINE, binary,
+    startup::{clean_env, wait_addr_file},
+};
 
 /// The veth pair's addresses: side `a` and side `b`.
 pub const A_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 213, 0, 1));
@@ -192,14 +195,14 @@ pub struct NetnsProxy {
 }
 
 impl Netns {
-    /// Starts `levee-proxy` inside the namespace as `uid` (the uid
-    /// `init-iptables` exempts, so the proxy's own connections are not
-    /// captured), its outbound and inbound listeners on every address of
-    /// both families (`[::]:4140`, `[::]:4143`, admin `[::]:4191`), plus
-    /// `extra` flags; returns once it has bound them.
+    /// Starts `levee-proxy` inside the namespace as `uid` (the proxy uid,
+    /// 2102, for its own connections to go uncaptured), its outbound and
+    /// inbound listeners on every address of both families (`[::]:4140`,
+    /// `[::]:4143`, admin `[::]:4191`), plus `extra` flags; returns once it
+    /// has bound them. It sees none of the caller's `LEVEE_*` variables.
     pub async fn start_proxy(&self, uid: u32, extra: &[&str]) -> NetnsProxy {
         let dir = tempfile::tempdir().expect("temp dir");
-        // The proxy, not root, writes its addr file here.
+        // The proxy, maybe not root, writes its addr file here.
         std::fs::set_permissions(
             dir.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
@@ -207,34 +210,21 @@ impl Netns {
         .expect("chmod the temp dir");
         let addr_file = dir.path().join("addrs.json");
         let mut cmd = self.command("setpriv");
+        clean_env(&mut cmd, "info");
         cmd.args([
             format!("--reuid={uid}"),
             format!("--regid={uid}"),
             "--clear-groups".to_owned(),
         ])
         .arg(binary("levee-proxy"))
-        .args([
-            "--outbound-addr",
-            "[::]:4140",
-            "--inbound-addr",
-            "[::]:4143",
-        ])
+        .args(["--outbound-addr", "[::]:4140"])
+        .args(["--inbound-addr", "[::]:4143"])
         .args(["--admin-addr", "[::]:4191", "--addr-file"])
         .arg(&addr_file)
         .args(extra);
-        let process = Process::spawn("levee-proxy", cmd, &dir.path().join("proxy.log"))
+        let mut process = Process::spawn("levee-proxy", cmd, &dir.path().join("proxy.log"))
             .expect("spawn levee-proxy");
-        eventually(STARTUP_DEADLINE, "levee-proxy's addr file", || {
-            let addr_file = addr_file.clone();
-            async move {
-                std::fs::read(&addr_file)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| {
-                        serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
-                    })
-            }
-        })
-        .await;
+        wait_addr_file::<serde_json::Value>(&mut process, &addr_file, STARTUP_DEADLINE).await;
         NetnsProxy { process, _dir: dir }
     }
 }
