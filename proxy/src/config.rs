@@ -5,7 +5,34 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::init_iptables::InitIptablesArgs;
+
+/// The command line: the proxy's flags, or a subcommand. Without a
+/// subcommand `levee-proxy --flags…` runs the proxy, as it always has.
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "levee-proxy",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub proxy: ProxyConfig,
+}
+
+/// `levee-proxy <subcommand>`.
+#[derive(Subcommand, Clone, Debug)]
+pub enum Command {
+    /// Install the NAT rules that send this network namespace's TCP through
+    /// the sidecar (a pod's init container); see docs/kubernetes.md.
+    InitIptables(InitIptablesArgs),
+}
 
 use crate::h2_settings::{self, H2Settings};
 
@@ -274,6 +301,31 @@ impl ProxyConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("levee-proxy").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn without_a_subcommand_the_flags_run_the_proxy() {
+        let c = cli(&["--app-port", "9090"]).expect("parse");
+        assert!(c.command.is_none());
+        assert_eq!(c.proxy.app_port, 9090);
+    }
+
+    #[test]
+    fn init_iptables_is_a_subcommand_with_its_own_flags() {
+        let c = cli(&["init-iptables", "--proxy-uid", "7", "--dry-run"]).expect("parse");
+        let Some(Command::InitIptables(args)) = c.command else {
+            panic!("no subcommand parsed");
+        };
+        assert_eq!(args.proxy_uid, 7);
+        assert!(args.dry_run);
+        assert_eq!(args.inbound_port, 4143);
+        assert_eq!(args.outbound_port, 4140);
+        // Proxy flags do not mix with a subcommand.
+        assert!(cli(&["--app-port", "9090", "init-iptables"]).is_err());
+    }
 
     #[test]
     fn defaults_match_design() {

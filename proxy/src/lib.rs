@@ -3,7 +3,10 @@
 //!
 //! Layout (one owner per module; see each module's docs):
 //! - `backoff`: the exponential, jittered backoff of retries and reconnects.
-//! - `config`: command-line flags (clap, `LEVEE_*` env fallbacks) → [`config::ProxyConfig`].
+//! - `config`: command-line flags (clap, `LEVEE_*` env fallbacks) → [`config::ProxyConfig`],
+//!   and the subcommands ([`config::Cli`]).
+//! - `init_iptables`: `levee-proxy init-iptables`, the NAT rules of transparent
+//!   interception in a pod (the init container's job; runs no proxy).
 //! - `state`: [`state::Shared`], what every listener reads: the current policy
 //!   snapshot (swapped atomically), endpoints, metrics, readiness.
 //! - `policy_source`: loads `--policy-file`, re-reads it on change or SIGHUP,
@@ -30,6 +33,8 @@
 //! - `forward`: upstream connection pools, hop-by-hop header handling, upgrades.
 //! - `loops`: loop prevention: the `x-levee-hops` count and the proxy's own
 //!   listener addresses, which the forwarder never connects to.
+//! - `transparent`: connections `init-iptables` redirected to the outbound
+//!   listener: their original destination, and the opaque passthrough to it.
 //! - `trace`: OpenTelemetry spans (logical call, attempts, inbound SERVER),
 //!   W3C/B3 propagation and the OTLP export that never blocks traffic.
 
@@ -46,6 +51,7 @@ pub mod errors;
 pub mod forward;
 pub mod h2_settings;
 pub mod inbound;
+pub mod init_iptables;
 pub mod loops;
 pub mod metrics;
 pub mod observe;
@@ -57,6 +63,7 @@ mod run;
 pub mod server;
 pub mod state;
 pub mod trace;
+pub mod transparent;
 
 pub use config::ProxyConfig;
 pub use run::{BoundAddrs, run, run_with};

@@ -1,18 +1,32 @@
 //! `levee-proxy`: parses flags, sets up logging, turns SIGTERM/SIGINT into a
 //! graceful shutdown, keeps SIGHUP from ending the process, and runs the
-//! proxy (see the library's `run`).
+//! proxy (see the library's `run`). `levee-proxy init-iptables` instead
+//! installs a pod's interception rules and exits (`init_iptables`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use levee_proxy::config::{LogFormat, ProxyConfig};
+use levee_proxy::config::{Cli, Command, LogFormat, ProxyConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::InitIptables(args)) => match levee_proxy::init_iptables::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("levee-proxy init-iptables: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        None => serve(cli.proxy),
+    }
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
-    let config = ProxyConfig::parse();
+async fn serve(config: ProxyConfig) -> ExitCode {
     init_logging(config.log_format);
 
     let shutdown = CancellationToken::new();

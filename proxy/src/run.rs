@@ -27,6 +27,7 @@ use crate::resilience::timeout::TimeoutDefaults;
 use crate::server::{self, Limits, Shutdown};
 use crate::state::Shared;
 use crate::trace::Tracing;
+use crate::transparent::Passthrough;
 
 /// How long spans still queued at shutdown may take to reach the collector.
 const TRACE_FLUSH: Duration = Duration::from_secs(2);
@@ -184,7 +185,11 @@ pub async fn run_with(
             .with_max_destinations(config.max_destinations)
             .with_tracing(tracing.clone())
             .with_max_hops(config.max_hops)
-            .with_timeout_defaults(timeout_defaults),
+            .with_timeout_defaults(timeout_defaults)
+            .with_passthrough(Passthrough::new(
+                config.connect_timeout,
+                config.idle_timeout,
+            )),
     );
     tasks.spawn(server::serve(
         outbound,

@@ -44,6 +44,7 @@ use crate::resilience::{Destination, RouteStack};
 use crate::server::Handler;
 use crate::state::Shared;
 use crate::trace::Tracing;
+use crate::transparent::Passthrough;
 use destinations::Destinations;
 
 /// The `route` label when no policy route matches.
@@ -64,6 +65,8 @@ pub struct Outbound {
     max_hops: u32,
     /// Timeouts for calls no policy bounds.
     timeout_defaults: TimeoutDefaults,
+    /// Connections redirected here by iptables (`None`: explicit mode only).
+    passthrough: Option<Passthrough>,
 }
 
 impl Outbound {
@@ -85,6 +88,7 @@ impl Outbound {
             tracing: None,
             max_hops: loops::DEFAULT_MAX_HOPS,
             timeout_defaults: TimeoutDefaults::default(),
+            passthrough: None,
         }
     }
 
@@ -103,6 +107,13 @@ impl Outbound {
     /// Bounds calls no policy bounds with `defaults` (the proxy's flags).
     pub fn with_timeout_defaults(mut self, defaults: TimeoutDefaults) -> Self {
         self.timeout_defaults = defaults;
+        self
+    }
+
+    /// Forwards connections that iptables redirected to this listener to
+    /// their original destination (see [`crate::transparent`]).
+    pub fn with_passthrough(mut self, passthrough: Passthrough) -> Self {
+        self.passthrough = Some(passthrough);
         self
     }
 
@@ -215,6 +226,10 @@ async fn request(
 }
 
 impl Handler for Outbound {
+    fn passthrough(&self) -> Option<&Passthrough> {
+        self.passthrough.as_ref()
+    }
+
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<BoxBody> {
         let start = Instant::now();
         let grpc = errors::is_grpc(req.headers());

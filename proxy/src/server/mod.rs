@@ -38,6 +38,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::body::BoxBody;
 use crate::h2_settings::H2Settings;
+use crate::transparent::{Passthrough, redirected_destination};
 
 /// Answers one request. Errors are already responses (see [`crate::errors`]).
 pub trait Handler: Send + Sync + 'static {
@@ -45,6 +46,13 @@ pub trait Handler: Send + Sync + 'static {
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> impl Future<Output = Response<BoxBody>> + Send;
+
+    /// Where connections that iptables redirected to this listener go
+    /// instead of HTTP serving (see [`crate::transparent`]); `None`: this
+    /// listener serves every connection as HTTP.
+    fn passthrough(&self) -> Option<&Passthrough> {
+        None
+    }
 }
 
 /// The downstream peer's address, a request extension set by the listener.
@@ -156,8 +164,21 @@ pub async fn serve<H: Handler>(
                     _permit: Arc::new(slot),
                 };
                 shutdown.tasks.spawn(async move {
-                    conn::serve_connection(stream, handler, slot, &builders, &limits, &shutdown2)
-                        .await;
+                    let redirected = handler
+                        .passthrough()
+                        .and_then(|p| Some((p.clone(), redirected_destination(&stream)?)));
+                    match redirected {
+                        Some((passthrough, target)) => {
+                            passthrough.forward(stream, target, &shutdown2.hard).await;
+                            drop(slot);
+                        }
+                        None => {
+                            conn::serve_connection(
+                                stream, handler, slot, &builders, &limits, &shutdown2,
+                            )
+                            .await;
+                        }
+                    }
                 });
             }
             Err(_) => match rejecting.clone().try_acquire_owned() {

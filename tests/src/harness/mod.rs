@@ -24,6 +24,8 @@
 //! - [`abuse`]: a process's footprint (RSS, fds) and an upstream recording
 //!   every request, for the abuse tests.
 //! - [`h2frames`]: hand-written HTTP/2 frames over a raw TCP stream.
+//! - [`netns`]: network namespaces (root only) joined by a veth pair, commands
+//!   and TCP listeners inside them, deleted on drop.
 
 pub mod abuse;
 mod client;
@@ -33,6 +35,7 @@ pub mod h2frames;
 pub mod load;
 pub mod mesh;
 mod metrics;
+pub mod netns;
 mod process;
 mod proxy;
 pub mod python;

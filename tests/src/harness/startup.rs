@@ -13,6 +13,13 @@ use super::{Process, binary, eventually, get_http1};
 pub(crate) fn command(name: &str, dir: &Path, log_filter: &str) -> Command {
     let mut cmd = Command::new(binary(name));
     cmd.current_dir(dir);
+    clean_env(&mut cmd, log_filter);
+    cmd
+}
+
+/// Hides the caller's `LEVEE_*` variables from `cmd` and sets its logging:
+/// no colour, `log_filter` unless the caller set `RUST_LOG`.
+pub(crate) fn clean_env(cmd: &mut Command, log_filter: &str) {
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("LEVEE_") {
             cmd.env_remove(&key);
@@ -23,7 +30,6 @@ pub(crate) fn command(name: &str, dir: &Path, log_filter: &str) -> Command {
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", log_filter);
     }
-    cmd
 }
 
 /// Waits for the JSON a binary writes to `--addr-file`; panics if the

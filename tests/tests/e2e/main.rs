@@ -67,5 +67,11 @@ mod chaos_control_plane;
 mod chaos_sigterm;
 mod chaos_upstream_kill;
 
+// Kubernetes data path: interception rules in network namespaces (root).
+mod init_iptables;
+mod transparent_passthrough;
+// The container image (the Dockerfile read, no engine needed).
+mod docker_image;
+
 // The test upstream itself.
 mod flaky_binary;

@@ -1,0 +1,228 @@
+//! Opaque TCP passthrough: a redirected connection to an unknown
+//! destination is forwarded to its original address byte for byte. Each
+//! direction's end of stream is passed on as a half-close (`shutdown` of
+//! the write side), so protocols that half-close keep working; the pair is
+//! closed when both directions ended, either side fails, nothing moved for
+//! the idle timeout, or the proxy's grace period ends.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::own_ports::OwnPorts;
+use crate::deadline::deadline_after;
+
+/// Forwards redirected connections: the timeouts of a connection the proxy
+/// cannot route, and the ports of its own upstream connections (loops).
+#[derive(Clone, Debug)]
+pub struct Passthrough {
+    /// Connecting to the original destination gives up after this long.
+    connect_timeout: Duration,
+    /// A connection with no byte in either direction for this long is closed.
+    idle_timeout: Duration,
+    own: OwnPorts,
+}
+
+/// Bytes copied per read.
+const BUFFER: usize = 16 * 1024;
+
+impl Passthrough {
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Passthrough {
+        Passthrough {
+            connect_timeout,
+            idle_timeout,
+            own: OwnPorts::default(),
+        }
+    }
+
+    /// Forwards `downstream` to `target` until both directions end (see the
+    /// module docs); `hard` ends it at once. A connection that comes from
+    /// one of this proxy's own passthrough connections (a loop) is closed.
+    pub async fn forward(
+        &self,
+        downstream: TcpStream,
+        target: SocketAddr,
+        hard: &CancellationToken,
+    ) {
+        if let Ok(peer) = downstream.peer_addr()
+            && self.own.contains(peer)
+        {
+            tracing::warn!(
+                %target,
+                "passthrough loop: the proxy's own connection was redirected back to it; \
+                 run the proxy as init-iptables' --proxy-uid"
+            );
+            return;
+        }
+        let connect = async {
+            let (socket, guard) = self.own.bind_for(target)?;
+            Ok::<_, std::io::Error>((socket.connect(target).await?, guard))
+        };
+        let (upstream, _own_port) = match tokio::time::timeout(self.connect_timeout, connect).await
+        {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(error)) => {
+                tracing::debug!(%target, %error, "passthrough: connecting to the original destination failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%target, timeout = ?self.connect_timeout, "passthrough: connect timed out");
+                return;
+            }
+        };
+        if let Err(error) = upstream.set_nodelay(true) {
+            tracing::debug!(%target, %error, "passthrough: set_nodelay failed");
+        }
+        let start = Instant::now();
+        let last = AtomicU64::new(0);
+        let (down_read, down_write) = downstream.into_split();
+        let (up_read, up_write) = upstream.into_split();
+        let mut to_upstream = std::pin::pin!(pipe(down_read, up_write, start, &last));
+        let mut to_downstream = std::pin::pin!(pipe(up_read, down_write, start, &last));
+        let (mut sent_done, mut received_done) = (false, false);
+        let mut check_at = deadline_after(start, self.idle_timeout);
+        while !(sent_done && received_done) {
+            tokio::select! {
+                result = &mut to_upstream, if !sent_done => match result {
+                    Ok(()) => sent_done = true,
+                    Err(error) => {
+                        tracing::debug!(%target, %error, "passthrough: client side failed");
+                        return;
+                    }
+                },
+                result = &mut to_downstream, if !received_done => match result {
+                    Ok(()) => received_done = true,
+                    Err(error) => {
+                        tracing::debug!(%target, %error, "passthrough: upstream side failed");
+                        return;
+                    }
+                },
+                () = tokio::time::sleep_until(check_at) => {
+                    let idle_since = start + Duration::from_millis(last.load(Ordering::Relaxed));
+                    let deadline = deadline_after(idle_since, self.idle_timeout);
+                    if deadline <= Instant::now() {
+                        tracing::debug!(%target, "passthrough: closing idle connection");
+                        return;
+                    }
+                    check_at = deadline;
+                }
+                () = hard.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Copies `from` to `to` until `from` ends, then half-closes `to`. Records
+/// in `last` (milliseconds after `start`) when bytes last moved.
+async fn pipe(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    start: Instant,
+    last: &AtomicU64,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; BUFFER];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last.store(ms, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream that reads to the end, then answers with what it read
+    /// reversed and closes: only a real half-close gets an answer.
+    async fn reversing_upstream() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).await.expect("read");
+            got.reverse();
+            conn.write_all(&got).await.expect("write");
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn bytes_and_half_close_pass_through() {
+        let target = reversing_upstream().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (downstream, _) = listener.accept().await.expect("accept");
+        let settings = Passthrough::new(Duration::from_secs(1), Duration::from_secs(5));
+        let hard = CancellationToken::new();
+        let forward =
+            tokio::spawn(async move { settings.forward(downstream, target, &hard).await });
+
+        let sent: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        client.write_all(&sent).await.expect("send");
+        client.shutdown().await.expect("half-close");
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut got))
+            .await
+            .expect("the answer in time")
+            .expect("read");
+        let mut expected = sent;
+        expected.reverse();
+        assert!(
+            got == expected,
+            "{} bytes back, {} expected",
+            got.len(),
+            expected.len()
+        );
+        tokio::time::timeout(Duration::from_secs(5), forward)
+            .await
+            .expect("the passthrough ends when both sides ended")
+            .expect("task");
+    }
+
+    #[tokio::test]
+    async fn an_idle_pair_is_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target = listener.local_addr().expect("addr");
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = TcpStream::connect(front.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (downstream, _) = front.accept().await.expect("accept");
+        let settings = Passthrough::new(Duration::from_secs(1), Duration::from_millis(300));
+        let hard = CancellationToken::new();
+        let forward =
+            tokio::spawn(async move { settings.forward(downstream, target, &hard).await });
+        let (_upstream, _) = listener.accept().await.expect("accept");
+        // Nothing moves: after the idle timeout the pair is closed and the
+        // client reads the end of the stream.
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), forward)
+            .await
+            .expect("closed after the idle timeout")
+            .expect("task");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.expect("read");
+        assert!(rest.is_empty());
+    }
+}

@@ -1,0 +1,156 @@
+//! Transparent outbound, first step: in a namespace with `init-iptables`
+//! applied, an unmodified client's TCP to another namespace is captured,
+//! and the sidecar (running as the proxy uid) forwards it to the original
+//! destination byte for byte: large transfers, half-close, a server that
+//! speaks first, IPv4 and IPv6. A call to the sidecar itself (explicit
+//! mode) is still HTTP.
+
+use std::{net::SocketAddr, time::Duration};
+
+use levee_tests::harness::netns::{B_V4, B_V6, NetnsPair};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+const PROXY_UID: u32 = 2102;
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Serves each connection: reads to the end, answers with the bytes reversed.
+fn reversing(listener: TcpListener) {
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                if conn.read_to_end(&mut got).await.is_ok() {
+                    got.reverse();
+                    let _ = conn.write_all(&got).await;
+                }
+            });
+        }
+    });
+}
+
+/// Speaks first: greets each connection before reading anything.
+fn greeting(listener: TcpListener) {
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = conn.write_all(b"220 b ready\r\n").await;
+                let mut sink = Vec::new();
+                let _ = conn.read_to_end(&mut sink).await;
+            });
+        }
+    });
+}
+
+async fn exchange(mut conn: TcpStream, sent: &[u8]) -> Vec<u8> {
+    conn.write_all(sent).await.expect("send");
+    conn.shutdown().await.expect("half-close");
+    let mut got = Vec::new();
+    tokio::time::timeout(DEADLINE, conn.read_to_end(&mut got))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    got
+}
+
+#[tokio::test]
+async fn captured_tcp_to_an_unknown_destination_passes_through() {
+    let NetnsPair { a, b } = NetnsPair::create();
+    reversing(b.listen(SocketAddr::from(([0u16; 8], 9001))));
+    greeting(b.listen(SocketAddr::from(([0u16; 8], 9002))));
+    let init = a
+        .output(
+            &levee_tests::harness::binary("levee-proxy").to_string_lossy(),
+            &["init-iptables"],
+        )
+        .await;
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    // Captured, with no sidecar yet: nothing listens on 4140.
+    let refused = a.connect(SocketAddr::new(B_V4, 9001));
+    assert!(refused.is_err(), "the connection was not captured");
+
+    let _proxy = a.start_proxy(PROXY_UID, &[]).await;
+    let sent: Vec<u8> = (0..4_000_000u32).map(|i| (i % 253) as u8).collect();
+    let mut reversed = sent.clone();
+    reversed.reverse();
+    for ip in [B_V6, B_V4] {
+        let conn = a.connect(SocketAddr::new(ip, 9001)).expect("connect");
+        let got = exchange(conn, &sent).await;
+        assert!(
+            got == reversed,
+            "{ip}: {} bytes back of {}",
+            got.len(),
+            sent.len()
+        );
+
+        let mut conn = a.connect(SocketAddr::new(ip, 9002)).expect("connect");
+        let mut greeting = [0u8; 13];
+        tokio::time::timeout(DEADLINE, conn.read_exact(&mut greeting))
+            .await
+            .expect("the server's first words in time")
+            .expect("read");
+        assert_eq!(&greeting, b"220 b ready\r\n");
+    }
+
+    // Explicit mode is unchanged: a call to the listener itself is HTTP.
+    let mut conn = a
+        .connect(SocketAddr::from(([127, 0, 0, 1], 4140)))
+        .expect("connect");
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: nowhere.invalid:80\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, conn.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    assert!(answer.to_lowercase().contains("x-levee-error"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_proxy_outside_the_proxy_uid_closes_the_loop_instead_of_following_it() {
+    let NetnsPair { a, b } = NetnsPair::create();
+    let b_listener = b.listen(SocketAddr::from(([0u16; 8], 9001)));
+    let init = a
+        .output(
+            &levee_tests::harness::binary("levee-proxy").to_string_lossy(),
+            &["init-iptables"],
+        )
+        .await;
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    // As root, not the proxy uid: its passthrough connections are captured too.
+    let proxy = a.start_proxy(0, &[]).await;
+
+    let mut conn = a.connect(SocketAddr::new(B_V4, 9001)).expect("connect");
+    // The second hop is recognised and closed, so the first one ends too.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(DEADLINE, conn.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the looping connection was not closed");
+    assert!(
+        futures_util::FutureExt::now_or_never(b_listener.accept()).is_none(),
+        "a looped connection reached the destination"
+    );
+    levee_tests::harness::eventually(DEADLINE, "the loop warning", || {
+        let log = proxy.process.output();
+        async move {
+            match log.matches("passthrough loop").count() {
+                1 => Ok(()),
+                n => Err(format!("{n} loop warnings:\n{log}")),
+            }
+        }
+    })
+    .await;
+}
