@@ -1,6 +1,6 @@
 //! Reading a process's cost from `/proc`: CPU time (utime + stime from
 //! `/proc/<pid>/stat`), resident memory (`VmRSS` from `/proc/<pid>/status`),
-//! and the process tree (nginx's master and worker count together).
+//! open file descriptors, and the process tree (nginx's master and worker count together).
 
 use std::time::Duration;
 
@@ -44,6 +44,12 @@ pub fn stat(pid: u32) -> Option<Stat> {
 
 pub fn rss(pid: u32) -> Option<u64> {
     parse_rss(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// Open file descriptors of `pid` (entries of `/proc/<pid>/fd`); `None`
+/// when the process is gone (or not ours to read).
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 /// `pid` and all its descendants that are alive now.

@@ -101,8 +101,7 @@ impl Sample {
 }
 
 fn fds(pid: Option<u32>) -> usize {
-    pid.and_then(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
-        .map_or(0, Iterator::count)
+    pid.and_then(procfs::open_fds).unwrap_or(0)
 }
 
 fn rss_kib(pid: Option<u32>) -> u64 {

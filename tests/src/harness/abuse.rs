@@ -33,9 +33,8 @@ impl Footprint {
     pub fn of(pid: u32) -> Footprint {
         let rss_bytes = crate::bench::procfs::rss(pid)
             .unwrap_or_else(|| panic!("no VmRSS for pid {pid}: has it exited?"));
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
-            .count();
+        let fds = crate::bench::procfs::open_fds(pid)
+            .unwrap_or_else(|| panic!("no /proc/{pid}/fd: has it exited?"));
         Footprint { rss_bytes, fds }
     }
 

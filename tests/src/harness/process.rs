@@ -73,7 +73,8 @@ impl Process {
         let pid = self
             .pid()
             .ok_or_else(|| io::Error::other(format!("{} has exited", self.name)))?;
-        Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+        crate::bench::procfs::open_fds(pid)
+            .ok_or_else(|| io::Error::other(format!("cannot read /proc/{pid}/fd")))
     }
 
     /// Everything the process wrote so far (stdout and stderr).

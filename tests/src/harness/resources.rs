@@ -6,39 +6,31 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::bench::procfs;
+
+fn gone(pid: u32) -> std::io::Error {
+    std::io::Error::other(format!("cannot read /proc/{pid}: has it exited?"))
+}
+
 /// Open file descriptors of `pid` (entries of `/proc/<pid>/fd`).
 pub fn open_fds(pid: u32) -> std::io::Result<u64> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
+    procfs::open_fds(pid)
+        .map(|n| n as u64)
+        .ok_or_else(|| gone(pid))
 }
 
 /// Resident memory of `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_kib(pid: u32) -> std::io::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| std::io::Error::other("no VmRSS line"))
+    procfs::rss(pid).map(|b| b / 1024).ok_or_else(|| gone(pid))
 }
 
 /// CPU time `pid` has used (user + system), from `/proc/<pid>/stat`; a
 /// measure of work that, unlike wall time, does not depend on the load of
 /// the machine.
 pub fn cpu_time(pid: u32) -> std::io::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-    let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
-        return Err(std::io::Error::other("unexpected /proc/<pid>/stat"));
-    };
+    let stat = procfs::stat(pid).ok_or_else(|| gone(pid))?;
     // Clock ticks: USER_HZ, 100 on every Linux ABI.
-    Ok(Duration::from_millis((user + system) * 10))
+    Ok(Duration::from_millis(stat.cpu_ticks * 10))
 }
 
 /// Peaks of a process's fds and RSS, sampled every 20 ms until dropped.

@@ -29,9 +29,7 @@ fn rss(pid: u32) -> u64 {
 }
 
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("/proc/<pid>/fd of the proxy")
-        .count()
+    levee_tests::bench::procfs::open_fds(pid).expect("/proc/<pid>/fd of the proxy")
 }
 
 /// The `n`th flood address: `127.10.0.1` onwards.
