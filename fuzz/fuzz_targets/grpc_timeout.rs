@@ -16,10 +16,16 @@ fuzz_target!(|data: &[u8]| {
     let Some(d) = parse(&value) else {
         return;
     };
-    assert!(d <= GRPC_TIMEOUT_CAP, "{value:?} read as {d:?}, over the cap");
+    assert!(
+        d <= GRPC_TIMEOUT_CAP,
+        "{value:?} read as {d:?}, over the cap"
+    );
     let back = parse(&encode(d)).expect("an encoded timeout parses");
     assert!(back >= d, "encoding {d:?} shortened it to {back:?}");
-    assert!(back - d <= d / 1000 + Duration::from_micros(1), "{d:?} -> {back:?}");
+    assert!(
+        back - d <= d / 1000 + Duration::from_micros(1),
+        "{d:?} -> {back:?}"
+    );
     let now = tokio::time::Instant::now();
     assert!(deadline_after(now, d) >= now);
 });

@@ -6,4 +6,7 @@
 use levee_fuzz::listener::{Listener, exchange};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| exchange(Listener::Outbound, data));
+fuzz_target!(
+    init: levee_fuzz::listener::start_proxy(),
+    |data: &[u8]| exchange(Listener::Outbound, data)
+);

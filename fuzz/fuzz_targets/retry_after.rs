@@ -17,11 +17,16 @@ fuzz_target!(|data: &[u8]| {
     let status = [200u16, 429, 503, 500][usize::from(status) % 4];
     let mut response = Response::new(());
     *response.status_mut() = http::StatusCode::from_u16(status).expect("a status");
-    response.headers_mut().insert(http::header::RETRY_AFTER, value);
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, value);
     let Some(after) = retry_after(&response) else {
         return;
     };
-    assert!(matches!(status, 429 | 503), "Retry-After read on a {status}");
+    assert!(
+        matches!(status, 429 | 503),
+        "Retry-After read on a {status}"
+    );
     assert!(after <= RETRY_AFTER_CAP);
     let now = tokio::time::Instant::now();
     assert!(deadline_after(now, after) >= now);

@@ -24,7 +24,10 @@ pub fn accepted(docs: &[Document]) {
     // YAML round trip: what `leveectl get` prints must apply again unchanged.
     let yaml = to_yaml(docs);
     match parse_documents(&yaml) {
-        Ok(again) => assert_eq!(&again, docs, "YAML round trip changed the documents:\n{yaml}"),
+        Ok(again) => assert_eq!(
+            &again, docs,
+            "YAML round trip changed the documents:\n{yaml}"
+        ),
         Err(e) => panic!("printed documents no longer parse: {e}\n{yaml}"),
     }
     // Protobuf round trip: what the control plane sends must convert back.
