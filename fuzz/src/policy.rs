@@ -2,11 +2,13 @@
 //! (YAML, protobuf): none of these may panic, and a document the proxy
 //! accepted must print and read back to itself.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use levee_proto::policy::{Document, ResiliencePolicy, RouteRequest, parse_documents, to_yaml};
 use levee_proto::v1 as pb;
-use levee_proxy::body::{BoxBody, BoxError};
+use levee_proxy::body::{self, BoxBody, BoxError};
 use levee_proxy::metrics::Metrics;
 use levee_proxy::resilience::Destination;
 use levee_proxy::state::Snapshot;
@@ -47,7 +49,16 @@ pub fn accepted(docs: &[Document]) {
     }
 }
 
-/// The effective policy of each route and the proxy's compiled stacks.
+/// How long one call through a compiled stack may take: the endpoint
+/// answers at once, so only a hang gets near this.
+const CALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// The effective policy of each route, the proxy's compiled stacks, and
+/// calls through them to an endpoint that answers `200` at once, so the
+/// rate limit, breaker, bulkhead, timeouts and retry bookkeeping run on the
+/// policy's values. (Failing answers would make the retry layer sleep in
+/// real time: paused time needs tokio's `test-util`, which would rebuild
+/// every dependency.)
 pub fn compile(policy: &Arc<ResiliencePolicy>) {
     let outbound = &policy.spec.outbound;
     for (method, path) in REQUESTS {
@@ -57,29 +68,33 @@ pub fn compile(policy: &Arc<ResiliencePolicy>) {
         let _ = outbound.effective_for(Some(route));
     }
     let _ = policy.spec.inbound.effective();
-    // The route tables: durations converted, budgets, breakers, limiters.
-    let runtime = runtime();
-    let _guard = runtime.enter();
-    let metrics = Metrics::new();
-    let endpoint = tower::service_fn(|_req: http::Request<BoxBody>| async {
-        Err::<http::Response<BoxBody>, BoxError>("fuzz: no endpoint".into())
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let metrics = Metrics::new();
+        let endpoint = tower::service_fn(|_req: http::Request<BoxBody>| async {
+            Ok::<_, BoxError>(http::Response::new(body::empty()))
+        });
+        let destination = Destination::new("fuzz.default:80", Some(policy), &metrics, endpoint);
+        let addrs: Arc<[SocketAddr]> = Arc::from([SocketAddr::from(([127, 0, 0, 1], 9))]);
+        destination.balancer.set_endpoints(&addrs);
+        let table = destination.routes_for(Some(policy));
+        for (method, path) in REQUESTS {
+            let stack = table.route(&RouteRequest::new(method, path));
+            for _ in 0..3 {
+                let mut req = http::Request::new(body::full("fuzz"));
+                *req.method_mut() = http::Method::from_bytes(method.as_bytes()).expect("a method");
+                *req.uri_mut() =
+                    http::Uri::try_from(format!("http://fuzz.default{path}")).expect("a URI");
+                if tokio::time::timeout(CALL_LIMIT, stack.call(req))
+                    .await
+                    .is_err()
+                {
+                    panic!("a {method} {path} call did not end within {CALL_LIMIT:?} ");
+                }
+            }
+        }
     });
-    let destination = Destination::new("fuzz", Some(policy), &metrics, endpoint);
-    let table = destination.routes_for(Some(policy));
-    for (method, path) in REQUESTS {
-        let _ = table.route(&RouteRequest::new(method, path));
-    }
-}
-
-/// One current-thread runtime per thread, for code that needs a reactor or timer.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    use std::sync::OnceLock;
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime")
-    })
 }
