@@ -1,6 +1,6 @@
 //! Properties of accepted policy documents, whichever way they came in
-//! (YAML, protobuf): none of these may panic, and a document the proxy
-//! accepted must print and read back to itself.
+//! (YAML, protobuf): none of these may panic or hang, and a document the
+//! proxy accepted must print and read back to itself.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
