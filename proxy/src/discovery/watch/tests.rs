@@ -355,3 +355,4 @@ async fn an_unreachable_control_plane_falls_back_to_the_cache() {
 }
 
 mod refusals;
+mod unsubscribe;
