@@ -103,7 +103,7 @@ impl Watcher {
         shutdown: CancellationToken,
     ) {
         self.shared.metrics.set_control_plane_connected(false);
-        loop {
+        'watch: loop {
             self.stream_up = None;
             let end = self.session(&mut changes, &shutdown).await;
             if self
@@ -126,9 +126,16 @@ impl Watcher {
             }
             let delay = self.failures.next_delay();
             tracing::debug!(?delay, "reconnecting to the control plane after a delay");
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(delay) => {}
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'watch,
+                    // Dropped destinations are forgotten also while
+                    // disconnected (and the queue stays short).
+                    Some(change) = changes.recv() => self.offline_changes(change, &mut changes),
+                    () = &mut sleep => break,
+                }
             }
         }
         tracing::debug!("control plane watch stopped");
@@ -187,24 +194,23 @@ impl Watcher {
         changes: &mut mpsc::UnboundedReceiver<Change>,
         shutdown: &CancellationToken,
     ) -> End {
-        let channel = tokio::select! {
-            () = shutdown.cancelled() => return End::Shutdown,
-            connected = self.endpoint.connect() => match connected {
-                Ok(channel) => channel,
-                Err(error) => return End::Failed(format!("connecting: {}", crate::errors::error_chain(&error))),
-            },
+        let endpoint = self.endpoint.clone();
+        let connecting = endpoint.connect();
+        tokio::pin!(connecting);
+        let channel = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return End::Shutdown,
+                Some(change) = changes.recv() => self.offline_changes(change, changes),
+                connected = &mut connecting => match connected {
+                    Ok(channel) => break channel,
+                    Err(error) => return End::Failed(format!("connecting: {}", crate::errors::error_chain(&error))),
+                },
+            }
         };
         // Changes while no stream was up: the hello carries their result.
         self.unsubscribed.clear();
         if let Ok(change) = changes.try_recv() {
-            let mut none = HashSet::new();
-            if self.on_changes(change, changes, None, &mut none) {
-                self.dirty = true;
-                if self.shared.is_ready() {
-                    let source = self.installed_source.clone().unwrap_or_default();
-                    self.install(source);
-                }
-            }
+            self.offline_changes(change, changes);
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(self.hello());

@@ -83,6 +83,23 @@ impl Watcher {
         changed
     }
 
+    /// [`Watcher::on_changes`] while no stream is up (the next hello carries
+    /// the result); a dropped service's state leaves the config at once.
+    pub(super) fn offline_changes(
+        &mut self,
+        change: Change,
+        changes: &mut mpsc::UnboundedReceiver<Change>,
+    ) {
+        let mut none = HashSet::new();
+        if self.on_changes(change, changes, None, &mut none) {
+            self.dirty = true;
+            if self.shared.is_ready() {
+                let source = self.installed_source.clone().unwrap_or_default();
+                self.install(source);
+            }
+        }
+    }
+
     /// Drops what the proxy holds for `key`; returns whether it held state.
     fn forget(&mut self, key: &ServiceKey) -> bool {
         let held = self.held.remove(key).is_some();
