@@ -17,7 +17,7 @@ use levee_proto::policy::{
     Document, PolicyErrors, PolicyIndex, ResiliencePolicy, ServiceKey, check_batch,
 };
 
-use crate::discovery::Subscriptions;
+use crate::discovery::{Subscription, Subscriptions};
 use crate::endpoints::DnsCache;
 use crate::errors::ProxyError;
 use crate::metrics::Metrics;
@@ -128,11 +128,12 @@ impl Shared {
 
     /// In control-plane mode, subscribes `service` the first time it is met
     /// and waits briefly for its first update (also while disconnected if
-    /// the proxy has no config yet); at once otherwise.
-    pub async fn discovered(&self, service: &ServiceKey) {
+    /// the proxy has no config yet); at once otherwise. The subscription
+    /// returned tells when it was dropped.
+    pub async fn discovered(&self, service: &ServiceKey) -> Arc<Subscription> {
         self.subscriptions
             .discovered_while(service, !self.is_ready())
-            .await;
+            .await
     }
 
     /// The policy for calls to `service` in the current snapshot.

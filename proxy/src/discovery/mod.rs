@@ -2,9 +2,10 @@
 //! `levee.v1.Discovery/Watch` (docs/control-plane.md).
 //!
 //! One task ([`watch`]) owns the stream: it says hello (service, namespace,
-//! app port, inbound address and port, version, every destination met so
-//! far), subscribes destinations as the outbound path meets them
-//! ([`Subscriptions`], kept in [`Shared`]), and turns each `ServiceUpdate`
+//! app port, inbound address and port, version, every destination
+//! subscribed), subscribes destinations as the outbound path meets them and
+//! unsubscribes those it evicts ([`Subscriptions`], kept in [`Shared`],
+//! forgetting their state), and turns each `ServiceUpdate`
 //! into a new [`crate::state::Snapshot`] installed with [`Shared::install`],
 //! answering ACK, or NACK with the reason when the update cannot be applied
 //! ([`services`]) or names a service the proxy never subscribed to (such an
@@ -37,7 +38,10 @@ use crate::body::BoxError;
 use crate::state::Shared;
 
 pub use services::LocalChecks;
-pub use subscriptions::{FIRST_UPDATE_WAIT, MAX_SUBSCRIPTIONS, Subscriptions};
+pub use subscriptions::{
+    Change, FIRST_UPDATE_WAIT, MAX_SUBSCRIPTIONS, Subscription, Subscriptions,
+    subscription_capacity,
+};
 pub use watch::RESYNC_HOLD;
 
 /// Who this proxy is, as its hello tells the control plane.
@@ -155,7 +159,7 @@ pub async fn start(
     levee_proto::policy::check_hello(&names).map_err(|errors| {
         format!("--service/--namespace (sent to the control plane in hello): {errors}")
     })?;
-    let new_keys = shared
+    let changes = shared
         .subscriptions
         .enable()
         .ok_or("discovery is already running")?;
@@ -173,6 +177,6 @@ pub async fn start(
         _ => None,
     };
     let watcher = watch::Watcher::new(shared, config, endpoint, cached);
-    tasks.spawn(watcher.run(new_keys, shutdown));
+    tasks.spawn(watcher.run(changes, shutdown));
     Ok(())
 }

@@ -75,6 +75,11 @@ impl Services {
         self.states.insert(key, state);
     }
 
+    /// Forgets `key` (unsubscribed); returns whether it had state.
+    pub fn remove(&mut self, key: &ServiceKey) -> bool {
+        self.states.remove(key).is_some()
+    }
+
     /// Checks `update` and, if acceptable, stores it. A refused update
     /// changes nothing (the last good state stays).
     pub fn apply(

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use super::services::{Applied, Refusal, Services};
+use super::subscriptions::Change;
 use super::{DiscoveryConfig, MAX_REQUEST_SIZE, MAX_UPDATE_SIZE, PROXY_VERSION, cache};
 use crate::backoff::FailureStreak;
 use crate::state::Shared;
@@ -34,8 +35,10 @@ pub(super) struct Watcher {
     endpoint: Endpoint,
     /// What the proxy runs (the last good update per service).
     services: Services,
-    /// Every destination met so far: all of them go into each hello.
+    /// Every destination subscribed now: all of them go into each hello.
     subscribed: BTreeSet<ServiceKey>,
+    /// Destinations unsubscribed on the current stream ([`changes`]).
+    unsubscribed: HashSet<ServiceKey>,
     /// The cache read at start, until it is installed or superseded.
     cached: Option<Services>,
     /// `source` of the snapshot in force, when this task installed it.
@@ -69,9 +72,13 @@ impl Watcher {
         if let Some(cached) = &cached {
             subscribed.extend(cached.iter().map(|(key, _)| key.clone()));
         }
-        // Its own service too: the inbound side enforces that policy's `spec.inbound`.
-        subscribed.extend(config.identity.own_service());
         shared.subscriptions.preload(subscribed.iter().cloned());
+        // Its own service too (never dropped): the inbound side enforces
+        // that policy's `spec.inbound`.
+        if let Some(own) = config.identity.own_service() {
+            shared.subscriptions.pin(own.clone());
+            subscribed.insert(own);
+        }
         Watcher {
             shared,
             failures: FailureStreak::new(config.backoff),
@@ -79,6 +86,7 @@ impl Watcher {
             endpoint,
             services: Services::default(),
             subscribed,
+            unsubscribed: HashSet::new(),
             cached,
             installed_source: None,
             dirty: false,
@@ -91,13 +99,13 @@ impl Watcher {
     /// Watches until `shutdown`.
     pub(super) async fn run(
         mut self,
-        mut new_keys: mpsc::UnboundedReceiver<ServiceKey>,
+        mut changes: mpsc::UnboundedReceiver<Change>,
         shutdown: CancellationToken,
     ) {
         self.shared.metrics.set_control_plane_connected(false);
-        loop {
+        'watch: loop {
             self.stream_up = None;
-            let end = self.session(&mut new_keys, &shutdown).await;
+            let end = self.session(&mut changes, &shutdown).await;
             if self
                 .stream_up
                 .is_some_and(|up| up.elapsed() >= STREAM_WORKED)
@@ -118,9 +126,16 @@ impl Watcher {
             }
             let delay = self.failures.next_delay();
             tracing::debug!(?delay, "reconnecting to the control plane after a delay");
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(delay) => {}
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'watch,
+                    // Dropped destinations are forgotten also while
+                    // disconnected (and the queue stays short).
+                    Some(change) = changes.recv() => self.offline_changes(change, &mut changes),
+                    () = &mut sleep => break,
+                }
             }
         }
         tracing::debug!("control plane watch stopped");
@@ -176,18 +191,26 @@ impl Watcher {
     /// One stream: connect, hello, then updates until it fails or shutdown.
     async fn session(
         &mut self,
-        new_keys: &mut mpsc::UnboundedReceiver<ServiceKey>,
+        changes: &mut mpsc::UnboundedReceiver<Change>,
         shutdown: &CancellationToken,
     ) -> End {
-        let channel = tokio::select! {
-            () = shutdown.cancelled() => return End::Shutdown,
-            connected = self.endpoint.connect() => match connected {
-                Ok(channel) => channel,
-                Err(error) => return End::Failed(format!("connecting: {}", crate::errors::error_chain(&error))),
-            },
+        let endpoint = self.endpoint.clone();
+        let connecting = endpoint.connect();
+        tokio::pin!(connecting);
+        let channel = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return End::Shutdown,
+                Some(change) = changes.recv() => self.offline_changes(change, changes),
+                connected = &mut connecting => match connected {
+                    Ok(channel) => break channel,
+                    Err(error) => return End::Failed(format!("connecting: {}", crate::errors::error_chain(&error))),
+                },
+            }
         };
-        while let Ok(key) = new_keys.try_recv() {
-            self.subscribed.insert(key);
+        // Changes while no stream was up: the hello carries their result.
+        self.unsubscribed.clear();
+        if let Ok(change) = changes.try_recv() {
+            self.offline_changes(change, changes);
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(self.hello());
@@ -218,12 +241,9 @@ impl Watcher {
             tokio::select! {
                 () = shutdown.cancelled() => return End::Shutdown,
                 () = expiry(self.hold_until) => self.release_held(),
-                Some(key) = new_keys.recv() => {
-                    if self.subscribed.insert(key.clone()) {
-                        tracing::debug!(service = %key, "subscribing");
-                        let subscribe = pb::Subscribe { services: vec![pb::ServiceRef::from(&key)] };
-                        let _ = tx.send(request(Request::Subscribe(subscribe)));
-                    }
+                Some(change) = changes.recv() => {
+                    let changed = self.on_changes(change, changes, Some(&tx), &mut pending);
+                    self.after_update(&pending, changed).await;
                 }
                 message = responses.message() => match message {
                     Ok(Some(pb::WatchResponse { kind: Some(Response::Update(update)) })) => {
@@ -275,6 +295,16 @@ impl Watcher {
         pending: &mut HashSet<ServiceKey>,
     ) -> bool {
         if let Some(refusal) = self.unsolicited(&update) {
+            if refusal
+                .service
+                .as_ref()
+                .is_some_and(|key| self.recently_unsubscribed(key))
+            {
+                // It crossed this proxy's `Unsubscribe`: the control plane
+                // has already forgotten the subscription; nothing to answer.
+                tracing::debug!(service = ?refusal.service.as_ref().map(ToString::to_string), "ignoring an update that crossed an unsubscribe");
+                return false;
+            }
             // Not ours to keep: no state, no settle, no install; the NACK
             // tells the control plane (and its `Status`) why.
             self.shared.metrics.policy_update(false);
@@ -369,6 +399,7 @@ fn request(kind: Request) -> pb::WatchRequest {
     pb::WatchRequest { kind: Some(kind) }
 }
 
+mod changes;
 mod hold;
 
 #[cfg(test)]

@@ -46,13 +46,17 @@ pub enum StateTable {
     Dns,
     /// Per-client rate-limit buckets (by client address).
     Clients,
+    /// Control-plane subscriptions (by destination service), dropped when
+    /// the set is full (evicted destinations are unsubscribed uncounted).
+    Subscriptions,
 }
 
 impl StateTable {
-    const ALL: [StateTable; 3] = [
+    const ALL: [StateTable; 4] = [
         StateTable::Destinations,
         StateTable::Dns,
         StateTable::Clients,
+        StateTable::Subscriptions,
     ];
 
     /// The label value.
@@ -61,6 +65,7 @@ impl StateTable {
             StateTable::Destinations => "destinations",
             StateTable::Dns => "dns",
             StateTable::Clients => "clients",
+            StateTable::Subscriptions => "subscriptions",
         }
     }
 }

@@ -17,12 +17,14 @@
 //! ([`MAX_DESTINATIONS`] by default, `--max-destinations`) and twice as many
 //! spellings. A full table evicts its least recently used eighth
 //! ([`crate::recency`]): hot destinations stay, and each evicted one takes
-//! its metric series with it ([`Metrics::forget_destination`]) and is
-//! counted in `levee_state_evictions_total{table="destinations"}`.
+//! its metric series with it ([`Metrics::forget_destination`]) and its
+//! control-plane subscription (with the policy and endpoints discovered for
+//! it: [`crate::discovery::Subscriptions::unsubscribe`]), and is counted in
+//! `levee_state_evictions_total{table="destinations"}`. Met again, it is
+//! subscribed again and gets a fresh first answer.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -30,6 +32,7 @@ use arc_swap::ArcSwapOption;
 use levee_proto::policy::ServiceKey;
 use tokio::time::Instant;
 
+use crate::discovery::Subscription;
 use crate::errors::ProxyError;
 use crate::forward::{EndpointService, Forwarder};
 use crate::metrics::{Metrics, StateTable};
@@ -78,8 +81,9 @@ pub struct Entry {
     pub destination: Destination,
     /// The current view (`None` until the first request builds it).
     view: ArcSwapOption<View>,
-    /// The control-plane subscription is in place (or not wanted).
-    subscribed: AtomicBool,
+    /// The control-plane subscription (`None` before the first request;
+    /// one that is no longer live is made again).
+    subscription: ArcSwapOption<Subscription>,
     /// Serialises installing views, so the balancer's endpoints and the
     /// stored view always agree.
     installing: Mutex<()>,
@@ -99,6 +103,9 @@ pub struct View {
 impl Destinations {
     /// A table of at most `capacity` destinations (at least one).
     pub fn new(shared: Arc<Shared>, forwarder: Arc<Forwarder>, capacity: usize) -> Self {
+        let subscriptions = crate::discovery::subscription_capacity(capacity.max(1));
+        let evictions = shared.metrics.state_evictions(StateTable::Subscriptions);
+        shared.subscriptions.limit(subscriptions, evictions);
         Destinations {
             shared,
             forwarder,
@@ -195,6 +202,7 @@ impl Destinations {
         table
             .by_authority
             .retain(|_, alias| !labels.contains(&alias.entry.destination.label));
+        self.shared.subscriptions.unsubscribe(&evict);
         self.shared
             .metrics
             .state_evictions(StateTable::Destinations)
@@ -211,7 +219,7 @@ impl Destinations {
             used: Stamp::new(&self.clock),
             destination,
             view: ArcSwapOption::empty(),
-            subscribed: AtomicBool::new(false),
+            subscription: ArcSwapOption::empty(),
             installing: Mutex::new(()),
         }
     }
@@ -226,11 +234,16 @@ impl Entry {
     /// In control-plane mode, subscribes the destination on its first
     /// request (and waits briefly for its first update); afterwards free.
     pub async fn discovered(&self, shared: &Shared) {
-        if self.subscribed.load(Ordering::Acquire) {
+        if self
+            .subscription
+            .load()
+            .as_ref()
+            .is_some_and(|s| s.is_live())
+        {
             return;
         }
-        shared.discovered(&self.key).await;
-        self.subscribed.store(true, Ordering::Release);
+        let subscription = shared.discovered(&self.key).await;
+        self.subscription.store(Some(subscription));
     }
 
     /// The view for the current snapshot: the stored one while its version

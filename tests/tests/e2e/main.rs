@@ -57,6 +57,7 @@ mod discovery_converge;
 mod discovery_nack;
 mod discovery_restart;
 mod discovery_sighup;
+mod discovery_unsubscribe;
 
 // Abuse: floods and slow clients against the bounds.
 mod abuse_slow_clients;

@@ -349,9 +349,17 @@ async fn an_unreachable_control_plane_falls_back_to_the_cache() {
     tokio::time::timeout(Duration::from_millis(100), shared.discovered(&payments()))
         .await
         .expect("no wait");
+    // Dropped while disconnected: forgotten at once, not at the next stream.
+    shared.subscriptions.unsubscribe([&payments()]);
+    until("payments forgotten offline", || {
+        shared.snapshot.load().policy_for(&payments()).is_none()
+    })
+    .await;
+    assert!(shared.is_ready(), "still serving what is left");
     shutdown.cancel();
     tasks.close();
     tasks.wait().await;
 }
 
 mod refusals;
+mod unsubscribe;

@@ -165,3 +165,55 @@ fn an_evicted_destination_takes_its_metric_series_along() {
     assert!(!Arc::ptr_eq(&first, &back));
     assert!(shared.metrics.encode().contains(r#"service="127.1.0.1:1""#));
 }
+
+#[tokio::test]
+async fn an_evicted_destination_is_unsubscribed_and_subscribed_again_when_met() {
+    use crate::discovery::Change;
+
+    let shared = shared();
+    let mut changes = shared.subscriptions.enable().expect("control-plane mode");
+    // Ready and disconnected: subscribing waits for no answer.
+    shared.set_ready(true);
+    let table = destinations_of(&shared, 8);
+    let key = |n: usize| ServiceKey::from_authority(&format!("svc-{n}"), "default", 80);
+    let first = table.get("svc-0").expect("entry");
+    first.discovered(&shared).await;
+    assert_eq!(
+        changes.try_recv(),
+        Ok(Change::Subscribe(key(0).expect("key")))
+    );
+    // A flood of distinct hosts: each is subscribed, and each eviction
+    // unsubscribes what it drops, so the set stays as small as the table.
+    for n in 1..1000 {
+        let entry = table.get(&format!("svc-{n}")).expect("entry");
+        entry.discovered(&shared).await;
+        assert!(shared.subscriptions.len() <= 8, "{n}");
+    }
+    assert!(table.len() <= 8);
+    let mut subscribed = std::collections::HashSet::new();
+    let mut unsubscribes = 0;
+    subscribed.insert(key(0).expect("key"));
+    while let Ok(change) = changes.try_recv() {
+        match change {
+            Change::Subscribe(k) => assert!(subscribed.insert(k), "subscribed twice"),
+            Change::Unsubscribe(k) => {
+                assert!(subscribed.remove(&k), "{k} unsubscribed unsubscribed");
+                unsubscribes += 1;
+            }
+        }
+    }
+    assert_eq!(subscribed.len(), table.len(), "{subscribed:?}");
+    assert_eq!(unsubscribes as u64, evictions(&shared));
+    assert!(!subscribed.contains(&key(0).expect("key")), "svc-0 went");
+
+    // An entry still held by a request in flight sees its subscription
+    // dropped; the destination met again is subscribed again.
+    let again = table.get("svc-0").expect("entry");
+    assert!(!Arc::ptr_eq(&first, &again));
+    again.discovered(&shared).await;
+    let mut resubscribed = false;
+    while let Ok(change) = changes.try_recv() {
+        resubscribed |= change == Change::Subscribe(key(0).expect("key"));
+    }
+    assert!(resubscribed);
+}
