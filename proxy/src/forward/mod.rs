@@ -139,16 +139,16 @@ impl Forwarder {
         } else {
             Protocol::Http1
         };
-        if protocol == Protocol::Http2 && self.pool.known_http1_only(addr) {
-            to_http1(&mut req, addr, service)?;
-            protocol = Protocol::Http1;
-        }
         let upgrade = protocol == Protocol::Http1 && is_upgrade(req.headers());
         let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
         let slot = upgrade
             .then(|| req.extensions().get::<ConnectionSlot>().cloned())
             .flatten();
         strip_hop_by_hop(req.headers_mut(), upgrade);
+        if protocol == Protocol::Http2 && self.pool.known_http1_only(addr) {
+            to_http1(&mut req, addr, service)?;
+            protocol = Protocol::Http1;
+        }
         uri::rewrite_for_upstream(&mut req, protocol)
             .map_err(|detail| ProxyError::new(ErrorKind::BadRequest, service, detail))?;
 
@@ -189,8 +189,10 @@ impl Forwarder {
 }
 
 /// Translates an HTTP/2 request for an HTTP/1.x-only upstream: HTTP/1.1,
-/// origin-form target, `Host` from `:authority` (hyper writes the rest).
-/// gRPC is refused: it cannot work over HTTP/1.1.
+/// origin-form target, `Host` from `:authority`, and `TE: trailers` (the
+/// only `TE` HTTP/2 allows) named in `Connection` as HTTP/1.1 wants for a
+/// hop-by-hop header; hyper writes the rest. gRPC is refused: it cannot
+/// work over HTTP/1.1.
 fn to_http1<B>(req: &mut Request<B>, addr: SocketAddr, service: &str) -> Result<(), ProxyError> {
     if crate::errors::is_grpc(req.headers()) {
         return Err(ProxyError::new(
@@ -200,6 +202,12 @@ fn to_http1<B>(req: &mut Request<B>, addr: SocketAddr, service: &str) -> Result<
         ));
     }
     *req.version_mut() = Version::HTTP_11;
+    if req.headers().contains_key(http::header::TE) {
+        req.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("te"),
+        );
+    }
     uri::rewrite_for_upstream(req, Protocol::Http1)
         .map_err(|detail| ProxyError::new(ErrorKind::BadRequest, service, detail))
 }

@@ -24,13 +24,16 @@ use levee_tests::harness::{Body, Http2Conn, Proxy, full, upstream::bind};
 
 /// An app that speaks HTTP/1.x only (hyper's HTTP/1 server: it answers the
 /// HTTP/2 preface with an error). Echoes the body; says the version, the
-/// `Host` and the URI it saw. Counts the requests it served.
-async fn http1_only_app() -> (SocketAddr, Arc<AtomicUsize>) {
+/// `Host` and the URI it saw. Counts the requests it served and the
+/// connections it accepted.
+async fn http1_only_app() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let (listener, addr) = bind().await;
     let served = Arc::new(AtomicUsize::new(0));
-    let count = served.clone();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (count, accepts) = (served.clone(), accepted.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            accepts.fetch_add(1, Ordering::SeqCst);
             let count = count.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
@@ -43,7 +46,7 @@ async fn http1_only_app() -> (SocketAddr, Arc<AtomicUsize>) {
             });
         }
     });
-    (addr, served)
+    (addr, served, accepted)
 }
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -109,13 +112,16 @@ async fn h2_calls_reach_http1_app(listener: SocketAddr, authority: &str) {
 
 #[tokio::test]
 async fn h2c_caller_reaches_http1_only_app_outbound_and_inbound() {
-    let (app, served) = http1_only_app().await;
+    let (app, served, accepted) = http1_only_app().await;
     let proxy = Proxy::builder().fronting(app).start().await;
 
     h2_calls_reach_http1_app(proxy.outbound(), "web:80").await;
     h2_calls_reach_http1_app(proxy.inbound(), "test-svc:4143").await;
     // Each call reached the app exactly once (the preface is no request).
     assert_eq!(served.load(Ordering::SeqCst), 4);
+    // Learned once: one connection closed on the HTTP/2 preface, then one
+    // pooled HTTP/1.1 connection for all four calls.
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
 /// Python's `http.server` serving `dir` on 127.0.0.1 (an HTTP/1.0 server),
@@ -170,7 +176,7 @@ async fn h2c_caller_reaches_python_http_server() {
 
 #[tokio::test]
 async fn grpc_is_never_downgraded() {
-    let (app, served) = http1_only_app().await;
+    let (app, served, _) = http1_only_app().await;
     let proxy = Proxy::builder().fronting(app).start().await;
     let mut conn = Http2Conn::connect(proxy.outbound())
         .await
