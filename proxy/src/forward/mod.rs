@@ -245,4 +245,6 @@ fn send_error(err: SendError, addr: SocketAddr, service: &str) -> ProxyError {
 }
 
 #[cfg(test)]
+mod learning_tests;
+#[cfg(test)]
 mod tests;
