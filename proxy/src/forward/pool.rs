@@ -18,27 +18,26 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use crate::body::{BoxBody, BoxError};
+use crate::body::BoxBody;
 use crate::h2_settings::H2Settings;
 use idle::IdleConns;
+use pooled_body::PooledBody;
 use probe::{Http1Memory, Probed, Verdict};
 
 mod idle;
+mod pooled_body;
 pub mod probe;
 
 /// Endpoints remembered before unused ones are forgotten.
@@ -384,53 +383,4 @@ async fn dial(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendErro
     // Latency matters more than packet count for request/response traffic.
     stream.set_nodelay(true).map_err(SendError::Connect)?;
     Ok(stream)
-}
-
-pin_project_lite::pin_project! {
-    /// An HTTP/1 response body that checks its connection back into the pool
-    /// once fully read. Dropped early, the connection is dropped with it.
-    struct PooledBody {
-        #[pin]
-        inner: Incoming,
-        checkin: Option<(http1::SendRequest<BoxBody>, Arc<EndpointConns>)>,
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        match &frame {
-            None => {
-                if let Some((sender, endpoint)) = this.checkin.take() {
-                    endpoint.idle_h1.checkin(sender);
-                }
-            }
-            Some(Err(_)) => drop(this.checkin.take()),
-            // A server writing a sized body stops polling after the last
-            // byte, so check in as soon as the body reports its end.
-            Some(Ok(_)) => {
-                if this.inner.is_end_stream()
-                    && let Some((sender, endpoint)) = this.checkin.take()
-                {
-                    endpoint.idle_h1.checkin(sender);
-                }
-            }
-        }
-        Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
