@@ -1,7 +1,14 @@
 //! Sending a request to one chosen upstream address and returning its
-//! response: protocol choice (the downstream's), URI form, hop-by-hop
-//! headers, connection pooling ([`pool`]) and HTTP/1.1 upgrades (tunnelled
-//! with `copy_bidirectional` once both sides have switched protocols).
+//! response: protocol choice, URI form, hop-by-hop headers, connection
+//! pooling ([`pool`]) and HTTP/1.1 upgrades (tunnelled with
+//! `copy_bidirectional` once both sides have switched protocols).
+//!
+//! The upstream is spoken to in the downstream's HTTP version, except that
+//! an HTTP/2 request to an endpoint that speaks HTTP/1.x only (learned by
+//! the pool from its answer to the HTTP/2 preface, [`pool::probe`]) is
+//! translated to HTTP/1.1 — origin-form target, `Host` from `:authority`.
+//! gRPC needs HTTP/2 and is never translated: it gets a 502
+//! `upstream-connect` (gRPC `UNAVAILABLE`) saying so.
 //!
 //! Bodies stream in both directions; trailers pass through untouched.
 //!
@@ -127,7 +134,7 @@ impl Forwarder {
         service: &str,
     ) -> Result<Response<BoxBody>, ProxyError> {
         self.refuse_own(addr, service)?;
-        let protocol = if req.version() == Version::HTTP_2 {
+        let mut protocol = if req.version() == Version::HTTP_2 {
             Protocol::Http2
         } else {
             Protocol::Http1
@@ -138,14 +145,34 @@ impl Forwarder {
             .then(|| req.extensions().get::<ConnectionSlot>().cloned())
             .flatten();
         strip_hop_by_hop(req.headers_mut(), upgrade);
+        if protocol == Protocol::Http2 && self.pool.known_http1_only(addr) {
+            to_http1(&mut req, addr, service)?;
+            protocol = Protocol::Http1;
+        }
         uri::rewrite_for_upstream(&mut req, protocol)
             .map_err(|detail| ProxyError::new(ErrorKind::BadRequest, service, detail))?;
 
         let connect_timeout = req.extensions().get::<ConnectTimeout>().map(|t| t.0);
-        let sent = self
+        let mut sent = self
             .pool
             .send(addr, protocol, req, upgrade, connect_timeout)
             .await;
+        if let Err(SendError::NotHttp2 { req, proven }) = sent {
+            // Never sent: the endpoint did not answer the preface as HTTP/2.
+            let mut req = *req;
+            if !proven && crate::errors::is_grpc(req.headers()) {
+                let detail = "the connection closed on the HTTP/2 preface".to_owned();
+                return Err(send_error(SendError::Preface(detail), addr, service));
+            }
+            to_http1(&mut req, addr, service)?;
+            sent = self
+                .pool
+                .send(addr, Protocol::Http1, req, false, connect_timeout)
+                .await;
+            if !proven && sent.is_ok() {
+                self.pool.learn_http1_only(addr);
+            }
+        }
         let mut response = sent.map_err(|e| send_error(e, addr, service))?;
 
         let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -159,6 +186,30 @@ impl Forwarder {
         strip_hop_by_hop(response.headers_mut(), upgrade && switched);
         Ok(response)
     }
+}
+
+/// Translates an HTTP/2 request for an HTTP/1.x-only upstream: HTTP/1.1,
+/// origin-form target, `Host` from `:authority`, and `TE: trailers` (the
+/// only `TE` HTTP/2 allows) named in `Connection` as HTTP/1.1 wants for a
+/// hop-by-hop header; hyper writes the rest. gRPC is refused: it cannot
+/// work over HTTP/1.1.
+fn to_http1<B>(req: &mut Request<B>, addr: SocketAddr, service: &str) -> Result<(), ProxyError> {
+    if crate::errors::is_grpc(req.headers()) {
+        return Err(ProxyError::new(
+            ErrorKind::UpstreamConnect(ConnectCause::Handshake),
+            service,
+            format!("{addr} speaks HTTP/1.x only, and gRPC needs HTTP/2"),
+        ));
+    }
+    *req.version_mut() = Version::HTTP_11;
+    if req.headers().contains_key(http::header::TE) {
+        req.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("te"),
+        );
+    }
+    uri::rewrite_for_upstream(req, Protocol::Http1)
+        .map_err(|detail| ProxyError::new(ErrorKind::BadRequest, service, detail))
 }
 
 /// Maps a pool failure to the error the caller sees (502 either way), with
@@ -180,8 +231,20 @@ fn send_error(err: SendError, addr: SocketAddr, service: &str) -> ProxyError {
             service,
             format!("{addr}: {}", crate::errors::error_chain(&e)),
         ),
+        SendError::Preface(detail) => ProxyError::new(
+            ErrorKind::UpstreamConnect(ConnectCause::Handshake),
+            service,
+            format!("HTTP/2 handshake with {addr}: {detail}"),
+        ),
+        SendError::NotHttp2 { .. } => ProxyError::new(
+            ErrorKind::UpstreamConnect(ConnectCause::Handshake),
+            service,
+            format!("{addr} speaks HTTP/1.x only"),
+        ),
     }
 }
 
+#[cfg(test)]
+mod learning_tests;
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,11 @@
 //! it closes. Connects are bounded by `connect_timeout`, so a dead upstream
 //! fails fast instead of hanging the caller.
 //!
+//! A fresh HTTP/2 connection carries no request until the server's first
+//! frame proved it speaks HTTP/2 ([`probe`]); an endpoint that answered
+//! otherwise is remembered as HTTP/1.x-only and the request comes back
+//! unsent ([`SendError::Http1Only`]) for the caller to send over HTTP/1.1.
+//!
 //! The pool is ours rather than hyper-util's legacy client because that client
 //! derives both the dialled address and the HTTP/2 `:authority` from the URI:
 //! a proxy must dial the chosen endpoint yet keep the caller's authority.
@@ -13,26 +18,27 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use crate::body::{BoxBody, BoxError};
+use crate::body::BoxBody;
 use crate::h2_settings::H2Settings;
 use idle::IdleConns;
+use pooled_body::PooledBody;
+use probe::{Http1Memory, Probed, Verdict};
 
 mod idle;
+mod pooled_body;
+pub mod probe;
 
 /// Endpoints remembered before unused ones are forgotten.
 const MAX_ENDPOINTS: usize = 4096;
@@ -78,6 +84,17 @@ pub enum SendError {
     Handshake(hyper::Error),
     /// The exchange failed after the request was handed to a connection.
     Reset(hyper::Error),
+    /// The server did not answer the HTTP/2 preface with SETTINGS within
+    /// the connect timeout; the request was not sent.
+    Preface(String),
+    /// The endpoint does not speak HTTP/2: the request, never sent, is
+    /// handed back. `proven`: it said so (or did before), and is remembered
+    /// as HTTP/1.x-only; else it closed the connection on the preface, and
+    /// [`Pool::learn_http1_only`] remembers it once HTTP/1.1 worked.
+    NotHttp2 {
+        req: Box<Request<BoxBody>>,
+        proven: bool,
+    },
 }
 
 /// Connections to every endpoint the proxy has talked to.
@@ -97,6 +114,8 @@ struct EndpointConns {
     h2: Mutex<Option<http2::SendRequest<BoxBody>>>,
     /// Serialises HTTP/2 dials so a burst of requests shares one connection.
     h2_dial: tokio::sync::Mutex<()>,
+    /// Whether the endpoint answered the HTTP/2 preface as HTTP/1.x.
+    http1_only: Http1Memory,
 }
 
 impl Pool {
@@ -127,6 +146,21 @@ impl Pool {
         }
     }
 
+    /// Whether `addr` is known to speak HTTP/1.x only (it answered the
+    /// HTTP/2 preface otherwise within the last [`probe::HTTP1_ONLY_TTL`]).
+    pub fn known_http1_only(&self, addr: SocketAddr) -> bool {
+        self.endpoints
+            .load()
+            .get(&addr)
+            .is_some_and(|e| e.http1_only.http1_only(Instant::now()))
+    }
+
+    /// Remembers that `addr` speaks HTTP/1.x only (it closed the
+    /// connection on the HTTP/2 preface, then answered HTTP/1.1).
+    pub fn learn_http1_only(&self, addr: SocketAddr) {
+        self.endpoint(addr).http1_only.learn(Instant::now());
+    }
+
     /// A plain TCP connection to `addr` (for `CONNECT` tunnels), not pooled.
     pub async fn dial_raw(&self, addr: SocketAddr) -> Result<TcpStream, SendError> {
         dial(addr, self.settings.connect_timeout).await
@@ -145,6 +179,7 @@ impl Pool {
             ),
             h2: Mutex::new(None),
             h2_dial: tokio::sync::Mutex::new(()),
+            http1_only: Http1Memory::default(),
         });
         let mut chosen = fresh.clone();
         self.endpoints.rcu(|map| {
@@ -215,14 +250,20 @@ impl EndpointConns {
         req: Request<BoxBody>,
         connect_timeout: Duration,
     ) -> Result<Response<BoxBody>, SendError> {
-        let mut sender = self.h2_sender(connect_timeout).await?;
+        let mut sender = match self.h2_sender(connect_timeout).await? {
+            Ok(sender) => sender,
+            Err(proven) => return Err(not_http2(req, proven)),
+        };
         match sender.try_send_request(req).await {
             Ok(response) => Ok(response.map(crate::body::incoming)),
             Err(mut e) => match e.take_message() {
                 // Never sent (connection went away): once more on a new connection.
                 Some(back) => {
                     self.forget_closed_h2();
-                    let mut sender = self.h2_sender(connect_timeout).await?;
+                    let mut sender = match self.h2_sender(connect_timeout).await? {
+                        Ok(sender) => sender,
+                        Err(proven) => return Err(not_http2(back, proven)),
+                    };
                     let response = sender.send_request(back).await.map_err(SendError::Reset)?;
                     Ok(response.map(crate::body::incoming))
                 }
@@ -246,29 +287,60 @@ impl EndpointConns {
         response.map(|inner| PooledBody { inner, checkin }.boxed())
     }
 
+    /// The endpoint's HTTP/2 connection, dialled if needed; `Err(proven)`
+    /// when the endpoint does not speak HTTP/2 (see [`SendError::NotHttp2`]).
     async fn h2_sender(
         &self,
         connect_timeout: Duration,
-    ) -> Result<http2::SendRequest<BoxBody>, SendError> {
+    ) -> Result<Result<http2::SendRequest<BoxBody>, bool>, SendError> {
         if let Some(open) = self.cached_h2() {
-            return Ok(open);
+            return Ok(Ok(open));
         }
         let _dialing = self.h2_dial.lock().await;
-        // Another request may have dialled while we waited.
+        // Another request may have dialled (or learned) while we waited.
         if let Some(open) = self.cached_h2() {
-            return Ok(open);
+            return Ok(Ok(open));
         }
-        let io = self.dial(connect_timeout).await?;
+        if self.http1_only.http1_only(Instant::now()) {
+            return Ok(Err(true));
+        }
+        let stream = dial(self.addr, connect_timeout).await?;
+        let (io, verdict) = Probed::new(stream);
         let mut builder = http2::Builder::new(TokioExecutor::new());
         self.h2_settings.apply_to_client(&mut builder);
-        let (sender, conn) = builder.handshake(io).await.map_err(SendError::Handshake)?;
+        let (sender, conn) = builder
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(SendError::Handshake)?;
         tokio::spawn(async move {
             if let Err(error) = conn.await {
                 tracing::debug!(%error, "upstream http/2 connection ended");
             }
         });
+        // No request goes out before the server's first frame is SETTINGS.
+        match tokio::time::timeout(connect_timeout, verdict).await {
+            Ok(Ok(Verdict::Http2)) => {}
+            Ok(Ok(Verdict::Http1Only)) => {
+                tracing::debug!(addr = %self.addr, "upstream speaks HTTP/1.x only");
+                self.http1_only.learn(Instant::now());
+                return Ok(Err(true));
+            }
+            Ok(Ok(Verdict::Closed)) => {
+                tracing::debug!(addr = %self.addr, "upstream closed on the HTTP/2 preface");
+                return Ok(Err(false));
+            }
+            Ok(Err(_)) => {
+                let detail = "the connection ended before the server's SETTINGS";
+                return Err(SendError::Preface(detail.to_owned()));
+            }
+            Err(_) => {
+                let detail =
+                    format!("no HTTP/2 SETTINGS from the server within {connect_timeout:?}");
+                return Err(SendError::Preface(detail));
+            }
+        }
         *self.h2.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
-        Ok(sender)
+        Ok(Ok(sender))
     }
 
     fn cached_h2(&self) -> Option<http2::SendRequest<BoxBody>> {
@@ -288,6 +360,13 @@ impl EndpointConns {
     }
 }
 
+fn not_http2(req: Request<BoxBody>, proven: bool) -> SendError {
+    SendError::NotHttp2 {
+        req: Box::new(req),
+        proven,
+    }
+}
+
 /// A TCP connection to `addr`, or `Connect` after `timeout`.
 async fn dial(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -304,53 +383,4 @@ async fn dial(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendErro
     // Latency matters more than packet count for request/response traffic.
     stream.set_nodelay(true).map_err(SendError::Connect)?;
     Ok(stream)
-}
-
-pin_project_lite::pin_project! {
-    /// An HTTP/1 response body that checks its connection back into the pool
-    /// once fully read. Dropped early, the connection is dropped with it.
-    struct PooledBody {
-        #[pin]
-        inner: Incoming,
-        checkin: Option<(http1::SendRequest<BoxBody>, Arc<EndpointConns>)>,
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        match &frame {
-            None => {
-                if let Some((sender, endpoint)) = this.checkin.take() {
-                    endpoint.idle_h1.checkin(sender);
-                }
-            }
-            Some(Err(_)) => drop(this.checkin.take()),
-            // A server writing a sized body stops polling after the last
-            // byte, so check in as soon as the body reports its end.
-            Some(Ok(_)) => {
-                if this.inner.is_end_stream()
-                    && let Some((sender, endpoint)) = this.checkin.take()
-                {
-                    endpoint.idle_h1.checkin(sender);
-                }
-            }
-        }
-        Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }

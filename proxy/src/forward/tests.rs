@@ -271,3 +271,33 @@ async fn a_failing_request_body_is_the_downstreams_not_the_upstreams() {
         assert_eq!(err.kind.retry(), Retry::Never);
     }
 }
+
+#[test]
+fn an_http2_request_is_translated_for_an_http1_upstream() {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 8080));
+    let mut req = Request::post("http://payments:8080/pay?x=1")
+        .header("te", "trailers")
+        .header("content-type", "application/json")
+        .body(body::empty())
+        .expect("request");
+    *req.version_mut() = Version::HTTP_2;
+    to_http1(&mut req, addr, "svc.ns:80").expect("translated");
+    assert_eq!(req.version(), Version::HTTP_11);
+    assert_eq!(req.uri(), "/pay?x=1");
+    assert_eq!(req.headers()["host"], "payments:8080");
+    assert_eq!(req.headers()["te"], "trailers");
+    assert_eq!(req.headers()["connection"], "te");
+
+    let mut grpc = Request::post("http://payments:8080/pkg.Svc/Call")
+        .header("content-type", "application/grpc+proto")
+        .body(body::empty())
+        .expect("request");
+    *grpc.version_mut() = Version::HTTP_2;
+    let err = to_http1(&mut grpc, addr, "svc.ns:80").expect_err("gRPC stays HTTP/2");
+    assert_eq!(
+        err.kind,
+        ErrorKind::UpstreamConnect(ConnectCause::Handshake)
+    );
+    assert!(err.detail.contains("gRPC needs HTTP/2"), "{}", err.detail);
+    assert_eq!(grpc.version(), Version::HTTP_2, "left as it was");
+}

@@ -144,7 +144,8 @@ async fn the_h2_flags_set_what_the_listeners_announce() {
 
 /// The proxy's upstream connections announce the same fixed windows (and
 /// header list size) to the upstream, read by a raw HTTP/2 upstream that
-/// never answers.
+/// sends its (empty) SETTINGS — no request goes out before the server's
+/// SETTINGS prove it speaks HTTP/2 — and never answers.
 #[tokio::test]
 async fn upstream_connections_announce_fixed_windows() {
     let (listener, addr) = bind().await;
@@ -161,6 +162,7 @@ async fn upstream_connections_announce_fixed_windows() {
         .expect("the proxy dials the upstream")
         .unwrap();
     let mut conn = H2Conn::accepted(tcp);
+    conn.send(&h2frames::settings(&[])).await.unwrap();
     conn.reader.read_preface(READ).await.unwrap();
     let mut announced = Announced::default();
     // The proxy's SETTINGS, then its window update, then the request.

@@ -8,6 +8,7 @@
 
 // Data path: protocols, headers, proxy modes, proxy-made errors.
 mod ambiguous_authority;
+mod app_protocol;
 mod errors;
 mod grpc;
 mod grpc_python;
