@@ -27,7 +27,7 @@ use crate::resilience::timeout::TimeoutDefaults;
 use crate::server::{self, Limits, Shutdown};
 use crate::state::Shared;
 use crate::trace::Tracing;
-use crate::transparent::Passthrough;
+use crate::transparent::{Passthrough, Transparent};
 
 /// How long spans still queued at shutdown may take to reach the collector.
 const TRACE_FLUSH: Duration = Duration::from_secs(2);
@@ -180,16 +180,18 @@ pub async fn run_with(
     let access_log = config
         .access_log
         .map(|AccessLogFormat::Json| AccessLog::stdout());
+    let transparent = Transparent::new(
+        Passthrough::new(config.connect_timeout, config.idle_timeout),
+        config.detect_timeout,
+        &config.opaque_ports,
+    );
     let out = Arc::new(
         Outbound::new(shared.clone(), forwarder.clone(), access_log.clone())
             .with_max_destinations(config.max_destinations)
             .with_tracing(tracing.clone())
             .with_max_hops(config.max_hops)
             .with_timeout_defaults(timeout_defaults)
-            .with_passthrough(Passthrough::new(
-                config.connect_timeout,
-                config.idle_timeout,
-            )),
+            .with_transparent(transparent.clone()),
     );
     tasks.spawn(server::serve(
         outbound,
@@ -209,7 +211,8 @@ pub async fn run_with(
                 timeout_defaults,
             )
             .with_tracing(tracing.clone())
-            .with_max_hops(config.max_hops),
+            .with_max_hops(config.max_hops)
+            .with_transparent(transparent),
     );
     tasks.spawn(server::serve(inbound, inb, limits, listeners));
 
