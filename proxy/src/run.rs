@@ -20,7 +20,7 @@ use crate::forward::pool::PoolSettings;
 use crate::forward::upgrade::AllowedUpgrades;
 use crate::inbound::Inbound;
 use crate::loops::OwnListeners;
-use crate::metrics::Metrics;
+use crate::metrics::{Direction, Metrics, tcp_target};
 use crate::observe::access_log::AccessLog;
 use crate::outbound::Outbound;
 use crate::resilience::timeout::TimeoutDefaults;
@@ -180,18 +180,24 @@ pub async fn run_with(
     let access_log = config
         .access_log
         .map(|AccessLogFormat::Json| AccessLog::stdout());
-    let transparent = Transparent::new(
-        Passthrough::new(config.connect_timeout, config.idle_timeout),
-        config.detect_timeout,
-        &config.opaque_ports,
-    );
+    let transparent = |direction, target| {
+        Transparent::new(
+            Passthrough::new(
+                config.connect_timeout,
+                config.idle_timeout,
+                shared.metrics.tcp(direction, target),
+            ),
+            config.detect_timeout,
+            &config.opaque_ports,
+        )
+    };
     let out = Arc::new(
         Outbound::new(shared.clone(), forwarder.clone(), access_log.clone())
             .with_max_destinations(config.max_destinations)
             .with_tracing(tracing.clone())
             .with_max_hops(config.max_hops)
             .with_timeout_defaults(timeout_defaults)
-            .with_transparent(transparent.clone()),
+            .with_transparent(transparent(Direction::Outbound, tcp_target::PASSTHROUGH)),
     );
     tasks.spawn(server::serve(
         outbound,
@@ -212,7 +218,7 @@ pub async fn run_with(
             )
             .with_tracing(tracing.clone())
             .with_max_hops(config.max_hops)
-            .with_transparent(transparent),
+            .with_transparent(transparent(Direction::Inbound, tcp_target::WORKLOAD)),
     );
     tasks.spawn(server::serve(inbound, inb, limits, listeners));
 

@@ -105,7 +105,14 @@ mod tests {
     #[test]
     fn inbound_targets_the_original_port_on_loopback() {
         let settings = Transparent::new(
-            Passthrough::new(Duration::from_secs(1), Duration::from_secs(1)),
+            Passthrough::new(
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+                crate::metrics::Metrics::new().tcp(
+                    crate::metrics::Direction::Inbound,
+                    crate::metrics::tcp_target::WORKLOAD,
+                ),
+            ),
             DEFAULT_DETECT_TIMEOUT,
             DEFAULT_OPAQUE_PORTS,
         );
