@@ -1,6 +1,9 @@
 //! Listeners: the accept loop, the connection limit, per-connection HTTP
 //! serving (HTTP/1.1 and HTTP/2 prior knowledge, detected per connection) and
-//! graceful shutdown.
+//! graceful shutdown. A connection iptables redirected to a transparent
+//! listener ([`Handler::transparent`]) is first classified by its first
+//! bytes (`detect`): HTTP is served as any other connection, its requests
+//! carrying [`OriginalDst`]; anything else is forwarded opaquely.
 //!
 //! Limits, all with defaults from [`crate::config`]:
 //! - request head size (HTTP/1 buffer, HTTP/2 header list): larger → 431;
