@@ -82,10 +82,15 @@ async fn exchange(mut conn: TcpStream, sent: &[u8]) -> Vec<u8> {
     got
 }
 
-/// A plain HTTP/1.1 GET with `host`, as an unmodified client sends it.
+/// A plain HTTP/1.1 GET of `/hello` with `host`, as an unmodified client
+/// sends it.
 async fn get(ns: &Netns, target: SocketAddr, host: &str) -> String {
+    get_path(ns, target, host, "/hello").await
+}
+
+async fn get_path(ns: &Netns, target: SocketAddr, host: &str, path: &str) -> String {
     let mut conn = ns.connect(target).expect("connect");
-    let request = format!("GET /hello HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
     conn.write_all(request.as_bytes()).await.expect("send");
     let mut got = Vec::new();
     tokio::time::timeout(DEADLINE, conn.read_to_end(&mut got))
@@ -97,7 +102,13 @@ async fn get(ns: &Netns, target: SocketAddr, host: &str) -> String {
 
 /// The proxy's `/metrics`, fetched inside `ns` over loopback (not captured).
 async fn metrics(ns: &Netns) -> String {
-    get(ns, SocketAddr::from(([127, 0, 0, 1], 4191)), "admin").await
+    get_path(
+        ns,
+        SocketAddr::from(([127, 0, 0, 1], 4191)),
+        "admin",
+        "/metrics",
+    )
+    .await
 }
 
 /// The value of the sample `name{labels}` (labels in exposition order).
@@ -152,7 +163,12 @@ async fn outbound_http_takes_the_http_path_and_other_bytes_pass_through() {
     reversed.reverse();
     let conn = a.connect(SocketAddr::new(B_V4, 9001)).expect("connect");
     let got = exchange(conn, &sent).await;
-    assert!(got == reversed, "{} bytes back of {}", got.len(), sent.len());
+    assert!(
+        got == reversed,
+        "{} bytes back of {}",
+        got.len(),
+        sent.len()
+    );
 
     // Server speaks first: the client sends nothing, the detect timeout
     // (1 s) gives up and the greeting comes through.
@@ -232,7 +248,12 @@ async fn inbound_reaches_the_original_port_on_loopback() {
     reversed.reverse();
     let conn = b.connect(SocketAddr::new(A_V4, 9001)).expect("connect");
     let got = exchange(conn, &sent).await;
-    assert!(got == reversed, "{} bytes back of {}", got.len(), sent.len());
+    assert!(
+        got == reversed,
+        "{} bytes back of {}",
+        got.len(),
+        sent.len()
+    );
 
     let page = metrics(&a).await;
     let connected = sample(
