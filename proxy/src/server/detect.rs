@@ -60,9 +60,8 @@ pub(super) fn classify(buf: &[u8]) -> Detected {
     let rest = &buf[method_len + 1..];
     let Some(end) = rest.iter().position(|&b| b == b'\n') else {
         // The target may be long; anything with control bytes is not HTTP.
-        return if rest.iter().any(|&b| b.is_ascii_control() && b != b'\r') {
-            Detected::Opaque
-        } else if buf.len() >= DETECT_BUFFER {
+        let control = rest.iter().any(|&b| b.is_ascii_control() && b != b'\r');
+        return if control || buf.len() >= DETECT_BUFFER {
             Detected::Opaque
         } else {
             Detected::NeedMore

@@ -3,7 +3,8 @@
 //! through the proxy's HTTP path (the server sees the `x-levee-hops` the
 //! proxy adds; the request is counted under `passthrough:<ip:port>`), while
 //! non-HTTP bytes and a server-speaks-first protocol pass byte for byte
-//! (counted in `levee_tcp_*`), and `--opaque-ports` skips detection.
+//! (counted in `levee_tcp_*`), and `--opaque-ports` skips detection; a
+//! `Host` naming a known service routes to it as an explicit call would.
 //! Inbound, a connection redirected to the inbound listener reaches the
 //! workload's original port on loopback, with the same detection.
 
@@ -261,4 +262,39 @@ async fn inbound_reaches_the_original_port_on_loopback() {
         "levee_tcp_connections_total{direction=\"inbound\",target=\"workload\",outcome=\"connected\"}",
     );
     assert_eq!(connected, Some(1.0), "{page}");
+}
+
+#[tokio::test]
+async fn a_host_naming_a_known_service_routes_as_an_explicit_call() {
+    let NetnsPair { a, b } = NetnsPair::create();
+    // The service's endpoint listens on 9081; nothing listens on the
+    // address the app dialled (9080): only routing by `Host` reaches it.
+    echo_head(b.listen(SocketAddr::from(([0u16; 8], 9081))));
+    let policy = levee_tests::harness::yaml::documents(&[levee_tests::harness::yaml::endpoints(
+        "b-web",
+        9080,
+        &[SocketAddr::new(B_V4, 9081)],
+    )]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, policy).expect("write the policy");
+    for (p, mode) in [(dir.path(), 0o755), (path.as_path(), 0o644)] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
+    }
+    init_iptables(&a).await;
+    let path = path.to_string_lossy();
+    let _proxy = a
+        .start_proxy(PROXY_UID, &["--policy-file", path.as_ref()])
+        .await;
+
+    let answer = get(&a, SocketAddr::new(B_V4, 9080), "b-web:9080").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("x-levee-hops: 1"), "{answer}");
+    let page = metrics(&a).await;
+    let routed = sample(
+        &page,
+        "levee_requests_total{direction=\"outbound\",service=\"b-web.default:9080\",route=\"default\",code=\"200\",outcome=\"success\"}",
+    );
+    assert_eq!(routed, Some(1.0), "{page}");
 }
