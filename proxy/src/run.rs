@@ -180,13 +180,16 @@ pub async fn run_with(
     let access_log = config
         .access_log
         .map(|AccessLogFormat::Json| AccessLog::stdout());
+    // Opaque forwards never reach them either (see `Passthrough`).
+    let own_listeners = Arc::new(OwnListeners::new([addrs.outbound, addrs.admin]));
     let transparent = |direction, target| {
         Transparent::new(
             Passthrough::new(
                 config.connect_timeout,
                 config.idle_timeout,
                 shared.metrics.tcp(direction, target),
-            ),
+            )
+            .with_own_listeners(own_listeners.clone()),
             config.detect_timeout,
             &config.opaque_ports,
         )

@@ -8,6 +8,7 @@
 //! bytes each way as they move, its lifetime when it ends.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::own_ports::OwnPorts;
 use crate::deadline::deadline_after;
+use crate::loops::OwnListeners;
 use crate::metrics::{TcpMetrics, TcpOutcome};
 
 /// Forwards redirected connections: the timeouts of a connection the proxy
@@ -29,6 +31,10 @@ pub struct Passthrough {
     /// A connection with no byte in either direction for this long is closed.
     idle_timeout: Duration,
     own: OwnPorts,
+    /// Listeners a forward must never reach (the outbound and admin ones:
+    /// a peer's connection to the pod's port 4140 is redirected to the
+    /// inbound listener and must not reach the outbound one through it).
+    own_listeners: Arc<OwnListeners>,
     metrics: TcpMetrics,
 }
 
@@ -45,8 +51,16 @@ impl Passthrough {
             connect_timeout,
             idle_timeout,
             own: OwnPorts::default(),
+            own_listeners: Arc::default(),
             metrics,
         }
+    }
+
+    /// Closes, instead of forwarding, connections whose target is one of
+    /// `own` (counted as `outcome="loop-detected"`).
+    pub fn with_own_listeners(mut self, own: Arc<OwnListeners>) -> Self {
+        self.own_listeners = own;
+        self
     }
 
     /// Forwards `downstream` to `target` until both directions end (see the
@@ -66,6 +80,11 @@ impl Passthrough {
                 "passthrough loop: the proxy's own connection was redirected back to it; \
                  run the proxy as init-iptables' --proxy-uid"
             );
+            self.metrics.connection(TcpOutcome::LoopDetected);
+            return;
+        }
+        if let Some(listener) = self.own_listeners.reached_by(target) {
+            tracing::warn!(%target, %listener, "passthrough refused: the target is one of the proxy's own listeners");
             self.metrics.connection(TcpOutcome::LoopDetected);
             return;
         }
@@ -265,6 +284,42 @@ mod tests {
             crate::metrics::Direction::Outbound,
             crate::metrics::tcp_target::PASSTHROUGH,
         )
+    }
+
+    #[tokio::test]
+    async fn a_target_on_an_own_listener_is_closed_and_counted() {
+        let own = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target = own.local_addr().expect("addr");
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = TcpStream::connect(front.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (downstream, _) = front.accept().await.expect("accept");
+        let metrics = tcp_metrics();
+        let settings = Passthrough::new(
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            metrics.clone(),
+        )
+        .with_own_listeners(Arc::new(OwnListeners::new([target])));
+        settings
+            .forward(downstream, target, &CancellationToken::new())
+            .await;
+        assert_eq!(metrics.connections(TcpOutcome::LoopDetected), 1);
+        assert!(
+            futures_util::FutureExt::now_or_never(own.accept()).is_none(),
+            "the own listener was reached"
+        );
+        let mut rest = Vec::new();
+        let read = client.read_to_end(&mut rest).await;
+        assert!(
+            read.is_err() || rest.is_empty(),
+            "the client's connection ends"
+        );
     }
 
     #[tokio::test]

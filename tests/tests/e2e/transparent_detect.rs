@@ -256,12 +256,36 @@ async fn inbound_reaches_the_original_port_on_loopback() {
         sent.len()
     );
 
+    // A peer dialling the pod's outbound port lands on the inbound listener
+    // and must not reach the outbound one (an open proxy) through it.
+    let answer = get(&b, SocketAddr::new(A_V4, 4140), "b-web:9080").await;
+    assert!(answer.starts_with("HTTP/1.1 508"), "{answer}");
+    assert!(answer.contains("loop-detected"), "{answer}");
+    let mut conn = b.connect(SocketAddr::new(A_V4, 4140)).expect("connect");
+    conn.write_all(&[0x16, 0x03, 0x01, 0x00, 0x01, 0x01])
+        .await
+        .expect("send");
+    let mut got = Vec::new();
+    // Closed (a reset, since the proxy did not read the bytes): never an answer.
+    let read = tokio::time::timeout(DEADLINE, conn.read_to_end(&mut got))
+        .await
+        .expect("closed in time");
+    assert!(
+        read.is_err() || got.is_empty(),
+        "opaque bytes reached the outbound listener: {got:?}"
+    );
+
     let page = metrics(&a).await;
     let connected = sample(
         &page,
         "levee_tcp_connections_total{direction=\"inbound\",target=\"workload\",outcome=\"connected\"}",
     );
     assert_eq!(connected, Some(1.0), "{page}");
+    let refused = sample(
+        &page,
+        "levee_tcp_connections_total{direction=\"inbound\",target=\"workload\",outcome=\"loop-detected\"}",
+    );
+    assert_eq!(refused, Some(1.0), "{page}");
 }
 
 #[tokio::test]
