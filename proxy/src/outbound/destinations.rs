@@ -119,7 +119,7 @@ impl Destinations {
     /// The entry for `authority`, created on first use. `Err` when the
     /// authority names no valid service.
     pub fn get(&self, authority: &str) -> Result<Arc<Entry>, String> {
-        if let Some(found) = self.known(authority) {
+        if let Some(found) = self.spelled(authority) {
             return Ok(found);
         }
         let key = ServiceKey::from_authority(authority, &self.shared.namespace, 80)?;
@@ -134,7 +134,7 @@ impl Destinations {
     pub fn original(&self, addr: SocketAddr) -> Arc<Entry> {
         // Not a valid authority (two colons), so no request spells it.
         let spelling = format!("{PASSTHROUGH_PREFIX}{addr}");
-        if let Some(found) = self.known(&spelling) {
+        if let Some(found) = self.spelled(&spelling) {
             return found;
         }
         let key = ServiceKey {
@@ -148,7 +148,7 @@ impl Destinations {
     }
 
     /// The entry spelled `authority`, if kept (one read lock).
-    fn known(&self, authority: &str) -> Option<Arc<Entry>> {
+    pub fn spelled(&self, authority: &str) -> Option<Arc<Entry>> {
         let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
         let found = table.by_authority.get(authority)?;
         let now = self.clock.tick();

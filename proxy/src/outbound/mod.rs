@@ -168,17 +168,23 @@ impl Outbound {
         authority: &str,
         original: std::net::SocketAddr,
     ) -> Arc<destinations::Entry> {
+        let known = |key: &ServiceKey| {
+            let snapshot = self.shared.snapshot.load();
+            snapshot.policy_for(key).is_some() || snapshot.endpoints.contains_key(key)
+        };
+        // A spelling met before: no parsing.
+        if let Some(entry) = self.destinations.spelled(authority)
+            && known(&entry.key)
+        {
+            return entry;
+        }
         let Ok(key) = ServiceKey::from_authority(authority, &self.shared.namespace, 80) else {
             return self.destinations.original(original);
         };
-        let known = |shared: &Shared| {
-            let snapshot = shared.snapshot.load();
-            snapshot.policy_for(&key).is_some() || snapshot.endpoints.contains_key(&key)
-        };
-        if !known(&self.shared) {
+        if !known(&key) {
             self.shared.discovered(&key).await;
         }
-        if known(&self.shared)
+        if known(&key)
             && let Ok(entry) = self.destinations.get(authority)
         {
             return entry;
