@@ -182,6 +182,24 @@ pub struct ProxyConfig {
           value_parser = clap::value_parser!(u32).range(i64::from(h2_settings::MIN_WINDOW)..=i64::from(h2_settings::MAX_WINDOW)))]
     pub h2_connection_window: u32,
 
+    /// Transparent mode: a connection iptables redirected to a listener is
+    /// served as HTTP when its first bytes are an HTTP/1.x request line or the
+    /// HTTP/2 preface; a client silent for this long is taken for a
+    /// server-speaks-first protocol and forwarded as opaque TCP.
+    #[arg(long, env = "LEVEE_DETECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub detect_timeout: Duration,
+
+    /// Transparent mode: redirected connections to these original ports
+    /// (comma-separated) are forwarded as opaque TCP without detection
+    /// (server-speaks-first protocols); `0` alone: detect on every port.
+    #[arg(
+        long,
+        env = "LEVEE_OPAQUE_PORTS",
+        value_delimiter = ',',
+        default_value = "25,587,3306,4444,5432,6379,9300,11211"
+    )]
+    pub opaque_ports: Vec<u16>,
+
     /// Connecting to an upstream endpoint fails after this long (502 `upstream-connect`).
     #[arg(long, env = "LEVEE_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -340,6 +358,8 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(300));
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
         assert_eq!(c.connect_timeout, Duration::from_secs(1));
+        assert_eq!(c.detect_timeout, crate::transparent::DEFAULT_DETECT_TIMEOUT);
+        assert_eq!(c.opaque_ports, crate::transparent::DEFAULT_OPAQUE_PORTS);
         assert_eq!(c.max_hops, 16);
         assert_eq!(c.admin_topology, AdminTopology::Loopback);
         assert_eq!(c.admin_max_connections, 64);

@@ -33,8 +33,9 @@
 //! - `forward`: upstream connection pools, hop-by-hop header handling, upgrades.
 //! - `loops`: loop prevention: the `x-levee-hops` count and the proxy's own
 //!   listener addresses, which the forwarder never connects to.
-//! - `transparent`: connections `init-iptables` redirected to the outbound
-//!   listener: their original destination, and the opaque passthrough to it.
+//! - `transparent`: connections `init-iptables` redirected to a listener:
+//!   their original destination, detection settings (the detection itself
+//!   is the listener's, `server`), and the opaque passthrough.
 //! - `trace`: OpenTelemetry spans (logical call, attempts, inbound SERVER),
 //!   W3C/B3 propagation and the OTLP export that never blocks traffic.
 

@@ -20,14 +20,14 @@ use crate::forward::pool::PoolSettings;
 use crate::forward::upgrade::AllowedUpgrades;
 use crate::inbound::Inbound;
 use crate::loops::OwnListeners;
-use crate::metrics::Metrics;
+use crate::metrics::{Direction, Metrics, tcp_target};
 use crate::observe::access_log::AccessLog;
 use crate::outbound::Outbound;
 use crate::resilience::timeout::TimeoutDefaults;
 use crate::server::{self, Limits, Shutdown};
 use crate::state::Shared;
 use crate::trace::Tracing;
-use crate::transparent::Passthrough;
+use crate::transparent::{Passthrough, Transparent};
 
 /// How long spans still queued at shutdown may take to reach the collector.
 const TRACE_FLUSH: Duration = Duration::from_secs(2);
@@ -180,16 +180,27 @@ pub async fn run_with(
     let access_log = config
         .access_log
         .map(|AccessLogFormat::Json| AccessLog::stdout());
+    // Opaque forwards never reach them either (see `Passthrough`).
+    let own_listeners = Arc::new(OwnListeners::new([addrs.outbound, addrs.admin]));
+    let transparent = |direction, target| {
+        Transparent::new(
+            Passthrough::new(
+                config.connect_timeout,
+                config.idle_timeout,
+                shared.metrics.tcp(direction, target),
+            )
+            .with_own_listeners(own_listeners.clone()),
+            config.detect_timeout,
+            &config.opaque_ports,
+        )
+    };
     let out = Arc::new(
         Outbound::new(shared.clone(), forwarder.clone(), access_log.clone())
             .with_max_destinations(config.max_destinations)
             .with_tracing(tracing.clone())
             .with_max_hops(config.max_hops)
             .with_timeout_defaults(timeout_defaults)
-            .with_passthrough(Passthrough::new(
-                config.connect_timeout,
-                config.idle_timeout,
-            )),
+            .with_transparent(transparent(Direction::Outbound, tcp_target::PASSTHROUGH)),
     );
     tasks.spawn(server::serve(
         outbound,
@@ -209,7 +220,8 @@ pub async fn run_with(
                 timeout_defaults,
             )
             .with_tracing(tracing.clone())
-            .with_max_hops(config.max_hops),
+            .with_max_hops(config.max_hops)
+            .with_transparent(transparent(Direction::Inbound, tcp_target::WORKLOAD)),
     );
     tasks.spawn(server::serve(inbound, inb, limits, listeners));
 

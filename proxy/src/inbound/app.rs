@@ -1,5 +1,7 @@
 //! [`AppService`]: the innermost service of the inbound stack, forwarding
-//! each request to the local app on `127.0.0.1:<app-port>`.
+//! each request to the local app on `127.0.0.1:<app-port>`, or, for a
+//! connection iptables redirected to the inbound listener, on the port the
+//! caller meant ([`OriginalDst`]).
 //!
 //! Errors are [`ProxyError`](crate::errors::ProxyError)s boxed into
 //! [`BoxError`], as every layer of the stack returns them; the inbound
@@ -17,6 +19,7 @@ use tower::Service;
 use crate::body::{BoxBody, BoxError};
 use crate::forward::Forwarder;
 use crate::resilience::attempt::CallAttempts;
+use crate::transparent::OriginalDst;
 
 /// Forwards requests to the local app. Cheap to clone.
 #[derive(Clone)]
@@ -62,7 +65,11 @@ impl Service<Request<BoxBody>> for AppService {
     }
 
     fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
-        let (forwarder, app, service) = (self.forwarder.clone(), self.app, self.service.clone());
+        let app = match req.extensions().get::<OriginalDst>() {
+            Some(OriginalDst(original)) => SocketAddr::new(self.app.ip(), original.port()),
+            None => self.app,
+        };
+        let (forwarder, service) = (self.forwarder.clone(), self.service.clone());
         Box::pin(async move {
             // Only a request that passed the limits reaches the app: the
             // access log counts an attempt for it, none for a rejected one.

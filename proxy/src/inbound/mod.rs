@@ -1,6 +1,8 @@
 //! The inbound data path: calls from peers, forwarded to the local app on
 //! `127.0.0.1:<app-port>` with their authority unchanged. The `service` label
-//! is `--service` (or `unknown`).
+//! is `--service` (or `unknown`). Connections iptables redirected here go
+//! to the workload's original port instead ([`crate::transparent`]): HTTP
+//! ones through this handler, others as opaque TCP.
 //!
 //! Before a request reaches the app, `limits` applies the local service's
 //! `spec.inbound` with the outbound side's tower layers: rate limit (429),
@@ -38,6 +40,7 @@ use crate::resilience::timeout::idle::IdleTimeoutBody;
 use crate::server::Handler;
 use crate::state::Shared;
 use crate::trace::Tracing;
+use crate::transparent::Transparent;
 
 use self::app::AppService;
 use self::limits::InboundLimits;
@@ -64,6 +67,8 @@ pub struct Inbound {
     stream_idle: Option<Duration>,
     /// `levee_timeouts_total{kind="idle"}` of the inbound service.
     idle_timeouts: Counter,
+    /// Connections redirected here by iptables (`None`: not transparent).
+    transparent: Option<Transparent>,
 }
 
 impl Inbound {
@@ -89,7 +94,15 @@ impl Inbound {
             loops_refused,
             stream_idle: None,
             idle_timeouts,
+            transparent: None,
         }
+    }
+
+    /// Serves connections iptables redirected here: to the workload's
+    /// original port on loopback (see [`crate::transparent`]).
+    pub fn with_transparent(mut self, transparent: Transparent) -> Self {
+        self.transparent = Some(transparent.to_local_workload());
+        self
     }
 
     /// Refuses requests that passed more than `max` proxies (`--max-hops`).
@@ -157,6 +170,10 @@ impl Inbound {
 }
 
 impl Handler for Inbound {
+    fn transparent(&self) -> Option<&Transparent> {
+        self.transparent.as_ref()
+    }
+
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<BoxBody> {
         let mut observation = Observation::new(
             self.metrics.clone(),

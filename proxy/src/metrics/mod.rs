@@ -15,6 +15,7 @@
 mod labels;
 mod request;
 mod series;
+mod tcp;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,6 +29,7 @@ use prometheus_client::registry::Registry;
 
 pub use labels::Direction;
 pub use request::RequestMetrics;
+pub use tcp::{TcpMetrics, TcpOutcome, target as tcp_target};
 
 use labels::{
     CircuitLabels, EndpointLabels, RejectedLabels, RequestLabels, RetryLabels, RouteLabels,
@@ -125,6 +127,8 @@ struct Inner {
     /// Finished spans not exported (queue full or export failed).
     trace_spans_dropped: Counter,
     state_evictions_total: Family<StateLabels, Counter>,
+    /// `levee_tcp_*`: opaque TCP forwarding.
+    tcp: tcp::TcpFamilies,
     /// Per-route handles handed out by `requests`.
     routes: RouteCache,
     /// The other series with a `service` label, by service.
@@ -234,6 +238,8 @@ impl Metrics {
             state_evictions_total.clone(),
         );
 
+        let tcp = tcp::TcpFamilies::register(&mut registry);
+
         // Both results exist from the start, so `rate()` and alerts on nack see a 0 first.
         for result in ["ack", "nack"] {
             drop(policy_updates_total.get_or_create(&UpdateLabels { result }));
@@ -261,11 +267,18 @@ impl Metrics {
                 control_plane_connected,
                 trace_spans_dropped,
                 state_evictions_total,
+                tcp,
                 routes: RouteCache::default(),
                 series: SeriesByService::default(),
                 endpoint_health_owned: Mutex::default(),
             }),
         }
+    }
+
+    /// The opaque TCP handles of `direction` and `target` (a
+    /// [`tcp_target`] value); their series exist from this call on.
+    pub fn tcp(&self, direction: Direction, target: &'static str) -> TcpMetrics {
+        self.inner.tcp.handles(direction, target)
     }
 
     /// The request metrics of one route. Handles are cached (up to a bound),

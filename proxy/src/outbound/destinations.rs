@@ -12,6 +12,10 @@
 //! then are the policy looked up, the routes recompiled (if the policy
 //! changed) and the endpoints pushed into the balancer (if they changed).
 //!
+//! A transparent call whose authority names no known service reaches its
+//! original destination's entry ([`Destinations::original`]): the same
+//! table, keyed by the address.
+//!
 //! Memory is bounded (authorities come from the app's requests, so from
 //! whoever can make it call out): at most `capacity` destinations
 //! ([`MAX_DESTINATIONS`] by default, `--max-destinations`) and twice as many
@@ -39,6 +43,10 @@ use crate::metrics::{Metrics, StateTable};
 use crate::recency::{self, Clock, Stamp};
 use crate::resilience::{Destination, RouteTable};
 use crate::state::{Shared, Snapshot};
+
+/// The `service` label of a transparent call to an unknown destination
+/// (followed by its original address).
+pub const PASSTHROUGH_PREFIX: &str = "passthrough:";
 
 /// Destinations whose state is kept, by default (`--max-destinations`).
 pub const MAX_DESTINATIONS: usize = 4096;
@@ -118,19 +126,46 @@ impl Destinations {
     /// The entry for `authority`, created on first use. `Err` when the
     /// authority names no valid service.
     pub fn get(&self, authority: &str) -> Result<Arc<Entry>, String> {
-        if let Some(found) = self
-            .table
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .by_authority
-            .get(authority)
-        {
-            let now = self.clock.tick();
-            found.used.set(now);
-            found.entry.used.set(now);
-            return Ok(found.entry.clone());
+        if let Some(found) = self.spelled(authority) {
+            return Ok(found);
         }
         let key = ServiceKey::from_authority(authority, &self.shared.namespace, 80)?;
+        Ok(self.insert(authority, key, None))
+    }
+
+    /// The entry of a transparent call's original destination `addr`, when
+    /// its authority names no known service: the address as an IP-literal
+    /// destination (its own endpoint, no DNS, no subscription), labelled
+    /// [`PASSTHROUGH_PREFIX`]`<addr>` (unless an explicit call to the same
+    /// IP literal created the entry first: one destination, one entry).
+    pub fn original(&self, addr: SocketAddr) -> Arc<Entry> {
+        // Not a valid authority (two colons), so no request spells it.
+        let spelling = format!("{PASSTHROUGH_PREFIX}{addr}");
+        if let Some(found) = self.spelled(&spelling) {
+            return found;
+        }
+        let key = ServiceKey {
+            name: addr.ip().to_string(),
+            namespace: String::new(),
+            port: addr.port(),
+        };
+        // No namespace: `Entry::discovered` subscribes nothing for it.
+        self.insert(&spelling, key, Some(spelling.clone()))
+    }
+
+    /// The entry spelled `authority`, if kept (one read lock).
+    pub fn spelled(&self, authority: &str) -> Option<Arc<Entry>> {
+        let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+        let found = table.by_authority.get(authority)?;
+        let now = self.clock.tick();
+        found.used.set(now);
+        found.entry.used.set(now);
+        Some(found.entry.clone())
+    }
+
+    /// The entry of `key`, created (labelled `label`, else the key) if new,
+    /// and recorded under the spelling `authority`.
+    fn insert(&self, authority: &str, key: ServiceKey, label: Option<String>) -> Arc<Entry> {
         let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
         let entry = match table.by_key.get(&key) {
             Some(entry) => {
@@ -141,7 +176,7 @@ impl Destinations {
                 if table.by_key.len() >= self.capacity {
                     self.evict_destinations(&mut table);
                 }
-                let entry = Arc::new(self.entry(key.clone()));
+                let entry = Arc::new(self.entry(key.clone(), label));
                 table.by_key.insert(key, entry.clone());
                 entry
             }
@@ -166,7 +201,7 @@ impl Destinations {
             used: Stamp::new(&self.clock),
         };
         table.by_authority.insert(authority.into(), alias);
-        Ok(entry)
+        entry
     }
 
     /// Destinations kept now.
@@ -209,8 +244,8 @@ impl Destinations {
             .inc_by(evict.len() as u64);
     }
 
-    fn entry(&self, key: ServiceKey) -> Entry {
-        let label = key.to_string();
+    fn entry(&self, key: ServiceKey, label: Option<String>) -> Entry {
+        let label = label.unwrap_or_else(|| key.to_string());
         let policy = self.shared.policy_for(&key);
         let endpoint = EndpointService::new(self.forwarder.clone(), label.as_str().into());
         let destination = Destination::new(&label, policy.as_ref(), &self.shared.metrics, endpoint);

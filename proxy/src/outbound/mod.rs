@@ -17,6 +17,12 @@
 //! response-head timeout bounds the upstream's answer). Calls no policy
 //! bounds get the proxy's [`TimeoutDefaults`].
 //!
+//! A request on a connection iptables redirected here (transparent mode,
+//! [`OriginalDst`]) goes to the service its authority names when the proxy
+//! knows that service, else to the connection's original destination: a
+//! passthrough destination, labelled `service="passthrough:<ip:port>"`,
+//! with the default timeouts.
+//!
 //! Before any of that a request is refused when its authority is ambiguous
 //! (400 `ambiguous-authority`) or it has passed too many proxies (508
 //! `loop-detected`, [`crate::loops`]); it leaves with one more hop counted.
@@ -28,7 +34,7 @@ use std::time::Instant;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use levee_proto::policy::RouteRequest;
+use levee_proto::policy::{RouteRequest, ServiceKey};
 
 use crate::body::{self, BoxBody};
 use crate::errors::{self, ErrorKind, ProxyError};
@@ -44,7 +50,7 @@ use crate::resilience::{Destination, RouteStack};
 use crate::server::Handler;
 use crate::state::Shared;
 use crate::trace::Tracing;
-use crate::transparent::Passthrough;
+use crate::transparent::{OriginalDst, Transparent};
 use destinations::Destinations;
 
 /// The `route` label when no policy route matches.
@@ -66,7 +72,7 @@ pub struct Outbound {
     /// Timeouts for calls no policy bounds.
     timeout_defaults: TimeoutDefaults,
     /// Connections redirected here by iptables (`None`: explicit mode only).
-    passthrough: Option<Passthrough>,
+    transparent: Option<Transparent>,
 }
 
 impl Outbound {
@@ -88,7 +94,7 @@ impl Outbound {
             tracing: None,
             max_hops: loops::DEFAULT_MAX_HOPS,
             timeout_defaults: TimeoutDefaults::default(),
-            passthrough: None,
+            transparent: None,
         }
     }
 
@@ -110,10 +116,11 @@ impl Outbound {
         self
     }
 
-    /// Forwards connections that iptables redirected to this listener to
-    /// their original destination (see [`crate::transparent`]).
-    pub fn with_passthrough(mut self, passthrough: Passthrough) -> Self {
-        self.passthrough = Some(passthrough);
+    /// Serves connections that iptables redirected to this listener: HTTP
+    /// ones here, others forwarded to their original destination (see
+    /// [`crate::transparent`]).
+    pub fn with_transparent(mut self, transparent: Transparent) -> Self {
+        self.transparent = Some(transparent);
         self
     }
 
@@ -151,6 +158,40 @@ impl Outbound {
 }
 
 impl Outbound {
+    /// The destination of a request on a redirected connection: the
+    /// service its authority names when the proxy knows it (a policy or
+    /// endpoints for it; in control-plane mode it is subscribed first),
+    /// else the connection's original destination (passthrough), never a
+    /// DNS lookup of a name the app already resolved itself.
+    async fn transparent_entry(
+        &self,
+        authority: &str,
+        original: std::net::SocketAddr,
+    ) -> Arc<destinations::Entry> {
+        let known = |key: &ServiceKey| {
+            let snapshot = self.shared.snapshot.load();
+            snapshot.policy_for(key).is_some() || snapshot.endpoints.contains_key(key)
+        };
+        // A spelling met before: no parsing.
+        if let Some(entry) = self.destinations.spelled(authority)
+            && known(&entry.key)
+        {
+            return entry;
+        }
+        let Ok(key) = ServiceKey::from_authority(authority, &self.shared.namespace, 80) else {
+            return self.destinations.original(original);
+        };
+        if !known(&key) {
+            self.shared.discovered(&key).await;
+        }
+        if known(&key)
+            && let Ok(entry) = self.destinations.get(authority)
+        {
+            return entry;
+        }
+        self.destinations.original(original)
+    }
+
     /// Answers a request refused before it reached a route: recorded under
     /// `err.service` and the default route.
     fn refuse(
@@ -226,8 +267,8 @@ async fn request(
 }
 
 impl Handler for Outbound {
-    fn passthrough(&self) -> Option<&Passthrough> {
-        self.passthrough.as_ref()
+    fn transparent(&self) -> Option<&Transparent> {
+        self.transparent.as_ref()
     }
 
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<BoxBody> {
@@ -237,9 +278,16 @@ impl Handler for Outbound {
             let err = ProxyError::new(ErrorKind::AmbiguousAuthority, UNKNOWN_SERVICE, detail);
             return self.refuse(&err, &req, start, grpc);
         }
-        let entry = match uri::request_authority(&req) {
-            Some(authority) => self.destinations.get(authority),
-            None => Err("the request names no destination (no Host or :authority)".to_owned()),
+        let original = req.extensions().get::<OriginalDst>().copied();
+        let entry = match (uri::request_authority(&req), original) {
+            (Some(authority), Some(OriginalDst(original))) => {
+                Ok(self.transparent_entry(authority, original).await)
+            }
+            (Some(authority), None) => self.destinations.get(authority),
+            (None, Some(OriginalDst(original))) => Ok(self.destinations.original(original)),
+            (None, None) => {
+                Err("the request names no destination (no Host or :authority)".to_owned())
+            }
         };
         let entry = match entry {
             Ok(entry) => entry,

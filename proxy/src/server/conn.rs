@@ -37,14 +37,15 @@ use tokio::time::Instant;
 use super::progress::{LastIo, Progress, Stall};
 use super::{ConnectionSlot, Handler, Limits, Shutdown};
 use crate::deadline::deadline_after;
+use crate::transparent::OriginalDst;
 
 /// The HTTP/2 connection preface a prior-knowledge (h2c) client opens with.
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(super) const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How long to wait before looking again at a partial HTTP/2 preface: the
 /// first wait, doubled each time up to the cap, so a client that stalls
 /// mid-preface (a slowloris) costs a few wake-ups a second, not a thousand.
-const PARTIAL_PREFACE_RETRY: Duration = Duration::from_millis(1);
+pub(super) const PARTIAL_PREFACE_RETRY: Duration = Duration::from_millis(1);
 const PARTIAL_PREFACE_RETRY_MAX: Duration = Duration::from_millis(100);
 
 /// During graceful shutdown, how long an HTTP/1 connection may stay idle
@@ -77,11 +78,11 @@ async fn speaks_h2(stream: &TcpStream) -> io::Result<bool> {
     let mut wait = PARTIAL_PREFACE_RETRY;
     loop {
         let n = stream.peek(&mut buf).await?;
-        if n == 0 || buf[..n] != H2_PREFACE[..n] {
-            return Ok(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Ok(true);
+        match super::detect::h2_preface(&buf[..n]) {
+            Some(true) => return Ok(true),
+            Some(false) if n > 0 => {}
+            // The end of the stream, or other bytes.
+            _ => return Ok(false),
         }
         // Part of the preface (clients normally send it in one write): the
         // socket stays readable, so wait a little rather than spin. The
@@ -98,7 +99,7 @@ async fn drain_idle_over(shutdown: &Shutdown) {
 }
 
 /// The wait after `wait` while a partial preface stays partial.
-fn next_preface_wait(wait: Duration) -> Duration {
+pub(super) fn next_preface_wait(wait: Duration) -> Duration {
     (wait * 2).min(PARTIAL_PREFACE_RETRY_MAX)
 }
 
@@ -192,6 +193,7 @@ pub(super) async fn serve_connection<H: Handler>(
     stream: TcpStream,
     handler: Arc<H>,
     slot: ConnectionSlot,
+    original: Option<OriginalDst>,
     builders: &Builders,
     limits: &Limits,
     shutdown: &Shutdown,
@@ -211,6 +213,9 @@ pub(super) async fn serve_connection<H: Handler>(
             req.extensions_mut().insert(peer);
         }
         req.extensions_mut().insert(slot.clone());
+        if let Some(original) = original {
+            req.extensions_mut().insert(original);
+        }
         seen.requests.fetch_add(1, Ordering::Relaxed);
         seen.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight(seen.clone());

@@ -1,6 +1,9 @@
 //! Listeners: the accept loop, the connection limit, per-connection HTTP
 //! serving (HTTP/1.1 and HTTP/2 prior knowledge, detected per connection) and
-//! graceful shutdown.
+//! graceful shutdown. A connection iptables redirected to a transparent
+//! listener ([`Handler::transparent`]) is first classified by its first
+//! bytes (`detect`): HTTP is served as any other connection, its requests
+//! carrying [`OriginalDst`]; anything else is forwarded opaquely.
 //!
 //! Limits, all with defaults from [`crate::config`]:
 //! - request head size (HTTP/1 buffer, HTTP/2 header list): larger → 431;
@@ -22,6 +25,7 @@
 //!   guards ([`crate::h2_settings`]).
 
 mod conn;
+mod detect;
 mod overload;
 mod progress;
 
@@ -38,7 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::body::BoxBody;
 use crate::h2_settings::H2Settings;
-use crate::transparent::{Passthrough, redirected_destination};
+use crate::transparent::{OriginalDst, Transparent, redirected_destination};
 
 /// Answers one request. Errors are already responses (see [`crate::errors`]).
 pub trait Handler: Send + Sync + 'static {
@@ -47,10 +51,10 @@ pub trait Handler: Send + Sync + 'static {
         req: Request<Incoming>,
     ) -> impl Future<Output = Response<BoxBody>> + Send;
 
-    /// Where connections that iptables redirected to this listener go
-    /// instead of HTTP serving (see [`crate::transparent`]); `None`: this
+    /// How connections that iptables redirected to this listener are
+    /// detected and forwarded (see [`crate::transparent`]); `None`: this
     /// listener serves every connection as HTTP.
-    fn passthrough(&self) -> Option<&Passthrough> {
+    fn transparent(&self) -> Option<&Transparent> {
         None
     }
 }
@@ -133,6 +137,26 @@ impl RefusalLog {
     }
 }
 
+/// Whether a redirected connection to `original` is served as HTTP (its
+/// first bytes are HTTP, its port is not opaque); else it is forwarded.
+async fn redirected_http(
+    stream: &TcpStream,
+    transparent: &Transparent,
+    original: std::net::SocketAddr,
+    shutdown: &Shutdown,
+) -> bool {
+    if transparent.is_opaque(original) {
+        return false;
+    }
+    tokio::select! {
+        detected = detect::detect(stream, transparent.detect_timeout) => {
+            matches!(detected, Ok(detect::Detected::Http))
+        }
+        // Shutting down before the first bytes: the forward ends at once.
+        () = shutdown.hard.cancelled() => false,
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown.graceful` fires,
 /// serving each with `handler` on a task of `shutdown.tasks`.
 pub async fn serve<H: Handler>(
@@ -165,20 +189,26 @@ pub async fn serve<H: Handler>(
                 };
                 shutdown.tasks.spawn(async move {
                     let redirected = handler
-                        .passthrough()
-                        .and_then(|p| Some((p.clone(), redirected_destination(&stream)?)));
-                    match redirected {
-                        Some((passthrough, target)) => {
-                            passthrough.forward(stream, target, &shutdown2.hard).await;
-                            drop(slot);
+                        .transparent()
+                        .and_then(|t| Some((t.clone(), redirected_destination(&stream)?)));
+                    let original = match redirected {
+                        None => None,
+                        Some((transparent, original)) => {
+                            if !redirected_http(&stream, &transparent, original, &shutdown2).await {
+                                let target = transparent.target(original);
+                                transparent
+                                    .passthrough
+                                    .forward(stream, target, &shutdown2.hard)
+                                    .await;
+                                return;
+                            }
+                            Some(OriginalDst(original))
                         }
-                        None => {
-                            conn::serve_connection(
-                                stream, handler, slot, &builders, &limits, &shutdown2,
-                            )
-                            .await;
-                        }
-                    }
+                    };
+                    conn::serve_connection(
+                        stream, handler, slot, original, &builders, &limits, &shutdown2,
+                    )
+                    .await;
                 });
             }
             Err(_) => match rejecting.clone().try_acquire_owned() {

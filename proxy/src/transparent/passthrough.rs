@@ -3,9 +3,12 @@
 //! direction's end of stream is passed on as a half-close (`shutdown` of
 //! the write side), so protocols that half-close keep working; the pair is
 //! closed when both directions ended, either side fails, nothing moved for
-//! the idle timeout, or the proxy's grace period ends.
+//! the idle timeout, or the proxy's grace period ends. Each connection is
+//! counted in the `levee_tcp_*` metrics ([`TcpMetrics`]): its outcome, its
+//! bytes each way as they move, its lifetime when it ends.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -16,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::own_ports::OwnPorts;
 use crate::deadline::deadline_after;
+use crate::loops::OwnListeners;
+use crate::metrics::{TcpMetrics, TcpOutcome};
 
 /// Forwards redirected connections: the timeouts of a connection the proxy
 /// cannot route, and the ports of its own upstream connections (loops).
@@ -26,18 +31,36 @@ pub struct Passthrough {
     /// A connection with no byte in either direction for this long is closed.
     idle_timeout: Duration,
     own: OwnPorts,
+    /// Listeners a forward must never reach (the outbound and admin ones:
+    /// a peer's connection to the pod's port 4140 is redirected to the
+    /// inbound listener and must not reach the outbound one through it).
+    own_listeners: Arc<OwnListeners>,
+    metrics: TcpMetrics,
 }
 
 /// Bytes copied per read.
 const BUFFER: usize = 16 * 1024;
 
 impl Passthrough {
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Passthrough {
+    pub fn new(
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        metrics: TcpMetrics,
+    ) -> Passthrough {
         Passthrough {
             connect_timeout,
             idle_timeout,
             own: OwnPorts::default(),
+            own_listeners: Arc::default(),
+            metrics,
         }
+    }
+
+    /// Closes, instead of forwarding, connections whose target is one of
+    /// `own` (counted as `outcome="loop-detected"`).
+    pub fn with_own_listeners(mut self, own: Arc<OwnListeners>) -> Self {
+        self.own_listeners = own;
+        self
     }
 
     /// Forwards `downstream` to `target` until both directions end (see the
@@ -57,6 +80,12 @@ impl Passthrough {
                 "passthrough loop: the proxy's own connection was redirected back to it; \
                  run the proxy as init-iptables' --proxy-uid"
             );
+            self.metrics.connection(TcpOutcome::LoopDetected);
+            return;
+        }
+        if let Some(listener) = self.own_listeners.reached_by(target) {
+            tracing::warn!(%target, %listener, "passthrough refused: the target is one of the proxy's own listeners");
+            self.metrics.connection(TcpOutcome::LoopDetected);
             return;
         }
         let connect = async {
@@ -68,22 +97,41 @@ impl Passthrough {
             Ok(Ok(connected)) => connected,
             Ok(Err(error)) => {
                 tracing::debug!(%target, %error, "passthrough: connecting to the original destination failed");
+                self.metrics.connection(TcpOutcome::ConnectError);
                 return;
             }
             Err(_) => {
                 tracing::debug!(%target, timeout = ?self.connect_timeout, "passthrough: connect timed out");
+                self.metrics.connection(TcpOutcome::ConnectError);
                 return;
             }
         };
+        self.metrics.connection(TcpOutcome::Connected);
         if let Err(error) = upstream.set_nodelay(true) {
             tracing::debug!(%target, %error, "passthrough: set_nodelay failed");
         }
         let start = Instant::now();
+        let _lifetime = Lifetime {
+            start,
+            metrics: &self.metrics,
+        };
         let last = AtomicU64::new(0);
         let (down_read, down_write) = downstream.into_split();
         let (up_read, up_write) = upstream.into_split();
-        let mut to_upstream = std::pin::pin!(pipe(down_read, up_write, start, &last));
-        let mut to_downstream = std::pin::pin!(pipe(up_read, down_write, start, &last));
+        let mut to_upstream = std::pin::pin!(pipe(
+            down_read,
+            up_write,
+            start,
+            &last,
+            &self.metrics.to_target
+        ));
+        let mut to_downstream = std::pin::pin!(pipe(
+            up_read,
+            down_write,
+            start,
+            &last,
+            &self.metrics.to_client
+        ));
         let (mut sent_done, mut received_done) = (false, false);
         let mut check_at = deadline_after(start, self.idle_timeout);
         while !(sent_done && received_done) {
@@ -117,13 +165,29 @@ impl Passthrough {
     }
 }
 
+/// Observes a forwarded connection's lifetime when it ends, however it ends.
+struct Lifetime<'a> {
+    start: Instant,
+    metrics: &'a TcpMetrics,
+}
+
+impl Drop for Lifetime<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .duration
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
 /// Copies `from` to `to` until `from` ends, then half-closes `to`. Records
-/// in `last` (milliseconds after `start`) when bytes last moved.
+/// in `last` (milliseconds after `start`) when bytes last moved, and
+/// counts them in `bytes`.
 async fn pipe(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     start: Instant,
     last: &AtomicU64,
+    bytes: &prometheus_client::metrics::counter::Counter,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; BUFFER];
     loop {
@@ -132,6 +196,7 @@ async fn pipe(
             return to.shutdown().await;
         }
         to.write_all(&buf[..n]).await?;
+        bytes.inc_by(n as u64);
         let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         last.store(ms, Ordering::Relaxed);
     }
@@ -168,7 +233,16 @@ mod tests {
             .await
             .expect("connect");
         let (downstream, _) = listener.accept().await.expect("accept");
-        let settings = Passthrough::new(Duration::from_secs(1), Duration::from_secs(5));
+        let registry = crate::metrics::Metrics::new();
+        let metrics = registry.tcp(
+            crate::metrics::Direction::Outbound,
+            crate::metrics::tcp_target::PASSTHROUGH,
+        );
+        let settings = Passthrough::new(
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            metrics.clone(),
+        );
         let hard = CancellationToken::new();
         let forward =
             tokio::spawn(async move { settings.forward(downstream, target, &hard).await });
@@ -193,6 +267,92 @@ mod tests {
             .await
             .expect("the passthrough ends when both sides ended")
             .expect("task");
+        assert_eq!(metrics.connections(TcpOutcome::Connected), 1);
+        assert_eq!(metrics.to_target.get(), 1_000_000);
+        assert_eq!(metrics.to_client.get(), 1_000_000);
+        let text = registry.encode();
+        assert!(
+            text.contains(
+                "levee_tcp_duration_seconds_count{direction=\"outbound\",target=\"passthrough\"} 1\n"
+            ),
+            "one lifetime observed: {text}"
+        );
+    }
+
+    fn tcp_metrics() -> TcpMetrics {
+        crate::metrics::Metrics::new().tcp(
+            crate::metrics::Direction::Outbound,
+            crate::metrics::tcp_target::PASSTHROUGH,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_target_on_an_own_listener_is_closed_and_counted() {
+        let own = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target = own.local_addr().expect("addr");
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = TcpStream::connect(front.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (downstream, _) = front.accept().await.expect("accept");
+        let metrics = tcp_metrics();
+        let settings = Passthrough::new(
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            metrics.clone(),
+        )
+        .with_own_listeners(Arc::new(OwnListeners::new([target])));
+        settings
+            .forward(downstream, target, &CancellationToken::new())
+            .await;
+        assert_eq!(metrics.connections(TcpOutcome::LoopDetected), 1);
+        assert!(
+            futures_util::FutureExt::now_or_never(own.accept()).is_none(),
+            "the own listener was reached"
+        );
+        let mut rest = Vec::new();
+        let read = client.read_to_end(&mut rest).await;
+        assert!(
+            read.is_err() || rest.is_empty(),
+            "the client's connection ends"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_counted_and_closes_the_client() {
+        // A port nothing listens on: bind, note it, close.
+        let target = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr")
+        };
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = TcpStream::connect(front.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (downstream, _) = front.accept().await.expect("accept");
+        let metrics = tcp_metrics();
+        let settings = Passthrough::new(
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            metrics.clone(),
+        );
+        settings
+            .forward(downstream, target, &CancellationToken::new())
+            .await;
+        assert_eq!(metrics.connections(TcpOutcome::ConnectError), 1);
+        assert_eq!(metrics.connections(TcpOutcome::Connected), 0);
+        let mut rest = Vec::new();
+        let read = client.read_to_end(&mut rest).await;
+        assert!(
+            read.is_err() || rest.is_empty(),
+            "the client's connection ends"
+        );
     }
 
     #[tokio::test]
@@ -208,7 +368,11 @@ mod tests {
             .await
             .expect("connect");
         let (downstream, _) = front.accept().await.expect("accept");
-        let settings = Passthrough::new(Duration::from_secs(1), Duration::from_millis(300));
+        let settings = Passthrough::new(
+            Duration::from_secs(1),
+            Duration::from_millis(300),
+            tcp_metrics(),
+        );
         let hard = CancellationToken::new();
         let forward =
             tokio::spawn(async move { settings.forward(downstream, target, &hard).await });

@@ -71,6 +71,7 @@ mod chaos_upstream_kill;
 
 // Kubernetes data path: interception rules in network namespaces (root).
 mod init_iptables;
+mod transparent_detect;
 mod transparent_passthrough;
 // The container image (the Dockerfile read, no engine needed).
 mod docker_image;

@@ -217,3 +217,22 @@ async fn an_evicted_destination_is_unsubscribed_and_subscribed_again_when_met() 
     }
     assert!(resubscribed);
 }
+
+#[tokio::test]
+async fn an_original_destination_is_its_own_passthrough_endpoint() {
+    let shared = shared();
+    let table = destinations(&shared);
+    let addr = SocketAddr::from(([10, 0, 0, 9], 8080));
+    let entry = table.original(addr);
+    assert_eq!(&*entry.destination.label, "passthrough:10.0.0.9:8080");
+    // Its endpoint is the address itself: no DNS (which knows nothing here).
+    let view = entry.view(&shared).await;
+    assert_eq!(view.endpoints.as_deref().ok(), Some(&[addr][..]));
+    assert!(Arc::ptr_eq(&entry, &table.original(addr)), "one entry");
+    let v6 = SocketAddr::from(([0xfd00, 0, 0, 0, 0, 0, 0, 9], 80));
+    assert_eq!(
+        &*table.original(v6).destination.label,
+        "passthrough:[fd00::9]:80"
+    );
+    assert_eq!(table.len(), 2);
+}
