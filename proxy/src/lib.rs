@@ -23,6 +23,8 @@
 //! - `h2_settings`: the HTTP/2 limits of listeners and upstream connections
 //!   (streams, fixed windows, reset-flood guards).
 //! - `server`: accept loops, connection limits, protocol detection, graceful shutdown.
+//! - `splice`: two byte streams copied both ways with half-close, an idle
+//!   timeout and byte counts (tunnels and opaque TCP).
 //! - `outbound` / `inbound`: the two data paths.
 //! - `resilience`: the outbound policy stack (rate limit → request timeout →
 //!   retry → service breaker → concurrency → balancer) and inbound limits, with
@@ -62,6 +64,7 @@ pub mod recency;
 pub mod resilience;
 mod run;
 pub mod server;
+pub mod splice;
 pub mod state;
 pub mod trace;
 pub mod transparent;

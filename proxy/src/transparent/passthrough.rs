@@ -9,18 +9,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::own_ports::OwnPorts;
-use crate::deadline::deadline_after;
 use crate::loops::OwnListeners;
 use crate::metrics::{TcpMetrics, TcpOutcome};
+use crate::splice::{SpliceEnd, splice};
 
 /// Forwards redirected connections: the timeouts of a connection the proxy
 /// cannot route, and the ports of its own upstream connections (loops).
@@ -37,9 +35,6 @@ pub struct Passthrough {
     own_listeners: Arc<OwnListeners>,
     metrics: TcpMetrics,
 }
-
-/// Bytes copied per read.
-const BUFFER: usize = 16 * 1024;
 
 impl Passthrough {
     pub fn new(
@@ -115,52 +110,14 @@ impl Passthrough {
             start,
             metrics: &self.metrics,
         };
-        let last = AtomicU64::new(0);
-        let (down_read, down_write) = downstream.into_split();
-        let (up_read, up_write) = upstream.into_split();
-        let mut to_upstream = std::pin::pin!(pipe(
-            down_read,
-            up_write,
-            start,
-            &last,
-            &self.metrics.to_target
+        let counted = Some((
+            self.metrics.to_target.clone(),
+            self.metrics.to_client.clone(),
         ));
-        let mut to_downstream = std::pin::pin!(pipe(
-            up_read,
-            down_write,
-            start,
-            &last,
-            &self.metrics.to_client
-        ));
-        let (mut sent_done, mut received_done) = (false, false);
-        let mut check_at = deadline_after(start, self.idle_timeout);
-        while !(sent_done && received_done) {
-            tokio::select! {
-                result = &mut to_upstream, if !sent_done => match result {
-                    Ok(()) => sent_done = true,
-                    Err(error) => {
-                        tracing::debug!(%target, %error, "passthrough: client side failed");
-                        return;
-                    }
-                },
-                result = &mut to_downstream, if !received_done => match result {
-                    Ok(()) => received_done = true,
-                    Err(error) => {
-                        tracing::debug!(%target, %error, "passthrough: upstream side failed");
-                        return;
-                    }
-                },
-                () = tokio::time::sleep_until(check_at) => {
-                    let idle_since = start + Duration::from_millis(last.load(Ordering::Relaxed));
-                    let deadline = deadline_after(idle_since, self.idle_timeout);
-                    if deadline <= Instant::now() {
-                        tracing::debug!(%target, "passthrough: closing idle connection");
-                        return;
-                    }
-                    check_at = deadline;
-                }
-                () = hard.cancelled() => return,
-            }
+        match splice(downstream, upstream, self.idle_timeout, hard, counted).await {
+            SpliceEnd::Idle => tracing::debug!(%target, "passthrough: closed idle connection"),
+            SpliceEnd::Shutdown => tracing::debug!(%target, "passthrough: cut at shutdown"),
+            SpliceEnd::Closed => {}
         }
     }
 }
@@ -179,31 +136,10 @@ impl Drop for Lifetime<'_> {
     }
 }
 
-/// Copies `from` to `to` until `from` ends, then half-closes `to`. Records
-/// in `last` (milliseconds after `start`) when bytes last moved, and
-/// counts them in `bytes`.
-async fn pipe(
-    mut from: impl AsyncRead + Unpin,
-    mut to: impl AsyncWrite + Unpin,
-    start: Instant,
-    last: &AtomicU64,
-    bytes: &prometheus_client::metrics::counter::Counter,
-) -> std::io::Result<()> {
-    let mut buf = vec![0u8; BUFFER];
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return to.shutdown().await;
-        }
-        to.write_all(&buf[..n]).await?;
-        bytes.inc_by(n as u64);
-        let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        last.store(ms, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
     /// An upstream that reads to the end, then answers with what it read
