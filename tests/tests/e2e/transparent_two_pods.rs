@@ -236,3 +236,92 @@ async fn the_client_sidecar_retries_an_unmodified_clients_calls_to_the_server_po
         .unwrap_or_default();
     assert_eq!(inbound_503, retries, "{}", s.text);
 }
+
+/// The `requests` count of the `levee-flaky` app on `127.0.0.1:port` in
+/// `ns`, read on loopback (not captured, not through the sidecar).
+async fn app_requests(ns: &Netns, port: u16) -> u64 {
+    let mut conn = ns
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .expect("connect to the app");
+    conn.write_all(b"GET /__flaky/stats HTTP/1.0\r\nhost: stats\r\n\r\n")
+        .await
+        .expect("send");
+    let mut got = Vec::new();
+    tokio::time::timeout(DEADLINE, conn.read_to_end(&mut got))
+        .await
+        .expect("stats in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&got);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let stats: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    stats["requests"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no requests count: {text}"))
+}
+
+#[tokio::test]
+async fn the_client_sidecars_breaker_ejects_a_hard_failing_server_endpoint() {
+    let NetnsPair {
+        a: client,
+        b: server,
+    } = NetnsPair::create();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _bad = flaky_app(&server, 9080, "bad", "1", &dir.path().join("bad.log")).await;
+    let _good = flaky_app(&server, 9082, "good", "0", &dir.path().join("good.log")).await;
+    init_iptables(&server).await;
+    let _server_sidecar = server.start_proxy(PROXY_UID, &[]).await;
+
+    init_iptables(&client).await;
+    let policy_dir = tempfile::tempdir().expect("temp dir");
+    let _client_sidecar = client_sidecar(
+        &client,
+        policy_dir.path(),
+        &[
+            yaml::endpoints(
+                "web",
+                9080,
+                &[SocketAddr::new(B_V4, 9080), SocketAddr::new(B_V4, 9082)],
+            ),
+            yaml::policy(
+                "web",
+                9080,
+                "  outbound:\n    retry:\n      maxRetries: 6\n      on: [\"503\"]\n      \
+                 backoff: {base: 1ms, max: 5ms}\n      \
+                 budget: {percent: 100, minPerSecond: 1000, window: 10s}\n    \
+                 circuitBreaker:\n      consecutiveFailures: 3\n      \
+                 open: {base: 60s, max: 60s}\n",
+            ),
+        ],
+    )
+    .await;
+
+    // The client dials the bad endpoint's address; the sidecar balances
+    // over the service's endpoints, retries, and ejects the bad one.
+    let target = SocketAddr::new(B_V4, 9080);
+    for i in 0..CALLS {
+        let (code, body) = curl(&client, target, "web:9080").await;
+        assert_eq!(code, "200", "call {i}: {body}");
+    }
+    let c = metrics(&client).await;
+    let ejected = c.sum(
+        "levee_endpoints",
+        &[("service", SERVICE), ("state", "ejected")],
+    );
+    assert_eq!(ejected, Some(1.0), "{}", c.text);
+    let bad_circuit = c.sum(
+        "levee_circuit_state",
+        &[("service", SERVICE), ("endpoint", "10.213.0.2:9080")],
+    );
+    assert_eq!(bad_circuit, Some(1.0), "the bad endpoint's breaker: {}", c.text);
+
+    // Ejected: further calls never reach the bad app.
+    let bad_before = app_requests(&server, 9080).await;
+    assert!(bad_before >= 3, "the bad app saw {bad_before} requests");
+    for i in 0..CALLS {
+        let (code, body) = curl(&client, target, "web:9080").await;
+        assert_eq!(code, "200", "call {i} after ejection: {body}");
+    }
+    assert_eq!(app_requests(&server, 9080).await, bad_before);
+    assert!(app_requests(&server, 9082).await >= 2 * CALLS as u64);
+}
