@@ -10,12 +10,12 @@
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
+use levee_proto::policy::Document;
 use levee_tests::harness::{
     Metrics, Process, binary, eventually,
     netns::{B_V4, Netns, NetnsPair, NetnsProxy},
     yaml,
 };
-use levee_proto::policy::Document;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PROXY_UID: u32 = 2102;
@@ -313,7 +313,12 @@ async fn the_client_sidecars_breaker_ejects_a_hard_failing_server_endpoint() {
         "levee_circuit_state",
         &[("service", SERVICE), ("endpoint", "10.213.0.2:9080")],
     );
-    assert_eq!(bad_circuit, Some(1.0), "the bad endpoint's breaker: {}", c.text);
+    assert_eq!(
+        bad_circuit,
+        Some(1.0),
+        "the bad endpoint's breaker: {}",
+        c.text
+    );
 
     // Ejected: further calls never reach the bad app.
     let bad_before = app_requests(&server, 9080).await;
