@@ -19,7 +19,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -34,19 +33,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::detect::speaks_h2;
 use super::progress::{LastIo, Progress, Stall};
 use super::{ConnectionSlot, Handler, Limits, Shutdown};
 use crate::deadline::deadline_after;
 use crate::transparent::OriginalDst;
-
-/// The HTTP/2 connection preface a prior-knowledge (h2c) client opens with.
-pub(super) const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// How long to wait before looking again at a partial HTTP/2 preface: the
-/// first wait, doubled each time up to the cap, so a client that stalls
-/// mid-preface (a slowloris) costs a few wake-ups a second, not a thousand.
-pub(super) const PARTIAL_PREFACE_RETRY: Duration = Duration::from_millis(1);
-const PARTIAL_PREFACE_RETRY_MAX: Duration = Duration::from_millis(100);
 
 /// During graceful shutdown, how long an HTTP/1 connection may stay idle
 /// (counted from the shutdown or its last request) before it is closed.
@@ -71,36 +62,10 @@ pub(super) fn builders(limits: &Limits) -> Builders {
     Builders { http1, http2 }
 }
 
-/// Whether the client opened with the HTTP/2 preface. Peeks, so hyper reads
-/// every byte itself. End of stream or any other first bytes: HTTP/1.
-async fn speaks_h2(stream: &TcpStream) -> io::Result<bool> {
-    let mut buf = [0u8; H2_PREFACE.len()];
-    let mut wait = PARTIAL_PREFACE_RETRY;
-    loop {
-        let n = stream.peek(&mut buf).await?;
-        match super::detect::h2_preface(&buf[..n]) {
-            Some(true) => return Ok(true),
-            Some(false) if n > 0 => {}
-            // The end of the stream, or other bytes.
-            _ => return Ok(false),
-        }
-        // Part of the preface (clients normally send it in one write): the
-        // socket stays readable, so wait a little rather than spin. The
-        // caller bounds the whole detection by the header read timeout.
-        tokio::time::sleep(wait).await;
-        wait = next_preface_wait(wait);
-    }
-}
-
 /// Completes [`DRAIN_IDLE`] after graceful shutdown began.
 async fn drain_idle_over(shutdown: &Shutdown) {
     shutdown.graceful.cancelled().await;
     tokio::time::sleep(DRAIN_IDLE).await;
-}
-
-/// The wait after `wait` while a partial preface stays partial.
-pub(super) fn next_preface_wait(wait: Duration) -> Duration {
-    (wait * 2).min(PARTIAL_PREFACE_RETRY_MAX)
 }
 
 pin_project_lite::pin_project! {
@@ -355,68 +320,6 @@ mod tests {
             requests: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
         })
-    }
-
-    /// What `speaks_h2` says when the client writes `first`, then `rest`.
-    async fn detect(first: &[u8], rest: &[u8]) -> bool {
-        use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        client.write_all(first).await.unwrap();
-        let detection = tokio::spawn(async move { speaks_h2(&server).await.unwrap() });
-        if rest.is_empty() {
-            client.shutdown().await.unwrap();
-        } else {
-            client.write_all(rest).await.unwrap();
-        }
-        let h2 = detection.await.unwrap();
-        drop(client);
-        h2
-    }
-
-    #[test]
-    fn a_stalled_partial_preface_is_looked_at_a_few_times_a_second_at_most() {
-        let mut wait = PARTIAL_PREFACE_RETRY;
-        let mut looks = 0;
-        let mut waited = Duration::ZERO;
-        while waited < Duration::from_secs(10) {
-            waited += wait;
-            wait = next_preface_wait(wait);
-            looks += 1;
-        }
-        assert_eq!(wait, PARTIAL_PREFACE_RETRY_MAX);
-        // 10 s of a stalled client (the default header read timeout).
-        assert!(looks < 110, "{looks} looks in 10 s");
-    }
-
-    #[tokio::test]
-    async fn the_h2_preface_is_detected_without_consuming_it() {
-        assert!(detect(H2_PREFACE, b"").await);
-        // Split across writes: detection waits for the rest.
-        assert!(detect(&H2_PREFACE[..8], &H2_PREFACE[8..]).await);
-        assert!(!detect(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"").await);
-        // Shares the preface's first letter, then differs.
-        assert!(!detect(b"POST / HTTP/1.1\r\n", b"").await);
-        // The end of the stream before any byte: HTTP/1 (hyper then closes it).
-        assert!(!detect(b"", b"").await);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut client, H2_PREFACE)
-            .await
-            .unwrap();
-        assert!(speaks_h2(&server).await.unwrap());
-        let mut buf = [0u8; 24];
-        assert_eq!(
-            server.peek(&mut buf).await.unwrap(),
-            24,
-            "the preface stays in the socket"
-        );
     }
 
     #[tokio::test(start_paused = true)]
