@@ -41,6 +41,22 @@ pub struct BoundAddrs {
     pub admin: SocketAddr,
 }
 
+/// `Err` when the local app (`127.0.0.1:app_port`) would be one of the
+/// listeners `addrs`: inbound calls would loop.
+fn refuse_app_loop(app_port: u16, addrs: &BoundAddrs) -> Result<(), BoxError> {
+    let app = SocketAddr::from(([127, 0, 0, 1], app_port));
+    let all = OwnListeners::new([addrs.outbound, addrs.inbound, addrs.admin]);
+    match all.reached_by(app) {
+        None => Ok(()),
+        Some(listener) => Err(format!(
+            "--app-port {app_port}: the local app at {app} would be this proxy's own listener \
+             {listener} (outbound {}, inbound {}, admin {}); inbound calls would loop",
+            addrs.outbound, addrs.inbound, addrs.admin
+        )
+        .into()),
+    }
+}
+
 /// Runs the proxy until `shutdown` is cancelled and in-flight work has
 /// drained (or the grace period ran out). Errors: a listener could not be
 /// bound, the app port is one of the listeners (inbound calls would loop),
@@ -56,6 +72,13 @@ pub async fn run_with(
     shutdown: CancellationToken,
     bound: Option<oneshot::Sender<BoundAddrs>>,
 ) -> Result<(), BoxError> {
+    // Checked before binding (a configured port) and after (port 0 bound).
+    let configured = BoundAddrs {
+        outbound: config.outbound_addr,
+        inbound: config.inbound_addr,
+        admin: config.admin_addr,
+    };
+    refuse_app_loop(config.app_port, &configured)?;
     let outbound = bind("outbound", config.outbound_addr).await?;
     let inbound = bind("inbound", config.inbound_addr).await?;
     let admin = bind("admin", config.admin_addr).await?;
@@ -64,16 +87,8 @@ pub async fn run_with(
         inbound: inbound.local_addr()?,
         admin: admin.local_addr()?,
     };
+    refuse_app_loop(config.app_port, &addrs)?;
     let app = SocketAddr::from(([127, 0, 0, 1], config.app_port));
-    let all = OwnListeners::new([addrs.outbound, addrs.inbound, addrs.admin]);
-    if let Some(listener) = all.reached_by(app) {
-        return Err(format!(
-            "--app-port {}: the local app at {app} would be this proxy's own listener {listener} \
-             (outbound {}, inbound {}, admin {}); inbound calls would loop",
-            config.app_port, addrs.outbound, addrs.inbound, addrs.admin
-        )
-        .into());
-    }
     if let Some(path) = &config.addr_file {
         write_addr_file(path, &addrs)
             .map_err(|e| format!("writing --addr-file {}: {e}", path.display()))?;
