@@ -26,7 +26,7 @@ use hyper_util::{
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
 };
 
 use super::{Body, BoxError, empty, full, with_trailers};
@@ -255,4 +255,50 @@ fn roll(behaviour: &Behaviour, n: usize) -> u32 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
     (z % 100) as u32
+}
+
+/// What [`greeting`] sends first on every connection.
+pub const GREETING: &[u8] = b"220 ready\r\n";
+
+/// A raw TCP peer (opaque-TCP tests): reads each connection to its end,
+/// then answers with the bytes reversed (only a real half-close gets an
+/// answer).
+pub fn reversing(listener: TcpListener) {
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                if conn.read_to_end(&mut got).await.is_ok() {
+                    got.reverse();
+                    let _ = conn.write_all(&got).await;
+                }
+            });
+        }
+    });
+}
+
+/// A server that speaks first: sends [`GREETING`] on each connection
+/// before reading anything.
+pub fn greeting(listener: TcpListener) {
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = conn.write_all(GREETING).await;
+                let mut sink = Vec::new();
+                let _ = conn.read_to_end(&mut sink).await;
+            });
+        }
+    });
+}
+
+/// Sends `sent`, half-closes, reads the answer to its end (within `deadline`).
+pub async fn exchange(mut conn: TcpStream, sent: &[u8], deadline: Duration) -> Vec<u8> {
+    conn.write_all(sent).await.expect("send");
+    conn.shutdown().await.expect("half-close");
+    let mut got = Vec::new();
+    tokio::time::timeout(deadline, conn.read_to_end(&mut got))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    got
 }

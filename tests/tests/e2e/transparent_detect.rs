@@ -11,9 +11,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use levee_tests::harness::netns::{A_V4, B_V4, B_V6, Netns, NetnsPair};
+use levee_tests::harness::upstream::{GREETING, exchange, greeting, reversing};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
 };
 
 const PROXY_UID: u32 = 2102;
@@ -41,46 +42,6 @@ fn echo_head(listener: TcpListener) {
             });
         }
     });
-}
-
-/// Reads to the end, answers with the bytes reversed.
-fn reversing(listener: TcpListener) {
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                if conn.read_to_end(&mut got).await.is_ok() {
-                    got.reverse();
-                    let _ = conn.write_all(&got).await;
-                }
-            });
-        }
-    });
-}
-
-/// Speaks first: greets each connection before reading anything.
-fn greeting(listener: TcpListener) {
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = conn.write_all(b"220 ready\r\n").await;
-                let mut sink = Vec::new();
-                let _ = conn.read_to_end(&mut sink).await;
-            });
-        }
-    });
-}
-
-/// Sends `sent`, half-closes, reads the answer to its end.
-async fn exchange(mut conn: TcpStream, sent: &[u8]) -> Vec<u8> {
-    conn.write_all(sent).await.expect("send");
-    conn.shutdown().await.expect("half-close");
-    let mut got = Vec::new();
-    tokio::time::timeout(DEADLINE, conn.read_to_end(&mut got))
-        .await
-        .expect("an answer in time")
-        .expect("read");
-    got
 }
 
 /// A plain HTTP/1.1 GET of `/hello` with `host`, as an unmodified client
@@ -163,7 +124,7 @@ async fn outbound_http_takes_the_http_path_and_other_bytes_pass_through() {
     let mut reversed = sent.clone();
     reversed.reverse();
     let conn = a.connect(SocketAddr::new(B_V4, 9001)).expect("connect");
-    let got = exchange(conn, &sent).await;
+    let got = exchange(conn, &sent, DEADLINE).await;
     assert!(
         got == reversed,
         "{} bytes back of {}",
@@ -174,12 +135,12 @@ async fn outbound_http_takes_the_http_path_and_other_bytes_pass_through() {
     // Server speaks first: the client sends nothing, the detect timeout
     // (1 s) gives up and the greeting comes through.
     let mut conn = a.connect(SocketAddr::new(B_V4, 9002)).expect("connect");
-    let mut greeting = [0u8; 11];
+    let mut greeting = vec![0u8; GREETING.len()];
     tokio::time::timeout(DEADLINE, conn.read_exact(&mut greeting))
         .await
         .expect("the server's first words in time")
         .expect("read");
-    assert_eq!(&greeting, b"220 ready\r\n");
+    assert_eq!(greeting, GREETING);
     drop(conn);
 
     let page = metrics(&a).await;
@@ -248,7 +209,7 @@ async fn inbound_reaches_the_original_port_on_loopback() {
     let mut reversed = sent.clone();
     reversed.reverse();
     let conn = b.connect(SocketAddr::new(A_V4, 9001)).expect("connect");
-    let got = exchange(conn, &sent).await;
+    let got = exchange(conn, &sent, DEADLINE).await;
     assert!(
         got == reversed,
         "{} bytes back of {}",

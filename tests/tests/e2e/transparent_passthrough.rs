@@ -8,52 +8,11 @@
 use std::{net::SocketAddr, time::Duration};
 
 use levee_tests::harness::netns::{B_V4, B_V6, NetnsPair};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-};
+use levee_tests::harness::upstream::{GREETING, exchange, greeting, reversing};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PROXY_UID: u32 = 2102;
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// Serves each connection: reads to the end, answers with the bytes reversed.
-fn reversing(listener: TcpListener) {
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                if conn.read_to_end(&mut got).await.is_ok() {
-                    got.reverse();
-                    let _ = conn.write_all(&got).await;
-                }
-            });
-        }
-    });
-}
-
-/// Speaks first: greets each connection before reading anything.
-fn greeting(listener: TcpListener) {
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = conn.write_all(b"220 b ready\r\n").await;
-                let mut sink = Vec::new();
-                let _ = conn.read_to_end(&mut sink).await;
-            });
-        }
-    });
-}
-
-async fn exchange(mut conn: TcpStream, sent: &[u8]) -> Vec<u8> {
-    conn.write_all(sent).await.expect("send");
-    conn.shutdown().await.expect("half-close");
-    let mut got = Vec::new();
-    tokio::time::timeout(DEADLINE, conn.read_to_end(&mut got))
-        .await
-        .expect("an answer in time")
-        .expect("read");
-    got
-}
 
 #[tokio::test]
 async fn captured_tcp_to_an_unknown_destination_passes_through() {
@@ -82,7 +41,7 @@ async fn captured_tcp_to_an_unknown_destination_passes_through() {
     reversed.reverse();
     for ip in [B_V6, B_V4] {
         let conn = a.connect(SocketAddr::new(ip, 9001)).expect("connect");
-        let got = exchange(conn, &sent).await;
+        let got = exchange(conn, &sent, DEADLINE).await;
         assert!(
             got == reversed,
             "{ip}: {} bytes back of {}",
@@ -91,12 +50,12 @@ async fn captured_tcp_to_an_unknown_destination_passes_through() {
         );
 
         let mut conn = a.connect(SocketAddr::new(ip, 9002)).expect("connect");
-        let mut greeting = [0u8; 13];
+        let mut greeting = vec![0u8; GREETING.len()];
         tokio::time::timeout(DEADLINE, conn.read_exact(&mut greeting))
             .await
             .expect("the server's first words in time")
             .expect("read");
-        assert_eq!(&greeting, b"220 b ready\r\n");
+        assert_eq!(greeting, GREETING);
     }
 
     // Explicit mode is unchanged: a call to the listener itself is HTTP.
