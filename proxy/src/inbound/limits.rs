@@ -53,7 +53,7 @@ pub(crate) struct InboundLimits<A> {
     shared: Arc<Shared>,
     /// The local service as policies target it (`None`: no policy applies).
     key: Option<ServiceKey>,
-    /// The `service` label (`--service`).
+    /// The `service` label of its port ([`super::ports`]).
     service: Arc<str>,
     /// Where every stack ends.
     app: A,
@@ -80,23 +80,22 @@ impl<A> InboundLimits<A>
 where
     A: ProxyService,
 {
-    /// `service` is `--service`; `service_port` the port its policies target
-    /// (`--service-port`, else `--app-port`); `app` the service requests
-    /// that pass end in.
+    /// `key` is the local service port whose policy applies (`None`: no
+    /// policy does); `label` the `service` label of its metrics (see
+    /// [`super::ports`]); `app` the service requests that pass end in.
     /// `defaults.request` bounds the app's answer when no policy
     /// `spec.inbound.timeouts.request` is set.
     pub(crate) fn new(
         shared: Arc<Shared>,
-        service: &str,
-        service_port: u16,
+        key: Option<ServiceKey>,
+        label: Arc<str>,
         app: A,
         defaults: TimeoutDefaults,
     ) -> Self {
-        let key = ServiceKey::from_authority(service, &shared.namespace, service_port).ok();
         let limits = InboundLimits {
             shared,
             key,
-            service: service.into(),
+            service: label,
             current: ArcSwap::from_pointee(Built {
                 version: 0,
                 stack: BoxCloneSyncService::new(app.clone()),

@@ -8,7 +8,9 @@
 //! `spec.inbound` with the outbound side's tower layers: rate limit (429),
 //! request timeout (504), concurrency (503 overloaded), ending in
 //! [`app::AppService`]. Per-client rate limits key on the peer address the
-//! listener records ([`crate::server::ClientAddr`]).
+//! listener records ([`crate::server::ClientAddr`]). Each port of the
+//! workload has a stack and a `service` label of its own (`ports`): in
+//! transparent mode a request gets those of the port its caller dialled.
 //!
 //! First of all a request is refused when its authority is ambiguous (400
 //! `ambiguous-authority`) or it has passed too many proxies (508
@@ -17,6 +19,7 @@
 
 mod app;
 mod limits;
+mod ports;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,14 +28,10 @@ use std::time::{Duration, Instant};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use prometheus_client::metrics::counter::Counter;
-use tower::ServiceExt;
-
 use crate::body::{self, BoxBody};
 use crate::errors::{self, ErrorKind, ProxyError};
 use crate::forward::{Forwarder, uri};
-use crate::loops::{self, hops};
-use crate::metrics::{Direction, RequestMetrics};
+use crate::loops::hops;
 use crate::observe::Observation;
 use crate::observe::access_log::AccessLog;
 use crate::resilience::timeout::TimeoutDefaults;
@@ -43,30 +42,25 @@ use crate::trace::Tracing;
 use crate::transparent::Transparent;
 
 use self::app::AppService;
-use self::limits::InboundLimits;
+use self::ports::{InboundPorts, PortInbound};
+
+pub use self::ports::MAX_OTHER_PORTS;
 
 /// Handles requests arriving on the inbound listener.
 pub struct Inbound {
     /// Forwards to the local app: the end of every request's path.
     app: AppService,
-    service: Arc<str>,
-    /// Inbound has one service and (for now) one route: resolved once.
-    metrics: RequestMetrics,
+    /// Per port of the workload: labels, counters and `spec.inbound` (no
+    /// limits until [`Inbound::with_policy`]). One route per port.
+    ports: InboundPorts,
     access_log: Option<AccessLog>,
-    /// `spec.inbound` of the local service in front of the app; `None`
-    /// until [`Inbound::with_policy`].
-    limits: Option<InboundLimits<AppService>>,
     /// SERVER spans of inbound calls (`None`: tracing off).
     tracing: Option<Tracing>,
     /// `--max-hops`: requests that passed more proxies are loops.
     max_hops: u32,
-    /// `levee_rejected_total{direction="inbound",reason="loop-detected"}`.
-    loops_refused: Counter,
     /// The app's response body ends with an error after this long without
     /// a frame (`--default-stream-idle-timeout`).
     stream_idle: Option<Duration>,
-    /// `levee_timeouts_total{kind="idle"}` of the inbound service.
-    idle_timeouts: Counter,
     /// Connections redirected here by iptables (`None`: not transparent).
     transparent: Option<Transparent>,
 }
@@ -79,21 +73,15 @@ impl Inbound {
         metrics: &crate::metrics::Metrics,
         access_log: Option<AccessLog>,
     ) -> Self {
-        let handle = metrics.requests(Direction::Inbound, &service, "default");
-        let loops_refused = metrics.rejected(Direction::Inbound, &service, loops::REJECTED_REASON);
-        let idle_timeouts = metrics.timeouts(&service, "default", "idle");
         let service: Arc<str> = service.into();
+        let app_service = AppService::new(forwarder, app, service.clone());
         Inbound {
-            app: AppService::new(forwarder, app, service.clone()),
-            service,
-            metrics: handle,
+            ports: InboundPorts::new(service, app.port(), metrics.clone(), app_service.clone()),
+            app: app_service,
             access_log,
-            limits: None,
             tracing: None,
-            max_hops: loops::DEFAULT_MAX_HOPS,
-            loops_refused,
+            max_hops: crate::loops::DEFAULT_MAX_HOPS,
             stream_idle: None,
-            idle_timeouts,
             transparent: None,
         }
     }
@@ -118,8 +106,10 @@ impl Inbound {
     }
 
     /// Enforces the local service's `spec.inbound` from `shared`'s policy:
-    /// the policy of `service.namespace:service_port`, where `service_port`
-    /// is the port callers use (`--service-port`, else `--app-port`).
+    /// on the main port the policy of `service.namespace:service_port`,
+    /// where `service_port` is the port callers use (`--service-port`, else
+    /// `--app-port`); on another port a redirected connection was meant
+    /// for, that port's (see `ports`).
     /// `defaults` bound what the policy does not: the app's answer (without
     /// `spec.inbound.timeouts.request`) and its response body's stream idle.
     pub fn with_policy(
@@ -128,43 +118,26 @@ impl Inbound {
         service_port: u16,
         defaults: TimeoutDefaults,
     ) -> Self {
-        self.limits = Some(InboundLimits::new(
-            shared,
-            &self.service,
-            service_port,
-            self.app.clone(),
-            defaults,
-        ));
+        self.ports = self.ports.with_policy(shared, service_port, defaults);
         self.stream_idle = defaults.stream_idle;
         self
     }
 }
 
-impl Inbound {
-    /// Sends `req` through the current policy's stack to the app (boxed
-    /// in a plain `fn`, as [`InboundLimits::call`] explains).
-    fn send(&self, req: Request<BoxBody>) -> limits::ResponseFuture {
-        match &self.limits {
-            Some(limits) => limits.call(req),
-            None => Box::pin(self.app.clone().oneshot(req)),
-        }
-    }
-
-    /// Counts a loop refusal in `levee_rejected_total`.
-    fn count_loop(&self, err: &ProxyError) {
-        if err.kind == ErrorKind::LoopDetected {
-            self.loops_refused.inc();
-        }
+/// Counts a loop refusal in `levee_rejected_total`.
+fn count_loop(port: &PortInbound, err: &ProxyError) {
+    if err.kind == ErrorKind::LoopDetected {
+        port.loops_refused.inc();
     }
 }
 
 impl Inbound {
     /// Ends the app's response body after the stream idle timeout.
-    fn idle_bounded(&self, response: Response<BoxBody>) -> Response<BoxBody> {
+    fn idle_bounded(&self, port: &PortInbound, response: Response<BoxBody>) -> Response<BoxBody> {
         let Some(idle) = self.stream_idle else {
             return response;
         };
-        let fired = self.idle_timeouts.clone();
+        let fired = port.idle_timeouts.clone();
         response.map(|b| BoxBody::new(IdleTimeoutBody::new(b, idle, fired)))
     }
 }
@@ -175,15 +148,17 @@ impl Handler for Inbound {
     }
 
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<BoxBody> {
+        let port = self.ports.for_request(req.extensions().get());
+        let service = &port.label;
         let mut observation = Observation::new(
-            self.metrics.clone(),
+            port.metrics.clone(),
             Instant::now(),
             errors::is_grpc(req.headers()),
         );
         if let Some(log) = &self.access_log {
-            observation.access = Some(log.entry("inbound", &self.service, "default", &req));
+            observation.access = Some(log.entry("inbound", service, "default", &req));
         }
-        let span = Tracing::inbound(self.tracing.as_ref(), &mut req, &self.service);
+        let span = Tracing::inbound(self.tracing.as_ref(), &mut req, service);
         if let (Some(entry), Some(_)) = (observation.access.as_mut(), &self.tracing) {
             entry.trace_from(req.headers());
         }
@@ -198,12 +173,12 @@ impl Handler for Inbound {
             None
         };
         if let Some((kind, detail)) = refused {
-            let err = ProxyError::new(kind, &*self.service, detail);
-            self.count_loop(&err);
+            let err = ProxyError::new(kind, &**service, detail);
+            count_loop(&port, &err);
             span.error(&err);
             return observation.error(&err);
         }
-        if let Err(err) = self.app.forwarder().screen_upgrade(&mut req, &self.service) {
+        if let Err(err) = self.app.forwarder().screen_upgrade(&mut req, service) {
             span.error(&err);
             return observation.error(&err);
         }
@@ -211,15 +186,15 @@ impl Handler for Inbound {
             entry.track(&mut req);
         }
         let req = req.map(body::incoming);
-        let result = self
+        let result = port
             .send(req)
             .await
-            .map_err(|e| ProxyError::from_stack(e, &self.service));
+            .map_err(|e| ProxyError::from_stack(e, service));
         span.finish(&result);
         match result {
-            Ok(response) => observation.response(self.idle_bounded(response)),
+            Ok(response) => observation.response(self.idle_bounded(&port, response)),
             Err(err) => {
-                self.count_loop(&err);
+                count_loop(&port, &err);
                 observation.error(&err)
             }
         }

@@ -46,10 +46,11 @@ fn limits(
         tokio::time::sleep(delay).await;
         Ok::<_, BoxError>(Response::new(body::empty()))
     });
+    let key = ServiceKey::from_authority("echo", &shared.namespace, 8080).ok();
     InboundLimits::new(
         shared.clone(),
-        "echo",
-        8080,
+        key,
+        "echo".into(),
         app,
         crate::resilience::timeout::TimeoutDefaults::off(),
     )
