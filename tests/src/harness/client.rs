@@ -229,9 +229,14 @@ impl CurlOutput {
 /// Runs `curl -sS ARGS` (10 s max) with proxy variables cleared, so only an
 /// explicit `-x` selects a proxy.
 pub async fn curl(args: &[&str]) -> Result<CurlOutput, BoxError> {
+    curl_command(Command::new("curl"), args).await
+}
+
+/// [`curl`] run by `cmd`, a command that ends in `curl` (e.g. `ip netns
+/// exec NAME curl`).
+pub async fn curl_command(mut cmd: Command, args: &[&str]) -> Result<CurlOutput, BoxError> {
     let dir = tempfile::tempdir()?;
     let (headers_path, body_path) = (dir.path().join("headers"), dir.path().join("body"));
-    let mut cmd = Command::new("curl");
     cmd.args(["-sS", "--max-time", "10", "-D"])
         .arg(&headers_path)
         .arg("-o")

@@ -26,6 +26,8 @@
 //! - [`h2frames`]: hand-written HTTP/2 frames over a raw TCP stream.
 //! - [`netns`]: network namespaces (root only) joined by a veth pair, commands
 //!   and TCP listeners inside them, deleted on drop.
+//! - [`pods`]: [`pods::TwoPods`], a client and a server "pod" (namespaces
+//!   with `init-iptables` and a sidecar each) for the transparent tests.
 
 pub mod abuse;
 mod client;
@@ -36,6 +38,7 @@ pub mod load;
 pub mod mesh;
 mod metrics;
 pub mod netns;
+pub mod pods;
 mod process;
 mod proxy;
 pub mod python;
@@ -49,7 +52,8 @@ pub mod yaml;
 use std::{path::PathBuf, time::Duration};
 
 pub use client::{
-    Body, BoxError, CurlOutput, Http1Conn, Http2Conn, HttpResponse, REQUEST_DEADLINE, curl, empty,
+    Body, BoxError, CurlOutput, Http1Conn, Http2Conn, HttpResponse, REQUEST_DEADLINE, curl,
+    curl_command, empty,
     full, get_http1, get_http2, grpc_channel, read_head, send_http1, send_http2, with_trailers,
 };
 pub use control_plane::{ControlPlane, ControlPlaneAddrs, ControlPlaneBuilder};

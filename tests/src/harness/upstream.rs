@@ -302,3 +302,28 @@ pub async fn exchange(mut conn: TcpStream, sent: &[u8], deadline: Duration) -> V
         .expect("read");
     got
 }
+
+/// An HTTP/1.1 app (raw, so it speaks nothing else): answers each request
+/// with its head, as the app received it, as the body, then closes.
+pub fn echo_head(listener: TcpListener) {
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    head.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.write_all(&head).await;
+            });
+        }
+    });
+}

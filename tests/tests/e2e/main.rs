@@ -72,7 +72,10 @@ mod chaos_upstream_kill;
 // Kubernetes data path: interception rules in network namespaces (root).
 mod init_iptables;
 mod transparent_detect;
+mod transparent_inbound_ports;
+mod transparent_no_loops;
 mod transparent_passthrough;
+mod transparent_protocols;
 mod transparent_two_pods;
 // The container image (the Dockerfile read, no engine needed).
 mod docker_image;

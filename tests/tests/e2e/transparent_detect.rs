@@ -11,38 +11,12 @@
 use std::{net::SocketAddr, time::Duration};
 
 use levee_tests::harness::netns::{A_V4, B_V4, B_V6, Netns, NetnsPair};
-use levee_tests::harness::upstream::{GREETING, exchange, greeting, reversing};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-};
+use levee_tests::harness::pods::PROXY_UID;
+use levee_tests::harness::upstream::{GREETING, echo_head, exchange, greeting, reversing};
+use levee_tests::harness::yaml;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const PROXY_UID: u32 = 2102;
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// An HTTP/1.1 server: answers each request with its head as the body.
-fn echo_head(listener: TcpListener) {
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    head.len()
-                );
-                let _ = conn.write_all(answer.as_bytes()).await;
-                let _ = conn.write_all(&head).await;
-            });
-        }
-    });
-}
 
 /// A plain HTTP/1.1 GET of `/hello` with `host`, as an unmodified client
 /// sends it.
@@ -62,17 +36,6 @@ async fn get_path(ns: &Netns, target: SocketAddr, host: &str, path: &str) -> Str
     String::from_utf8_lossy(&got).into_owned()
 }
 
-/// The proxy's `/metrics`, fetched inside `ns` over loopback (not captured).
-async fn metrics(ns: &Netns) -> String {
-    get_path(
-        ns,
-        SocketAddr::from(([127, 0, 0, 1], 4191)),
-        "admin",
-        "/metrics",
-    )
-    .await
-}
-
 /// The value of the sample `name{labels}` (labels in exposition order).
 fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|line| {
@@ -81,27 +44,13 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
     })
 }
 
-async fn init_iptables(ns: &Netns) {
-    let init = ns
-        .output(
-            &levee_tests::harness::binary("levee-proxy").to_string_lossy(),
-            &["init-iptables"],
-        )
-        .await;
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-}
-
 #[tokio::test]
 async fn outbound_http_takes_the_http_path_and_other_bytes_pass_through() {
     let NetnsPair { a, b } = NetnsPair::create();
     echo_head(b.listen(SocketAddr::from(([0u16; 8], 9080))));
     reversing(b.listen(SocketAddr::from(([0u16; 8], 9001))));
     greeting(b.listen(SocketAddr::from(([0u16; 8], 9002))));
-    init_iptables(&a).await;
+    a.init_iptables(&[]).await;
     let _proxy = a.start_proxy(PROXY_UID, &[]).await;
 
     // HTTP: detected, served by the HTTP path (one hop added), sent to the
@@ -143,7 +92,7 @@ async fn outbound_http_takes_the_http_path_and_other_bytes_pass_through() {
     assert_eq!(greeting, GREETING);
     drop(conn);
 
-    let page = metrics(&a).await;
+    let page = a.admin_metrics().await.text;
     let requests = sample(
         &page,
         "levee_requests_total{direction=\"outbound\",service=\"passthrough:10.213.0.2:9080\",route=\"default\",code=\"200\",outcome=\"success\"}",
@@ -169,7 +118,7 @@ async fn outbound_http_takes_the_http_path_and_other_bytes_pass_through() {
 async fn opaque_ports_skip_detection() {
     let NetnsPair { a, b } = NetnsPair::create();
     echo_head(b.listen(SocketAddr::from(([0u16; 8], 9080))));
-    init_iptables(&a).await;
+    a.init_iptables(&[]).await;
     let _proxy = a
         .start_proxy(PROXY_UID, &["--opaque-ports", "25,9080"])
         .await;
@@ -180,7 +129,7 @@ async fn opaque_ports_skip_detection() {
         !answer.contains("x-levee-hops"),
         "an opaque port's HTTP went through the HTTP path: {answer}"
     );
-    let page = metrics(&a).await;
+    let page = a.admin_metrics().await.text;
     let connected = sample(
         &page,
         "levee_tcp_connections_total{direction=\"outbound\",target=\"passthrough\",outcome=\"connected\"}",
@@ -194,7 +143,7 @@ async fn inbound_reaches_the_original_port_on_loopback() {
     // The workload listens on loopback only: only the proxy reaches it.
     echo_head(a.listen(SocketAddr::from(([127, 0, 0, 1], 9080))));
     reversing(a.listen(SocketAddr::from(([127, 0, 0, 1], 9001))));
-    init_iptables(&a).await;
+    a.init_iptables(&[]).await;
     // --app-port names another port: the original port decides.
     let _proxy = a.start_proxy(PROXY_UID, &["--app-port", "7000"]).await;
 
@@ -236,7 +185,7 @@ async fn inbound_reaches_the_original_port_on_loopback() {
         "opaque bytes reached the outbound listener: {got:?}"
     );
 
-    let page = metrics(&a).await;
+    let page = a.admin_metrics().await.text;
     let connected = sample(
         &page,
         "levee_tcp_connections_total{direction=\"inbound\",target=\"workload\",outcome=\"connected\"}",
@@ -255,28 +204,20 @@ async fn a_host_naming_a_known_service_routes_as_an_explicit_call() {
     // The service's endpoint listens on 9081; nothing listens on the
     // address the app dialled (9080): only routing by `Host` reaches it.
     echo_head(b.listen(SocketAddr::from(([0u16; 8], 9081))));
-    let policy = levee_tests::harness::yaml::documents(&[levee_tests::harness::yaml::endpoints(
-        "b-web",
-        9080,
-        &[SocketAddr::new(B_V4, 9081)],
-    )]);
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("policy.yaml");
-    std::fs::write(&path, policy).expect("write the policy");
-    for (p, mode) in [(dir.path(), 0o755), (path.as_path(), 0o644)] {
-        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .expect("chmod");
-    }
-    init_iptables(&a).await;
-    let path = path.to_string_lossy();
-    let _proxy = a
-        .start_proxy(PROXY_UID, &["--policy-file", path.as_ref()])
-        .await;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    a.init_iptables(&[]).await;
+    let endpoints = yaml::endpoints("b-web", 9080, &[SocketAddr::new(B_V4, 9081)]);
+    let _proxy = a.sidecar(dir.path(), &[endpoints], &[]).await;
 
     let answer = get(&a, SocketAddr::new(B_V4, 9080), "b-web:9080").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("x-levee-hops: 1"), "{answer}");
-    let page = metrics(&a).await;
+    let page = a.admin_metrics().await.text;
     let routed = sample(
         &page,
         "levee_requests_total{direction=\"outbound\",service=\"b-web.default:9080\",route=\"default\",code=\"200\",outcome=\"success\"}",

@@ -1,0 +1,217 @@
+//! Protocols through both sidecars, transparently: a client pod and a
+//! server pod ([`TwoPods`]), `init-iptables` and a sidecar in each, apps
+//! unmodified, the client dialling the server pod's IP:port.
+//! - gRPC: the third-party Python grpcio client calls a Python grpcio
+//!   server (unary, three kinds of streams, an error status, a stream that
+//!   ends in an error), both sidecars counting every call;
+//! - HTTP/2 prior knowledge (`curl --http2-prior-knowledge`) to an
+//!   HTTP/2-only app, and to an HTTP/1.1-only app, which gets HTTP/1.1;
+//! - opaque TCP: a 4 MB exchange and a server-speaks-first greeting pass
+//!   byte for byte through the client's passthrough and the server's
+//!   inbound forward.
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use levee_tests::harness::{
+    Body, Process, full, netns::Netns, pods::TwoPods, python, upstream,
+};
+use tokio::io::AsyncReadExt;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A gRPC port of the server pod.
+const GRPC_PORT: u16 = 50051;
+
+/// The Python grpcio server inside `ns` on `127.0.0.1:GRPC_PORT`; returns
+/// once it accepts connections.
+async fn python_grpc_server(ns: &Netns, python: &std::path::Path, log: &std::path::Path) -> Process {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let mut cmd = ns.command(python);
+    cmd.env_clear()
+        .arg(format!("{dir}/py/flaky_grpc_server.py"))
+        .args(["--listen", &format!("127.0.0.1:{GRPC_PORT}")])
+        .args(["--instance", "py-server"])
+        .args(["--proto-root", &format!("{dir}/proto")]);
+    let process = Process::spawn("python grpc server", cmd, log).expect("spawn the Python server");
+    ns.wait_listening(SocketAddr::from(([127, 0, 0, 1], GRPC_PORT)))
+        .await;
+    process
+}
+
+#[tokio::test]
+async fn python_grpc_through_both_sidecars() {
+    let python = python::grpc_python().await;
+    let pods = TwoPods::create();
+    let (client, server) = (&pods.client, &pods.server);
+    let _app = python_grpc_server(server, &python, &pods.path("grpc-server.log")).await;
+    let _server_sidecar = pods
+        .server_sidecar(&[], &[], &["--service", "grpc", "--app-port", "50051"])
+        .await;
+    let _client_sidecar = pods.client_sidecar(&[], &[], &[]).await;
+
+    let target = pods.server_addr(GRPC_PORT).to_string();
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let mut cmd = client.command(&python);
+    cmd.env_clear()
+        .arg(format!("{dir}/py/flaky_grpc_client.py"))
+        .args(["--target", &target, "--authority", &target])
+        .args(["--proto-root", &format!("{dir}/proto")]);
+    let out = tokio::time::timeout(DEADLINE, cmd.output())
+        .await
+        .expect("the Python client finishes in time")
+        .expect("the environment's python3 runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python client failed: {}\n{stderr}", out.status);
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(
+        got["unary"],
+        serde_json::json!({"message": "hello", "instance": "py-server", "instance_header": "py-server"})
+    );
+    assert_eq!(got["server_stream"], serde_json::json!(["s 0", "s 1", "s 2"]));
+    assert_eq!(got["client_stream"], serde_json::json!({"message": "a,b,c", "count": 3}));
+    assert_eq!(
+        got["bidi_stream"],
+        serde_json::json!(["bidi 0", "bidi 1", "bidi 2", "bidi 3"])
+    );
+    assert_eq!(
+        got["injected_error"],
+        serde_json::json!({"code": "UNAVAILABLE", "details": "flaky: injected"})
+    );
+    assert_eq!(
+        got["stream_error"],
+        serde_json::json!({
+            "received": ["f 0", "f 1"],
+            "error": {"code": "FAILED_PRECONDITION", "details": "flaky: stream failed"}
+        })
+    );
+
+    // Six calls left the client through its sidecar and arrived through
+    // the server's, with the app's gRPC statuses.
+    let passthrough = format!("passthrough:{target}");
+    let c = client.admin_metrics().await;
+    let s = server.admin_metrics().await;
+    for (m, direction, service) in [(&c, "outbound", passthrough.as_str()), (&s, "inbound", "grpc")] {
+        let calls = m.sum(
+            "levee_requests_total",
+            &[("direction", direction), ("service", service)],
+        );
+        assert_eq!(calls, Some(6.0), "{direction}: {}", m.text);
+        let unavailable = m.sum(
+            "levee_requests_total",
+            &[("direction", direction), ("service", service), ("code", "14")],
+        );
+        assert_eq!(unavailable, Some(1.0), "{direction}: {}", m.text);
+    }
+}
+
+/// An HTTP/2-only app (hyper's HTTP/2 server): answers with the version
+/// and the `x-levee-hops` it saw.
+fn h2_only_app(ns: &Netns, port: u16) {
+    let listener = ns.listen(SocketAddr::from(([127, 0, 0, 1], port)));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let hops = req
+                        .headers()
+                        .get("x-levee-hops")
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("none")
+                        .to_owned();
+                    let said = format!("{:?} hops={hops}", req.version());
+                    Ok::<Response<Body>, Infallible>(Response::new(full(said)))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_through_both_sidecars_and_to_an_http1_app() {
+    let pods = TwoPods::create();
+    let (client, server) = (&pods.client, &pods.server);
+    h2_only_app(server, 9090);
+    upstream::echo_head(server.listen(SocketAddr::from(([127, 0, 0, 1], 9081))));
+    let _server_sidecar = pods.server_sidecar(&[], &[], &[]).await;
+    let _client_sidecar = pods.client_sidecar(&[], &[], &[]).await;
+
+    let h2 = client
+        .curl(&[
+            "--http2-prior-knowledge",
+            &format!("http://{}/hello", pods.server_addr(9090)),
+        ])
+        .await;
+    assert_eq!((h2.status, h2.http_version.as_str()), (200, "2"), "{h2:?}");
+    assert_eq!(h2.body, "HTTP/2.0 hops=2", "{h2:?}");
+
+    // The caller speaks HTTP/2; the HTTP/1.1-only app gets HTTP/1.1.
+    for i in 0..3 {
+        let h1 = client
+            .curl(&[
+                "--http2-prior-knowledge",
+                &format!("http://{}/hello", pods.server_addr(9081)),
+            ])
+            .await;
+        assert_eq!((h1.status, h1.http_version.as_str()), (200, "2"), "call {i}: {h1:?}");
+        assert!(h1.body.starts_with("GET /hello HTTP/1.1\r\n"), "call {i}: {}", h1.body);
+        assert!(h1.body.contains("x-levee-hops: 2"), "call {i}: {}", h1.body);
+    }
+}
+
+#[tokio::test]
+async fn opaque_tcp_through_both_sidecars() {
+    let pods = TwoPods::create();
+    let (client, server) = (&pods.client, &pods.server);
+    upstream::reversing(server.listen(SocketAddr::from(([127, 0, 0, 1], 9001))));
+    upstream::greeting(server.listen(SocketAddr::from(([127, 0, 0, 1], 9002))));
+    let _server_sidecar = pods.server_sidecar(&[], &[], &[]).await;
+    let _client_sidecar = pods.client_sidecar(&[], &[], &[]).await;
+
+    let sent: Vec<u8> = [0x16, 0x03, 0x01, 0x02, 0x00]
+        .into_iter()
+        .chain((0..4_000_000u32).map(|i| (i % 251) as u8))
+        .collect();
+    let mut reversed = sent.clone();
+    reversed.reverse();
+    let conn = client.connect(pods.server_addr(9001)).expect("connect");
+    let got = upstream::exchange(conn, &sent, DEADLINE).await;
+    assert!(got == reversed, "{} bytes back of {}", got.len(), sent.len());
+
+    // Neither the client nor its sidecar says a word: each sidecar's
+    // detection times out, and the server's greeting comes through.
+    let mut conn = client.connect(pods.server_addr(9002)).expect("connect");
+    let mut greeting = vec![0u8; upstream::GREETING.len()];
+    tokio::time::timeout(DEADLINE, conn.read_exact(&mut greeting))
+        .await
+        .expect("the server's first words in time")
+        .expect("read");
+    assert_eq!(greeting, upstream::GREETING);
+    drop(conn);
+
+    let c = client.admin_metrics().await;
+    let s = server.admin_metrics().await;
+    for (m, direction, target) in [(&c, "outbound", "passthrough"), (&s, "inbound", "workload")] {
+        let labels = [("direction", direction), ("target", target)];
+        let connected = m.sum(
+            "levee_tcp_connections_total",
+            &[labels[0], labels[1], ("outcome", "connected")],
+        );
+        assert_eq!(connected, Some(2.0), "{direction}: {}", m.text);
+        let to_target = m.sum(
+            "levee_tcp_bytes_total",
+            &[labels[0], labels[1], ("flow", "to_target")],
+        );
+        assert!(
+            to_target.is_some_and(|b| b >= sent.len() as f64),
+            "{direction}: {to_target:?}\n{}",
+            m.text
+        );
+    }
+}
