@@ -289,6 +289,23 @@ impl Subscriptions {
         self.write().add(key, true);
     }
 
+    /// Subscribes another port of the proxy's own service, met after the
+    /// start (a port an inbound connection was redirected from), pinned as
+    /// the own service is: its `spec.inbound` keeps arriving. The inbound
+    /// side bounds how many ([`crate::inbound::MAX_OTHER_PORTS`]). Nothing
+    /// happens in static mode or for a key already in the set.
+    pub fn pin_own_port(&self, key: ServiceKey) {
+        let Some(sender) = self.sender.get() else {
+            return;
+        };
+        let mut table = self.write();
+        if table.services.contains_key(&key) {
+            return;
+        }
+        table.add(key.clone(), true);
+        let _ = sender.send(Change::Subscribe(key));
+    }
+
     /// Marks `service` as answered (its first update arrived, was refused,
     /// or came from the cache): waiting requests go on.
     pub(crate) fn settle(&self, service: &ServiceKey) {

@@ -19,8 +19,10 @@
 //! gets its own; any other shares one stack labelled `<service>:other`,
 //! under the policy for every port of the service.
 //!
-//! Lookups are wait-free (an [`ArcSwap`] of the map, replaced on the rare
-//! insert).
+//! With a control plane, a port's policy is subscribed (pinned, like the
+//! proxy's own service) when the port is first met; until it arrives the
+//! port runs on the defaults. Lookups are wait-free (an [`ArcSwap`] of the
+//! map, replaced on the rare insert).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -69,7 +71,13 @@ impl PortInbound {
         app: AppService,
     ) -> PortInbound {
         let limits = policy.map(|p| {
-            InboundLimits::new(p.shared.clone(), key, label.clone(), app.clone(), p.defaults)
+            InboundLimits::new(
+                p.shared.clone(),
+                key,
+                label.clone(),
+                app.clone(),
+                p.defaults,
+            )
         });
         PortInbound {
             metrics: metrics.requests(Direction::Inbound, &label, "default"),
@@ -167,7 +175,12 @@ impl InboundPorts {
             return self.overflow();
         }
         let label: Arc<str> = format!("{}:{port}", self.service).into();
-        let made = Arc::new(self.port(label, self.key(port)));
+        let key = self.key(port);
+        // In control-plane mode the port's policy comes by subscription.
+        if let (Some(policy), Some(key)) = (&self.policy, &key) {
+            policy.shared.subscriptions.pin_own_port(key.clone());
+        }
+        let made = Arc::new(self.port(label, key));
         let mut grown = HashMap::clone(&others);
         grown.insert(port, made.clone());
         self.others.store(Arc::new(grown));

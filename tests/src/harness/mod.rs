@@ -53,8 +53,8 @@ use std::{path::PathBuf, time::Duration};
 
 pub use client::{
     Body, BoxError, CurlOutput, Http1Conn, Http2Conn, HttpResponse, REQUEST_DEADLINE, curl,
-    curl_command, empty,
-    full, get_http1, get_http2, grpc_channel, read_head, send_http1, send_http2, with_trailers,
+    curl_command, empty, full, get_http1, get_http2, grpc_channel, read_head, send_http1,
+    send_http2, with_trailers,
 };
 pub use control_plane::{ControlPlane, ControlPlaneAddrs, ControlPlaneBuilder};
 pub use load::{Background, Tally};

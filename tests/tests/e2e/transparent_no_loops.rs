@@ -68,7 +68,8 @@ fn counting_app(ns: &Netns, port: u16, hops: Option<&'static str>) -> Arc<Seen> 
 fn traffic(m: &Metrics) -> [f64; 3] {
     [
         m.sum("levee_requests_total", &[]).unwrap_or_default(),
-        m.sum("levee_tcp_connections_total", &[]).unwrap_or_default(),
+        m.sum("levee_tcp_connections_total", &[])
+            .unwrap_or_default(),
         m.sum("levee_rejected_total", &[]).unwrap_or_default(),
     ]
 }
@@ -92,12 +93,21 @@ async fn no_loop_under_load_and_skipped_ports_bypass_the_sidecar() {
         .expect("h2load finishes in time")
         .expect("h2load runs (install nghttp2-client)");
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        report.contains(&format!("requests: {n} total, {n} started, {n} done, {n} succeeded, 0 failed")),
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains(&format!(
+            "requests: {n} total, {n} started, {n} done, {n} succeeded, 0 failed"
+        )),
         "{report}"
     );
-    assert!(report.contains(&format!("status codes: {n} 2xx")), "{report}");
+    assert!(
+        report.contains(&format!("status codes: {n} 2xx")),
+        "{report}"
+    );
 
     assert_eq!(app.requests.load(Ordering::SeqCst), REQUESTS);
     assert_eq!(
@@ -115,13 +125,25 @@ async fn no_loop_under_load_and_skipped_ports_bypass_the_sidecar() {
     let service = format!("passthrough:{}", pods.server_addr(9080));
     let counted = m.sum(
         "levee_requests_total",
-        &[("direction", "outbound"), ("service", &service), ("code", "200")],
+        &[
+            ("direction", "outbound"),
+            ("service", &service),
+            ("code", "200"),
+        ],
     );
     assert_eq!(counted, Some(REQUESTS as f64), "{}", m.text);
     let before = traffic(&m);
-    assert_eq!(before[0], REQUESTS as f64, "only the load was counted: {}", m.text);
+    assert_eq!(
+        before[0], REQUESTS as f64,
+        "only the load was counted: {}",
+        m.text
+    );
     assert_eq!(before[1], 0.0, "no opaque connection: {}", m.text);
-    assert_eq!(before[2], 0.0, "no refusal (loop-detected or other): {}", m.text);
+    assert_eq!(
+        before[2], 0.0,
+        "no refusal (loop-detected or other): {}",
+        m.text
+    );
 
     // The skipped port: straight to its server, past the sidecar.
     let direct = client

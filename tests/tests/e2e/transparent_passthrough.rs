@@ -8,10 +8,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use levee_tests::harness::netns::{B_V4, B_V6, NetnsPair};
+use levee_tests::harness::pods::PROXY_UID;
 use levee_tests::harness::upstream::{GREETING, exchange, greeting, reversing};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const PROXY_UID: u32 = 2102;
 const DEADLINE: Duration = Duration::from_secs(10);
 
 #[tokio::test]
@@ -19,17 +19,7 @@ async fn captured_tcp_to_an_unknown_destination_passes_through() {
     let NetnsPair { a, b } = NetnsPair::create();
     reversing(b.listen(SocketAddr::from(([0u16; 8], 9001))));
     greeting(b.listen(SocketAddr::from(([0u16; 8], 9002))));
-    let init = a
-        .output(
-            &levee_tests::harness::binary("levee-proxy").to_string_lossy(),
-            &["init-iptables"],
-        )
-        .await;
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    a.init_iptables(&[]).await;
 
     // Captured, with no sidecar yet: nothing listens on 4140.
     let refused = a.connect(SocketAddr::new(B_V4, 9001));
@@ -79,17 +69,7 @@ async fn captured_tcp_to_an_unknown_destination_passes_through() {
 async fn a_proxy_outside_the_proxy_uid_closes_the_loop_instead_of_following_it() {
     let NetnsPair { a, b } = NetnsPair::create();
     let b_listener = b.listen(SocketAddr::from(([0u16; 8], 9001)));
-    let init = a
-        .output(
-            &levee_tests::harness::binary("levee-proxy").to_string_lossy(),
-            &["init-iptables"],
-        )
-        .await;
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    a.init_iptables(&[]).await;
     // As root, not the proxy uid: its passthrough connections are captured too.
     let proxy = a.start_proxy(0, &[]).await;
 

@@ -15,9 +15,7 @@ use std::{convert::Infallible, net::SocketAddr, time::Duration};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use levee_tests::harness::{
-    Body, Process, full, netns::Netns, pods::TwoPods, python, upstream,
-};
+use levee_tests::harness::{Body, Process, full, netns::Netns, pods::TwoPods, python, upstream};
 use tokio::io::AsyncReadExt;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -27,7 +25,11 @@ const GRPC_PORT: u16 = 50051;
 
 /// The Python grpcio server inside `ns` on `127.0.0.1:GRPC_PORT`; returns
 /// once it accepts connections.
-async fn python_grpc_server(ns: &Netns, python: &std::path::Path, log: &std::path::Path) -> Process {
+async fn python_grpc_server(
+    ns: &Netns,
+    python: &std::path::Path,
+    log: &std::path::Path,
+) -> Process {
     let dir = env!("CARGO_MANIFEST_DIR");
     let mut cmd = ns.command(python);
     cmd.env_clear()
@@ -64,15 +66,25 @@ async fn python_grpc_through_both_sidecars() {
         .expect("the Python client finishes in time")
         .expect("the environment's python3 runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "python client failed: {}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "python client failed: {}\n{stderr}",
+        out.status
+    );
     let got: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(
         got["unary"],
         serde_json::json!({"message": "hello", "instance": "py-server", "instance_header": "py-server"})
     );
-    assert_eq!(got["server_stream"], serde_json::json!(["s 0", "s 1", "s 2"]));
-    assert_eq!(got["client_stream"], serde_json::json!({"message": "a,b,c", "count": 3}));
+    assert_eq!(
+        got["server_stream"],
+        serde_json::json!(["s 0", "s 1", "s 2"])
+    );
+    assert_eq!(
+        got["client_stream"],
+        serde_json::json!({"message": "a,b,c", "count": 3})
+    );
     assert_eq!(
         got["bidi_stream"],
         serde_json::json!(["bidi 0", "bidi 1", "bidi 2", "bidi 3"])
@@ -94,7 +106,10 @@ async fn python_grpc_through_both_sidecars() {
     let passthrough = format!("passthrough:{target}");
     let c = client.admin_metrics().await;
     let s = server.admin_metrics().await;
-    for (m, direction, service) in [(&c, "outbound", passthrough.as_str()), (&s, "inbound", "grpc")] {
+    for (m, direction, service) in [
+        (&c, "outbound", passthrough.as_str()),
+        (&s, "inbound", "grpc"),
+    ] {
         let calls = m.sum(
             "levee_requests_total",
             &[("direction", direction), ("service", service)],
@@ -102,7 +117,11 @@ async fn python_grpc_through_both_sidecars() {
         assert_eq!(calls, Some(6.0), "{direction}: {}", m.text);
         let unavailable = m.sum(
             "levee_requests_total",
-            &[("direction", direction), ("service", service), ("code", "14")],
+            &[
+                ("direction", direction),
+                ("service", service),
+                ("code", "14"),
+            ],
         );
         assert_eq!(unavailable, Some(1.0), "{direction}: {}", m.text);
     }
@@ -159,8 +178,16 @@ async fn http2_prior_knowledge_through_both_sidecars_and_to_an_http1_app() {
                 &format!("http://{}/hello", pods.server_addr(9081)),
             ])
             .await;
-        assert_eq!((h1.status, h1.http_version.as_str()), (200, "2"), "call {i}: {h1:?}");
-        assert!(h1.body.starts_with("GET /hello HTTP/1.1\r\n"), "call {i}: {}", h1.body);
+        assert_eq!(
+            (h1.status, h1.http_version.as_str()),
+            (200, "2"),
+            "call {i}: {h1:?}"
+        );
+        assert!(
+            h1.body.starts_with("GET /hello HTTP/1.1\r\n"),
+            "call {i}: {}",
+            h1.body
+        );
         assert!(h1.body.contains("x-levee-hops: 2"), "call {i}: {}", h1.body);
     }
 }
@@ -182,7 +209,12 @@ async fn opaque_tcp_through_both_sidecars() {
     reversed.reverse();
     let conn = client.connect(pods.server_addr(9001)).expect("connect");
     let got = upstream::exchange(conn, &sent, DEADLINE).await;
-    assert!(got == reversed, "{} bytes back of {}", got.len(), sent.len());
+    assert!(
+        got == reversed,
+        "{} bytes back of {}",
+        got.len(),
+        sent.len()
+    );
 
     // Neither the client nor its sidecar says a word: each sidecar's
     // detection times out, and the server's greeting comes through.

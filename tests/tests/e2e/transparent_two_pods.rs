@@ -52,16 +52,16 @@ async fn the_client_sidecar_retries_an_unmodified_clients_calls_to_the_server_po
         .client_sidecar(
             &[],
             &[
-            yaml::endpoints("web", 9080, &[SocketAddr::new(B_V4, 9080)]),
-            yaml::policy(
-                "web",
-                9080,
-                "  outbound:\n    retry:\n      maxRetries: 10\n      on: [\"503\"]\n      \
+                yaml::endpoints("web", 9080, &[SocketAddr::new(B_V4, 9080)]),
+                yaml::policy(
+                    "web",
+                    9080,
+                    "  outbound:\n    retry:\n      maxRetries: 10\n      on: [\"503\"]\n      \
                  backoff: {base: 1ms, max: 5ms}\n      \
                  budget: {percent: 100, minPerSecond: 1000, window: 10s}\n",
-            ),
-            yaml::endpoints("echo", 9081, &[SocketAddr::new(B_V4, 9081)]),
-        ],
+                ),
+                yaml::endpoints("echo", 9081, &[SocketAddr::new(B_V4, 9081)]),
+            ],
             &[],
         )
         .await;
@@ -135,21 +135,21 @@ async fn the_client_sidecars_breaker_ejects_a_hard_failing_server_endpoint() {
         .client_sidecar(
             &[],
             &[
-            yaml::endpoints(
-                "web",
-                9080,
-                &[SocketAddr::new(B_V4, 9080), SocketAddr::new(B_V4, 9082)],
-            ),
-            yaml::policy(
-                "web",
-                9080,
-                "  outbound:\n    retry:\n      maxRetries: 6\n      on: [\"503\"]\n      \
+                yaml::endpoints(
+                    "web",
+                    9080,
+                    &[SocketAddr::new(B_V4, 9080), SocketAddr::new(B_V4, 9082)],
+                ),
+                yaml::policy(
+                    "web",
+                    9080,
+                    "  outbound:\n    retry:\n      maxRetries: 6\n      on: [\"503\"]\n      \
                  backoff: {base: 1ms, max: 5ms}\n      \
                  budget: {percent: 100, minPerSecond: 1000, window: 10s}\n    \
                  circuitBreaker:\n      consecutiveFailures: 3\n      \
                  open: {base: 60s, max: 60s}\n",
-            ),
-        ],
+                ),
+            ],
             &[],
         )
         .await;

@@ -171,3 +171,26 @@ fn the_subscription_bound_follows_the_destination_table() {
     assert_eq!(subscription_capacity(1), 64);
     assert_eq!(subscription_capacity(usize::MAX), usize::MAX);
 }
+
+#[tokio::test]
+async fn another_port_of_the_own_service_is_subscribed_once_and_never_dropped() {
+    let subs = Subscriptions::default();
+    subs.pin_own_port(key("own"));
+    assert!(subs.is_empty(), "static mode: nothing to subscribe");
+
+    let mut rx = subs.enable().expect("enable");
+    subs.limit(8, Counter::default());
+    let port = ServiceKey {
+        port: 9090,
+        ..key("own")
+    };
+    subs.pin_own_port(port.clone());
+    subs.pin_own_port(port.clone());
+    assert_eq!(rx.try_recv(), Ok(Change::Subscribe(port.clone())));
+    assert!(rx.try_recv().is_err(), "subscribed once");
+    subs.unsubscribe([&port]);
+    for n in 0..32 {
+        subs.discovered(&key(&format!("svc-{n}"))).await;
+    }
+    assert!(subs.read().services.contains_key(&port), "pinned");
+}

@@ -84,7 +84,9 @@ fn ports(shared: &Arc<Shared>, app_port: u16) -> InboundPorts {
 
 /// A request redirected from `port` (`None`: made to the listener itself).
 fn request(port: Option<u16>) -> Request<BoxBody> {
-    let mut req = Request::get("http://echo.test/").body(body::empty()).expect("request");
+    let mut req = Request::get("http://echo.test/")
+        .body(body::empty())
+        .expect("request");
     if let Some(port) = port {
         req.extensions_mut()
             .insert(OriginalDst(SocketAddr::from(([10, 0, 0, 7], port))));
@@ -110,6 +112,7 @@ async fn status(ports: &InboundPorts, port: Option<u16>) -> StatusCode {
 #[tokio::test]
 async fn requests_get_the_stack_and_label_of_the_port_their_caller_dialled() {
     let shared = Arc::new(Shared::new("test".into(), Metrics::new()));
+    let mut subscribed = shared.subscriptions.enable().expect("control-plane mode");
     let ports = ports(&shared, 8080);
     let main = ports.for_request(None);
     assert_eq!(&*main.label, "echo");
@@ -122,6 +125,13 @@ async fn requests_get_the_stack_and_label_of_the_port_their_caller_dialled() {
         Arc::ptr_eq(&other, &ports.for_request(Some(&grpc))),
         "made once per port"
     );
+    let key = ServiceKey::from_authority("echo", "test", 9090).expect("key");
+    assert_eq!(
+        subscribed.try_recv(),
+        Ok(crate::discovery::Change::Subscribe(key)),
+        "the port's policy is asked for"
+    );
+    assert!(subscribed.try_recv().is_err(), "once");
 }
 
 #[tokio::test]
@@ -166,7 +176,11 @@ async fn each_ports_limit_applies_to_that_port_only() {
         async move { status(&ports, Some(grpc)).await }
     });
     let seen = tokio::time::timeout(DEADLINE, arrivals.recv()).await;
-    assert_eq!(seen.ok().flatten(), Some(grpc), "the first call reached the app");
+    assert_eq!(
+        seen.ok().flatten(),
+        Some(grpc),
+        "the first call reached the app"
+    );
     assert_eq!(
         status(&ports, Some(grpc)).await,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -190,7 +204,9 @@ async fn each_ports_limit_applies_to_that_port_only() {
     );
     assert!(text.contains(&overloaded), "{text}");
     assert!(
-        text.contains(r#"levee_rejected_total{direction="inbound",service="echo",reason="overloaded"} 0"#),
+        text.contains(
+            r#"levee_rejected_total{direction="inbound",service="echo",reason="overloaded"} 0"#
+        ),
         "the main port refused nothing: {text}"
     );
     assert_eq!(
