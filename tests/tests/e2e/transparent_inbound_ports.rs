@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use levee_tests::harness::{eventually, pods::TwoPods, yaml};
+use levee_tests::harness::{curl_command, eventually, pods::TwoPods, yaml};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -37,14 +37,10 @@ async fn each_port_of_the_pod_gets_its_own_inbound_policy() {
     // A slow call holds 9090's only slot.
     let slow_url = format!("http://{}/slow", pods.server_addr(9090));
     let slow = {
-        let client = client.command("curl");
-        tokio::spawn(async move {
-            levee_tests::harness::curl_command(
-                client,
-                &["-H", "x-flaky-delay: 4s", "--max-time", "10", &slow_url],
-            )
-            .await
-        })
+        let curl = client.command("curl");
+        tokio::spawn(
+            async move { curl_command(curl, &["-H", "x-flaky-delay: 4s", &slow_url]).await },
+        )
     };
     eventually(DEADLINE, "the slow call reached the app", || async {
         match server.flaky_requests(9090).await {
