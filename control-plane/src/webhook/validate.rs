@@ -46,28 +46,41 @@ fn deny(mut response: AdmissionResponse, message: String) -> AdmissionResponse {
 /// The validator's problems, `path: message` per line, or `None` when valid.
 fn problems(object: &DynamicObject, request_name: &str) -> Option<String> {
     let document = as_document(object, request_name);
-    // JSON is YAML: the parser reads it as it reads a policy file.
-    let text = match serde_norway::to_string(&document) {
+    // JSON is YAML: the parser reads it as it reads a policy file. (Written
+    // as YAML instead, a key such as `on` would come back as the boolean
+    // `true` under YAML 1.1; JSON quotes every key.)
+    let text = match serde_json::to_string_pretty(&document) {
         Ok(text) => text,
         Err(e) => return Some(format!("the object cannot be read: {e}")),
     };
-    match parse_documents(&text) {
-        Ok(_) => None,
-        Err(errors) => Some(
-            errors
-                .iter()
-                .map(|e| {
-                    if e.path.is_empty() {
-                        e.message.clone()
-                    } else {
-                        format!("{}: {}", e.path, e.message)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
+    let errors = parse_documents(&text).err()?;
+    let mut lines: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            // A position would point into the JSON written above, which
+            // the client never saw.
+            let message = match e.message.rfind(" (line ") {
+                Some(at) if e.message.ends_with(')') => &e.message[..at],
+                _ => e.message.as_str(),
+            };
+            if e.path.is_empty() {
+                message.to_owned()
+            } else {
+                format!("{}: {message}", e.path)
+            }
+        })
+        .collect();
+    if lines.iter().any(|l| l.contains("unknown field `true`")) {
+        lines.push(YAML_ON_HINT.to_owned());
     }
+    Some(lines.join("\n"))
 }
+
+/// kubectl reads YAML 1.1, where an unquoted `on:` key is the boolean
+/// `true`: `retry: {on: [...]}` reaches the API server as `"true": [...]`
+/// (tests/fixtures/kubernetes: every recorded policy has it). Said once,
+/// after the validator's own line.
+pub const YAML_ON_HINT: &str = "hint: kubectl reads an unquoted `on:` key as `true` (YAML 1.1); write it as \"on\": in the file you apply";
 
 /// The custom resource as the policy document `leveectl` reads: its
 /// apiVersion and kind, `metadata` reduced to name and namespace (the API

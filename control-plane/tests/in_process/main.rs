@@ -14,3 +14,5 @@ mod limits;
 mod names;
 mod quarantine;
 mod server;
+mod webhook_ca_bundle;
+mod webhook_golden;

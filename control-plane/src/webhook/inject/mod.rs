@@ -136,15 +136,16 @@ impl Injector {
         )?);
         skip_inbound.sort_unstable();
         skip_inbound.dedup();
+        let mut skip_outbound =
+            annotations::port_ranges(annotations, annotations::SKIP_OUTBOUND_PORTS)?;
+        skip_outbound.sort_unstable();
+        skip_outbound.dedup();
         let sidecar = SidecarSpec {
             image: self.image.clone(),
             control_plane: self.control_plane.clone(),
             resources: annotations::resources(annotations)?,
             skip_inbound,
-            skip_outbound: annotations::port_ranges(
-                annotations,
-                annotations::SKIP_OUTBOUND_PORTS,
-            )?,
+            skip_outbound,
         };
         let init = to_value(&sidecar.init_container())?;
         let proxy = to_value(&sidecar.proxy_container())?;
