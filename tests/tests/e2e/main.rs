@@ -74,6 +74,8 @@ mod init_iptables;
 mod transparent_detect;
 mod transparent_passthrough;
 mod transparent_two_pods;
+// Kubernetes API side: the admission webhooks over HTTPS.
+mod webhooks;
 // The container image (the Dockerfile read, no engine needed).
 mod docker_image;
 
