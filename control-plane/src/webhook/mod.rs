@@ -70,7 +70,11 @@ pub struct WebhookConfig {
     /// Put the self-issued CA into the caBundle of the webhook configurations
     /// levee-sidecar-injector and levee-policy-validator through the
     /// Kubernetes API (in-cluster config or kubeconfig).
-    #[arg(long, env = "LEVEE_WEBHOOK_PATCH_CA_BUNDLE", conflicts_with = "webhook_cert")]
+    #[arg(
+        long,
+        env = "LEVEE_WEBHOOK_PATCH_CA_BUNDLE",
+        conflicts_with = "webhook_cert"
+    )]
     pub webhook_patch_ca_bundle: bool,
 
     /// Largest AdmissionReview body accepted; a larger one gets 413.

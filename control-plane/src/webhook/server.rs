@@ -55,7 +55,9 @@ pub struct WebhookState {
 /// Every way a request fails, answered once by [`WebhookError::response`].
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    #[error("not found: the webhooks are POST /mutate-pods, /mutate-pods-opt-in and /validate-resiliencepolicy")]
+    #[error(
+        "not found: the webhooks are POST /mutate-pods, /mutate-pods-opt-in and /validate-resiliencepolicy"
+    )]
     NotFound,
     #[error("method not allowed: use POST")]
     Method,
@@ -90,7 +92,11 @@ impl WebhookError {
     /// The one place an error becomes a response.
     fn response(&self) -> Response<Full<Bytes>> {
         tracing::debug!(error = %self, "webhook request refused");
-        reply(self.status(), "text/plain; charset=utf-8", format!("{self}\n").into())
+        reply(
+            self.status(),
+            "text/plain; charset=utf-8",
+            format!("{self}\n").into(),
+        )
     }
 }
 
@@ -263,7 +269,10 @@ mod tests {
 
     #[test]
     fn the_timeout_query_is_honoured_and_capped() {
-        assert_eq!(deadline(Some("timeout=5s")).unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            deadline(Some("timeout=5s")).unwrap(),
+            Duration::from_secs(5)
+        );
         assert_eq!(
             deadline(Some("a=b&timeout=1m30s")).unwrap(),
             MAX_REQUEST_TIME

@@ -46,7 +46,13 @@ fn reply(status: StatusCode, body: &Value) -> Response<Body> {
 }
 
 /// The next request, with its body read.
-async fn next(mock: &mut Mock) -> (http::request::Parts, Value, mock::SendResponse<Response<Body>>) {
+async fn next(
+    mock: &mut Mock,
+) -> (
+    http::request::Parts,
+    Value,
+    mock::SendResponse<Response<Body>>,
+) {
     let (request, send) = tokio::time::timeout(Duration::from_secs(10), mock.next_request())
         .await
         .expect("a request within 10 s")
@@ -69,8 +75,12 @@ fn unix(time: SystemTime) -> i64 {
 async fn our_ca_joins_the_other_replicas_unexpired_ones_in_one_patch_per_configuration() {
     let now = SystemTime::now();
     let ours = Authority::new(now).unwrap().pem;
-    let other = Authority::new(now - Duration::from_secs(24 * 3600)).unwrap().pem;
-    let expired = Authority::new(now - Duration::from_secs(400 * 24 * 3600)).unwrap().pem;
+    let other = Authority::new(now - Duration::from_secs(24 * 3600))
+        .unwrap()
+        .pem;
+    let expired = Authority::new(now - Duration::from_secs(400 * 24 * 3600))
+        .unwrap()
+        .pem;
     let (service, mut mock) = mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "levee-system");
     let expected_bundle = format!("{}\n{}\n", ours.trim(), other.trim());
@@ -78,7 +88,10 @@ async fn our_ca_joins_the_other_replicas_unexpired_ones_in_one_patch_per_configu
 
     // Mutating: a bundle with another replica's CA and an expired one.
     let (parts, _, send) = next(&mut mock).await;
-    assert_eq!((parts.method, parts.uri.path()), (Method::GET, MUTATING_PATH));
+    assert_eq!(
+        (parts.method, parts.uri.path()),
+        (Method::GET, MUTATING_PATH)
+    );
     send.send_response(reply(
         StatusCode::OK,
         &configuration(
@@ -102,7 +115,13 @@ async fn our_ca_joins_the_other_replicas_unexpired_ones_in_one_patch_per_configu
         sent_bundle, expected_bundle,
         "ours first, then the other replica's; the expired CA is gone"
     );
-    let ours_alone = format!("{}\n", sent_bundle.split_inclusive("-----END CERTIFICATE-----").next().unwrap());
+    let ours_alone = format!(
+        "{}\n",
+        sent_bundle
+            .split_inclusive("-----END CERTIFICATE-----")
+            .next()
+            .unwrap()
+    );
     assert_eq!(
         body,
         json!({
@@ -112,15 +131,28 @@ async fn our_ca_joins_the_other_replicas_unexpired_ones_in_one_patch_per_configu
     );
     send.send_response(reply(
         StatusCode::OK,
-        &configuration("MutatingWebhookConfiguration", MUTATING, "inject.levee.dev", &sent_bundle),
+        &configuration(
+            "MutatingWebhookConfiguration",
+            MUTATING,
+            "inject.levee.dev",
+            &sent_bundle,
+        ),
     ));
 
     // Validating: already exactly right, so no patch.
     let (parts, _, send) = next(&mut mock).await;
-    assert_eq!((parts.method, parts.uri.path()), (Method::GET, VALIDATING_PATH));
+    assert_eq!(
+        (parts.method, parts.uri.path()),
+        (Method::GET, VALIDATING_PATH)
+    );
     send.send_response(reply(
         StatusCode::OK,
-        &configuration("ValidatingWebhookConfiguration", VALIDATING, "validate.levee.dev", &ours_alone),
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            VALIDATING,
+            "validate.levee.dev",
+            &ours_alone,
+        ),
     ));
     let patched = tokio::time::timeout(Duration::from_secs(10), task)
         .await
@@ -140,7 +172,12 @@ async fn a_conflicting_write_is_an_error_for_the_next_round_not_an_overwrite() {
     let (_, _, send) = next(&mut mock).await;
     send.send_response(reply(
         StatusCode::OK,
-        &configuration("MutatingWebhookConfiguration", MUTATING, "inject.levee.dev", ""),
+        &configuration(
+            "MutatingWebhookConfiguration",
+            MUTATING,
+            "inject.levee.dev",
+            "",
+        ),
     ));
     let (parts, _, send) = next(&mut mock).await;
     assert_eq!(parts.method, Method::PATCH);

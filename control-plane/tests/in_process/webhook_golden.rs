@@ -97,7 +97,10 @@ fn every_recorded_policy_review_gets_the_recorded_answer_byte_for_byte() {
             message.starts_with("spec.outbound.retry.true: spec.outbound.retry: unknown field `true`, expected one of `maxRetries`, `on`,"),
             "{case}: {message}"
         );
-        assert!(message.ends_with(&format!("\n{}", validate::YAML_ON_HINT)), "{message}");
+        assert!(
+            message.ends_with(&format!("\n{}", validate::YAML_ON_HINT)),
+            "{message}"
+        );
         retry["on"] = mangled;
         assert_eq!(answer(request.to_string().as_bytes()), recorded, "{case}");
     }
@@ -115,7 +118,11 @@ fn leveectl_validate(input: &str) -> Vec<String> {
     String::from_utf8(printed)
         .unwrap()
         .lines()
-        .map(|line| line.split_once("): ").map_or(line, |(_, rest)| rest).to_owned())
+        .map(|line| {
+            line.split_once("): ")
+                .map_or(line, |(_, rest)| rest)
+                .to_owned()
+        })
         .collect()
 }
 
@@ -123,9 +130,10 @@ fn leveectl_validate(input: &str) -> Vec<String> {
 /// policy written as a file, without their `FILE: document N (…):` prefix.
 #[test]
 fn a_denial_says_what_leveectl_validate_says() {
-    let mut request: Value =
-        serde_json::from_slice(&fixture("resiliencepolicy-create-denied.review-request.json"))
-            .unwrap();
+    let mut request: Value = serde_json::from_slice(&fixture(
+        "resiliencepolicy-create-denied.review-request.json",
+    ))
+    .unwrap();
     let object = &mut request["request"]["object"];
     object["spec"]["outbound"]["circuitBreaker"] = json!({"halfOpenProbes": 0});
     object["spec"]["outbound"]["rateLimit"] = json!({"requestsPerSecond": 0});
@@ -137,9 +145,12 @@ fn a_denial_says_what_leveectl_validate_says() {
     let path = dir.path().join("policy.yaml");
     std::fs::write(&path, file).unwrap();
     let mut printed = Vec::new();
-    levee_control_plane::ctl::apply::validate(&[path.clone()], &mut printed)
+    levee_control_plane::ctl::apply::validate(std::slice::from_ref(&path), &mut printed)
         .expect_err("leveectl finds problems");
-    let prefix = format!("{}: document 1 (ResiliencePolicy shop/reviews): ", path.display());
+    let prefix = format!(
+        "{}: document 1 (ResiliencePolicy shop/reviews): ",
+        path.display()
+    );
     let leveectl: Vec<String> = String::from_utf8(printed)
         .unwrap()
         .lines()
@@ -150,7 +161,10 @@ fn a_denial_says_what_leveectl_validate_says() {
     let request = parse::<DynamicObject>(request.to_string().as_bytes()).unwrap();
     let response = validate::review(&request);
     assert!(!response.allowed);
-    assert_eq!((response.result.code, response.result.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        (response.result.code, response.result.reason.as_str()),
+        (422, "Invalid")
+    );
     assert_eq!(response.result.message, leveectl.join("\n"));
 }
 
@@ -161,11 +175,8 @@ fn an_injected_pod_comes_back_unchanged() {
     let response: Value = serde_json::from_slice(&inject(&body, Scope::Namespace)).unwrap();
     let (_, pod) = patched_pod(&request, &response).unwrap();
     request["request"]["object"] = pod;
-    let again: Value = serde_json::from_slice(&inject(
-        request.to_string().as_bytes(),
-        Scope::Namespace,
-    ))
-    .unwrap();
+    let again: Value =
+        serde_json::from_slice(&inject(request.to_string().as_bytes(), Scope::Namespace)).unwrap();
     assert_eq!(
         again["response"],
         json!({"uid": request["request"]["uid"], "allowed": true}),
@@ -195,7 +206,10 @@ fn outside_a_labelled_namespace_only_an_annotated_pod_is_injected() {
         Decision::Inject(_)
     ));
     annotate(&mut pod, "levee.dev/inject", "disabled");
-    assert_eq!(injector().decide(&pod, Scope::Namespace), Decision::Unchanged);
+    assert_eq!(
+        injector().decide(&pod, Scope::Namespace),
+        Decision::Unchanged
+    );
 }
 
 #[test]
@@ -210,9 +224,21 @@ fn probe_ports_and_annotations_reach_init_iptables_and_the_proxy() {
     let args = &patch[0]["value"]["args"];
     assert_eq!(
         args,
-        &json!(["init-iptables", "--proxy-uid", "2102", "--inbound-port", "4143",
-            "--outbound-port", "4140", "--admin-port", "4191",
-            "--skip-inbound-ports", "8080,9100-9199", "--skip-outbound-ports", "443,5432"]),
+        &json!([
+            "init-iptables",
+            "--proxy-uid",
+            "2102",
+            "--inbound-port",
+            "4143",
+            "--outbound-port",
+            "4140",
+            "--admin-port",
+            "4191",
+            "--skip-inbound-ports",
+            "8080,9100-9199",
+            "--skip-outbound-ports",
+            "443,5432"
+        ]),
         "the liveness (8080) and readiness (named `http` = 8080) probe port is skipped"
     );
     assert_eq!(
@@ -223,19 +249,43 @@ fn probe_ports_and_annotations_reach_init_iptables_and_the_proxy() {
 
 #[test]
 fn a_pod_the_injector_cannot_handle_is_admitted_uninjected_with_a_warning() {
-    let cases: [(&str, fn(&mut Pod)); 4] = [
-        ("annotation levee.dev/proxy-memory-limit: \"a lot\" is not a Kubernetes quantity (e.g. 100m, 64Mi)",
-            |pod| annotate(pod, "levee.dev/proxy-memory-limit", "a lot")),
-        ("annotation levee.dev/inject: \"yes\" is not enabled or disabled",
-            |pod| annotate(pod, "levee.dev/inject", "yes")),
-        ("container \"app\" probes port \"health\", which it does not declare", |pod| {
-            let app = &mut pod.spec.as_mut().unwrap().containers[0];
-            let probe = app.readiness_probe.as_mut().unwrap().http_get.as_mut().unwrap();
-            probe.port = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("health".into());
-        }),
-        ("container \"app\" runs as uid 2102, the proxy's uid, whose traffic is never captured", |pod| {
-            pod.spec.as_mut().unwrap().security_context.get_or_insert_default().run_as_user = Some(2102);
-        }),
+    type Change = fn(&mut Pod);
+    let cases: [(&str, Change); 4] = [
+        (
+            "annotation levee.dev/proxy-memory-limit: \"a lot\" is not a Kubernetes quantity (e.g. 100m, 64Mi)",
+            |pod| annotate(pod, "levee.dev/proxy-memory-limit", "a lot"),
+        ),
+        (
+            "annotation levee.dev/inject: \"yes\" is not enabled or disabled",
+            |pod| annotate(pod, "levee.dev/inject", "yes"),
+        ),
+        (
+            "container \"app\" probes port \"health\", which it does not declare",
+            |pod| {
+                let app = &mut pod.spec.as_mut().unwrap().containers[0];
+                let probe = app
+                    .readiness_probe
+                    .as_mut()
+                    .unwrap()
+                    .http_get
+                    .as_mut()
+                    .unwrap();
+                probe.port = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+                    "health".into(),
+                );
+            },
+        ),
+        (
+            "container \"app\" runs as uid 2102, the proxy's uid, whose traffic is never captured",
+            |pod| {
+                pod.spec
+                    .as_mut()
+                    .unwrap()
+                    .security_context
+                    .get_or_insert_default()
+                    .run_as_user = Some(2102);
+            },
+        ),
     ];
     for (reason, change) in cases {
         let mut pod = recorded_pod();

@@ -66,7 +66,9 @@ fn repo() -> PathBuf {
 
 /// A recorded file of `tests/fixtures/kubernetes/admission/`, as bytes.
 pub fn fixture(name: &str) -> Vec<u8> {
-    let path = repo().join("tests/fixtures/kubernetes/admission").join(name);
+    let path = repo()
+        .join("tests/fixtures/kubernetes/admission")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -74,7 +76,10 @@ pub fn fixture(name: &str) -> Vec<u8> {
 /// when `LEVEE_BLESS=1`.
 pub fn assert_golden(name: &str, actual: &Value) {
     let path = repo().join("control-plane/tests/golden/webhook").join(name);
-    let text = format!("{}\n", serde_json::to_string_pretty(actual).unwrap_or_default());
+    let text = format!(
+        "{}\n",
+        serde_json::to_string_pretty(actual).unwrap_or_default()
+    );
     if std::env::var_os("LEVEE_BLESS").is_some_and(|v| v == "1") {
         std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         return;
@@ -95,7 +100,9 @@ pub fn assert_golden(name: &str, actual: &Value) {
 /// warning, `patchType: JSONPatch` and `patch` a base64 *string*.
 pub fn patched_pod(request: &Value, response: &Value) -> Result<(Value, Value), String> {
     if response["apiVersion"] != "admission.k8s.io/v1" || response["kind"] != "AdmissionReview" {
-        return Err(format!("not an admission.k8s.io/v1 AdmissionReview: {response}"));
+        return Err(format!(
+            "not an admission.k8s.io/v1 AdmissionReview: {response}"
+        ));
     }
     let answer = &response["response"];
     if answer["uid"] != request["request"]["uid"] {
@@ -145,8 +152,7 @@ pub async fn post_https(
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(conn);
         let req = Request::post(path_and_query)
             .header(header::HOST, server_name)

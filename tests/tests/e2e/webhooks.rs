@@ -44,7 +44,11 @@ impl Webhooks {
     }
 
     async fn post(&self, path: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
-        let addr = self.cp.addrs.webhook.expect("the addr file names the webhook");
+        let addr = self
+            .cp
+            .addrs
+            .webhook
+            .expect("the addr file names the webhook");
         let resp = post_https(addr, "127.0.0.1", &self.ca, path, body)
             .await
             .unwrap_or_else(|e| panic!("POST {path}: {e}"));
@@ -58,7 +62,12 @@ async fn every_recorded_review_is_answered_as_the_api_server_accepts() {
     for (case, outcome) in POD_CASES {
         let body = fixture(&format!("{case}.review-request.json"));
         let (status, answer) = hooks.post("/mutate-pods?timeout=5s", body.clone()).await;
-        assert_eq!(status, StatusCode::OK, "{case}: {}", String::from_utf8_lossy(&answer));
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{case}: {}",
+            String::from_utf8_lossy(&answer)
+        );
         match outcome {
             PodOutcome::AsRecorded => {
                 let recorded = fixture(&format!("{case}.review-response.json"));
@@ -89,7 +98,10 @@ async fn every_recorded_review_is_answered_as_the_api_server_accepts() {
         // others for the `"true"` key kubectl made of `on:`.
         assert_eq!(response["response"]["allowed"], false, "{case}: {response}");
         assert_eq!(response["response"]["status"]["code"], 422, "{case}");
-        assert_eq!(response["response"]["status"]["reason"], "Invalid", "{case}");
+        assert_eq!(
+            response["response"]["status"]["reason"], "Invalid",
+            "{case}"
+        );
     }
     let denied = hooks
         .post(
@@ -110,16 +122,37 @@ async fn hostile_requests_get_their_error_and_the_server_keeps_serving() {
     let valid = fixture("pod-inject-disabled.review-request.json");
     let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
         ("/nope", valid.clone(), StatusCode::NOT_FOUND, "not found"),
-        ("/mutate-pods", b"{".to_vec(), StatusCode::BAD_REQUEST, "not an AdmissionReview"),
-        ("/mutate-pods", b"[1,2,3]".to_vec(), StatusCode::BAD_REQUEST, "not an AdmissionReview"),
         (
             "/mutate-pods",
-            br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":null}"#.to_vec(),
+            b"{".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not an AdmissionReview",
+        ),
+        (
+            "/mutate-pods",
+            b"[1,2,3]".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not an AdmissionReview",
+        ),
+        (
+            "/mutate-pods",
+            br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":null}"#
+                .to_vec(),
             StatusCode::BAD_REQUEST,
             "not supported",
         ),
-        ("/validate-resiliencepolicy", vec![b' '; 300_000], StatusCode::PAYLOAD_TOO_LARGE, "larger than"),
-        ("/mutate-pods?timeout=never", valid.clone(), StatusCode::BAD_REQUEST, "timeout"),
+        (
+            "/validate-resiliencepolicy",
+            vec![b' '; 300_000],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger than",
+        ),
+        (
+            "/mutate-pods?timeout=never",
+            valid.clone(),
+            StatusCode::BAD_REQUEST,
+            "timeout",
+        ),
     ];
     for (path, body, status, says) in cases {
         let (got, answer) = hooks.post(path, body).await;

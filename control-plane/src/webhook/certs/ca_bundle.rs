@@ -113,7 +113,7 @@ pub fn merge(ours: &str, current: &[u8], now_unix: i64) -> String {
             (not_after > now_unix).then_some((not_after, block))
         })
         .collect();
-    others.sort_by(|a, b| b.0.cmp(&a.0));
+    others.sort_by_key(|other| std::cmp::Reverse(other.0));
     others.dedup_by(|a, b| a.1 == b.1);
     let mut bundle = format!("{ours}\n");
     for (_, block) in others.into_iter().take(MAX_CAS - 1) {

@@ -149,16 +149,19 @@ mod tests {
             .collect();
         assert_eq!(
             listed,
-            ["DNSName(levee-control-plane.levee-system.svc)", "IPAddress(7f:00:00:01)"]
+            [
+                "DNSName(levee-control-plane.levee-system.svc)",
+                "IPAddress(7f:00:00:01)"
+            ]
         );
-        let lifetime = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
+        let lifetime =
+            leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
         assert_eq!(
             lifetime,
             i64::try_from((SERVING_LIFETIME + BACKDATE).as_secs()).unwrap()
         );
         // The key in the PEM is the certificate's.
-        super::super::certified_key(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())
-            .unwrap();
+        super::super::certified_key(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes()).unwrap();
     }
 
     #[test]

@@ -58,7 +58,12 @@ pub fn resources(annotations: &BTreeMap<String, String>) -> Result<Resources, Re
     let mut limits = BTreeMap::new();
     for (key, resource, default, is_limit) in [
         (CPU_REQUEST, "cpu", Some(DEFAULT_CPU_REQUEST), false),
-        (MEMORY_REQUEST, "memory", Some(DEFAULT_MEMORY_REQUEST), false),
+        (
+            MEMORY_REQUEST,
+            "memory",
+            Some(DEFAULT_MEMORY_REQUEST),
+            false,
+        ),
         (CPU_LIMIT, "cpu", None, true),
         (MEMORY_LIMIT, "memory", Some(DEFAULT_MEMORY_LIMIT), true),
     ] {
@@ -147,10 +152,14 @@ mod tests {
 
     #[test]
     fn quantities_follow_the_kubernetes_grammar() {
-        for ok in ["10m", "1", "0.5", "64Mi", "1Gi", "2k", "1e3", "1.5E-2", "+3"] {
+        for ok in [
+            "10m", "1", "0.5", "64Mi", "1Gi", "2k", "1e3", "1.5E-2", "+3",
+        ] {
             assert!(is_quantity(ok), "{ok}");
         }
-        for bad in ["", "m", "ten", "64MB", "1..2", "-1", ".", "1Mi ", "1e", "5mi"] {
+        for bad in [
+            "", "m", "ten", "64MB", "1..2", "-1", ".", "1Mi ", "1e", "5mi",
+        ] {
             assert!(!is_quantity(bad), "{bad}");
         }
     }

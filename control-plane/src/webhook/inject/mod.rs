@@ -152,7 +152,8 @@ impl Injector {
         let mut patch = Vec::new();
         // In front of the pod's own init containers.
         if spec.init_containers.as_ref().is_none_or(Vec::is_empty) {
-            patch.push(json!({"op": "add", "path": "/spec/initContainers", "value": [init, proxy]}));
+            patch
+                .push(json!({"op": "add", "path": "/spec/initContainers", "value": [init, proxy]}));
         } else {
             patch.push(json!({"op": "add", "path": "/spec/initContainers/0", "value": init}));
             patch.push(json!({"op": "add", "path": "/spec/initContainers/1", "value": proxy}));

@@ -75,13 +75,10 @@ fn probe_port(container: &Container, probe: &Probe) -> Result<Option<u16>, Refus
 }
 
 fn number(container: &Container, port: i32) -> Result<u16, Refusal> {
-    u16::try_from(port)
-        .ok()
-        .filter(|&p| p != 0)
-        .ok_or_else(|| {
-            Refusal(format!(
-                "container {:?} probes port {port}, which is not a port",
-                container.name
-            ))
-        })
+    u16::try_from(port).ok().filter(|&p| p != 0).ok_or_else(|| {
+        Refusal(format!(
+            "container {:?} probes port {port}, which is not a port",
+            container.name
+        ))
+    })
 }
