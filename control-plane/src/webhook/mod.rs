@@ -175,7 +175,7 @@ async fn self_issued(
         client,
         serving: serving.clone(),
         ca,
-        issued: issued.issued,
+        issued: Some(issued.issued),
     };
     tokio::spawn(upkeep.run(shutdown));
     Ok(serving)
@@ -188,8 +188,9 @@ struct Upkeep {
     client: Option<kube::Client>,
     serving: Arc<ServingCert>,
     ca: Authority,
-    /// When the serving certificate in use was issued.
-    issued: SystemTime,
+    /// When the serving certificate in use was issued; `None` after a CA
+    /// change (reissue now).
+    issued: Option<SystemTime>,
 }
 
 impl Upkeep {
@@ -215,28 +216,87 @@ impl Upkeep {
             next_ca = Some(Authority::new(now)?);
         }
         let ca = next_ca.as_ref().unwrap_or(&self.ca);
+        let mut bundles = Ok(());
         if let Some(client) = &self.client {
             let now_unix = now
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            certs::ca_bundle::reconcile(client, &ca.pem, now_unix).await?;
+            bundles = certs::ca_bundle::reconcile(client, &ca.pem, now_unix)
+                .await
+                .map(drop)
+                .map_err(|e| format!("caBundle: {e}"));
         }
-        if let Some(new) = next_ca {
+        // A new CA only once the bundles trust it; the current CA's
+        // certificate is renewed whatever the API server said.
+        if let Some(new) = next_ca.filter(|_| bundles.is_ok()) {
             if let Some(path) = &self.ca_file {
                 levee_proto::fs::write_atomically(path, new.pem.as_bytes())?;
             }
             self.ca = new;
-            self.issued = SystemTime::UNIX_EPOCH; // forces a reissue below
+            self.issued = None;
         }
-        if due(self.issued, SERVING_LIFETIME, now) {
+        if self
+            .issued
+            .is_none_or(|issued| due(issued, SERVING_LIFETIME, now))
+        {
             let issued = self.ca.issue(&self.names, now)?;
             self.serving.replace(certs::certified_key(
                 issued.cert_pem.as_bytes(),
                 issued.key_pem.as_bytes(),
             )?);
-            self.issued = issued.issued;
+            self.issued = Some(issued.issued);
             tracing::info!("webhook serving certificate renewed");
         }
-        Ok(())
+        Ok(bundles?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf_der(serving: &ServingCert) -> Vec<u8> {
+        serving.current().cert[0].to_vec()
+    }
+
+    #[tokio::test]
+    async fn the_serving_certificate_and_then_the_ca_are_renewed_before_they_expire() {
+        let start = SystemTime::now();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        let ca = Authority::new(start).unwrap();
+        let names = vec!["127.0.0.1".to_owned()];
+        let issued = ca.issue(&names, start).unwrap();
+        let serving = ServingCert::new(
+            certs::certified_key(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes()).unwrap(),
+        );
+        let first_ca = ca.pem.clone();
+        let mut upkeep = Upkeep {
+            names,
+            ca_file: Some(ca_file.clone()),
+            client: None,
+            serving: serving.clone(),
+            ca,
+            issued: Some(start),
+        };
+        let day = Duration::from_secs(24 * 3600);
+        let first = leaf_der(&serving);
+        upkeep.round(start + day * 19).await.unwrap();
+        assert_eq!(leaf_der(&serving), first, "not due yet");
+        upkeep.round(start + day * 21).await.unwrap();
+        let second = leaf_der(&serving);
+        assert_ne!(second, first, "renewed at two thirds of 30 days");
+        assert_eq!(upkeep.ca.pem, first_ca, "same CA");
+        assert!(
+            !ca_file.exists(),
+            "the CA file is written when the CA changes"
+        );
+        upkeep.round(start + day * 250).await.unwrap();
+        assert_ne!(
+            upkeep.ca.pem, first_ca,
+            "a new CA at two thirds of 365 days"
+        );
+        assert_ne!(leaf_der(&serving), second, "and a certificate from it");
+        assert_eq!(std::fs::read_to_string(&ca_file).unwrap(), upkeep.ca.pem);
     }
 }

@@ -15,4 +15,5 @@ mod names;
 mod quarantine;
 mod server;
 mod webhook_ca_bundle;
+mod webhook_files;
 mod webhook_golden;

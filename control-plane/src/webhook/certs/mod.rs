@@ -54,7 +54,8 @@ impl ServingCert {
         }
     }
 
-    fn get(&self) -> Arc<CertifiedKey> {
+    /// The certificate the next handshake presents.
+    pub fn current(&self) -> Arc<CertifiedKey> {
         match self.current.read() {
             Ok(current) => current.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -64,7 +65,7 @@ impl ServingCert {
 
 impl ResolvesServerCert for ServingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.get())
+        Some(self.current())
     }
 }
 
