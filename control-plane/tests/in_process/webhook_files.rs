@@ -81,8 +81,7 @@ async fn the_given_certificate_is_served_and_a_mismatched_key_is_refused() {
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
     let error = levee_control_plane::start(config, stop_rx)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let message = error.to_string();
     assert!(
         message.contains("tls.crt")
