@@ -16,7 +16,8 @@
 //!   injector and `ResiliencePolicy` validator, and their certificate.
 //! - `ctl`: the `leveectl` command's logic (the binary in `src/bin` is thin).
 //!
-//! [`start`] binds both listeners and returns their addresses (port 0 friendly);
+//! [`start`] binds the listeners (and the webhooks' with `--webhook-addr`)
+//! and returns their addresses (port 0 friendly);
 //! [`run`] is `start` and wait, as the binary uses it.
 
 #![forbid(unsafe_code)]
