@@ -63,6 +63,10 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "LEVEE_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
 
+    /// The admission webhooks (sidecar injector, policy validator).
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookConfig,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "LEVEE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

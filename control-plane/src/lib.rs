@@ -12,9 +12,12 @@
 //!   `--http-addr` (connection cap, header-read timeout).
 //!
 //! gRPC message sizes (`--grpc-max-message-size`) are set on both services here.
+//! - `webhook`: the admission webhooks on `--webhook-addr` (HTTPS): sidecar
+//!   injector and `ResiliencePolicy` validator, and their certificate.
 //! - `ctl`: the `leveectl` command's logic (the binary in `src/bin` is thin).
 //!
-//! [`start`] binds both listeners and returns their addresses (port 0 friendly);
+//! [`start`] binds the listeners (and the webhooks' with `--webhook-addr`)
+//! and returns their addresses (port 0 friendly);
 //! [`run`] is `start` and wait, as the binary uses it.
 
 #![forbid(unsafe_code)]
@@ -27,6 +30,7 @@ pub mod discovery;
 pub mod http;
 pub mod metrics;
 pub mod store;
+pub mod webhook;
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -60,6 +64,8 @@ pub struct BoundAddrs {
     pub grpc: SocketAddr,
     /// HTTP: `/live`, `/ready`, `/metrics`.
     pub http: SocketAddr,
+    /// HTTPS admission webhooks, when `--webhook-addr` is given.
+    pub webhook: Option<SocketAddr>,
 }
 
 /// Bind the listeners, report their addresses, and serve until `shutdown` flips to true.
@@ -107,9 +113,11 @@ pub async fn start(
     let http = TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| format!("--http-addr {}: {e}", config.http_addr))?;
+    let webhook = webhook::start(&config.webhook, shutdown.clone()).await?;
     let addrs = BoundAddrs {
         grpc: grpc.local_addr()?,
         http: http.local_addr()?,
+        webhook: webhook.as_ref().map(|(addr, _)| *addr),
     };
     tracing::info!(
         grpc = %addrs.grpc, http = %addrs.http, revision, data_dir = %config.data_dir.display(),
@@ -117,8 +125,11 @@ pub async fn start(
         "control plane listening"
     );
     if let Some(path) = &config.addr_file {
-        let json =
+        let mut json =
             serde_json::json!({ "grpc": addrs.grpc.to_string(), "http": addrs.http.to_string() });
+        if let Some(webhook) = addrs.webhook {
+            json["webhook"] = webhook.to_string().into();
+        }
         levee_proto::fs::write_atomically(path, json.to_string().as_bytes())?;
     }
 
@@ -170,9 +181,19 @@ pub async fn start(
         shutdown,
     );
     let serving = tokio::spawn(async move {
-        let (grpc, http) = tokio::join!(grpc_server, http_server);
+        let webhook_server = async move {
+            match webhook {
+                Some((_, serving)) => serving
+                    .await
+                    .map_err(|e| format!("webhook server task failed: {e}"))?
+                    .map_err(BoxError::from),
+                None => Ok(()),
+            }
+        };
+        let (grpc, http, webhook) = tokio::join!(grpc_server, http_server, webhook_server);
         grpc?;
         http?;
+        webhook?;
         Ok(())
     });
     Ok((addrs, serving))

@@ -14,3 +14,6 @@ mod limits;
 mod names;
 mod quarantine;
 mod server;
+mod webhook_ca_bundle;
+mod webhook_files;
+mod webhook_golden;

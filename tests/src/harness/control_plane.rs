@@ -20,6 +20,9 @@ use super::{BoxError, Metrics, Process, STARTUP_DEADLINE, get_http1, startup};
 pub struct ControlPlaneAddrs {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// The HTTPS admission webhooks, with `--webhook-addr`.
+    #[serde(default)]
+    pub webhook: Option<SocketAddr>,
 }
 
 /// Flags for a `levee-control-plane` run.

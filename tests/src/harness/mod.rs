@@ -24,12 +24,15 @@
 //! - [`abuse`]: a process's footprint (RSS, fds) and an upstream recording
 //!   every request, for the abuse tests.
 //! - [`h2frames`]: hand-written HTTP/2 frames over a raw TCP stream.
+//! - [`admission`]: the recorded AdmissionReview fixtures, the webhook
+//!   golden files, a JSONPatch applier and an HTTPS client for the webhooks.
 //! - [`netns`]: network namespaces (root only) joined by a veth pair, commands
 //!   and TCP listeners inside them, deleted on drop.
 //! - [`pods`]: [`pods::TwoPods`], a client and a server "pod" (namespaces
 //!   with `init-iptables` and a sidecar each) for the transparent tests.
 
 pub mod abuse;
+pub mod admission;
 mod client;
 mod control_plane;
 pub mod flaky_process;

@@ -77,6 +77,8 @@ mod transparent_no_loops;
 mod transparent_passthrough;
 mod transparent_protocols;
 mod transparent_two_pods;
+// Kubernetes API side: the admission webhooks over HTTPS.
+mod webhooks;
 // The container image (the Dockerfile read, no engine needed).
 mod docker_image;
 
