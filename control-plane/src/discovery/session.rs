@@ -314,7 +314,8 @@ fn registration(
     }))
 }
 
-fn to_update(snapshot: &ServiceSnapshot, nonce: u64) -> v1::ServiceUpdate {
+/// The `ServiceUpdate` a proxy is sent for `snapshot`.
+pub fn to_update(snapshot: &ServiceSnapshot, nonce: u64) -> v1::ServiceUpdate {
     v1::ServiceUpdate {
         service: Some(v1::ServiceRef::from(&snapshot.key)),
         version: snapshot.version.clone(),

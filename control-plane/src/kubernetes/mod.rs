@@ -20,6 +20,9 @@ pub mod status;
 pub mod translate;
 pub mod virtual_ips;
 
+#[cfg(test)]
+mod tests;
+
 
 use std::path::Path;
 use std::sync::Arc;
