@@ -170,6 +170,7 @@ pub async fn start(
             streams_per_peer: config.max_watch_streams_per_peer,
             subscriptions_per_stream: config.max_subscriptions_per_stream,
         },
+        register_endpoints: !config.kubernetes,
     });
     let max_message = config.grpc_max_message_size;
     let discovery = DiscoveryServer::new(discovery)

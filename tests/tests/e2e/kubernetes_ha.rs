@@ -63,9 +63,16 @@ async fn a_proxy_fails_over_to_the_other_replica_without_a_failed_request() {
     let mut a = replica(&api, dir.path(), "cp-a").await;
     let mut b = replica(&api, dir.path(), "cp-b").await;
     let urls = [a.grpc_url(), b.grpc_url()];
+    // The caller says it is a `payments` pod itself: in Kubernetes mode its
+    // hello registers no endpoint (the slices are the only source), so the
+    // endpoints below are exactly the slice's.
     let caller = Arc::new(
         Proxy::builder()
+            .service("payments")
+            .namespace("shop")
             .app_port(1)
+            .arg("--service-port")
+            .arg("80")
             .control_plane(&urls.join(","))
             .start()
             .await,
