@@ -120,24 +120,24 @@ async fn route(
                 "Kubernetes state not listed yet\n".to_owned(),
             ),
             Readiness::Store(store) => {
-            let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.revision()).await {
-                Ok(Ok(revision)) => (
-                    StatusCode::OK,
-                    "text/plain",
-                    format!("ok (revision {revision})\n"),
-                ),
-                Ok(Err(e)) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("store: {e}\n"),
-                ),
-                Err(e) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("store: {e}\n"),
-                ),
-            }
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || store.revision()).await {
+                    Ok(Ok(revision)) => (
+                        StatusCode::OK,
+                        "text/plain",
+                        format!("ok (revision {revision})\n"),
+                    ),
+                    Ok(Err(e)) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        format!("store: {e}\n"),
+                    ),
+                    Err(e) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        format!("store: {e}\n"),
+                    ),
+                }
             }
         },
         (&Method::GET, "/metrics") => (

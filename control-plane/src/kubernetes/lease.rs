@@ -58,7 +58,7 @@ pub enum Step {
 #[derive(Clone, Debug)]
 pub enum Answer {
     /// 200/201 with the Lease.
-    Lease(Lease),
+    Lease(Box<Lease>),
     /// 404.
     NotFound,
     /// 409 (Conflict or AlreadyExists).
@@ -170,7 +170,7 @@ impl Elector {
                     old.metadata.resource_version == lease.metadata.resource_version
                 });
                 if !same {
-                    self.observed = Some((lease, now));
+                    self.observed = Some((*lease, now));
                 }
             }
             Answer::NotFound => {
@@ -186,7 +186,7 @@ impl Elector {
         match answer {
             Answer::Lease(lease) => {
                 self.absent = false;
-                self.observed = Some((lease, now));
+                self.observed = Some((*lease, now));
                 if self.holds() {
                     self.renewed = Some(now);
                 }
@@ -206,7 +206,7 @@ impl Elector {
 
 fn answer(result: Result<Lease, kube::Error>) -> Answer {
     match result {
-        Ok(lease) => Answer::Lease(lease),
+        Ok(lease) => Answer::Lease(Box::new(lease)),
         Err(kube::Error::Api(status)) if status.code == 404 => Answer::NotFound,
         Err(kube::Error::Api(status)) if status.code == 409 => Answer::Conflict,
         Err(error) => Answer::Failed(error.to_string()),

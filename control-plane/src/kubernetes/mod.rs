@@ -23,7 +23,6 @@ pub mod virtual_ips;
 #[cfg(test)]
 mod tests;
 
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

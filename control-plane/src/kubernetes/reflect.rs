@@ -128,7 +128,9 @@ where
             match event {
                 Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
                 Some(Ok(_)) => wake.notify_one(),
-                Some(Err(error)) => tracing::warn!(%kind, %error, "Kubernetes watch failed; retrying"),
+                Some(Err(error)) => {
+                    tracing::warn!(%kind, %error, "Kubernetes watch failed; retrying")
+                }
                 None => return,
             }
         }

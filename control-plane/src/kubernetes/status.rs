@@ -143,8 +143,10 @@ pub async fn write_all(
             Ok(()) => counts.get(&key).copied().unwrap_or_default(),
             Err(_) => ProxyCount::default(),
         };
-        let Some(body) = patch(&object, desired(&object, verdict, proxies, Timestamp::now()))
-        else {
+        let Some(body) = patch(
+            &object,
+            desired(&object, verdict, proxies, Timestamp::now()),
+        ) else {
             continue;
         };
         let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource);

@@ -56,7 +56,10 @@ async fn a_proxy_fails_over_to_the_other_replica_without_a_failed_request() {
     let api = KubeApi::start(HashMap::from([
         ("services", fixture("watch/services.list.json")),
         ("endpointslices", slices(upstream.addr().port())),
-        ("resiliencepolicies", fixture("watch/resiliencepolicies.list.json")),
+        (
+            "resiliencepolicies",
+            fixture("watch/resiliencepolicies.list.json"),
+        ),
     ]))
     .await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -155,9 +158,19 @@ async fn a_proxy_fails_over_to_the_other_replica_without_a_failed_request() {
         ok.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed)
     );
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "a request failed: {last}");
-    assert!(failover < Duration::from_secs(5), "failover took {failover:?}");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "a request failed: {last}"
+    );
+    assert!(
+        failover < Duration::from_secs(5),
+        "failover took {failover:?}"
+    );
     // Both replicas listed and watched; neither opened a store.
     let log = api.log();
-    assert!(log.iter().any(|l| l.contains("/endpointslices?") && l.contains("watch=true")));
+    assert!(
+        log.iter()
+            .any(|l| l.contains("/endpointslices?") && l.contains("watch=true"))
+    );
 }

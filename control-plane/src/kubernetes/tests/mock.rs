@@ -19,8 +19,11 @@ use kube::Client;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+/// One frame of a response body.
+type Chunk = Result<Frame<Bytes>, Infallible>;
+
 /// The response body type of the mock service.
-pub type MockBody = StreamBody<ReceiverStream<Result<Frame<Bytes>, Infallible>>>;
+pub type MockBody = StreamBody<ReceiverStream<Chunk>>;
 
 /// One request as the mock API server saw it.
 #[derive(Clone, Debug)]
@@ -84,11 +87,11 @@ pub struct MockApi {
     /// Answers to LISTs, per kind, in order (the last one repeats).
     pub lists: Mutex<HashMap<&'static str, VecDeque<(StatusCode, Bytes)>>>,
     /// Where the test's watch lines go, per kind (the first watch only).
-    watches: Mutex<HashMap<&'static str, mpsc::Sender<Result<Frame<Bytes>, Infallible>>>>,
+    watches: Mutex<HashMap<&'static str, mpsc::Sender<Chunk>>>,
     /// Waiting first-watch bodies, per kind.
-    pending: Mutex<HashMap<&'static str, mpsc::Receiver<Result<Frame<Bytes>, Infallible>>>>,
+    pending: Mutex<HashMap<&'static str, mpsc::Receiver<Chunk>>>,
     /// Later watches' senders, kept so their bodies stay open.
-    idle: Mutex<Vec<mpsc::Sender<Result<Frame<Bytes>, Infallible>>>>,
+    idle: Mutex<Vec<mpsc::Sender<Chunk>>>,
     /// Every request.
     pub seen: Mutex<Vec<Seen>>,
 }
@@ -108,7 +111,11 @@ impl MockApi {
         tokio::spawn(async move {
             while let Some((request, respond)) = handle.next_request().await {
                 let (parts, req_body) = request.into_parts();
-                let bytes = req_body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let bytes = req_body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
                 let uri = parts.uri.to_string();
                 let seen = Seen {
                     method: parts.method.to_string(),

@@ -52,8 +52,13 @@ async fn synced(reflectors: &Reflectors) {
 /// DELETED event, no longer holds the object), then syncs.
 async fn applied(reflectors: &Reflectors, line: &[u8]) {
     let event: serde_json::Value = serde_json::from_slice(line).expect("a JSON event");
-    let kind = event["object"]["kind"].as_str().unwrap_or_default().to_owned();
-    let name = event["object"]["metadata"]["name"].as_str().map(str::to_owned);
+    let kind = event["object"]["kind"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let name = event["object"]["metadata"]["name"]
+        .as_str()
+        .map(str::to_owned);
     let rv = event["object"]["metadata"]["resourceVersion"]
         .as_str()
         .unwrap_or_default()
@@ -84,7 +89,10 @@ async fn applied(reflectors: &Reflectors, line: &[u8]) {
             if done {
                 break;
             }
-            assert!(start.elapsed() < WAIT, "{kind} {name} never reached rv {rv}");
+            assert!(
+                start.elapsed() < WAIT,
+                "{kind} {name} never reached rv {rv}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -94,12 +102,21 @@ async fn applied(reflectors: &Reflectors, line: &[u8]) {
 fn start(client: kube::Client) -> (Arc<Registry>, Reflectors, watch::Sender<bool>) {
     let registry = Arc::new(Registry::new());
     let (stop, shutdown) = watch::channel(false);
-    let reflectors = reflect::start(client, registry.clone(), Duration::from_secs(3600), shutdown);
+    let reflectors = reflect::start(
+        client,
+        registry.clone(),
+        Duration::from_secs(3600),
+        shutdown,
+    );
     (registry, reflectors, stop)
 }
 
 fn recorded_lists(api: &MockApi) {
-    api.list("services", StatusCode::OK, fixture("watch/services.list.json"));
+    api.list(
+        "services",
+        StatusCode::OK,
+        fixture("watch/services.list.json"),
+    );
     api.list(
         "endpointslices",
         StatusCode::OK,
@@ -172,7 +189,11 @@ async fn every_recorded_state_reaches_discovery() {
             .find(|s| kind_of(&s.uri) == kind && s.uri.contains("watch=true"))
             .unwrap_or_else(|| panic!("no {kind} watch"));
         assert!(watch.uri.contains("resourceVersion=290"), "{}", watch.uri);
-        assert!(watch.uri.contains("allowWatchBookmarks=true"), "{}", watch.uri);
+        assert!(
+            watch.uri.contains("allowWatchBookmarks=true"),
+            "{}",
+            watch.uri
+        );
     }
 
     let services = lines("watch/services.watch.jsonl");
@@ -251,7 +272,11 @@ async fn every_recorded_state_reaches_discovery() {
 
     // Bookmarks (skeletons; the slice one has `endpoints: null`) change
     // nothing, and the next watch resumes from them without a re-list.
-    let lists_before = api.seen().iter().filter(|s| !s.uri.contains("watch=true")).count();
+    let lists_before = api
+        .seen()
+        .iter()
+        .filter(|s| !s.uri.contains("watch=true"))
+        .count();
     let state_before: Vec<String> = [&payments80, &reviews, &ratings]
         .iter()
         .map(|k| update(&registry, k).version)
@@ -268,12 +293,19 @@ async fn every_recorded_state_reaches_discovery() {
         while !api.seen().iter().any(|s| {
             kind_of(&s.uri) == kind && s.uri.contains("watch=true") && s.uri.contains(&wanted)
         }) {
-            assert!(start.elapsed() < WAIT, "no {kind} watch from the bookmark {rv}");
+            assert!(
+                start.elapsed() < WAIT,
+                "no {kind} watch from the bookmark {rv}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
     synced(&reflectors).await;
-    let lists_after = api.seen().iter().filter(|s| !s.uri.contains("watch=true")).count();
+    let lists_after = api
+        .seen()
+        .iter()
+        .filter(|s| !s.uri.contains("watch=true"))
+        .count();
     assert_eq!(lists_before, lists_after, "a bookmark caused a re-list");
     let state_after: Vec<String> = [&payments80, &reviews, &ratings]
         .iter()
@@ -285,7 +317,11 @@ async fn every_recorded_state_reaches_discovery() {
 #[tokio::test]
 async fn a_410_gone_watch_relists_and_an_expired_list_is_retried() {
     let (client, api) = MockApi::client();
-    api.list("services", StatusCode::OK, fixture("watch/services.list.json"));
+    api.list(
+        "services",
+        StatusCode::OK,
+        fixture("watch/services.list.json"),
+    );
     api.list(
         "endpointslices",
         StatusCode::OK,

@@ -21,8 +21,8 @@ use crate::kubernetes::status::{ProxyCount, desired, patch, proxy_counts, write_
 use crate::kubernetes::translate::Verdict;
 
 fn payments_listed() -> DynamicObject {
-    let list: Value = serde_json::from_slice(&fixture("watch/resiliencepolicies.list.json"))
-        .expect("list JSON");
+    let list: Value =
+        serde_json::from_slice(&fixture("watch/resiliencepolicies.list.json")).expect("list JSON");
     serde_json::from_value(list["items"][0].clone()).expect("a DynamicObject")
 }
 
@@ -50,7 +50,10 @@ fn accepted_condition_and_proxy_counts_for_the_current_generation() {
             "proxies": {"acked": 1, "total": 2, "generation": 3},
         })
     );
-    assert_eq!(patch(&object, status.clone()), Some(json!({ "status": status })));
+    assert_eq!(
+        patch(&object, status.clone()),
+        Some(json!({ "status": status }))
+    );
 }
 
 #[test]
@@ -105,7 +108,11 @@ fn session(id: u64, key: &ServiceKey, acked: &str) -> SessionStatus {
 #[tokio::test]
 async fn the_leader_patches_the_status_subresource() {
     let (client, api) = MockApi::client();
-    api.list("services", StatusCode::OK, fixture("watch/services.list.json"));
+    api.list(
+        "services",
+        StatusCode::OK,
+        fixture("watch/services.list.json"),
+    );
     api.list(
         "endpointslices",
         StatusCode::OK,

@@ -10,9 +10,10 @@ use super::mock::fixture;
 use crate::kubernetes::translate::{cluster_ips, policy, service_endpoints, translate};
 
 fn denied_object() -> DynamicObject {
-    let review: Value =
-        serde_json::from_slice(&fixture("admission/resiliencepolicy-create-denied.review-request.json"))
-            .expect("JSON");
+    let review: Value = serde_json::from_slice(&fixture(
+        "admission/resiliencepolicy-create-denied.review-request.json",
+    ))
+    .expect("JSON");
     serde_json::from_value(review["request"]["object"].clone()).expect("a DynamicObject")
 }
 
@@ -79,14 +80,16 @@ fn terminating_serving_endpoints_serve_only_when_none_is_ready() {
     }));
     let got = service_endpoints(&svc, &[&draining, &ready]);
     assert_eq!(got[&80], ["10.0.0.3:8080".parse().expect("addr")]);
-    assert_eq!(cluster_ips(&svc), ["10.96.0.9".parse::<std::net::IpAddr>().expect("ip")]);
+    assert_eq!(
+        cluster_ips(&svc),
+        ["10.96.0.9".parse::<std::net::IpAddr>().expect("ip")]
+    );
 }
 
 #[test]
 fn dual_stack_cluster_ips_are_kept_as_virtual_ips() {
     let list: Value = serde_json::from_slice(&fixture("watch/services.list.json")).expect("JSON");
-    let services: Vec<Service> =
-        serde_json::from_value(list["items"].clone()).expect("Services");
+    let services: Vec<Service> = serde_json::from_value(list["items"].clone()).expect("Services");
     let out = translate([], services.iter(), []);
     let payments = &out.virtual_ips[&("shop".to_owned(), "payments".to_owned())];
     let shown: Vec<String> = payments.iter().map(ToString::to_string).collect();
