@@ -101,6 +101,19 @@ async fn a_proxy_fails_over_to_the_other_replica_without_a_failed_request() {
     })
     .await;
 
+    // The leader writes the policy's status through the status subresource.
+    let status_path =
+        "PATCH /apis/levee.dev/v1alpha1/namespaces/shop/resiliencepolicies/payments/status";
+    eventually(CONVERGE, "a status patch", || async {
+        let log = api.log();
+        if log.iter().any(|l| l.starts_with(status_path)) {
+            Ok(())
+        } else {
+            Err(format!("{log:?}"))
+        }
+    })
+    .await;
+
     // A steady, low-rate stream of requests through the proxy.
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -167,7 +180,7 @@ async fn a_proxy_fails_over_to_the_other_replica_without_a_failed_request() {
         failover < Duration::from_secs(5),
         "failover took {failover:?}"
     );
-    // Both replicas listed and watched; neither opened a store.
+    // The replicas listed, then watched.
     let log = api.log();
     assert!(
         log.iter()
