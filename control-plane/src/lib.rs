@@ -84,8 +84,10 @@ pub async fn run(
         .map_err(|e| format!("control plane task failed: {e}"))?
 }
 
-/// Opens the store, binds both listeners, writes `--addr-file`, and spawns
-/// the servers. The handle finishes when both servers have stopped.
+/// Opens the store (or, with `--kubernetes`, starts the watches, the
+/// election and the status writer), binds both listeners, writes
+/// `--addr-file`, and spawns the servers. The handle finishes when both
+/// servers have stopped.
 pub async fn start(
     config: config::ControlPlaneConfig,
     shutdown: watch::Receiver<bool>,
