@@ -67,6 +67,29 @@ pub struct ControlPlaneConfig {
     #[command(flatten)]
     pub webhook: crate::webhook::WebhookConfig,
 
+    /// Kubernetes mode: policies from ResiliencePolicy custom resources and
+    /// endpoints from EndpointSlices, read through the API server (in-cluster
+    /// config, or --kubeconfig); --data-dir is not used and PolicyAdmin is not
+    /// served (use kubectl). See docs/kubernetes.md.
+    #[arg(long, env = "LEVEE_KUBERNETES")]
+    pub kubernetes: bool,
+
+    /// With --kubernetes: the kubeconfig file to use instead of the
+    /// in-cluster configuration.
+    #[arg(long, env = "KUBECONFIG", requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// With --kubernetes: this replica's name in the leader Lease (the pod
+    /// name, from the downward API); default `$HOSTNAME`.
+    #[arg(long, env = "POD_NAME", requires = "kubernetes")]
+    pub pod_name: Option<String>,
+
+    /// With --kubernetes: how often the whole cached state is translated
+    /// again and compared with what proxies are served (watches deliver
+    /// changes at once; this repairs anything missed).
+    #[arg(long, env = "LEVEE_KUBERNETES_RESYNC", default_value = "5m")]
+    pub kubernetes_resync: Duration,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "LEVEE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -1,5 +1,6 @@
 //! The control plane's HTTP side on `--http-addr`: `/live` (the process
-//! answers), `/ready` (the store answers a read) and `/metrics` (Prometheus
+//! answers), `/ready` (the store answers a read; in Kubernetes mode: the
+//! watches have listed) and `/metrics` (Prometheus
 //! text).
 //!
 //! Bounded against a hostile client: at most `--http-max-connections` open
@@ -25,11 +26,20 @@ use tokio::sync::{Semaphore, watch};
 use crate::metrics::Metrics;
 use crate::store::PolicyStore;
 
+/// What `/ready` checks.
+#[derive(Clone, Debug)]
+pub enum Readiness {
+    /// redb mode: the store answers a read.
+    Store(Arc<PolicyStore>),
+    /// Kubernetes mode: every watch has listed once and discovery is fed.
+    Synced(watch::Receiver<bool>),
+}
+
 /// What the HTTP handlers look at.
 #[derive(Clone, Debug)]
 pub struct HttpState {
-    /// Readiness is "the store answers".
-    pub store: Arc<PolicyStore>,
+    /// What `/ready` checks.
+    pub readiness: Readiness,
     /// Encoded on `/metrics`.
     pub metrics: Metrics,
 }
@@ -98,26 +108,38 @@ async fn route(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/live") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        (&Method::GET, "/ready") => {
-            let store = state.store.clone();
-            match tokio::task::spawn_blocking(move || store.revision()).await {
-                Ok(Ok(revision)) => (
-                    StatusCode::OK,
-                    "text/plain",
-                    format!("ok (revision {revision})\n"),
-                ),
-                Ok(Err(e)) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("store: {e}\n"),
-                ),
-                Err(e) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("store: {e}\n"),
-                ),
+        (&Method::GET, "/ready") => match &state.readiness {
+            Readiness::Synced(synced) if *synced.borrow() => (
+                StatusCode::OK,
+                "text/plain",
+                "ok (Kubernetes state synced)\n".to_owned(),
+            ),
+            Readiness::Synced(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "Kubernetes state not listed yet\n".to_owned(),
+            ),
+            Readiness::Store(store) => {
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || store.revision()).await {
+                    Ok(Ok(revision)) => (
+                        StatusCode::OK,
+                        "text/plain",
+                        format!("ok (revision {revision})\n"),
+                    ),
+                    Ok(Err(e)) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        format!("store: {e}\n"),
+                    ),
+                    Err(e) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        format!("store: {e}\n"),
+                    ),
+                }
             }
-        }
+        },
         (&Method::GET, "/metrics") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

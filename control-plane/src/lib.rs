@@ -14,6 +14,8 @@
 //! gRPC message sizes (`--grpc-max-message-size`) are set on both services here.
 //! - `webhook`: the admission webhooks on `--webhook-addr` (HTTPS): sidecar
 //!   injector and `ResiliencePolicy` validator, and their certificate.
+//! - `kubernetes`: `--kubernetes` mode: policies and endpoints from the API
+//!   server's watches into the same registry, Lease election, policy status.
 //! - `ctl`: the `leveectl` command's logic (the binary in `src/bin` is thin).
 //!
 //! [`start`] binds the listeners (and the webhooks' with `--webhook-addr`)
@@ -28,6 +30,7 @@ pub mod config;
 pub mod ctl;
 pub mod discovery;
 pub mod http;
+pub mod kubernetes;
 pub mod metrics;
 pub mod store;
 pub mod webhook;
@@ -54,6 +57,14 @@ use crate::discovery::status::Sessions;
 use crate::metrics::Metrics;
 use crate::store::PolicyStore;
 
+/// Where policies and endpoints come from.
+enum Mode {
+    /// The redb store under `--data-dir` (and PolicyAdmin writes it).
+    Store(Arc<PolicyStore>),
+    /// The Kubernetes API; ready once every watch has listed.
+    Kubernetes(watch::Receiver<bool>),
+}
+
 /// Boxed error used at the binaries' edge.
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -79,8 +90,10 @@ pub async fn run(
         .map_err(|e| format!("control plane task failed: {e}"))?
 }
 
-/// Opens the store, binds both listeners, writes `--addr-file`, and spawns
-/// the servers. The handle finishes when both servers have stopped.
+/// Opens the store (or, with `--kubernetes`, starts the watches, the
+/// election and the status writer), binds both listeners, writes
+/// `--addr-file`, and spawns the servers. The handle finishes when both
+/// servers have stopped.
 pub async fn start(
     config: config::ControlPlaneConfig,
     shutdown: watch::Receiver<bool>,
@@ -94,18 +107,44 @@ pub async fn start(
         None => None,
     };
     let auth = AdminAuth::new(token, metrics.clone());
-    let store = Arc::new(
-        PolicyStore::open(&config.data_dir)
-            .map_err(|e| format!("--data-dir {}: {e}", config.data_dir.display()))?,
-    );
     let registry = Arc::new(Registry::new());
-    let revision = admin::load_registry(&store, &registry)?;
-    metrics.set_revision(revision);
-    let quarantined = store.quarantined()?.len();
-    metrics
-        .store_quarantined
-        .set(i64::try_from(quarantined).unwrap_or(i64::MAX));
     let sessions = Arc::new(Sessions::default());
+    let mode = if config.kubernetes {
+        let client = kubernetes::client(config.kubeconfig.as_deref()).await?;
+        let identity = config
+            .pod_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("levee-control-plane-{}", std::process::id()));
+        let running = kubernetes::start(
+            client,
+            identity,
+            registry.clone(),
+            sessions.clone(),
+            config.kubernetes_resync.get(),
+            shutdown.clone(),
+        );
+        let mut synced = running.reflectors.synced.clone();
+        let (ready_tx, ready_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            if synced.wait_for(|(n, _)| *n > 0).await.is_ok() {
+                let _ = ready_tx.send(true);
+            }
+        });
+        Mode::Kubernetes(ready_rx)
+    } else {
+        let store = Arc::new(
+            PolicyStore::open(&config.data_dir)
+                .map_err(|e| format!("--data-dir {}: {e}", config.data_dir.display()))?,
+        );
+        let revision = admin::load_registry(&store, &registry)?;
+        metrics.set_revision(revision);
+        let quarantined = store.quarantined()?.len();
+        metrics
+            .store_quarantined
+            .set(i64::try_from(quarantined).unwrap_or(i64::MAX));
+        Mode::Store(store)
+    };
 
     let grpc = TcpListener::bind(config.grpc_addr)
         .await
@@ -120,7 +159,8 @@ pub async fn start(
         webhook: webhook.as_ref().map(|(addr, _)| *addr),
     };
     tracing::info!(
-        grpc = %addrs.grpc, http = %addrs.http, revision, data_dir = %config.data_dir.display(),
+        grpc = %addrs.grpc, http = %addrs.http,
+        mode = if config.kubernetes { "kubernetes".to_owned() } else { format!("store {}", config.data_dir.display()) },
         admin = if auth.requires_token() { "bearer token" } else { "loopback only" },
         "control plane listening"
     );
@@ -133,15 +173,9 @@ pub async fn start(
         levee_proto::fs::write_atomically(path, json.to_string().as_bytes())?;
     }
 
-    let admin = AdminService::new(
-        store.clone(),
-        registry.clone(),
-        sessions.clone(),
-        metrics.clone(),
-    );
     let discovery = DiscoveryService::new(SessionContext {
-        registry,
-        sessions,
+        registry: registry.clone(),
+        sessions: sessions.clone(),
         metrics: metrics.clone(),
         grace: config.endpoint_grace.get(),
         shutdown: shutdown.clone(),
@@ -149,34 +183,68 @@ pub async fn start(
             streams_per_peer: config.max_watch_streams_per_peer,
             subscriptions_per_stream: config.max_subscriptions_per_stream,
         },
+        register_endpoints: !config.kubernetes,
     });
     let max_message = config.grpc_max_message_size;
-    let admin = PolicyAdminServer::new(admin)
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
-    let admin =
-        tonic::service::interceptor::InterceptedService::new(admin, move |req| auth.check(req));
     let discovery = DiscoveryServer::new(discovery)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-    let mut grpc_shutdown = shutdown.clone();
     // Keepalives find proxies that vanished without closing their stream
     // (host crash, partition), so their endpoints leave after the grace period.
-    let grpc_server = tonic::transport::Server::builder()
+    let mut grpc_builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(admin)
-        .add_service(discovery)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
-            let _ = grpc_shutdown.wait_for(|stop| *stop).await;
-        });
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    let (readiness, router) = match mode {
+        Mode::Store(store) => {
+            let admin = AdminService::new(
+                store.clone(),
+                registry.clone(),
+                sessions.clone(),
+                metrics.clone(),
+            );
+            let admin = PolicyAdminServer::new(admin)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message);
+            let admin = tonic::service::interceptor::InterceptedService::new(admin, move |req| {
+                auth.check(req)
+            });
+            let router = grpc_builder.add_service(admin).add_service(discovery);
+            (http::Readiness::Store(store), router)
+        }
+        // Policies are Kubernetes objects: no PolicyAdmin (kubectl writes them).
+        Mode::Kubernetes(synced) => (
+            http::Readiness::Synced(synced),
+            grpc_builder.add_service(discovery),
+        ),
+    };
+    let mut grpc_shutdown = shutdown.clone();
+    let mut startup_shutdown = shutdown.clone();
+    let mut wait_synced = match &readiness {
+        http::Readiness::Synced(synced) => Some(synced.clone()),
+        http::Readiness::Store(_) => None,
+    };
+    let grpc_server = async move {
+        // Kubernetes mode: Discovery is served once the watches have listed,
+        // so no proxy is ever sent an empty, half-read state.
+        if let Some(synced) = &mut wait_synced {
+            tokio::select! {
+                _ = synced.wait_for(|ready| *ready) => {}
+                _ = startup_shutdown.wait_for(|stop| *stop) => return Ok(()),
+            }
+        }
+        router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
+                let _ = grpc_shutdown.wait_for(|stop| *stop).await;
+            })
+            .await
+    };
     let http_limits = http::HttpLimits {
         max_connections: usize::try_from(config.http_max_connections).unwrap_or(usize::MAX),
         header_read_timeout: config.http_header_read_timeout.get(),
     };
     let http_server = http::serve(
         http,
-        http::HttpState { store, metrics },
+        http::HttpState { readiness, metrics },
         http_limits,
         shutdown,
     );

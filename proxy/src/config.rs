@@ -104,7 +104,9 @@ pub struct ProxyConfig {
 
     /// Control-plane mode: watch policy and endpoints of every destination at
     /// this URL, e.g. http://127.0.0.1:8090 (reconnects with backoff; keeps the
-    /// last good config while disconnected). Not combinable with --policy-file.
+    /// last good config while disconnected). Several replicas: a
+    /// comma-separated list; a failed stream moves to the next one.
+    /// Not combinable with --policy-file.
     #[arg(long, env = "LEVEE_CONTROL_PLANE", conflicts_with = "policy_file")]
     pub control_plane: Option<String>,
 

@@ -37,6 +37,10 @@ pub struct SessionContext {
     pub shutdown: watch::Receiver<bool>,
     /// Subscriptions per stream and streams per peer.
     pub limits: WatchLimits,
+    /// Whether a proxy's hello registers its inbound address as an endpoint
+    /// of its service (redb mode). Kubernetes mode: no, endpoints come only
+    /// from EndpointSlices (the pod is already there, at its targetPort).
+    pub register_endpoints: bool,
 }
 
 type Outbound = mpsc::Sender<super::Outgoing>;
@@ -78,7 +82,8 @@ pub async fn run(
         return;
     }
     let registration = match registration(&hello, peer) {
-        Ok(r) => r,
+        Ok(r) if ctx.register_endpoints => r,
+        Ok(_) => None,
         Err(status) => {
             let _ = tx.send(Box::new(Err(status))).await;
             return;
@@ -314,7 +319,8 @@ fn registration(
     }))
 }
 
-fn to_update(snapshot: &ServiceSnapshot, nonce: u64) -> v1::ServiceUpdate {
+/// The `ServiceUpdate` a proxy is sent for `snapshot`.
+pub fn to_update(snapshot: &ServiceSnapshot, nonce: u64) -> v1::ServiceUpdate {
     v1::ServiceUpdate {
         service: Some(v1::ServiceRef::from(&snapshot.key)),
         version: snapshot.version.clone(),

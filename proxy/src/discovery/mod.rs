@@ -12,6 +12,8 @@
 //! update is ignored: no state, no route). After any disconnect it reconnects with jittered
 //! exponential backoff ([`RECONNECT_BACKOFF`]) and resends hello with every
 //! subscription (a full resync); meanwhile the last good snapshot serves.
+//! `--control-plane` may list several replicas (comma-separated): each
+//! failed stream or connect moves to the next one in the list (round robin).
 //!
 //! `--policy-cache FILE` ([`cache`]) keeps the last good state on disk after
 //! each accepted update; a proxy that starts while the control plane is
@@ -100,7 +102,8 @@ impl Identity {
 /// Everything the watch task needs.
 #[derive(Clone, Debug)]
 pub struct DiscoveryConfig {
-    /// `--control-plane`, e.g. `http://127.0.0.1:8090`.
+    /// `--control-plane`: one URL, e.g. `http://127.0.0.1:8090`, or a
+    /// comma-separated list of replicas tried in turn.
     pub url: String,
     pub identity: Identity,
     /// `--policy-cache`.
@@ -135,6 +138,25 @@ pub const MAX_REQUEST_SIZE: usize = 4 * 1024 * 1024;
 /// Connecting to the control plane fails after this long (then backoff).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The replicas of a `--control-plane` value (comma-separated URLs), in
+/// the order given.
+fn endpoints(flag: &str) -> Result<Vec<(String, Endpoint)>, BoxError> {
+    let mut out = Vec::new();
+    for url in flag.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| format!("--control-plane {url:?}: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        out.push((url.to_owned(), endpoint));
+    }
+    if out.is_empty() {
+        return Err(format!("--control-plane {flag:?}: no URL").into());
+    }
+    Ok(out)
+}
+
 /// Starts watching: checks the URL and the names the hello will carry,
 /// reads the cache (if any), and spawns the watch task on `tasks` until
 /// `shutdown`. Errors: the URL is not usable, or `--service`/`--namespace`
@@ -145,12 +167,7 @@ pub async fn start(
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> Result<(), BoxError> {
-    let endpoint = Endpoint::from_shared(config.url.clone())
-        .map_err(|e| format!("--control-plane {:?}: {e}", config.url))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
+    let endpoints = endpoints(&config.url)?;
     let names = levee_proto::v1::Hello {
         service: config.identity.service.clone(),
         namespace: config.identity.namespace.clone(),
@@ -176,7 +193,7 @@ pub async fn start(
         },
         _ => None,
     };
-    let watcher = watch::Watcher::new(shared, config, endpoint, cached);
+    let watcher = watch::Watcher::new(shared, config, endpoints, cached);
     tasks.spawn(watcher.run(changes, shutdown));
     Ok(())
 }

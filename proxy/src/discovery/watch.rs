@@ -32,7 +32,10 @@ const STREAM_WORKED: Duration = Duration::from_secs(30);
 pub(super) struct Watcher {
     shared: Arc<Shared>,
     config: DiscoveryConfig,
-    endpoint: Endpoint,
+    /// The control-plane replicas (URL, endpoint), never empty.
+    endpoints: Vec<(String, Endpoint)>,
+    /// The replica tried now (index into `endpoints`).
+    current: usize,
     /// What the proxy runs (the last good update per service).
     services: Services,
     /// Every destination subscribed now: all of them go into each hello.
@@ -65,7 +68,7 @@ impl Watcher {
     pub(super) fn new(
         shared: Arc<Shared>,
         config: DiscoveryConfig,
-        endpoint: Endpoint,
+        endpoints: Vec<(String, Endpoint)>,
         cached: Option<Services>,
     ) -> Watcher {
         let mut subscribed = BTreeSet::new();
@@ -83,7 +86,8 @@ impl Watcher {
             shared,
             failures: FailureStreak::new(config.backoff),
             config,
-            endpoint,
+            endpoints,
+            current: 0,
             services: Services::default(),
             subscribed,
             unsubscribed: HashSet::new(),
@@ -118,7 +122,9 @@ impl Watcher {
                 End::Shutdown => break,
                 End::Failed(error) => {
                     let ready = self.shared.is_ready();
-                    tracing::warn!(url = %self.config.url, %error, ready, "control plane stream down; keeping the last good config");
+                    tracing::warn!(url = %self.url(), %error, ready, "control plane stream down; keeping the last good config");
+                    // The next try goes to the next replica.
+                    self.current = (self.current + 1) % self.endpoints.len().max(1);
                 }
             }
             if !self.shared.is_ready() {
@@ -185,7 +191,14 @@ impl Watcher {
     }
 
     fn control_plane_source(&self) -> String {
-        format!("control-plane:{}", self.config.url)
+        format!("control-plane:{}", self.url())
+    }
+
+    /// The URL of the replica tried now.
+    fn url(&self) -> &str {
+        self.endpoints
+            .get(self.current)
+            .map_or(self.config.url.as_str(), |(url, _)| url.as_str())
     }
 
     /// One stream: connect, hello, then updates until it fails or shutdown.
@@ -194,7 +207,9 @@ impl Watcher {
         changes: &mut mpsc::UnboundedReceiver<Change>,
         shutdown: &CancellationToken,
     ) -> End {
-        let endpoint = self.endpoint.clone();
+        let Some((_, endpoint)) = self.endpoints.get(self.current).cloned() else {
+            return End::Failed("no control-plane URL".into());
+        };
         let connecting = endpoint.connect();
         tokio::pin!(connecting);
         let channel = loop {
@@ -227,7 +242,7 @@ impl Watcher {
                 Err(status) => return End::Failed(format!("watch refused: {status}")),
             },
         };
-        tracing::info!(url = %self.config.url, subscriptions = self.subscribed.len(), "control plane stream up");
+        tracing::info!(url = %self.url(), subscriptions = self.subscribed.len(), "control plane stream up");
         self.shared.metrics.set_control_plane_connected(true);
         self.shared.subscriptions.set_connected(true);
         let now = Instant::now();

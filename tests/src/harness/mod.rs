@@ -37,6 +37,7 @@ mod client;
 mod control_plane;
 pub mod flaky_process;
 pub mod h2frames;
+pub mod kube_api;
 pub mod load;
 pub mod mesh;
 mod metrics;

@@ -59,6 +59,7 @@ mod discovery_nack;
 mod discovery_restart;
 mod discovery_sighup;
 mod discovery_unsubscribe;
+mod kubernetes_ha;
 
 // Abuse: floods and slow clients against the bounds.
 mod abuse_slow_clients;

@@ -362,4 +362,5 @@ async fn an_unreachable_control_plane_falls_back_to_the_cache() {
 }
 
 mod refusals;
+mod replicas;
 mod unsubscribe;

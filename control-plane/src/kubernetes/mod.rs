@@ -1,0 +1,106 @@
+//! Kubernetes mode (`levee-control-plane --kubernetes`): policies come from
+//! `ResiliencePolicy` custom resources and endpoints from EndpointSlices, read
+//! through the API server instead of the redb store; the Discovery side is
+//! the same code and registry as in redb mode, so a proxy cannot tell the
+//! two modes apart. Several replicas serve at once (each from its own
+//! watches); a Lease elects the one that writes policy status.
+//!
+//! Layout:
+//! - `translate`: Kubernetes objects → Levee documents (pure): which
+//!   endpoints are used, named ports, policy validation, cluster IPs.
+//! - `reflect`: the watchers and reflector stores, and the sync loop that
+//!   hands the registry what changed.
+//! - `virtual_ips`: the one place Services' cluster IPs go to discovery.
+//! - `lease`: Lease-based leader election (pure state machine + kube calls).
+//! - `status`: the `status` subresource written on each policy by the leader.
+
+pub mod lease;
+pub mod reflect;
+pub mod status;
+pub mod translate;
+pub mod virtual_ips;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use kube::api::{ApiResource, GroupVersionKind};
+use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+use tokio::sync::watch;
+
+use crate::BoxError;
+use crate::discovery::registry::Registry;
+use crate::discovery::status::Sessions;
+use reflect::Reflectors;
+
+/// API group of the custom resources.
+pub const GROUP: &str = "levee.dev";
+/// Version of the custom resources.
+pub const VERSION: &str = "v1alpha1";
+/// Plural (URL) name of `ResiliencePolicy`.
+pub const PLURAL: &str = "resiliencepolicies";
+
+/// `levee.dev/v1alpha1` `ResiliencePolicy`, for dynamic API calls (no
+/// dependency on the CRD's Rust type).
+pub fn policy_resource() -> ApiResource {
+    let gvk = GroupVersionKind::gvk(GROUP, VERSION, levee_proto::policy::KIND_POLICY);
+    ApiResource::from_gvk_with_plural(&gvk, PLURAL)
+}
+
+/// A client from `kubeconfig` if given, else the in-cluster config (or
+/// `$KUBECONFIG`, `~/.kube/config`, as kube infers).
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, BoxError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
+        }
+        None => Config::infer()
+            .await
+            .map_err(|e| format!("no Kubernetes configuration (in-cluster or kubeconfig): {e}"))?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// The running Kubernetes side of a control plane.
+pub struct Running {
+    /// The caches and the latest translation.
+    pub reflectors: Reflectors,
+    /// Whether this replica leads (writes status).
+    pub leader: watch::Receiver<bool>,
+}
+
+/// Starts the reflectors, the election (as `identity`) and the status writer.
+pub fn start(
+    client: Client,
+    identity: String,
+    registry: Arc<Registry>,
+    sessions: Arc<Sessions>,
+    resync: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> Running {
+    let reflectors = reflect::start(client.clone(), registry.clone(), resync, shutdown.clone());
+    let (leader_tx, leader) = watch::channel(false);
+    tokio::spawn(lease::run(
+        client.clone(),
+        identity,
+        leader_tx,
+        shutdown.clone(),
+    ));
+    tokio::spawn(status::run(
+        client,
+        reflectors.clone(),
+        registry,
+        sessions,
+        leader.clone(),
+        shutdown,
+    ));
+    Running { reflectors, leader }
+}

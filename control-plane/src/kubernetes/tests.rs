@@ -1,0 +1,8 @@
+//! Kubernetes mode against the recorded API-server exchanges
+//! (tests/fixtures/kubernetes), through kube's mock client.
+
+mod lease;
+mod mock;
+mod reflect;
+mod status;
+mod translate;
