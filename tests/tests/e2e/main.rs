@@ -53,6 +53,7 @@ mod tracing_spans;
 mod control_plane;
 mod control_plane_auth;
 mod control_plane_durability;
+mod identity;
 mod discovery_cache;
 mod discovery_converge;
 mod discovery_nack;
