@@ -91,7 +91,12 @@ pub struct ControlPlaneConfig {
     /// A step of rotating the generated root, done at this start:
     /// `prepare` (new root in the bundle), `activate` (new root signs),
     /// `retire` (old root leaves the bundle). See docs/identity.md.
-    #[arg(long, env = "LEVEE_CA_ROTATE", value_enum, conflicts_with = "ca_cert_file")]
+    #[arg(
+        long,
+        env = "LEVEE_CA_ROTATE",
+        value_enum,
+        conflicts_with = "ca_cert_file"
+    )]
     pub ca_rotate: Option<crate::identity::anchor::RotationStage>,
 
     /// Names (DNS names or IP addresses) in the gRPC serving certificate;

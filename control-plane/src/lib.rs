@@ -263,7 +263,9 @@ async fn identity_services(
             None
         };
     let tls = if config.insecure_plaintext {
-        tracing::warn!("--insecure-plaintext: gRPC is served without TLS and Discovery requires no workload certificate");
+        tracing::warn!(
+            "--insecure-plaintext: gRPC is served without TLS and Discovery requires no workload certificate"
+        );
         None
     } else {
         let (chain, key) = ca.serving_identity(&config.server_names, SERVING_CERT_LIFETIME)?;
@@ -271,7 +273,10 @@ async fn identity_services(
             .iter()
             .map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.to_vec())))
             .collect();
-        let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", key.secret_pkcs8_der().to_vec()));
+        let key_pem = pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            key.secret_pkcs8_der().to_vec(),
+        ));
         Some(
             tonic::transport::ServerTlsConfig::new()
                 .identity(tonic::transport::Identity::from_pem(chain_pem, key_pem))

@@ -122,7 +122,11 @@ pub struct ProxyConfig {
 
     /// File holding a join token (`leveectl token create`): the proof for a
     /// workload certificate, which Discovery requires. Re-read at each renewal.
-    #[arg(long, env = "LEVEE_IDENTITY_TOKEN_FILE", requires = "trust_bundle_file")]
+    #[arg(
+        long,
+        env = "LEVEE_IDENTITY_TOKEN_FILE",
+        requires = "trust_bundle_file"
+    )]
     pub identity_token_file: Option<PathBuf>,
 
     /// File holding a projected Kubernetes service-account token (audience

@@ -141,7 +141,7 @@ pub async fn run_with(
             crate::identity::ControlPlaneSecurity::Tls { tls, identity } => {
                 let certified = identity.map(|settings| {
                     crate::identity::start(
-                        settings,
+                        *settings,
                         shared.metrics.identity().clone(),
                         shutdown.clone(),
                         &tasks,

@@ -103,7 +103,10 @@ pub fn from_files(files: &CaFiles) -> Result<Anchor, String> {
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("--ca-roots-file {}: {e}", path.display()))?;
             if roots.is_empty() {
-                return Err(format!("--ca-roots-file {}: no certificate", path.display()));
+                return Err(format!(
+                    "--ca-roots-file {}: no certificate",
+                    path.display()
+                ));
             }
             roots
         }

@@ -86,10 +86,9 @@ impl Ca {
 
     /// Checks `csr` (signature, requested names) against `proven` and signs it.
     pub fn certify(&self, csr_der: &[u8], proven: &ProvenIdentity) -> Result<Issued, Refusal> {
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
-            csr_der,
-        ))
-        .map_err(|e| Refusal::BadCsr(format!("the CSR does not parse or verify: {e}")))?;
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|e| Refusal::BadCsr(format!("the CSR does not parse or verify: {e}")))?;
         let granted = proven.spiffe_id.to_string();
         for san in &csr.params.subject_alt_names {
             match san {

@@ -119,7 +119,11 @@ pub fn check_hello(
     }
     if !hello.address.is_empty() {
         let from = peer.map(|p| p.ip().to_canonical());
-        let claimed = hello.address.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_canonical());
+        let claimed = hello
+            .address
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| ip.to_canonical());
         if claimed.is_none() || claimed != from {
             return Err(HelloRefusal {
                 reason: "address_mismatch",

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use levee_proto::v1::{self, identity_server::Identity, join_tokens_server::JoinTokens as JoinTokensApi};
+use levee_proto::v1::{
+    self, identity_server::Identity, join_tokens_server::JoinTokens as JoinTokensApi,
+};
 use tonic::{Request, Response, Status};
 
 use super::Refusal;

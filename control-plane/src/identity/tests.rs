@@ -13,11 +13,11 @@ use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 
+use super::Refusal;
 use super::anchor::{self, RotationStage};
 use super::ca::{Ca, ProvenIdentity};
 use super::peer;
 use super::tokens::JoinTokens;
-use super::Refusal;
 use crate::store::{IdentityTable, PolicyStore};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -82,7 +82,10 @@ fn issues_a_verifiable_certificate_with_one_spiffe_san_and_the_lifetime() {
     let ca = Ca::new(anchor, "cluster.local", DAY);
     let issued = ca
         .certify(
-            &csr(vec![uri("spiffe://cluster.local/ns/shop/sa/payments")], Some("payments")),
+            &csr(
+                vec![uri("spiffe://cluster.local/ns/shop/sa/payments")],
+                Some("payments"),
+            ),
             &payments(),
         )
         .expect("issued");
@@ -148,8 +151,14 @@ fn csrs_that_disagree_with_the_proof_are_refused() {
         ca.certify(&other_service, &payments()),
         Err(Refusal::IdentityMismatch(_))
     ));
-    let dns = csr(vec![SanType::DnsName("payments".try_into().expect("ia5"))], None);
-    assert!(matches!(ca.certify(&dns, &payments()), Err(Refusal::BadCsr(_))));
+    let dns = csr(
+        vec![SanType::DnsName("payments".try_into().expect("ia5"))],
+        None,
+    );
+    assert!(matches!(
+        ca.certify(&dns, &payments()),
+        Err(Refusal::BadCsr(_))
+    ));
     assert!(matches!(
         ca.certify(b"not a csr", &payments()),
         Err(Refusal::BadCsr(_))
@@ -164,14 +173,21 @@ fn the_generated_root_persists_and_rotates_in_three_steps() {
     assert_eq!(first.roots, again.roots, "the root survives a restart");
     let old_root = first.roots.clone();
 
-    let prepared = anchor::generated(&store, "cluster.local", Some(RotationStage::Prepare))
-        .expect("prepare");
+    let prepared =
+        anchor::generated(&store, "cluster.local", Some(RotationStage::Prepare)).expect("prepare");
     assert_eq!(prepared.roots.len(), 2, "old and new roots in the bundle");
     let ca = Ca::new(prepared, "cluster.local", DAY);
     let before = ca.certify(&csr(vec![], None), &payments()).expect("issued");
-    assert!(verifies(&before.chain, &old_root), "the old root still signs");
+    assert!(
+        verifies(&before.chain, &old_root),
+        "the old root still signs"
+    );
     let bundle = ca.roots().to_vec();
-    let new_root: Vec<_> = bundle.iter().filter(|r| !old_root.contains(r)).cloned().collect();
+    let new_root: Vec<_> = bundle
+        .iter()
+        .filter(|r| !old_root.contains(r))
+        .cloned()
+        .collect();
 
     let activated = anchor::generated(&store, "cluster.local", Some(RotationStage::Activate))
         .expect("activate");
@@ -183,8 +199,8 @@ fn the_generated_root_persists_and_rotates_in_three_steps() {
     // Both generations verify against the bundle served during the rotation.
     assert!(verifies(&before.chain, ca.roots()) && verifies(&after.chain, ca.roots()));
 
-    let retired = anchor::generated(&store, "cluster.local", Some(RotationStage::Retire))
-        .expect("retire");
+    let retired =
+        anchor::generated(&store, "cluster.local", Some(RotationStage::Retire)).expect("retire");
     assert_eq!(retired.roots, new_root);
 }
 
@@ -201,7 +217,8 @@ fn an_operators_intermediate_signs_and_its_chain_is_sent() {
     let mut int = CertificateParams::default();
     int.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     int.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-    int.distinguished_name.push(DnType::CommonName, "ops intermediate");
+    int.distinguished_name
+        .push(DnType::CommonName, "ops intermediate");
     let int_cert = int
         .signed_by(&int_key, &Issuer::from_params(&root, &root_key))
         .expect("intermediate");
@@ -215,12 +232,19 @@ fn an_operators_intermediate_signs_and_its_chain_is_sent() {
         key: write("ca.key", int_key.serialize_pem()),
         roots: Some(write("roots.pem", root_cert.pem())),
     };
-    let ca = Ca::new(anchor::from_files(&files).expect("anchor"), "cluster.local", DAY);
+    let ca = Ca::new(
+        anchor::from_files(&files).expect("anchor"),
+        "cluster.local",
+        DAY,
+    );
     let issued = ca.certify(&csr(vec![], None), &payments()).expect("issued");
     assert_eq!(issued.chain.len(), 2, "leaf and intermediate");
     assert!(verifies(&issued.chain, &[root_cert.der().clone()]));
     // Without the roots file an intermediate is refused: there is no bundle.
-    let no_roots = anchor::CaFiles { roots: None, ..files };
+    let no_roots = anchor::CaFiles {
+        roots: None,
+        ..files
+    };
     assert!(anchor::from_files(&no_roots).is_err());
 }
 
@@ -234,19 +258,31 @@ fn join_tokens_are_stored_hashed_expire_and_revoke() {
     assert_eq!(tokens.verify(&secret).expect("valid"), payments());
     // Only the hash is stored.
     let (_, secret_part) = secret.split_once('.').expect("id.secret");
-    for (_, bytes) in store.identity_list(IdentityTable::JoinTokens).expect("list") {
+    for (_, bytes) in store
+        .identity_list(IdentityTable::JoinTokens)
+        .expect("list")
+    {
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains(secret_part), "the secret is stored: {text}");
     }
     assert_eq!(tokens.list().expect("list"), vec![record.clone()]);
     let wrong = format!("{}.{}", record.id, "0".repeat(64));
-    assert_eq!(tokens.verify(&wrong).expect_err("wrong").reason(), "invalid_proof");
-    assert_eq!(tokens.verify("garbage").expect_err("garbage").reason(), "invalid_proof");
+    assert_eq!(
+        tokens.verify(&wrong).expect_err("wrong").reason(),
+        "invalid_proof"
+    );
+    assert_eq!(
+        tokens.verify("garbage").expect_err("garbage").reason(),
+        "invalid_proof"
+    );
 
     let (expired, _) = tokens
         .create("payments", "shop", "payments", Duration::ZERO)
         .expect("created");
-    assert_eq!(tokens.verify(&expired).expect_err("expired").reason(), "expired_proof");
+    assert_eq!(
+        tokens.verify(&expired).expect_err("expired").reason(),
+        "expired_proof"
+    );
 
     assert!(tokens.revoke(&record.id).expect("revoke"));
     assert!(!tokens.revoke(&record.id).expect("revoke twice"));
@@ -278,11 +314,24 @@ fn a_hello_may_claim_only_its_certificates_identity_and_its_own_address() {
     assert!(peer::check_hello(&hello("payments", "shop", ""), &identity, from).is_ok());
     assert!(peer::check_hello(&hello("payments", "shop", "10.0.0.7"), &identity, from).is_ok());
     assert!(peer::check_hello(&hello("", "shop", ""), &identity, from).is_ok());
-    let reason = |h| peer::check_hello(&h, &identity, from).expect_err("refused").reason;
+    let reason = |h| {
+        peer::check_hello(&h, &identity, from)
+            .expect_err("refused")
+            .reason
+    };
     assert_eq!(reason(hello("billing", "shop", "")), "identity_mismatch");
-    assert_eq!(reason(hello("payments", "default", "")), "identity_mismatch");
-    assert_eq!(reason(hello("payments", "shop", "10.0.0.8")), "address_mismatch");
-    assert_eq!(reason(hello("payments", "shop", "nonsense")), "address_mismatch");
+    assert_eq!(
+        reason(hello("payments", "default", "")),
+        "identity_mismatch"
+    );
+    assert_eq!(
+        reason(hello("payments", "shop", "10.0.0.8")),
+        "address_mismatch"
+    );
+    assert_eq!(
+        reason(hello("payments", "shop", "nonsense")),
+        "address_mismatch"
+    );
     assert_eq!(
         peer::from_certs(None).expect_err("no cert").reason,
         "no_certificate"

@@ -81,7 +81,7 @@ impl ServiceAccountReviewer for TokenReviewer {
         }
         // The API server checked the audience; make sure it checked ours.
         if let Some(audiences) = &status.audiences
-            && !audiences.iter().any(|a| *a == self.audience)
+            && !audiences.contains(&self.audience)
         {
             return Err(Refusal::BadProof(format!(
                 "the token is valid for {audiences:?}, not for {:?}",

@@ -123,10 +123,9 @@ impl JoinTokens {
 
     /// The identity `token` proves, or why it proves none.
     pub fn verify(&self, token: &str) -> Result<ProvenIdentity, Refusal> {
-        let (id, secret) = token
-            .trim()
-            .split_once('.')
-            .ok_or_else(|| Refusal::BadProof("the join token is not of the form <id>.<secret>".into()))?;
+        let (id, secret) = token.trim().split_once('.').ok_or_else(|| {
+            Refusal::BadProof("the join token is not of the form <id>.<secret>".into())
+        })?;
         let record = self
             .store
             .identity_get(IdentityTable::JoinTokens, id)

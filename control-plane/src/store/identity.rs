@@ -75,7 +75,10 @@ impl PolicyStore {
     }
 
     /// Every value, sorted by key.
-    pub fn identity_list(&self, table: IdentityTable) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    pub fn identity_list(
+        &self,
+        table: IdentityTable,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(table.definition()).map_err(db_err)?;
         let mut out = Vec::new();

@@ -73,7 +73,10 @@ async fn connect(
                     .clone(),
                 None => None,
             };
-            let roots = current.as_ref().map(|c| c.roots.clone()).unwrap_or_default();
+            let roots = current
+                .as_ref()
+                .map(|c| c.roots.clone())
+                .unwrap_or_default();
             tls.apply(base, current.as_deref(), &roots)?
         }
     };

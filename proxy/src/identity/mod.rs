@@ -97,7 +97,7 @@ pub enum ControlPlaneSecurity {
     /// proof the proxy gets a workload certificate and presents it.
     Tls {
         tls: ControlPlaneTls,
-        identity: Option<IdentitySettings>,
+        identity: Option<Box<IdentitySettings>>,
     },
 }
 
@@ -129,7 +129,7 @@ impl ControlPlaneSecurity {
                 levee_proto::identity::check_trust_domain(&config.identity_trust_domain)
                     .map_err(|e| format!("--identity-trust-domain: {e}"))?;
                 let identity = proof
-                    .map(|proof| -> Result<IdentitySettings, String> {
+                    .map(|proof| -> Result<Box<IdentitySettings>, String> {
                         let account = config
                             .service_account
                             .as_deref()
@@ -144,14 +144,14 @@ impl ControlPlaneSecurity {
                                 .map_err(|e| format!("--namespace/--service-account: {e}"))
                             })
                             .transpose()?;
-                        Ok(IdentitySettings {
+                        Ok(Box::new(IdentitySettings {
                             url: url.to_owned(),
                             tls: tls.clone(),
                             proof,
                             expected,
                             service: config.service.clone(),
                             trust_domain: config.identity_trust_domain.clone(),
-                        })
+                        }))
                     })
                     .transpose()?;
                 Ok(ControlPlaneSecurity::Tls { tls, identity })

@@ -46,8 +46,8 @@ fn read_proof(proof: &Proof) -> Result<certify_request::Proof, String> {
         Proof::JoinTokenFile(p) => ("--identity-token-file", p),
         Proof::ServiceAccountTokenFile(p) => ("--identity-sa-token-file", p),
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
     let token = text.trim().to_owned();
     if token.is_empty() {
         return Err(format!("{flag} {}: the file is empty", path.display()));
@@ -78,7 +78,13 @@ pub async fn certify(
                 proof: Some(proof),
             })
             .await
-            .map_err(|status| format!("Certify refused ({:?}): {}", status.code(), status.message()))
+            .map_err(|status| {
+                format!(
+                    "Certify refused ({:?}): {}",
+                    status.code(),
+                    status.message()
+                )
+            })
     };
     let answer = tokio::time::timeout(CALL_TIMEOUT, call)
         .await
@@ -103,7 +109,9 @@ fn check_answer(
     if let Some(expected) = &settings.expected
         && *expected != id
     {
-        return Err(format!("asked for {expected}, the control plane issued {id}"));
+        return Err(format!(
+            "asked for {expected}, the control plane issued {id}"
+        ));
     }
     let leaf = answer
         .certificate_chain

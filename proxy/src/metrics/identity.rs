@@ -75,7 +75,9 @@ impl IdentityMetrics {
     /// A certificate valid until `not_after_unix` is in use.
     pub fn certified(&self, not_after_unix: i64) {
         self.not_after.store(not_after_unix, Ordering::Relaxed);
-        self.renewals.get_or_create(&RenewalLabels { result: "ok" }).inc();
+        self.renewals
+            .get_or_create(&RenewalLabels { result: "ok" })
+            .inc();
     }
 
     /// A certificate request failed.

@@ -26,7 +26,9 @@ async fn join_token(cp: &ControlPlane, service: &str) -> PathBuf {
         .expect("leveectl");
     assert!(out.status.success(), "{out:?}");
     let token = String::from_utf8(out.stdout).expect("utf-8");
-    let path = cp.dir().join(format!("{service}-{}.token", rand::random::<u32>()));
+    let path = cp
+        .dir()
+        .join(format!("{service}-{}.token", rand::random::<u32>()));
     std::fs::write(&path, token.trim()).expect("writing the token");
     path
 }
@@ -45,12 +47,25 @@ fn identity_proxy(cp: &ControlPlane, service: &str, app_port: u16, token: &Path)
 }
 
 async fn cp_metric(cp: &ControlPlane, name: &str, labels: &[(&str, &str)]) -> f64 {
-    cp.metrics().await.expect("control plane metrics").value(name, labels)
+    cp.metrics()
+        .await
+        .expect("control plane metrics")
+        .value(name, labels)
 }
 
-async fn wait_cp_metric_at_least(cp: &ControlPlane, name: &str, labels: &[(&str, &str)], want: f64) {
+async fn wait_cp_metric_at_least(
+    cp: &ControlPlane,
+    name: &str,
+    labels: &[(&str, &str)],
+    want: f64,
+) {
     eventually(DEADLINE, &format!("{name}{labels:?} >= {want}"), || async {
-        match cp.metrics().await.map_err(|e| e.to_string())?.value(name, labels) {
+        match cp
+            .metrics()
+            .await
+            .map_err(|e| e.to_string())?
+            .value(name, labels)
+        {
             v if v >= want => Ok(()),
             v => Err(format!("it is {v}")),
         }
@@ -75,7 +90,10 @@ async fn a_join_token_gets_a_certificate_and_discovery_runs_over_mtls() {
     assert!(!config.to_string().contains("PRIVATE KEY"), "{config}");
     let metrics = proxy.metrics().await.expect("metrics");
     let left = metrics.value("levee_identity_cert_expiry_seconds", &[]);
-    assert!(left > 23.0 * 3600.0 && left <= 24.0 * 3600.0, "expiry in {left}s");
+    assert!(
+        left > 23.0 * 3600.0 && left <= 24.0 * 3600.0,
+        "expiry in {left}s"
+    );
     assert!(metrics.value("levee_identity_renewals_total", &[("result", "ok")]) >= 1.0);
     assert!(cp_metric(&cp, "levee_cp_certificates_issued_total", &[]).await >= 1.0);
     // leveectl status shows who the stream is.
@@ -83,8 +101,9 @@ async fn a_join_token_gets_a_certificate_and_discovery_runs_over_mtls() {
         serde_json::from_str(&status(&cp, true).await).expect("status JSON");
     let proxies = json["proxies"].as_array().expect("proxies");
     assert!(
-        proxies.iter().any(|p| p["spiffeId"] == PAYMENTS_ID
-            && p["certNotAfterUnix"].as_i64().unwrap_or(0) > 0),
+        proxies.iter().any(
+            |p| p["spiffeId"] == PAYMENTS_ID && p["certNotAfterUnix"].as_i64().unwrap_or(0) > 0
+        ),
         "{json}"
     );
 }
@@ -94,8 +113,16 @@ async fn a_wrong_token_gets_no_certificate_and_no_discovery() {
     let cp = ControlPlane::builder().tls().start().await;
     let bad = cp.dir().join("bad.token");
     std::fs::write(&bad, format!("0123456789abcdef.{}", "0".repeat(64))).expect("write");
-    let proxy = identity_proxy(&cp, "payments", 1, &bad).start_unready().await;
-    wait_cp_metric_at_least(&cp, "levee_cp_certificates_refused_total", &[("reason", "invalid_proof")], 1.0).await;
+    let proxy = identity_proxy(&cp, "payments", 1, &bad)
+        .start_unready()
+        .await;
+    wait_cp_metric_at_least(
+        &cp,
+        "levee_cp_certificates_refused_total",
+        &[("reason", "invalid_proof")],
+        1.0,
+    )
+    .await;
     eventually(DEADLINE, "the proxy to count a failed request", || async {
         let m = proxy.metrics().await.map_err(|e| e.to_string())?;
         match m.value("levee_identity_renewals_total", &[("result", "error")]) {
@@ -108,21 +135,47 @@ async fn a_wrong_token_gets_no_certificate_and_no_discovery() {
     assert_eq!(config["identity"]["state"], "pending", "{config}");
     let metrics = proxy.metrics().await.expect("metrics");
     assert_eq!(metrics.value("levee_control_plane_connected", &[]), 0.0);
-    assert_eq!(metrics.value("levee_identity_cert_expiry_seconds", &[]), -1.0);
-    assert_eq!(cp_metric(&cp, "levee_cp_certificates_issued_total", &[]).await, 0.0);
+    assert_eq!(
+        metrics.value("levee_identity_cert_expiry_seconds", &[]),
+        -1.0
+    );
+    assert_eq!(
+        cp_metric(&cp, "levee_cp_certificates_issued_total", &[]).await,
+        0.0
+    );
     // A revoked token stops working too.
     let token = join_token(&cp, "payments").await;
     let text = std::fs::read_to_string(&token).expect("token");
     let id = text.split('.').next().expect("id");
-    let out = cp.leveectl(&["token", "revoke", id]).await.expect("leveectl");
+    let out = cp
+        .leveectl(&["token", "revoke", id])
+        .await
+        .expect("leveectl");
     assert!(out.status.success(), "{out:?}");
-    let before = cp_metric(&cp, "levee_cp_certificates_refused_total", &[("reason", "invalid_proof")]).await;
-    let _revoked = identity_proxy(&cp, "payments", 1, &token).start_unready().await;
-    wait_cp_metric_at_least(&cp, "levee_cp_certificates_refused_total", &[("reason", "invalid_proof")], before + 1.0).await;
+    let before = cp_metric(
+        &cp,
+        "levee_cp_certificates_refused_total",
+        &[("reason", "invalid_proof")],
+    )
+    .await;
+    let _revoked = identity_proxy(&cp, "payments", 1, &token)
+        .start_unready()
+        .await;
+    wait_cp_metric_at_least(
+        &cp,
+        "levee_cp_certificates_refused_total",
+        &[("reason", "invalid_proof")],
+        before + 1.0,
+    )
+    .await;
 }
 
 /// mTLS settings for a hand-made client holding a certificate from `cp`.
-async fn certified_channel(cp: &ControlPlane, token: &Path, service_cn: Option<&str>) -> (Channel, Channel) {
+async fn certified_channel(
+    cp: &ControlPlane,
+    token: &Path,
+    service_cn: Option<&str>,
+) -> (Channel, Channel) {
     let bundle = std::fs::read(cp.trust_bundle()).expect("bundle");
     let server_only = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&bundle));
     let plain_tls = Endpoint::from_shared(cp.grpc_url())
@@ -136,14 +189,19 @@ async fn certified_channel(cp: &ControlPlane, token: &Path, service_cn: Option<&
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     if let Some(cn) = service_cn {
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
     }
     let csr = params.serialize_request(&key).expect("csr").der().to_vec();
     let answer = IdentityClient::new(plain_tls.clone())
         .certify(v1::CertifyRequest {
             csr,
             proof: Some(v1::certify_request::Proof::JoinToken(
-                std::fs::read_to_string(token).expect("token").trim().to_owned(),
+                std::fs::read_to_string(token)
+                    .expect("token")
+                    .trim()
+                    .to_owned(),
             )),
         })
         .await
@@ -213,15 +271,32 @@ async fn discovery_refuses_other_services_other_addresses_and_no_certificate() {
     let token = join_token(&cp, "payments").await;
     let (server_auth_only, mtls) = certified_channel(&cp, &token, Some("payments")).await;
 
-    let refused = watch_with(mtls.clone(), hello("billing", "")).await.expect_err("another service");
+    let refused = watch_with(mtls.clone(), hello("billing", ""))
+        .await
+        .expect_err("another service");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
-    assert!(refused.message().contains("only for service \"payments\""), "{refused:?}");
-    let refused = watch_with(mtls.clone(), hello("payments", "127.0.0.2")).await.expect_err("another address");
+    assert!(
+        refused.message().contains("only for service \"payments\""),
+        "{refused:?}"
+    );
+    let refused = watch_with(mtls.clone(), hello("payments", "127.0.0.2"))
+        .await
+        .expect_err("another address");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
-    assert!(refused.message().contains("not the address the stream comes from"), "{refused:?}");
-    let refused = watch_with(server_auth_only, hello("payments", "")).await.expect_err("no certificate");
+    assert!(
+        refused
+            .message()
+            .contains("not the address the stream comes from"),
+        "{refused:?}"
+    );
+    let refused = watch_with(server_auth_only, hello("payments", ""))
+        .await
+        .expect_err("no certificate");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
-    assert!(refused.message().contains("workload certificate"), "{refused:?}");
+    assert!(
+        refused.message().contains("workload certificate"),
+        "{refused:?}"
+    );
     for reason in ["identity_mismatch", "address_mismatch", "no_certificate"] {
         assert_eq!(
             cp_metric(&cp, "levee_cp_watch_refused_total", &[("reason", reason)]).await,
@@ -230,7 +305,9 @@ async fn discovery_refuses_other_services_other_addresses_and_no_certificate() {
         );
     }
     // Its own service at its own address is fine.
-    watch_with(mtls, hello("payments", "127.0.0.1")).await.expect("accepted");
+    watch_with(mtls, hello("payments", "127.0.0.1"))
+        .await
+        .expect("accepted");
 
     // A proxy whose --service is not its token's is refused a certificate.
     let proxy = identity_proxy(&cp, "billing", 1, &token)
@@ -238,8 +315,17 @@ async fn discovery_refuses_other_services_other_addresses_and_no_certificate() {
         .arg("payments")
         .start_unready()
         .await;
-    wait_cp_metric_at_least(&cp, "levee_cp_certificates_refused_total", &[("reason", "identity_mismatch")], 1.0).await;
-    assert_eq!(proxy.config().await.expect("/config")["identity"]["state"], "pending");
+    wait_cp_metric_at_least(
+        &cp,
+        "levee_cp_certificates_refused_total",
+        &[("reason", "identity_mismatch")],
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        proxy.config().await.expect("/config")["identity"]["state"],
+        "pending"
+    );
 }
 
 #[tokio::test]
@@ -265,9 +351,12 @@ async fn certificates_are_renewed_before_they_expire() {
     let later = proxy.config().await.expect("/config")["identity"]["notAfter"].clone();
     assert_ne!(first, later, "the certificate in use changed");
     let m = proxy.metrics().await.expect("metrics");
-    assert_eq!(m.value("levee_identity_renewals_total", &[("result", "error")]), 0.0);
+    assert_eq!(
+        m.value("levee_identity_renewals_total", &[("result", "error")]),
+        0.0
+    );
     let left = m.value("levee_identity_cert_expiry_seconds", &[]);
-    assert!(left >= 0.0 && left <= 2.0, "expiry in {left}s");
+    assert!((0.0..=2.0).contains(&left), "expiry in {left}s");
     // The stream opened with the first certificate is still serving.
     assert_eq!(m.value("levee_control_plane_connected", &[]), 1.0);
 }

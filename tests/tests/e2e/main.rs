@@ -53,13 +53,13 @@ mod tracing_spans;
 mod control_plane;
 mod control_plane_auth;
 mod control_plane_durability;
-mod identity;
 mod discovery_cache;
 mod discovery_converge;
 mod discovery_nack;
 mod discovery_restart;
 mod discovery_sighup;
 mod discovery_unsubscribe;
+mod identity;
 
 // Abuse: floods and slow clients against the bounds.
 mod abuse_slow_clients;

@@ -22,7 +22,10 @@ fn fixture(name: &str) -> Vec<u8> {
 async fn review(case: &str, audience: &str) -> Result<ProvenIdentity, Refusal> {
     let recorded: Value =
         serde_json::from_slice(&fixture(&format!("{case}.request.json"))).expect("request JSON");
-    let token = recorded["spec"]["token"].as_str().expect("token").to_owned();
+    let token = recorded["spec"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
     let response = fixture(&format!("{case}.response.json"));
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let server = tokio::spawn(async move {
@@ -81,7 +84,10 @@ async fn a_token_for_another_audience_is_refused_with_the_reason() {
     let Refusal::BadProof(message) = &refused else {
         panic!("{refused:?}");
     };
-    assert!(message.contains("is invalid for the target audiences"), "{message}");
+    assert!(
+        message.contains("is invalid for the target audiences"),
+        "{message}"
+    );
     assert!(message.contains("wrong.example"), "{message}");
 }
 
@@ -91,7 +97,10 @@ async fn garbage_is_refused() {
         .await
         .expect_err("refused");
     assert_eq!(refused.reason(), "invalid_proof");
-    assert!(refused.to_string().contains("invalid bearer token"), "{refused}");
+    assert!(
+        refused.to_string().contains("invalid bearer token"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
@@ -106,7 +115,11 @@ async fn an_expired_token_is_refused_as_expired() {
 #[tokio::test]
 async fn an_empty_token_is_refused_without_asking() {
     let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let reviewer = TokenReviewer::new(kube::Client::new(service, "default"), "levee.dev", "cluster.local");
+    let reviewer = TokenReviewer::new(
+        kube::Client::new(service, "default"),
+        "levee.dev",
+        "cluster.local",
+    );
     let refused = tokio::time::timeout(std::time::Duration::from_secs(5), reviewer.review("  "))
         .await
         .expect("answered without the API server")
