@@ -162,3 +162,6 @@ impl ControlPlaneSecurity {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
