@@ -120,6 +120,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 // Every simulated proxy shares 127.0.0.1.
                 "--max-watch-streams-per-peer",
                 "0",
+                // Simulated proxies speak plaintext and have no certificates.
+                "--insecure-plaintext",
             ])?;
             let (addrs, _serving) = levee_control_plane::start(config, stop_rx).await?;
             format!("http://{}", addrs.grpc)

@@ -59,6 +59,65 @@ pub struct ControlPlaneConfig {
     )]
     pub max_subscriptions_per_stream: usize,
 
+    /// Serve gRPC (PolicyAdmin, Discovery, Identity) without TLS, and let
+    /// Discovery streams in without a workload certificate. For local demos
+    /// only: nothing is authenticated on the wire.
+    #[arg(long, env = "LEVEE_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
+
+    /// Trust domain of the SPIFFE IDs the CA issues.
+    #[arg(long, env = "LEVEE_TRUST_DOMAIN", default_value = levee_proto::identity::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+
+    /// Lifetime of a workload certificate.
+    #[arg(long, env = "LEVEE_WORKLOAD_CERT_TTL", default_value = "24h")]
+    pub workload_cert_ttl: Duration,
+
+    /// PEM file of the CA's issuing certificate (a root, or an intermediate
+    /// followed by its chain). With --ca-key-file; default: a root the
+    /// control plane generates at first start and keeps in its store.
+    #[arg(long, env = "LEVEE_CA_CERT_FILE", requires = "ca_key_file")]
+    pub ca_cert_file: Option<PathBuf>,
+
+    /// PEM file of the issuing certificate's private key (PKCS#8).
+    #[arg(long, env = "LEVEE_CA_KEY_FILE", requires = "ca_cert_file")]
+    pub ca_key_file: Option<PathBuf>,
+
+    /// PEM file of the trust bundle (every root in use; old and new during a
+    /// rotation). Default: the issuing certificate when it is a root.
+    #[arg(long, env = "LEVEE_CA_ROOTS_FILE", requires = "ca_cert_file")]
+    pub ca_roots_file: Option<PathBuf>,
+
+    /// A step of rotating the generated root, done at this start:
+    /// `prepare` (new root in the bundle), `activate` (new root signs),
+    /// `retire` (old root leaves the bundle). See docs/identity.md.
+    #[arg(
+        long,
+        env = "LEVEE_CA_ROTATE",
+        value_enum,
+        conflicts_with = "ca_cert_file"
+    )]
+    pub ca_rotate: Option<crate::identity::anchor::RotationStage>,
+
+    /// Names (DNS names or IP addresses) in the gRPC serving certificate;
+    /// proxies and leveectl must reach the control plane by one of them.
+    #[arg(
+        long,
+        env = "LEVEE_SERVER_NAMES",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1,levee-control-plane,levee-control-plane.levee-system.svc"
+    )]
+    pub server_names: Vec<String>,
+
+    /// Accept projected service-account tokens as proof, checked with the
+    /// Kubernetes TokenReview API (in-cluster or kubeconfig credentials).
+    #[arg(long, env = "LEVEE_TOKEN_REVIEW")]
+    pub token_review: bool,
+
+    /// The audience projected service-account tokens must carry.
+    #[arg(long, env = "LEVEE_TOKEN_REVIEW_AUDIENCE", default_value = crate::identity::tokenreview::DEFAULT_AUDIENCE)]
+    pub token_review_audience: String,
+
     /// After binding, write the bound addresses as JSON to this file (useful with port 0).
     #[arg(long, env = "LEVEE_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,

@@ -5,7 +5,9 @@
 //! - `config`: command-line flags (clap, `LEVEE_*` env fallbacks).
 //! - `store`: the embedded, crash-safe document store (redb) under `--data-dir`.
 //! - `admin`: the `PolicyAdmin` gRPC service (Apply, Get, List, Delete, Status).
-//! - `auth`: who may call `PolicyAdmin` (bearer token, or loopback only).
+//! - `auth`: who may call `PolicyAdmin` and `JoinTokens` (bearer token, or loopback only).
+//! - `identity`: the CA (`Identity.Certify`), join tokens, TokenReview, and
+//!   who a Discovery stream is (its workload certificate).
 //! - `discovery`: the `Discovery.Watch` stream, per-service snapshots, proxy
 //!   status, and its limits (streams per peer, subscriptions per stream).
 //! - `metrics`, `http`: Prometheus metrics and `/live`, `/ready`, `/metrics` on
@@ -30,6 +32,7 @@ pub mod config;
 pub mod ctl;
 pub mod discovery;
 pub mod http;
+pub mod identity;
 pub mod kubernetes;
 pub mod metrics;
 pub mod store;
@@ -41,6 +44,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use levee_proto::v1::discovery_server::DiscoveryServer;
+use levee_proto::v1::identity_server::IdentityServer;
+use levee_proto::v1::join_tokens_server::JoinTokensServer;
 use levee_proto::v1::policy_admin_server::PolicyAdminServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -67,6 +72,12 @@ enum Mode {
 
 /// Boxed error used at the binaries' edge.
 pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// File name of the trust bundle (PEM) the control plane writes in `--data-dir`.
+pub const TRUST_BUNDLE_FILE: &str = "trust-bundle.pem";
+
+/// Lifetime of the gRPC serving certificate, issued anew at every start.
+const SERVING_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Where a started control plane listens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +156,15 @@ pub async fn start(
             .set(i64::try_from(quarantined).unwrap_or(i64::MAX));
         Mode::Store(store)
     };
+    let identity = identity_services(
+        &config,
+        match &mode {
+            Mode::Store(store) => Some(store),
+            Mode::Kubernetes(_) => None,
+        },
+        &metrics,
+    )
+    .await?;
 
     let grpc = TcpListener::bind(config.grpc_addr)
         .await
@@ -184,14 +204,24 @@ pub async fn start(
             subscriptions_per_stream: config.max_subscriptions_per_stream,
         },
         register_endpoints: !config.kubernetes,
+        require_identity: !config.insecure_plaintext,
     });
     let max_message = config.grpc_max_message_size;
+    let certify = IdentityServer::new(identity.certify)
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
     let discovery = DiscoveryServer::new(discovery)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     // Keepalives find proxies that vanished without closing their stream
     // (host crash, partition), so their endpoints leave after the grace period.
-    let mut grpc_builder = tonic::transport::Server::builder()
+    let mut grpc_builder = tonic::transport::Server::builder();
+    if let Some(tls) = identity.tls {
+        grpc_builder = grpc_builder
+            .tls_config(tls)
+            .map_err(|e| format!("gRPC TLS settings: {e}"))?;
+    }
+    let mut grpc_builder = grpc_builder
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     let (readiness, router) = match mode {
@@ -205,16 +235,32 @@ pub async fn start(
             let admin = PolicyAdminServer::new(admin)
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message);
+            let tokens_auth = auth.clone();
             let admin = tonic::service::interceptor::InterceptedService::new(admin, move |req| {
                 auth.check(req)
             });
-            let router = grpc_builder.add_service(admin).add_service(discovery);
+            let router = grpc_builder
+                .add_service(admin)
+                .add_service(discovery)
+                .add_service(certify);
+            // Join tokens live in the store (Kubernetes mode proves
+            // identities with service-account tokens instead).
+            let router = match identity.join_tokens {
+                Some(join_tokens) => {
+                    let tokens_auth = tokens_auth.clone();
+                    router.add_service(tonic::service::interceptor::InterceptedService::new(
+                        JoinTokensServer::new(join_tokens),
+                        move |req| tokens_auth.check(req),
+                    ))
+                }
+                None => router,
+            };
             (http::Readiness::Store(store), router)
         }
         // Policies are Kubernetes objects: no PolicyAdmin (kubectl writes them).
         Mode::Kubernetes(synced) => (
             http::Readiness::Synced(synced),
-            grpc_builder.add_service(discovery),
+            grpc_builder.add_service(discovery).add_service(certify),
         ),
     };
     let mut grpc_shutdown = shutdown.clone();
@@ -265,4 +311,116 @@ pub async fn start(
         Ok(())
     });
     Ok((addrs, serving))
+}
+
+/// The identity side of a started control plane.
+struct IdentityParts {
+    certify: identity::service::IdentityService,
+    /// `None` in Kubernetes mode (no store: service-account tokens prove
+    /// identities there).
+    join_tokens: Option<identity::service::JoinTokensService>,
+    /// `None` with `--insecure-plaintext`.
+    tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
+/// Loads (or creates) the trust anchor, writes the trust bundle to
+/// `--data-dir`, connects TokenReview if asked, and makes the gRPC serving
+/// certificate (server-auth for everyone; client certificates optional at
+/// the handshake, required by Discovery).
+async fn identity_services(
+    config: &config::ControlPlaneConfig,
+    store: Option<&Arc<PolicyStore>>,
+    metrics: &Metrics,
+) -> Result<IdentityParts, BoxError> {
+    use identity::anchor;
+    levee_proto::identity::check_trust_domain(&config.trust_domain)
+        .map_err(|e| format!("--trust-domain: {e}"))?;
+    let lifetime = config.workload_cert_ttl.get();
+    if lifetime < Duration::from_secs(1) {
+        return Err("--workload-cert-ttl must be at least 1s".into());
+    }
+    let anchor = match (&config.ca_cert_file, &config.ca_key_file) {
+        (Some(cert), Some(key)) => anchor::from_files(&anchor::CaFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            roots: config.ca_roots_file.clone(),
+        })?,
+        _ => match store {
+            Some(store) => anchor::generated(store, &config.trust_domain, config.ca_rotate)?,
+            // Kubernetes mode: several stateless replicas must sign with
+            // one root, which only the operator can hand to all of them.
+            None if config.insecure_plaintext => {
+                tracing::warn!(
+                    "--kubernetes without --ca-cert-file: this replica's CA lives in memory only"
+                );
+                anchor::ephemeral(&config.trust_domain)?
+            }
+            None => {
+                return Err(
+                    "--kubernetes: every replica must sign with the same CA: give \
+                    --ca-cert-file and --ca-key-file (a Secret), or --insecure-plaintext"
+                        .into(),
+                );
+            }
+        },
+    };
+    let ca = Arc::new(identity::ca::Ca::new(
+        anchor,
+        &config.trust_domain,
+        lifetime,
+    ));
+    // Kubernetes mode has no --data-dir: the bundle is a ConfigMap there.
+    if store.is_some() {
+        let bundle = config.data_dir.join(TRUST_BUNDLE_FILE);
+        levee_proto::fs::write_atomically(&bundle, ca.roots_pem().as_bytes())
+            .map_err(|e| format!("writing the trust bundle {}: {e}", bundle.display()))?;
+        tracing::info!(path = %bundle.display(), roots = ca.roots().len(), trust_domain = %config.trust_domain, "trust bundle written");
+    }
+    let tokens =
+        store.map(|store| identity::tokens::JoinTokens::new(store.clone(), &config.trust_domain));
+    let reviewer: Option<Arc<dyn identity::tokenreview::ServiceAccountReviewer>> =
+        if config.token_review {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| format!("--token-review: no Kubernetes API client: {e}"))?;
+            Some(Arc::new(identity::tokenreview::TokenReviewer::new(
+                client,
+                &config.token_review_audience,
+                &config.trust_domain,
+            )))
+        } else {
+            None
+        };
+    let tls = if config.insecure_plaintext {
+        tracing::warn!(
+            "--insecure-plaintext: gRPC is served without TLS and Discovery requires no workload certificate"
+        );
+        None
+    } else {
+        let (chain, key) = ca.serving_identity(&config.server_names, SERVING_CERT_LIFETIME)?;
+        let chain_pem: String = chain
+            .iter()
+            .map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.to_vec())))
+            .collect();
+        let key_pem = pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            key.secret_pkcs8_der().to_vec(),
+        ));
+        Some(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(chain_pem, key_pem))
+                .client_ca_root(tonic::transport::Certificate::from_pem(ca.roots_pem()))
+                .client_auth_optional(true),
+        )
+    };
+    Ok(IdentityParts {
+        certify: identity::service::IdentityService::new(
+            ca,
+            tokens.clone(),
+            reviewer,
+            metrics.clone(),
+        ),
+        join_tokens: tokens.map(identity::service::JoinTokensService::new),
+        tls,
+    })
 }

@@ -34,10 +34,18 @@ pub struct RejectLabels {
     pub reason: &'static str,
 }
 
+/// Labels of `levee_cp_certificates_refused_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertRefusedLabels {
+    /// One of [`crate::identity::Refusal::REASONS`].
+    pub reason: &'static str,
+}
+
 /// Labels of `levee_cp_watch_refused_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WatchRefusedLabels {
-    /// `streams_per_peer`, `subscriptions` or `message_too_large`.
+    /// `streams_per_peer`, `subscriptions`, `message_too_large`, and with
+    /// identities on: `no_certificate`, `identity_mismatch`, `address_mismatch`.
     pub reason: &'static str,
 }
 
@@ -62,6 +70,10 @@ pub struct Metrics {
     pub admin_rejected: Family<RejectLabels, Counter>,
     /// Watch streams refused or ended by a limit.
     pub watch_refused: Family<WatchRefusedLabels, Counter>,
+    /// Workload certificates issued by Certify.
+    pub certificates_issued: Counter,
+    /// Certify calls refused, by reason.
+    pub certificates_refused: Family<CertRefusedLabels, Counter>,
     /// HTTP connections closed at once because `--http-max-connections` were open.
     pub http_refused: Counter,
     registry: Arc<Registry>,
@@ -122,13 +134,35 @@ impl Metrics {
         );
         let watch_refused = Family::<WatchRefusedLabels, Counter>::default();
         // Every reason is exposed from the start, at 0.
-        for reason in ["streams_per_peer", "subscriptions", "message_too_large"] {
+        for reason in [
+            "streams_per_peer",
+            "subscriptions",
+            "message_too_large",
+            "no_certificate",
+            "identity_mismatch",
+            "address_mismatch",
+        ] {
             let _ = watch_refused.get_or_create(&WatchRefusedLabels { reason });
         }
         registry.register(
             "levee_cp_watch_refused",
             "Discovery.Watch streams refused or ended by a limit, by reason",
             watch_refused.clone(),
+        );
+        let certificates_issued = Counter::default();
+        registry.register(
+            "levee_cp_certificates_issued",
+            "Workload certificates issued by Identity.Certify",
+            certificates_issued.clone(),
+        );
+        let certificates_refused = Family::<CertRefusedLabels, Counter>::default();
+        for reason in crate::identity::Refusal::REASONS {
+            let _ = certificates_refused.get_or_create(&CertRefusedLabels { reason });
+        }
+        registry.register(
+            "levee_cp_certificates_refused",
+            "Identity.Certify calls refused, by reason",
+            certificates_refused.clone(),
         );
         let http_refused = Counter::default();
         registry.register(
@@ -146,6 +180,8 @@ impl Metrics {
             store_quarantined,
             admin_rejected,
             watch_refused,
+            certificates_issued,
+            certificates_refused,
             http_refused,
             registry: Arc::new(registry),
         }

@@ -3,6 +3,7 @@
 //! Layout:
 //! - `v1`: Rust generated from `levee/v1/*.proto` (prost + tonic).
 //! - `policy`: the typed, validated policy model used by proxy and control plane.
+//! - `identity`: SPIFFE IDs of workloads (the CA's certificates, mTLS peers).
 //! - `fs`: writing a file atomically and durably (caches, address files).
 
 #![forbid(unsafe_code)]
@@ -14,4 +15,5 @@ pub mod v1 {
 }
 
 pub mod fs;
+pub mod identity;
 pub mod policy;

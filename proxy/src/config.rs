@@ -103,12 +103,51 @@ pub struct ProxyConfig {
     pub policy_cache: Option<PathBuf>,
 
     /// Control-plane mode: watch policy and endpoints of every destination at
-    /// this URL, e.g. http://127.0.0.1:8090 (reconnects with backoff; keeps the
-    /// last good config while disconnected). Several replicas: a
-    /// comma-separated list; a failed stream moves to the next one.
-    /// Not combinable with --policy-file.
+    /// this URL, e.g. https://levee-control-plane.levee-system.svc:8090
+    /// (reconnects with backoff; keeps the last good config while
+    /// disconnected). Several replicas: a comma-separated list; a failed
+    /// stream moves to the next one. `https://` needs --trust-bundle-file;
+    /// `http://` needs --insecure-plaintext. Not combinable with --policy-file.
     #[arg(long, env = "LEVEE_CONTROL_PLANE", conflicts_with = "policy_file")]
     pub control_plane: Option<String>,
+
+    /// Talk to the control plane without TLS (an `http://` --control-plane).
+    /// For local demos only: nothing is authenticated on the wire.
+    #[arg(long, env = "LEVEE_INSECURE_PLAINTEXT", requires = "control_plane")]
+    pub insecure_plaintext: bool,
+
+    /// PEM file of the roots the control plane's certificate chains to (its
+    /// `<data-dir>/trust-bundle.pem`); required with an `https://` --control-plane.
+    #[arg(long, env = "LEVEE_TRUST_BUNDLE_FILE", requires = "control_plane")]
+    pub trust_bundle_file: Option<PathBuf>,
+
+    /// File holding a join token (`leveectl token create`): the proof for a
+    /// workload certificate, which Discovery requires. Re-read at each renewal.
+    #[arg(
+        long,
+        env = "LEVEE_IDENTITY_TOKEN_FILE",
+        requires = "trust_bundle_file"
+    )]
+    pub identity_token_file: Option<PathBuf>,
+
+    /// File holding a projected Kubernetes service-account token (audience
+    /// `levee.dev`): the proof inside Kubernetes. Re-read at each renewal.
+    #[arg(
+        long,
+        env = "LEVEE_IDENTITY_SA_TOKEN_FILE",
+        requires = "trust_bundle_file",
+        conflicts_with = "identity_token_file"
+    )]
+    pub identity_sa_token_file: Option<PathBuf>,
+
+    /// Trust domain of the SPIFFE ID the proxy asks for and accepts.
+    #[arg(long, env = "LEVEE_IDENTITY_TRUST_DOMAIN", default_value = levee_proto::identity::DEFAULT_TRUST_DOMAIN)]
+    pub identity_trust_domain: String,
+
+    /// The service account of the SPIFFE ID the proxy asks for (default:
+    /// --service). Without either the proxy takes what its proof grants.
+    #[arg(long, env = "LEVEE_SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
 
     /// Write one access-log line per request to stdout in this format.
     #[arg(long, env = "LEVEE_ACCESS_LOG", value_enum)]

@@ -11,6 +11,8 @@
 //!   snapshot (swapped atomically), endpoints, metrics, readiness.
 //! - `policy_source`: loads `--policy-file`, re-reads it on change or SIGHUP,
 //!   refuses invalid files and keeps the last good snapshot.
+//! - `identity`: the workload certificate from the control plane's CA
+//!   (key made here, CSR, renewal) and TLS to the control plane.
 //! - `discovery`: `--control-plane` mode: the Discovery.Watch client,
 //!   subscriptions met on the outbound path, `--policy-cache`.
 //! - `endpoints`: where a service's endpoints come from (static documents, then DNS).
@@ -53,6 +55,7 @@ pub mod endpoints;
 pub mod errors;
 pub mod forward;
 pub mod h2_settings;
+pub mod identity;
 pub mod inbound;
 pub mod init_iptables;
 pub mod loops;

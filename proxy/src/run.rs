@@ -127,6 +127,32 @@ pub async fn run_with(
         }
     }
     if let Some(url) = &config.control_plane {
+        let security = match crate::identity::ControlPlaneSecurity::from_config(&config, url) {
+            Ok(security) => security,
+            Err(error) => {
+                shutdown.cancel();
+                tasks.close();
+                tasks.wait().await;
+                return Err(error.into());
+            }
+        };
+        let (tls, certified) = match security {
+            crate::identity::ControlPlaneSecurity::Plaintext => (None, None),
+            crate::identity::ControlPlaneSecurity::Tls { tls, identity } => {
+                let certified = identity.map(|settings| {
+                    crate::identity::start(
+                        *settings,
+                        shared.metrics.identity().clone(),
+                        shutdown.clone(),
+                        &tasks,
+                    )
+                });
+                (Some(tls), certified)
+            }
+        };
+        if let Some(certified) = &certified {
+            let _ = shared.identity.set(certified.clone());
+        }
         // Ready once the control plane (or the policy cache) gave a config.
         let discovery = crate::discovery::DiscoveryConfig {
             url: url.clone(),
@@ -142,6 +168,8 @@ pub async fn run_with(
                 outbound: Some(addrs.outbound),
             },
             resync_hold: crate::discovery::RESYNC_HOLD,
+            tls,
+            certified,
         };
         if let Err(error) =
             crate::discovery::start(shared.clone(), discovery, shutdown.clone(), &tasks).await

@@ -101,6 +101,9 @@ pub struct Shared {
     /// Clients a per-client inbound rate limit keeps buckets for
     /// (`--max-rate-limit-clients`).
     pub rate_limit_clients: usize,
+    /// The workload certificate, when the proxy has identity flags (for
+    /// `/config`; set once at start).
+    pub identity: std::sync::OnceLock<crate::identity::CertifiedWatch>,
     /// Serialises [`Shared::install`] so versions never repeat.
     install_lock: Mutex<()>,
 }
@@ -116,6 +119,7 @@ impl Shared {
             dns: DnsCache::default(),
             subscriptions: Subscriptions::default(),
             rate_limit_clients: crate::resilience::ratelimit::MAX_CLIENTS,
+            identity: std::sync::OnceLock::new(),
             install_lock: Mutex::new(()),
         }
     }

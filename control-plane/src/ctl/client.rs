@@ -1,8 +1,14 @@
-//! leveectl's connection to `PolicyAdmin`: server URL, bearer token,
-//! timeouts (an unreachable server fails fast instead of hanging), and gRPC
-//! errors turned into sentences.
+//! leveectl's connection to `PolicyAdmin` and `JoinTokens`: server URL,
+//! TLS (an `https://` server is verified against `--trust-bundle-file`, set
+//! once per run with [`use_trust_bundle`]), bearer token, timeouts (an
+//! unreachable server fails fast instead of hanging), and gRPC errors turned
+//! into sentences.
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use levee_proto::v1::join_tokens_client::JoinTokensClient;
 
 use levee_proto::v1::policy_admin_client::PolicyAdminClient;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -52,19 +58,58 @@ impl Interceptor for BearerToken {
 /// A connected admin client.
 pub type AdminClient = PolicyAdminClient<InterceptedService<Channel, BearerToken>>;
 
-/// Connects to `server` (e.g. `http://127.0.0.1:8090`), failing within
+/// A connected join-token client.
+pub type TokensClient = JoinTokensClient<InterceptedService<Channel, BearerToken>>;
+
+/// `--trust-bundle-file` of this run (one per process: leveectl runs one command).
+static TRUST_BUNDLE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Verifies `https://` servers against this PEM bundle.
+pub fn use_trust_bundle(path: PathBuf) {
+    let _ = TRUST_BUNDLE.set(path);
+}
+
+/// Connects to `server` (e.g. `https://127.0.0.1:8090`), failing within
 /// [`CONNECT_TIMEOUT`] when nothing answers.
 pub async fn connect(server: &str, token: Option<&str>) -> Result<AdminClient, BoxError> {
+    Ok(PolicyAdminClient::with_interceptor(
+        channel(server).await?,
+        BearerToken::new(token)?,
+    ))
+}
+
+/// [`connect`] for `JoinTokens`.
+pub async fn connect_tokens(server: &str, token: Option<&str>) -> Result<TokensClient, BoxError> {
+    Ok(JoinTokensClient::with_interceptor(
+        channel(server).await?,
+        BearerToken::new(token)?,
+    ))
+}
+
+async fn channel(server: &str) -> Result<Channel, BoxError> {
     // `127.0.0.1:8090` means `http://127.0.0.1:8090`.
     let url = if server.contains("://") {
         server.to_owned()
     } else {
         format!("http://{server}")
     };
-    let endpoint = Endpoint::from_shared(url)
+    let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| format!("--server {server:?} is not a URL: {e}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT);
+    if url.starts_with("https://") {
+        let path = TRUST_BUNDLE.get().ok_or(
+            "an https:// --server needs --trust-bundle-file (the control plane's <data-dir>/trust-bundle.pem)",
+        )?;
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("--trust-bundle-file {}: {e}", path.display()))?;
+        endpoint = endpoint
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            )
+            .map_err(|e| format!("--trust-bundle-file: {e}"))?;
+    }
     let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(e)) => {
@@ -80,10 +125,7 @@ pub async fn connect(server: &str, token: Option<&str>) -> Result<AdminClient, B
             .into());
         }
     };
-    Ok(PolicyAdminClient::with_interceptor(
-        channel,
-        BearerToken::new(token)?,
-    ))
+    Ok(channel)
 }
 
 /// An error and its causes, joined with `: `.

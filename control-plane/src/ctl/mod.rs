@@ -8,7 +8,8 @@
 //! - `apply`: `validate`, `apply`, `diff`.
 //! - `get`: `get`, `delete`.
 //! - `explain`: the effective policy of a route and where each value comes from.
-//! - `status`: connected proxies and what they ACKed.
+//! - `status`: connected proxies, what they ACKed, their identities.
+//! - `token`: join tokens (create, list, revoke).
 //! - `table`: aligned text tables.
 
 pub mod apply;
@@ -18,6 +19,7 @@ pub mod files;
 pub mod get;
 pub mod status;
 pub mod table;
+pub mod token;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,6 +44,11 @@ pub struct Cli {
     /// Bearer token for the admin API (when the control plane has --admin-token-file).
     #[arg(long, global = true, env = "LEVEE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// PEM trust bundle an `https://` --server is verified against (the
+    /// control plane's `<data-dir>/trust-bundle.pem`).
+    #[arg(long, global = true, env = "LEVEE_TRUST_BUNDLE_FILE")]
+    pub trust_bundle_file: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -164,6 +171,43 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Join tokens: the proof a proxy outside Kubernetes gets its certificate with.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for one workload; prints the secret once.
+    Create {
+        /// The service the proxy may register endpoints for.
+        #[arg(long)]
+        service: String,
+        /// Namespace of the identity.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Service account of the SPIFFE ID (default: the service's name).
+        #[arg(long)]
+        service_account: Option<String>,
+        /// Lifetime (e.g. 24h, 720h); default 720h (30 days).
+        #[arg(long)]
+        ttl: Option<levee_proto::policy::Duration>,
+        /// Output: `table` prints the secret alone; `json` prints everything.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Output format (`table` or `json`).
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Revoke a token by id: renewals with it are refused from now on.
+    Revoke {
+        /// The token's id (the part before the `.`).
+        id: String,
+    },
 }
 
 /// How a successful command ended.
@@ -189,6 +233,9 @@ impl Command {
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, BoxError> {
     let server = cli.server.as_str();
     let token = cli.token.as_deref();
+    if let Some(path) = cli.trust_bundle_file {
+        client::use_trust_bundle(path);
+    }
     match cli.command {
         Command::Validate { files } => apply::validate(&files, out).map(|()| Outcome::Done),
         Command::Apply {
@@ -256,6 +303,30 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, BoxError> {
         }
         Command::Status { output } => {
             status::status(server, token, output, out).await?;
+            Ok(Outcome::Done)
+        }
+        Command::Token(TokenCommand::Create {
+            service,
+            namespace,
+            service_account,
+            ttl,
+            output,
+        }) => {
+            let new = token::NewToken {
+                service,
+                namespace,
+                service_account,
+                ttl_seconds: ttl.map(|d| d.get().as_secs().max(1)),
+            };
+            token::create(server, token, &new, output, out).await?;
+            Ok(Outcome::Done)
+        }
+        Command::Token(TokenCommand::List { output }) => {
+            token::list(server, token, output, out).await?;
+            Ok(Outcome::Done)
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            token::revoke(server, token, &id, out).await?;
             Ok(Outcome::Done)
         }
     }

@@ -1,6 +1,7 @@
 //! `status`: the store revision, any quarantined store records, and every
 //! connected proxy, one row per subscription, with the version it was sent,
-//! the version it ACKed and the last NACK reason.
+//! the version it ACKed and the last NACK reason, and its workload
+//! identity (SPIFFE ID and time left on its certificate) when it has one.
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -62,6 +63,7 @@ fn write_status(response: &v1::StatusResponse, out: &mut dyn Write) -> std::io::
             format!("{}/{}", or_namespace(&hello.namespace), hello.service)
         };
         let age = format!("{}s", now.saturating_sub(proxy.connected_at_unix_ms) / 1000);
+        let identity = identity_text(proxy, now);
         let common = [
             proxy.stream_id.clone(),
             who,
@@ -72,6 +74,7 @@ fn write_status(response: &v1::StatusResponse, out: &mut dyn Write) -> std::io::
         if proxy.subscriptions.is_empty() {
             let mut row = common.to_vec();
             row.extend(["-", "-", "-", "-"].map(String::from));
+            row.push(identity.clone());
             rows.push(row);
         }
         for sub in &proxy.subscriptions {
@@ -86,6 +89,7 @@ fn write_status(response: &v1::StatusResponse, out: &mut dyn Write) -> std::io::
                 or_dash(&sub.sent_version),
                 or_dash(&sub.acked_version),
                 nack,
+                identity.clone(),
             ]);
             rows.push(row);
         }
@@ -102,9 +106,29 @@ fn write_status(response: &v1::StatusResponse, out: &mut dyn Write) -> std::io::
             "SENT",
             "ACKED",
             "LAST NACK",
+            "IDENTITY",
         ],
         &rows,
     )
+}
+
+/// `spiffe://… (expires in 16h)`, or `-` without a certificate.
+fn identity_text(proxy: &v1::ProxyStatus, now_ms: u64) -> String {
+    if proxy.spiffe_id.is_empty() {
+        return "-".to_owned();
+    }
+    let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+    let left = proxy.cert_not_after_unix.saturating_sub(now);
+    let left = if left <= 0 {
+        "expired".to_owned()
+    } else if left >= 3600 {
+        format!("expires in {}h", left / 3600)
+    } else if left >= 60 {
+        format!("expires in {}m", left / 60)
+    } else {
+        format!("expires in {left}s")
+    };
+    format!("{} ({left})", proxy.spiffe_id)
 }
 
 fn or_namespace(ns: &str) -> &str {
@@ -145,6 +169,8 @@ fn to_json(response: &v1::StatusResponse) -> Value {
                 "proxyVersion": hello.proxy_version,
                 "peer": p.peer,
                 "connectedAtUnixMs": p.connected_at_unix_ms,
+                "spiffeId": p.spiffe_id,
+                "certNotAfterUnix": p.cert_not_after_unix,
                 "subscriptions": subscriptions,
             })
         })

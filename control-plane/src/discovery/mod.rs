@@ -73,6 +73,19 @@ impl Discovery for DiscoveryService {
         request: Request<Streaming<v1::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let peer = request.remote_addr();
+        // With identities on, the stream is the workload of its certificate.
+        let identity = if self.ctx.require_identity {
+            match crate::identity::peer::from_certs(request.peer_certs()) {
+                Ok(identity) => Some(identity),
+                Err(refusal) => {
+                    self.ctx.metrics.watch_refused(refusal.reason);
+                    tracing::warn!(?peer, reason = refusal.reason, message = %refusal.message, "refused a Discovery stream");
+                    return Err(Status::unauthenticated(refusal.message));
+                }
+            }
+        } else {
+            None
+        };
         let slot = match peer {
             Some(peer) => Some(self.peers.admit(
                 peer.ip(),
@@ -86,7 +99,7 @@ impl Discovery for DiscoveryService {
         let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
-            session::run(ctx, stream_id, peer, inbound, tx).await;
+            session::run(ctx, stream_id, peer, identity, inbound, tx).await;
             // The stream counts against its peer until the session ends.
             drop(slot);
         });

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use levee_proto::policy::{ServiceKey, check_hello, check_service_ref};
+use levee_proto::policy::{ServiceKey, check_service_ref};
 use levee_proto::v1::{self, watch_request::Kind};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
@@ -17,6 +17,7 @@ use tonic::{Status, Streaming};
 use super::limits::{WatchLimits, check_subscriptions, note_inbound_error};
 use super::registry::{Registration, Registry, ServiceSnapshot};
 use super::status::{SessionStatus, Sessions, SubscriptionStatus, with_status};
+use crate::identity::peer::{PeerIdentity, check_hello};
 use crate::metrics::{Metrics, UpdateLabels};
 
 /// How long a new stream may take to send its hello.
@@ -41,6 +42,10 @@ pub struct SessionContext {
     /// of its service (redb mode). Kubernetes mode: no, endpoints come only
     /// from EndpointSlices (the pod is already there, at its targetPort).
     pub register_endpoints: bool,
+
+    /// Streams must present a workload certificate, and their hello may
+    /// claim only that identity and the stream's own address.
+    pub require_identity: bool,
 }
 
 type Outbound = mpsc::Sender<super::Outgoing>;
@@ -51,6 +56,7 @@ pub async fn run(
     ctx: SessionContext,
     stream_id: u64,
     peer: Option<SocketAddr>,
+    identity: Option<PeerIdentity>,
     mut inbound: Streaming<v1::WatchRequest>,
     tx: Outbound,
 ) {
@@ -75,9 +81,19 @@ pub async fn run(
             return;
         }
     };
-    if let Err(errors) = check_hello(&hello) {
+    if let Err(errors) = levee_proto::policy::check_hello(&hello) {
         let _ = tx
             .send(Box::new(Err(Status::invalid_argument(errors.to_string()))))
+            .await;
+        return;
+    }
+    if let Some(identity) = &identity
+        && let Err(refusal) = check_hello(&hello, identity, peer)
+    {
+        ctx.metrics.watch_refused(refusal.reason);
+        tracing::warn!(?peer, spiffe_id = %identity.spiffe_id, reason = refusal.reason, message = %refusal.message, "refused a hello");
+        let _ = tx
+            .send(Box::new(Err(Status::permission_denied(refusal.message))))
             .await;
         return;
     }
@@ -100,6 +116,11 @@ pub async fn run(
         peer: peer.map(|p| p.to_string()).unwrap_or_default(),
         connected_at_unix_ms: unix_ms(),
         subscriptions: Default::default(),
+        spiffe_id: identity
+            .as_ref()
+            .map(|i| i.spiffe_id.to_string())
+            .unwrap_or_default(),
+        cert_not_after_unix: identity.as_ref().map_or(0, |i| i.not_after_unix),
     });
     ctx.metrics.connected_proxies.inc();
     tracing::info!(stream_id, service = %hello.service, namespace = %hello.namespace, ?peer, "proxy connected");

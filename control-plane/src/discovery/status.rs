@@ -26,6 +26,10 @@ pub struct SessionStatus {
     pub connected_at_unix_ms: u64,
     /// Per subscribed service.
     pub subscriptions: BTreeMap<ServiceKey, SubscriptionStatus>,
+    /// SPIFFE ID of the stream's workload certificate ("" without identities).
+    pub spiffe_id: String,
+    /// That certificate's notAfter, Unix seconds (0 without).
+    pub cert_not_after_unix: i64,
 }
 
 /// Progress of one subscription.
@@ -101,5 +105,7 @@ pub fn to_proto(status: &SessionStatus) -> v1::ProxyStatus {
                 nack_reason: sub.nack_reason.clone(),
             })
             .collect(),
+        spiffe_id: status.spiffe_id.clone(),
+        cert_not_after_unix: status.cert_not_after_unix,
     }
 }

@@ -13,7 +13,11 @@
 //! A record that cannot be read is moved to a quarantine table when the
 //! store opens (`quarantine`), so one corrupt record never stops the
 //! control plane from starting.
+//!
+//! The identity module keeps its CA state and hashed join tokens in two
+//! more tables (`identity`).
 
+mod identity;
 mod key;
 mod quarantine;
 
@@ -22,6 +26,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+pub use identity::IdentityTable;
 pub use key::DocKey;
 pub use quarantine::Quarantined;
 
@@ -117,6 +122,7 @@ impl PolicyStore {
             txn.open_table(DOCUMENTS).map_err(db_err)?;
             txn.open_table(META).map_err(db_err)?;
             txn.open_table(quarantine::QUARANTINE).map_err(db_err)?;
+            identity::create_tables(&txn)?;
         }
         txn.commit().map_err(db_err)?;
         let mut store = PolicyStore {

@@ -39,6 +39,8 @@ impl TestControlPlane {
             "127.0.0.1:0",
             "--data-dir",
             dir,
+            // These tests speak plaintext gRPC (TLS and identities: tests/tests/e2e/identity*.rs).
+            "--insecure-plaintext",
         ];
         args.extend_from_slice(extra);
         let config = ControlPlaneConfig::try_parse_from(args).expect("flags");

@@ -20,6 +20,39 @@ pub(super) struct ConfigView<'a> {
     namespace: &'a str,
     policies: Vec<PolicyView<'a>>,
     endpoints: BTreeMap<String, Vec<String>>,
+    /// The workload certificate (never its key); absent without identity flags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<IdentityView>,
+}
+
+/// `/config` `identity`: who the proxy is to its peers and the control plane.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IdentityView {
+    /// `pending` until the first certificate, then `certified`.
+    state: &'static str,
+    spiffe_id: Option<String>,
+    service: Option<String>,
+    not_after: Option<String>,
+}
+
+fn identity(shared: &Shared) -> Option<IdentityView> {
+    let watch = shared.identity.get()?;
+    let current = watch.borrow().clone();
+    Some(match current {
+        None => IdentityView {
+            state: "pending",
+            spiffe_id: None,
+            service: None,
+            not_after: None,
+        },
+        Some(c) => IdentityView {
+            state: "certified",
+            spiffe_id: Some(c.spiffe_id.clone()),
+            service: Some(c.service.clone()),
+            not_after: Some(rfc3339(c.not_after)),
+        },
+    })
 }
 
 /// One policy as written and effective (defaults filled in, each route
@@ -63,6 +96,7 @@ pub(super) fn config<T>(shared: &Shared, write: impl FnOnce(&ConfigView<'_>) -> 
         namespace: &shared.namespace,
         policies,
         endpoints,
+        identity: identity(shared),
     })
 }
 

@@ -113,6 +113,11 @@ pub struct DiscoveryConfig {
     /// How long endpoints emptied right after a (re)connect are held
     /// ([`RESYNC_HOLD`]; shorter in tests).
     pub resync_hold: Duration,
+    /// TLS to the control plane (`None`: `--insecure-plaintext`).
+    pub tls: Option<crate::identity::ControlPlaneTls>,
+    /// The workload certificate to present (mTLS); streams wait for the
+    /// first one. `None`: no identity flags.
+    pub certified: Option<crate::identity::CertifiedWatch>,
 }
 
 /// The proxy's version as hello reports it.

@@ -58,6 +58,37 @@ pub(super) struct Watcher {
     failures: FailureStreak,
 }
 
+/// Connects to the control plane: in plaintext, or over TLS presenting
+/// the current workload certificate (waiting for the first one).
+async fn connect(
+    base: Endpoint,
+    tls: Option<crate::identity::ControlPlaneTls>,
+    certified: Option<crate::identity::CertifiedWatch>,
+) -> Result<tonic::transport::Channel, String> {
+    let endpoint = match tls {
+        None => base,
+        Some(tls) => {
+            let current = match certified {
+                Some(mut rx) => rx
+                    .wait_for(Option::is_some)
+                    .await
+                    .map_err(|_| "the identity task stopped".to_owned())?
+                    .clone(),
+                None => None,
+            };
+            let roots = current
+                .as_ref()
+                .map(|c| c.roots.clone())
+                .unwrap_or_default();
+            tls.apply(base, current.as_deref(), &roots)?
+        }
+    };
+    endpoint
+        .connect()
+        .await
+        .map_err(|error| format!("connecting: {}", crate::errors::error_chain(&error)))
+}
+
 /// Why a stream ended.
 enum End {
     Shutdown,
@@ -210,7 +241,11 @@ impl Watcher {
         let Some((_, endpoint)) = self.endpoints.get(self.current).cloned() else {
             return End::Failed("no control-plane URL".into());
         };
-        let connecting = endpoint.connect();
+        let connecting = connect(
+            endpoint,
+            self.config.tls.clone(),
+            self.config.certified.clone(),
+        );
         tokio::pin!(connecting);
         let channel = loop {
             tokio::select! {
@@ -218,7 +253,7 @@ impl Watcher {
                 Some(change) = changes.recv() => self.offline_changes(change, changes),
                 connected = &mut connecting => match connected {
                     Ok(channel) => break channel,
-                    Err(error) => return End::Failed(format!("connecting: {}", crate::errors::error_chain(&error))),
+                    Err(error) => return End::Failed(error),
                 },
             }
         };

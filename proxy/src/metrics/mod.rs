@@ -12,6 +12,7 @@
 //! series; tables that forget entries count it in
 //! `levee_state_evictions_total{table}`.
 
+pub mod identity;
 mod labels;
 mod request;
 mod series;
@@ -129,6 +130,8 @@ struct Inner {
     state_evictions_total: Family<StateLabels, Counter>,
     /// `levee_tcp_*`: opaque TCP forwarding.
     tcp: tcp::TcpFamilies,
+    /// `levee_identity_*`: the workload certificate.
+    identity: identity::IdentityMetrics,
     /// Per-route handles handed out by `requests`.
     routes: RouteCache,
     /// The other series with a `service` label, by service.
@@ -239,6 +242,7 @@ impl Metrics {
         );
 
         let tcp = tcp::TcpFamilies::register(&mut registry);
+        let identity = identity::IdentityMetrics::register(&mut registry);
 
         // Both results exist from the start, so `rate()` and alerts on nack see a 0 first.
         for result in ["ack", "nack"] {
@@ -268,11 +272,17 @@ impl Metrics {
                 trace_spans_dropped,
                 state_evictions_total,
                 tcp,
+                identity,
                 routes: RouteCache::default(),
                 series: SeriesByService::default(),
                 endpoint_health_owned: Mutex::default(),
             }),
         }
+    }
+
+    /// The workload certificate's metrics.
+    pub fn identity(&self) -> &identity::IdentityMetrics {
+        &self.inner.identity
     }
 
     /// The opaque TCP handles of `direction` and `target` (a

@@ -10,6 +10,9 @@
 //! Everything runs through a local `levee-control-plane` (embedded store in a
 //! temporary directory): the replicas' sidecars register themselves as the
 //! endpoints of `payments:8080`, and the policy is applied with `leveectl`.
+//! The harness runs the control plane and the sidecars with
+//! `--insecure-plaintext` (loopback only, nothing to set up from a fresh
+//! clone); docs/identity.md shows the TLS and certificate setup.
 
 pub mod load;
 pub mod report;

@@ -32,6 +32,8 @@ pub struct ControlPlaneBuilder {
     args: Vec<OsString>,
     /// Listen here instead of port 0 (a restart that proxies find again).
     addrs: Option<ControlPlaneAddrs>,
+    /// Serve gRPC over TLS with identities on (default: `--insecure-plaintext`).
+    tls: bool,
 }
 
 /// A running `levee-control-plane`.
@@ -43,6 +45,8 @@ pub struct ControlPlane {
     data_dir: PathBuf,
     /// Passed to `leveectl` when the admin API requires it.
     token: Option<String>,
+    /// TLS and identities on ([`ControlPlaneBuilder::tls`]).
+    tls: bool,
 }
 
 impl ControlPlaneBuilder {
@@ -61,6 +65,14 @@ impl ControlPlaneBuilder {
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Serve gRPC over TLS with workload identities required by Discovery
+    /// (the binary's default); without this the harness passes
+    /// `--insecure-plaintext`.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -98,6 +110,9 @@ impl ControlPlaneBuilder {
             std::fs::write(&path, token).unwrap_or_else(|e| panic!("writing the token: {e}"));
             cmd.arg("--admin-token-file").arg(path);
         }
+        if !self.tls {
+            cmd.arg("--insecure-plaintext");
+        }
         cmd.args(&self.args);
         let log = dir.path().join("control-plane.log");
         let mut process =
@@ -111,6 +126,7 @@ impl ControlPlaneBuilder {
             dir,
             data_dir,
             token: self.token,
+            tls: self.tls,
         }
     }
 }
@@ -122,12 +138,20 @@ impl ControlPlane {
             token: None,
             args: Vec::new(),
             addrs: None,
+            tls: false,
         }
     }
 
-    /// `http://IP:PORT` of the gRPC server (for `--control-plane` / `--server`).
+    /// `http://IP:PORT` of the gRPC server (`https://` with [`ControlPlaneBuilder::tls`]),
+    /// for `--control-plane` / `--server`.
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.addrs.grpc)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addrs.grpc)
+    }
+
+    /// The trust bundle the control plane wrote (`<data-dir>/trust-bundle.pem`).
+    pub fn trust_bundle(&self) -> PathBuf {
+        self.data_dir.join("trust-bundle.pem")
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -151,6 +175,9 @@ impl ControlPlane {
     pub async fn leveectl(&self, args: &[&str]) -> Result<Output, BoxError> {
         let mut cmd = startup::command("leveectl", self.dir.path(), "warn");
         cmd.args(["--server", &self.grpc_url()]).kill_on_drop(true);
+        if self.tls {
+            cmd.arg("--trust-bundle-file").arg(self.trust_bundle());
+        }
         if let Some(token) = &self.token {
             cmd.args(["--token", token]);
         }
@@ -189,6 +216,7 @@ impl ControlPlane {
         if let Some(token) = &self.token {
             builder = builder.admin_token(token);
         }
+        builder.tls = self.tls;
         builder.start().await
     }
 
@@ -202,6 +230,7 @@ impl ControlPlane {
         if let Some(token) = &self.token {
             builder = builder.admin_token(token);
         }
+        builder.tls = self.tls;
         builder.start().await
     }
 }

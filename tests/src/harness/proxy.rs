@@ -126,9 +126,17 @@ impl ProxyBuilder {
         self
     }
 
-    /// `--control-plane URL` (e.g. [`super::ControlPlane::grpc_url`]).
+    /// `--control-plane URL` (e.g. [`super::ControlPlane::grpc_url`]); an
+    /// `http://` URL adds `--insecure-plaintext` (an `https://` one needs
+    /// `--trust-bundle-file` and, for Discovery, an identity flag).
     pub fn control_plane(self, url: &str) -> Self {
-        self.arg("--control-plane").arg(url)
+        let plaintext = url.starts_with("http://");
+        let this = self.arg("--control-plane").arg(url);
+        if plaintext {
+            this.arg("--insecure-plaintext")
+        } else {
+            this
+        }
     }
 
     /// Any other flag, e.g. `.arg("--max-connections").arg("2")`.

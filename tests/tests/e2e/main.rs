@@ -61,6 +61,8 @@ mod discovery_sighup;
 mod discovery_unsubscribe;
 mod kubernetes_ha;
 
+mod identity;
+
 // Abuse: floods and slow clients against the bounds.
 mod abuse_slow_clients;
 mod abuse_upgrades;

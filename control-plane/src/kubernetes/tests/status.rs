@@ -95,6 +95,8 @@ fn session(id: u64, key: &ServiceKey, acked: &str) -> SessionStatus {
         hello: v1::Hello::default(),
         peer: String::new(),
         connected_at_unix_ms: 0,
+        spiffe_id: String::new(),
+        cert_not_after_unix: 0,
         subscriptions: BTreeMap::from([(
             key.clone(),
             SubscriptionStatus {

@@ -144,6 +144,8 @@ async fn hello_subscribe_ack_nack_and_resync_after_a_dropped_stream() {
             outbound: Some("127.0.0.1:4140".parse().expect("addr")),
         },
         resync_hold: HOLD,
+        tls: None,
+        certified: None,
     };
     let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
     crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
@@ -332,6 +334,8 @@ async fn an_unreachable_control_plane_falls_back_to_the_cache() {
         backoff: RECONNECT_BACKOFF,
         checks: LocalChecks { outbound: None },
         resync_hold: RESYNC_HOLD,
+        tls: None,
+        certified: None,
     };
     let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
     crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)

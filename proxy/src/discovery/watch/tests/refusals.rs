@@ -14,6 +14,8 @@ async fn updates_for_services_never_subscribed_are_refused_and_leave_no_state() 
         backoff: RECONNECT_BACKOFF,
         checks: LocalChecks { outbound: None },
         resync_hold: RESYNC_HOLD,
+        tls: None,
+        certified: None,
     };
     let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
     crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
@@ -77,6 +79,8 @@ async fn names_the_control_plane_would_refuse_fail_at_start() {
         backoff: RECONNECT_BACKOFF,
         checks: LocalChecks { outbound: None },
         resync_hold: RESYNC_HOLD,
+        tls: None,
+        certified: None,
     };
     let tasks = TaskTracker::new();
     let error = crate::discovery::start(shared, config, CancellationToken::new(), &tasks)

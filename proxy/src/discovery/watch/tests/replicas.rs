@@ -27,6 +27,8 @@ async fn an_unreachable_replica_is_skipped_and_a_lost_stream_moves_on() {
         },
         checks: LocalChecks { outbound: None },
         resync_hold: RESYNC_HOLD,
+        tls: None,
+        certified: None,
     };
     let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
     crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)

@@ -19,6 +19,8 @@ async fn a_dropped_destination_is_unsubscribed_and_its_state_forgotten() {
         backoff: RECONNECT_BACKOFF,
         checks: LocalChecks { outbound: None },
         resync_hold: RESYNC_HOLD,
+        tls: None,
+        certified: None,
     };
     let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
     crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
