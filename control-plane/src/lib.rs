@@ -12,6 +12,8 @@
 //!   `--http-addr` (connection cap, header-read timeout).
 //!
 //! gRPC message sizes (`--grpc-max-message-size`) are set on both services here.
+//! - `crd`: the ResiliencePolicy CustomResourceDefinition (schema from the
+//!   policy types, CEL rules, status), printed by `leveectl crd`.
 //! - `ctl`: the `leveectl` command's logic (the binary in `src/bin` is thin).
 //!
 //! [`start`] binds both listeners and returns their addresses (port 0 friendly);
@@ -22,6 +24,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod crd;
 pub mod ctl;
 pub mod discovery;
 pub mod http;
