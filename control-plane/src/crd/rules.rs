@@ -136,7 +136,7 @@ fn all_rules() -> Vec<Rule> {
         Rule {
             field: "outbound.timeouts.connect",
             check: positive(),
-            accept: "1ns",
+            accept: "1us",
             reject: "0ms",
         },
         Rule {

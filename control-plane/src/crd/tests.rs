@@ -176,3 +176,38 @@ fn the_recorded_status_is_a_policy_status() {
     }
     assert!(seen > 0, "no status in {}", path.display());
 }
+
+/// The schema as the API server would apply it: each rule's accepted value
+/// passes its field's schema (bounds, patterns, CEL rules evaluated by
+/// cel-python), the rejected one does not. Together with
+/// `every_rule_has_the_validators_bound`, a rule and its validator check
+/// refuse the same values at the bound.
+#[tokio::test]
+async fn every_rule_holds_in_the_schema_with_a_cel_engine() {
+    let python = levee_tests::harness::python::python().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crd_path = dir.path().join("crd.yaml");
+    std::fs::write(&crd_path, crd_yaml().expect("crd")).expect("write crd");
+    let table: Vec<Value> = rules()
+        .iter()
+        .map(|r| json!({"field": r.field, "accept": r.accept, "reject": r.reject}))
+        .collect();
+    let rules_path = dir.path().join("rules.json");
+    std::fs::write(&rules_path, serde_json::to_vec(&table).expect("json")).expect("write");
+    let out = tokio::process::Command::new(python)
+        .arg(repo_file("tests/py/kube_check.py"))
+        .arg("rules")
+        .arg(&crd_path)
+        .arg(&rules_path)
+        .output()
+        .await
+        .expect("run kube_check.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok = stdout.lines().filter(|l| l.starts_with("ok ")).count();
+    assert_eq!(ok, rules().len(), "{stdout}");
+}
