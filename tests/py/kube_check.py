@@ -8,6 +8,8 @@ in the harness's Python environment, target/levee-py).
   kube_check.py policies CRD.yaml FILE...
       every ResiliencePolicy document in the files against the CRD's schema:
       prints "ok FILE NAME" or "invalid FILE NAME: PROBLEMS" per document.
+      A FILE.yaml is read as kubectl reads it (YAML 1.1: an unquoted `on:`
+      key is "true"); a FILE.json holds the documents as leveectl read them.
   kube_check.py rules CRD.yaml RULES.json
       for each {"field", "accept", "reject"} (YAML values of a field under
       spec): the accepted value passes the field's schema and CEL rules,
@@ -121,9 +123,31 @@ def schema_problems(value, schema, path=""):
     return problems
 
 
+def json_keys(value):
+    """Map keys as kubectl sends them: YAML 1.1 reads `on:` as the boolean
+    true, and sigs.k8s.io/yaml turns that key into the string "true"."""
+    if isinstance(value, dict):
+        return {(str(k).lower() if isinstance(k, bool) else str(k)): json_keys(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_keys(v) for v in value]
+    return value
+
+
 def load_all(path):
+    """The documents of a file: JSON (a list of documents, already read the
+    way leveectl reads YAML) or YAML, read the way kubectl reads it."""
     with open(path) as f:
-        return [d for d in yaml.safe_load_all(f) if d]
+        if path.endswith(".json"):
+            return json.load(f)
+        return [json_keys(d) for d in yaml.safe_load_all(f) if d]
+
+
+def object_problems(obj, schema):
+    """A custom resource against its CRD schema: apiVersion, kind and
+    metadata are the API server's, the rest is the schema's."""
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+    return schema_problems(body, schema)
 
 
 def manifests(crd_path, rendered, versions):
@@ -132,7 +156,7 @@ def manifests(crd_path, rendered, versions):
     for obj in load_all(rendered):
         name = "%s/%s" % (obj.get("kind"), obj.get("metadata", {}).get("name"))
         if obj.get("kind") == "ResiliencePolicy":
-            problems = schema_problems(obj, schema)
+            problems = object_problems(obj, schema)
             print("%s %s against the CRD schema%s" % (
                 "ERROR" if problems else "ok", name, ": " + "; ".join(problems) if problems else ""))
             failed |= bool(problems)
@@ -157,7 +181,7 @@ def policies(crd_path, files):
         for obj in load_all(path):
             if obj.get("kind") != "ResiliencePolicy":
                 continue
-            problems = schema_problems(obj, schema)
+            problems = object_problems(obj, schema)
             name = obj.get("metadata", {}).get("name")
             if problems:
                 print("invalid %s %s: %s" % (path, name, "; ".join(problems)))

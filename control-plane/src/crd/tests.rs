@@ -153,6 +153,19 @@ fn every_cel_rule_in_the_crd_comes_from_the_rule_table() {
 }
 
 #[test]
+fn keys_yaml_11_reads_as_booleans_are_quoted() {
+    let yaml = crd_yaml().expect("crd");
+    assert!(yaml.contains("\n                      \"on\":\n"), "{yaml}");
+    assert!(!yaml.lines().any(|l| l.trim_start() == "on:"), "{yaml}");
+    // Still the same document for a YAML 1.2 reader.
+    let body: Value = serde_norway::from_str(&yaml).expect("yaml");
+    assert_eq!(
+        body,
+        serde_json::to_value(crd().expect("crd")).expect("json")
+    );
+}
+
+#[test]
 fn no_unsigned_format_reaches_the_api_server() {
     let yaml = crd_yaml().expect("crd");
     assert!(!yaml.contains("format: uint"), "{yaml}");
