@@ -5,6 +5,8 @@ in the harness's Python environment, target/levee-py).
       every object of RENDERED.yaml: built-in kinds with kubernetes-validate
       in strict mode for each VERSION; ResiliencePolicy objects against the
       CRD's own schema (below). Prints one line per object and version.
+  kube_check.py versions
+      the Kubernetes minor versions kubernetes-validate knows, oldest first.
   kube_check.py policies CRD.yaml FILE...
       every ResiliencePolicy document in the files against the CRD's schema:
       prints "ok FILE NAME" or "invalid FILE NAME: PROBLEMS" per document.
@@ -221,6 +223,14 @@ def main(argv):
     mode = argv[1]
     if mode == "manifests":
         return manifests(argv[2], argv[3], argv[4:])
+    if mode == "versions":
+        minors = []
+        for v in kubernetes_validate.utils.all_versions():
+            minor = kubernetes_validate.utils.major_minor(v)
+            if minor not in minors:
+                minors.append(minor)
+        print(" ".join(minors))
+        return 0
     if mode == "policies":
         return policies(argv[2], argv[3:])
     if mode == "rules":
