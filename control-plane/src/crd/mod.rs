@@ -26,6 +26,9 @@ pub use status::{PolicyCondition, PolicyStatus, ProxyCounts};
 
 /// The policy: target service and port, outbound and inbound resilience
 /// settings (the `spec` of a policy file `leveectl apply` takes).
+// clippy reads the printer columns' repeated `type_ = "string"` as
+// duplicated attributes; they are arguments of different columns.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[kube(
     group = "levee.dev",
