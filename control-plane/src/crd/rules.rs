@@ -32,6 +32,8 @@ pub enum Check {
     Pattern(&'static str),
     /// `minItems`.
     MinItems(u64),
+    /// `maxItems`.
+    MaxItems(u64),
     /// An `x-kubernetes-validations` entry.
     Cel {
         /// The CEL expression, with `self` the field's value.
@@ -94,6 +96,9 @@ pub fn apply(schema: &mut Value) -> Result<(), String> {
             }
             Check::MinItems(n) => {
                 object.insert("minItems".into(), json!(n));
+            }
+            Check::MaxItems(n) => {
+                object.insert("maxItems".into(), json!(n));
             }
             Check::Cel { rule, message } => {
                 let list = object

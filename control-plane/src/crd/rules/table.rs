@@ -316,9 +316,24 @@ fn retry_rules(retry: &'static str) -> Vec<Rule> {
     rules
 }
 
+/// `n` routes, as YAML.
+fn routes(n: usize) -> &'static str {
+    let items: Vec<String> = (0..n)
+        .map(|i| format!("{{name: r{i}, match: {{methods: [GET]}}}}"))
+        .collect();
+    leak(format!("[{}]", items.join(", ")))
+}
+
 /// Route names and matches.
 fn route_rules() -> Vec<Rule> {
+    let max = caps::MAX_ROUTES;
     vec![
+        rule(
+            "outbound.routes",
+            Check::MaxItems(max as u64),
+            routes(max),
+            routes(max + 1),
+        ),
         rule(
             "outbound.routes[].name",
             Check::Pattern(DNS_LABEL),
