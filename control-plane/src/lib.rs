@@ -18,6 +18,9 @@
 //!   injector and `ResiliencePolicy` validator, and their certificate.
 //! - `kubernetes`: `--kubernetes` mode: policies and endpoints from the API
 //!   server's watches into the same registry, Lease election, policy status.
+
+//! - `crd`: the ResiliencePolicy CustomResourceDefinition (schema from the
+//!   policy types, CEL rules, status), printed by `leveectl crd`.
 //! - `ctl`: the `leveectl` command's logic (the binary in `src/bin` is thin).
 //!
 //! [`start`] binds the listeners (and the webhooks' with `--webhook-addr`)
@@ -29,6 +32,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod crd;
 pub mod ctl;
 pub mod discovery;
 pub mod http;

@@ -94,6 +94,8 @@ impl Resource {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print the ResiliencePolicy CustomResourceDefinition (YAML) for `kubectl apply -f -`.
+    Crd,
     /// Check policy documents offline (every problem, with file, document and field path).
     Validate {
         /// A YAML file, a directory of `.yaml`/`.yml` files, or `-` for standard input.
@@ -237,6 +239,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, BoxError> {
         client::use_trust_bundle(path);
     }
     match cli.command {
+        Command::Crd => {
+            out.write_all(crate::crd::crd_yaml()?.as_bytes())?;
+            Ok(Outcome::Done)
+        }
         Command::Validate { files } => apply::validate(&files, out).map(|()| Outcome::Done),
         Command::Apply {
             files,

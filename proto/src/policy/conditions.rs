@@ -115,6 +115,25 @@ impl<'de> Deserialize<'de> for FailureCondition {
     }
 }
 
+impl schemars::JsonSchema for FailureCondition {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FailureCondition".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    /// A name or a status code, as a string or (unquoted in YAML) an integer:
+    /// Kubernetes' int-or-string. Which names and codes is checked by parsing.
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

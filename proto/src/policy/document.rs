@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
@@ -145,7 +146,7 @@ impl From<ResiliencePolicy> for Envelope<PolicySpec> {
 }
 
 /// `spec` of a [`ResiliencePolicy`].
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicySpec {
     /// The service the policy is about.
@@ -159,7 +160,7 @@ pub struct PolicySpec {
 }
 
 /// `spec.target`: a service in the policy's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Target {
     /// Service name (a DNS label, no namespace).

@@ -217,6 +217,30 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// What [`Duration`]'s `FromStr` accepts, as a regular expression (RE2 and
+/// Python `re` alike): one or more `<number><unit>` terms, no sign.
+pub const DURATION_PATTERN: &str = r"^(([0-9]+(\.[0-9]*)?|\.[0-9]+)(h|m|s|ms|us|µs|ns))+$";
+
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    /// A string in the policy's duration syntax (the length cap keeps the
+    /// cost of Kubernetes' CEL rules on it bounded).
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "maxLength": 64,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

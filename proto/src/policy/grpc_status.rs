@@ -178,6 +178,35 @@ impl<'de> Deserialize<'de> for GrpcStatus {
     }
 }
 
+impl GrpcStatus {
+    /// What `FromStr` accepts, as a regular expression (RE2 and Python `re`
+    /// alike): a status name in any case, with `-` or `_` between words.
+    pub fn name_pattern() -> String {
+        let names: Vec<String> = TABLE
+            .iter()
+            .map(|(_, name, _)| name.replace('-', "[-_]"))
+            .collect();
+        format!("^(?i:{})$", names.join("|"))
+    }
+}
+
+impl schemars::JsonSchema for GrpcStatus {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "GrpcStatus".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": GrpcStatus::name_pattern(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

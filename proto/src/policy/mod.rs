@@ -34,7 +34,7 @@ pub use document::{
     API_VERSION, Document, EndpointsSpec, KIND_ENDPOINTS, KIND_POLICY, ObjectMeta, PolicySpec,
     ResiliencePolicy, ServiceEndpoints, Target,
 };
-pub use duration::{Duration, DurationError};
+pub use duration::{DURATION_PATTERN, Duration, DurationError};
 pub use effective::{
     DEFAULT_ROUTE, EffectiveCircuitBreaker, EffectiveConcurrency, EffectiveInbound,
     EffectiveOutbound, EffectiveRateLimit, EffectiveRetry, EffectiveSlowCall, EffectiveTimeouts,
@@ -50,6 +50,7 @@ pub use parse::{parse_documents, to_yaml};
 pub use route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteRequest, RouteTimeouts};
 pub use service_key::{Authority, DEFAULT_NAMESPACE, ServiceKey};
 pub use target::{PolicyIndex, TargetKey, check_batch, select_policy};
+pub use validate::caps;
 pub use validate::names::{check_document_ref, check_hello, check_service_ref};
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! override can say "not set, inherit" and `/config` shows what was written;
 //! [`crate::policy::effective`] resolves them into plain values.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::conditions::FailureCondition;
@@ -16,7 +17,7 @@ use super::route::Route;
 ///
 /// `OutboundPolicy::default()` is "no policy at all": no request timeout,
 /// retries only on connect failure / refused stream, no breaker, no limits.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutboundPolicy {
     /// Deadlines for the whole call, each attempt, connecting and idling.
@@ -40,7 +41,7 @@ pub struct OutboundPolicy {
 }
 
 /// Service-level outbound timeouts. `0s` turns `request`/`perTry` off.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Timeouts {
     /// The whole call, all attempts and backoff included (default: off).
@@ -68,7 +69,7 @@ impl Timeouts {
 
 /// Retry policy. Every field is optional; unset fields take the default (at
 /// service level) or the service's value (in a route override).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (default 2; 0 disables retries).
@@ -99,7 +100,7 @@ pub struct RetryPolicy {
 
 /// `retry.backoff` as written: the n-th retry (from 1) waits a random time
 /// in `[0, min(max, base × 2^(n-1))]` ("full jitter").
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBackoff {
     /// First backoff ceiling (default 25ms).
@@ -112,7 +113,7 @@ pub struct RetryBackoff {
 
 /// Retries may add at most `percent`% of the requests seen in `window`, plus
 /// `minPerSecond` retries per second (Linkerd / tower `TpsBudget` semantics).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBudget {
     /// Retry ratio in percent of requests (default 20).
@@ -128,7 +129,7 @@ pub struct RetryBudget {
 
 /// Circuit breaking: per-endpoint ejection after consecutive failures, and a
 /// per-service CLOSED/OPEN/HALF_OPEN breaker on failure and slow-call rates.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreaker {
     /// Outcomes counted as failures (default `[5xx, connect-failure, timeout, reset]`).
@@ -156,7 +157,7 @@ pub struct CircuitBreaker {
 
 /// The service breaker opens when at least `percent`% of at least
 /// `minRequests` calls in the last `window` failed.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FailureRate {
     /// Threshold in percent (default 50).
@@ -172,7 +173,7 @@ pub struct FailureRate {
 
 /// The service breaker opens when at least `percent`% of the calls in the
 /// failure-rate window took longer than `duration`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SlowCall {
     /// A call slower than this is slow (required).
@@ -183,7 +184,7 @@ pub struct SlowCall {
 }
 
 /// Open time: `base` on the first trip, doubling on each consecutive trip, up to `max`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OpenDuration {
     /// First open time (default 5s).
@@ -195,7 +196,7 @@ pub struct OpenDuration {
 }
 
 /// Token bucket: `requestsPerSecond` sustained, `burst` at once.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimit {
     /// Sustained rate (required, > 0).
@@ -209,7 +210,7 @@ pub struct RateLimit {
 }
 
 /// Bulkhead: at most `maxInFlight` calls at once, `maxQueued` more waiting.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Concurrency {
     /// Calls in flight (required, > 0).
@@ -220,7 +221,7 @@ pub struct Concurrency {
 }
 
 /// What the service's own proxy does with calls that arrive.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InboundPolicy {
     /// Admission rate limit (optionally per client).
@@ -242,7 +243,7 @@ impl InboundPolicy {
 }
 
 /// Inbound timeouts.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InboundTimeouts {
     /// The local app's whole answer (default off; `0s` is off).

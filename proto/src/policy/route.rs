@@ -3,13 +3,14 @@
 //! Routes are tried in the order written; the first whose match accepts the
 //! request wins. Within one match every given criterion must hold (AND).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::duration::Duration;
 use super::outbound::RetryPolicy;
 
 /// A named override of the service's outbound timeouts and retry policy.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Route {
     /// Unique within the policy; used as the `route` metric label.
@@ -26,7 +27,7 @@ pub struct Route {
 
 /// The timeouts a route may override (`connect` belongs to the endpoint pool;
 /// `idle` is set per service).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteTimeouts {
     /// Whole-call deadline; `0s` turns the service's off for this route.
@@ -45,7 +46,7 @@ impl RouteTimeouts {
 }
 
 /// Request criteria; all given ones must match, and at least one must be given.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteMatch {
     /// Path prefix, element-wise: `/payments` matches `/payments` and `/payments/1`, not `/paymentsx`.
@@ -66,7 +67,7 @@ pub struct RouteMatch {
 }
 
 /// A header that must be present, with exactly `value` if given.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderMatch {
     /// Header name (case-insensitive).
@@ -77,7 +78,7 @@ pub struct HeaderMatch {
 }
 
 /// gRPC criteria: fully-qualified service (`shop.v1.Payments`) and/or method (`Charge`).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrpcMatch {
     /// Fully-qualified service name.

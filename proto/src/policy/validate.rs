@@ -14,7 +14,7 @@ use super::outbound::{
 };
 use super::target;
 
-pub(super) mod caps;
+pub mod caps;
 pub(super) mod names;
 mod route;
 

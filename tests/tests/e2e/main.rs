@@ -49,6 +49,9 @@ mod tracing_events;
 mod tracing_sampling;
 mod tracing_spans;
 
+// Kubernetes: the manifests and the ResiliencePolicy CRD, offline.
+mod kubernetes_manifests;
+
 // Control plane and control-plane mode.
 mod control_plane;
 mod control_plane_auth;

@@ -10,21 +10,25 @@ use super::super::error::Problems;
 use super::super::outbound::{CircuitBreaker, Concurrency, RetryPolicy};
 
 /// `timeouts.request`, `timeouts.perTry`, `timeouts.idle` (outbound, routes, inbound).
-pub(crate) const TIMEOUT: Duration = Duration::from_secs(3600);
+pub const TIMEOUT: Duration = Duration::from_secs(3600);
 /// `timeouts.connect`.
-pub(crate) const CONNECT: Duration = Duration::from_secs(300);
+pub const CONNECT: Duration = Duration::from_secs(300);
 /// `retry.backoff.base` and `retry.backoff.max`.
-pub(crate) const BACKOFF: Duration = Duration::from_secs(60);
+pub const BACKOFF: Duration = Duration::from_secs(60);
 /// `retry.budget.window` (the budget's ring holds at most a minute).
-pub(crate) const BUDGET_WINDOW: Duration = Duration::from_secs(60);
+pub const BUDGET_WINDOW: Duration = Duration::from_secs(60);
 /// `circuitBreaker.failureRate.window`, `slowCall.duration`, `open.base`, `open.max`.
-pub(crate) const BREAKER: Duration = Duration::from_secs(3600);
+pub const BREAKER: Duration = Duration::from_secs(3600);
 /// `retry.maxRetries`.
-pub(crate) const MAX_RETRIES: u32 = 10;
+pub const MAX_RETRIES: u32 = 10;
 /// `retry.maxReplayBytes`: 64 MiB.
-pub(crate) const MAX_REPLAY_BYTES: u64 = 64 * 1024 * 1024;
+pub const MAX_REPLAY_BYTES: u64 = 64 * 1024 * 1024;
 /// `concurrency.maxQueued`.
-pub(crate) const MAX_QUEUED: u32 = 10_000;
+pub const MAX_QUEUED: u32 = 10_000;
+/// `outbound.routes`: each route is matched in turn on every call. Also
+/// what lets the Kubernetes API server bound the cost of the CRD's CEL
+/// rules inside routes (it refuses a CRD whose rules could cost too much).
+pub const MAX_ROUTES: usize = 64;
 
 /// Records every field of `spec` over its cap.
 pub(super) fn policy(spec: &PolicySpec, p: &mut Problems) {
@@ -42,6 +46,15 @@ pub(super) fn policy(spec: &PolicySpec, p: &mut Problems) {
     }
     if let Some(c) = &o.concurrency {
         concurrency("spec.outbound.concurrency", c, p);
+    }
+    if o.routes.len() > MAX_ROUTES {
+        p.add(
+            "spec.outbound.routes",
+            format!(
+                "{} routes is more than the maximum of {MAX_ROUTES}",
+                o.routes.len()
+            ),
+        );
     }
     for (i, route) in o.routes.iter().enumerate() {
         let path = format!("spec.outbound.routes[{i}]");
