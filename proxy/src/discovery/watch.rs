@@ -214,6 +214,15 @@ impl Watcher {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(self.hello());
+        // Addresses are not part of hello: subscribed right after it.
+        let addresses = self.shared.subscriptions.addresses.addresses();
+        if !addresses.is_empty() {
+            let addresses = addresses.iter().map(ToString::to_string).collect();
+            let _ = tx.send(request(Request::Subscribe(pb::Subscribe {
+                services: Vec::new(),
+                addresses,
+            })));
+        }
         let requests = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|request| (request, rx))
         });
@@ -250,6 +259,10 @@ impl Watcher {
                         self.failures.reset();
                         let changed = self.on_update(update, &tx, &mut pending);
                         self.after_update(&pending, changed).await;
+                    }
+                    Ok(Some(pb::WatchResponse { kind: Some(Response::Address(answer)) })) => {
+                        self.failures.reset();
+                        self.on_address(&answer);
                     }
                     Ok(Some(pb::WatchResponse { kind: None })) => {}
                     Ok(None) => return End::Failed("the control plane ended the stream".into()),
@@ -352,6 +365,23 @@ impl Watcher {
             self.shared.subscriptions.settle(&key);
         }
         changed
+    }
+
+    /// Records which service owns an address. An answer that names an
+    /// unreadable service, or no readable address, counts as unknown
+    /// (passthrough) rather than ending the stream.
+    fn on_address(&self, answer: &pb::AddressUpdate) {
+        let Ok(addr) = answer.address.parse::<SocketAddr>() else {
+            tracing::warn!(address = %answer.address, "ignoring an address answer for no ip:port");
+            return;
+        };
+        let owner = answer.service.as_ref().and_then(|service| {
+            ServiceKey::try_from(service)
+                .inspect_err(|reason| tracing::warn!(%addr, %reason, "address answer names no valid service"))
+                .ok()
+        });
+        tracing::debug!(%addr, owner = ?owner.as_ref().map(ToString::to_string), "address answered");
+        self.shared.subscriptions.addresses.answer(&addr, owner);
     }
 
     /// Installs (and caches) a changed state. Before the proxy has a first

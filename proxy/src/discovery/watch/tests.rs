@@ -107,6 +107,7 @@ fn update(version: &str, nonce: &str, policy: Option<pb::ResiliencePolicy>) -> p
         policy_revision: 3,
         policy,
         endpoints: vec!["127.0.0.1:9001".into()],
+        ..Default::default()
     }
 }
 
