@@ -73,6 +73,7 @@ mod chaos_upstream_kill;
 mod init_iptables;
 mod transparent_detect;
 mod transparent_passthrough;
+mod transparent_discovery;
 mod transparent_two_pods;
 // The container image (the Dockerfile read, no engine needed).
 mod docker_image;

@@ -18,15 +18,15 @@ use levee_tests::harness::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const PROXY_UID: u32 = 2102;
-const DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const PROXY_UID: u32 = 2102;
+pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 /// The service the client calls, as the client sidecar's counters name it.
 const SERVICE: &str = "web.default:9080";
 
 /// `levee-flaky` inside `ns` on `127.0.0.1:port` (only the sidecar reaches
 /// it), with an empty environment and no flag about Levee: the app does
 /// not know it has a sidecar. Returns once it answers.
-async fn flaky_app(ns: &Netns, port: u16, id: &str, fail_rate: &str, log: &Path) -> Process {
+pub(crate) async fn flaky_app(ns: &Netns, port: u16, id: &str, fail_rate: &str, log: &Path) -> Process {
     let mut cmd = ns.command(binary("levee-flaky"));
     cmd.env_clear()
         .env("RUST_LOG", "warn")
@@ -69,7 +69,7 @@ fn echo_app(ns: &Netns, port: u16) {
 
 /// `curl` inside `ns`: a plain GET of `http://target/` with `host`. Its
 /// status code and body.
-async fn curl(ns: &Netns, target: SocketAddr, host: &str) -> (String, String) {
+pub(crate) async fn curl(ns: &Netns, target: SocketAddr, host: &str) -> (String, String) {
     let url = format!("http://{target}/hello");
     let host = format!("host: {host}");
     let out = ns
@@ -101,7 +101,7 @@ async fn curl(ns: &Netns, target: SocketAddr, host: &str) -> (String, String) {
 }
 
 /// The sidecar's `/metrics` in `ns`, over loopback (not captured).
-async fn metrics(ns: &Netns) -> Metrics {
+pub(crate) async fn metrics(ns: &Netns) -> Metrics {
     let mut conn = ns
         .connect(SocketAddr::from(([127, 0, 0, 1], 4191)))
         .expect("connect to the admin port");
@@ -118,7 +118,7 @@ async fn metrics(ns: &Netns) -> Metrics {
     Metrics::parse(body).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
-async fn init_iptables(ns: &Netns) {
+pub(crate) async fn init_iptables(ns: &Netns) {
     let init = ns
         .output(&binary("levee-proxy").to_string_lossy(), &["init-iptables"])
         .await;
