@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use levee_proto::policy::{
-    AppProtocol, DEFAULT_NAMESPACE, Document, ResiliencePolicy, ServiceEndpoints, ServiceKey, TargetKey,
-    select_policy,
+    AppProtocol, DEFAULT_NAMESPACE, Document, ResiliencePolicy, ServiceEndpoints, ServiceKey,
+    TargetKey, select_policy,
 };
 use tokio::sync::watch;
 
@@ -268,7 +268,8 @@ impl State {
         if changed.is_empty() {
             return;
         }
-        self.address_channels.retain(|_, tx| tx.receiver_count() > 0);
+        self.address_channels
+            .retain(|_, tx| tx.receiver_count() > 0);
         for addr in changed {
             if let Some(tx) = self.address_channels.get(&addr) {
                 let owner = self.addresses.owner(&addr).cloned();
@@ -302,14 +303,23 @@ impl State {
                 claims.push((*addr, Claim::Endpoint, key.clone()));
             }
         }
-        for r in self.registrations.get(name).into_iter().flat_map(BTreeMap::values) {
+        for r in self
+            .registrations
+            .get(name)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+        {
             let Some(port) = r.port else { continue };
             let key = ServiceKey {
                 name: name.1.clone(),
                 namespace: name.0.clone(),
                 port,
             };
-            claims.push((SocketAddr::new(r.addr.ip(), port), Claim::Endpoint, key.clone()));
+            claims.push((
+                SocketAddr::new(r.addr.ip(), port),
+                Claim::Endpoint,
+                key.clone(),
+            ));
             claims.push((r.addr, Claim::Endpoint, key));
         }
         claims.sort();
@@ -353,7 +363,9 @@ impl State {
             .values()
             .find(|e| e.service_key(DEFAULT_NAMESPACE) == *key);
         let app_protocol = declared.and_then(|e| e.spec.app_protocol);
-        let mut virtual_ips = declared.map(|e| e.spec.virtual_ips.clone()).unwrap_or_default();
+        let mut virtual_ips = declared
+            .map(|e| e.spec.virtual_ips.clone())
+            .unwrap_or_default();
         virtual_ips.sort();
         virtual_ips.dedup();
         let version = version(

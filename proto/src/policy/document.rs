@@ -213,11 +213,7 @@ pub struct EndpointsSpec {
     /// The service's virtual IPs (v4 or v6, no port; e.g. a Kubernetes
     /// ClusterIP): a transparent call to `virtualIP:port` is a call to
     /// this service port. At most [`MAX_VIRTUAL_IPS`].
-    #[serde(
-        default,
-        rename = "virtualIPs",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, rename = "virtualIPs", skip_serializing_if = "Vec::is_empty")]
     pub virtual_ips: Vec<IpAddr>,
     /// What the app speaks on the port; `None`: the proxy learns it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,11 +7,11 @@ use std::str::FromStr;
 
 use crate::v1 as pb;
 
+use super::app_protocol::AppProtocol;
 use super::document::{
     Document, EndpointsSpec, KIND_ENDPOINTS, KIND_POLICY, ObjectMeta, PolicySpec, ResiliencePolicy,
     ServiceEndpoints, Target,
 };
-use super::app_protocol::AppProtocol;
 use super::duration::Duration;
 use super::error::{PolicyErrors, Problems};
 use super::outbound::{

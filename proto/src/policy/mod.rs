@@ -35,8 +35,7 @@ pub use app_protocol::{APP_PROTOCOLS, AppProtocol};
 pub use conditions::FailureCondition;
 pub use document::{
     API_VERSION, Document, EndpointsSpec, KIND_ENDPOINTS, KIND_POLICY, MAX_VIRTUAL_IPS, ObjectMeta,
-    PolicySpec,
-    ResiliencePolicy, ServiceEndpoints, Target,
+    PolicySpec, ResiliencePolicy, ServiceEndpoints, Target,
 };
 pub use duration::{Duration, DurationError};
 pub use effective::{

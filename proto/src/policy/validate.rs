@@ -284,7 +284,9 @@ fn endpoints_spec(spec: &EndpointsSpec, p: &mut Problems) {
         if ip.is_unspecified() || ip.is_multicast() {
             p.add(
                 &path,
-                format!("{ip}: an unspecified or multicast address cannot be a service's virtual IP"),
+                format!(
+                    "{ip}: an unspecified or multicast address cannot be a service's virtual IP"
+                ),
             );
         }
     }

@@ -31,8 +31,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Version};
-use levee_proto::policy::AppProtocol;
 use hyper_util::rt::TokioIo;
+use levee_proto::policy::AppProtocol;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

@@ -120,7 +120,10 @@ impl Destinations {
         shared.subscriptions.limit(subscriptions, evictions);
         // Addresses lead to destinations: as many as the table keeps.
         let evictions = shared.metrics.state_evictions(StateTable::Addresses);
-        shared.subscriptions.addresses.limit(capacity.max(1), evictions);
+        shared
+            .subscriptions
+            .addresses
+            .limit(capacity.max(1), evictions);
         Destinations {
             shared,
             forwarder,

@@ -205,8 +205,15 @@ impl Outbound {
         let wait = self
             .transparent
             .as_ref()
-            .map_or(crate::transparent::DEFAULT_DETECT_TIMEOUT, |t| t.detect_timeout);
-        match self.shared.subscriptions.address_owner(original, wait).await {
+            .map_or(crate::transparent::DEFAULT_DETECT_TIMEOUT, |t| {
+                t.detect_timeout
+            });
+        match self
+            .shared
+            .subscriptions
+            .address_owner(original, wait)
+            .await
+        {
             Some(owner) => self.destinations.service(&owner),
             None => self.destinations.original(original),
         }

@@ -204,7 +204,15 @@ pub async fn serve<H: Handler>(
                         None => None,
                         Some((transparent, original)) => {
                             let declared_opaque = handler.declared_opaque(original);
-                            if !redirected_http(&stream, &transparent, original, declared_opaque, &shutdown2).await {
+                            if !redirected_http(
+                                &stream,
+                                &transparent,
+                                original,
+                                declared_opaque,
+                                &shutdown2,
+                            )
+                            .await
+                            {
                                 let target = transparent.target(original);
                                 transparent
                                     .passthrough

@@ -234,10 +234,7 @@ async fn a_port_declared_http_by_discovery_gets_http1_from_the_first_call() {
         e.spec.app_protocol = Some(AppProtocol::Http);
     }
     apply(&cp, yaml::documents(&[endpoints])).await;
-    let proxy = Proxy::builder()
-        .control_plane(&cp.grpc_url())
-        .start()
-        .await;
+    let proxy = Proxy::builder().control_plane(&cp.grpc_url()).start().await;
     let mut conn = Http2Conn::connect(proxy.outbound())
         .await
         .expect("h2c connect");

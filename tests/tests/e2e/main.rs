@@ -72,8 +72,8 @@ mod chaos_upstream_kill;
 // Kubernetes data path: interception rules in network namespaces (root).
 mod init_iptables;
 mod transparent_detect;
-mod transparent_passthrough;
 mod transparent_discovery;
+mod transparent_passthrough;
 mod transparent_two_pods;
 // The container image (the Dockerfile read, no engine needed).
 mod docker_image;

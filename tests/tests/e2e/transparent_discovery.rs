@@ -18,9 +18,7 @@ use levee_tests::harness::{
     yaml,
 };
 
-use crate::transparent_two_pods::{
-    DEADLINE, PROXY_UID, curl, flaky_app, init_iptables, metrics,
-};
+use crate::transparent_two_pods::{DEADLINE, PROXY_UID, curl, flaky_app, init_iptables, metrics};
 
 /// The service's virtual IP: inside the veth's /24 (so the client
 /// namespace has a route), on no interface.
@@ -107,7 +105,7 @@ async fn calls_to_a_virtual_ip_or_an_endpoint_get_the_services_policy() {
     eventually(DEADLINE, "the client sidecar's stream is up", || async {
         let m = metrics(&client).await;
         match m.sum("levee_control_plane_connected", &[]) {
-            Some(v) if v == 1.0 => Ok(()),
+            Some(1.0) => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })

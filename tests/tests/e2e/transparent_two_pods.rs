@@ -26,7 +26,13 @@ const SERVICE: &str = "web.default:9080";
 /// `levee-flaky` inside `ns` on `127.0.0.1:port` (only the sidecar reaches
 /// it), with an empty environment and no flag about Levee: the app does
 /// not know it has a sidecar. Returns once it answers.
-pub(crate) async fn flaky_app(ns: &Netns, port: u16, id: &str, fail_rate: &str, log: &Path) -> Process {
+pub(crate) async fn flaky_app(
+    ns: &Netns,
+    port: u16,
+    id: &str,
+    fail_rate: &str,
+    log: &Path,
+) -> Process {
     let mut cmd = ns.command(binary("levee-flaky"));
     cmd.env_clear()
         .env("RUST_LOG", "warn")

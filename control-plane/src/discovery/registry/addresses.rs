@@ -74,9 +74,6 @@ impl<N: std::hash::Hash + Eq> AddressIndex<N> {
 
     /// The service port that owns `addr`, if any.
     pub fn owner(&self, addr: &SocketAddr) -> Option<&ServiceKey> {
-        self.by_address
-            .get(addr)?
-            .first()
-            .map(|(_, key)| key)
+        self.by_address.get(addr)?.first().map(|(_, key)| key)
     }
 }

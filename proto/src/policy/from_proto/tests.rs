@@ -142,7 +142,11 @@ fn endpoints_addresses_are_parsed_and_checked() {
     let paths: Vec<&str> = err.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
-        ["spec.addresses[2]", "spec.virtualIPs[2]", "spec.appProtocol"],
+        [
+            "spec.addresses[2]",
+            "spec.virtualIPs[2]",
+            "spec.appProtocol"
+        ],
         "{err}"
     );
 }

@@ -84,7 +84,10 @@ impl Watcher {
             // first update; a plain subscribe of a key it has is a no-op).
             if !unsubscribe.is_empty() || !unsubscribe_addresses.is_empty() {
                 let services = unsubscribe.iter().map(pb::ServiceRef::from).collect();
-                let addresses = unsubscribe_addresses.iter().map(ToString::to_string).collect();
+                let addresses = unsubscribe_addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 let _ = tx.send(request(Request::Unsubscribe(pb::Unsubscribe {
                     services,
                     addresses,
