@@ -160,6 +160,11 @@ impl Subscriptions {
         self.connected.store(connected, Ordering::Release);
     }
 
+    /// Whether the stream is up (first answers are awaited only then).
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
     /// Subscriptions in the set now.
     pub fn len(&self) -> usize {
         self.read().services.len()
@@ -229,7 +234,7 @@ impl Subscriptions {
             Lookup::Pending(pending) => pending,
             Lookup::Missing => self.addresses.insert(addr, sender),
         };
-        if !self.connected.load(Ordering::Acquire) {
+        if !self.is_connected() {
             return None;
         }
         let _ = tokio::time::timeout(wait, pending.answered()).await;

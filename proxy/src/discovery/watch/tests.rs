@@ -362,5 +362,6 @@ async fn an_unreachable_control_plane_falls_back_to_the_cache() {
     tasks.wait().await;
 }
 
+mod addresses;
 mod refusals;
 mod unsubscribe;
