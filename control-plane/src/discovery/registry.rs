@@ -26,7 +26,7 @@ use levee_proto::policy::{
 use tokio::sync::watch;
 
 use crate::store::DocKey;
-use addresses::{AddressIndex, Claim, Claimed};
+use addresses::AddressIndex;
 
 /// The state of one service port, as sent to proxies.
 #[derive(Clone, Debug)]
@@ -255,76 +255,6 @@ impl State {
                 });
             }
         }
-    }
-
-    /// Re-indexes the addresses the `affected` services claim and sends
-    /// each watched address whose owner changed.
-    fn reindex(&mut self, affected: &HashSet<ServiceName>) {
-        let mut changed = Vec::new();
-        for name in affected {
-            let claims = self.claims(name);
-            changed.extend(self.addresses.set(name.clone(), claims));
-        }
-        if changed.is_empty() {
-            return;
-        }
-        self.address_channels
-            .retain(|_, tx| tx.receiver_count() > 0);
-        for addr in changed {
-            if let Some(tx) = self.address_channels.get(&addr) {
-                let owner = self.addresses.owner(&addr).cloned();
-                tx.send_if_modified(|current| {
-                    if *current == owner {
-                        return false;
-                    }
-                    *current = owner;
-                    true
-                });
-            }
-        }
-    }
-
-    /// Every address the service `name` claims: its virtual IPs with each
-    /// port, its static endpoints, and its live proxies' pod IP with their
-    /// service port and their inbound address (a registration for every
-    /// port names no service port, so it claims nothing).
-    fn claims(&self, name: &ServiceName) -> Vec<Claimed> {
-        let mut claims = Vec::new();
-        for e in self.static_endpoints.values() {
-            if service_of(e.target(DEFAULT_NAMESPACE)) != *name {
-                continue;
-            }
-            let key = e.service_key(DEFAULT_NAMESPACE);
-            for ip in &e.spec.virtual_ips {
-                let addr = SocketAddr::new(*ip, e.spec.port);
-                claims.push((addr, Claim::VirtualIp, key.clone()));
-            }
-            for addr in &e.spec.addresses {
-                claims.push((*addr, Claim::Endpoint, key.clone()));
-            }
-        }
-        for r in self
-            .registrations
-            .get(name)
-            .into_iter()
-            .flat_map(BTreeMap::values)
-        {
-            let Some(port) = r.port else { continue };
-            let key = ServiceKey {
-                name: name.1.clone(),
-                namespace: name.0.clone(),
-                port,
-            };
-            claims.push((
-                SocketAddr::new(r.addr.ip(), port),
-                Claim::Endpoint,
-                key.clone(),
-            ));
-            claims.push((r.addr, Claim::Endpoint, key));
-        }
-        claims.sort();
-        claims.dedup();
-        claims
     }
 
     fn snapshot(&self, key: &ServiceKey) -> ServiceSnapshot {

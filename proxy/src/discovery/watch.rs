@@ -367,23 +367,6 @@ impl Watcher {
         changed
     }
 
-    /// Records which service owns an address. An answer that names an
-    /// unreadable service, or no readable address, counts as unknown
-    /// (passthrough) rather than ending the stream.
-    fn on_address(&self, answer: &pb::AddressUpdate) {
-        let Ok(addr) = answer.address.parse::<SocketAddr>() else {
-            tracing::warn!(address = %answer.address, "ignoring an address answer for no ip:port");
-            return;
-        };
-        let owner = answer.service.as_ref().and_then(|service| {
-            ServiceKey::try_from(service)
-                .inspect_err(|reason| tracing::warn!(%addr, %reason, "address answer names no valid service"))
-                .ok()
-        });
-        tracing::debug!(%addr, owner = ?owner.as_ref().map(ToString::to_string), "address answered");
-        self.shared.subscriptions.addresses.answer(&addr, owner);
-    }
-
     /// Installs (and caches) a changed state. Before the proxy has a first
     /// config, nothing is installed until every initial subscription is
     /// answered; then the proxy turns ready on control-plane config.
@@ -429,6 +412,7 @@ fn request(kind: Request) -> pb::WatchRequest {
     pb::WatchRequest { kind: Some(kind) }
 }
 
+mod answers;
 mod changes;
 mod hold;
 

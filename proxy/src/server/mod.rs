@@ -146,7 +146,8 @@ impl RefusalLog {
 }
 
 /// Whether a redirected connection to `original` is served as HTTP (its
-/// first bytes are HTTP, its port is not opaque); else it is forwarded.
+/// first bytes are HTTP, its port is neither an opaque port nor declared
+/// opaque by discovery); else it is forwarded.
 async fn redirected_http(
     stream: &TcpStream,
     transparent: &Transparent,
