@@ -58,6 +58,8 @@ pub struct Metrics {
     pub push_latency: Histogram,
     /// ServiceUpdates sent.
     pub updates_sent: Counter,
+    /// AddressUpdates sent (answers to subscriptions by address).
+    pub address_answers: Counter,
     /// ACKs and NACKs received.
     pub updates: Family<UpdateLabels, Counter>,
     /// Store calls by operation and result.
@@ -101,6 +103,12 @@ impl Metrics {
             "levee_cp_updates_sent",
             "ServiceUpdates sent to proxies",
             updates_sent.clone(),
+        );
+        let address_answers = Counter::default();
+        registry.register(
+            "levee_cp_address_answers_sent",
+            "AddressUpdates sent to proxies (which service owns a destination address)",
+            address_answers.clone(),
         );
         let updates = Family::<UpdateLabels, Counter>::default();
         registry.register(
@@ -174,6 +182,7 @@ impl Metrics {
             connected_proxies,
             push_latency,
             updates_sent,
+            address_answers,
             updates,
             store_ops,
             store_revision,

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use levee_proto::policy::{
-    Document, PolicyErrors, PolicyIndex, ResiliencePolicy, ServiceKey, check_batch,
+    AppProtocol, Document, PolicyErrors, PolicyIndex, ResiliencePolicy, ServiceKey, check_batch,
 };
 
 use crate::discovery::{Subscription, Subscriptions};
@@ -31,6 +31,9 @@ pub struct Snapshot {
     pub policies: PolicyIndex<Arc<ResiliencePolicy>>,
     /// Static endpoints by service (from `ServiceEndpoints` documents).
     pub endpoints: HashMap<ServiceKey, Arc<[SocketAddr]>>,
+    /// Declared protocols by service port (`appProtocol`); a port without
+    /// one has its upstream protocol learned.
+    pub app_protocols: HashMap<ServiceKey, AppProtocol>,
     /// Every policy in source order, for `/config`.
     pub documents: Vec<Arc<ResiliencePolicy>>,
     /// Where the snapshot came from, e.g. `file:/etc/levee/policy.yaml`.
@@ -67,6 +70,9 @@ impl Snapshot {
                 }
                 Document::Endpoints(endpoints) => {
                     let key = endpoints.service_key(namespace);
+                    if let Some(app_protocol) = endpoints.spec.app_protocol {
+                        snapshot.app_protocols.insert(key.clone(), app_protocol);
+                    }
                     snapshot
                         .endpoints
                         .insert(key, endpoints.spec.addresses.into());

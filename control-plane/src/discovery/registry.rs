@@ -6,19 +6,27 @@
 //! reaches a slow stream as one update (coalescing), while a single change
 //! is sent at once (no debounce timer). Channels are made on first
 //! subscription and dropped once nobody listens.
+//!
+//! The same holds for destination addresses ([`Registry::subscribe_address`]):
+//! each watched `ip:port` has a channel holding the service port that owns
+//! it (`addresses`: virtual IPs and endpoints, taken from the same model
+//! the snapshots are, so any source of virtual IPs or endpoints feeds it).
+
+mod addresses;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use levee_proto::policy::{
-    DEFAULT_NAMESPACE, Document, ResiliencePolicy, ServiceEndpoints, ServiceKey, TargetKey,
-    select_policy,
+    AppProtocol, DEFAULT_NAMESPACE, Document, ResiliencePolicy, ServiceEndpoints, ServiceKey,
+    TargetKey, select_policy,
 };
 use tokio::sync::watch;
 
 use crate::store::DocKey;
+use addresses::AddressIndex;
 
 /// The state of one service port, as sent to proxies.
 #[derive(Clone, Debug)]
@@ -33,6 +41,10 @@ pub struct ServiceSnapshot {
     pub policy: Option<Arc<ResiliencePolicy>>,
     /// Registered and static endpoints, sorted, no duplicates.
     pub endpoints: Vec<SocketAddr>,
+    /// The port's declared protocol (its `ServiceEndpoints`' `appProtocol`).
+    pub app_protocol: Option<AppProtocol>,
+    /// The service's virtual IPs, sorted, no duplicates.
+    pub virtual_ips: Vec<IpAddr>,
     /// When this content was computed (for the push-latency histogram).
     pub changed_at: Instant,
 }
@@ -75,6 +87,10 @@ struct State {
     /// Which service each registered stream belongs to.
     registered_by: HashMap<u64, ServiceName>,
     channels: HashMap<ServiceKey, watch::Sender<Arc<ServiceSnapshot>>>,
+    /// Which service port owns each claimed address.
+    addresses: AddressIndex<ServiceName>,
+    /// Watched addresses: their owner now (`None`: unknown).
+    address_channels: HashMap<SocketAddr, watch::Sender<Option<ServiceKey>>>,
 }
 
 impl Registry {
@@ -159,6 +175,23 @@ impl Registry {
         rx
     }
 
+    /// A receiver that always holds the service port owning `addr` (`None`:
+    /// no service claims it).
+    pub fn subscribe_address(&self, addr: SocketAddr) -> watch::Receiver<Option<ServiceKey>> {
+        let mut state = self.lock();
+        if let Some(tx) = state.address_channels.get(&addr) {
+            return tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(state.addresses.owner(&addr).cloned());
+        state.address_channels.insert(addr, tx);
+        rx
+    }
+
+    /// The service port owning `addr` now, if any.
+    pub fn owner(&self, addr: &SocketAddr) -> Option<ServiceKey> {
+        self.lock().addresses.owner(addr).cloned()
+    }
+
     /// The current snapshot of a service (whether or not anyone watches it).
     pub fn current(&self, key: &ServiceKey) -> ServiceSnapshot {
         self.lock().snapshot(key)
@@ -202,6 +235,7 @@ impl State {
     /// Recomputes the watched ports of the `affected` services and sends
     /// those whose content changed.
     fn publish(&mut self, affected: &HashSet<ServiceName>) {
+        self.reindex(affected);
         self.channels.retain(|_, tx| tx.receiver_count() > 0);
         let keys: Vec<ServiceKey> = self
             .channels
@@ -253,13 +287,32 @@ impl State {
             .collect();
         endpoints.sort();
         endpoints.dedup();
-        let version = version(policy_revision, policy.as_deref(), &endpoints);
+        // One ServiceEndpoints document per service port (check_batch).
+        let declared = self
+            .static_endpoints
+            .values()
+            .find(|e| e.service_key(DEFAULT_NAMESPACE) == *key);
+        let app_protocol = declared.and_then(|e| e.spec.app_protocol);
+        let mut virtual_ips = declared
+            .map(|e| e.spec.virtual_ips.clone())
+            .unwrap_or_default();
+        virtual_ips.sort();
+        virtual_ips.dedup();
+        let version = version(
+            policy_revision,
+            policy.as_deref(),
+            &endpoints,
+            app_protocol,
+            &virtual_ips,
+        );
         ServiceSnapshot {
             key: key.clone(),
             version,
             policy_revision,
             policy,
             endpoints,
+            app_protocol,
+            virtual_ips,
             changed_at: Instant::now(),
         }
     }
@@ -271,6 +324,8 @@ fn version(
     policy_revision: u64,
     policy: Option<&ResiliencePolicy>,
     endpoints: &[SocketAddr],
+    app_protocol: Option<AppProtocol>,
+    virtual_ips: &[IpAddr],
 ) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
@@ -286,6 +341,15 @@ fn version(
     for e in endpoints {
         feed(e.to_string().as_bytes());
         feed(b",");
+    }
+    // Only when set: versions of services that declare neither stay as they were.
+    if app_protocol.is_some() || !virtual_ips.is_empty() {
+        feed(b"\0");
+        feed(app_protocol.map_or("", AppProtocol::as_str).as_bytes());
+        for ip in virtual_ips {
+            feed(b",");
+            feed(ip.to_string().as_bytes());
+        }
     }
     format!("{policy_revision}-{:08x}", hash >> 32)
 }

@@ -50,6 +50,22 @@ pub struct SessionContext {
 
 type Outbound = mpsc::Sender<super::Outgoing>;
 type Updates = StreamMap<ServiceKey, WatchStream<Arc<ServiceSnapshot>>>;
+type Owners = StreamMap<SocketAddr, WatchStream<Option<ServiceKey>>>;
+
+/// What one stream watches: services, and destination addresses (whose
+/// answer is the service port owning them).
+#[derive(Default)]
+struct Watched {
+    services: Updates,
+    addresses: Owners,
+}
+
+impl Watched {
+    /// Subscriptions of both kinds, for the per-stream limit.
+    fn len(&self) -> usize {
+        self.services.len() + self.addresses.len()
+    }
+}
 
 /// Runs one stream to its end.
 pub async fn run(
@@ -105,7 +121,7 @@ pub async fn run(
             return;
         }
     };
-    let mut updates = Updates::new();
+    let mut watched = Watched::default();
     let status = ctx.sessions.open(SessionStatus {
         stream_id,
         // Subscriptions are tracked per service below; keep only the identity.
@@ -130,18 +146,18 @@ pub async fn run(
     let result = match subscribe(
         &ctx,
         &status,
-        &mut updates,
+        &mut watched,
         "hello.subscriptions",
         &hello.subscriptions,
     ) {
-        Ok(()) => serve(&ctx, &status, &mut updates, &mut inbound, &tx).await,
+        Ok(()) => serve(&ctx, &status, &mut watched, &mut inbound, &tx).await,
         Err(e) => Err(e),
     };
     if let Err(status) = result {
         tracing::debug!(stream_id, %status, "watch stream ended with an error");
         let _ = tx.send(Box::new(Err(status))).await;
     }
-    drop(updates);
+    drop(watched);
     ctx.sessions.close(stream_id);
     ctx.metrics.connected_proxies.dec();
     tracing::info!(stream_id, "proxy disconnected");
@@ -159,7 +175,7 @@ pub async fn run(
 async fn serve(
     ctx: &SessionContext,
     status: &Mutex<SessionStatus>,
-    updates: &mut Updates,
+    watched: &mut Watched,
     inbound: &mut Streaming<v1::WatchRequest>,
     tx: &Outbound,
 ) -> Result<(), Status> {
@@ -168,7 +184,7 @@ async fn serve(
     loop {
         tokio::select! {
             message = inbound.message() => match message {
-                Ok(Some(request)) => handle(ctx, status, updates, request)?,
+                Ok(Some(request)) => handle(ctx, status, watched, request)?,
                 // The proxy closed its side.
                 Ok(None) => return Ok(()),
                 // A message over the size limit, or a broken connection.
@@ -177,7 +193,18 @@ async fn serve(
                     return Err(status);
                 }
             },
-            Some((key, snapshot)) = updates.next(), if !updates.is_empty() => {
+            Some((addr, owner)) = watched.addresses.next(), if !watched.addresses.is_empty() => {
+                let answer = v1::AddressUpdate {
+                    address: addr.to_string(),
+                    service: owner.as_ref().map(v1::ServiceRef::from),
+                };
+                let response = v1::WatchResponse { kind: Some(v1::watch_response::Kind::Address(answer)) };
+                if tx.send(Box::new(Ok(response))).await.is_err() {
+                    return Ok(());
+                }
+                ctx.metrics.address_answers.inc();
+            }
+            Some((key, snapshot)) = watched.services.next(), if !watched.services.is_empty() => {
                 nonce += 1;
                 let update = to_update(&snapshot, nonce);
                 let first = with_status(status, |s| {
@@ -209,18 +236,23 @@ async fn serve(
 fn handle(
     ctx: &SessionContext,
     status: &Mutex<SessionStatus>,
-    updates: &mut Updates,
+    watched: &mut Watched,
     request: v1::WatchRequest,
 ) -> Result<(), Status> {
     match request.kind {
         Some(Kind::Subscribe(s)) => {
-            subscribe(ctx, status, updates, "subscribe.services", &s.services)
+            subscribe(ctx, status, watched, "subscribe.services", &s.services)?;
+            subscribe_addresses(ctx, watched, &s.addresses)
         }
         Some(Kind::Unsubscribe(u)) => {
             for (i, service) in u.services.iter().enumerate() {
                 let key = service_key(&format!("unsubscribe.services[{i}]"), service)?;
-                updates.remove(&key);
+                watched.services.remove(&key);
                 with_status(status, |s| s.subscriptions.remove(&key));
+            }
+            for (i, text) in u.addresses.iter().enumerate() {
+                let addr = address(&format!("unsubscribe.addresses[{i}]"), text)?;
+                watched.addresses.remove(&addr);
             }
             Ok(())
         }
@@ -264,17 +296,17 @@ fn handle(
 fn subscribe(
     ctx: &SessionContext,
     status: &Mutex<SessionStatus>,
-    updates: &mut Updates,
+    watched: &mut Watched,
     path: &str,
     services: &[v1::ServiceRef],
 ) -> Result<(), Status> {
     for (i, service) in services.iter().enumerate() {
         let key = service_key(&format!("{path}[{i}]"), service)?;
-        if updates.contains_key(&key) {
+        if watched.services.contains_key(&key) {
             continue;
         }
         check_subscriptions(
-            updates.len(),
+            watched.len(),
             ctx.limits.subscriptions_per_stream,
             &ctx.metrics,
         )?;
@@ -284,9 +316,42 @@ fn subscribe(
                 .entry(key.clone())
                 .or_insert_with(SubscriptionStatus::default);
         });
-        updates.insert(key, WatchStream::new(rx));
+        watched.services.insert(key, WatchStream::new(rx));
     }
     Ok(())
+}
+
+/// Watches the owners of `addresses` (answered at once, then on change);
+/// they count against the same per-stream limit as services.
+fn subscribe_addresses(
+    ctx: &SessionContext,
+    watched: &mut Watched,
+    addresses: &[String],
+) -> Result<(), Status> {
+    for (i, text) in addresses.iter().enumerate() {
+        let addr = address(&format!("subscribe.addresses[{i}]"), text)?;
+        if watched.addresses.contains_key(&addr) {
+            continue;
+        }
+        check_subscriptions(
+            watched.len(),
+            ctx.limits.subscriptions_per_stream,
+            &ctx.metrics,
+        )?;
+        let rx = ctx.registry.subscribe_address(addr);
+        watched.addresses.insert(addr, WatchStream::new(rx));
+    }
+    Ok(())
+}
+
+/// A wire destination address found at `path` (`ip:port`, port not 0).
+fn address(path: &str, text: &str) -> Result<SocketAddr, Status> {
+    match text.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 => Ok(addr),
+        _ => Err(Status::invalid_argument(format!(
+            "{path}: {text:?} is not an ip:port address"
+        ))),
+    }
 }
 
 /// A wire service reference found at `path` as a key (names checked; an
@@ -352,6 +417,15 @@ pub fn to_update(snapshot: &ServiceSnapshot, nonce: u64) -> v1::ServiceUpdate {
             .endpoints
             .iter()
             .map(SocketAddr::to_string)
+            .collect(),
+        app_protocol: snapshot
+            .app_protocol
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default(),
+        virtual_ips: snapshot
+            .virtual_ips
+            .iter()
+            .map(ToString::to_string)
             .collect(),
     }
 }

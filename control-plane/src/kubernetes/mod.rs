@@ -10,7 +10,6 @@
 //!   endpoints are used, named ports, policy validation, cluster IPs.
 //! - `reflect`: the watchers and reflector stores, and the sync loop that
 //!   hands the registry what changed.
-//! - `virtual_ips`: the one place Services' cluster IPs go to discovery.
 //! - `lease`: Lease-based leader election (pure state machine + kube calls).
 //! - `status`: the `status` subresource written on each policy by the leader.
 
@@ -18,7 +17,6 @@ pub mod lease;
 pub mod reflect;
 pub mod status;
 pub mod translate;
-pub mod virtual_ips;
 
 #[cfg(test)]
 mod tests;

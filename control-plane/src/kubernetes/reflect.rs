@@ -28,8 +28,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 use tokio_stream::StreamExt;
 
+use super::policy_resource;
 use super::translate::{Translated, translate};
-use super::{policy_resource, virtual_ips};
 use crate::discovery::registry::Registry;
 use crate::store::DocKey;
 
@@ -168,7 +168,6 @@ async fn sync_loop(
             slices.iter().map(AsRef::as_ref),
         );
         apply(&registry, &mut applied, &translated);
-        virtual_ips::hand_to_discovery(&translated.virtual_ips);
         syncs += 1;
         if syncs == 1 {
             tracing::info!(

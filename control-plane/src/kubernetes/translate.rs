@@ -5,8 +5,9 @@
 //!   validated by `levee-proto`'s parser (so the status message is the one
 //!   `leveectl validate` prints), or a validation outcome saying why not.
 //! - A Service and its EndpointSlices become one [`ServiceEndpoints`] per
-//!   TCP service port (the registry's static endpoints), plus the Service's
-//!   cluster IPs ([`Translated::virtual_ips`]).
+//!   TCP service port (the registry's static endpoints), carrying the
+//!   Service's cluster IPs as its `virtualIPs` (discovery by address) and the
+//!   port's `appProtocol` when Levee knows the spelling.
 //!
 //! Which endpoints are used, per service port (what kube-proxy does for
 //! traffic): every endpoint whose `ready` condition is true (absent counts as
@@ -28,8 +29,8 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 use levee_proto::policy::{
-    API_VERSION, Document, EndpointsSpec, FieldError, KIND_ENDPOINTS, KIND_POLICY, ObjectMeta,
-    ResiliencePolicy, ServiceEndpoints, parse_documents,
+    API_VERSION, AppProtocol, Document, EndpointsSpec, FieldError, KIND_ENDPOINTS, KIND_POLICY,
+    ObjectMeta, ResiliencePolicy, ServiceEndpoints, parse_documents,
 };
 use serde_json::{Value, json};
 
@@ -92,9 +93,10 @@ pub fn translate<'a>(
         let key = (ns.clone(), name.clone());
         let ips = cluster_ips(service);
         if !ips.is_empty() {
-            out.virtual_ips.insert(key.clone(), ips);
+            out.virtual_ips.insert(key.clone(), ips.clone());
         }
         let slices = by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let protocols = app_protocols(service);
         for (port, addresses) in service_endpoints(service, slices) {
             let doc = ServiceEndpoints {
                 metadata: ObjectMeta {
@@ -105,6 +107,10 @@ pub fn translate<'a>(
                     service: name.clone(),
                     port,
                     addresses,
+                    // Discovery by address: the cluster IPs are the
+                    // service's virtual IPs on every one of its ports.
+                    virtual_ips: ips.clone(),
+                    app_protocol: protocols.get(&port).copied(),
                 },
             };
             let key = DocKey::new(KIND_ENDPOINTS, ns, &doc.metadata.name);
@@ -112,6 +118,22 @@ pub fn translate<'a>(
         }
     }
     out
+}
+
+/// Each TCP port's `appProtocol` that Levee knows (`http`,
+/// `kubernetes.io/h2c`, ...); an unknown spelling is left out, so the proxy
+/// learns the protocol instead.
+fn app_protocols(service: &Service) -> BTreeMap<u16, AppProtocol> {
+    let ports = service.spec.as_ref().and_then(|s| s.ports.as_ref());
+    ports
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let number = u16::try_from(p.port).ok()?;
+            let protocol = p.app_protocol.as_deref()?.parse().ok()?;
+            Some((number, protocol))
+        })
+        .collect()
 }
 
 /// Parses every policy; among valid ones with the same target the oldest

@@ -107,16 +107,29 @@ impl Watch {
             .expect("send");
     }
 
-    /// The next update, failing after 5s.
-    pub async fn next_update(&mut self) -> v1::ServiceUpdate {
+    /// The next message, failing after 5s.
+    pub async fn next_message(&mut self) -> v1::watch_response::Kind {
         let message = tokio::time::timeout(Duration::from_secs(5), self.responses.message())
             .await
-            .expect("an update within 5s")
+            .expect("a message within 5s")
             .expect("stream ok")
             .expect("stream open");
-        match message.kind {
-            Some(v1::watch_response::Kind::Update(u)) => u,
-            None => panic!("empty response"),
+        message.kind.expect("empty response")
+    }
+
+    /// The next update, failing after 5s (or on an address answer).
+    pub async fn next_update(&mut self) -> v1::ServiceUpdate {
+        match self.next_message().await {
+            v1::watch_response::Kind::Update(u) => u,
+            other => panic!("expected a ServiceUpdate, got {other:?}"),
+        }
+    }
+
+    /// The next address answer, failing after 5s (or on a service update).
+    pub async fn next_address(&mut self) -> v1::AddressUpdate {
+        match self.next_message().await {
+            v1::watch_response::Kind::Address(a) => a,
+            other => panic!("expected an AddressUpdate, got {other:?}"),
         }
     }
 

@@ -173,6 +173,7 @@ async fn dynamic_subscriptions_get_the_current_state() {
     watch
         .send(Kind::Subscribe(v1::Subscribe {
             services: vec![service("orders", "shop", 8080)],
+            ..Default::default()
         }))
         .await;
     let update = watch.next_update().await;
@@ -182,6 +183,7 @@ async fn dynamic_subscriptions_get_the_current_state() {
     watch
         .send(Kind::Subscribe(v1::Subscribe {
             services: vec![service("nobody", "", 80)],
+            ..Default::default()
         }))
         .await;
     let empty = watch.next_update().await;
@@ -339,4 +341,58 @@ async fn stopping_ends_open_streams_with_unavailable() {
         Ok(None) => {}
         Ok(Some(message)) => panic!("unexpected message {message:?}"),
     }
+}
+
+#[tokio::test]
+async fn subscriptions_by_address_are_answered_then_follow_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = TestControlPlane::start(dir.path(), &[]).await;
+    let mut admin = cp.admin(None).await;
+    let mut watch = cp.watch(caller()).await;
+    // The hello's subscription answers first.
+    let _ = watch.next_update().await;
+    watch
+        .send(Kind::Subscribe(v1::Subscribe {
+            addresses: vec!["10.96.0.10:8080".into()],
+            ..Default::default()
+        }))
+        .await;
+    let unknown = watch.next_address().await;
+    assert_eq!(unknown.address, "10.96.0.10:8080");
+    assert_eq!(unknown.service, None);
+    // A ServiceEndpoints document naming the virtual IP: the answer changes,
+    // and the service's update carries the virtual IPs and appProtocol.
+    let yaml = "apiVersion: levee.dev/v1alpha1\nkind: ServiceEndpoints\n\
+                metadata: {name: payments, namespace: shop}\n\
+                spec: {service: payments, port: 8080, addresses: [\"10.0.0.7:8080\"], \
+                virtualIPs: [10.96.0.10], appProtocol: grpc}\n";
+    admin.apply(apply(yaml.to_owned())).await.expect("apply");
+    let mut known = None;
+    let mut update = None;
+    while known.is_none() || update.is_none() {
+        match watch.next_message().await {
+            v1::watch_response::Kind::Address(a) => known = Some(a),
+            v1::watch_response::Kind::Update(u) => update = Some(u),
+        }
+    }
+    let known = known.expect("address answer");
+    assert_eq!(known.service, Some(service("payments", "shop", 8080)));
+    let update = update.expect("service update");
+    assert_eq!(update.app_protocol, "grpc");
+    assert_eq!(update.virtual_ips, ["10.96.0.10"]);
+    // A bad address ends the stream with INVALID_ARGUMENT.
+    watch
+        .send(Kind::Subscribe(v1::Subscribe {
+            addresses: vec!["payments:8080".into()],
+            ..Default::default()
+        }))
+        .await;
+    let err = tokio::time::timeout(Duration::from_secs(5), watch.responses.message())
+        .await
+        .expect("an answer within 5s")
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("subscribe.addresses[0]"), "{err}");
+    drop((admin, watch));
+    cp.stop().await;
 }

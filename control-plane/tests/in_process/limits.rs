@@ -107,6 +107,7 @@ async fn subscriptions_per_stream_are_capped() {
     tx.send(v1::WatchRequest {
         kind: Some(v1::watch_request::Kind::Subscribe(v1::Subscribe {
             services: vec![service("c", "shop", 80)],
+            ..Default::default()
         })),
     })
     .await

@@ -70,6 +70,7 @@ async fn bad_names_are_refused_with_their_field_path() {
                 service("payments", "shop", 8080),
                 service("a.b", "shop", 80),
             ],
+            ..Default::default()
         })),
     };
     let status = watch_refusal(&cp, hello, vec![subscribe]).await;

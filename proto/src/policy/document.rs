@@ -1,12 +1,13 @@
 //! The two document kinds (`ResiliencePolicy`, `ServiceEndpoints`) with their
 //! `apiVersion`/`kind`/`metadata` envelope, and which service each applies to.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use schemars::JsonSchema;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
+use super::app_protocol::AppProtocol;
 use super::outbound::{InboundPolicy, OutboundPolicy};
 
 /// The only `apiVersion` this crate reads and writes.
@@ -210,4 +211,16 @@ pub struct EndpointsSpec {
     /// Where the service really listens (`ip:port`; IPv6 as `[::1]:9001`).
     #[serde(default)]
     pub addresses: Vec<SocketAddr>,
+    /// The service's virtual IPs (v4 or v6, no port; e.g. a Kubernetes
+    /// ClusterIP): a transparent call to `virtualIP:port` is a call to
+    /// this service port. At most [`MAX_VIRTUAL_IPS`].
+    #[serde(default, rename = "virtualIPs", skip_serializing_if = "Vec::is_empty")]
+    pub virtual_ips: Vec<IpAddr>,
+    /// What the app speaks on the port; `None`: the proxy learns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<AppProtocol>,
 }
+
+/// `spec.virtualIPs` holds at most this many addresses (a Kubernetes
+/// Service has one per IP family).
+pub const MAX_VIRTUAL_IPS: usize = 16;

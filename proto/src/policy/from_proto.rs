@@ -2,11 +2,12 @@
 //! decoded (condition names, durations, ports, addresses) and then validated
 //! exactly like a YAML document, with the same field paths.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use crate::v1 as pb;
 
+use super::app_protocol::AppProtocol;
 use super::document::{
     Document, EndpointsSpec, KIND_ENDPOINTS, KIND_POLICY, ObjectMeta, PolicySpec, ResiliencePolicy,
     ServiceEndpoints, Target,
@@ -273,12 +274,34 @@ impl TryFrom<pb::ServiceEndpoints> for ServiceEndpoints {
                 ),
             }
         }
+        let mut virtual_ips = Vec::with_capacity(spec.virtual_ips.len());
+        for (i, ip) in spec.virtual_ips.iter().enumerate() {
+            match ip.parse::<IpAddr>() {
+                Ok(ip) => virtual_ips.push(ip),
+                Err(_) => p.add(
+                    format!("spec.virtualIPs[{i}]"),
+                    format!("{ip:?} is not an IP address"),
+                ),
+            }
+        }
+        let app_protocol = match spec.app_protocol.as_str() {
+            "" => None,
+            text => match text.parse::<AppProtocol>() {
+                Ok(a) => Some(a),
+                Err(reason) => {
+                    p.add("spec.appProtocol", reason);
+                    None
+                }
+            },
+        };
         let endpoints = ServiceEndpoints {
             metadata,
             spec: EndpointsSpec {
                 service: spec.service,
                 port: port("spec.port", spec.port, &mut p),
                 addresses,
+                virtual_ips,
+                app_protocol,
             },
         };
         match finish(Document::Endpoints(endpoints), p)? {

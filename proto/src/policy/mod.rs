@@ -8,12 +8,14 @@
 //! - `outbound`, `route`: the policy sections as written (unset = default).
 //! - `effective`: route lookup, field-by-field merge, defaults resolved.
 //! - `parse`, `validate`, `error`: strict YAML reading with field paths.
+//! - `app_protocol`: a port's declared protocol (`appProtocol`).
 //! - `duration`, `conditions`, `grpc_status`, `service_key`: small value types.
 //! - `target`: which service port a document is about, one document per
 //!   target, and which policy applies to a call (a port beats every port).
 //! - `to_proto`, `from_proto`: to and from the `levee.v1` protobuf messages
 //!   (`From` one way; `TryFrom`, which validates, the other).
 
+mod app_protocol;
 mod conditions;
 mod document;
 mod duration;
@@ -29,10 +31,11 @@ mod target;
 mod to_proto;
 mod validate;
 
+pub use app_protocol::{APP_PROTOCOLS, AppProtocol};
 pub use conditions::FailureCondition;
 pub use document::{
-    API_VERSION, Document, EndpointsSpec, KIND_ENDPOINTS, KIND_POLICY, ObjectMeta, PolicySpec,
-    ResiliencePolicy, ServiceEndpoints, Target,
+    API_VERSION, Document, EndpointsSpec, KIND_ENDPOINTS, KIND_POLICY, MAX_VIRTUAL_IPS, ObjectMeta,
+    PolicySpec, ResiliencePolicy, ServiceEndpoints, Target,
 };
 pub use duration::{DURATION_PATTERN, Duration, DurationError};
 pub use effective::{

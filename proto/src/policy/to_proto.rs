@@ -190,6 +190,11 @@ impl From<&ServiceEndpoints> for pb::ServiceEndpoints {
                 service: s.service.clone(),
                 port: u32::from(s.port),
                 addresses: s.addresses.iter().map(ToString::to_string).collect(),
+                virtual_ips: s.virtual_ips.iter().map(ToString::to_string).collect(),
+                app_protocol: s
+                    .app_protocol
+                    .map(|a| a.as_str().to_owned())
+                    .unwrap_or_default(),
             }),
         }
     }

@@ -4,7 +4,7 @@
 //! route matches, duplicates across documents. Every problem is recorded with its field path; nothing stops at
 //! the first one.
 
-use super::document::{Document, EndpointsSpec, PolicySpec};
+use super::document::{Document, EndpointsSpec, MAX_VIRTUAL_IPS, PolicySpec};
 use super::duration::Duration;
 use super::effective::{default_backoff_max, defaults};
 use super::error::{FieldError, Problems};
@@ -270,6 +270,27 @@ fn endpoints_spec(spec: &EndpointsSpec, p: &mut Problems) {
         }
     }
     no_duplicates("spec.addresses", &spec.addresses, p);
+    if spec.virtual_ips.len() > MAX_VIRTUAL_IPS {
+        p.add(
+            "spec.virtualIPs",
+            format!(
+                "{} virtual IPs; at most {MAX_VIRTUAL_IPS}",
+                spec.virtual_ips.len()
+            ),
+        );
+    }
+    for (i, ip) in spec.virtual_ips.iter().enumerate() {
+        let path = format!("spec.virtualIPs[{i}]");
+        if ip.is_unspecified() || ip.is_multicast() {
+            p.add(
+                &path,
+                format!(
+                    "{ip}: an unspecified or multicast address cannot be a service's virtual IP"
+                ),
+            );
+        }
+    }
+    no_duplicates("spec.virtualIPs", &spec.virtual_ips, p);
 }
 
 /// Problems between documents of one file: the same object twice, or two

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use levee_proto::policy::{Document, ServiceKey, parse_documents, to_yaml};
+use levee_proto::policy::{AppProtocol, Document, ServiceKey, parse_documents, to_yaml};
 use serde::{Deserialize, Serialize};
 
 use super::services::{AcceptedUpdate, Services};
@@ -39,6 +39,8 @@ struct CachedService {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     policy: Option<String>,
     endpoints: Vec<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    app_protocol: Option<AppProtocol>,
 }
 
 /// The cache file's text for `services`.
@@ -57,6 +59,7 @@ pub fn encode(services: &Services, control_plane: &str) -> Result<Vec<u8>, Strin
                     .as_ref()
                     .map(|p| to_yaml(&[Document::Policy(p.as_ref().clone())])),
                 endpoints: state.endpoints.to_vec(),
+                app_protocol: state.app_protocol,
             })
             .collect(),
     };
@@ -93,6 +96,7 @@ pub fn decode(bytes: &[u8]) -> Result<Services, String> {
                 policy_revision: cached.policy_revision,
                 policy,
                 endpoints: cached.endpoints.into(),
+                app_protocol: cached.app_protocol,
             },
         );
     }
@@ -140,6 +144,8 @@ mod tests {
             policy_revision: 4,
             policy,
             endpoints,
+            app_protocol: "http".into(),
+            ..Default::default()
         };
         services
             .apply(

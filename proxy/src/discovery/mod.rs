@@ -21,6 +21,7 @@
 //! `/ready` turns 200 once the first stream has answered every initial
 //! subscription, or the cache was installed.
 
+pub mod addresses;
 pub mod cache;
 pub mod services;
 mod subscriptions;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use levee_proto::policy::{ResiliencePolicy, ServiceKey, TargetKey};
+use levee_proto::policy::{AppProtocol, ResiliencePolicy, ServiceKey, TargetKey};
 use levee_proto::v1 as pb;
 
 use crate::state::Snapshot;
@@ -25,6 +25,8 @@ pub struct AcceptedUpdate {
     pub policy: Option<Arc<ResiliencePolicy>>,
     /// Endpoints; empty means "fall back to DNS".
     pub endpoints: Arc<[SocketAddr]>,
+    /// The port's declared protocol (`None`: learned per endpoint).
+    pub app_protocol: Option<AppProtocol>,
 }
 
 /// What [`Services::apply`] did with an acceptable update.
@@ -149,6 +151,9 @@ impl Services {
                     .endpoints
                     .insert(key.clone(), state.endpoints.clone());
             }
+            if let Some(app_protocol) = state.app_protocol {
+                snapshot.app_protocols.insert(key.clone(), app_protocol);
+            }
         }
         snapshot.documents = documents.into_values().collect();
         snapshot.policy_revision = Some(revision);
@@ -191,11 +196,21 @@ fn convert(
         }
         endpoints.push(addr);
     }
+    // A spelling this proxy does not know (a newer control plane) is not
+    // worth refusing the update for: the protocol is then learned.
+    let app_protocol = match update.app_protocol.as_str() {
+        "" => None,
+        text => text
+            .parse::<AppProtocol>()
+            .inspect_err(|reason| tracing::warn!(service = %key, %reason, "ignoring appProtocol"))
+            .ok(),
+    };
     Ok(AcceptedUpdate {
         version: update.version.clone(),
         policy_revision: update.policy_revision,
         policy,
         endpoints: endpoints.into(),
+        app_protocol,
     })
 }
 

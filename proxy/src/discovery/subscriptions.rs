@@ -16,6 +16,7 @@
 //! Static mode never enables it: [`Subscriptions::discovered`] returns at once.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
@@ -23,6 +24,8 @@ use std::time::Duration;
 use levee_proto::policy::ServiceKey;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Notify, mpsc};
+
+use super::addresses::{AddressBook, Lookup};
 
 /// Subscriptions kept at most before `--max-destinations` sets the bound
 /// ([`subscription_capacity`] of the default 4096 destinations is more).
@@ -49,6 +52,11 @@ pub enum Change {
     Subscribe(ServiceKey),
     /// A destination no longer kept: its discovered state goes too.
     Unsubscribe(ServiceKey),
+    /// A destination address met on a redirected connection
+    /// ([`super::addresses`]).
+    SubscribeAddress(SocketAddr),
+    /// An address dropped from the (full) address book.
+    UnsubscribeAddress(SocketAddr),
 }
 
 /// One destination's subscription: whether it has an answer yet, and
@@ -128,6 +136,8 @@ pub struct Subscriptions {
     connected: AtomicBool,
     /// What destinations that need no subscription hold (always live).
     unneeded: OnceLock<Arc<Subscription>>,
+    /// Destination addresses and the service ports owning them.
+    pub addresses: AddressBook,
 }
 
 impl Subscriptions {
@@ -148,6 +158,11 @@ impl Subscriptions {
 
     pub(crate) fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Release);
+    }
+
+    /// Whether the stream is up (first answers are awaited only then).
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
     }
 
     /// Subscriptions in the set now.
@@ -205,6 +220,25 @@ impl Subscriptions {
         };
         let _ = tokio::time::timeout(FIRST_UPDATE_WAIT, wait).await;
         subscription
+    }
+
+    /// The service port owning the destination address `addr`, as the
+    /// control plane answers: known answers at once (no lock); a new
+    /// address is subscribed, and while the stream is up its first answer
+    /// is awaited for at most `wait`. `None`: unknown, not answered in
+    /// time, or static mode (then the connection is passed through).
+    pub async fn address_owner(&self, addr: SocketAddr, wait: Duration) -> Option<Arc<ServiceKey>> {
+        let sender = self.sender.get()?;
+        let pending = match self.addresses.lookup(&addr) {
+            Lookup::Answered(owner) => return owner,
+            Lookup::Pending(pending) => pending,
+            Lookup::Missing => self.addresses.insert(addr, sender),
+        };
+        if !self.is_connected() {
+            return None;
+        }
+        let _ = tokio::time::timeout(wait, pending.answered()).await;
+        pending.owner()
     }
 
     fn unneeded(&self) -> Arc<Subscription> {

@@ -264,6 +264,15 @@ impl Watcher {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(self.hello());
+        // Addresses are not part of hello: subscribed right after it.
+        let addresses = self.shared.subscriptions.addresses.addresses();
+        if !addresses.is_empty() {
+            let addresses = addresses.iter().map(ToString::to_string).collect();
+            let _ = tx.send(request(Request::Subscribe(pb::Subscribe {
+                services: Vec::new(),
+                addresses,
+            })));
+        }
         let requests = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|request| (request, rx))
         });
@@ -300,6 +309,10 @@ impl Watcher {
                         self.failures.reset();
                         let changed = self.on_update(update, &tx, &mut pending);
                         self.after_update(&pending, changed).await;
+                    }
+                    Ok(Some(pb::WatchResponse { kind: Some(Response::Address(answer)) })) => {
+                        self.failures.reset();
+                        self.on_address(&answer);
                     }
                     Ok(Some(pb::WatchResponse { kind: None })) => {}
                     Ok(None) => return End::Failed("the control plane ended the stream".into()),
@@ -449,6 +462,7 @@ fn request(kind: Request) -> pb::WatchRequest {
     pb::WatchRequest { kind: Some(kind) }
 }
 
+mod answers;
 mod changes;
 mod hold;
 

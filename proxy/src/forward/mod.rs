@@ -3,10 +3,12 @@
 //! pooling ([`pool`]) and HTTP/1.1 upgrades (tunnelled with
 //! `copy_bidirectional` once both sides have switched protocols).
 //!
-//! The upstream is spoken to in the downstream's HTTP version, except that
-//! an HTTP/2 request to an endpoint that speaks HTTP/1.x only (learned by
-//! the pool from its answer to the HTTP/2 preface, [`pool::probe`]) is
-//! translated to HTTP/1.1 — origin-form target, `Host` from `:authority`.
+//! The upstream is spoken to in the protocol its port declares
+//! ([`DeclaredProtocol`], a port's `appProtocol`), else in the downstream's
+//! HTTP version, except that an HTTP/2 request to an endpoint that speaks
+//! HTTP/1.x only (learned by the pool from its answer to the HTTP/2
+//! preface, [`pool::probe`]) is translated to HTTP/1.1 — origin-form
+//! target, `Host` from `:authority`.
 //! gRPC needs HTTP/2 and is never translated: it gets a 502
 //! `upstream-connect` (gRPC `UNAVAILABLE`) saying so.
 //!
@@ -30,6 +32,7 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
+use levee_proto::policy::AppProtocol;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -45,6 +48,15 @@ use upgrade::{AllowedUpgrades, Screened};
 /// (policy `timeouts.connect`), instead of `--connect-timeout`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectTimeout(pub Duration);
+
+/// Request extension: the protocol the destination's port declares
+/// (`appProtocol` from discovery or a `ServiceEndpoints` file), used
+/// instead of learning: an HTTP/1.1 app (`http`, `kubernetes.io/ws`) gets
+/// HTTP/1.1 (HTTP/2 requests translated, gRPC refused), an HTTP/2 one
+/// (`kubernetes.io/h2c`, `grpc`) gets HTTP/2 (HTTP/1.1 requests other than
+/// upgrades sent as HTTP/2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeclaredProtocol(pub AppProtocol);
 
 /// Forwards requests to upstream addresses. Shared by both listeners.
 pub struct Forwarder {
@@ -145,9 +157,18 @@ impl Forwarder {
             .then(|| req.extensions().get::<ConnectionSlot>().cloned())
             .flatten();
         strip_hop_by_hop(req.headers_mut(), upgrade);
-        if protocol == Protocol::Http2 && self.pool.known_http1_only(addr) {
+        let declared = req.extensions().get::<DeclaredProtocol>().map(|d| d.0);
+        if protocol == Protocol::Http2
+            && (declared.is_some_and(AppProtocol::is_http1) || self.pool.known_http1_only(addr))
+        {
             to_http1(&mut req, addr, service)?;
             protocol = Protocol::Http1;
+        } else if protocol == Protocol::Http1
+            && !upgrade
+            && declared.is_some_and(AppProtocol::is_http2)
+        {
+            *req.version_mut() = Version::HTTP_2;
+            protocol = Protocol::Http2;
         }
         uri::rewrite_for_upstream(&mut req, protocol)
             .map_err(|detail| ProxyError::new(ErrorKind::BadRequest, service, detail))?;

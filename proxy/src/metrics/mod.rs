@@ -52,14 +52,18 @@ pub enum StateTable {
     /// Control-plane subscriptions (by destination service), dropped when
     /// the set is full (evicted destinations are unsubscribed uncounted).
     Subscriptions,
+    /// Destination addresses looked up by address (transparent mode): the
+    /// least recently used are dropped (and unsubscribed) when full.
+    Addresses,
 }
 
 impl StateTable {
-    const ALL: [StateTable; 4] = [
+    const ALL: [StateTable; 5] = [
         StateTable::Destinations,
         StateTable::Dns,
         StateTable::Clients,
         StateTable::Subscriptions,
+        StateTable::Addresses,
     ];
 
     /// The label value.
@@ -69,6 +73,7 @@ impl StateTable {
             StateTable::Dns => "dns",
             StateTable::Clients => "clients",
             StateTable::Subscriptions => "subscriptions",
+            StateTable::Addresses => "addresses",
         }
     }
 }

@@ -12,9 +12,11 @@
 //! then are the policy looked up, the routes recompiled (if the policy
 //! changed) and the endpoints pushed into the balancer (if they changed).
 //!
-//! A transparent call whose authority names no known service reaches its
-//! original destination's entry ([`Destinations::original`]): the same
-//! table, keyed by the address.
+//! A transparent call whose authority names no known service reaches the
+//! entry of the service discovery maps its original destination address to
+//! ([`Destinations::service`], the address being one more way to the same
+//! entry), else its original destination's own entry
+//! ([`Destinations::original`]): the same table, keyed by the address.
 //!
 //! Memory is bounded (authorities come from the app's requests, so from
 //! whoever can make it call out): at most `capacity` destinations
@@ -33,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use levee_proto::policy::ServiceKey;
+use levee_proto::policy::{AppProtocol, ServiceKey};
 use tokio::time::Instant;
 
 use crate::discovery::Subscription;
@@ -106,6 +108,8 @@ pub struct View {
     pub routes: Arc<RouteTable>,
     /// The endpoint answer; `Ok` ones are in the balancer.
     pub endpoints: Result<Arc<[SocketAddr]>, ProxyError>,
+    /// The port's declared protocol (`None`: learned per endpoint).
+    pub app_protocol: Option<AppProtocol>,
 }
 
 impl Destinations {
@@ -114,6 +118,12 @@ impl Destinations {
         let subscriptions = crate::discovery::subscription_capacity(capacity.max(1));
         let evictions = shared.metrics.state_evictions(StateTable::Subscriptions);
         shared.subscriptions.limit(subscriptions, evictions);
+        // Addresses lead to destinations: as many as the table keeps.
+        let evictions = shared.metrics.state_evictions(StateTable::Addresses);
+        shared
+            .subscriptions
+            .addresses
+            .limit(capacity.max(1), evictions);
         Destinations {
             shared,
             forwarder,
@@ -131,6 +141,20 @@ impl Destinations {
         }
         let key = ServiceKey::from_authority(authority, &self.shared.namespace, 80)?;
         Ok(self.insert(authority, key, None))
+    }
+
+    /// The entry of the service port `key` (a transparent call's original
+    /// destination that discovery mapped to it): the same entry an explicit
+    /// call naming the service reaches (one table read when kept).
+    pub fn service(&self, key: &ServiceKey) -> Arc<Entry> {
+        {
+            let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = table.by_key.get(key) {
+                entry.used.touch(&self.clock);
+                return entry.clone();
+            }
+        }
+        self.insert(&key.to_string(), key.clone(), None)
     }
 
     /// The entry of a transparent call's original destination `addr`, when
@@ -305,6 +329,7 @@ impl Entry {
             recheck_at,
             routes,
             endpoints,
+            app_protocol: snapshot.app_protocols.get(&self.key).copied(),
         });
         let _one_at_a_time = self
             .installing

@@ -19,9 +19,11 @@
 //!
 //! A request on a connection iptables redirected here (transparent mode,
 //! [`OriginalDst`]) goes to the service its authority names when the proxy
-//! knows that service, else to the connection's original destination: a
-//! passthrough destination, labelled `service="passthrough:<ip:port>"`,
-//! with the default timeouts.
+//! knows that service, else to the service the control plane says owns the
+//! original destination address (its virtual IP or an endpoint:
+//! [`crate::discovery::addresses`]), else to the connection's original
+//! destination: a passthrough destination, labelled
+//! `service="passthrough:<ip:port>"`, with the default timeouts.
 //!
 //! Before any of that a request is refused when its authority is ambiguous
 //! (400 `ambiguous-authority`) or it has passed too many proxies (508
@@ -37,8 +39,9 @@ use hyper::body::Incoming;
 use levee_proto::policy::{RouteRequest, ServiceKey};
 
 use crate::body::{self, BoxBody};
+use crate::discovery::addresses::Lookup;
 use crate::errors::{self, ErrorKind, ProxyError};
-use crate::forward::{ConnectTimeout, Forwarder, uri};
+use crate::forward::{ConnectTimeout, DeclaredProtocol, Forwarder, uri};
 use crate::loops::{self, hops};
 use crate::metrics::Direction;
 use crate::observe::Observation;
@@ -161,8 +164,10 @@ impl Outbound {
     /// The destination of a request on a redirected connection: the
     /// service its authority names when the proxy knows it (a policy or
     /// endpoints for it; in control-plane mode it is subscribed first),
-    /// else the connection's original destination (passthrough), never a
-    /// DNS lookup of a name the app already resolved itself.
+    /// else the service discovery maps the original destination address
+    /// to ([`Outbound::by_address`]), else the connection's original
+    /// destination (passthrough), never a DNS lookup of a name the app
+    /// already resolved itself.
     async fn transparent_entry(
         &self,
         authority: &str,
@@ -179,7 +184,7 @@ impl Outbound {
             return entry;
         }
         let Ok(key) = ServiceKey::from_authority(authority, &self.shared.namespace, 80) else {
-            return self.destinations.original(original);
+            return self.by_address(original).await;
         };
         if !known(&key) {
             self.shared.discovered(&key).await;
@@ -189,7 +194,29 @@ impl Outbound {
         {
             return entry;
         }
-        self.destinations.original(original)
+        self.by_address(original).await
+    }
+
+    /// The entry of the service port that owns the original destination
+    /// `original` (a virtual IP or an endpoint of it, as the control plane
+    /// answers; a first lookup waits at most the detect timeout), else the
+    /// passthrough entry of the address itself.
+    async fn by_address(&self, original: std::net::SocketAddr) -> Arc<destinations::Entry> {
+        let wait = self
+            .transparent
+            .as_ref()
+            .map_or(crate::transparent::DEFAULT_DETECT_TIMEOUT, |t| {
+                t.detect_timeout
+            });
+        match self
+            .shared
+            .subscriptions
+            .address_owner(original, wait)
+            .await
+        {
+            Some(owner) => self.destinations.service(&owner),
+            None => self.destinations.original(original),
+        }
     }
 
     /// Answers a request refused before it reached a route: recorded under
@@ -271,6 +298,19 @@ impl Handler for Outbound {
         self.transparent.as_ref()
     }
 
+    fn declared_opaque(&self, original: std::net::SocketAddr) -> bool {
+        let Lookup::Answered(Some(owner)) = self.shared.subscriptions.addresses.lookup(&original)
+        else {
+            return false;
+        };
+        self.shared
+            .snapshot
+            .load()
+            .app_protocols
+            .get(&owner)
+            .is_some_and(|p| p.is_opaque())
+    }
+
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<BoxBody> {
         let start = Instant::now();
         let grpc = errors::is_grpc(req.headers());
@@ -284,7 +324,7 @@ impl Handler for Outbound {
                 Ok(self.transparent_entry(authority, original).await)
             }
             (Some(authority), None) => self.destinations.get(authority),
-            (None, Some(OriginalDst(original))) => Ok(self.destinations.original(original)),
+            (None, Some(OriginalDst(original))) => Ok(self.by_address(original).await),
             (None, None) => {
                 Err("the request names no destination (no Host or :authority)".to_owned())
             }
@@ -326,6 +366,9 @@ impl Handler for Outbound {
         if let Err(err) = &view.endpoints {
             span.error(err);
             return observation.error(err);
+        }
+        if let Some(declared) = view.app_protocol {
+            req.extensions_mut().insert(DeclaredProtocol(declared));
         }
         let upgrade = match self.forwarder.screen_upgrade(&mut req, &destination.label) {
             Ok(upgrade) => upgrade,

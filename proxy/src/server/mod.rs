@@ -57,6 +57,14 @@ pub trait Handler: Send + Sync + 'static {
     fn transparent(&self) -> Option<&Transparent> {
         None
     }
+
+    /// Whether discovery already says a redirected connection to
+    /// `original` is for a port declared opaque (`appProtocol: tcp` or
+    /// `opaque`): then it is forwarded without detection. Only answers
+    /// already cached count (no wait at accept).
+    fn declared_opaque(&self, _original: std::net::SocketAddr) -> bool {
+        false
+    }
 }
 
 /// The downstream peer's address, a request extension set by the listener.
@@ -138,14 +146,16 @@ impl RefusalLog {
 }
 
 /// Whether a redirected connection to `original` is served as HTTP (its
-/// first bytes are HTTP, its port is not opaque); else it is forwarded.
+/// first bytes are HTTP, its port is neither an opaque port nor declared
+/// opaque by discovery); else it is forwarded.
 async fn redirected_http(
     stream: &TcpStream,
     transparent: &Transparent,
     original: std::net::SocketAddr,
+    declared_opaque: bool,
     shutdown: &Shutdown,
 ) -> bool {
-    if transparent.is_opaque(original) {
+    if declared_opaque || transparent.is_opaque(original) {
         return false;
     }
     tokio::select! {
@@ -194,7 +204,16 @@ pub async fn serve<H: Handler>(
                     let original = match redirected {
                         None => None,
                         Some((transparent, original)) => {
-                            if !redirected_http(&stream, &transparent, original, &shutdown2).await {
+                            let declared_opaque = handler.declared_opaque(original);
+                            if !redirected_http(
+                                &stream,
+                                &transparent,
+                                original,
+                                declared_opaque,
+                                &shutdown2,
+                            )
+                            .await
+                            {
                                 let target = transparent.target(original);
                                 transparent
                                     .passthrough

@@ -33,6 +33,8 @@ pub fn endpoints_in(
             service: service.to_owned(),
             port,
             addresses: addresses.to_vec(),
+            virtual_ips: Vec::new(),
+            app_protocol: None,
         },
     })
 }

@@ -3,7 +3,8 @@
 //! from the app's answer to the HTTP/2 preface that it speaks HTTP/1.x:
 //! hyper's HTTP/1 server closes the connection on the preface (learned once
 //! HTTP/1.1 worked), Python's `http.server` answers it with HTTP/1 bytes
-//! (learned at once). gRPC is never downgraded: it gets a clear error.
+//! (learned at once). gRPC is never downgraded: it gets a clear error. A
+//! port whose `appProtocol` discovery declares is not learned: it is known.
 
 use std::{
     convert::Infallible,
@@ -20,7 +21,10 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use levee_tests::harness::{Body, Http2Conn, Proxy, full, upstream::bind};
+use levee_proto::policy::{AppProtocol, Document};
+use levee_tests::harness::{
+    Body, ControlPlane, Http2Conn, Proxy, full, mesh::apply, upstream::bind, yaml,
+};
 
 /// An app that speaks HTTP/1.x only (hyper's HTTP/1 server: it answers the
 /// HTTP/2 preface with an error). Echoes the body; says the version, the
@@ -215,4 +219,40 @@ async fn grpc_is_never_downgraded() {
         "{messages:?}"
     );
     assert_eq!(served.load(Ordering::SeqCst), 1, "no gRPC call reached it");
+}
+
+/// The same app, its port declared `appProtocol: http` in a
+/// `ServiceEndpoints` applied to the control plane: the proxy learns the
+/// protocol from discovery, so the first HTTP/2 call already goes out as
+/// HTTP/1.1 — no connection is spent on the HTTP/2 preface.
+#[tokio::test]
+async fn a_port_declared_http_by_discovery_gets_http1_from_the_first_call() {
+    let (app, served, accepted) = http1_only_app().await;
+    let cp = ControlPlane::builder().start().await;
+    let mut endpoints = yaml::endpoints("legacy", 8080, &[app]);
+    if let Document::Endpoints(e) = &mut endpoints {
+        e.spec.app_protocol = Some(AppProtocol::Http);
+    }
+    apply(&cp, yaml::documents(&[endpoints])).await;
+    let proxy = Proxy::builder().control_plane(&cp.grpc_url()).start().await;
+    let mut conn = Http2Conn::connect(proxy.outbound())
+        .await
+        .expect("h2c connect");
+    for round in ["first", "second"] {
+        let r = conn
+            .send(post("http://legacy:8080/echo", round))
+            .await
+            .expect("response");
+        assert_eq!(r.status, 200, "{round}: {r:?}");
+        assert_eq!(r.version, http::Version::HTTP_2, "{round}");
+        assert_eq!(r.text(), round, "{round}");
+        assert_eq!(r.header("x-seen-version"), "HTTP/1.1", "{round}");
+        assert_eq!(r.header("x-seen-host"), "legacy:8080", "{round}");
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one HTTP/1.1 connection, none closed on an HTTP/2 preface"
+    );
 }

@@ -80,6 +80,8 @@ mod init_iptables;
 mod transparent_detect;
 mod transparent_inbound_ports;
 mod transparent_no_loops;
+
+mod transparent_discovery;
 mod transparent_passthrough;
 mod transparent_protocols;
 mod transparent_two_pods;

@@ -45,7 +45,7 @@ async fn python_grpc_server(
 
 #[tokio::test]
 async fn python_grpc_through_both_sidecars() {
-    let python = python::grpc_python().await;
+    let python = python::python().await;
     let pods = TwoPods::create();
     let (client, server) = (&pods.client, &pods.server);
     let _app = python_grpc_server(server, &python, &pods.path("grpc-server.log")).await;

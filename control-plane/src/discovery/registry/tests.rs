@@ -137,3 +137,94 @@ async fn a_policy_moved_to_another_service_leaves_the_old_one() {
     };
     assert_eq!(registry.current(&orders_key).policy_revision, 2);
 }
+
+fn endpoints_doc(port: u16, addresses: &str, extra: &str) -> (DocKey, Document) {
+    let yaml = format!(
+        "apiVersion: levee.dev/v1alpha1\nkind: ServiceEndpoints\nmetadata: {{name: payments-{port}, namespace: shop}}\n\
+         spec: {{service: payments, port: {port}, addresses: [{addresses}]{extra}}}\n"
+    );
+    (
+        DocKey::new("ServiceEndpoints", "shop", &format!("payments-{port}")),
+        doc(&yaml),
+    )
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().expect("addr")
+}
+
+#[test]
+fn an_address_maps_to_the_service_port_whose_virtual_ip_or_endpoint_it_is() {
+    let registry = Registry::new();
+    let (k, d) = endpoints_doc(
+        8080,
+        "\"10.0.0.7:8080\"",
+        ", virtualIPs: [10.96.0.10, \"fd00:96::10\"], appProtocol: http",
+    );
+    registry.upsert([(k, 1, d)]);
+    registry.register(7, reg(Some(8080), "10.0.0.9:4143"));
+    // A virtual IP with the service port (v4 and v6).
+    assert_eq!(registry.owner(&addr("10.96.0.10:8080")), Some(key(8080)));
+    assert_eq!(registry.owner(&addr("[fd00:96::10]:8080")), Some(key(8080)));
+    // A static endpoint, a live proxy's pod IP with its service port, and
+    // its inbound address.
+    assert_eq!(registry.owner(&addr("10.0.0.7:8080")), Some(key(8080)));
+    assert_eq!(registry.owner(&addr("10.0.0.9:8080")), Some(key(8080)));
+    assert_eq!(registry.owner(&addr("10.0.0.9:4143")), Some(key(8080)));
+    // Unknown: another port of the virtual IP, another IP.
+    assert_eq!(registry.owner(&addr("10.96.0.10:9090")), None);
+    assert_eq!(registry.owner(&addr("10.0.0.8:8080")), None);
+    // A registration for every port names no service port: no claim.
+    registry.register(8, reg(None, "10.0.0.11:4143"));
+    assert_eq!(registry.owner(&addr("10.0.0.11:4143")), None);
+    // The snapshot carries what the port declares.
+    let snap = registry.current(&key(8080));
+    assert_eq!(snap.app_protocol, Some(AppProtocol::Http));
+    assert_eq!(snap.virtual_ips.len(), 2);
+}
+
+#[tokio::test]
+async fn address_watchers_see_the_owner_appear_move_and_go() {
+    let registry = Registry::new();
+    let vip = addr("10.96.0.10:8080");
+    let pod = addr("10.0.0.9:8080");
+    let mut at_vip = registry.subscribe_address(vip);
+    let mut at_pod = registry.subscribe_address(pod);
+    assert_eq!(*at_vip.borrow_and_update(), None);
+    assert_eq!(*at_pod.borrow_and_update(), None);
+
+    // A virtual IP appears.
+    let (k, d) = endpoints_doc(8080, "", ", virtualIPs: [10.96.0.10]");
+    registry.upsert([(k.clone(), 1, d)]);
+    assert!(at_vip.has_changed().expect("open"));
+    assert_eq!(*at_vip.borrow_and_update(), Some(key(8080)));
+    assert!(!at_pod.has_changed().expect("open"));
+
+    // An endpoint registers, then leaves: the pod address follows.
+    registry.register(1, reg(Some(8080), "10.0.0.9:4143"));
+    assert_eq!(*at_pod.borrow_and_update(), Some(key(8080)));
+    registry.deregister(1);
+    assert!(at_pod.has_changed().expect("open"));
+    assert_eq!(*at_pod.borrow_and_update(), None);
+
+    // The virtual IP moves to another port of the service: the old
+    // address is unknown again.
+    let (k2, d2) = endpoints_doc(8080, "", ", virtualIPs: [10.96.0.11]");
+    registry.upsert([(k, 2, d2)]);
+    assert_eq!(*at_vip.borrow_and_update(), None);
+    assert_eq!(registry.owner(&addr("10.96.0.11:8080")), Some(key(8080)));
+    registry.remove(&k2);
+    assert_eq!(registry.owner(&addr("10.96.0.11:8080")), None);
+}
+
+#[test]
+fn a_virtual_ip_beats_an_endpoint_claiming_the_same_address() {
+    let registry = Registry::new();
+    // Port 9090's endpoint is the address port 8080's virtual IP names.
+    let (k1, d1) = endpoints_doc(9090, "\"10.96.0.10:8080\"", "");
+    let (k2, d2) = endpoints_doc(8080, "", ", virtualIPs: [10.96.0.10]");
+    registry.upsert([(k1, 1, d1), (k2.clone(), 2, d2)]);
+    assert_eq!(registry.owner(&addr("10.96.0.10:8080")), Some(key(8080)));
+    registry.remove(&k2);
+    assert_eq!(registry.owner(&addr("10.96.0.10:8080")), Some(key(9090)));
+}

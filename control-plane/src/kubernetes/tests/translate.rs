@@ -94,4 +94,26 @@ fn dual_stack_cluster_ips_are_kept_as_virtual_ips() {
     let payments = &out.virtual_ips[&("shop".to_owned(), "payments".to_owned())];
     let shown: Vec<String> = payments.iter().map(ToString::to_string).collect();
     assert_eq!(shown, ["10.96.0.31", "fd00:10:96::edb1"]);
+    // ...and sent: every port's document names them, with the port's
+    // appProtocol (http on 80, kubernetes.io/h2c on 9090).
+    let mut seen = Vec::new();
+    for (_, doc) in out.docs.values() {
+        if let levee_proto::policy::Document::Endpoints(e) = doc
+            && e.spec.service == "payments"
+        {
+            let ips: Vec<String> = e.spec.virtual_ips.iter().map(ToString::to_string).collect();
+            assert_eq!(
+                ips,
+                ["10.96.0.31", "fd00:10:96::edb1"],
+                "port {}",
+                e.spec.port
+            );
+            seen.push((e.spec.port, e.spec.app_protocol.map(|p| p.as_str())));
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [(80, Some("http")), (9090, Some("kubernetes.io/h2c"))]
+    );
 }

@@ -125,6 +125,8 @@ fn endpoints_addresses_are_parsed_and_checked() {
             service: "payments".into(),
             port: 8080,
             addresses: vec!["127.0.0.1:9001".into(), "[::1]:9002".into()],
+            virtual_ips: vec!["10.96.0.10".into(), "fd00:96::10".into()],
+            app_protocol: "kubernetes.io/h2c".into(),
         }),
     };
     let e = ServiceEndpoints::try_from(m.clone()).expect("valid");
@@ -132,9 +134,19 @@ fn endpoints_addresses_are_parsed_and_checked() {
     let mut bad = m;
     if let Some(s) = bad.spec.as_mut() {
         s.addresses.push("localhost:80".into());
+        s.virtual_ips.push("10.96.0.300".into());
+        s.app_protocol = "h3".into();
         s.port = 0;
     }
     let err = ServiceEndpoints::try_from(bad).expect_err("invalid");
     let paths: Vec<&str> = err.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, ["spec.addresses[2]"], "{err}");
+    assert_eq!(
+        paths,
+        [
+            "spec.addresses[2]",
+            "spec.virtualIPs[2]",
+            "spec.appProtocol"
+        ],
+        "{err}"
+    );
 }

@@ -404,3 +404,49 @@ fn per_client_is_inbound_only() {
         "{target: {service: payments}, inbound: {rateLimit: {requestsPerSecond: 5, perClient: true}}}",
     ));
 }
+
+fn endpoints(spec_extra: &str) -> String {
+    format!(
+        "apiVersion: levee.dev/v1alpha1\nkind: ServiceEndpoints\nmetadata: {{name: payments}}\n\
+         spec: {{service: payments, port: 8080, addresses: [\"10.0.0.7:8080\"]{spec_extra}}}\n"
+    )
+}
+
+#[test]
+fn virtual_ips_and_app_protocol_are_checked_with_their_paths() {
+    ok(&endpoints(
+        ", virtualIPs: [10.96.0.10, \"fd00:96::10\"], appProtocol: kubernetes.io/h2c",
+    ));
+    has(
+        &errors_of(&endpoints(", virtualIPs: [\"10.96.0.10:80\"]")),
+        "spec.virtualIPs[0]",
+        "invalid IP address syntax",
+    );
+    has(
+        &errors_of(&endpoints(", virtualIPs: [0.0.0.0, 224.0.0.1]")),
+        "spec.virtualIPs[1]",
+        "an unspecified or multicast address",
+    );
+    has(
+        &errors_of(&endpoints(", virtualIPs: [10.96.0.10, 10.96.0.10]")),
+        "spec.virtualIPs[1]",
+        "is listed twice",
+    );
+    let many: Vec<String> = (1..=17).map(|i| format!("10.96.0.{i}")).collect();
+    has(
+        &errors_of(&endpoints(&format!(", virtualIPs: [{}]", many.join(", ")))),
+        "spec.virtualIPs",
+        "17 virtual IPs; at most 16",
+    );
+    has(
+        &errors_of(&endpoints(", appProtocol: h2")),
+        "spec.appProtocol",
+        "\"h2\" is not an appProtocol Levee knows",
+    );
+    // The Kubernetes spelling, not the Rust field name.
+    has(
+        &errors_of(&endpoints(", virtualIps: [10.96.0.10]")),
+        "spec.virtualIps",
+        "unknown field `virtualIps`",
+    );
+}

@@ -35,6 +35,7 @@ fn update(
         policy_revision: 7,
         policy,
         endpoints: endpoints.iter().map(|e| (*e).to_owned()).collect(),
+        ..Default::default()
     }
 }
 

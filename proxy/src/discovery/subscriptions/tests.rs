@@ -194,3 +194,46 @@ async fn another_port_of_the_own_service_is_subscribed_once_and_never_dropped() 
     }
     assert!(subs.read().services.contains_key(&port), "pinned");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_address_waits_a_bounded_time_for_its_first_answer_then_is_cached() {
+    let wait = Duration::from_millis(500);
+    let vip: SocketAddr = "10.96.0.10:8080".parse().expect("addr");
+    // Static mode: nothing to ask.
+    let static_mode = Subscriptions::default();
+    assert_eq!(static_mode.address_owner(vip, wait).await, None);
+    assert!(static_mode.addresses.is_empty());
+
+    let subs = Arc::new(Subscriptions::default());
+    let mut rx = subs.enable().expect("enable");
+    // Disconnected: subscribed for later, passthrough now, no wait.
+    let started = tokio::time::Instant::now();
+    assert_eq!(subs.address_owner(vip, wait).await, None);
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(rx.try_recv(), Ok(Change::SubscribeAddress(vip)));
+
+    // Connected, no answer: waits the deadline, then passthrough.
+    subs.set_connected(true);
+    let other: SocketAddr = "10.96.0.11:8080".parse().expect("addr");
+    let started = tokio::time::Instant::now();
+    assert_eq!(subs.address_owner(other, wait).await, None);
+    assert_eq!(started.elapsed(), wait);
+
+    // Connected, answered while waiting: the owner at once.
+    let waiter = {
+        let subs = subs.clone();
+        tokio::spawn(async move { subs.address_owner(vip, Duration::from_secs(5)).await })
+    };
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "waits for the answer");
+    subs.addresses.answer(&vip, Some(key("payments")));
+    let owner = waiter.await.expect("waiter");
+    assert_eq!(owner.as_deref(), Some(&key("payments")));
+    // Cached: no new subscription, no wait.
+    assert_eq!(
+        subs.address_owner(vip, wait).await.as_deref(),
+        Some(&key("payments"))
+    );
+    assert_eq!(rx.try_recv(), Ok(Change::SubscribeAddress(other)));
+    assert!(rx.try_recv().is_err());
+}

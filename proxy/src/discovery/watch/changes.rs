@@ -36,6 +36,8 @@ impl Watcher {
     ) -> bool {
         let mut subscribe = Vec::new();
         let mut unsubscribe = Vec::new();
+        let mut subscribe_addresses = Vec::new();
+        let mut unsubscribe_addresses = Vec::new();
         let mut changed = false;
         let mut next = Some(change);
         while let Some(change) = next {
@@ -64,6 +66,15 @@ impl Watcher {
                         }
                     }
                 }
+                Change::SubscribeAddress(addr) => {
+                    unsubscribe_addresses.retain(|a| *a != addr);
+                    subscribe_addresses.push(addr.to_string());
+                }
+                Change::UnsubscribeAddress(addr) => {
+                    let text = addr.to_string();
+                    subscribe_addresses.retain(|a| *a != text);
+                    unsubscribe_addresses.push(addr);
+                }
             }
             next = changes.try_recv().ok();
         }
@@ -71,13 +82,23 @@ impl Watcher {
             // Drops first: a key dropped and met again is in both lists and
             // must be subscribed anew (the control plane then sends a fresh
             // first update; a plain subscribe of a key it has is a no-op).
-            if !unsubscribe.is_empty() {
+            if !unsubscribe.is_empty() || !unsubscribe_addresses.is_empty() {
                 let services = unsubscribe.iter().map(pb::ServiceRef::from).collect();
-                let _ = tx.send(request(Request::Unsubscribe(pb::Unsubscribe { services })));
+                let addresses = unsubscribe_addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                let _ = tx.send(request(Request::Unsubscribe(pb::Unsubscribe {
+                    services,
+                    addresses,
+                })));
             }
-            if !subscribe.is_empty() {
+            if !subscribe.is_empty() || !subscribe_addresses.is_empty() {
                 let services = subscribe.iter().map(pb::ServiceRef::from).collect();
-                let _ = tx.send(request(Request::Subscribe(pb::Subscribe { services })));
+                let _ = tx.send(request(Request::Subscribe(pb::Subscribe {
+                    services,
+                    addresses: subscribe_addresses,
+                })));
             }
         }
         changed

@@ -107,6 +107,7 @@ fn update(version: &str, nonce: &str, policy: Option<pb::ResiliencePolicy>) -> p
         policy_revision: 3,
         policy,
         endpoints: vec!["127.0.0.1:9001".into()],
+        ..Default::default()
     }
 }
 
@@ -365,6 +366,7 @@ async fn an_unreachable_control_plane_falls_back_to_the_cache() {
     tasks.wait().await;
 }
 
+mod addresses;
 mod refusals;
 mod replicas;
 mod unsubscribe;

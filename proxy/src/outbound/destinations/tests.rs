@@ -200,6 +200,7 @@ async fn an_evicted_destination_is_unsubscribed_and_subscribed_again_when_met() 
                 assert!(subscribed.remove(&k), "{k} unsubscribed unsubscribed");
                 unsubscribes += 1;
             }
+            other => panic!("no address is met here: {other:?}"),
         }
     }
     assert_eq!(subscribed.len(), table.len(), "{subscribed:?}");
