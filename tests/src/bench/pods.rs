@@ -16,6 +16,7 @@
 
 use std::{
     ffi::OsString,
+    os::unix::fs::PermissionsExt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::Path,
     time::{Duration, Instant},
@@ -184,6 +185,8 @@ impl Pods {
             &policy,
             &configs::levee_endpoints(&[SocketAddr::new(B_V4, APP_PORT)]),
         )?;
+        // Written by root; read by the proxy uid.
+        std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644))?;
         let policy = policy.to_string_lossy().into_owned();
         let client_sidecar = start_sidecar(
             env,
