@@ -74,6 +74,8 @@ mod init_iptables;
 mod transparent_detect;
 mod transparent_passthrough;
 mod transparent_two_pods;
+// levee-bench's transparent-vs-explicit pods (root).
+mod bench_transparent;
 // The container image (the Dockerfile read, no engine needed).
 mod docker_image;
 
