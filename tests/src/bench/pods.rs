@@ -16,8 +16,8 @@
 
 use std::{
     ffi::OsString,
-    os::unix::fs::PermissionsExt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    os::unix::fs::PermissionsExt,
     path::Path,
     time::{Duration, Instant},
 };
@@ -61,9 +61,7 @@ pub fn unavailable() -> Option<String> {
             "needs `ip netns` for network namespaces: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )),
-        Err(e) => Some(format!(
-            "needs `ip` (iproute2) for network namespaces: {e}"
-        )),
+        Err(e) => Some(format!("needs `ip` (iproute2) for network namespaces: {e}")),
     }
 }
 
@@ -165,7 +163,12 @@ impl Pods {
         std::os::unix::fs::chown(dir.path(), Some(PROXY_UID), Some(PROXY_UID))?;
 
         let upstream = start_upstream(env, &netns.b, dir.path()).await?;
-        init_iptables(env, &netns.b, &["--skip-inbound-ports", &DIRECT_PORT.to_string()]).await?;
+        init_iptables(
+            env,
+            &netns.b,
+            &["--skip-inbound-ports", &DIRECT_PORT.to_string()],
+        )
+        .await?;
         // The admin port is skipped too, so the runner's scrape of the
         // server sidecar is not itself counted by the client sidecar.
         let skip_out = format!("{DIRECT_PORT},{ADMIN_PORT}");
@@ -253,7 +256,11 @@ impl Pods {
             }
             let answered = self
                 .load
-                .run(async move { answers(addr, configs::SERVICE).await.map_err(|e| e.to_string()) })
+                .run(async move {
+                    answers(addr, configs::SERVICE)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
                 .await?;
             match answered {
                 Ok(()) => return Ok(()),
@@ -378,7 +385,10 @@ async fn start_upstream(env: &Env, ns: &Netns, dir: &Path) -> Result<Process, Bo
         .arg("--addr-file")
         .arg(&addr_file);
     let mut process = Process::spawn("app", cmd, &dir.join("app.log"))?;
-    super::contenders::wait_for(&mut process, "app", || read_json::<serde_json::Value>(&addr_file)).await?;
+    super::contenders::wait_for(&mut process, "app", || {
+        read_json::<serde_json::Value>(&addr_file)
+    })
+    .await?;
     Ok(process)
 }
 

@@ -9,9 +9,7 @@ use super::contenders::{Contender, Env};
 use super::histogram::median;
 use super::load::{self, LoadSpec, Protocol};
 use super::plan::{Plan, planned_cases, runs_in};
-use super::report::{
-    self, LatencySample, Machine, MemoryRow, Report, ThroughputRow, latency_row,
-};
+use super::report::{self, LatencySample, Machine, MemoryRow, Report, ThroughputRow, latency_row};
 use super::trace_overhead::{self, Traced};
 use crate::harness::BoxError;
 
@@ -185,11 +183,7 @@ struct Loopback {
 
 /// Scenarios 1–4 and the tracing overhead: the upstream and the contenders
 /// on loopback, started once, measured round-robin, stopped.
-async fn loopback(
-    env: &Env,
-    plan: &Plan,
-    skipped: &mut Vec<String>,
-) -> Result<Loopback, BoxError> {
+async fn loopback(env: &Env, plan: &Plan, skipped: &mut Vec<String>) -> Result<Loopback, BoxError> {
     let upstream = env.upstream().await?;
     let contenders = start_all(env, plan, &upstream, skipped).await?;
     let mut traced: Vec<Traced> = Vec::new();

@@ -175,7 +175,10 @@ async fn run(env: &Env, plan: &Plan, pods: &Pods) -> Result<TransparentReport, B
         .collect();
     closed_loop.sort_by_key(|r| rank(&r.contender));
     Ok(TransparentReport {
-        namespaces: vec![pods.netns.a.name().to_owned(), pods.netns.b.name().to_owned()],
+        namespaces: vec![
+            pods.netns.a.name().to_owned(),
+            pods.netns.b.name().to_owned(),
+        ],
         vs_explicit: vs_explicit(&latency),
         latency,
         closed_loop,

@@ -66,7 +66,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = if args.serve_upstream {
-        runtime.block_on(bench::upstream::serve(&args.addr, args.addr_file.as_deref()))
+        runtime.block_on(bench::upstream::serve(
+            &args.addr,
+            args.addr_file.as_deref(),
+        ))
     } else {
         // On Ctrl-C or SIGTERM the run is dropped: what it started (processes,
         // the transparent scenario's network namespaces) is stopped and

@@ -126,7 +126,14 @@ fn alive(pid: u32) -> bool {
 async fn sigint_in_the_middle_of_a_measurement_removes_the_pods() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("bench.log");
-    let cmd = bench(&["--scenarios", "transparent", "--reps", "1", "--duration", "60"]);
+    let cmd = bench(&[
+        "--scenarios",
+        "transparent",
+        "--reps",
+        "1",
+        "--duration",
+        "60",
+    ]);
     let mut bench = Process::spawn("levee-bench", cmd, &log).expect("spawn levee-bench");
 
     // Measuring: the pods are up.
