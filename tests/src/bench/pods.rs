@@ -28,7 +28,7 @@ use super::configs;
 use super::contenders::{Env, answers, quiet_env, read_json};
 use crate::harness::{
     BoxError, Metrics, Process, get_http1,
-    netns::{B_V4, Netns, NetnsPair, enter_netns},
+    netns::{B_V4, Netns, NetnsPair, current_euid, enter_netns},
     write_atomically,
 };
 
@@ -63,12 +63,6 @@ pub fn unavailable() -> Option<String> {
         )),
         Err(e) => Some(format!("needs `ip` (iproute2) for network namespaces: {e}")),
     }
-}
-
-#[allow(unsafe_code)]
-fn current_euid() -> u32 {
-    // SAFETY: geteuid(2) takes nothing and cannot fail.
-    unsafe { libc::geteuid() }
 }
 
 /// A current-thread tokio runtime on a thread that joined a network

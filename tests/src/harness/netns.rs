@@ -336,8 +336,9 @@ fn require_root() {
     );
 }
 
+/// This process's effective uid (namespaces and iptables need 0).
 #[allow(unsafe_code)]
-fn current_euid() -> u32 {
+pub fn current_euid() -> u32 {
     // SAFETY: geteuid(2) takes nothing and cannot fail.
     unsafe { libc::geteuid() }
 }
