@@ -41,6 +41,8 @@ pub const PROXY_UID: u32 = 2102;
 /// The sidecars' fixed listeners (the ports `init-iptables` redirects to).
 const OUTBOUND_PORT: u16 = 4140;
 const ADMIN_PORT: u16 = 4191;
+/// How long one readiness call or `/metrics` scrape may take.
+const SCRAPE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long the pods may take to be ready.
 const STARTUP: Duration = Duration::from_secs(20);
 
@@ -251,9 +253,11 @@ impl Pods {
             let answered = self
                 .load
                 .run(async move {
-                    answers(addr, configs::SERVICE)
-                        .await
-                        .map_err(|e| e.to_string())
+                    let attempt = answers(addr, configs::SERVICE);
+                    match tokio::time::timeout(SCRAPE_DEADLINE, attempt).await {
+                        Ok(answered) => answered.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!("no answer in {SCRAPE_DEADLINE:?}")),
+                    }
                 })
                 .await?;
             match answered {
@@ -299,10 +303,14 @@ impl Pods {
         let text = self
             .load
             .run(async move {
-                get_http1(admin, "localhost", "/metrics")
-                    .await
-                    .map(|r| r.text())
-                    .map_err(|e| e.to_string())
+                let scrape = get_http1(admin, "localhost", "/metrics");
+                match tokio::time::timeout(SCRAPE_DEADLINE, scrape).await {
+                    Ok(Ok(resp)) => Ok(resp.text()),
+                    Ok(Err(e)) => Err(format!("scraping {admin}: {e}")),
+                    Err(_) => Err(format!(
+                        "scraping {admin}: no answer in {SCRAPE_DEADLINE:?}"
+                    )),
+                }
             })
             .await??;
         let metrics = Metrics::parse(&text)?;
