@@ -79,7 +79,7 @@ pub async fn run_or_skip(
     skipped: &mut Vec<String>,
 ) -> Result<Option<TransparentReport>, BoxError> {
     if let Some(reason) = super::pods::unavailable() {
-        eprintln!("\nlevee-bench: ===== skipped: transparent vs explicit {reason} =====\n");
+        eprintln!("\nlevee-bench: ===== skipped: transparent vs explicit: {reason} =====\n");
         skipped.push(format!("transparent vs explicit: {reason}"));
         return Ok(None);
     }
