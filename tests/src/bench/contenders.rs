@@ -47,6 +47,10 @@ pub struct Contender {
     pub h2: bool,
     /// The proxy processes' CPU and memory (empty for direct).
     pub usage: Usage,
+    /// The runtime the load generator runs on when it must run inside a
+    /// network namespace (the transparent scenario's client pod); `None`:
+    /// the runner's own.
+    pub load: Option<tokio::runtime::Handle>,
     procs: Vec<Process>,
 }
 
@@ -71,6 +75,13 @@ fn command(program: &Path, cpus: Option<&str>) -> Command {
         }
         None => Command::new(program),
     };
+    quiet_env(&mut cmd);
+    cmd
+}
+
+/// Keeps the runner's own `LEVEE_*` / `OTEL_*` settings from `cmd` and has
+/// it log only warnings, without colour.
+pub(super) fn quiet_env(cmd: &mut Command) {
     for (key, _) in std::env::vars_os() {
         // The runner's own LEVEE_* / OTEL_* settings (a collector endpoint
         // would turn tracing on) must not reach the contenders.
@@ -80,7 +91,6 @@ fn command(program: &Path, cpus: Option<&str>) -> Command {
         }
     }
     cmd.env("RUST_LOG", "warn").env("NO_COLOR", "1");
-    cmd
 }
 
 /// Polls `check` every 20 ms until it succeeds or `STARTUP` passes.
@@ -112,7 +122,7 @@ where
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, BoxError> {
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, BoxError> {
     Ok(serde_json::from_slice(&tokio::fs::read(path).await?)?)
 }
 
@@ -169,6 +179,7 @@ impl Env {
             authority: configs::SERVICE.into(),
             h2: true,
             usage: Usage::new(Vec::new(), self.ticks_per_sec),
+            load: None,
             procs: Vec::new(),
         }
     }
@@ -349,6 +360,7 @@ impl Env {
             authority: configs::SERVICE.into(),
             h2,
             usage: Usage::new(pids, self.ticks_per_sec),
+            load: None,
             procs,
         }
     }
@@ -362,6 +374,26 @@ fn terminate(pid: u32) {
 }
 
 impl Contender {
+    /// A contender on processes someone else owns and stops (the
+    /// transparent scenario's pods): `usage` measures them, the load runs on
+    /// `load`.
+    pub(super) fn on_shared(
+        name: &'static str,
+        addr: SocketAddr,
+        usage: Usage,
+        load: tokio::runtime::Handle,
+    ) -> Contender {
+        Contender {
+            name,
+            addr,
+            authority: configs::SERVICE.into(),
+            h2: true,
+            usage,
+            load: Some(load),
+            procs: Vec::new(),
+        }
+    }
+
     /// Stops every process gracefully (nginx's master takes its worker
     /// along), killing what has not exited after 5 s.
     pub async fn stop(mut self) {

@@ -1,6 +1,7 @@
 //! `levee-bench`: Levee side by side with a direct call, HAProxy and nginx
-//! (issue 6, DESIGN.md §9). Everything runs on loopback, started by the
-//! runner itself; results are medians of interleaved repetitions.
+//! (issue 6, DESIGN.md §9). Everything runs on loopback (the transparent
+//! scenario: in two network namespaces), started by the runner itself;
+//! results are medians of interleaved repetitions.
 //!
 //! Layout:
 //! - [`plan`]: the [`Plan`] (full or `--quick`), `--scenarios`, which
@@ -12,6 +13,11 @@
 //!   policy), HAProxy and nginx, pinned with `taskset`.
 //! - [`convergence`]: scenario 6, the control plane's convergence example.
 //! - [`faults`]: scenario 5, outcomes behind faulty endpoints (`levee-flaky`).
+//! - [`memory`]: scenario 3's RSS measurement of one contender.
+//! - [`transparent`]: transparent vs explicit, two pods in network
+//!   namespaces (root only), its table.
+//! - [`pods`]: those pods: namespaces, `init-iptables`, sidecars, the app,
+//!   a load runtime inside the client pod; their teardown.
 //! - [`load`]: the open-loop / closed-loop HTTP/1.1 and h2c load generator.
 //! - [`pacing`]: the open-loop send schedule.
 //! - [`histogram`]: HDR latency histograms, percentiles and medians.
@@ -26,12 +32,15 @@ pub mod convergence;
 pub mod faults;
 pub mod histogram;
 pub mod load;
+pub mod memory;
 pub mod pacing;
 pub mod plan;
+pub mod pods;
 pub mod procfs;
 pub mod report;
 pub mod scenarios;
 pub mod trace_overhead;
+pub mod transparent;
 pub mod upstream;
 
 pub use contenders::{Env, Pinning};

@@ -41,6 +41,9 @@ pub enum Scenario {
     Convergence,
     /// Tracing overhead: Levee one hop with tracing off, at 1 % and 100 %.
     Tracing,
+    /// Transparent vs explicit: two pods in network namespaces (root only),
+    /// the direct call, the explicit two-hop path and the intercepted one.
+    Transparent,
 }
 
 /// What to run.
@@ -68,6 +71,12 @@ pub struct Plan {
     /// Tracing overhead: closed-loop connections for the same contenders
     /// (CPU per request at saturation); `None` skips it.
     pub tracing_closed_loop: Option<usize>,
+    /// Transparent vs explicit: open-loop cases against the direct call,
+    /// the explicit and the transparent two-hop path; empty skips it.
+    pub transparent: Vec<LatencyCase>,
+    /// Transparent vs explicit: closed-loop connections (CPU per request
+    /// of the two sidecars at saturation); `None` skips it.
+    pub transparent_closed_loop: Option<usize>,
 }
 
 impl Plan {
@@ -96,6 +105,12 @@ impl Plan {
                 case(Protocol::Http1, 5000.0, 16),
             ],
             tracing_closed_loop: Some(64),
+            transparent: vec![
+                case(Protocol::Http1, 1000.0, 16),
+                case(Protocol::Http1, 5000.0, 16),
+                case(Protocol::Http2, 1000.0, 16),
+            ],
+            transparent_closed_loop: Some(64),
         }
     }
 
@@ -117,6 +132,9 @@ impl Plan {
             convergence: vec![(10, 3)],
             tracing: vec![LatencyCase::new(Protocol::Http1, 500.0, 8)],
             tracing_closed_loop: Some(16),
+            // One brief case: the pods' setup and teardown are what it checks.
+            transparent: vec![LatencyCase::new(Protocol::Http1, 500.0, 8)],
+            transparent_closed_loop: None,
         }
     }
 
@@ -143,7 +161,22 @@ impl Plan {
             self.tracing.clear();
             self.tracing_closed_loop = None;
         }
+        if !keep(Scenario::Transparent) {
+            self.transparent.clear();
+            self.transparent_closed_loop = None;
+        }
         self
+    }
+
+    /// Whether anything runs on loopback (scenarios 1–4, tracing): the
+    /// upstream and contenders there are started only then.
+    pub fn runs_loopback(&self) -> bool {
+        self.compares_proxies() || !self.tracing.is_empty() || self.tracing_closed_loop.is_some()
+    }
+
+    /// Whether the transparent-vs-explicit scenario runs.
+    pub fn runs_transparent(&self) -> bool {
+        !self.transparent.is_empty() || self.transparent_closed_loop.is_some()
     }
 
     /// Whether the direct/HAProxy/nginx/Levee comparison (scenarios 1–4)
@@ -243,6 +276,22 @@ mod tests {
         assert!(plan.runs_closed_loop("direct") && plan.runs_closed_loop("levee-1hop"));
         assert!(!plan.runs_closed_loop("haproxy"));
         assert_eq!(plan.reps, 3);
+        assert!(!plan.runs_transparent());
+    }
+
+    #[test]
+    fn selecting_transparent_keeps_only_its_cases() {
+        let plan = Plan::full(3, Duration::from_secs(8)).select(&[Scenario::Transparent]);
+        assert!(plan.latency.is_empty() && plan.tracing.is_empty());
+        assert!(!plan.memory && plan.faults.is_none() && plan.convergence.is_empty());
+        assert!(!plan.compares_proxies() && !plan.runs_loopback());
+        assert_eq!(plan.closed_loop_connections(), None);
+        assert_eq!(plan.transparent.len(), 3);
+        assert_eq!(plan.transparent_closed_loop, Some(64));
+        assert!(plan.runs_transparent());
+        let quick = Plan::quick().select(&[]);
+        assert!(quick.runs_transparent(), "--quick exercises it");
+        assert!(!Plan::quick().select(&[Scenario::Memory]).runs_transparent());
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub struct Report {
     pub tracing_closed_loop: Vec<super::trace_overhead::ClosedLoopRow>,
     /// Tracing overhead: spans each traced contender exported and dropped.
     pub trace_spans: Vec<super::trace_overhead::SpanTally>,
+    /// Transparent vs explicit (`None`: not run, or skipped).
+    pub transparent: Option<super::transparent::TransparentReport>,
     pub skipped: Vec<String>,
 }
 
@@ -181,47 +183,8 @@ pub fn render(report: &Report) -> String {
         report.duration_s,
         report.pinning
     );
-    out += "LATENCY (open loop, µs from intended send; added = contender - direct)\n";
-    out += &format!(
-        "{:<16} {:<3} {:>6} {:>5} {:>8} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>7} {:>6}\n",
-        "contender",
-        "pr",
-        "rate",
-        "conn",
-        "achieved",
-        "errs",
-        "p50",
-        "p90",
-        "p99",
-        "p99.9",
-        "max",
-        "+p50",
-        "+p99",
-        "+p99.9",
-        "cpu/req",
-        "rssMiB"
-    );
-    for r in &report.latency {
-        let l = &r.latency;
-        out += &format!(
-            "{:<16} {:<3} {:>6.0} {:>5} {:>8.0} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>8} {:>8} {:>8} {:>7} {:>6}\n",
-            r.contender,
-            r.protocol.label(),
-            r.rate,
-            r.connections,
-            r.achieved_rps,
-            r.errors,
-            l.p50_us,
-            l.p90_us,
-            l.p99_us,
-            l.p999_us,
-            l.max_us,
-            opt(r.added_p50_us, 1),
-            opt(r.added_p99_us, 1),
-            opt(r.added_p999_us, 1),
-            opt(r.cpu_us_per_req, 1),
-            opt(r.rss_mib, 1)
-        );
+    if !report.latency.is_empty() {
+        out += &latency_table(&report.latency);
     }
     if !report.throughput.is_empty() {
         out += "\nTHROUGHPUT (closed loop, HTTP/1.1, proxy pinned to one core)\n";
@@ -283,8 +246,59 @@ pub fn render(report: &Report) -> String {
             out += "\n";
         }
     }
+    if let Some(t) = &report.transparent {
+        out += &super::transparent::render(t);
+    }
     for s in &report.skipped {
         out += &format!("skipped: {s}\n");
+    }
+    out
+}
+
+/// Scenario 1's table.
+fn latency_table(rows: &[LatencyRow]) -> String {
+    let mut out =
+        "LATENCY (open loop, µs from intended send; added = contender - direct)\n".to_owned();
+    out += &format!(
+        "{:<16} {:<3} {:>6} {:>5} {:>8} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>7} {:>6}\n",
+        "contender",
+        "pr",
+        "rate",
+        "conn",
+        "achieved",
+        "errs",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "+p50",
+        "+p99",
+        "+p99.9",
+        "cpu/req",
+        "rssMiB"
+    );
+    for r in rows {
+        let l = &r.latency;
+        out += &format!(
+            "{:<16} {:<3} {:>6.0} {:>5} {:>8.0} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>8} {:>8} {:>8} {:>7} {:>6}\n",
+            r.contender,
+            r.protocol.label(),
+            r.rate,
+            r.connections,
+            r.achieved_rps,
+            r.errors,
+            l.p50_us,
+            l.p90_us,
+            l.p99_us,
+            l.p999_us,
+            l.max_us,
+            opt(r.added_p50_us, 1),
+            opt(r.added_p99_us, 1),
+            opt(r.added_p999_us, 1),
+            opt(r.cpu_us_per_req, 1),
+            opt(r.rss_mib, 1)
+        );
     }
     out
 }

@@ -3,15 +3,13 @@
 //! cases round-robin over the contenders (order rotated each repetition) so
 //! machine noise hits them alike, and reduce to medians.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use super::contenders::{Contender, Env};
 use super::histogram::median;
 use super::load::{self, LoadSpec, Protocol};
 use super::plan::{Plan, planned_cases, runs_in};
-use super::report::{
-    self, LatencySample, MIB, Machine, MemoryRow, Report, ThroughputRow, latency_row,
-};
+use super::report::{self, LatencySample, Machine, MemoryRow, Report, ThroughputRow, latency_row};
 use super::trace_overhead::{self, Traced};
 use crate::harness::BoxError;
 
@@ -57,7 +55,7 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or_default()
 }
 
-fn spec(
+pub(super) fn spec(
     c: &Contender,
     plan: &Plan,
     protocol: Protocol,
@@ -75,8 +73,9 @@ fn spec(
     }
 }
 
-/// One load run with the contender's CPU and mid-run RSS measured.
-async fn measure(c: &Contender, spec: &LoadSpec) -> LatencySample {
+/// One load run with the contender's CPU and mid-run RSS measured; on the
+/// contender's own load runtime when it has one (inside a namespace).
+pub(super) async fn measure(c: &Contender, spec: &LoadSpec) -> LatencySample {
     let usage = c.usage.clone();
     let halfway = spec.warmup + spec.duration / 2;
     let rss = tokio::spawn(async move {
@@ -84,7 +83,19 @@ async fn measure(c: &Contender, spec: &LoadSpec) -> LatencySample {
         (!usage.is_empty()).then(|| usage.rss())
     });
     let cpu_before = c.usage.cpu();
-    let result = load::run(spec).await;
+    let result = match &c.load {
+        Some(runtime) => {
+            let spec = spec.clone();
+            runtime
+                .spawn(async move { load::run(&spec).await })
+                .await
+                .unwrap_or_else(|_| load::LoadResult {
+                    errors: 1,
+                    ..load::LoadResult::default()
+                })
+        }
+        None => load::run(spec).await,
+    };
     let cpu = c.usage.cpu().saturating_sub(cpu_before);
     LatencySample {
         latency: result.latencies.summary(),
@@ -97,68 +108,6 @@ async fn measure(c: &Contender, spec: &LoadSpec) -> LatencySample {
     }
 }
 
-/// Idle RSS, then RSS with `n` idle keep-alive connections open, then how
-/// long RSS takes to come back after they close (at most `settle_for`).
-async fn memory(c: &Contender, n: usize, settle_for: Duration) -> MemoryRow {
-    let idle = c.usage.rss();
-    let target = LoadSpec {
-        target: c.addr,
-        authority: c.authority.clone(),
-        protocol: Protocol::Http1,
-        connections: n,
-        rate: None,
-        warmup: Duration::ZERO,
-        duration: Duration::ZERO,
-    };
-    let (conns, errors) = load::open_idle(&target, n).await;
-    let with = c.usage.rss();
-    drop(conns);
-    let after = settle(c, idle, settle_for).await;
-    MemoryRow {
-        contender: c.name.to_owned(),
-        rss_idle_mib: idle as f64 / MIB,
-        idle_connections: n,
-        rss_with_connections_mib: with as f64 / MIB,
-        connection_errors: errors,
-        rss_after_mib: after.rss as f64 / MIB,
-        settled_after: after.settled_after.map(|d| d.as_secs_f64()),
-    }
-}
-
-/// Where RSS went once the burst's connections were closed.
-struct Settled {
-    /// RSS at the end of the wait (or when it settled).
-    rss: u64,
-    /// How long after the close RSS was back within [`SETTLED_WITHIN`] of the
-    /// pre-burst figure (`None`: not within `limit`).
-    settled_after: Option<Duration>,
-}
-
-/// "Back to normal" after a burst: within 2 MiB of the pre-burst RSS.
-const SETTLED_WITHIN: u64 = 2 * 1024 * 1024;
-
-/// Samples RSS every 250 ms for up to `limit` after the burst's connections
-/// closed, until it is back within [`SETTLED_WITHIN`] of `before`.
-async fn settle(c: &Contender, before: u64, limit: Duration) -> Settled {
-    let closed = tokio::time::Instant::now();
-    loop {
-        let rss = c.usage.rss();
-        if rss <= before + SETTLED_WITHIN {
-            return Settled {
-                rss,
-                settled_after: Some(closed.elapsed()),
-            };
-        }
-        if closed.elapsed() >= limit {
-            return Settled {
-                rss,
-                settled_after: None,
-            };
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// Runs `plan` and returns the report (`command` and `machine` as given).
 pub async fn run(
     env: &Env,
@@ -167,8 +116,76 @@ pub async fn run(
     command: String,
 ) -> Result<Report, BoxError> {
     let mut skipped = Vec::new();
+    let loopback = if plan.runs_loopback() {
+        loopback(env, plan, &mut skipped).await?
+    } else {
+        Loopback::default()
+    };
+    let transparent = if plan.runs_transparent() {
+        super::transparent::run_or_skip(env, plan, &mut skipped).await?
+    } else {
+        None
+    };
+    let faults = match plan.faults {
+        // Enough connections that a 200 ms endpoint does not hold the client back.
+        Some(duration) => super::faults::run(env, 500.0, 128, duration).await?,
+        None => Vec::new(),
+    };
+    let convergence = if plan.convergence.is_empty() {
+        Vec::new()
+    } else {
+        // The example holds the control plane and the simulated proxies in
+        // one process: it gets every CPU (the load generator is idle by now).
+        super::convergence::run(&plan.convergence, None)
+            .await
+            .unwrap_or_else(|e| {
+                skipped.push(format!("scenario 6 (control-plane convergence): {e}"));
+                Vec::new()
+            })
+    };
+    Ok(Report {
+        machine,
+        command,
+        reps: plan.reps,
+        warmup_s: plan.warmup.as_secs_f64(),
+        duration_s: plan.duration.as_secs_f64(),
+        pinning: match (&env.pinning.proxy, &env.pinning.load) {
+            (Some(p), Some(l)) => {
+                format!("proxies on CPU {p}, load generator and upstream on CPU {l}")
+            }
+            _ => "no CPU pinning".into(),
+        },
+        latency: loopback.latency,
+        throughput: loopback.throughput,
+        memory: loopback.memory,
+        policy_cpu_overhead_pct: loopback.policy_cpu_overhead_pct,
+        faults,
+        convergence,
+        tracing: loopback.tracing,
+        tracing_closed_loop: loopback.tracing_closed_loop,
+        trace_spans: loopback.trace_spans,
+        transparent,
+        skipped,
+    })
+}
+
+/// What the loopback scenarios (1–4 and tracing) measured.
+#[derive(Default)]
+struct Loopback {
+    latency: Vec<report::LatencyRow>,
+    throughput: Vec<ThroughputRow>,
+    memory: Vec<MemoryRow>,
+    policy_cpu_overhead_pct: Option<f64>,
+    tracing: Vec<trace_overhead::TracingRow>,
+    tracing_closed_loop: Vec<trace_overhead::ClosedLoopRow>,
+    trace_spans: Vec<trace_overhead::SpanTally>,
+}
+
+/// Scenarios 1–4 and the tracing overhead: the upstream and the contenders
+/// on loopback, started once, measured round-robin, stopped.
+async fn loopback(env: &Env, plan: &Plan, skipped: &mut Vec<String>) -> Result<Loopback, BoxError> {
     let upstream = env.upstream().await?;
-    let contenders = start_all(env, plan, &upstream, &mut skipped).await?;
+    let contenders = start_all(env, plan, &upstream, skipped).await?;
     let mut traced: Vec<Traced> = Vec::new();
     if !plan.tracing.is_empty() {
         for (name, ratio) in trace_overhead::TRACED {
@@ -186,7 +203,7 @@ pub async fn run(
                 "memory: {} with {} idle connections",
                 c.name, plan.idle_connections
             );
-            rows.push(memory(c, plan.idle_connections, plan.memory_settle).await);
+            rows.push(super::memory::measure(c, plan.idle_connections, plan.memory_settle).await);
         }
         rows
     };
@@ -313,45 +330,14 @@ pub async fn run(
         t.contender.stop().await;
     }
     upstream.stop().await;
-    let faults = match plan.faults {
-        // Enough connections that a 200 ms endpoint does not hold the client back.
-        Some(duration) => super::faults::run(env, 500.0, 128, duration).await?,
-        None => Vec::new(),
-    };
-    let convergence = if plan.convergence.is_empty() {
-        Vec::new()
-    } else {
-        // The example holds the control plane and the simulated proxies in
-        // one process: it gets every CPU (the load generator is idle by now).
-        super::convergence::run(&plan.convergence, None)
-            .await
-            .unwrap_or_else(|e| {
-                skipped.push(format!("scenario 6 (control-plane convergence): {e}"));
-                Vec::new()
-            })
-    };
-    Ok(Report {
-        machine,
-        command,
-        reps: plan.reps,
-        warmup_s: plan.warmup.as_secs_f64(),
-        duration_s: plan.duration.as_secs_f64(),
-        pinning: match (&env.pinning.proxy, &env.pinning.load) {
-            (Some(p), Some(l)) => {
-                format!("proxies on CPU {p}, load generator and upstream on CPU {l}")
-            }
-            _ => "no CPU pinning".into(),
-        },
+    Ok(Loopback {
         latency: latency_rows,
         throughput: throughput_rows,
         memory: memory_rows,
         policy_cpu_overhead_pct,
-        faults,
-        convergence,
         tracing,
         tracing_closed_loop,
         trace_spans,
-        skipped,
     })
 }
 

@@ -17,18 +17,32 @@ use crate::harness::{BoxError, write_atomically};
 /// Size of every response body.
 pub const BODY_BYTES: usize = 1024;
 
-/// Serves on `addr` until the process is stopped; writes
-/// `{"addr":"IP:PORT"}` to `addr_file` once bound.
-pub async fn serve(addr: SocketAddr, addr_file: Option<&Path>) -> Result<(), BoxError> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
+/// Serves on every one of `addrs` (at least one) until the process is
+/// stopped; writes `{"addr":"IP:PORT","addrs":[…]}` (`addr`: the first) to
+/// `addr_file` once all are bound. The transparent scenario's app listens
+/// on two ports: one its pod intercepts, one it does not (the direct call).
+pub async fn serve(addrs: &[SocketAddr], addr_file: Option<&Path>) -> Result<(), BoxError> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        listeners.push(TcpListener::bind(addr).await?);
+    }
+    let bound = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(first) = bound.first() else {
+        return Err("no listen address".into());
+    };
     if let Some(path) = addr_file {
         write_atomically(
             path,
-            &serde_json::json!({ "addr": bound.to_string() }).to_string(),
+            &serde_json::json!({ "addr": first, "addrs": bound }).to_string(),
         )?;
     }
-    serve_on(listener).await
+    let served = listeners.into_iter().map(|l| tokio::spawn(serve_on(l)));
+    // Each listener serves until the process stops; the first to end ends it.
+    let (first_ended, _, _) = futures_util::future::select_all(served).await;
+    first_ended?
 }
 
 /// Serves connections accepted from `listener` until the task is dropped.

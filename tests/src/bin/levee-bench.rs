@@ -36,9 +36,9 @@ struct Args {
     #[arg(long, hide = true)]
     serve_upstream: bool,
 
-    /// With --serve-upstream: listen address.
+    /// With --serve-upstream: listen address (repeat it for several).
     #[arg(long, hide = true, default_value = "127.0.0.1:0")]
-    addr: SocketAddr,
+    addr: Vec<SocketAddr>,
 
     /// With --serve-upstream: write the bound address here as JSON.
     #[arg(long, hide = true)]
@@ -66,9 +66,20 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = if args.serve_upstream {
-        runtime.block_on(bench::upstream::serve(args.addr, args.addr_file.as_deref()))
+        runtime.block_on(bench::upstream::serve(
+            &args.addr,
+            args.addr_file.as_deref(),
+        ))
     } else {
-        runtime.block_on(run(args))
+        // On Ctrl-C or SIGTERM the run is dropped: what it started (processes,
+        // the transparent scenario's network namespaces) is stopped and
+        // deleted by its guards before the process exits.
+        runtime.block_on(async {
+            tokio::select! {
+                result = run(args) => result,
+                signal = interrupted() => Err(format!("interrupted by {signal}; stopped what it had started").into()),
+            }
+        })
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -76,6 +87,21 @@ fn main() -> std::process::ExitCode {
             eprintln!("levee-bench: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The first SIGINT or SIGTERM, by name (never, if they cannot be caught).
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
     }
 }
 
@@ -122,6 +148,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         eprintln!("levee-bench: JSON written to {}", path.display());
+    }
+    // Skipped (not root) is fine in a run of everything; asked for by name
+    // with --scenarios, it is a failure.
+    if args.scenarios.contains(&Scenario::Transparent)
+        && plan.runs_transparent()
+        && report.transparent.is_none()
+    {
+        return Err(
+            "--scenarios transparent was asked for but skipped (see above: it needs root)".into(),
+        );
     }
     Ok(())
 }

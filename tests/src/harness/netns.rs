@@ -60,6 +60,11 @@ impl Netns {
         &self.name
     }
 
+    /// The namespace's file (`/run/netns/<name>`), for [`enter_netns`].
+    pub fn open(&self) -> io::Result<File> {
+        File::open(format!("/run/netns/{}", self.name))
+    }
+
     /// `program` to be run inside the namespace.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new("ip");
@@ -108,10 +113,9 @@ impl Netns {
     /// Runs `f` on a thread that joined the namespace: sockets it makes
     /// belong to the namespace, and stay there when used from anywhere.
     fn inside<T: Send>(&self, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
-        let path = format!("/run/netns/{}", self.name);
         std::thread::scope(|s| {
             s.spawn(|| {
-                enter_netns(&File::open(&path)?)?;
+                enter_netns(&self.open()?)?;
                 f()
             })
             .join()
@@ -332,15 +336,17 @@ fn require_root() {
     );
 }
 
+/// This process's effective uid (namespaces and iptables need 0).
 #[allow(unsafe_code)]
-fn current_euid() -> u32 {
+pub fn current_euid() -> u32 {
     // SAFETY: geteuid(2) takes nothing and cannot fail.
     unsafe { libc::geteuid() }
 }
 
-/// Moves the calling thread into the network namespace `file` refers to.
+/// Moves the calling thread into the network namespace `file` refers to
+/// (see [`Netns::open`]); only that thread, and threads it starts later.
 #[allow(unsafe_code)]
-fn enter_netns(file: &File) -> io::Result<()> {
+pub fn enter_netns(file: &File) -> io::Result<()> {
     // SAFETY: setns(2) takes a descriptor we own (alive for the call) and a
     // flag; it changes only this thread's namespace.
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {

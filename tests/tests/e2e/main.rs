@@ -87,6 +87,9 @@ mod transparent_protocols;
 mod transparent_two_pods;
 // Kubernetes API side: the admission webhooks over HTTPS.
 mod webhooks;
+
+// levee-bench's transparent-vs-explicit pods (root).
+mod bench_transparent;
 // The container image (the Dockerfile read, no engine needed).
 mod docker_image;
 
