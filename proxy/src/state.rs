@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use levee_proto::policy::{
-    Document, PolicyErrors, PolicyIndex, ResiliencePolicy, ServiceKey, check_batch,
+    Document, PolicyErrors, PolicyIndex, ResiliencePolicy, ServiceKey, SpiffeId, check_batch,
 };
 
 use crate::discovery::{Subscription, Subscriptions};
@@ -31,6 +31,11 @@ pub struct Snapshot {
     pub policies: PolicyIndex<Arc<ResiliencePolicy>>,
     /// Static endpoints by service (from `ServiceEndpoints` documents).
     pub endpoints: HashMap<ServiceKey, Arc<[SocketAddr]>>,
+    /// The SPIFFE ID expected at an endpoint address (`ServiceEndpoints`
+    /// `identity`, Discovery `identities`): the forwarder speaks mTLS to
+    /// it and checks the server is that workload. One per address: an
+    /// address is one workload's listener whichever service lists it.
+    pub identities: HashMap<SocketAddr, SpiffeId>,
     /// Every policy in source order, for `/config`.
     pub documents: Vec<Arc<ResiliencePolicy>>,
     /// Where the snapshot came from, e.g. `file:/etc/levee/policy.yaml`.
@@ -67,6 +72,11 @@ impl Snapshot {
                 }
                 Document::Endpoints(endpoints) => {
                     let key = endpoints.service_key(namespace);
+                    if let Some(id) = &endpoints.spec.identity {
+                        for addr in &endpoints.spec.addresses {
+                            snapshot.identities.insert(*addr, id.clone());
+                        }
+                    }
                     snapshot
                         .endpoints
                         .insert(key, endpoints.spec.addresses.into());

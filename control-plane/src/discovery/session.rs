@@ -326,6 +326,9 @@ fn to_update(snapshot: &ServiceSnapshot, nonce: u64) -> v1::ServiceUpdate {
             .iter()
             .map(SocketAddr::to_string)
             .collect(),
+        // Expected endpoint identities: filled once the control plane
+        // knows them (registrations' certificates, static documents).
+        identities: Default::default(),
     }
 }
 

@@ -209,4 +209,8 @@ pub struct EndpointsSpec {
     /// Where the service really listens (`ip:port`; IPv6 as `[::1]:9001`).
     #[serde(default)]
     pub addresses: Vec<SocketAddr>,
+    /// The SPIFFE ID expected at every address (`None`: plaintext). One per
+    /// document: the replicas of a service share its identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<super::spiffe::SpiffeId>,
 }

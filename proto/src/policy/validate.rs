@@ -12,6 +12,7 @@ use super::grpc_status::GrpcStatus;
 use super::outbound::{
     CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryPolicy,
 };
+use super::mtls::MAX_ALLOWED_CLIENTS;
 use super::target;
 
 pub(super) mod caps;
@@ -79,6 +80,20 @@ fn inbound(i: &InboundPolicy, p: &mut Problems) {
     }
     if let Some(c) = &i.concurrency {
         concurrency("spec.inbound.concurrency", c, p);
+    }
+    if let Some(allowed) = i.mtls.as_ref().and_then(|m| m.allowed_clients.as_ref()) {
+        let path = "spec.inbound.mtls.allowedClients";
+        if allowed.len() > MAX_ALLOWED_CLIENTS {
+            p.add(
+                path,
+                format!(
+                    "{} identities is more than the maximum of {MAX_ALLOWED_CLIENTS}",
+                    allowed.len()
+                ),
+            );
+        } else {
+            no_duplicates(path, allowed, p);
+        }
     }
 }
 

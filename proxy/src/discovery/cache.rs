@@ -11,11 +11,12 @@
 //!    "policy": "apiVersion: levee.dev/v1alpha1\n…", "endpoints": ["10.0.0.1:4143"]}]}
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use levee_proto::policy::{Document, ServiceKey, parse_documents, to_yaml};
+use levee_proto::policy::{Document, ServiceKey, SpiffeId, parse_documents, to_yaml};
 use serde::{Deserialize, Serialize};
 
 use super::services::{AcceptedUpdate, Services};
@@ -39,6 +40,9 @@ struct CachedService {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     policy: Option<String>,
     endpoints: Vec<SocketAddr>,
+    /// The SPIFFE ID expected at each endpoint that has one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    identities: BTreeMap<SocketAddr, SpiffeId>,
 }
 
 /// The cache file's text for `services`.
@@ -57,6 +61,7 @@ pub fn encode(services: &Services, control_plane: &str) -> Result<Vec<u8>, Strin
                     .as_ref()
                     .map(|p| to_yaml(&[Document::Policy(p.as_ref().clone())])),
                 endpoints: state.endpoints.to_vec(),
+                identities: state.identities.clone(),
             })
             .collect(),
     };
@@ -93,6 +98,7 @@ pub fn decode(bytes: &[u8]) -> Result<Services, String> {
                 policy_revision: cached.policy_revision,
                 policy,
                 endpoints: cached.endpoints.into(),
+                identities: cached.identities,
             },
         );
     }
@@ -140,6 +146,13 @@ mod tests {
             policy_revision: 4,
             policy,
             endpoints,
+            identities: [(
+                "127.0.0.1:9001".to_owned(),
+                "spiffe://levee.local/ns/shop/sa/payments".to_owned(),
+            )]
+            .into_iter()
+            .filter(|_| key.name == "payments")
+            .collect(),
         };
         services
             .apply(

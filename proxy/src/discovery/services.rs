@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use levee_proto::policy::{ResiliencePolicy, ServiceKey, TargetKey};
+use levee_proto::policy::{ResiliencePolicy, ServiceKey, SpiffeId, TargetKey};
 use levee_proto::v1 as pb;
 
 use crate::state::Snapshot;
@@ -25,6 +25,8 @@ pub struct AcceptedUpdate {
     pub policy: Option<Arc<ResiliencePolicy>>,
     /// Endpoints; empty means "fall back to DNS".
     pub endpoints: Arc<[SocketAddr]>,
+    /// The SPIFFE ID expected at each endpoint that has one (mTLS to it).
+    pub identities: BTreeMap<SocketAddr, SpiffeId>,
 }
 
 /// What [`Services::apply`] did with an acceptable update.
@@ -149,6 +151,9 @@ impl Services {
                     .endpoints
                     .insert(key.clone(), state.endpoints.clone());
             }
+            for (addr, id) in &state.identities {
+                snapshot.identities.insert(*addr, id.clone());
+            }
         }
         snapshot.documents = documents.into_values().collect();
         snapshot.policy_revision = Some(revision);
@@ -191,11 +196,25 @@ fn convert(
         }
         endpoints.push(addr);
     }
+    let mut identities = BTreeMap::new();
+    for (text, id) in &update.identities {
+        let addr: SocketAddr = text
+            .parse()
+            .map_err(|_| format!("identity key {text:?} of {key} is not an ip:port"))?;
+        if !endpoints.contains(&addr) {
+            return Err(format!(
+                "identity for {addr}, which is not an endpoint of {key}"
+            ));
+        }
+        let id = SpiffeId::parse(id).map_err(|why| format!("identity of {addr}: {why}"))?;
+        identities.insert(addr, id);
+    }
     Ok(AcceptedUpdate {
         version: update.version.clone(),
         policy_revision: update.policy_revision,
         policy,
         endpoints: endpoints.into(),
+        identities,
     })
 }
 

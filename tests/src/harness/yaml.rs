@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use levee_proto::policy::{
     Document, EndpointsSpec, InboundPolicy, ObjectMeta, OutboundPolicy, PolicySpec,
-    ResiliencePolicy, ServiceEndpoints, Target, to_yaml,
+    ResiliencePolicy, ServiceEndpoints, SpiffeId, Target, to_yaml,
 };
 use serde::Deserialize;
 
@@ -33,8 +33,24 @@ pub fn endpoints_in(
             service: service.to_owned(),
             port,
             addresses: addresses.to_vec(),
+            identity: None,
         },
     })
+}
+
+/// [`endpoints`] whose addresses are expected to present `identity` (a
+/// SPIFFE ID): the caller's proxy speaks mTLS to them.
+pub fn endpoints_with_identity(
+    service: &str,
+    port: u16,
+    addresses: &[SocketAddr],
+    identity: &str,
+) -> Document {
+    let mut doc = endpoints(service, port, addresses);
+    if let Document::Endpoints(e) = &mut doc {
+        e.spec.identity = Some(SpiffeId::parse(identity).expect("a SPIFFE ID"));
+    }
+    doc
 }
 
 /// A `ResiliencePolicy` for `service:port` (namespace `default`) whose
