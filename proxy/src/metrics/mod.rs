@@ -16,6 +16,7 @@ mod labels;
 mod request;
 mod series;
 mod tcp;
+mod tls;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -30,6 +31,7 @@ use prometheus_client::registry::Registry;
 pub use labels::Direction;
 pub use request::RequestMetrics;
 pub use tcp::{TcpMetrics, TcpOutcome, target as tcp_target};
+pub use tls::{MAX_CLIENT_LABELS, NO_IDENTITY, OTHER_CLIENTS, TlsMetrics, TlsResult};
 
 use labels::{
     CircuitLabels, EndpointLabels, RejectedLabels, RequestLabels, RetryLabels, RouteLabels,
@@ -129,6 +131,8 @@ struct Inner {
     state_evictions_total: Family<StateLabels, Counter>,
     /// `levee_tcp_*`: opaque TCP forwarding.
     tcp: tcp::TcpFamilies,
+    /// `levee_tls_*`, `levee_authz_denied_total`: mTLS and authorization.
+    tls: TlsMetrics,
     /// Per-route handles handed out by `requests`.
     routes: RouteCache,
     /// The other series with a `service` label, by service.
@@ -239,6 +243,7 @@ impl Metrics {
         );
 
         let tcp = tcp::TcpFamilies::register(&mut registry);
+        let tls = TlsMetrics::register(&mut registry);
 
         // Both results exist from the start, so `rate()` and alerts on nack see a 0 first.
         for result in ["ack", "nack"] {
@@ -268,6 +273,7 @@ impl Metrics {
                 trace_spans_dropped,
                 state_evictions_total,
                 tcp,
+                tls,
                 routes: RouteCache::default(),
                 series: SeriesByService::default(),
                 endpoint_health_owned: Mutex::default(),
@@ -279,6 +285,11 @@ impl Metrics {
     /// [`tcp_target`] value); their series exist from this call on.
     pub fn tcp(&self, direction: Direction, target: &'static str) -> TcpMetrics {
         self.inner.tcp.handles(direction, target)
+    }
+
+    /// The mTLS and authorization handles.
+    pub fn tls(&self) -> TlsMetrics {
+        self.inner.tls.clone()
     }
 
     /// The request metrics of one route. Handles are cached (up to a bound),
