@@ -108,6 +108,24 @@ pub struct ProxyConfig {
     #[arg(long, env = "LEVEE_CONTROL_PLANE", conflicts_with = "policy_file")]
     pub control_plane: Option<String>,
 
+    /// This workload's certificate (PEM, leaf first, with one spiffe:// URI
+    /// SAN), e.g. written by SPIRE or cert-manager; enables mTLS between
+    /// sidecars. Re-read on change and on SIGHUP (docs/identity.md).
+    #[arg(
+        long,
+        env = "LEVEE_IDENTITY_CERT_FILE",
+        requires_all = ["identity_key_file", "trust_bundle_file"]
+    )]
+    pub identity_cert_file: Option<PathBuf>,
+
+    /// The private key of --identity-cert-file (PEM PKCS#8 "PRIVATE KEY").
+    #[arg(long, env = "LEVEE_IDENTITY_KEY_FILE", requires = "identity_cert_file")]
+    pub identity_key_file: Option<PathBuf>,
+
+    /// The trust anchors peers' certificates must chain to (PEM, one or more).
+    #[arg(long, env = "LEVEE_TRUST_BUNDLE_FILE", requires = "identity_cert_file")]
+    pub trust_bundle_file: Option<PathBuf>,
+
     /// Write one access-log line per request to stdout in this format.
     #[arg(long, env = "LEVEE_ACCESS_LOG", value_enum)]
     pub access_log: Option<AccessLogFormat>,
@@ -294,6 +312,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl ProxyConfig {
+    /// The identity files, when all three are given.
+    pub fn identity_files(&self) -> Option<crate::tls::files::CredentialFiles> {
+        Some(crate::tls::files::CredentialFiles {
+            cert: self.identity_cert_file.clone()?,
+            key: self.identity_key_file.clone()?,
+            bundle: self.trust_bundle_file.clone()?,
+        })
+    }
+
     /// The HTTP/2 limits of the listeners and of upstream connections.
     pub fn h2_settings(&self) -> H2Settings {
         H2Settings {

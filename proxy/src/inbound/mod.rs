@@ -10,12 +10,18 @@
 //! [`app::AppService`]. Per-client rate limits key on the peer address the
 //! listener records ([`crate::server::ClientAddr`]).
 //!
+//! mTLS ([`crate::tls`]): a caller's own `x-levee-client-id` is always
+//! removed; the verified identity of an mTLS connection is written there
+//! instead, and `spec.inbound.mtls` decides who may call ([`authz`]):
+//! others get 403 `unauthorized`.
+//!
 //! First of all a request is refused when its authority is ambiguous (400
 //! `ambiguous-authority`) or it has passed too many proxies (508
 //! `loop-detected`, [`crate::loops`]); it reaches the app with one more hop
 //! counted.
 
 mod app;
+pub mod authz;
 mod limits;
 
 use std::net::SocketAddr;
@@ -25,6 +31,7 @@ use std::time::{Duration, Instant};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use levee_proto::policy::{ServiceKey, SpiffeId};
 use prometheus_client::metrics::counter::Counter;
 use tower::ServiceExt;
 
@@ -32,13 +39,14 @@ use crate::body::{self, BoxBody};
 use crate::errors::{self, ErrorKind, ProxyError};
 use crate::forward::{Forwarder, uri};
 use crate::loops::{self, hops};
-use crate::metrics::{Direction, RequestMetrics};
+use crate::metrics::{Direction, RequestMetrics, TlsMetrics};
 use crate::observe::Observation;
 use crate::observe::access_log::AccessLog;
 use crate::resilience::timeout::TimeoutDefaults;
 use crate::resilience::timeout::idle::IdleTimeoutBody;
 use crate::server::Handler;
 use crate::state::Shared;
+use crate::tls::{ClientIdentity, Termination};
 use crate::trace::Tracing;
 use crate::transparent::Transparent;
 
@@ -69,6 +77,15 @@ pub struct Inbound {
     idle_timeouts: Counter,
     /// Connections redirected here by iptables (`None`: not transparent).
     transparent: Option<Transparent>,
+    /// mTLS on the inbound port (`None`: plaintext only).
+    tls: Option<Termination>,
+    /// The local service's policy, for `spec.inbound.mtls` (`None` until
+    /// [`Inbound::with_policy`]).
+    policy: Option<(Arc<Shared>, ServiceKey)>,
+    /// `levee_rejected_total{direction="inbound",reason="unauthorized"}`.
+    unauthorized: Counter,
+    /// `levee_authz_denied_total`, by caller identity.
+    tls_metrics: TlsMetrics,
 }
 
 impl Inbound {
@@ -82,6 +99,8 @@ impl Inbound {
         let handle = metrics.requests(Direction::Inbound, &service, "default");
         let loops_refused = metrics.rejected(Direction::Inbound, &service, loops::REJECTED_REASON);
         let idle_timeouts = metrics.timeouts(&service, "default", "idle");
+        let unauthorized =
+            metrics.rejected(Direction::Inbound, &service, ErrorKind::Unauthorized.as_str());
         let service: Arc<str> = service.into();
         Inbound {
             app: AppService::new(forwarder, app, service.clone()),
@@ -95,7 +114,17 @@ impl Inbound {
             stream_idle: None,
             idle_timeouts,
             transparent: None,
+            tls: None,
+            policy: None,
+            unauthorized,
+            tls_metrics: metrics.tls(),
         }
+    }
+
+    /// Accepts mTLS on the inbound port besides plaintext.
+    pub fn with_tls(mut self, tls: Termination) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Serves connections iptables redirected here: to the workload's
@@ -128,6 +157,9 @@ impl Inbound {
         service_port: u16,
         defaults: TimeoutDefaults,
     ) -> Self {
+        self.policy = ServiceKey::from_authority(&self.service, &shared.namespace, service_port)
+            .ok()
+            .map(|key| (shared.clone(), key));
         self.limits = Some(InboundLimits::new(
             shared,
             &self.service,
@@ -148,6 +180,22 @@ impl Inbound {
             Some(limits) => limits.call(req),
             None => Box::pin(self.app.clone().oneshot(req)),
         }
+    }
+
+    /// Whether `spec.inbound.mtls` admits `client`; a refusal is counted.
+    fn authorize(&self, client: Option<&ClientIdentity>) -> Result<(), ProxyError> {
+        let policy = self
+            .policy
+            .as_ref()
+            .and_then(|(shared, key)| shared.policy_for(key));
+        let mtls = policy.as_ref().and_then(|p| p.spec.inbound.mtls.as_ref());
+        let id = client.map(|c| &c.0);
+        authz::decide(mtls, id).map_err(|denied| {
+            self.unauthorized.inc();
+            self.tls_metrics
+                .denied(&self.service, id.map(SpiffeId::as_str));
+            ProxyError::new(ErrorKind::Unauthorized, &*self.service, denied.detail(id))
+        })
     }
 
     /// Counts a loop refusal in `levee_rejected_total`.
@@ -174,7 +222,14 @@ impl Handler for Inbound {
         self.transparent.as_ref()
     }
 
+    fn tls(&self) -> Option<&Termination> {
+        self.tls.as_ref()
+    }
+
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<BoxBody> {
+        // Before anything reads the headers: the caller never speaks for itself.
+        let client = req.extensions().get::<ClientIdentity>().cloned();
+        authz::set_client_header(req.headers_mut(), client.as_ref());
         let mut observation = Observation::new(
             self.metrics.clone(),
             Instant::now(),
@@ -200,6 +255,10 @@ impl Handler for Inbound {
         if let Some((kind, detail)) = refused {
             let err = ProxyError::new(kind, &*self.service, detail);
             self.count_loop(&err);
+            span.error(&err);
+            return observation.error(&err);
+        }
+        if let Err(err) = self.authorize(client.as_ref()) {
             span.error(&err);
             return observation.error(&err);
         }

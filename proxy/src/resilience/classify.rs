@@ -98,7 +98,8 @@ pub fn error_matches(kind: ErrorKind, condition: FailureCondition) -> bool {
         | ErrorKind::Overloaded
         | ErrorKind::BadRequest
         | ErrorKind::AmbiguousAuthority
-        | ErrorKind::LoopDetected => false,
+        | ErrorKind::LoopDetected
+        | ErrorKind::Unauthorized => false,
     };
     own || matches!(condition, C::ServerError | C::GatewayError)
 }

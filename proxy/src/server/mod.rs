@@ -57,6 +57,12 @@ pub trait Handler: Send + Sync + 'static {
     fn transparent(&self) -> Option<&Transparent> {
         None
     }
+
+    /// How this listener terminates mTLS on its port (a connection that
+    /// opens with a TLS ClientHello); `None`: plaintext only.
+    fn tls(&self) -> Option<&crate::tls::Termination> {
+        None
+    }
 }
 
 /// The downstream peer's address, a request extension set by the listener.
