@@ -24,10 +24,12 @@
 //! - [`abuse`]: a process's footprint (RSS, fds) and an upstream recording
 //!   every request, for the abuse tests.
 //! - [`h2frames`]: hand-written HTTP/2 frames over a raw TCP stream.
+//! - [`certs`]: a test CA and SPIFFE workload certificates (rcgen) for mTLS.
 //! - [`netns`]: network namespaces (root only) joined by a veth pair, commands
 //!   and TCP listeners inside them, deleted on drop.
 
 pub mod abuse;
+pub mod certs;
 mod client;
 mod control_plane;
 pub mod flaky_process;
