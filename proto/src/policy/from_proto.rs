@@ -12,14 +12,14 @@ use super::document::{
     ServiceEndpoints, Target,
 };
 use super::duration::Duration;
-use super::spiffe::SpiffeId;
 use super::error::{PolicyErrors, Problems};
+use super::mtls::{InboundMtls, MtlsMode};
 use super::outbound::{
     CircuitBreaker, Concurrency, FailureRate, InboundPolicy, InboundTimeouts, OpenDuration,
     OutboundPolicy, RateLimit, RetryBackoff, RetryBudget, RetryPolicy, SlowCall, Timeouts,
 };
-use super::mtls::{InboundMtls, MtlsMode};
 use super::route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteTimeouts};
+use super::spiffe::SpiffeId;
 use super::validate;
 
 fn dur(path: &str, d: Option<prost_types::Duration>, p: &mut Problems) -> Option<Duration> {
@@ -178,9 +178,7 @@ fn mtls(m: pb::InboundMtls, p: &mut Problems) -> InboundMtls {
         list.items
             .iter()
             .enumerate()
-            .filter_map(|(i, text)| {
-                spiffe_id(&format!("{path}.allowedClients[{i}]"), text, p)
-            })
+            .filter_map(|(i, text)| spiffe_id(&format!("{path}.allowedClients[{i}]"), text, p))
             .collect()
     });
     InboundMtls {

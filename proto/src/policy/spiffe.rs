@@ -151,9 +151,17 @@ mod tests {
             assert!(err.contains(why), "{text}: {err}");
         }
         let long = format!("spiffe://levee.local/{}", "a".repeat(MAX_SPIFFE_ID));
-        assert!(SpiffeId::parse(&long).expect_err("long").contains("at most"));
+        assert!(
+            SpiffeId::parse(&long)
+                .expect_err("long")
+                .contains("at most")
+        );
         let domain = format!("spiffe://{}/a", "d".repeat(MAX_TRUST_DOMAIN + 1));
-        assert!(SpiffeId::parse(&domain).expect_err("domain").contains("longer"));
+        assert!(
+            SpiffeId::parse(&domain)
+                .expect_err("domain")
+                .contains("longer")
+        );
     }
 
     #[test]

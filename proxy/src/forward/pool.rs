@@ -34,8 +34,8 @@ use crate::body::BoxBody;
 use crate::h2_settings::H2Settings;
 use crate::tls::{Alpn, OriginateError, Origination, Stream};
 use connect::dial;
-use levee_proto::policy::SpiffeId;
 use idle::IdleConns;
+use levee_proto::policy::SpiffeId;
 use pooled_body::PooledBody;
 use probe::{Http1Memory, Probed, Verdict};
 

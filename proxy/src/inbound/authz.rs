@@ -22,11 +22,9 @@ impl Denied {
     /// The detail sent to the caller.
     pub fn detail(&self, client: Option<&SpiffeId>) -> String {
         match (self, client) {
-            (Denied::NoIdentity, _) => {
-                "this port requires mTLS (spec.inbound.mtls.mode: strict): \
+            (Denied::NoIdentity, _) => "this port requires mTLS (spec.inbound.mtls.mode: strict): \
                  call it through a meshed proxy with a workload certificate"
-                    .to_owned()
-            }
+                .to_owned(),
             (Denied::NotAllowed, Some(id)) => {
                 format!("{id} is not in spec.inbound.mtls.allowedClients")
             }
@@ -91,7 +89,12 @@ mod tests {
         };
         let permissive = InboundMtls::default();
         // (policy, caller, expected)
-        let cases: [(Option<&InboundMtls>, Option<&SpiffeId>, Result<(), Denied>); 12] = [
+        type Case<'a> = (
+            Option<&'a InboundMtls>,
+            Option<&'a SpiffeId>,
+            Result<(), Denied>,
+        );
+        let cases: [Case<'_>; 12] = [
             (None, None, Ok(())),
             (None, Some(&web), Ok(())),
             (Some(&permissive), None, Ok(())),
@@ -99,7 +102,11 @@ mod tests {
             (Some(&strict), None, Err(Denied::NoIdentity)),
             (Some(&strict), Some(&batch), Ok(())),
             (Some(&permissive_list), Some(&web), Ok(())),
-            (Some(&permissive_list), Some(&batch), Err(Denied::NotAllowed)),
+            (
+                Some(&permissive_list),
+                Some(&batch),
+                Err(Denied::NotAllowed),
+            ),
             (Some(&permissive_list), None, Err(Denied::NotAllowed)),
             (Some(&strict_list), Some(&web), Ok(())),
             (Some(&strict_list), Some(&batch), Err(Denied::NotAllowed)),
@@ -113,12 +120,21 @@ mod tests {
     #[test]
     fn the_callers_header_never_survives() {
         let mut headers = HeaderMap::new();
-        headers.append(CLIENT_ID_HEADER, HeaderValue::from_static("spiffe://td/forged"));
-        headers.append(CLIENT_ID_HEADER, HeaderValue::from_static("spiffe://td/forged2"));
+        headers.append(
+            CLIENT_ID_HEADER,
+            HeaderValue::from_static("spiffe://td/forged"),
+        );
+        headers.append(
+            CLIENT_ID_HEADER,
+            HeaderValue::from_static("spiffe://td/forged2"),
+        );
         set_client_header(&mut headers, None);
         assert!(headers.get(CLIENT_ID_HEADER).is_none());
 
-        headers.append(CLIENT_ID_HEADER, HeaderValue::from_static("spiffe://td/forged"));
+        headers.append(
+            CLIENT_ID_HEADER,
+            HeaderValue::from_static("spiffe://td/forged"),
+        );
         let verified = ClientIdentity(id("spiffe://td/ns/shop/sa/web"));
         set_client_header(&mut headers, Some(&verified));
         let values: Vec<_> = headers.get_all(CLIENT_ID_HEADER).iter().collect();

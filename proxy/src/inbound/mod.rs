@@ -99,8 +99,11 @@ impl Inbound {
         let handle = metrics.requests(Direction::Inbound, &service, "default");
         let loops_refused = metrics.rejected(Direction::Inbound, &service, loops::REJECTED_REASON);
         let idle_timeouts = metrics.timeouts(&service, "default", "idle");
-        let unauthorized =
-            metrics.rejected(Direction::Inbound, &service, ErrorKind::Unauthorized.as_str());
+        let unauthorized = metrics.rejected(
+            Direction::Inbound,
+            &service,
+            ErrorKind::Unauthorized.as_str(),
+        );
         let service: Arc<str> = service.into();
         Inbound {
             app: AppService::new(forwarder, app, service.clone()),

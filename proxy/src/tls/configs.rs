@@ -22,9 +22,9 @@ use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::sync::watch;
 
+use super::Credentials;
 use super::origination::Alpn;
 use super::verify::SpiffeServerVerifier;
-use super::Credentials;
 use crate::metrics::TlsMetrics;
 
 /// Client configs kept per credentials before the table starts over.

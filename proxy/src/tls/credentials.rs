@@ -74,8 +74,7 @@ impl Credentials {
         let leaf = cert_chain
             .first()
             .ok_or_else(|| unreadable("certificate", "no certificate"))?;
-        let identity =
-            verify::spiffe_id(leaf).map_err(|why| unreadable("certificate", why))?;
+        let identity = verify::spiffe_id(leaf).map_err(|why| unreadable("certificate", why))?;
         let not_after = verify::not_after(leaf).map_err(|why| unreadable("certificate", why))?;
         if trust_roots.is_empty() {
             return Err(unreadable("trust bundle", "no certificate"));
@@ -88,8 +87,7 @@ impl Credentials {
             not_after,
         };
         // The key must be usable and belong to the certificate.
-        super::configs::certified_key(&credentials)
-            .map_err(|e| unreadable("private key", e))?;
+        super::configs::certified_key(&credentials).map_err(|e| unreadable("private key", e))?;
         Ok(credentials)
     }
 

@@ -66,6 +66,8 @@ impl CredentialFiles {
         let mut hangup = signal(SignalKind::hangup())?;
         tokio::spawn(async move {
             let mut last = contents;
+            // Unusable contents already reported (not logged every second).
+            let mut refused: Option<Contents> = None;
             let mut tick = tokio::time::interval(POLL);
             loop {
                 tokio::select! {
@@ -74,7 +76,7 @@ impl CredentialFiles {
                     _ = hangup.recv() => {}
                 }
                 let Ok(now) = self.read().await else { continue };
-                if now == last {
+                if now == last || refused.as_ref() == Some(&now) {
                     continue;
                 }
                 match self.parse(&now) {
@@ -84,7 +86,9 @@ impl CredentialFiles {
                         tx.send_replace(Some(Arc::new(credentials)));
                     }
                     // Perhaps half-written: looked at again next tick.
-                    Err(error) => tracing::warn!(%error, "identity files unusable: keeping the credentials in use"),
+                    Err(error) => {
+                        tracing::warn!(%error, "identity files unusable: keeping the credentials in use")
+                    }
                 }
             }
         });

@@ -31,7 +31,9 @@ fn credentials(ca: &TestCa, w: &Workload) -> Arc<Credentials> {
 
 fn verifier(ca: &TestCa, expected: &str) -> SpiffeServerVerifier {
     let mut roots = RootCertStore::empty();
-    roots.add(CertificateDer::from(ca.der.clone())).expect("root");
+    roots
+        .add(CertificateDer::from(ca.der.clone()))
+        .expect("root");
     SpiffeServerVerifier::new(
         Arc::new(roots),
         SpiffeId::parse(expected).expect("id"),
@@ -78,8 +80,12 @@ fn the_verifier_refuses_an_untrusted_chain_before_looking_at_the_name() {
 fn credentials_read_pem_and_name_their_identity() {
     let ca = TestCa::new("levee test CA");
     let w = ca.workload(SERVER);
-    let c = Credentials::from_pem(w.cert_pem.as_bytes(), w.key_pem.as_bytes(), ca.pem.as_bytes())
-        .expect("pem");
+    let c = Credentials::from_pem(
+        w.cert_pem.as_bytes(),
+        w.key_pem.as_bytes(),
+        ca.pem.as_bytes(),
+    )
+    .expect("pem");
     assert_eq!(c.identity.as_str(), SERVER);
     let left = c.seconds_left(std::time::SystemTime::now());
     assert!(left > 80_000.0 && left <= 86_400.0, "{left}");
@@ -94,7 +100,9 @@ fn credentials_read_pem_and_name_their_identity() {
         .is_err()
     );
     // A certificate without a SPIFFE ID is no workload certificate.
-    assert!(Credentials::from_pem(ca.pem.as_bytes(), w.key_pem.as_bytes(), ca.pem.as_bytes()).is_err());
+    assert!(
+        Credentials::from_pem(ca.pem.as_bytes(), w.key_pem.as_bytes(), ca.pem.as_bytes()).is_err()
+    );
 }
 
 /// Origination on one end, termination on the other, over loopback TCP.
@@ -148,7 +156,10 @@ async fn a_handshake_verifies_both_ends_and_the_server_learns_the_client_identit
     )
     .await;
     assert!(result.is_ok(), "{:?}", result.err());
-    assert_eq!(client, Some(ClientIdentity(SpiffeId::parse(CLIENT).expect("id"))));
+    assert_eq!(
+        client,
+        Some(ClientIdentity(SpiffeId::parse(CLIENT).expect("id")))
+    );
     let tls = metrics.tls();
     assert_eq!(tls.handshakes(Direction::Outbound, TlsResult::Ok), 1);
     assert_eq!(tls.handshakes(Direction::Inbound, TlsResult::Ok), 1);
@@ -185,4 +196,32 @@ async fn without_credentials_nothing_is_sent_in_plaintext() {
     let expected = SpiffeId::parse(SERVER).expect("id");
     let result = origination.connect(tcp, addr, &expected, Alpn::Http1).await;
     assert!(matches!(result, Err(OriginateError::NoCredentials(_))));
+}
+
+#[tokio::test]
+async fn the_file_source_picks_up_rotated_files() {
+    let ca = TestCa::new("levee test CA");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let written = ca.workload(SERVER).write(dir.path(), "me", &ca);
+    let files = files::CredentialFiles {
+        cert: written.cert.clone(),
+        key: written.key.clone(),
+        bundle: written.bundle.clone(),
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut rx = files.load_and_watch(shutdown.clone()).await.expect("load");
+    let identity = |rx: &tokio::sync::watch::Receiver<Option<Arc<Credentials>>>| {
+        rx.borrow().as_ref().map(|c| c.identity.to_string())
+    };
+    assert_eq!(identity(&rx).as_deref(), Some(SERVER));
+
+    let rotated = ca.workload(CLIENT);
+    std::fs::write(&written.cert, &rotated.cert_pem).expect("write cert");
+    std::fs::write(&written.key, &rotated.key_pem).expect("write key");
+    tokio::time::timeout(std::time::Duration::from_secs(10), rx.changed())
+        .await
+        .expect("a reload within 10 s")
+        .expect("the source is alive");
+    assert_eq!(identity(&rx).as_deref(), Some(CLIENT));
+    shutdown.cancel();
 }

@@ -26,10 +26,14 @@ pub fn spiffe_id(der: &[u8]) -> Result<SpiffeId, String> {
         .subject_alternative_name()
         .map_err(|e| format!("bad subjectAltName: {e}"))?
         .ok_or("no subjectAltName: a workload certificate names its SPIFFE ID there")?;
-    let mut ids = san.value.general_names.iter().filter_map(|name| match name {
-        GeneralName::URI(uri) if uri.starts_with(SPIFFE_SCHEME) => Some(*uri),
-        _ => None,
-    });
+    let mut ids = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) if uri.starts_with(SPIFFE_SCHEME) => Some(*uri),
+            _ => None,
+        });
     let first = ids.next().ok_or("no spiffe:// URI SAN")?;
     if ids.next().is_some() {
         return Err("more than one spiffe:// URI SAN".into());

@@ -14,7 +14,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use levee_tests::harness::certs::TestCa;
 use levee_tests::harness::yaml::{endpoints_with_identity, policy};
-use levee_tests::harness::{Body, Proxy, empty, full, get_http1, send_http1, send_http2, upstream::bind};
+use levee_tests::harness::{
+    Body, Proxy, empty, full, get_http1, send_http1, send_http2, upstream::bind,
+};
 
 const TRUST_DOMAIN: &str = "spiffe://levee.test/ns/default/sa";
 
@@ -74,7 +76,10 @@ impl Pki {
 
     /// `levee-proxy` flags for a workload certificate of `account`.
     fn flags(&self, account: &str) -> Vec<String> {
-        let files = self.ca.workload(&id(account)).write(self.dir.path(), account, &self.ca);
+        let files = self
+            .ca
+            .workload(&id(account))
+            .write(self.dir.path(), account, &self.ca);
         let path = |p: std::path::PathBuf| p.display().to_string();
         vec![
             "--identity-cert-file".into(),
@@ -103,12 +108,14 @@ async fn server(pki: &Pki, app: SocketAddr, inbound: &str) -> Proxy {
 /// A caller's sidecar (identity `account`) whose `payments:80` is the
 /// server's inbound port, expected to be `expected`.
 async fn caller(pki: &Pki, account: &str, server: &Proxy, expected: &str) -> Proxy {
-    let mut builder = Proxy::builder().service(account).policy(endpoints_with_identity(
-        "payments",
-        80,
-        &[server.inbound()],
-        expected,
-    ));
+    let mut builder = Proxy::builder()
+        .service(account)
+        .policy(endpoints_with_identity(
+            "payments",
+            80,
+            &[server.inbound()],
+            expected,
+        ));
     for flag in pki.flags(account) {
         builder = builder.arg(flag);
     }
@@ -135,13 +142,17 @@ async fn the_app_sees_the_verified_caller_over_mtls_and_never_a_forged_header() 
     let web = caller(&pki, "web", &payments, &id("payments")).await;
 
     // HTTP/1.1 through the mTLS hop: the caller's forged header is replaced.
-    let r = send_http1(web.outbound(), forged(false)).await.expect("http/1.1");
+    let r = send_http1(web.outbound(), forged(false))
+        .await
+        .expect("http/1.1");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-seen-client-id"), id("web"));
     assert_eq!(r.header("x-seen-version"), "HTTP/1.1");
 
     // HTTP/2 keeps its protocol across the hop (ALPN h2).
-    let r = send_http2(web.outbound(), forged(true)).await.expect("http/2");
+    let r = send_http2(web.outbound(), forged(true))
+        .await
+        .expect("http/2");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-seen-client-id"), id("web"));
     assert_eq!(r.header("x-seen-version"), "HTTP/2.0");
@@ -149,7 +160,9 @@ async fn the_app_sees_the_verified_caller_over_mtls_and_never_a_forged_header() 
     // Plaintext on the same inbound port (permissive): no identity at all.
     let mut direct = forged(false);
     *direct.uri_mut() = "/".parse().expect("uri");
-    let r = send_http1(payments.inbound(), direct).await.expect("plaintext");
+    let r = send_http1(payments.inbound(), direct)
+        .await
+        .expect("plaintext");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-seen-client-id"), "");
 
@@ -169,7 +182,9 @@ async fn a_server_with_another_identity_is_502_upstream_identity() {
     let app = identity_app().await;
     let payments = server(&pki, app, "").await;
     let web = caller(&pki, "web", &payments, &id("orders")).await;
-    let r = get_http1(web.outbound(), "payments:80", "/").await.expect("answer");
+    let r = get_http1(web.outbound(), "payments:80", "/")
+        .await
+        .expect("answer");
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.header("x-levee-error"), "upstream-identity");
     assert!(r.text().contains(&id("payments")), "{}", r.text());
@@ -182,21 +197,30 @@ async fn a_server_with_another_identity_is_502_upstream_identity() {
 async fn strict_mode_refuses_plaintext_and_the_allow_list_refuses_other_identities() {
     let pki = Pki::new();
     let app = identity_app().await;
-    let inbound = format!("  inbound:\n    mtls:\n      mode: strict\n      allowedClients: [\"{}\"]\n", id("web"));
+    let inbound = format!(
+        "  inbound:\n    mtls:\n      mode: strict\n      allowedClients: [\"{}\"]\n",
+        id("web")
+    );
     let payments = server(&pki, app, &inbound).await;
     let web = caller(&pki, "web", &payments, &id("payments")).await;
     let batch = caller(&pki, "batch", &payments, &id("payments")).await;
 
-    let r = get_http1(web.outbound(), "payments:80", "/").await.expect("allowed");
+    let r = get_http1(web.outbound(), "payments:80", "/")
+        .await
+        .expect("allowed");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-seen-client-id"), id("web"));
 
-    let r = get_http1(batch.outbound(), "payments:80", "/").await.expect("refused");
+    let r = get_http1(batch.outbound(), "payments:80", "/")
+        .await
+        .expect("refused");
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.header("x-levee-error"), "unauthorized");
     assert!(r.text().contains(&id("batch")), "{}", r.text());
 
-    let r = get_http1(payments.inbound(), "payments:80", "/").await.expect("plaintext");
+    let r = get_http1(payments.inbound(), "payments:80", "/")
+        .await
+        .expect("plaintext");
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.header("x-levee-error"), "unauthorized");
 

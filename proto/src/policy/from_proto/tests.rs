@@ -146,12 +146,17 @@ fn identities_and_inbound_mtls_round_trip_and_are_checked() {
                metadata: {name: payments, namespace: shop}\n\
                spec: {target: {service: payments, port: 8080}, inbound: {mtls: {mode: strict, \
                allowedClients: [spiffe://levee.local/ns/shop/sa/web]}}}\n";
-    let Document::Policy(policy) = crate::policy::parse_documents(doc).expect("valid").remove(0)
+    let Document::Policy(policy) = crate::policy::parse_documents(doc)
+        .expect("valid")
+        .remove(0)
     else {
         panic!("a policy")
     };
     let wire = pb::ResiliencePolicy::from(&policy);
-    assert_eq!(ResiliencePolicy::try_from(wire.clone()).expect("back"), policy);
+    assert_eq!(
+        ResiliencePolicy::try_from(wire.clone()).expect("back"),
+        policy
+    );
     let mut bad = wire;
     if let Some(m) = bad
         .spec
@@ -168,7 +173,10 @@ fn identities_and_inbound_mtls_round_trip_and_are_checked() {
     let paths: Vec<&str> = err.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
-        ["spec.inbound.mtls.mode", "spec.inbound.mtls.allowedClients[1]"],
+        [
+            "spec.inbound.mtls.mode",
+            "spec.inbound.mtls.allowedClients[1]"
+        ],
         "{err}"
     );
 }
