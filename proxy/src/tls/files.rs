@@ -87,7 +87,8 @@ impl CredentialFiles {
                     }
                     // Perhaps half-written: looked at again next tick.
                     Err(error) => {
-                        tracing::warn!(%error, "identity files unusable: keeping the credentials in use")
+                        tracing::warn!(%error, "identity files unusable: keeping the credentials in use");
+                        refused = Some(now);
                     }
                 }
             }
