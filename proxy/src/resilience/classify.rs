@@ -169,6 +169,24 @@ mod tests {
     }
 
     #[test]
+    fn a_wrong_endpoint_identity_is_a_connect_failure_and_an_unauthorized_caller_is_not() {
+        let identity = ErrorKind::UpstreamConnect(ConnectCause::Identity);
+        assert!(error_matches(identity, FailureCondition::ConnectFailure));
+        assert!(error_matches(
+            ErrorKind::UpstreamConnect(ConnectCause::Tls),
+            FailureCondition::ConnectFailure
+        ));
+        // Never the upstream's failure: not retried, not counted by breakers.
+        for condition in [
+            FailureCondition::ConnectFailure,
+            FailureCondition::ServerError,
+            FailureCondition::GatewayError,
+        ] {
+            assert!(!error_matches(ErrorKind::Unauthorized, condition));
+        }
+    }
+
+    #[test]
     fn http_statuses() {
         assert_eq!(classify_response(&response(200, None)), Outcome::Success);
         assert_eq!(classify_response(&response(304, None)), Outcome::Success);

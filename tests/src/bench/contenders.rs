@@ -314,7 +314,12 @@ impl Env {
             answers(addrs.outbound, configs::SERVICE)
         })
         .await?;
-        Ok(self.contender("levee-2hop-mtls", addrs.outbound, true, vec![client, server]))
+        Ok(self.contender(
+            "levee-2hop-mtls",
+            addrs.outbound,
+            true,
+            vec![client, server],
+        ))
     }
 
     pub async fn haproxy(&self, upstream: &Upstream) -> Result<Contender, BoxError> {

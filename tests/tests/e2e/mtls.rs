@@ -241,3 +241,44 @@ async fn strict_mode_refuses_plaintext_and_the_allow_list_refuses_other_identiti
     let anonymous = [("service", "payments"), ("client", "none")];
     assert_eq!(m.value("levee_authz_denied_total", &anonymous), 2.0);
 }
+
+#[tokio::test]
+async fn an_endpoint_with_the_wrong_identity_is_skipped_by_the_connect_failure_retry() {
+    let pki = Pki::new();
+    let app = identity_app().await;
+    let payments = server(&pki, app, "").await;
+    // An impostor at the second address: a sidecar with another identity.
+    let mut builder = Proxy::builder().service("orders").app_port(app.port());
+    for flag in pki.flags("orders") {
+        builder = builder.arg(flag);
+    }
+    let impostor = builder.start().await;
+    let mut builder = Proxy::builder()
+        .service("web")
+        .policy(endpoints_with_identity(
+            "payments",
+            80,
+            &[impostor.inbound(), payments.inbound()],
+            &id("payments"),
+        ));
+    for flag in pki.flags("web") {
+        builder = builder.arg(flag);
+    }
+    let web = builder.start().await;
+    // Without a policy, connect failures are retried (on another endpoint):
+    // every call ends at the real payments, whichever endpoint came first.
+    for _ in 0..20 {
+        let r = get_http1(web.outbound(), "payments:80", "/")
+            .await
+            .expect("answer");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-seen-client-id"), id("web"));
+    }
+    let m = impostor.metrics().await.expect("metrics");
+    let served = [("direction", "inbound")];
+    assert_eq!(
+        m.value("levee_requests_total", &served),
+        0.0,
+        "the impostor never got a request"
+    );
+}
