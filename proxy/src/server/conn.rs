@@ -1,6 +1,9 @@
 //! One downstream connection: HTTP/1.1 (with upgrades) or HTTP/2 prior
-//! knowledge, detected by peeking at the first bytes; an idle watchdog; and
-//! graceful/hard shutdown.
+//! knowledge, detected by peeking at the first bytes — or, on a listener
+//! that accepts mTLS ([`super::Handler::tls`]), a TLS ClientHello, then
+//! terminated with ALPN choosing the protocol and the verified client
+//! identity on every request ([`crate::tls::ClientIdentity`]); an idle
+//! watchdog; and graceful/hard shutdown.
 //!
 //! Graceful shutdown never drops a request the client already sent: HTTP/2
 //! gets a GOAWAY (the client learns which streams were taken); an HTTP/1
