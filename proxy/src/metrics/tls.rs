@@ -6,6 +6,7 @@
 //! roots signed, but a large mesh must not grow the registry without end).
 
 use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -63,7 +64,8 @@ struct DeniedLabels {
 #[derive(Clone, Debug)]
 pub struct TlsMetrics {
     handshakes: Family<HandshakeLabels, Counter>,
-    expiry: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// No labels; a family so that it is absent until a certificate is in use.
+    expiry: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
     denied: Family<DeniedLabels, Counter>,
     /// Client label values given out so far.
     clients: Arc<Mutex<HashSet<String>>>,
@@ -73,7 +75,7 @@ impl TlsMetrics {
     pub(super) fn register(registry: &mut Registry) -> TlsMetrics {
         let metrics = TlsMetrics {
             handshakes: Family::default(),
-            expiry: Gauge::default(),
+            expiry: Family::default(),
             denied: Family::default(),
             clients: Arc::default(),
         };
@@ -117,7 +119,7 @@ impl TlsMetrics {
 
     /// Sets the seconds left on the certificate.
     pub fn set_expiry(&self, seconds: f64) {
-        self.expiry.set(seconds);
+        self.expiry.get_or_create(&Vec::new()).set(seconds);
     }
 
     /// Counts an authorization refusal of `client` (`None`: no identity).
