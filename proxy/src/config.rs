@@ -116,9 +116,11 @@ pub struct ProxyConfig {
     #[arg(long, env = "LEVEE_INSECURE_PLAINTEXT", requires = "control_plane")]
     pub insecure_plaintext: bool,
 
-    /// PEM file of the roots the control plane's certificate chains to (its
-    /// `<data-dir>/trust-bundle.pem`); required with an `https://` --control-plane.
-    #[arg(long, env = "LEVEE_TRUST_BUNDLE_FILE", requires = "control_plane")]
+    /// PEM file of the mesh's trust anchors (the control plane's
+    /// `<data-dir>/trust-bundle.pem`): the control plane's certificate
+    /// (`https://` --control-plane) and peers' workload certificates
+    /// (mTLS between sidecars) must chain to them.
+    #[arg(long, env = "LEVEE_TRUST_BUNDLE_FILE")]
     pub trust_bundle_file: Option<PathBuf>,
 
     /// File holding a join token (`leveectl token create`): the proof for a
@@ -148,6 +150,20 @@ pub struct ProxyConfig {
     /// --service). Without either the proxy takes what its proof grants.
     #[arg(long, env = "LEVEE_SERVICE_ACCOUNT")]
     pub service_account: Option<String>,
+
+    /// This workload's certificate (PEM, leaf first, with one spiffe:// URI
+    /// SAN), e.g. written by SPIRE or cert-manager; enables mTLS between
+    /// sidecars. Re-read on change and on SIGHUP (docs/identity.md).
+    #[arg(
+        long,
+        env = "LEVEE_IDENTITY_CERT_FILE",
+        requires_all = ["identity_key_file", "trust_bundle_file"]
+    )]
+    pub identity_cert_file: Option<PathBuf>,
+
+    /// The private key of --identity-cert-file (PEM PKCS#8 "PRIVATE KEY").
+    #[arg(long, env = "LEVEE_IDENTITY_KEY_FILE", requires = "identity_cert_file")]
+    pub identity_key_file: Option<PathBuf>,
 
     /// Write one access-log line per request to stdout in this format.
     #[arg(long, env = "LEVEE_ACCESS_LOG", value_enum)]
@@ -335,6 +351,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl ProxyConfig {
+    /// The identity files, when all three are given.
+    pub fn identity_files(&self) -> Option<crate::tls::files::CredentialFiles> {
+        Some(crate::tls::files::CredentialFiles {
+            cert: self.identity_cert_file.clone()?,
+            key: self.identity_key_file.clone()?,
+            bundle: self.trust_bundle_file.clone()?,
+        })
+    }
+
     /// The HTTP/2 limits of the listeners and of upstream connections.
     pub fn h2_settings(&self) -> H2Settings {
         H2Settings {

@@ -56,6 +56,9 @@ pub enum ErrorKind {
     /// (`x-levee-hops`), or its destination is one of this proxy's own
     /// listeners ([`crate::loops`]).
     LoopDetected,
+    /// Inbound: `spec.inbound.mtls` does not admit the caller (no verified
+    /// identity on a strict port, or one not on the allow-list).
+    Unauthorized,
 }
 
 impl ErrorKind {
@@ -67,6 +70,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate-limited",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::NoEndpoints => "no-endpoints",
+            ErrorKind::UpstreamConnect(ConnectCause::Identity) => "upstream-identity",
             ErrorKind::UpstreamConnect(_) => "upstream-connect",
             // The caller's body broke (malformed chunked encoding, a reset
             // stream): the caller's request was bad, whatever the upstream did.
@@ -76,6 +80,7 @@ impl ErrorKind {
             ErrorKind::UpstreamReset(_) => "upstream-reset",
             ErrorKind::AmbiguousAuthority => "ambiguous-authority",
             ErrorKind::LoopDetected => "loop-detected",
+            ErrorKind::Unauthorized => "unauthorized",
         }
     }
 
@@ -93,6 +98,7 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect(_) | ErrorKind::UpstreamReset(_) => StatusCode::BAD_GATEWAY,
             ErrorKind::AmbiguousAuthority => StatusCode::BAD_REQUEST,
             ErrorKind::LoopDetected => StatusCode::LOOP_DETECTED,
+            ErrorKind::Unauthorized => StatusCode::FORBIDDEN,
         }
     }
 
@@ -114,6 +120,7 @@ impl ErrorKind {
             // Not UNAVAILABLE: clients retry that, and a retried loop loops
             // again. The call cannot succeed until the configuration changes.
             ErrorKind::LoopDetected => GrpcStatus::FailedPrecondition,
+            ErrorKind::Unauthorized => GrpcStatus::PermissionDenied,
         }
     }
 
@@ -133,7 +140,8 @@ impl ErrorKind {
         match self {
             ErrorKind::UpstreamReset(ResetCause::RequestBody)
             | ErrorKind::BadRequest
-            | ErrorKind::AmbiguousAuthority => Origin::Downstream,
+            | ErrorKind::AmbiguousAuthority
+            | ErrorKind::Unauthorized => Origin::Downstream,
             ErrorKind::UpstreamConnect(_) | ErrorKind::UpstreamReset(_) | ErrorKind::Timeout => {
                 Origin::Upstream
             }
@@ -163,7 +171,8 @@ impl ErrorKind {
             | ErrorKind::NoEndpoints
             | ErrorKind::BadRequest
             | ErrorKind::AmbiguousAuthority
-            | ErrorKind::LoopDetected => Retry::Never,
+            | ErrorKind::LoopDetected
+            | ErrorKind::Unauthorized => Retry::Never,
         }
     }
 }

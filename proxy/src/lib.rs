@@ -40,6 +40,9 @@
 //! - `transparent`: connections `init-iptables` redirected to a listener:
 //!   their original destination, detection settings (the detection itself
 //!   is the listener's, `server`), and the opaque passthrough.
+//! - `tls`: workload mTLS between sidecars: credentials (files), rustls
+//!   configs swapped on rotation, outbound origination with the SPIFFE ID
+//!   check, inbound termination and the verified client identity.
 //! - `trace`: OpenTelemetry spans (logical call, attempts, inbound SERVER),
 //!   W3C/B3 propagation and the OTLP export that never blocks traffic.
 
@@ -69,6 +72,7 @@ mod run;
 pub mod server;
 pub mod splice;
 pub mod state;
+pub mod tls;
 pub mod trace;
 pub mod transparent;
 

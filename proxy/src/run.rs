@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,6 +26,7 @@ use crate::outbound::Outbound;
 use crate::resilience::timeout::TimeoutDefaults;
 use crate::server::{self, Limits, Shutdown};
 use crate::state::Shared;
+use crate::tls::{Credentials, Origination, Termination, TlsConfigs, watch_credentials};
 use crate::trace::Tracing;
 use crate::transparent::{Passthrough, Transparent};
 
@@ -126,6 +127,9 @@ pub async fn run_with(
             return Err(error);
         }
     }
+    // The workload certificate from Certify, if any: also the mesh's mTLS
+    // identity unless identity files are given.
+    let mut workload: Option<crate::identity::CertifiedWatch> = None;
     if let Some(url) = &config.control_plane {
         let security = match crate::identity::ControlPlaneSecurity::from_config(&config, url) {
             Ok(security) => security,
@@ -152,6 +156,7 @@ pub async fn run_with(
         };
         if let Some(certified) = &certified {
             let _ = shared.identity.set(certified.clone());
+            workload = Some(certified.clone());
         }
         // Ready once the control plane (or the policy cache) gave a config.
         let discovery = crate::discovery::DiscoveryConfig {
@@ -182,6 +187,27 @@ pub async fn run_with(
     } else {
         shared.set_ready(true);
     }
+    let tls_configs = Arc::new(TlsConfigs::default());
+    if let Some(files) = config.identity_files() {
+        let started = match files.load_and_watch(shutdown.clone()).await {
+            Ok(credentials) => start_tls(&tls_configs, credentials, &shared, &tasks),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = started {
+            shutdown.cancel();
+            tasks.close();
+            tasks.wait().await;
+            return Err(format!("identity files: {error}").into());
+        }
+    } else if let Some(certified) = workload {
+        let credentials = crate::identity::mesh_credentials(certified, shutdown.clone(), &tasks);
+        if let Err(error) = start_tls(&tls_configs, credentials, &shared, &tasks) {
+            shutdown.cancel();
+            tasks.close();
+            tasks.wait().await;
+            return Err(format!("workload certificate: {error}").into());
+        }
+    }
     if let Some(tx) = bound {
         let _ = tx.send(addrs);
     }
@@ -197,8 +223,10 @@ pub async fn run_with(
     // when it calls its own service): it forwards only to the app, which
     // is not a listener (checked above), so it cannot close a loop.
     let own = OwnListeners::new([addrs.outbound, addrs.admin]);
+    let origination = Origination::new(tls_configs.clone(), shared.clone(), shared.metrics.tls());
     let forwarder = Arc::new(
         Forwarder::new(pool, tasks.clone(), hard.clone())
+            .with_origination(Arc::new(origination))
             .with_own_listeners(own)
             .with_tunnel_idle_timeout(config.tunnel_idle_timeout)
             .with_allowed_upgrades(AllowedUpgrades::new(&config.allowed_upgrades)),
@@ -264,7 +292,8 @@ pub async fn run_with(
             )
             .with_tracing(tracing.clone())
             .with_max_hops(config.max_hops)
-            .with_transparent(transparent(Direction::Inbound, tcp_target::WORKLOAD)),
+            .with_transparent(transparent(Direction::Inbound, tcp_target::WORKLOAD))
+            .with_tls(Termination::new(tls_configs, shared.metrics.tls())),
     );
     tasks.spawn(server::serve(inbound, inb, limits, listeners));
 
@@ -283,6 +312,25 @@ pub async fn run_with(
         tracing.shutdown(TRACE_FLUSH).await;
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Puts the first credentials in use (refusing unusable ones) and keeps
+/// the TLS configurations in step with later ones.
+fn start_tls(
+    configs: &Arc<TlsConfigs>,
+    credentials: watch::Receiver<Option<Arc<Credentials>>>,
+    shared: &Shared,
+    tasks: &TaskTracker,
+) -> Result<(), BoxError> {
+    if let Some(first) = credentials.borrow().clone() {
+        configs.install(first)?;
+    }
+    tasks.spawn(watch_credentials(
+        configs.clone(),
+        credentials,
+        shared.metrics.tls(),
+    ));
     Ok(())
 }
 

@@ -14,7 +14,8 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use levee_proto::policy::{
-    AppProtocol, Document, PolicyErrors, PolicyIndex, ResiliencePolicy, ServiceKey, check_batch,
+    AppProtocol, Document, PolicyErrors, PolicyIndex, ResiliencePolicy, ServiceKey, SpiffeId,
+    check_batch,
 };
 
 use crate::discovery::{Subscription, Subscriptions};
@@ -34,6 +35,11 @@ pub struct Snapshot {
     /// Declared protocols by service port (`appProtocol`); a port without
     /// one has its upstream protocol learned.
     pub app_protocols: HashMap<ServiceKey, AppProtocol>,
+    /// The SPIFFE ID expected at an endpoint address (`ServiceEndpoints`
+    /// `identity`, Discovery `identities`): the forwarder speaks mTLS to
+    /// it and checks the server is that workload. One per address: an
+    /// address is one workload's listener whichever service lists it.
+    pub identities: HashMap<SocketAddr, SpiffeId>,
     /// Every policy in source order, for `/config`.
     pub documents: Vec<Arc<ResiliencePolicy>>,
     /// Where the snapshot came from, e.g. `file:/etc/levee/policy.yaml`.
@@ -72,6 +78,11 @@ impl Snapshot {
                     let key = endpoints.service_key(namespace);
                     if let Some(app_protocol) = endpoints.spec.app_protocol {
                         snapshot.app_protocols.insert(key.clone(), app_protocol);
+                    }
+                    if let Some(id) = &endpoints.spec.identity {
+                        for addr in &endpoints.spec.addresses {
+                            snapshot.identities.insert(*addr, id.clone());
+                        }
                     }
                     snapshot
                         .endpoints

@@ -427,6 +427,10 @@ pub fn to_update(snapshot: &ServiceSnapshot, nonce: u64) -> v1::ServiceUpdate {
             .iter()
             .map(ToString::to_string)
             .collect(),
+
+        // Expected endpoint identities: filled once the control plane
+        // knows them (registrations' certificates, static documents).
+        identities: Default::default(),
     }
 }
 

@@ -111,6 +111,9 @@ pub fn translate<'a>(
                     // service's virtual IPs on every one of its ports.
                     virtual_ips: ips.clone(),
                     app_protocol: protocols.get(&port).copied(),
+                    // Expected identities need the pods' service accounts
+                    // (not watched yet): plaintext between sidecars.
+                    identity: None,
                 },
             };
             let key = DocKey::new(KIND_ENDPOINTS, ns, &doc.metadata.name);

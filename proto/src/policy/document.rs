@@ -219,6 +219,11 @@ pub struct EndpointsSpec {
     /// What the app speaks on the port; `None`: the proxy learns it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<AppProtocol>,
+
+    /// The SPIFFE ID expected at every address (`None`: plaintext). One per
+    /// document: the replicas of a service share its identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<super::spiffe::SpiffeId>,
 }
 
 /// `spec.virtualIPs` holds at most this many addresses (a Kubernetes

@@ -14,11 +14,13 @@ use super::document::{
 };
 use super::duration::Duration;
 use super::error::{PolicyErrors, Problems};
+use super::mtls::{InboundMtls, MtlsMode};
 use super::outbound::{
     CircuitBreaker, Concurrency, FailureRate, InboundPolicy, InboundTimeouts, OpenDuration,
     OutboundPolicy, RateLimit, RetryBackoff, RetryBudget, RetryPolicy, SlowCall, Timeouts,
 };
 use super::route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteTimeouts};
+use super::spiffe::SpiffeId;
 use super::validate;
 
 fn dur(path: &str, d: Option<prost_types::Duration>, p: &mut Problems) -> Option<Duration> {
@@ -157,7 +159,38 @@ fn inbound(i: pb::InboundPolicy, p: &mut Problems) -> InboundPolicy {
         timeouts: InboundTimeouts {
             request: dur("spec.inbound.timeouts.request", t.request, p),
         },
+        mtls: i.mtls.map(|m| mtls(m, p)),
     }
+}
+
+fn mtls(m: pb::InboundMtls, p: &mut Problems) -> InboundMtls {
+    let path = "spec.inbound.mtls";
+    let mode = m.mode.and_then(|text| {
+        let mode = MtlsMode::parse(&text);
+        if mode.is_none() {
+            p.add(
+                format!("{path}.mode"),
+                format!("{text:?} is not strict or permissive"),
+            );
+        }
+        mode
+    });
+    let allowed_clients = m.allowed_clients.map(|list| {
+        list.items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, text)| spiffe_id(&format!("{path}.allowedClients[{i}]"), text, p))
+            .collect()
+    });
+    InboundMtls {
+        mode,
+        allowed_clients,
+    }
+}
+
+/// `text` as a SPIFFE ID, or a problem at `path`.
+fn spiffe_id(path: &str, text: &str, p: &mut Problems) -> Option<SpiffeId> {
+    SpiffeId::parse(text).map_err(|why| p.add(path, why)).ok()
 }
 
 fn retry(path: &str, r: pb::RetryPolicy, p: &mut Problems) -> RetryPolicy {
@@ -302,6 +335,9 @@ impl TryFrom<pb::ServiceEndpoints> for ServiceEndpoints {
                 addresses,
                 virtual_ips,
                 app_protocol,
+                identity: (!spec.identity.is_empty())
+                    .then(|| spiffe_id("spec.identity", &spec.identity, &mut p))
+                    .flatten(),
             },
         };
         match finish(Document::Endpoints(endpoints), p)? {

@@ -10,6 +10,9 @@
 //! - `parse`, `validate`, `error`: strict YAML reading with field paths.
 //! - `app_protocol`: a port's declared protocol (`appProtocol`).
 //! - `duration`, `conditions`, `grpc_status`, `service_key`: small value types.
+
+//! - `duration`, `conditions`, `grpc_status`, `service_key`, `spiffe`: small value types.
+//! - `mtls`: `spec.inbound.mtls`, who may call a service port.
 //! - `target`: which service port a document is about, one document per
 //!   target, and which policy applies to a call (a port beats every port).
 //! - `to_proto`, `from_proto`: to and from the `levee.v1` protobuf messages
@@ -23,10 +26,12 @@ mod effective;
 mod error;
 mod from_proto;
 mod grpc_status;
+mod mtls;
 mod outbound;
 mod parse;
 mod route;
 mod service_key;
+mod spiffe;
 mod target;
 mod to_proto;
 mod validate;
@@ -45,6 +50,7 @@ pub use effective::{
 };
 pub use error::{FieldError, PolicyErrors};
 pub use grpc_status::GrpcStatus;
+pub use mtls::{InboundMtls, MAX_ALLOWED_CLIENTS, MtlsMode};
 pub use outbound::{
     CircuitBreaker, Concurrency, FailureRate, InboundPolicy, InboundTimeouts, OpenDuration,
     OutboundPolicy, RateLimit, RetryBackoff, RetryBudget, RetryPolicy, SlowCall, Timeouts,
@@ -52,6 +58,7 @@ pub use outbound::{
 pub use parse::{parse_documents, to_yaml};
 pub use route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteRequest, RouteTimeouts};
 pub use service_key::{Authority, DEFAULT_NAMESPACE, ServiceKey};
+pub use spiffe::{MAX_SPIFFE_ID, MAX_TRUST_DOMAIN, SPIFFE_SCHEME, SpiffeId};
 pub use target::{PolicyIndex, TargetKey, check_batch, select_policy};
 pub use validate::caps;
 pub use validate::names::{check_document_ref, check_hello, check_service_ref};

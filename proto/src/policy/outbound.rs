@@ -233,6 +233,9 @@ pub struct InboundPolicy {
     /// Deadline for the local app's answer.
     #[serde(default, skip_serializing_if = "InboundTimeouts::is_empty")]
     pub timeouts: InboundTimeouts,
+    /// mTLS mode and allowed client identities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<super::mtls::InboundMtls>,
 }
 
 impl InboundPolicy {

@@ -82,6 +82,12 @@ impl From<&InboundPolicy> for pb::InboundPolicy {
             timeouts: Some(pb::InboundTimeouts {
                 request: dur(i.timeouts.request),
             }),
+            mtls: i.mtls.as_ref().map(|m| pb::InboundMtls {
+                mode: m.mode.map(|mode| mode.as_str().to_owned()),
+                allowed_clients: m.allowed_clients.as_ref().map(|ids| pb::StringList {
+                    items: ids.iter().map(ToString::to_string).collect(),
+                }),
+            }),
         }
     }
 }
@@ -194,6 +200,11 @@ impl From<&ServiceEndpoints> for pb::ServiceEndpoints {
                 app_protocol: s
                     .app_protocol
                     .map(|a| a.as_str().to_owned())
+                    .unwrap_or_default(),
+                identity: s
+                    .identity
+                    .as_ref()
+                    .map(ToString::to_string)
                     .unwrap_or_default(),
             }),
         }

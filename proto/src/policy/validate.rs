@@ -9,6 +9,7 @@ use super::duration::Duration;
 use super::effective::{default_backoff_max, defaults};
 use super::error::{FieldError, Problems};
 use super::grpc_status::GrpcStatus;
+use super::mtls::MAX_ALLOWED_CLIENTS;
 use super::outbound::{
     CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryPolicy,
 };
@@ -79,6 +80,20 @@ fn inbound(i: &InboundPolicy, p: &mut Problems) {
     }
     if let Some(c) = &i.concurrency {
         concurrency("spec.inbound.concurrency", c, p);
+    }
+    if let Some(allowed) = i.mtls.as_ref().and_then(|m| m.allowed_clients.as_ref()) {
+        let path = "spec.inbound.mtls.allowedClients";
+        if allowed.len() > MAX_ALLOWED_CLIENTS {
+            p.add(
+                path,
+                format!(
+                    "{} identities is more than the maximum of {MAX_ALLOWED_CLIENTS}",
+                    allowed.len()
+                ),
+            );
+        } else {
+            no_duplicates(path, allowed, p);
+        }
     }
 }
 

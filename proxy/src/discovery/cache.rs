@@ -11,11 +11,12 @@
 //!    "policy": "apiVersion: levee.dev/v1alpha1\n…", "endpoints": ["10.0.0.1:4143"]}]}
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use levee_proto::policy::{AppProtocol, Document, ServiceKey, parse_documents, to_yaml};
+use levee_proto::policy::{AppProtocol, Document, ServiceKey, SpiffeId, parse_documents, to_yaml};
 use serde::{Deserialize, Serialize};
 
 use super::services::{AcceptedUpdate, Services};
@@ -41,6 +42,10 @@ struct CachedService {
     endpoints: Vec<SocketAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     app_protocol: Option<AppProtocol>,
+
+    /// The SPIFFE ID expected at each endpoint that has one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    identities: BTreeMap<SocketAddr, SpiffeId>,
 }
 
 /// The cache file's text for `services`.
@@ -60,6 +65,7 @@ pub fn encode(services: &Services, control_plane: &str) -> Result<Vec<u8>, Strin
                     .map(|p| to_yaml(&[Document::Policy(p.as_ref().clone())])),
                 endpoints: state.endpoints.to_vec(),
                 app_protocol: state.app_protocol,
+                identities: state.identities.clone(),
             })
             .collect(),
     };
@@ -97,6 +103,7 @@ pub fn decode(bytes: &[u8]) -> Result<Services, String> {
                 policy,
                 endpoints: cached.endpoints.into(),
                 app_protocol: cached.app_protocol,
+                identities: cached.identities,
             },
         );
     }
@@ -145,6 +152,13 @@ mod tests {
             policy,
             endpoints,
             app_protocol: "http".into(),
+            identities: [(
+                "127.0.0.1:9001".to_owned(),
+                "spiffe://levee.local/ns/shop/sa/payments".to_owned(),
+            )]
+            .into_iter()
+            .filter(|_| key.name == "payments")
+            .collect(),
             ..Default::default()
         };
         services

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use levee_proto::policy::{AppProtocol, ResiliencePolicy, ServiceKey, TargetKey};
+use levee_proto::policy::{AppProtocol, ResiliencePolicy, ServiceKey, SpiffeId, TargetKey};
 use levee_proto::v1 as pb;
 
 use crate::state::Snapshot;
@@ -27,6 +27,9 @@ pub struct AcceptedUpdate {
     pub endpoints: Arc<[SocketAddr]>,
     /// The port's declared protocol (`None`: learned per endpoint).
     pub app_protocol: Option<AppProtocol>,
+
+    /// The SPIFFE ID expected at each endpoint that has one (mTLS to it).
+    pub identities: BTreeMap<SocketAddr, SpiffeId>,
 }
 
 /// What [`Services::apply`] did with an acceptable update.
@@ -154,6 +157,9 @@ impl Services {
             if let Some(app_protocol) = state.app_protocol {
                 snapshot.app_protocols.insert(key.clone(), app_protocol);
             }
+            for (addr, id) in &state.identities {
+                snapshot.identities.insert(*addr, id.clone());
+            }
         }
         snapshot.documents = documents.into_values().collect();
         snapshot.policy_revision = Some(revision);
@@ -205,12 +211,27 @@ fn convert(
             .inspect_err(|reason| tracing::warn!(service = %key, %reason, "ignoring appProtocol"))
             .ok(),
     };
+
+    let mut identities = BTreeMap::new();
+    for (text, id) in &update.identities {
+        let addr: SocketAddr = text
+            .parse()
+            .map_err(|_| format!("identity key {text:?} of {key} is not an ip:port"))?;
+        if !endpoints.contains(&addr) {
+            return Err(format!(
+                "identity for {addr}, which is not an endpoint of {key}"
+            ));
+        }
+        let id = SpiffeId::parse(id).map_err(|why| format!("identity of {addr}: {why}"))?;
+        identities.insert(addr, id);
+    }
     Ok(AcceptedUpdate {
         version: update.version.clone(),
         policy_revision: update.policy_revision,
         policy,
         endpoints: endpoints.into(),
         app_protocol,
+        identities,
     })
 }
 

@@ -19,6 +19,12 @@ pub enum ConnectCause {
     TimedOut,
     /// The HTTP handshake on the fresh connection failed.
     Handshake,
+    /// The mTLS handshake failed (untrusted chain, alert, no certificate
+    /// of this proxy's own).
+    Tls,
+    /// The endpoint proved another identity than the one expected there:
+    /// its own `x-levee-error` (`upstream-identity`).
+    Identity,
     /// Another connect failure (unreachable network, reset during the
     /// handshake, ...).
     Other(io::ErrorKind),
@@ -40,6 +46,8 @@ impl ConnectCause {
             ConnectCause::Refused => "connect-refused",
             ConnectCause::TimedOut => "connect-timeout",
             ConnectCause::Handshake => "handshake",
+            ConnectCause::Tls => "tls",
+            ConnectCause::Identity => "identity-mismatch",
             ConnectCause::Other(_) => "connect-error",
         }
     }

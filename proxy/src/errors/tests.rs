@@ -4,7 +4,7 @@ use http_body_util::BodyExt;
 
 use super::*;
 
-const ALL: [ErrorKind; 13] = [
+const ALL: [ErrorKind; 16] = [
     ErrorKind::CircuitOpen,
     ErrorKind::Timeout,
     ErrorKind::RateLimited,
@@ -12,12 +12,15 @@ const ALL: [ErrorKind; 13] = [
     ErrorKind::NoEndpoints,
     ErrorKind::UpstreamConnect(ConnectCause::Refused),
     ErrorKind::UpstreamConnect(ConnectCause::TimedOut),
+    ErrorKind::UpstreamConnect(ConnectCause::Tls),
+    ErrorKind::UpstreamConnect(ConnectCause::Identity),
     ErrorKind::UpstreamReset(ResetCause::RefusedStream),
     ErrorKind::UpstreamReset(ResetCause::Closed),
     ErrorKind::UpstreamReset(ResetCause::RequestBody),
     ErrorKind::BadRequest,
     ErrorKind::AmbiguousAuthority,
     ErrorKind::LoopDetected,
+    ErrorKind::Unauthorized,
 ];
 
 fn expected(kind: ErrorKind) -> (u16, &'static str, &'static str) {
@@ -27,6 +30,7 @@ fn expected(kind: ErrorKind) -> (u16, &'static str, &'static str) {
         ErrorKind::RateLimited => (429, "8", "rate-limited"),
         ErrorKind::Overloaded => (503, "14", "overloaded"),
         ErrorKind::NoEndpoints => (503, "14", "no-endpoints"),
+        ErrorKind::UpstreamConnect(ConnectCause::Identity) => (502, "14", "upstream-identity"),
         ErrorKind::UpstreamConnect(_) => (502, "14", "upstream-connect"),
         ErrorKind::UpstreamReset(ResetCause::RequestBody) | ErrorKind::BadRequest => {
             (400, "13", "bad-request")
@@ -34,6 +38,7 @@ fn expected(kind: ErrorKind) -> (u16, &'static str, &'static str) {
         ErrorKind::UpstreamReset(_) => (502, "14", "upstream-reset"),
         ErrorKind::AmbiguousAuthority => (400, "13", "ambiguous-authority"),
         ErrorKind::LoopDetected => (508, "9", "loop-detected"),
+        ErrorKind::Unauthorized => (403, "7", "unauthorized"),
     }
 }
 
@@ -101,9 +106,10 @@ fn origin_and_retry_of_every_kind() {
         K::UpstreamConnect(_) | K::UpstreamReset(ResetCause::RefusedStream) => {
             (Origin::Upstream, Retry::Safe)
         }
-        K::UpstreamReset(ResetCause::RequestBody) | K::BadRequest | K::AmbiguousAuthority => {
-            (Origin::Downstream, Retry::Never)
-        }
+        K::UpstreamReset(ResetCause::RequestBody)
+        | K::BadRequest
+        | K::AmbiguousAuthority
+        | K::Unauthorized => (Origin::Downstream, Retry::Never),
         K::UpstreamReset(_) | K::Timeout => (Origin::Upstream, Retry::IfIdempotent),
         K::CircuitOpen | K::RateLimited | K::Overloaded | K::NoEndpoints | K::LoopDetected => {
             (Origin::Proxy, Retry::Never)

@@ -28,6 +28,7 @@ pub mod upgrade;
 pub mod uri;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Version};
@@ -83,6 +84,12 @@ impl Forwarder {
             tunnel_idle_timeout: tunnel::DEFAULT_TUNNEL_IDLE_TIMEOUT,
             upgrades: AllowedUpgrades::default(),
         }
+    }
+
+    /// Speaks mTLS to endpoints with an expected identity ([`crate::tls`]).
+    pub fn with_origination(mut self, origination: Arc<crate::tls::Origination>) -> Self {
+        self.pool = self.pool.with_origination(origination);
+        self
     }
 
     /// Refuses targets that reach one of `own` (this proxy's listeners).
@@ -257,6 +264,17 @@ fn send_error(err: SendError, addr: SocketAddr, service: &str) -> ProxyError {
             service,
             format!("HTTP/2 handshake with {addr}: {detail}"),
         ),
+        SendError::Tls(e) => {
+            let cause = match e {
+                crate::tls::OriginateError::Identity(_) => ConnectCause::Identity,
+                _ => ConnectCause::Tls,
+            };
+            ProxyError::new(
+                ErrorKind::UpstreamConnect(cause),
+                service,
+                format!("mTLS to {addr}: {e}"),
+            )
+        }
         SendError::NotHttp2 { .. } => ProxyError::new(
             ErrorKind::UpstreamConnect(ConnectCause::Handshake),
             service,

@@ -32,10 +32,14 @@ use tokio::net::TcpStream;
 
 use crate::body::BoxBody;
 use crate::h2_settings::H2Settings;
+use crate::tls::{Alpn, OriginateError, Origination, Stream};
+use connect::dial;
 use idle::IdleConns;
+use levee_proto::policy::SpiffeId;
 use pooled_body::PooledBody;
 use probe::{Http1Memory, Probed, Verdict};
 
+mod connect;
 mod idle;
 mod pooled_body;
 pub mod probe;
@@ -95,20 +99,32 @@ pub enum SendError {
         req: Box<Request<BoxBody>>,
         proven: bool,
     },
+    /// The endpoint has an expected identity and no mTLS connection to it
+    /// could be made (another identity answered, no certificate, a failed
+    /// handshake); the request was not sent.
+    Tls(OriginateError),
 }
+
+/// Pool entries are per address and expected identity: a connection
+/// verified for one identity is never used for another.
+type EndpointKey = (SocketAddr, Option<SpiffeId>);
 
 /// Connections to every endpoint the proxy has talked to.
 pub struct Pool {
     settings: PoolSettings,
     /// Read on every request without locking; replaced (copy-on-write) when a
     /// new endpoint appears.
-    endpoints: ArcSwap<HashMap<SocketAddr, Arc<EndpointConns>>>,
+    endpoints: ArcSwap<HashMap<EndpointKey, Arc<EndpointConns>>>,
+    /// mTLS to endpoints with an expected identity (`None`: plaintext only).
+    origination: Option<Arc<Origination>>,
 }
 
 /// One upstream address's connections: idle HTTP/1.1 senders and the shared
 /// HTTP/2 one.
 struct EndpointConns {
     addr: SocketAddr,
+    /// mTLS to this identity, or plaintext.
+    tls: Option<(Arc<Origination>, SpiffeId)>,
     h2_settings: H2Settings,
     idle_h1: Arc<IdleConns>,
     h2: Mutex<Option<http2::SendRequest<BoxBody>>>,
@@ -123,7 +139,19 @@ impl Pool {
         Pool {
             settings,
             endpoints: ArcSwap::from_pointee(HashMap::new()),
+            origination: None,
         }
+    }
+
+    /// Speaks mTLS to endpoints `origination` has an expected identity for.
+    pub fn with_origination(mut self, origination: Arc<Origination>) -> Self {
+        self.origination = Some(origination);
+        self
+    }
+
+    fn key(&self, addr: SocketAddr) -> EndpointKey {
+        let identity = self.origination.as_ref().and_then(|o| o.expected(addr));
+        (addr, identity)
     }
 
     /// Sends `req` to `addr` over `protocol`. `req`'s URI must already be in
@@ -151,7 +179,7 @@ impl Pool {
     pub fn known_http1_only(&self, addr: SocketAddr) -> bool {
         self.endpoints
             .load()
-            .get(&addr)
+            .get(&self.key(addr))
             .is_some_and(|e| e.http1_only.http1_only(Instant::now()))
     }
 
@@ -167,11 +195,17 @@ impl Pool {
     }
 
     fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointConns> {
-        if let Some(found) = self.endpoints.load().get(&addr) {
+        let key = self.key(addr);
+        if let Some(found) = self.endpoints.load().get(&key) {
             return found.clone();
         }
+        let tls = key
+            .1
+            .clone()
+            .and_then(|id| Some((self.origination.clone()?, id)));
         let fresh = Arc::new(EndpointConns {
             addr,
+            tls,
             h2_settings: self.settings.h2,
             idle_h1: IdleConns::new(
                 self.settings.idle_timeout,
@@ -188,7 +222,10 @@ impl Pool {
                 // Endpoints come and go (DNS, rollouts): forget unused ones.
                 map.retain(|_, e| e.has_connections());
             }
-            chosen = map.entry(addr).or_insert_with(|| fresh.clone()).clone();
+            chosen = map
+                .entry(key.clone())
+                .or_insert_with(|| fresh.clone())
+                .clone();
             map
         });
         chosen
@@ -227,7 +264,7 @@ impl EndpointConns {
                 }
             }
         }
-        let io = self.dial(connect_timeout).await?;
+        let io = self.dial(connect_timeout, Alpn::Http1).await?;
         let (mut sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -304,7 +341,7 @@ impl EndpointConns {
         if self.http1_only.http1_only(Instant::now()) {
             return Ok(Err(true));
         }
-        let stream = dial(self.addr, connect_timeout).await?;
+        let stream = self.dial(connect_timeout, Alpn::H2).await?.into_inner();
         let (io, verdict) = Probed::new(stream);
         let mut builder = http2::Builder::new(TokioExecutor::new());
         self.h2_settings.apply_to_client(&mut builder);
@@ -355,8 +392,13 @@ impl EndpointConns {
         }
     }
 
-    async fn dial(&self, timeout: Duration) -> Result<TokioIo<TcpStream>, SendError> {
-        dial(self.addr, timeout).await.map(TokioIo::new)
+    /// A connection to the endpoint: TCP, then TLS when it has an
+    /// expected identity, both within `timeout`.
+    async fn dial(&self, timeout: Duration, alpn: Alpn) -> Result<TokioIo<Stream>, SendError> {
+        let tls = self.tls.as_ref().map(|(o, id)| (o.as_ref(), id));
+        connect::connect(self.addr, timeout, tls, alpn)
+            .await
+            .map(TokioIo::new)
     }
 }
 
@@ -365,22 +407,4 @@ fn not_http2(req: Request<BoxBody>, proven: bool) -> SendError {
         req: Box::new(req),
         proven,
     }
-}
-
-/// A TCP connection to `addr`, or `Connect` after `timeout`.
-async fn dial(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(SendError::Connect(e)),
-        Err(_) => {
-            let msg = format!("connect timed out after {timeout:?}");
-            return Err(SendError::Connect(io::Error::new(
-                io::ErrorKind::TimedOut,
-                msg,
-            )));
-        }
-    };
-    // Latency matters more than packet count for request/response traffic.
-    stream.set_nodelay(true).map_err(SendError::Connect)?;
-    Ok(stream)
 }

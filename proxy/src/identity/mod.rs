@@ -14,6 +14,7 @@
 //! [`CertifiedWatch`]: `None` until the first certificate.
 
 mod channel;
+mod mesh;
 mod renew;
 mod request;
 
@@ -25,6 +26,7 @@ use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use tokio::sync::watch;
 
 pub use channel::ControlPlaneTls;
+pub use mesh::{mesh_credentials, to_credentials};
 pub use renew::{RENEW_BACKOFF, renew_after, start};
 pub use request::csr_for;
 

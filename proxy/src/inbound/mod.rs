@@ -12,12 +12,18 @@
 //! workload has a stack and a `service` label of its own (`ports`): in
 //! transparent mode a request gets those of the port its caller dialled.
 //!
+//! mTLS ([`crate::tls`]): a caller's own `x-levee-client-id` is always
+//! removed; the verified identity of an mTLS connection is written there
+//! instead, and the port's `spec.inbound.mtls` decides who may call
+//! ([`authz`]): others get 403 `unauthorized`.
+//!
 //! First of all a request is refused when its authority is ambiguous (400
 //! `ambiguous-authority`) or it has passed too many proxies (508
 //! `loop-detected`, [`crate::loops`]); it reaches the app with one more hop
 //! counted.
 
 mod app;
+pub mod authz;
 mod limits;
 mod ports;
 
@@ -32,12 +38,14 @@ use crate::body::{self, BoxBody};
 use crate::errors::{self, ErrorKind, ProxyError};
 use crate::forward::{Forwarder, uri};
 use crate::loops::hops;
+use crate::metrics::TlsMetrics;
 use crate::observe::Observation;
 use crate::observe::access_log::AccessLog;
 use crate::resilience::timeout::TimeoutDefaults;
 use crate::resilience::timeout::idle::IdleTimeoutBody;
 use crate::server::Handler;
 use crate::state::Shared;
+use crate::tls::{ClientIdentity, Termination};
 use crate::trace::Tracing;
 use crate::transparent::Transparent;
 
@@ -63,6 +71,10 @@ pub struct Inbound {
     stream_idle: Option<Duration>,
     /// Connections redirected here by iptables (`None`: not transparent).
     transparent: Option<Transparent>,
+    /// mTLS on the inbound port (`None`: plaintext only).
+    tls: Option<Termination>,
+    /// `levee_authz_denied_total`, by caller identity.
+    tls_metrics: TlsMetrics,
 }
 
 impl Inbound {
@@ -83,7 +95,15 @@ impl Inbound {
             max_hops: crate::loops::DEFAULT_MAX_HOPS,
             stream_idle: None,
             transparent: None,
+            tls: None,
+            tls_metrics: metrics.tls(),
         }
+    }
+
+    /// Accepts mTLS on the inbound port besides plaintext.
+    pub fn with_tls(mut self, tls: Termination) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Serves connections iptables redirected here: to the workload's
@@ -147,7 +167,14 @@ impl Handler for Inbound {
         self.transparent.as_ref()
     }
 
+    fn tls(&self) -> Option<&Termination> {
+        self.tls.as_ref()
+    }
+
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<BoxBody> {
+        // Before anything reads the headers: the caller never speaks for itself.
+        let client = req.extensions().get::<ClientIdentity>().cloned();
+        authz::set_client_header(req.headers_mut(), client.as_ref());
         let port = self.ports.for_request(req.extensions().get());
         let service = &port.label;
         let mut observation = Observation::new(
@@ -175,6 +202,10 @@ impl Handler for Inbound {
         if let Some((kind, detail)) = refused {
             let err = ProxyError::new(kind, &**service, detail);
             count_loop(&port, &err);
+            span.error(&err);
+            return observation.error(&err);
+        }
+        if let Err(err) = port.authorize(client.as_ref(), &self.tls_metrics) {
             span.error(&err);
             return observation.error(&err);
         }

@@ -29,17 +29,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use http::Request;
-use levee_proto::policy::ServiceKey;
+use levee_proto::policy::{ServiceKey, SpiffeId};
 use prometheus_client::metrics::counter::Counter;
 use tower::ServiceExt;
 
 use super::app::AppService;
 use super::limits::{InboundLimits, ResponseFuture};
 use crate::body::BoxBody;
+use crate::errors::{ErrorKind, ProxyError};
 use crate::loops;
-use crate::metrics::{Direction, Metrics, RequestMetrics};
+use crate::metrics::{Direction, Metrics, RequestMetrics, TlsMetrics};
 use crate::resilience::timeout::TimeoutDefaults;
 use crate::state::Shared;
+use crate::tls::ClientIdentity;
 use crate::transparent::OriginalDst;
 
 /// Other ports (besides the main one) with a stack of their own, at most.
@@ -59,6 +61,11 @@ pub(crate) struct PortInbound {
     pub(crate) idle_timeouts: Counter,
     /// `spec.inbound` in front of the app (`None`: no policy source).
     limits: Option<InboundLimits<AppService>>,
+    /// Where this port's `spec.inbound.mtls` is read (`None`: no policy
+    /// source, every caller admitted).
+    policy_key: Option<(Arc<Shared>, ServiceKey)>,
+    /// `levee_rejected_total{direction="inbound",reason="unauthorized"}`.
+    unauthorized: Counter,
     app: AppService,
 }
 
@@ -70,6 +77,7 @@ impl PortInbound {
         metrics: &Metrics,
         app: AppService,
     ) -> PortInbound {
+        let policy_key = policy.and_then(|p| key.clone().map(|k| (p.shared.clone(), k)));
         let limits = policy.map(|p| {
             InboundLimits::new(
                 p.shared.clone(),
@@ -83,10 +91,36 @@ impl PortInbound {
             metrics: metrics.requests(Direction::Inbound, &label, "default"),
             loops_refused: metrics.rejected(Direction::Inbound, &label, loops::REJECTED_REASON),
             idle_timeouts: metrics.timeouts(&label, "default", "idle"),
+            unauthorized: metrics.rejected(
+                Direction::Inbound,
+                &label,
+                ErrorKind::Unauthorized.as_str(),
+            ),
             label,
             limits,
+            policy_key,
             app,
         }
+    }
+
+    /// Whether this port's `spec.inbound.mtls` admits `client`; a refusal
+    /// is counted (`levee_rejected_total`, `levee_authz_denied_total`).
+    pub(crate) fn authorize(
+        &self,
+        client: Option<&ClientIdentity>,
+        tls_metrics: &TlsMetrics,
+    ) -> Result<(), ProxyError> {
+        let policy = self
+            .policy_key
+            .as_ref()
+            .and_then(|(shared, key)| shared.policy_for(key));
+        let mtls = policy.as_ref().and_then(|p| p.spec.inbound.mtls.as_ref());
+        let id = client.map(|c| &c.0);
+        super::authz::decide(mtls, id).map_err(|denied| {
+            self.unauthorized.inc();
+            tls_metrics.denied(&self.label, id.map(SpiffeId::as_str));
+            ProxyError::new(ErrorKind::Unauthorized, &*self.label, denied.detail(id))
+        })
     }
 
     /// Sends `req` through this port's stack to the app (boxed in a plain

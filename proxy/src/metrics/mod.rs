@@ -17,6 +17,7 @@ mod labels;
 mod request;
 mod series;
 mod tcp;
+mod tls;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -31,6 +32,7 @@ use prometheus_client::registry::Registry;
 pub use labels::Direction;
 pub use request::RequestMetrics;
 pub use tcp::{TcpMetrics, TcpOutcome, target as tcp_target};
+pub use tls::{MAX_CLIENT_LABELS, NO_IDENTITY, OTHER_CLIENTS, TlsMetrics, TlsResult};
 
 use labels::{
     CircuitLabels, EndpointLabels, RejectedLabels, RequestLabels, RetryLabels, RouteLabels,
@@ -137,6 +139,9 @@ struct Inner {
     tcp: tcp::TcpFamilies,
     /// `levee_identity_*`: the workload certificate.
     identity: identity::IdentityMetrics,
+
+    /// `levee_tls_*`, `levee_authz_denied_total`: mTLS and authorization.
+    tls: TlsMetrics,
     /// Per-route handles handed out by `requests`.
     routes: RouteCache,
     /// The other series with a `service` label, by service.
@@ -249,6 +254,8 @@ impl Metrics {
         let tcp = tcp::TcpFamilies::register(&mut registry);
         let identity = identity::IdentityMetrics::register(&mut registry);
 
+        let tls = TlsMetrics::register(&mut registry);
+
         // Both results exist from the start, so `rate()` and alerts on nack see a 0 first.
         for result in ["ack", "nack"] {
             drop(policy_updates_total.get_or_create(&UpdateLabels { result }));
@@ -278,6 +285,7 @@ impl Metrics {
                 state_evictions_total,
                 tcp,
                 identity,
+                tls,
                 routes: RouteCache::default(),
                 series: SeriesByService::default(),
                 endpoint_health_owned: Mutex::default(),
@@ -294,6 +302,11 @@ impl Metrics {
     /// [`tcp_target`] value); their series exist from this call on.
     pub fn tcp(&self, direction: Direction, target: &'static str) -> TcpMetrics {
         self.inner.tcp.handles(direction, target)
+    }
+
+    /// The mTLS and authorization handles.
+    pub fn tls(&self) -> TlsMetrics {
+        self.inner.tls.clone()
     }
 
     /// The request metrics of one route. Handles are cached (up to a bound),

@@ -93,6 +93,10 @@ impl AccessLog {
                 .map_or_else(|| req.uri().to_string(), |pq| pq.to_string()),
             protocol: format!("{:?}", req.version()),
             trace_id: trace_id(req.headers()),
+            client_id: req
+                .extensions()
+                .get::<crate::tls::ClientIdentity>()
+                .map(|c| c.0.to_string()),
             attempts: CallAttempts::default(),
         })
     }
@@ -112,6 +116,8 @@ pub struct AccessEntry {
     protocol: String,
     /// The W3C/B3 trace id the request carries (or that tracing gave it).
     trace_id: Option<String>,
+    /// Inbound over mTLS: the caller's verified SPIFFE ID.
+    client_id: Option<String>,
     attempts: CallAttempts,
 }
 
@@ -127,6 +133,8 @@ struct Line<'a> {
     protocol: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
     status: u16,
     code: &'a str,
     outcome: &'a str,
@@ -181,6 +189,7 @@ impl AccessEntry {
             path: &self.path,
             protocol: &self.protocol,
             trace_id: self.trace_id.as_deref(),
+            client_id: self.client_id.as_deref(),
             status,
             code,
             outcome,

@@ -98,7 +98,8 @@ pub fn error_matches(kind: ErrorKind, condition: FailureCondition) -> bool {
         | ErrorKind::Overloaded
         | ErrorKind::BadRequest
         | ErrorKind::AmbiguousAuthority
-        | ErrorKind::LoopDetected => false,
+        | ErrorKind::LoopDetected
+        | ErrorKind::Unauthorized => false,
     };
     own || matches!(condition, C::ServerError | C::GatewayError)
 }
@@ -165,6 +166,24 @@ mod tests {
             classify_response(&response(508, None)),
             Outcome::HttpStatus(508)
         );
+    }
+
+    #[test]
+    fn a_wrong_endpoint_identity_is_a_connect_failure_and_an_unauthorized_caller_is_not() {
+        let identity = ErrorKind::UpstreamConnect(ConnectCause::Identity);
+        assert!(error_matches(identity, FailureCondition::ConnectFailure));
+        assert!(error_matches(
+            ErrorKind::UpstreamConnect(ConnectCause::Tls),
+            FailureCondition::ConnectFailure
+        ));
+        // Never the upstream's failure: not retried, not counted by breakers.
+        for condition in [
+            FailureCondition::ConnectFailure,
+            FailureCondition::ServerError,
+            FailureCondition::GatewayError,
+        ] {
+            assert!(!error_matches(ErrorKind::Unauthorized, condition));
+        }
     }
 
     #[test]

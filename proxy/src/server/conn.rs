@@ -1,6 +1,9 @@
 //! One downstream connection: HTTP/1.1 (with upgrades) or HTTP/2 prior
-//! knowledge, detected by peeking at the first bytes; an idle watchdog; and
-//! graceful/hard shutdown.
+//! knowledge, detected by peeking at the first bytes — or, on a listener
+//! that accepts mTLS ([`super::Handler::tls`]), a TLS ClientHello, then
+//! terminated with ALPN choosing the protocol and the verified client
+//! identity on every request ([`crate::tls::ClientIdentity`]); an idle
+//! watchdog; and graceful/hard shutdown.
 //!
 //! Graceful shutdown never drops a request the client already sent: HTTP/2
 //! gets a GOAWAY (the client learns which streams were taken); an HTTP/1
@@ -33,10 +36,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::detect::speaks_h2;
+use super::detect::{Opening, opening};
 use super::progress::{LastIo, Progress, Stall};
 use super::{ConnectionSlot, Handler, Limits, Shutdown};
 use crate::deadline::deadline_after;
+use crate::tls::{ClientIdentity, Stream};
 use crate::transparent::OriginalDst;
 
 /// During graceful shutdown, how long an HTTP/1 connection may stay idle
@@ -72,8 +76,8 @@ pin_project_lite::pin_project! {
     /// A served connection of either protocol.
     #[project = ConnProj]
     enum Conn<S: HttpService<Incoming>> {
-        H1 { #[pin] conn: http1::UpgradeableConnection<TokioIo<Progress<TcpStream>>, S> },
-        H2 { #[pin] conn: http2::Connection<TokioIo<Progress<TcpStream>>, S, TokioExecutor> },
+        H1 { #[pin] conn: http1::UpgradeableConnection<TokioIo<Progress<Stream>>, S> },
+        H2 { #[pin] conn: http2::Connection<TokioIo<Progress<Stream>>, S, TokioExecutor> },
     }
 }
 
@@ -169,9 +173,40 @@ pub(super) async fn serve_connection<H: Handler>(
         requests: AtomicU64::new(0),
         last_ms: AtomicU64::new(0),
     });
-    let seen = activity.clone();
     // Recorded on every request for per-client limits (inbound rate limit).
     let peer = stream.peer_addr().ok().map(super::ClientAddr);
+    let tls = handler.tls();
+    // Protocol detection, and the TLS handshake of an mTLS client, within
+    // the header read timeout.
+    let opened = async {
+        match opening(&stream, tls.is_some()).await? {
+            Opening::H2 => Ok((Stream::Plain(stream), true, None)),
+            Opening::H1 => Ok((Stream::Plain(stream), false, None)),
+            Opening::Tls => {
+                let Some(tls) = tls else {
+                    return Err(std::io::Error::other("TLS on a plaintext listener"));
+                };
+                let accepted = tls.accept(stream).await?;
+                Ok((accepted.stream, accepted.h2, accepted.client))
+            }
+        }
+    };
+    let (io, h2, client): (Stream, bool, Option<ClientIdentity>) = tokio::select! {
+        detected = tokio::time::timeout(limits.header_read_timeout, opened) => match detected {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "downstream connection failed before its first request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("closing downstream connection: no request in time");
+                return;
+            }
+        },
+        () = drain_idle_over(shutdown) => return,
+        () = shutdown.hard.cancelled() => return,
+    };
+    let seen = activity.clone();
     let stopping = shutdown.graceful.clone();
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         if let Some(peer) = peer {
@@ -180,6 +215,9 @@ pub(super) async fn serve_connection<H: Handler>(
         req.extensions_mut().insert(slot.clone());
         if let Some(original) = original {
             req.extensions_mut().insert(original);
+        }
+        if let Some(client) = &client {
+            req.extensions_mut().insert(client.clone());
         }
         seen.requests.fetch_add(1, Ordering::Relaxed);
         seen.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -204,23 +242,8 @@ pub(super) async fn serve_connection<H: Handler>(
             Ok::<_, Infallible>(response)
         }
     });
-    let h2 = tokio::select! {
-        detected = tokio::time::timeout(limits.header_read_timeout, speaks_h2(&stream)) => match detected {
-            Ok(Ok(h2)) => h2,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "downstream connection failed before its first request");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("closing downstream connection: no request in time");
-                return;
-            }
-        },
-        () = drain_idle_over(shutdown) => return,
-        () = shutdown.hard.cancelled() => return,
-    };
     let last_io = Arc::new(LastIo::new());
-    let io = TokioIo::new(Progress::new(stream, last_io.clone()));
+    let io = TokioIo::new(Progress::new(io, last_io.clone()));
     let conn = if h2 {
         Conn::H2 {
             conn: builders.http2.serve_connection(io, service),

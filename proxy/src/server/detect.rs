@@ -66,6 +66,42 @@ pub(super) async fn speaks_h2(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
+/// How a connection to a listener that accepts mTLS opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Opening {
+    /// A TLS record (a ClientHello): terminate TLS, ALPN says the protocol.
+    Tls,
+    /// The HTTP/2 prior-knowledge preface.
+    H2,
+    /// Anything else: HTTP/1.
+    H1,
+}
+
+/// The first byte of a TLS handshake record (RFC 8446 §5.1). No HTTP/1
+/// method and not the HTTP/2 preface start with it.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Whether `first` opens a TLS connection.
+pub(super) fn is_tls(first: &[u8]) -> bool {
+    first.first() == Some(&TLS_HANDSHAKE)
+}
+
+/// How `stream` opens; `tls`: whether TLS is looked for at all. Peeks.
+pub(super) async fn opening(stream: &TcpStream, tls: bool) -> io::Result<Opening> {
+    if tls {
+        let mut first = [0u8; 1];
+        let n = stream.peek(&mut first).await?;
+        if is_tls(&first[..n]) {
+            return Ok(Opening::Tls);
+        }
+    }
+    Ok(if speaks_h2(stream).await? {
+        Opening::H2
+    } else {
+        Opening::H1
+    })
+}
+
 /// The wait after `wait` while a partial preface stays partial.
 fn next_preface_wait(wait: Duration) -> Duration {
     (wait * 2).min(PARTIAL_PREFACE_RETRY_MAX)
@@ -240,6 +276,30 @@ mod tests {
             .expect("detect");
         assert_eq!(detected, Detected::Opaque);
         assert_eq!(started.elapsed(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_client_hello_is_tls_and_http_is_not() {
+        assert!(is_tls(&[0x16, 0x03, 0x01, 0x02, 0x00]));
+        assert!(!is_tls(b"GET / HTTP/1.1\r\n"));
+        assert!(!is_tls(H2_PREFACE));
+        assert!(!is_tls(b""));
+    }
+
+    #[tokio::test]
+    async fn a_listener_with_tls_tells_tls_from_h2_and_h1() {
+        for (first, tls, expected) in [
+            (&[0x16u8, 0x03, 0x01][..], true, Opening::Tls),
+            (&H2_PREFACE[..], true, Opening::H2),
+            (&b"GET / HTTP/1.1\r\n\r\n"[..], true, Opening::H1),
+            // Without TLS on the listener, a ClientHello is not looked for.
+            (&[0x16u8, 0x03, 0x01][..], false, Opening::H1),
+        ] {
+            let (mut client, server) = pair().await;
+            client.write_all(first).await.expect("write");
+            client.shutdown().await.expect("shutdown");
+            assert_eq!(opening(&server, tls).await.expect("opening"), expected);
+        }
     }
 
     #[tokio::test]

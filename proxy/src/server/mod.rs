@@ -3,7 +3,9 @@
 //! graceful shutdown. A connection iptables redirected to a transparent
 //! listener ([`Handler::transparent`]) is first classified by its first
 //! bytes (`detect`): HTTP is served as any other connection, its requests
-//! carrying [`OriginalDst`]; anything else is forwarded opaquely.
+//! carrying [`OriginalDst`]; anything else is forwarded opaquely. A
+//! listener whose handler terminates mTLS ([`Handler::tls`]) serves TLS
+//! and plaintext on one port (`conn`).
 //!
 //! Limits, all with defaults from [`crate::config`]:
 //! - request head size (HTTP/1 buffer, HTTP/2 header list): larger → 431;
@@ -64,6 +66,12 @@ pub trait Handler: Send + Sync + 'static {
     /// already cached count (no wait at accept).
     fn declared_opaque(&self, _original: std::net::SocketAddr) -> bool {
         false
+    }
+
+    /// How this listener terminates mTLS on its port (a connection that
+    /// opens with a TLS ClientHello); `None`: plaintext only.
+    fn tls(&self) -> Option<&crate::tls::Termination> {
+        None
     }
 }
 

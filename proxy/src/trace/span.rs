@@ -134,6 +134,10 @@ fn set_edge_attributes<B>(cx: &Context, req: &Request<B>, service: &str, policy_
         "levee.policy_version",
         version(policy_version),
     ));
+    // Inbound over mTLS: who called, as its verified certificate says.
+    if let Some(crate::tls::ClientIdentity(id)) = req.extensions().get() {
+        attributes.push(KeyValue::new("levee.client.identity", id.to_string()));
+    }
     cx.span().set_attributes(attributes);
 }
 

@@ -1,5 +1,6 @@
 //! Starting and stopping what is measured: the upstream process and each
-//! contender in front of it (direct, Levee one hop, Levee two hops, Levee
+//! contender in front of it (direct, Levee one hop, Levee two hops in
+//! plaintext and with mTLS, Levee
 //! with the full policy, HAProxy, nginx), every one on loopback, each proxy
 //! optionally pinned to its own CPU with `taskset`.
 
@@ -13,7 +14,8 @@ use serde::Deserialize;
 use tokio::process::Command;
 
 use super::{configs, procfs::Usage};
-use crate::harness::{Addrs, BoxError, Process, get_http1, write_atomically};
+use crate::harness::certs::{IdentityFiles, TestCa};
+use crate::harness::{Addrs, BoxError, Process, get_http1, write_atomically, yaml};
 
 /// How long a process may take to be ready.
 const STARTUP: Duration = Duration::from_secs(20);
@@ -273,6 +275,62 @@ impl Env {
         })
         .await?;
         Ok(self.contender("levee-2hop", addrs.outbound, true, vec![client, server]))
+    }
+
+    /// [`Env::levee_two_hop`] with mTLS on the hop: both sidecars get a
+    /// workload certificate from a test CA (rcgen) and the client expects
+    /// the server's SPIFFE ID. Connections are kept alive, so a handshake
+    /// is paid per connection, not per request.
+    pub async fn levee_two_hop_mtls(&self, upstream: &Upstream) -> Result<Contender, BoxError> {
+        let ca = TestCa::new("levee-bench CA");
+        let server_id = "spiffe://levee.bench/ns/default/sa/bench";
+        let flags = |files: IdentityFiles| -> Vec<String> {
+            let path = |p: PathBuf| p.display().to_string();
+            vec![
+                "--identity-cert-file".into(),
+                path(files.cert),
+                "--identity-key-file".into(),
+                path(files.key),
+                "--trust-bundle-file".into(),
+                path(files.bundle),
+            ]
+        };
+        let server_files = ca.workload(server_id).write(self.dir.path(), "server", &ca);
+        let (server, server_addrs) = self
+            .levee_args(
+                "levee-mtls-server",
+                None,
+                upstream.addr.port(),
+                &flags(server_files),
+            )
+            .await?;
+        let client_files = ca
+            .workload("spiffe://levee.bench/ns/default/sa/client")
+            .write(self.dir.path(), "client", &ca);
+        let policy = yaml::documents(&[yaml::endpoints_with_identity(
+            configs::SERVICE,
+            configs::SERVICE_PORT,
+            &[server_addrs.inbound],
+            server_id,
+        )]);
+        let (mut client, addrs) = self
+            .levee_args(
+                "levee-mtls-client",
+                Some(&policy),
+                upstream.addr.port(),
+                &flags(client_files),
+            )
+            .await?;
+        wait_for(&mut client, "levee-2hop-mtls", || {
+            answers(addrs.outbound, configs::SERVICE)
+        })
+        .await?;
+        Ok(self.contender(
+            "levee-2hop-mtls",
+            addrs.outbound,
+            true,
+            vec![client, server],
+        ))
     }
 
     pub async fn haproxy(&self, upstream: &Upstream) -> Result<Contender, BoxError> {

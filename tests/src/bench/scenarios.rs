@@ -32,6 +32,7 @@ async fn start_all(
         return Ok(all);
     }
     all.push(env.levee_two_hop(upstream).await?);
+    all.push(env.levee_two_hop_mtls(upstream).await?);
     all.push(env.levee_one_hop(upstream, true).await?);
     for (name, result) in [
         ("haproxy", env.haproxy(upstream).await),

@@ -26,6 +26,8 @@
 //! - [`h2frames`]: hand-written HTTP/2 frames over a raw TCP stream.
 //! - [`admission`]: the recorded AdmissionReview fixtures, the webhook
 //!   golden files, a JSONPatch applier and an HTTPS client for the webhooks.
+
+//! - [`certs`]: a test CA and SPIFFE workload certificates (rcgen) for mTLS.
 //! - [`netns`]: network namespaces (root only) joined by a veth pair, commands
 //!   and TCP listeners inside them, deleted on drop.
 //! - [`pods`]: [`pods::TwoPods`], a client and a server "pod" (namespaces
@@ -33,6 +35,8 @@
 
 pub mod abuse;
 pub mod admission;
+
+pub mod certs;
 mod client;
 mod control_plane;
 pub mod flaky_process;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use levee_proto::policy::{
     Document, EndpointsSpec, InboundPolicy, ObjectMeta, OutboundPolicy, PolicySpec,
-    ResiliencePolicy, ServiceEndpoints, Target, to_yaml,
+    ResiliencePolicy, ServiceEndpoints, SpiffeId, Target, to_yaml,
 };
 use serde::Deserialize;
 
@@ -35,8 +35,24 @@ pub fn endpoints_in(
             addresses: addresses.to_vec(),
             virtual_ips: Vec::new(),
             app_protocol: None,
+            identity: None,
         },
     })
+}
+
+/// [`endpoints`] whose addresses are expected to present `identity` (a
+/// SPIFFE ID): the caller's proxy speaks mTLS to them.
+pub fn endpoints_with_identity(
+    service: &str,
+    port: u16,
+    addresses: &[SocketAddr],
+    identity: &str,
+) -> Document {
+    let mut doc = endpoints(service, port, addresses);
+    if let Document::Endpoints(e) = &mut doc {
+        e.spec.identity = Some(SpiffeId::parse(identity).expect("a SPIFFE ID"));
+    }
+    doc
 }
 
 /// A `ResiliencePolicy` for `service:port` (namespace `default`) whose

@@ -19,6 +19,7 @@ mod http1;
 mod http2;
 mod loops_hops;
 mod loops_self;
+mod mtls;
 mod proxy_mode;
 mod smuggling;
 mod upgrade;

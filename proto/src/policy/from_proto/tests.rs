@@ -127,6 +127,7 @@ fn endpoints_addresses_are_parsed_and_checked() {
             addresses: vec!["127.0.0.1:9001".into(), "[::1]:9002".into()],
             virtual_ips: vec!["10.96.0.10".into(), "fd00:96::10".into()],
             app_protocol: "kubernetes.io/h2c".into(),
+            identity: "spiffe://levee.local/ns/default/sa/payments".into(),
         }),
     };
     let e = ServiceEndpoints::try_from(m.clone()).expect("valid");
@@ -149,4 +150,64 @@ fn endpoints_addresses_are_parsed_and_checked() {
         ],
         "{err}"
     );
+}
+
+#[test]
+fn identities_and_inbound_mtls_round_trip_and_are_checked() {
+    let doc = "apiVersion: levee.dev/v1alpha1\nkind: ResiliencePolicy\n\
+               metadata: {name: payments, namespace: shop}\n\
+               spec: {target: {service: payments, port: 8080}, inbound: {mtls: {mode: strict, \
+               allowedClients: [spiffe://levee.local/ns/shop/sa/web]}}}\n";
+    let Document::Policy(policy) = crate::policy::parse_documents(doc)
+        .expect("valid")
+        .remove(0)
+    else {
+        panic!("a policy")
+    };
+    let wire = pb::ResiliencePolicy::from(&policy);
+    assert_eq!(
+        ResiliencePolicy::try_from(wire.clone()).expect("back"),
+        policy
+    );
+    let mut bad = wire;
+    if let Some(m) = bad
+        .spec
+        .as_mut()
+        .and_then(|s| s.inbound.as_mut())
+        .and_then(|i| i.mtls.as_mut())
+    {
+        m.mode = Some("lenient".into());
+        if let Some(list) = m.allowed_clients.as_mut() {
+            list.items.push("spiffe://levee.local".into());
+        }
+    }
+    let err = ResiliencePolicy::try_from(bad).expect_err("invalid");
+    let paths: Vec<&str> = err.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.inbound.mtls.mode",
+            "spec.inbound.mtls.allowedClients[1]"
+        ],
+        "{err}"
+    );
+}
+
+#[test]
+fn an_endpoint_identity_that_is_not_a_spiffe_id_is_refused() {
+    let m = pb::ServiceEndpoints {
+        metadata: Some(pb::ObjectMeta {
+            name: "payments".into(),
+            namespace: None,
+        }),
+        spec: Some(pb::EndpointsSpec {
+            service: "payments".into(),
+            port: 8080,
+            addresses: vec!["127.0.0.1:9001".into()],
+            identity: "payments".into(),
+            ..Default::default()
+        }),
+    };
+    let err = ServiceEndpoints::try_from(m).expect_err("invalid");
+    assert_eq!(err.0[0].path, "spec.identity", "{err}");
 }

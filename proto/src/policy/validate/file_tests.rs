@@ -114,3 +114,41 @@ fn duplicates_across_documents_are_rejected() {
         "already is the ServiceEndpoints of payments:80",
     );
 }
+
+#[test]
+fn inbound_mtls_fields_are_checked_with_their_paths() {
+    let errs = errors_of(&policy(
+        "{target: {service: payments}, inbound: {mtls: {mode: lenient}}}",
+    ));
+    has(&errs, "spec.inbound.mtls.mode", "lenient");
+    let errs = errors_of(&policy(
+        "{target: {service: payments}, inbound: {mtls: {allowedClients: [\"spiffe://td/sa/a\", \"spiffe://td/sa/a\"]}}}",
+    ));
+    has(&errs, "spec.inbound.mtls.allowedClients[1]", "listed twice");
+    let errs = errors_of(&policy(
+        "{target: {service: payments}, inbound: {mtls: {allowedClients: [\"web\"]}}}",
+    ));
+    has(&errs, "spec.inbound.mtls.allowedClients[0]", "SPIFFE");
+    let many: Vec<String> = (0..=crate::policy::MAX_ALLOWED_CLIENTS)
+        .map(|i| format!("\"spiffe://td/sa/c{i}\""))
+        .collect();
+    let errs = errors_of(&policy(&format!(
+        "{{target: {{service: payments}}, inbound: {{mtls: {{allowedClients: [{}]}}}}}}",
+        many.join(", ")
+    )));
+    has(&errs, "spec.inbound.mtls.allowedClients", "maximum");
+    ok(&policy(
+        "{target: {service: payments}, inbound: {mtls: {mode: strict, allowedClients: [\"spiffe://td/sa/a\"]}}}",
+    ));
+}
+
+#[test]
+fn endpoint_identities_must_be_spiffe_ids() {
+    let errs = errors_of(&endpoints(
+        "{service: payments, port: 80, addresses: [\"127.0.0.1:9001\"], identity: \"https://x/y\"}",
+    ));
+    has(&errs, "spec.identity", "SPIFFE");
+    ok(&endpoints(
+        "{service: payments, port: 80, addresses: [\"127.0.0.1:9001\"], identity: \"spiffe://td/ns/a/sa/b\"}",
+    ));
+}

@@ -29,6 +29,7 @@ fn update(
     endpoints: &[&str],
 ) -> pb::ServiceUpdate {
     pb::ServiceUpdate {
+        identities: Default::default(),
         service: Some(pb::ServiceRef::from(key)),
         version: version.into(),
         nonce: "n".into(),

@@ -101,6 +101,7 @@ fn policy(timeout: &str) -> pb::ResiliencePolicy {
 
 fn update(version: &str, nonce: &str, policy: Option<pb::ResiliencePolicy>) -> pb::ServiceUpdate {
     pb::ServiceUpdate {
+        identities: Default::default(),
         service: Some(pb::ServiceRef::from(&payments())),
         version: version.into(),
         nonce: nonce.into(),

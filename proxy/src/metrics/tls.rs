@@ -1,0 +1,148 @@
+//! The mTLS families: handshakes by direction and result, the seconds left
+//! on this proxy's certificate, and inbound authorization refusals by
+//! caller identity. The identity label is bounded: the first
+//! [`MAX_CLIENT_LABELS`] distinct callers get their own series, later ones
+//! share [`OTHER_CLIENTS`] (identities come from certificates the trust
+//! roots signed, but a large mesh must not grow the registry without end).
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::Direction;
+
+/// Distinct `client` label values of `levee_authz_denied_total`.
+pub const MAX_CLIENT_LABELS: usize = 100;
+/// The `client` label of refusals beyond [`MAX_CLIENT_LABELS`].
+pub const OTHER_CLIENTS: &str = "other";
+/// The `client` label of a caller without a verified identity.
+pub const NO_IDENTITY: &str = "none";
+
+/// The `result` label of `levee_tls_handshakes_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsResult {
+    /// The handshake completed (and, outbound, the server was the expected identity).
+    Ok,
+    /// Outbound: the server proved another identity.
+    IdentityMismatch,
+    /// Outbound: mTLS expected, and this proxy has no certificate.
+    NoCredentials,
+    /// Any other failure (untrusted chain, protocol, alert, reset).
+    Error,
+}
+
+impl TlsResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            TlsResult::Ok => "ok",
+            TlsResult::IdentityMismatch => "identity-mismatch",
+            TlsResult::NoCredentials => "no-credentials",
+            TlsResult::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    direction: Direction,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeniedLabels {
+    service: String,
+    client: String,
+}
+
+/// Cheap to clone; shared inside.
+#[derive(Clone, Debug)]
+pub struct TlsMetrics {
+    handshakes: Family<HandshakeLabels, Counter>,
+    /// No labels; a family so that it is absent until a certificate is in use.
+    expiry: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+    denied: Family<DeniedLabels, Counter>,
+    /// Client label values given out so far.
+    clients: Arc<Mutex<HashSet<String>>>,
+}
+
+impl TlsMetrics {
+    pub(super) fn register(registry: &mut Registry) -> TlsMetrics {
+        let metrics = TlsMetrics {
+            handshakes: Family::default(),
+            expiry: Family::default(),
+            denied: Family::default(),
+            clients: Arc::default(),
+        };
+        registry.register(
+            "levee_tls_handshakes",
+            "mTLS handshakes between sidecars, by direction and result",
+            metrics.handshakes.clone(),
+        );
+        registry.register(
+            "levee_tls_certificate_expiry_seconds",
+            "Seconds until this proxy's workload certificate expires (negative: expired)",
+            metrics.expiry.clone(),
+        );
+        registry.register(
+            "levee_authz_denied",
+            "Inbound requests refused by spec.inbound.mtls, by service and caller identity",
+            metrics.denied.clone(),
+        );
+        metrics
+    }
+
+    /// Counts a handshake.
+    pub fn handshake(&self, direction: Direction, result: TlsResult) {
+        self.handshakes
+            .get_or_create(&HandshakeLabels {
+                direction,
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    /// The handshakes counted for `direction` and `result`.
+    pub fn handshakes(&self, direction: Direction, result: TlsResult) -> u64 {
+        self.handshakes
+            .get_or_create(&HandshakeLabels {
+                direction,
+                result: result.as_str(),
+            })
+            .get()
+    }
+
+    /// Sets the seconds left on the certificate.
+    pub fn set_expiry(&self, seconds: f64) {
+        self.expiry.get_or_create(&Vec::new()).set(seconds);
+    }
+
+    /// Counts an authorization refusal of `client` (`None`: no identity).
+    pub fn denied(&self, service: &str, client: Option<&str>) {
+        let client = match client {
+            None => NO_IDENTITY.to_owned(),
+            Some(id) => {
+                let mut seen = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+                if seen.contains(id) {
+                    id.to_owned()
+                } else if seen.len() < MAX_CLIENT_LABELS {
+                    seen.insert(id.to_owned());
+                    id.to_owned()
+                } else {
+                    OTHER_CLIENTS.to_owned()
+                }
+            }
+        };
+        self.denied
+            .get_or_create(&DeniedLabels {
+                service: service.to_owned(),
+                client,
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,39 @@
+//! Workload mTLS between sidecars (docs/identity.md, "mTLS between sidecars").
+//!
+//! The proxy's credentials arrive on a `watch` channel of [`Credentials`]
+//! (from the files of [`files`] today; from the control plane's
+//! `Identity.Certify` once that client exists). Every change rebuilds the
+//! rustls configurations once ([`TlsConfigs`]) and swaps them in
+//! ([`arc_swap`]): handshakes load the current ones without a lock, and
+//! connections already up keep the certificate they were made with.
+//!
+//! Layout:
+//! - `credentials`: [`Credentials`] and reading them from DER/PEM.
+//! - `files`: the `--identity-cert-file` / `--identity-key-file` /
+//!   `--trust-bundle-file` source, reloaded on change or SIGHUP.
+//! - `verify`: the SPIFFE ID of a certificate, and the server verifier
+//!   (chain to the trust roots, then the expected URI SAN; no DNS names).
+//! - `configs`: the rustls client and server configurations built from
+//!   one set of credentials, and the task that rebuilds them.
+//! - `origination`: outbound: TLS 1.3 to an endpoint that has an expected
+//!   identity, with its errors ([`OriginateError`]).
+//! - `termination`: inbound: accepting TLS on the plaintext port and the
+//!   verified client identity ([`ClientIdentity`]).
+//! - `stream`: [`Stream`], a connection that may or may not be TLS.
+
+mod configs;
+mod credentials;
+pub mod files;
+mod origination;
+mod stream;
+mod termination;
+pub mod verify;
+
+pub use configs::{TlsConfigs, watch_credentials};
+pub use credentials::{Credentials, CredentialsError};
+pub use origination::{Alpn, OriginateError, Origination};
+pub use stream::Stream;
+pub use termination::{CLIENT_ID_HEADER, ClientIdentity, Termination};
+
+#[cfg(test)]
+mod tests;

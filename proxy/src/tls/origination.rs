@@ -1,0 +1,136 @@
+//! Outbound mTLS: an endpoint with an expected identity (its
+//! `ServiceEndpoints` `identity`, or Discovery's `identities`) is spoken to
+//! over TLS 1.3, presenting this proxy's certificate and accepting only a
+//! server whose SPIFFE ID is the expected one. Endpoints without one are
+//! spoken to in plaintext, as before.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use levee_proto::policy::SpiffeId;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::TlsConfigs;
+use super::verify::IdentityMismatch;
+use crate::metrics::{TlsMetrics, TlsResult};
+use crate::state::Shared;
+
+/// The application protocol offered in ALPN: the caller's, preserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Alpn {
+    /// HTTP/2 (gRPC too).
+    H2,
+    /// HTTP/1.1 (upgrades too).
+    Http1,
+}
+
+impl Alpn {
+    /// The ALPN protocol id.
+    pub fn id(self) -> &'static [u8] {
+        match self {
+            Alpn::H2 => b"h2",
+            Alpn::Http1 => b"http/1.1",
+        }
+    }
+
+    /// What a client offers.
+    pub(super) fn offered(self) -> Option<&'static [u8]> {
+        Some(self.id())
+    }
+}
+
+/// Why no mTLS connection was made. The request was never sent.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginateError {
+    /// The server proved another identity (`upstream-identity`).
+    #[error("{0}")]
+    Identity(String),
+    /// This proxy has no workload certificate to present.
+    #[error("this proxy has no workload certificate (mTLS to {0} expected)")]
+    NoCredentials(SpiffeId),
+    /// The handshake failed otherwise (untrusted chain, alert, reset...).
+    #[error("TLS handshake: {0}")]
+    Handshake(String),
+}
+
+/// Originates mTLS to endpoints that have an expected identity.
+pub struct Origination {
+    configs: Arc<TlsConfigs>,
+    /// Whose snapshot says which identity each endpoint address has.
+    shared: Arc<Shared>,
+    metrics: TlsMetrics,
+}
+
+impl Origination {
+    pub fn new(configs: Arc<TlsConfigs>, shared: Arc<Shared>, metrics: TlsMetrics) -> Self {
+        Origination {
+            configs,
+            shared,
+            metrics,
+        }
+    }
+
+    /// The identity expected at `addr`, if any (then mTLS is spoken there).
+    pub fn expected(&self, addr: SocketAddr) -> Option<SpiffeId> {
+        self.shared.snapshot.load().identities.get(&addr).cloned()
+    }
+
+    /// The TLS handshake over `tcp` to `addr`, which must be `expected`.
+    pub async fn connect(
+        &self,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        expected: &SpiffeId,
+        alpn: Alpn,
+    ) -> Result<TlsStream<TcpStream>, OriginateError> {
+        let result = self.handshake(tcp, addr, expected, alpn).await;
+        self.metrics.handshake(
+            crate::metrics::Direction::Outbound,
+            match &result {
+                Ok(_) => TlsResult::Ok,
+                Err(OriginateError::Identity(_)) => TlsResult::IdentityMismatch,
+                Err(OriginateError::NoCredentials(_)) => TlsResult::NoCredentials,
+                Err(OriginateError::Handshake(_)) => TlsResult::Error,
+            },
+        );
+        result
+    }
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        expected: &SpiffeId,
+        alpn: Alpn,
+    ) -> Result<TlsStream<TcpStream>, OriginateError> {
+        let built = self
+            .configs
+            .current()
+            .ok_or_else(|| OriginateError::NoCredentials(expected.clone()))?;
+        let config = built
+            .client(expected, alpn)
+            .map_err(|e| OriginateError::Handshake(e.to_string()))?;
+        // No DNS name: an IP server name sends no SNI; the verifier checks
+        // the SPIFFE ID, not the name.
+        let name = ServerName::IpAddress(addr.ip().into());
+        TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| classify(&e))
+    }
+}
+
+/// A failed handshake as [`OriginateError`]: the verifier's identity
+/// mismatch is told apart by type, never by text.
+fn classify(error: &std::io::Error) -> OriginateError {
+    let rustls_error = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error.and_then(IdentityMismatch::in_rustls) {
+        Some(mismatch) => OriginateError::Identity(mismatch.to_string()),
+        None => OriginateError::Handshake(error.to_string()),
+    }
+}

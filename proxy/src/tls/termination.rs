@@ -1,0 +1,80 @@
+//! Inbound mTLS on the plaintext port: the listener sees a TLS ClientHello
+//! (`server::detect`), and [`Termination::accept`] completes the handshake
+//! with this proxy's certificate, verifying a client certificate against
+//! the trust roots when one is offered. The verified client identity goes
+//! with every request of the connection as a [`ClientIdentity`] extension;
+//! the inbound handler passes it to the app in [`CLIENT_ID_HEADER`].
+
+use std::io;
+use std::sync::Arc;
+
+use http::HeaderName;
+use levee_proto::policy::SpiffeId;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::origination::Alpn;
+use super::{Stream, TlsConfigs, verify};
+use crate::metrics::{Direction, TlsMetrics, TlsResult};
+
+/// The request header that tells the app who called: the SPIFFE ID of the
+/// caller's verified certificate. The inbound proxy removes it from every
+/// request first, so the app never sees one the caller wrote.
+pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("x-levee-client-id");
+
+/// The verified identity of the client of an mTLS connection (a request
+/// extension; absent for plaintext or a TLS client without certificate).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIdentity(pub SpiffeId);
+
+/// A terminated inbound connection.
+pub struct Accepted {
+    pub stream: Stream,
+    /// The client chose HTTP/2 in ALPN.
+    pub h2: bool,
+    pub client: Option<ClientIdentity>,
+}
+
+/// Accepts mTLS on the inbound listener.
+pub struct Termination {
+    configs: Arc<TlsConfigs>,
+    metrics: TlsMetrics,
+}
+
+impl Termination {
+    pub fn new(configs: Arc<TlsConfigs>, metrics: TlsMetrics) -> Self {
+        Termination { configs, metrics }
+    }
+
+    /// Completes a TLS handshake a client opened on `tcp`.
+    pub async fn accept(&self, tcp: TcpStream) -> io::Result<Accepted> {
+        let result = self.handshake(tcp).await;
+        let outcome = if result.is_ok() {
+            TlsResult::Ok
+        } else {
+            TlsResult::Error
+        };
+        self.metrics.handshake(Direction::Inbound, outcome);
+        result
+    }
+
+    async fn handshake(&self, tcp: TcpStream) -> io::Result<Accepted> {
+        let built = self.configs.current().ok_or_else(|| {
+            io::Error::other("a TLS client, and this proxy has no workload certificate")
+        })?;
+        let tls = TlsAcceptor::from(built.server.clone()).accept(tcp).await?;
+        let (_, conn) = tls.get_ref();
+        let h2 = conn.alpn_protocol() == Some(Alpn::H2.id());
+        // The verifier checked the chain; the identity is the leaf's SPIFFE ID.
+        let client = conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| verify::spiffe_id(leaf).ok())
+            .map(ClientIdentity);
+        Ok(Accepted {
+            stream: Stream::Server(Box::new(tls)),
+            h2,
+            client,
+        })
+    }
+}
