@@ -110,7 +110,9 @@ pub struct ControlPlaneConfig {
     pub server_names: Vec<String>,
 
     /// Accept projected service-account tokens as proof, checked with the
-    /// Kubernetes TokenReview API (in-cluster or kubeconfig credentials).
+    /// Kubernetes TokenReview API, through the same client as --kubernetes'
+    /// watches (--kubeconfig, else in-cluster; without --kubernetes:
+    /// in-cluster or the default kubeconfig).
     #[arg(long, env = "LEVEE_TOKEN_REVIEW")]
     pub token_review: bool,
 

@@ -124,8 +124,12 @@ pub async fn start(
     let auth = AdminAuth::new(token, metrics.clone());
     let registry = Arc::new(Registry::new());
     let sessions = Arc::new(Sessions::default());
+    // With --kubernetes, one API client (--kubeconfig or in-cluster) serves
+    // the watches, the election and --token-review alike.
+    let mut kube_client = None;
     let mode = if config.kubernetes {
         let client = kubernetes::client(config.kubeconfig.as_deref()).await?;
+        kube_client = Some(client.clone());
         let identity = config
             .pod_name
             .clone()
@@ -166,6 +170,7 @@ pub async fn start(
             Mode::Store(store) => Some(store),
             Mode::Kubernetes(_) => None,
         },
+        kube_client,
         &metrics,
     )
     .await?;
@@ -176,7 +181,12 @@ pub async fn start(
     let http = TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| format!("--http-addr {}: {e}", config.http_addr))?;
-    let webhook = webhook::start(&config.webhook, shutdown.clone()).await?;
+    let webhook = webhook::start(
+        &config.webhook,
+        &config.token_review_audience,
+        shutdown.clone(),
+    )
+    .await?;
     let addrs = BoundAddrs {
         grpc: grpc.local_addr()?,
         http: http.local_addr()?,
@@ -334,6 +344,7 @@ struct IdentityParts {
 async fn identity_services(
     config: &config::ControlPlaneConfig,
     store: Option<&Arc<PolicyStore>>,
+    kube_client: Option<kube::Client>,
     metrics: &Metrics,
 ) -> Result<IdentityParts, BoxError> {
     use identity::anchor;
@@ -384,9 +395,14 @@ async fn identity_services(
         store.map(|store| identity::tokens::JoinTokens::new(store.clone(), &config.trust_domain));
     let reviewer: Option<Arc<dyn identity::tokenreview::ServiceAccountReviewer>> =
         if config.token_review {
-            let client = kube::Client::try_default()
-                .await
-                .map_err(|e| format!("--token-review: no Kubernetes API client: {e}"))?;
+            // Kubernetes mode's client (--kubeconfig or in-cluster);
+            // otherwise the in-cluster config or the default kubeconfig.
+            let client = match kube_client {
+                Some(client) => client,
+                None => kubernetes::client(None)
+                    .await
+                    .map_err(|e| format!("--token-review: no Kubernetes API client: {e}"))?,
+            };
             Some(Arc::new(identity::tokenreview::TokenReviewer::new(
                 client,
                 &config.token_review_audience,

@@ -86,18 +86,23 @@ pub struct WebhookConfig {
     pub proxy_image: String,
 
     /// Control-plane URL the injected proxies watch (their --control-plane).
+    /// `https://`: they get the trust bundle (ConfigMap `levee-trust-bundle`
+    /// of their namespace) and a projected service-account token as proof;
+    /// `http://`: `--insecure-plaintext`.
     #[arg(
         long,
         env = "LEVEE_PROXY_CONTROL_PLANE",
-        default_value = "http://levee-control-plane.levee-system.svc:8090"
+        default_value = "https://levee-control-plane.levee-system.svc:8090"
     )]
     pub proxy_control_plane: String,
 }
 
 /// Binds `--webhook-addr` and spawns the server and its certificate
-/// upkeep. `None` when the webhooks are off.
+/// upkeep. `None` when the webhooks are off. `token_audience` is
+/// `--token-review-audience`, which injected proxies' tokens carry.
 pub async fn start(
     config: &WebhookConfig,
+    token_audience: &str,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>, BoxError> {
     let Some(addr) = config.webhook_addr else {
@@ -130,6 +135,7 @@ pub async fn start(
         injector: Arc::new(Injector {
             image: config.proxy_image.clone(),
             control_plane: config.proxy_control_plane.clone(),
+            token_audience: token_audience.to_owned(),
         }),
         max_body: config.webhook_max_body_bytes,
     };

@@ -17,6 +17,7 @@ fn injector() -> Injector {
     Injector {
         image: PROXY_IMAGE.to_owned(),
         control_plane: PROXY_CONTROL_PLANE.to_owned(),
+        token_audience: "levee.dev".to_owned(),
     }
 }
 
@@ -250,7 +251,21 @@ fn probe_ports_and_annotations_reach_init_iptables_and_the_proxy() {
 #[test]
 fn a_pod_the_injector_cannot_handle_is_admitted_uninjected_with_a_warning() {
     type Change = fn(&mut Pod);
-    let cases: [(&str, Change); 4] = [
+    let cases: [(&str, Change); 5] = [
+        (
+            "the pod already has a volume named \"levee-trust-bundle\"",
+            |pod| {
+                pod.spec
+                    .as_mut()
+                    .unwrap()
+                    .volumes
+                    .get_or_insert_default()
+                    .push(k8s_openapi::api::core::v1::Volume {
+                        name: "levee-trust-bundle".to_owned(),
+                        ..Default::default()
+                    });
+            },
+        ),
         (
             "annotation levee.dev/proxy-memory-limit: \"a lot\" is not a Kubernetes quantity (e.g. 100m, 64Mi)",
             |pod| annotate(pod, "levee.dev/proxy-memory-limit", "a lot"),
@@ -300,5 +315,94 @@ fn a_pod_the_injector_cannot_handle_is_admitted_uninjected_with_a_warning() {
     assert_eq!(
         response["response"]["warnings"],
         json!(["levee.dev: pod uses hostNetwork; sidecar not injected"])
+    );
+}
+
+/// Over `https://` the proxy gets the trust bundle and a projected token,
+/// mounted read-only, and the flags naming them; its service account and
+/// namespace come from the downward API. Over `http://`: neither volume,
+/// and `--insecure-plaintext`.
+#[test]
+fn the_proxy_gets_its_trust_bundle_and_token_over_https_only() {
+    let pod = recorded_pod();
+    let Decision::Inject(patch) = injector().decide(&pod, Scope::Namespace) else {
+        panic!("injected");
+    };
+    let proxy = &patch[1]["value"];
+    let args: Vec<&str> = proxy["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| *a == name)
+            .map(|i| args[i + 1])
+            .unwrap_or_else(|| panic!("{name} in {args:?}"))
+    };
+    assert_eq!(flag("--control-plane"), PROXY_CONTROL_PLANE);
+    assert_eq!(flag("--trust-bundle-file"), "/var/run/levee/trust/ca.crt");
+    assert_eq!(
+        flag("--identity-sa-token-file"),
+        "/var/run/levee/identity/token"
+    );
+    assert!(!args.contains(&"--insecure-plaintext"), "{args:?}");
+    assert_eq!(
+        proxy["volumeMounts"],
+        json!([
+            {"name": "levee-trust-bundle", "mountPath": "/var/run/levee/trust", "readOnly": true},
+            {"name": "levee-identity-token", "mountPath": "/var/run/levee/identity", "readOnly": true}
+        ])
+    );
+    let env_field = |name: &str| {
+        proxy["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["valueFrom"]["fieldRef"]["fieldPath"].clone())
+    };
+    assert_eq!(
+        env_field("LEVEE_SERVICE_ACCOUNT"),
+        Some(json!("spec.serviceAccountName"))
+    );
+    assert_eq!(
+        env_field("LEVEE_NAMESPACE"),
+        Some(json!("metadata.namespace"))
+    );
+    // The recorded pod has its kube-api-access volume: ours are appended.
+    let volumes: Vec<&Value> = patch
+        .iter()
+        .filter(|op| op["path"] == "/spec/volumes/-")
+        .map(|op| &op["value"])
+        .collect();
+    assert_eq!(
+        volumes,
+        [
+            &json!({"name": "levee-trust-bundle", "configMap": {"name": "levee-trust-bundle"}}),
+            &json!({"name": "levee-identity-token", "projected": {"sources": [{"serviceAccountToken": {
+                "audience": "levee.dev", "expirationSeconds": 3600, "path": "token"}}]}}),
+        ]
+    );
+
+    let plaintext = Injector {
+        control_plane: "http://levee-control-plane.levee-system.svc:8090".to_owned(),
+        ..injector()
+    };
+    let Decision::Inject(patch) = plaintext.decide(&pod, Scope::Namespace) else {
+        panic!("injected");
+    };
+    let proxy = &patch[1]["value"];
+    assert_eq!(
+        proxy["args"].as_array().unwrap().last(),
+        Some(&json!("--insecure-plaintext"))
+    );
+    assert!(proxy["volumeMounts"].is_null(), "{proxy}");
+    assert!(
+        !patch
+            .iter()
+            .any(|op| op["path"].as_str().unwrap().starts_with("/spec/volumes")),
+        "{patch:?}"
     );
 }

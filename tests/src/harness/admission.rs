@@ -58,7 +58,7 @@ pub const POLICY_CASES: [&str; 4] = [
 
 /// The flags the golden files were made with (the image the recording used).
 pub const PROXY_IMAGE: &str = "example.invalid/levee/levee-proxy:0.1.0";
-pub const PROXY_CONTROL_PLANE: &str = "http://levee-control-plane.levee-system.svc:8090";
+pub const PROXY_CONTROL_PLANE: &str = "https://levee-control-plane.levee-system.svc:8090";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -34,6 +34,8 @@ pub struct ControlPlaneBuilder {
     addrs: Option<ControlPlaneAddrs>,
     /// Serve gRPC over TLS with identities on (default: `--insecure-plaintext`).
     tls: bool,
+    /// Environment variables to set (`Some`) or remove (`None`).
+    envs: Vec<(OsString, Option<OsString>)>,
 }
 
 /// A running `levee-control-plane`.
@@ -76,6 +78,18 @@ impl ControlPlaneBuilder {
         self
     }
 
+    /// Start the process with this environment variable.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), Some(value.into())));
+        self
+    }
+
+    /// Start the process without this environment variable.
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), None));
+        self
+    }
+
     /// Listen on these addresses rather than on port 0.
     pub fn addrs(mut self, addrs: ControlPlaneAddrs) -> Self {
         self.addrs = Some(addrs);
@@ -114,6 +128,12 @@ impl ControlPlaneBuilder {
             cmd.arg("--insecure-plaintext");
         }
         cmd.args(&self.args);
+        for (key, value) in &self.envs {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
         let log = dir.path().join("control-plane.log");
         let mut process =
             Process::spawn("levee-control-plane", cmd, &log).unwrap_or_else(|e| panic!("{e}"));
@@ -137,6 +157,7 @@ impl ControlPlane {
             data_dir: None,
             token: None,
             args: Vec::new(),
+            envs: Vec::new(),
             addrs: None,
             tls: false,
         }

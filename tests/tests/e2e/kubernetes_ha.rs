@@ -187,3 +187,44 @@ async fn a_proxy_fails_over_to_the_other_replica_without_a_failed_request() {
             .any(|l| l.contains("/endpointslices?") && l.contains("watch=true"))
     );
 }
+
+/// `--token-review` in Kubernetes mode goes through the `--kubeconfig`
+/// client, like the watches: with no other Kubernetes configuration in the
+/// environment (no `$KUBECONFIG`, no `~/.kube/config`, not in a cluster),
+/// the control plane still starts and becomes ready.
+#[tokio::test]
+async fn token_review_uses_the_kubeconfig_client() {
+    let api = KubeApi::start(HashMap::from([
+        ("services", fixture("watch/services.list.json")),
+        ("endpointslices", fixture("watch/endpointslices.list.json")),
+        (
+            "resiliencepolicies",
+            fixture("watch/resiliencepolicies.list.json"),
+        ),
+    ]))
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).expect("empty home");
+    let cp = ControlPlane::builder()
+        .arg("--kubernetes")
+        .arg("--kubeconfig")
+        .arg(api.kubeconfig(dir.path()))
+        .arg("--token-review")
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env("HOME", &home)
+        .start()
+        .await;
+    assert!(
+        cp.process.output().contains("control plane listening"),
+        "{}",
+        cp.process.output()
+    );
+    assert!(
+        api.log().iter().any(|r| r.starts_with("GET ")),
+        "the watches listed through --kubeconfig: {:?}",
+        api.log()
+    );
+}

@@ -30,7 +30,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde_json::{Value, json};
 
 use self::annotations::Choice;
-use self::sidecar::{INIT_NAME, PROXY_NAME, PROXY_UID, SidecarSpec};
+use self::sidecar::{IDENTITY_TOKEN, INIT_NAME, PROXY_NAME, PROXY_UID, SidecarSpec, TRUST_BUNDLE};
 
 /// Why a pod is admitted without a sidecar; becomes the warning
 /// `levee.dev: <reason>; sidecar not injected`.
@@ -60,6 +60,8 @@ pub struct Injector {
     pub image: String,
     /// `--proxy-control-plane`.
     pub control_plane: String,
+    /// `--token-review-audience`: the audience of the proxy's projected token.
+    pub token_audience: String,
 }
 
 /// What the injector does with one pod.
@@ -143,12 +145,21 @@ impl Injector {
         let sidecar = SidecarSpec {
             image: self.image.clone(),
             control_plane: self.control_plane.clone(),
+            token_audience: self.token_audience.clone(),
             resources: annotations::resources(annotations)?,
             skip_inbound,
             skip_outbound,
         };
         let init = to_value(&sidecar.init_container())?;
         let proxy = to_value(&sidecar.proxy_container())?;
+        let volumes = sidecar
+            .volumes()
+            .iter()
+            .map(|volume| {
+                serde_json::to_value(volume)
+                    .map_err(|e| Refusal(format!("the sidecar's volumes cannot be written: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut patch = Vec::new();
         // In front of the pod's own init containers.
         if spec.init_containers.as_ref().is_none_or(Vec::is_empty) {
@@ -157,6 +168,14 @@ impl Injector {
         } else {
             patch.push(json!({"op": "add", "path": "/spec/initContainers/0", "value": init}));
             patch.push(json!({"op": "add", "path": "/spec/initContainers/1", "value": proxy}));
+        }
+        if volumes.is_empty() {
+        } else if spec.volumes.as_ref().is_none_or(Vec::is_empty) {
+            patch.push(json!({"op": "add", "path": "/spec/volumes", "value": volumes}));
+        } else {
+            for volume in volumes {
+                patch.push(json!({"op": "add", "path": "/spec/volumes/-", "value": volume}));
+            }
         }
         if annotations.is_empty() {
             patch.push(json!({"op": "add", "path": "/metadata/annotations",
@@ -183,6 +202,14 @@ fn check_spec(spec: &PodSpec) -> Result<(), Refusal> {
         .containers
         .iter()
         .chain(spec.init_containers.iter().flatten());
+    for volume in spec.volumes.iter().flatten() {
+        if volume.name == TRUST_BUNDLE || volume.name == IDENTITY_TOKEN {
+            return Err(Refusal(format!(
+                "the pod already has a volume named {:?}",
+                volume.name
+            )));
+        }
+    }
     let pod_uid = spec.security_context.as_ref().and_then(|s| s.run_as_user);
     for container in containers {
         if container.name == INIT_NAME || container.name == PROXY_NAME {

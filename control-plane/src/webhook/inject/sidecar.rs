@@ -13,12 +13,22 @@
 //!   uid 2102 (init-iptables' `--proxy-uid`: its own connections are not
 //!   captured), non-root, read-only root filesystem, no privilege
 //!   escalation, no capability.
+//!
+//! With an `https://` control plane the proxy proves who it is with a
+//! projected service-account token (audience `levee.dev`, an hour, volume
+//! `levee-identity-token`) and verifies the control plane against the
+//! `ca.crt` of the pod namespace's ConfigMap `levee-trust-bundle` (volume
+//! `levee-trust-bundle`); both are mounted read-only. Its service account
+//! and namespace come from the downward API. With `http://` it gets
+//! `--insecure-plaintext` and neither volume.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements,
+    SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -35,6 +45,17 @@ pub const PROXY_UID: i64 = 2102;
 pub const OUTBOUND_PORT: u16 = 4140;
 pub const INBOUND_PORT: u16 = 4143;
 pub const ADMIN_PORT: u16 = 4191;
+/// The trust bundle: volume and ConfigMap (in the pod's namespace) name,
+/// the key holding the CA certificates (PEM), and where it is mounted.
+pub const TRUST_BUNDLE: &str = "levee-trust-bundle";
+pub const TRUST_BUNDLE_KEY: &str = "ca.crt";
+pub const TRUST_BUNDLE_DIR: &str = "/var/run/levee/trust";
+/// The projected service-account token: volume name, where it is mounted,
+/// the file name, its lifetime (the kubelet renews it at 80%).
+pub const IDENTITY_TOKEN: &str = "levee-identity-token";
+pub const IDENTITY_TOKEN_DIR: &str = "/var/run/levee/identity";
+pub const IDENTITY_TOKEN_PATH: &str = "token";
+pub const IDENTITY_TOKEN_SECONDS: i64 = 3600;
 
 /// What varies between pods and installations.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +64,9 @@ pub struct SidecarSpec {
     pub image: String,
     /// `--proxy-control-plane`: the URL the proxy watches.
     pub control_plane: String,
+    /// The audience of the projected token (the control plane's
+    /// `--token-review-audience`).
+    pub token_audience: String,
     /// Requests and limits of the proxy (and of the init step).
     pub resources: Resources,
     /// Ports the kubelet probes plus the pod's `levee.dev/skip-inbound-ports`.
@@ -95,18 +119,81 @@ impl SidecarSpec {
         }
     }
 
+    /// Whether the proxy talks TLS to the control plane (an `https://`
+    /// URL; the proxy requires every replica's URL to share the scheme).
+    pub fn tls(&self) -> bool {
+        self.control_plane.trim_start().starts_with("https://")
+    }
+
+    /// The pod volumes the proxy mounts: the trust bundle and the token
+    /// (none over plaintext).
+    pub fn volumes(&self) -> Vec<Volume> {
+        if !self.tls() {
+            return Vec::new();
+        }
+        let trust_bundle = Volume {
+            name: TRUST_BUNDLE.to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: TRUST_BUNDLE.to_owned(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        };
+        let token = Volume {
+            name: IDENTITY_TOKEN.to_owned(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some(self.token_audience.clone()),
+                        expiration_seconds: Some(IDENTITY_TOKEN_SECONDS),
+                        path: IDENTITY_TOKEN_PATH.to_owned(),
+                    }),
+                    ..VolumeProjection::default()
+                }]),
+                ..ProjectedVolumeSource::default()
+            }),
+            ..Volume::default()
+        };
+        vec![trust_bundle, token]
+    }
+
     /// The `levee-proxy` native sidecar.
     pub fn proxy_container(&self) -> Container {
-        let args = [
+        let mut args = vec![
             ("--control-plane", self.control_plane.clone()),
             // `[::]` accepts IPv4 too: init-iptables redirects both families.
             ("--outbound-addr", format!("[::]:{OUTBOUND_PORT}")),
             ("--inbound-addr", format!("[::]:{INBOUND_PORT}")),
             ("--admin-addr", format!("[::]:{ADMIN_PORT}")),
-        ]
-        .into_iter()
-        .flat_map(|(flag, value)| [flag.to_owned(), value])
-        .collect();
+        ];
+        let mut volume_mounts = None;
+        if self.tls() {
+            args.push((
+                "--trust-bundle-file",
+                format!("{TRUST_BUNDLE_DIR}/{TRUST_BUNDLE_KEY}"),
+            ));
+            args.push((
+                "--identity-sa-token-file",
+                format!("{IDENTITY_TOKEN_DIR}/{IDENTITY_TOKEN_PATH}"),
+            ));
+            let mount = |name: &str, path: &str| VolumeMount {
+                name: name.to_owned(),
+                mount_path: path.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            };
+            volume_mounts = Some(vec![
+                mount(TRUST_BUNDLE, TRUST_BUNDLE_DIR),
+                mount(IDENTITY_TOKEN, IDENTITY_TOKEN_DIR),
+            ]);
+        }
+        let mut args: Vec<String> = args
+            .into_iter()
+            .flat_map(|(flag, value)| [flag.to_owned(), value])
+            .collect();
+        if !self.tls() {
+            args.push("--insecure-plaintext".to_owned());
+        }
         let admin_get = |path: &str| HTTPGetAction {
             path: Some(path.to_owned()),
             port: IntOrString::Int(i32::from(ADMIN_PORT)),
@@ -158,6 +245,7 @@ impl SidecarSpec {
                 seccomp_profile: Some(runtime_default()),
                 ..SecurityContext::default()
             }),
+            volume_mounts,
             ..Container::default()
         }
     }
