@@ -23,7 +23,7 @@ use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use levee_proto::policy::{AppProtocol, Document};
 use levee_tests::harness::{
-    Body, ControlPlane, Http2Conn, Proxy, full, mesh::apply, upstream::bind, yaml,
+    Body, ControlPlane, Http2Conn, Proxy, eventually, full, mesh::apply, upstream::bind, yaml,
 };
 
 /// An app that speaks HTTP/1.x only (hyper's HTTP/1 server: it answers the
@@ -238,6 +238,25 @@ async fn a_port_declared_http_by_discovery_gets_http1_from_the_first_call() {
     let mut conn = Http2Conn::connect(proxy.outbound())
         .await
         .expect("h2c connect");
+    // The service is subscribed on first use; a loaded machine may answer
+    // later than the first call waits (that call then finds no endpoint:
+    // `legacy` has no DNS name). Calls until the answer is in.
+    let prime = conn.clone();
+    eventually(Duration::from_secs(10), "the proxy knows legacy", || {
+        let mut conn = prime.clone();
+        async move {
+            let r = conn
+                .send(post("http://legacy:8080/echo", "prime"))
+                .await
+                .map_err(|e| e.to_string())?;
+            match r.status.as_u16() {
+                200 => Ok(()),
+                503 if r.header("x-levee-error") == "no-endpoints" => Err(format!("{r:?}")),
+                _ => panic!("unexpected answer: {r:?}"),
+            }
+        }
+    })
+    .await;
     for round in ["first", "second"] {
         let r = conn
             .send(post("http://legacy:8080/echo", round))
@@ -249,7 +268,8 @@ async fn a_port_declared_http_by_discovery_gets_http1_from_the_first_call() {
         assert_eq!(r.header("x-seen-version"), "HTTP/1.1", "{round}");
         assert_eq!(r.header("x-seen-host"), "legacy:8080", "{round}");
     }
-    assert_eq!(served.load(Ordering::SeqCst), 2);
+    // The priming call that succeeded, then the two rounds.
+    assert_eq!(served.load(Ordering::SeqCst), 3);
     assert_eq!(
         accepted.load(Ordering::SeqCst),
         1,
