@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use levee_proto::policy::{
     AppProtocol, DEFAULT_NAMESPACE, Document, ResiliencePolicy, ServiceEndpoints, ServiceKey,
-    TargetKey, select_policy,
+    SpiffeId, TargetKey, select_policy,
 };
 use tokio::sync::watch;
 
@@ -45,6 +45,9 @@ pub struct ServiceSnapshot {
     pub app_protocol: Option<AppProtocol>,
     /// The service's virtual IPs, sorted, no duplicates.
     pub virtual_ips: Vec<IpAddr>,
+    /// The SPIFFE ID expected at each static endpoint whose document names
+    /// one (`spec.identity`): callers' proxies speak mTLS to them.
+    pub identities: BTreeMap<SocketAddr, SpiffeId>,
     /// When this content was computed (for the push-latency histogram).
     pub changed_at: Instant,
 }
@@ -298,12 +301,17 @@ impl State {
             .unwrap_or_default();
         virtual_ips.sort();
         virtual_ips.dedup();
+        let identities: BTreeMap<SocketAddr, SpiffeId> = declared
+            .and_then(|e| {
+                let id = e.spec.identity.as_ref()?;
+                Some(e.spec.addresses.iter().map(|a| (*a, id.clone())).collect())
+            })
+            .unwrap_or_default();
         let version = version(
             policy_revision,
             policy.as_deref(),
             &endpoints,
-            app_protocol,
-            &virtual_ips,
+            (app_protocol, &virtual_ips, &identities),
         );
         ServiceSnapshot {
             key: key.clone(),
@@ -313,6 +321,7 @@ impl State {
             endpoints,
             app_protocol,
             virtual_ips,
+            identities,
             changed_at: Instant::now(),
         }
     }
@@ -324,8 +333,11 @@ fn version(
     policy_revision: u64,
     policy: Option<&ResiliencePolicy>,
     endpoints: &[SocketAddr],
-    app_protocol: Option<AppProtocol>,
-    virtual_ips: &[IpAddr],
+    (app_protocol, virtual_ips, identities): (
+        Option<AppProtocol>,
+        &[IpAddr],
+        &BTreeMap<SocketAddr, SpiffeId>,
+    ),
 ) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
@@ -349,6 +361,15 @@ fn version(
         for ip in virtual_ips {
             feed(b",");
             feed(ip.to_string().as_bytes());
+        }
+    }
+    if !identities.is_empty() {
+        feed(b"\0");
+        for (addr, id) in identities {
+            feed(addr.to_string().as_bytes());
+            feed(b"=");
+            feed(id.as_str().as_bytes());
+            feed(b",");
         }
     }
     format!("{policy_revision}-{:08x}", hash >> 32)

@@ -427,10 +427,13 @@ pub fn to_update(snapshot: &ServiceSnapshot, nonce: u64) -> v1::ServiceUpdate {
             .iter()
             .map(ToString::to_string)
             .collect(),
-
-        // Expected endpoint identities: filled once the control plane
-        // knows them (registrations' certificates, static documents).
-        identities: Default::default(),
+        // Expected endpoint identities: static documents' `spec.identity`
+        // (registered proxies' and Kubernetes pods' identities: not yet).
+        identities: snapshot
+            .identities
+            .iter()
+            .map(|(addr, id)| (addr.to_string(), id.as_str().to_owned()))
+            .collect(),
     }
 }
 

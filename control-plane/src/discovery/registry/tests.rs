@@ -228,3 +228,42 @@ fn a_virtual_ip_beats_an_endpoint_claiming_the_same_address() {
     registry.remove(&k2);
     assert_eq!(registry.owner(&addr("10.96.0.10:8080")), Some(key(9090)));
 }
+
+#[test]
+fn a_static_identity_is_expected_at_every_address_of_its_document() {
+    let registry = Registry::new();
+    let plain = registry.current(&key(8080)).version;
+    let (k, d) = endpoints_doc(
+        8080,
+        "\"10.0.0.7:8080\", \"10.0.0.8:8080\"",
+        ", identity: \"spiffe://levee.local/ns/shop/sa/payments\"",
+    );
+    registry.upsert([(k, 1, d)]);
+    registry.register(7, reg(Some(8080), "10.0.0.9:4143"));
+    let snap = registry.current(&key(8080));
+    let ids: Vec<(String, &str)> = snap
+        .identities
+        .iter()
+        .map(|(a, id)| (a.to_string(), id.as_str()))
+        .collect();
+    // The registered proxy's address has no static identity.
+    assert_eq!(
+        ids,
+        [
+            (
+                "10.0.0.7:8080".to_owned(),
+                "spiffe://levee.local/ns/shop/sa/payments"
+            ),
+            (
+                "10.0.0.8:8080".to_owned(),
+                "spiffe://levee.local/ns/shop/sa/payments"
+            ),
+        ]
+    );
+    assert_ne!(snap.version, plain);
+    let update = crate::discovery::session::to_update(&snap, 1);
+    assert_eq!(
+        update.identities.get("10.0.0.7:8080").map(String::as_str),
+        Some("spiffe://levee.local/ns/shop/sa/payments")
+    );
+}
