@@ -115,6 +115,31 @@ fn update(version: &str, nonce: &str, policy: Option<pb::ResiliencePolicy>) -> p
 /// The endpoint hold after a reconnect in the first test (short, to see it end).
 const HOLD: Duration = Duration::from_secs(2);
 
+/// Starts watching `url` as an anonymous proxy (no identity, the normal
+/// backoff and resync hold, plaintext), caching to `cache` if given.
+/// Returns what stops the watch task.
+async fn start_plain(
+    shared: &Arc<Shared>,
+    url: String,
+    cache: Option<std::path::PathBuf>,
+) -> (CancellationToken, TaskTracker) {
+    let config = DiscoveryConfig {
+        url,
+        identity: Identity::default(),
+        cache,
+        backoff: RECONNECT_BACKOFF,
+        checks: LocalChecks { outbound: None },
+        resync_hold: RESYNC_HOLD,
+        tls: None,
+        certified: None,
+    };
+    let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
+    crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
+        .await
+        .expect("start");
+    (shutdown, tasks)
+}
+
 async fn until(what: &str, check: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !check() {

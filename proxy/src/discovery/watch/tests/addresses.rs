@@ -21,20 +21,7 @@ fn answer(addr: SocketAddr, owner: Option<&ServiceKey>) -> Result<pb::WatchRespo
 async fn an_address_is_subscribed_answered_and_subscribed_again_after_a_reconnect() {
     let (url, mut sessions) = fake_server().await;
     let shared = Arc::new(Shared::new("shop".into(), Metrics::new()));
-    let config = DiscoveryConfig {
-        url,
-        identity: Identity::default(),
-        cache: None,
-        backoff: RECONNECT_BACKOFF,
-        checks: LocalChecks { outbound: None },
-        resync_hold: RESYNC_HOLD,
-        tls: None,
-        certified: None,
-    };
-    let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
-    crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
-        .await
-        .expect("start");
+    let (shutdown, tasks) = start_plain(&shared, url, None).await;
     let mut session = sessions.recv().await.expect("a watch call");
     let Request::Hello(_) = session.next().await else {
         panic!("hello first");

@@ -7,20 +7,7 @@ use super::*;
 async fn updates_for_services_never_subscribed_are_refused_and_leave_no_state() {
     let (url, mut sessions) = fake_server().await;
     let shared = Arc::new(Shared::new("shop".into(), Metrics::new()));
-    let config = DiscoveryConfig {
-        url,
-        identity: Identity::default(),
-        cache: None,
-        backoff: RECONNECT_BACKOFF,
-        checks: LocalChecks { outbound: None },
-        resync_hold: RESYNC_HOLD,
-        tls: None,
-        certified: None,
-    };
-    let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
-    crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
-        .await
-        .expect("start");
+    let (shutdown, tasks) = start_plain(&shared, url, None).await;
     let mut session = sessions.recv().await.expect("a watch call");
     let Request::Hello(hello) = session.next().await else {
         panic!("hello first");

@@ -12,20 +12,7 @@ async fn a_dropped_destination_is_unsubscribed_and_its_state_forgotten() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache_path = dir.path().join("cache.json");
     let shared = Arc::new(Shared::new("shop".into(), Metrics::new()));
-    let config = DiscoveryConfig {
-        url,
-        identity: Identity::default(),
-        cache: Some(cache_path.clone()),
-        backoff: RECONNECT_BACKOFF,
-        checks: LocalChecks { outbound: None },
-        resync_hold: RESYNC_HOLD,
-        tls: None,
-        certified: None,
-    };
-    let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
-    crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
-        .await
-        .expect("start");
+    let (shutdown, tasks) = start_plain(&shared, url, Some(cache_path.clone())).await;
     let mut session = sessions.recv().await.expect("a watch call");
     let Request::Hello(_) = session.next().await else {
         panic!("hello first");
