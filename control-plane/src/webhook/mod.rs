@@ -95,6 +95,20 @@ pub struct WebhookConfig {
         default_value = "https://levee-control-plane.levee-system.svc:8090"
     )]
     pub proxy_control_plane: String,
+
+    /// OTLP/gRPC collector the injected proxies export traces to (their
+    /// OTEL_EXPORTER_OTLP_ENDPOINT), e.g. http://otel-collector.observability:4317.
+    /// None: no tracing, unless a pod's `levee.dev/trace-collector` names one.
+    #[arg(long, env = "LEVEE_PROXY_TRACE_COLLECTOR", value_parser = parse_collector)]
+    pub proxy_trace_collector: Option<String>,
+}
+
+fn parse_collector(url: &str) -> Result<String, String> {
+    if inject::workload::is_collector_url(url) {
+        Ok(url.to_owned())
+    } else {
+        Err(format!("{url:?} is not an http:// or https:// URL"))
+    }
 }
 
 /// Binds `--webhook-addr` and spawns the server and its certificate
@@ -136,6 +150,7 @@ pub async fn start(
             image: config.proxy_image.clone(),
             control_plane: config.proxy_control_plane.clone(),
             token_audience: token_audience.to_owned(),
+            trace_collector: config.proxy_trace_collector.clone(),
         }),
         max_body: config.webhook_max_body_bytes,
     };

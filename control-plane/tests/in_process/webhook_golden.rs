@@ -18,6 +18,7 @@ fn injector() -> Injector {
         image: PROXY_IMAGE.to_owned(),
         control_plane: PROXY_CONTROL_PLANE.to_owned(),
         token_audience: "levee.dev".to_owned(),
+        trace_collector: None,
     }
 }
 
@@ -404,5 +405,83 @@ fn the_proxy_gets_its_trust_bundle_and_token_over_https_only() {
             .iter()
             .any(|op| op["path"].as_str().unwrap().starts_with("/spec/volumes")),
         "{patch:?}"
+    );
+}
+
+/// The proxy container's plain (not downward-API) variables.
+fn plain_env(patch: &[Value]) -> Vec<(String, String)> {
+    patch[1]["value"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_owned(),
+                e["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn the_proxy_learns_its_service_and_trace_collector_from_the_pod() {
+    let pod = recorded_pod();
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let traced = Injector {
+        trace_collector: Some("http://otel-collector.observability:4317".to_owned()),
+        ..injector()
+    };
+    let Decision::Inject(patch) = traced.decide(&pod, Scope::Namespace) else {
+        panic!("injected");
+    };
+    // The recorded pod is labelled app=<its service>.
+    let service = labels
+        .get("app.kubernetes.io/name")
+        .or_else(|| labels.get("app"))
+        .expect("the recorded pod has an app label")
+        .clone();
+    let own = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        plain_env(&patch),
+        own(&[
+            ("LEVEE_SERVICE", &service),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://otel-collector.observability:4317"
+            ),
+            ("OTEL_SERVICE_NAME", &service),
+            ("LEVEE_LOG_FORMAT", "json"),
+        ])
+    );
+
+    // The pod's annotations win; `none` turns tracing off for it.
+    let mut pod = recorded_pod();
+    annotate(&mut pod, "levee.dev/service", "payments-api");
+    annotate(&mut pod, "levee.dev/trace-collector", "none");
+    let Decision::Inject(patch) = traced.decide(&pod, Scope::Namespace) else {
+        panic!("injected");
+    };
+    assert_eq!(
+        plain_env(&patch),
+        own(&[
+            ("LEVEE_SERVICE", "payments-api"),
+            ("LEVEE_LOG_FORMAT", "json")
+        ])
+    );
+
+    // A service name the proxy could not use: admitted uninjected, warned.
+    let mut pod = recorded_pod();
+    annotate(&mut pod, "levee.dev/service", "Payments");
+    assert_eq!(
+        traced.decide(&pod, Scope::Namespace),
+        Decision::Refused(Refusal(
+            "annotation levee.dev/service: \"Payments\" is not a Service name (a DNS-1035 label)"
+                .to_owned()
+        ))
     );
 }

@@ -3,6 +3,8 @@
 //! - `annotations`: the `levee.dev/…` annotations a pod may carry, checked.
 //! - `probes`: the ports the kubelet probes, which bypass the proxy.
 //! - `sidecar`: the `levee-init` and `levee-proxy` containers.
+//! - `workload`: the pod's service and trace settings, from its labels and
+//!   annotations.
 //!
 //! Who is injected: `/mutate-pods` is called for pods of namespaces labelled
 //! `levee.dev/inject=enabled` (the webhook's namespaceSelector), and injects
@@ -22,6 +24,7 @@
 pub mod annotations;
 pub mod probes;
 pub mod sidecar;
+pub mod workload;
 
 use std::collections::BTreeMap;
 
@@ -31,6 +34,7 @@ use serde_json::{Value, json};
 
 use self::annotations::Choice;
 use self::sidecar::{IDENTITY_TOKEN, INIT_NAME, PROXY_NAME, PROXY_UID, SidecarSpec, TRUST_BUNDLE};
+use self::workload::Workload;
 
 /// Why a pod is admitted without a sidecar; becomes the warning
 /// `levee.dev: <reason>; sidecar not injected`.
@@ -62,6 +66,8 @@ pub struct Injector {
     pub control_plane: String,
     /// `--token-review-audience`: the audience of the proxy's projected token.
     pub token_audience: String,
+    /// `--proxy-trace-collector`: where injected proxies send traces.
+    pub trace_collector: Option<String>,
 }
 
 /// What the injector does with one pod.
@@ -149,6 +155,11 @@ impl Injector {
             resources: annotations::resources(annotations)?,
             skip_inbound,
             skip_outbound,
+            workload: Workload::of_pod(
+                pod.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
+                annotations,
+                self.trace_collector.as_deref(),
+            )?,
         };
         let init = to_value(&sidecar.init_container())?;
         let proxy = to_value(&sidecar.proxy_container())?;

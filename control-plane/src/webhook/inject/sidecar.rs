@@ -34,6 +34,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::annotations::Resources;
+use super::workload::Workload;
 
 /// Name of the init container that installs the NAT rules.
 pub const INIT_NAME: &str = "levee-init";
@@ -73,6 +74,8 @@ pub struct SidecarSpec {
     pub skip_inbound: Vec<(u16, u16)>,
     /// The pod's `levee.dev/skip-outbound-ports`.
     pub skip_outbound: Vec<(u16, u16)>,
+    /// Its service and trace settings (`workload`).
+    pub workload: Workload,
 }
 
 impl SidecarSpec {
@@ -210,13 +213,7 @@ impl SidecarSpec {
                 protocol: Some("TCP".to_owned()),
                 ..ContainerPort::default()
             }]),
-            env: Some(vec![
-                // LEVEE_NAMESPACE is also the proxy's --namespace.
-                field_env("LEVEE_POD_NAME", "metadata.name"),
-                field_env("LEVEE_NAMESPACE", "metadata.namespace"),
-                field_env("LEVEE_POD_IP", "status.podIP"),
-                field_env("LEVEE_SERVICE_ACCOUNT", "spec.serviceAccountName"),
-            ]),
+            env: Some(self.env()),
             // Up to a minute to reach the control plane and be ready; the
             // app containers start only after.
             startup_probe: Some(Probe {
@@ -248,6 +245,29 @@ impl SidecarSpec {
             volume_mounts,
             ..Container::default()
         }
+    }
+
+    /// The downward API's facts, then the workload's (`workload`), then
+    /// JSON logs for the cluster's log collector.
+    fn env(&self) -> Vec<EnvVar> {
+        let mut env = vec![
+            // LEVEE_NAMESPACE is also the proxy's --namespace.
+            field_env("LEVEE_POD_NAME", "metadata.name"),
+            field_env("LEVEE_NAMESPACE", "metadata.namespace"),
+            field_env("LEVEE_POD_IP", "status.podIP"),
+            field_env("LEVEE_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        ];
+        let fixed = self
+            .workload
+            .env()
+            .into_iter()
+            .chain([("LEVEE_LOG_FORMAT", "json".to_owned())]);
+        env.extend(fixed.map(|(name, value)| EnvVar {
+            name: name.to_owned(),
+            value: Some(value),
+            value_from: None,
+        }));
+        env
     }
 
     fn resource_requirements(&self) -> ResourceRequirements {
