@@ -127,6 +127,8 @@ pub async fn start(
     // With --kubernetes, one API client (--kubeconfig or in-cluster) serves
     // the watches, the election and --token-review alike.
     let mut kube_client = None;
+    // This replica's name (the Lease holder identity), for `leveectl status`.
+    let mut replica_name = String::new();
     let mode = if config.kubernetes {
         let client = kubernetes::client(config.kubeconfig.as_deref()).await?;
         kube_client = Some(client.clone());
@@ -135,6 +137,7 @@ pub async fn start(
             .clone()
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| format!("levee-control-plane-{}", std::process::id()));
+        replica_name.clone_from(&identity);
         let running = kubernetes::start(
             client,
             identity,
@@ -271,11 +274,24 @@ pub async fn start(
             };
             (http::Readiness::Store(store), router)
         }
-        // Policies are Kubernetes objects: no PolicyAdmin (kubectl writes them).
-        Mode::Kubernetes(synced) => (
-            http::Readiness::Synced(synced),
-            grpc_builder.add_service(discovery).add_service(certify),
-        ),
+        // Policies are Kubernetes objects (kubectl writes them): PolicyAdmin
+        // only reports this replica's proxies.
+        Mode::Kubernetes(synced) => {
+            let admin = PolicyAdminServer::new(admin::kubernetes::KubernetesAdmin::new(
+                sessions.clone(),
+                replica_name,
+            ));
+            let admin = tonic::service::interceptor::InterceptedService::new(admin, move |req| {
+                auth.check(req)
+            });
+            (
+                http::Readiness::Synced(synced),
+                grpc_builder
+                    .add_service(admin)
+                    .add_service(discovery)
+                    .add_service(certify),
+            )
+        }
     };
     let mut grpc_shutdown = shutdown.clone();
     let mut startup_shutdown = shutdown.clone();

@@ -10,8 +10,10 @@
 //! Layout:
 //! - `prepare`: YAML → validated, canonical documents and store keys.
 //! - `errors`: store and validation failures → gRPC statuses.
+//! - `kubernetes`: the `--kubernetes` replica's PolicyAdmin (Status only).
 
 pub mod errors;
+pub mod kubernetes;
 pub mod prepare;
 
 use std::sync::Arc;
@@ -254,6 +256,7 @@ impl PolicyAdmin for AdminService {
             revision,
             proxies,
             quarantined,
+            kubernetes_replica: String::new(),
         }))
     }
 }

@@ -40,12 +40,22 @@ pub async fn status(
 }
 
 fn write_status(response: &v1::StatusResponse, out: &mut dyn Write) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "store revision {}, {} proxies connected",
-        response.revision,
-        response.proxies.len()
-    )?;
+    if response.kubernetes_replica.is_empty() {
+        writeln!(
+            out,
+            "store revision {}, {} proxies connected",
+            response.revision,
+            response.proxies.len()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "Kubernetes mode, replica {}: {} proxies connected to this replica \
+             (policies: kubectl get resiliencepolicies -A)",
+            response.kubernetes_replica,
+            response.proxies.len()
+        )?;
+    }
     for q in &response.quarantined {
         writeln!(out, "quarantined store record {}: {}", q.key, q.reason)?;
     }
@@ -180,7 +190,12 @@ fn to_json(response: &v1::StatusResponse) -> Value {
         .iter()
         .map(|q| json!({ "key": q.key, "reason": q.reason }))
         .collect();
-    json!({ "revision": response.revision, "proxies": proxies, "quarantined": quarantined })
+    let mut json =
+        json!({ "revision": response.revision, "proxies": proxies, "quarantined": quarantined });
+    if !response.kubernetes_replica.is_empty() {
+        json["kubernetesReplica"] = json!(response.kubernetes_replica);
+    }
+    json
 }
 
 fn unix_ms() -> u64 {

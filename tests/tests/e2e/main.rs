@@ -64,6 +64,7 @@ mod discovery_restart;
 mod discovery_sighup;
 mod discovery_unsubscribe;
 mod kubernetes_ha;
+mod kubernetes_leveectl;
 
 mod identity;
 
