@@ -34,16 +34,7 @@ const PLAIN_PORT: u16 = 7000;
 /// `--identity-*` flags for a workload certificate of `id`, in the pods'
 /// directory (readable by the proxy uid).
 fn identity_flags(pods: &TwoPods, ca: &TestCa, name: &str, id: &str) -> Vec<String> {
-    let files = ca.workload(id).write(&pods.path(""), name, ca);
-    let path = |p: std::path::PathBuf| p.display().to_string();
-    vec![
-        "--identity-cert-file".into(),
-        path(files.cert),
-        "--identity-key-file".into(),
-        path(files.key),
-        "--trust-bundle-file".into(),
-        path(files.bundle),
-    ]
+    ca.workload(id).write(&pods.path(""), name, ca).flags()
 }
 
 /// Sends `sent` from `ns` to `target`, half-closes, and reads to the end:
