@@ -26,25 +26,26 @@ fn credentials(ca: &TestCa, w: &Workload) -> Arc<TlsConfigs> {
 
 /// Accepts connections on a loopback listener and forwards each with
 /// `transparent` as if it had been redirected from `original`;
-/// `admitted` collects the callers the inbound side was asked about.
+/// `asked` answers the inbound side's admission and collects the callers.
 async fn listen(
     transparent: Transparent,
     original: impl Fn() -> SocketAddr + Send + 'static,
-    admitted: Option<Arc<std::sync::Mutex<Vec<Option<String>>>>>,
+    asked: Option<Arc<Asked>>,
 ) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (transparent, admitted) = (transparent.clone(), admitted.clone());
+            let (transparent, asked) = (transparent.clone(), asked.clone());
             let original = original();
             tokio::spawn(async move {
                 let admit = |client: Option<&ClientIdentity>| {
-                    if let Some(seen) = &admitted {
-                        let id = client.map(|c| c.0.as_str().to_owned());
-                        seen.lock().expect("lock").push(id);
-                    }
-                    true
+                    let Some(asked) = &asked else {
+                        return true;
+                    };
+                    let id = client.map(|c| c.0.as_str().to_owned());
+                    asked.seen.lock().expect("lock").push(id);
+                    asked.admit
                 };
                 let hard = CancellationToken::new();
                 transparent.forward(stream, original, admit, &hard).await;
@@ -52,6 +53,13 @@ async fn listen(
         }
     });
     addr
+}
+
+/// What the inbound side answers when asked to admit a caller, and who
+/// it was asked about.
+struct Asked {
+    admit: bool,
+    seen: std::sync::Mutex<Vec<Option<String>>>,
 }
 
 /// An app that echoes what it reads, upper-cased, until the end.
@@ -73,7 +81,7 @@ async fn upper_app() -> SocketAddr {
 /// the callee's address expected to be `expected`. Returns what the
 /// client got back, the callers the inbound side admitted, and the
 /// metrics of both.
-async fn exchange(expected: &str) -> (Vec<u8>, Vec<Option<String>>, Metrics, Metrics) {
+async fn exchange(expected: &str, admit: bool) -> (Vec<u8>, Vec<Option<String>>, Metrics, Metrics) {
     let ca = TestCa::new("levee test CA");
     let app = upper_app().await;
     let settings = |metrics: &Metrics, direction| {
@@ -87,8 +95,11 @@ async fn exchange(expected: &str) -> (Vec<u8>, Vec<Option<String>>, Metrics, Met
     let callee = Metrics::new();
     let termination = Termination::new(credentials(&ca, &ca.workload(SERVER)), callee.tls());
     let inbound = settings(&callee, Direction::Inbound).with_termination(termination);
-    let admitted = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let inbound_addr = listen(inbound, move || app, Some(admitted.clone())).await;
+    let asked = Arc::new(Asked {
+        admit,
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let inbound_addr = listen(inbound, move || app, Some(asked.clone())).await;
 
     let caller = Metrics::new();
     let configs = credentials(&ca, &ca.workload(CLIENT));
@@ -116,7 +127,7 @@ async fn exchange(expected: &str) -> (Vec<u8>, Vec<Option<String>>, Metrics, Met
     let _ = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut got))
         .await
         .expect("an answer or the end in time");
-    let seen = admitted.lock().expect("lock").clone();
+    let seen = asked.seen.lock().expect("lock").clone();
     let wire = wire.lock().expect("lock").clone();
     let plaintext = sent[..64].to_vec();
     assert!(
@@ -158,7 +169,7 @@ async fn recording_relay(to: SocketAddr) -> (SocketAddr, Arc<std::sync::Mutex<Ve
 
 #[tokio::test]
 async fn opaque_bytes_cross_the_hop_inside_mtls_and_the_callee_learns_the_caller() {
-    let (got, admitted, caller, callee) = exchange(SERVER).await;
+    let (got, admitted, caller, callee) = exchange(SERVER, true).await;
     let expected = b"OPAQUE BYTES, NEVER SEEN BETWEEN THE PROXIES".repeat(1000);
     assert!(got == expected, "{} bytes back", got.len());
     assert_eq!(admitted, [Some(CLIENT.to_owned())]);
@@ -171,7 +182,7 @@ async fn opaque_bytes_cross_the_hop_inside_mtls_and_the_callee_learns_the_caller
 
 #[tokio::test]
 async fn another_identity_at_the_destination_closes_the_connection() {
-    let (got, admitted, caller, _callee) = exchange(CLIENT).await;
+    let (got, admitted, caller, _callee) = exchange(CLIENT, true).await;
     assert!(got.is_empty(), "{} bytes came back", got.len());
     assert!(
         admitted.is_empty(),
@@ -185,4 +196,23 @@ async fn another_identity_at_the_destination_closes_the_connection() {
     let tcp = caller.tcp(Direction::Outbound, tcp_target::PASSTHROUGH);
     assert_eq!(tcp.connections(TcpOutcome::ConnectError), 1);
     assert_eq!(tcp.connections(TcpOutcome::Connected), 0);
+}
+
+#[tokio::test]
+async fn a_caller_the_port_refuses_never_reaches_the_app() {
+    let (got, asked, _caller, callee) = exchange(SERVER, false).await;
+    assert!(got.is_empty(), "{} bytes came back", got.len());
+    assert_eq!(
+        asked,
+        [Some(CLIENT.to_owned())],
+        "asked about the verified caller"
+    );
+    let inb = callee.tls();
+    assert_eq!(inb.handshakes(Direction::Inbound, TlsResult::Ok), 1);
+    let tcp = callee.tcp(Direction::Inbound, tcp_target::PASSTHROUGH);
+    assert_eq!(
+        tcp.connections(TcpOutcome::Connected),
+        0,
+        "the app was reached"
+    );
 }
