@@ -236,8 +236,10 @@ pub async fn serve<H: Handler>(
                                 let admit = |client: Option<&crate::tls::ClientIdentity>| {
                                     handler.admit_opaque(original, client)
                                 };
+                                let detected =
+                                    !(declared_opaque || transparent.is_opaque(original));
                                 transparent
-                                    .forward(stream, original, admit, &shutdown2.hard)
+                                    .forward(stream, original, detected, admit, &shutdown2.hard)
                                     .await;
                                 return;
                             }

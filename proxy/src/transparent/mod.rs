@@ -58,6 +58,11 @@ pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Elasticsearch transport (9300), Memcached (11211).
 pub const DEFAULT_OPAQUE_PORTS: &[u16] = &[25, 587, 3306, 4444, 5432, 6379, 9300, 11211];
 
+/// How long the inbound side looks for a peer proxy's ClientHello on a
+/// connection detection already looked at: the bytes are there, or the
+/// client is silent and has waited the detect timeout once already.
+const AFTER_DETECTION: Duration = Duration::from_millis(10);
+
 /// The original destination of the connection a request arrived on, when
 /// iptables redirected it (a request extension set by the listener).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,11 +124,15 @@ impl Transparent {
     /// Forwards a redirected connection to `original` opaquely (to
     /// [`Transparent::target`]); `hard` ends it at once. A loop is closed;
     /// `admit` says whether the caller (its verified identity, or none)
-    /// may reach the port. See [`mesh`] for mTLS.
+    /// may reach the port. `detected`: protocol detection already looked
+    /// at the connection (its first bytes are in the socket, or its client
+    /// is silent), so a ClientHello is not waited for again. See [`mesh`]
+    /// for mTLS.
     pub async fn forward(
         &self,
         stream: TcpStream,
         original: SocketAddr,
+        detected: bool,
         admit: impl FnOnce(Option<&ClientIdentity>) -> bool,
         hard: &CancellationToken,
     ) {
@@ -135,7 +144,11 @@ impl Transparent {
         match &self.mesh {
             Mesh::Originate(mesh) => mesh.forward(passthrough, stream, target, hard).await,
             Mesh::Terminate(mesh) => {
-                let wait = self.detect_timeout;
+                let wait = if detected {
+                    AFTER_DETECTION
+                } else {
+                    self.detect_timeout
+                };
                 mesh.forward(passthrough, stream, target, wait, admit, hard)
                     .await;
             }

@@ -26,6 +26,9 @@ const OTHER_ID: &str = "spiffe://levee.test/ns/default/sa/someone-else";
 
 /// Opaque by default (`--opaque-ports`): inside mTLS, the right identity.
 const DB_PORT: u16 = 5432;
+/// Not an opaque port: detected (the client speaks first, not HTTP) on
+/// both sides, then inside mTLS.
+const DETECTED_PORT: u16 = 9001;
 /// Opaque by default: expected to be another identity.
 const CACHE_PORT: u16 = 6379;
 /// No expected identity: plaintext, and the server's port is strict.
@@ -61,7 +64,7 @@ async fn opaque_tcp_crosses_the_hop_inside_mtls_and_the_wrong_identity_is_never_
 
     // Server pod: apps on loopback that answer what they read reversed,
     // every port of its service strict.
-    for port in [DB_PORT, CACHE_PORT, PLAIN_PORT] {
+    for port in [DB_PORT, DETECTED_PORT, CACHE_PORT, PLAIN_PORT] {
         reversing(server.listen(SocketAddr::from(([127, 0, 0, 1], port))));
     }
     let mut flags = identity_flags(&pods, &ca, "db", SERVER_ID);
@@ -75,12 +78,19 @@ async fn opaque_tcp_crosses_the_hop_inside_mtls_and_the_wrong_identity_is_never_
     );
     let _server_sidecar = pods.server_sidecar(&[], &[strict], &flags).await;
 
-    // Client pod: the db port is expected to be the server's identity, the
-    // cache port another one; the plain port has none.
+    // Client pod: the db and detected ports are expected to be the
+    // server's identity, the cache port another one; the plain port has
+    // none.
     let flags = identity_flags(&pods, &ca, "web", CLIENT_ID);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let docs = [
         yaml::endpoints_with_identity("db", DB_PORT, &[pods.server_addr(DB_PORT)], SERVER_ID),
+        yaml::endpoints_with_identity(
+            "admin",
+            DETECTED_PORT,
+            &[pods.server_addr(DETECTED_PORT)],
+            SERVER_ID,
+        ),
         yaml::endpoints_with_identity(
             "cache",
             CACHE_PORT,
@@ -91,28 +101,26 @@ async fn opaque_tcp_crosses_the_hop_inside_mtls_and_the_wrong_identity_is_never_
     let _client_sidecar = pods.client_sidecar(&[], &docs, &flags).await;
 
     let sent: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    let mut reversed = sent.clone();
-    reversed.reverse();
-    let got = exchange(client, SocketAddr::new(B_V4, DB_PORT), &sent).await;
-    assert!(
-        got == reversed,
-        "{} bytes back of {}",
-        got.len(),
-        sent.len()
-    );
+    client
+        .assert_reversed(pods.server_addr(DB_PORT), &sent)
+        .await;
+    let detected = b"not http, said first";
+    client
+        .assert_reversed(pods.server_addr(DETECTED_PORT), detected)
+        .await;
 
     let s = server.admin_metrics().await;
     let inbound_ok = [("direction", "inbound"), ("result", "ok")];
     assert_eq!(
         s.value("levee_tls_handshakes_total", &inbound_ok),
-        1.0,
+        2.0,
         "the server's sidecar terminated no mTLS: {}",
         s.text
     );
     let to_app = [("direction", "inbound"), ("flow", "to_target")];
     assert_eq!(
         s.value("levee_tcp_bytes_total", &to_app),
-        sent.len() as f64,
+        (sent.len() + detected.len()) as f64,
         "the plain bytes reached the app: {}",
         s.text
     );
@@ -131,7 +139,7 @@ async fn opaque_tcp_crosses_the_hop_inside_mtls_and_the_wrong_identity_is_never_
     let outbound_ok = [("direction", "outbound"), ("result", "ok")];
     assert_eq!(
         c.value("levee_tls_handshakes_total", &outbound_ok),
-        1.0,
+        2.0,
         "{}",
         c.text
     );
@@ -147,10 +155,10 @@ async fn opaque_tcp_crosses_the_hop_inside_mtls_and_the_wrong_identity_is_never_
         "{}",
         s.text
     );
-    // Only the db connection reached an app.
+    // Only the mTLS connections reached an app.
     assert_eq!(
         s.value("levee_tcp_bytes_total", &to_app),
-        sent.len() as f64,
+        (sent.len() + detected.len()) as f64,
         "{}",
         s.text
     );

@@ -48,7 +48,9 @@ async fn listen(
                     asked.admit
                 };
                 let hard = CancellationToken::new();
-                transparent.forward(stream, original, admit, &hard).await;
+                transparent
+                    .forward(stream, original, false, admit, &hard)
+                    .await;
             });
         }
     });
