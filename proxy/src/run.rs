@@ -28,7 +28,7 @@ use crate::server::{self, Limits, Shutdown};
 use crate::state::Shared;
 use crate::tls::{Credentials, Origination, Termination, TlsConfigs, watch_credentials};
 use crate::trace::Tracing;
-use crate::transparent::{Passthrough, Transparent};
+use crate::transparent::{MeshOrigination, Passthrough, Transparent};
 
 /// How long spans still queued at shutdown may take to reach the collector.
 const TRACE_FLUSH: Duration = Duration::from_secs(2);
@@ -223,10 +223,14 @@ pub async fn run_with(
     // when it calls its own service): it forwards only to the app, which
     // is not a listener (checked above), so it cannot close a loop.
     let own = OwnListeners::new([addrs.outbound, addrs.admin]);
-    let origination = Origination::new(tls_configs.clone(), shared.clone(), shared.metrics.tls());
+    let origination = Arc::new(Origination::new(
+        tls_configs.clone(),
+        shared.clone(),
+        shared.metrics.tls(),
+    ));
     let forwarder = Arc::new(
         Forwarder::new(pool, tasks.clone(), hard.clone())
-            .with_origination(Arc::new(origination))
+            .with_origination(origination.clone())
             .with_own_listeners(own)
             .with_tunnel_idle_timeout(config.tunnel_idle_timeout)
             .with_allowed_upgrades(AllowedUpgrades::new(&config.allowed_upgrades)),
@@ -271,7 +275,16 @@ pub async fn run_with(
             .with_tracing(tracing.clone())
             .with_max_hops(config.max_hops)
             .with_timeout_defaults(timeout_defaults)
-            .with_transparent(transparent(Direction::Outbound, tcp_target::PASSTHROUGH)),
+            .with_transparent(
+                transparent(Direction::Outbound, tcp_target::PASSTHROUGH).with_origination(
+                    MeshOrigination::new(
+                        origination,
+                        tls_configs.clone(),
+                        shared.clone(),
+                        config.detect_timeout,
+                    ),
+                ),
+            ),
     );
     tasks.spawn(server::serve(
         outbound,
@@ -292,7 +305,10 @@ pub async fn run_with(
             )
             .with_tracing(tracing.clone())
             .with_max_hops(config.max_hops)
-            .with_transparent(transparent(Direction::Inbound, tcp_target::WORKLOAD))
+            .with_transparent(
+                transparent(Direction::Inbound, tcp_target::WORKLOAD)
+                    .with_termination(Termination::new(tls_configs.clone(), shared.metrics.tls())),
+            )
             .with_tls(Termination::new(tls_configs, shared.metrics.tls())),
     );
     tasks.spawn(server::serve(inbound, inb, limits, listeners));

@@ -47,7 +47,7 @@ use crate::server::Handler;
 use crate::state::Shared;
 use crate::tls::{ClientIdentity, Termination};
 use crate::trace::Tracing;
-use crate::transparent::Transparent;
+use crate::transparent::{OriginalDst, Transparent};
 
 use self::app::AppService;
 use self::ports::{InboundPorts, PortInbound};
@@ -169,6 +169,17 @@ impl Handler for Inbound {
 
     fn tls(&self) -> Option<&Termination> {
         self.tls.as_ref()
+    }
+
+    fn admit_opaque(&self, original: SocketAddr, client: Option<&ClientIdentity>) -> bool {
+        let port = self.ports.for_request(Some(&OriginalDst(original)));
+        match port.authorize(client, &self.tls_metrics) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(port = original.port(), service = %port.label, reason = %err.detail, "opaque connection refused");
+                false
+            }
+        }
     }
 
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<BoxBody> {

@@ -68,6 +68,17 @@ pub trait Handler: Send + Sync + 'static {
         false
     }
 
+    /// Whether an opaque connection redirected to `original` may reach
+    /// it, from `client` (the verified identity of a peer proxy's mTLS, or
+    /// none); a refusal is counted and logged here.
+    fn admit_opaque(
+        &self,
+        _original: std::net::SocketAddr,
+        _client: Option<&crate::tls::ClientIdentity>,
+    ) -> bool {
+        true
+    }
+
     /// How this listener terminates mTLS on its port (a connection that
     /// opens with a TLS ClientHello); `None`: plaintext only.
     fn tls(&self) -> Option<&crate::tls::Termination> {
@@ -222,10 +233,13 @@ pub async fn serve<H: Handler>(
                             )
                             .await
                             {
-                                let target = transparent.target(original);
+                                let admit = |client: Option<&crate::tls::ClientIdentity>| {
+                                    handler.admit_opaque(original, client)
+                                };
+                                let detected =
+                                    !(declared_opaque || transparent.is_opaque(original));
                                 transparent
-                                    .passthrough
-                                    .forward(stream, target, &shutdown2.hard)
+                                    .forward(stream, original, detected, admit, &shutdown2.hard)
                                     .await;
                                 return;
                             }

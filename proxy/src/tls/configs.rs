@@ -1,7 +1,8 @@
 //! The rustls configurations one set of [`Credentials`] makes, rebuilt
 //! once per change of credentials and swapped in whole ([`TlsConfigs`]).
 //!
-//! Inbound: one server config; client certificates are verified against
+//! Inbound: one server config (and a copy offering only the opaque ALPN,
+//! for redirected opaque TCP); client certificates are verified against
 //! the trust roots when offered, and not required at the TLS level
 //! (permissive ports admit plaintext anyway; strict ports refuse a caller
 //! without one with a readable 403 rather than a handshake alert).
@@ -43,6 +44,8 @@ pub(super) struct Built {
     roots: Arc<RootCertStore>,
     key: Arc<CertifiedKey>,
     pub(super) server: Arc<ServerConfig>,
+    /// The same, accepting only [`Alpn::Opaque`] (redirected opaque TCP).
+    pub(super) opaque_server: Arc<ServerConfig>,
     /// Copy-on-write: read per new connection without a lock.
     clients: ArcSwap<HashMap<(SpiffeId, Alpn), Arc<ClientConfig>>>,
 }
@@ -81,6 +84,8 @@ impl Built {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(client_verifier)
             .with_cert_resolver(Arc::new(SingleCertAndKey::from(key.clone())));
+        let mut opaque_server = server.clone();
+        opaque_server.alpn_protocols = vec![Alpn::Opaque.id().to_vec()];
         server.alpn_protocols = vec![Alpn::H2.id().to_vec(), Alpn::Http1.id().to_vec()];
         Ok(Built {
             credentials,
@@ -88,6 +93,7 @@ impl Built {
             roots,
             key,
             server: Arc::new(server),
+            opaque_server: Arc::new(opaque_server),
             clients: ArcSwap::default(),
         })
     }

@@ -25,6 +25,10 @@ pub enum Alpn {
     H2,
     /// HTTP/1.1 (upgrades too).
     Http1,
+    /// Opaque TCP (transparent passthrough): the callee's proxy forwards
+    /// the plain bytes to the port the connection was made to
+    /// ([`crate::transparent`]).
+    Opaque,
 }
 
 impl Alpn {
@@ -33,6 +37,7 @@ impl Alpn {
         match self {
             Alpn::H2 => b"h2",
             Alpn::Http1 => b"http/1.1",
+            Alpn::Opaque => b"levee.opaque/1",
         }
     }
 

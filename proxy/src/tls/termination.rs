@@ -4,6 +4,8 @@
 //! the trust roots when one is offered. The verified client identity goes
 //! with every request of the connection as a [`ClientIdentity`] extension;
 //! the inbound handler passes it to the app in [`CLIENT_ID_HEADER`].
+//! [`Termination::accept_opaque`] does the same for redirected opaque TCP
+//! from a peer's proxy ([`Alpn::Opaque`], see [`crate::transparent`]).
 
 use std::io;
 use std::sync::Arc;
@@ -48,7 +50,20 @@ impl Termination {
 
     /// Completes a TLS handshake a client opened on `tcp`.
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<Accepted> {
-        let result = self.handshake(tcp).await;
+        let result = self.handshake(tcp, false).await;
+        self.counted(result)
+    }
+
+    /// Completes the handshake of a client that offered [`Alpn::Opaque`]
+    /// (a redirected opaque TCP connection from a peer's proxy): the only
+    /// protocol accepted. Counted in the same handshake metric.
+    pub async fn accept_opaque(&self, tcp: TcpStream) -> io::Result<Accepted> {
+        let result = self.handshake(tcp, true).await;
+        self.counted(result)
+    }
+
+    /// Counts a handshake's outcome in `levee_tls_handshakes_total`.
+    fn counted(&self, result: io::Result<Accepted>) -> io::Result<Accepted> {
         let outcome = if result.is_ok() {
             TlsResult::Ok
         } else {
@@ -58,11 +73,22 @@ impl Termination {
         result
     }
 
-    async fn handshake(&self, tcp: TcpStream) -> io::Result<Accepted> {
+    /// Whether this proxy has a workload certificate (it can terminate).
+    pub fn has_credentials(&self) -> bool {
+        self.configs.current().is_some()
+    }
+
+    /// `opaque`: with the configuration that accepts only [`Alpn::Opaque`].
+    async fn handshake(&self, tcp: TcpStream, opaque: bool) -> io::Result<Accepted> {
         let built = self.configs.current().ok_or_else(|| {
             io::Error::other("a TLS client, and this proxy has no workload certificate")
         })?;
-        let tls = TlsAcceptor::from(built.server.clone()).accept(tcp).await?;
+        let config = if opaque {
+            built.opaque_server.clone()
+        } else {
+            built.server.clone()
+        };
+        let tls = TlsAcceptor::from(config).accept(tcp).await?;
         let (_, conn) = tls.get_ref();
         let h2 = conn.alpn_protocol() == Some(Alpn::H2.id());
         // The verifier checked the chain; the identity is the leaf's SPIFFE ID.

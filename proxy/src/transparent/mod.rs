@@ -14,9 +14,19 @@
 //! (explicit mode, `HTTP_PROXY`) has no other original destination and is
 //! served as HTTP, as before.
 //!
+//! Between two sidecars with workload certificates, an opaque forward
+//! goes inside mTLS (`mesh`): the caller's proxy originates it to a
+//! destination with an expected identity, the callee's proxy terminates it
+//! and forwards the bytes to the workload; a port's `spec.inbound.mtls`
+//! applies to opaque connections too.
+//!
 //! Layout: `original_dst` reads the socket option; `passthrough` forwards;
-//! `own_ports` tells the proxy's own connections coming back (a loop).
+//! `own_ports` tells the proxy's own connections coming back (a loop);
+//! `mesh` wraps opaque forwards between sidecars in mTLS; `client_hello`
+//! tells a peer proxy's opaque ClientHello from anything else.
 
+mod client_hello;
+mod mesh;
 mod original_dst;
 mod own_ports;
 mod passthrough;
@@ -25,8 +35,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use mesh::{MeshOrigination, MeshTermination};
 pub use original_dst::redirected_destination;
 pub use passthrough::Passthrough;
+
+use crate::tls::{ClientIdentity, Termination};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 /// Default `--detect-timeout`: how long a redirected connection may stay
 /// silent before it is taken for a server-speaks-first protocol. HTTP
@@ -42,6 +57,11 @@ pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// (25, 587), MySQL (3306), Galera (4444), PostgreSQL (5432), Redis (6379),
 /// Elasticsearch transport (9300), Memcached (11211).
 pub const DEFAULT_OPAQUE_PORTS: &[u16] = &[25, 587, 3306, 4444, 5432, 6379, 9300, 11211];
+
+/// How long the inbound side looks for a peer proxy's ClientHello on a
+/// connection detection already looked at: the bytes are there, or the
+/// client is silent and has waited the detect timeout once already.
+const AFTER_DETECTION: Duration = Duration::from_millis(10);
 
 /// The original destination of the connection a request arrived on, when
 /// iptables redirected it (a request extension set by the listener).
@@ -61,6 +81,20 @@ pub struct Transparent {
     /// Inbound: the workload listens on the original port on loopback, not
     /// on the original (pod) address.
     local_workload: bool,
+    /// Opaque forwards between sidecars in mTLS.
+    mesh: Mesh,
+}
+
+/// This listener's side of opaque mTLS.
+#[derive(Clone, Debug, Default)]
+enum Mesh {
+    /// Plaintext only.
+    #[default]
+    None,
+    /// Outbound: originates to destinations with an expected identity.
+    Originate(Arc<MeshOrigination>),
+    /// Inbound: terminates a peer proxy's opaque mTLS.
+    Terminate(Arc<MeshTermination>),
 }
 
 impl Transparent {
@@ -70,6 +104,56 @@ impl Transparent {
             detect_timeout,
             opaque_ports: opaque_ports.into(),
             local_workload: false,
+            mesh: Mesh::None,
+        }
+    }
+
+    /// Outbound: opaque forwards to a destination with an expected
+    /// identity go inside mTLS.
+    pub fn with_origination(mut self, origination: MeshOrigination) -> Self {
+        self.mesh = Mesh::Originate(Arc::new(origination));
+        self
+    }
+
+    /// Inbound: a peer proxy's opaque mTLS is terminated.
+    pub fn with_termination(mut self, termination: Termination) -> Self {
+        self.mesh = Mesh::Terminate(Arc::new(MeshTermination(termination)));
+        self
+    }
+
+    /// Forwards a redirected connection to `original` opaquely (to
+    /// [`Transparent::target`]); `hard` ends it at once. A loop is closed;
+    /// `admit` says whether the caller (its verified identity, or none)
+    /// may reach the port. `detected`: protocol detection already looked
+    /// at the connection (its first bytes are in the socket, or its client
+    /// is silent), so a ClientHello is not waited for again. See [`mesh`]
+    /// for mTLS.
+    pub async fn forward(
+        &self,
+        stream: TcpStream,
+        original: SocketAddr,
+        detected: bool,
+        admit: impl FnOnce(Option<&ClientIdentity>) -> bool,
+        hard: &CancellationToken,
+    ) {
+        let target = self.target(original);
+        if self.passthrough.refuses(&stream, target) {
+            return;
+        }
+        let passthrough = &self.passthrough;
+        match &self.mesh {
+            Mesh::Originate(mesh) => mesh.forward(passthrough, stream, target, hard).await,
+            Mesh::Terminate(mesh) => {
+                let wait = if detected {
+                    AFTER_DETECTION
+                } else {
+                    self.detect_timeout
+                };
+                mesh.forward(passthrough, stream, target, wait, admit, hard)
+                    .await;
+            }
+            Mesh::None if admit(None) => passthrough.forward_checked(stream, target, hard).await,
+            Mesh::None => {}
         }
     }
 

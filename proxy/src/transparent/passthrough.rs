@@ -11,11 +11,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::own_ports::OwnPorts;
+use super::own_ports::{OwnPorts, PortGuard};
 use crate::loops::OwnListeners;
 use crate::metrics::{TcpMetrics, TcpOutcome};
 use crate::splice::{SpliceEnd, splice};
@@ -67,6 +68,28 @@ impl Passthrough {
         target: SocketAddr,
         hard: &CancellationToken,
     ) {
+        if !self.refuses(&downstream, target) {
+            self.forward_checked(downstream, target, hard).await;
+        }
+    }
+
+    /// [`Passthrough::forward`] once the loop checks are done.
+    pub(super) async fn forward_checked(
+        &self,
+        downstream: TcpStream,
+        target: SocketAddr,
+        hard: &CancellationToken,
+    ) {
+        let Some((upstream, _own_port)) = self.connect(target).await else {
+            return;
+        };
+        self.splice(downstream, upstream, target, hard).await;
+    }
+
+    /// Whether `downstream` to `target` is a loop (the proxy's own
+    /// passthrough connection came back, or the target is one of its own
+    /// listeners): then it is counted and logged, and must be closed.
+    pub(super) fn refuses(&self, downstream: &TcpStream, target: SocketAddr) -> bool {
         if let Ok(peer) = downstream.peer_addr()
             && self.own.contains(peer)
         {
@@ -76,38 +99,65 @@ impl Passthrough {
                  run the proxy as init-iptables' --proxy-uid"
             );
             self.metrics.connection(TcpOutcome::LoopDetected);
-            return;
+            return true;
         }
         if let Some(listener) = self.own_listeners.reached_by(target) {
             tracing::warn!(%target, %listener, "passthrough refused: the target is one of the proxy's own listeners");
             self.metrics.connection(TcpOutcome::LoopDetected);
-            return;
+            return true;
         }
+        false
+    }
+
+    /// Connects to `target` within the connect timeout, from a port
+    /// remembered as the proxy's own while the guard lives. A failure is
+    /// counted (`connect-error`) and `None`.
+    pub(super) async fn connect(&self, target: SocketAddr) -> Option<(TcpStream, PortGuard)> {
         let connect = async {
             let (socket, guard) = self.own.bind_for(target)?;
             Ok::<_, std::io::Error>((socket.connect(target).await?, guard))
         };
-        let (upstream, _own_port) = match tokio::time::timeout(self.connect_timeout, connect).await
-        {
-            Ok(Ok(connected)) => connected,
-            Ok(Err(error)) => {
-                tracing::debug!(%target, %error, "passthrough: connecting to the original destination failed");
-                self.metrics.connection(TcpOutcome::ConnectError);
-                return;
+        let error = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok((upstream, guard))) => {
+                if let Err(error) = upstream.set_nodelay(true) {
+                    tracing::debug!(%target, %error, "passthrough: set_nodelay failed");
+                }
+                return Some((upstream, guard));
             }
-            Err(_) => {
-                tracing::debug!(%target, timeout = ?self.connect_timeout, "passthrough: connect timed out");
-                self.metrics.connection(TcpOutcome::ConnectError);
-                return;
-            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("timed out after {:?}", self.connect_timeout),
         };
+        tracing::debug!(%target, %error, "passthrough: connecting to the original destination failed");
+        self.connect_failed();
+        None
+    }
+
+    /// Counts a connection whose upstream could not be opened.
+    pub(super) fn connect_failed(&self) {
+        self.metrics.connection(TcpOutcome::ConnectError);
+    }
+
+    /// The connect timeout (the mTLS handshake of a forward gets as long).
+    pub(super) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Copies between `downstream` and `upstream` (either may be TLS)
+    /// until the forward ends; counted as `connected`, with its bytes and
+    /// lifetime.
+    pub(super) async fn splice<D, U>(
+        &self,
+        downstream: D,
+        upstream: U,
+        target: SocketAddr,
+        hard: &CancellationToken,
+    ) where
+        D: AsyncRead + AsyncWrite + Unpin,
+        U: AsyncRead + AsyncWrite + Unpin,
+    {
         self.metrics.connection(TcpOutcome::Connected);
-        if let Err(error) = upstream.set_nodelay(true) {
-            tracing::debug!(%target, %error, "passthrough: set_nodelay failed");
-        }
-        let start = Instant::now();
         let _lifetime = Lifetime {
-            start,
+            start: Instant::now(),
             metrics: &self.metrics,
         };
         let counted = Some((
@@ -159,26 +209,50 @@ mod tests {
         addr
     }
 
+    /// A client's connection and the proxy's end of it (`downstream`).
+    async fn accepted() -> (TcpStream, TcpStream) {
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = TcpStream::connect(front.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (downstream, _) = front.accept().await.expect("accept");
+        (client, downstream)
+    }
+
+    fn tcp_metrics() -> TcpMetrics {
+        crate::metrics::Metrics::new().tcp(
+            crate::metrics::Direction::Outbound,
+            crate::metrics::tcp_target::PASSTHROUGH,
+        )
+    }
+
+    /// A 1 s connect timeout and `idle`.
+    fn settings(idle: Duration, metrics: &TcpMetrics) -> Passthrough {
+        Passthrough::new(Duration::from_secs(1), idle, metrics.clone())
+    }
+
+    /// Asserts that the client's connection was closed without an answer.
+    async fn assert_closed(client: &mut TcpStream) {
+        let mut rest = Vec::new();
+        let read = client.read_to_end(&mut rest).await;
+        assert!(
+            read.is_err() || rest.is_empty(),
+            "the client's connection ends"
+        );
+    }
+
     #[tokio::test]
     async fn bytes_and_half_close_pass_through() {
         let target = reversing_upstream().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (downstream, _) = listener.accept().await.expect("accept");
+        let (mut client, downstream) = accepted().await;
         let registry = crate::metrics::Metrics::new();
         let metrics = registry.tcp(
             crate::metrics::Direction::Outbound,
             crate::metrics::tcp_target::PASSTHROUGH,
         );
-        let settings = Passthrough::new(
-            Duration::from_secs(1),
-            Duration::from_secs(5),
-            metrics.clone(),
-        );
+        let settings = settings(Duration::from_secs(5), &metrics);
         let hard = CancellationToken::new();
         let forward =
             tokio::spawn(async move { settings.forward(downstream, target, &hard).await });
@@ -215,33 +289,16 @@ mod tests {
         );
     }
 
-    fn tcp_metrics() -> TcpMetrics {
-        crate::metrics::Metrics::new().tcp(
-            crate::metrics::Direction::Outbound,
-            crate::metrics::tcp_target::PASSTHROUGH,
-        )
-    }
-
     #[tokio::test]
     async fn a_target_on_an_own_listener_is_closed_and_counted() {
         let own = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let target = own.local_addr().expect("addr");
-        let front = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let mut client = TcpStream::connect(front.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (downstream, _) = front.accept().await.expect("accept");
+        let (mut client, downstream) = accepted().await;
         let metrics = tcp_metrics();
-        let settings = Passthrough::new(
-            Duration::from_secs(1),
-            Duration::from_secs(5),
-            metrics.clone(),
-        )
-        .with_own_listeners(Arc::new(OwnListeners::new([target])));
+        let settings = settings(Duration::from_secs(5), &metrics)
+            .with_own_listeners(Arc::new(OwnListeners::new([target])));
         settings
             .forward(downstream, target, &CancellationToken::new())
             .await;
@@ -250,12 +307,7 @@ mod tests {
             futures_util::FutureExt::now_or_never(own.accept()).is_none(),
             "the own listener was reached"
         );
-        let mut rest = Vec::new();
-        let read = client.read_to_end(&mut rest).await;
-        assert!(
-            read.is_err() || rest.is_empty(),
-            "the client's connection ends"
-        );
+        assert_closed(&mut client).await;
     }
 
     #[tokio::test]
@@ -265,30 +317,14 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             listener.local_addr().expect("addr")
         };
-        let front = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let mut client = TcpStream::connect(front.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (downstream, _) = front.accept().await.expect("accept");
+        let (mut client, downstream) = accepted().await;
         let metrics = tcp_metrics();
-        let settings = Passthrough::new(
-            Duration::from_secs(1),
-            Duration::from_secs(5),
-            metrics.clone(),
-        );
-        settings
+        settings(Duration::from_secs(5), &metrics)
             .forward(downstream, target, &CancellationToken::new())
             .await;
         assert_eq!(metrics.connections(TcpOutcome::ConnectError), 1);
         assert_eq!(metrics.connections(TcpOutcome::Connected), 0);
-        let mut rest = Vec::new();
-        let read = client.read_to_end(&mut rest).await;
-        assert!(
-            read.is_err() || rest.is_empty(),
-            "the client's connection ends"
-        );
+        assert_closed(&mut client).await;
     }
 
     #[tokio::test]
@@ -297,18 +333,8 @@ mod tests {
             .await
             .expect("bind");
         let target = listener.local_addr().expect("addr");
-        let front = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let mut client = TcpStream::connect(front.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (downstream, _) = front.accept().await.expect("accept");
-        let settings = Passthrough::new(
-            Duration::from_secs(1),
-            Duration::from_millis(300),
-            tcp_metrics(),
-        );
+        let (mut client, downstream) = accepted().await;
+        let settings = settings(Duration::from_millis(300), &tcp_metrics());
         let hard = CancellationToken::new();
         let forward =
             tokio::spawn(async move { settings.forward(downstream, target, &hard).await });

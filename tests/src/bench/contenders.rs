@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::process::Command;
 
 use super::{configs, procfs::Usage};
-use crate::harness::certs::{IdentityFiles, TestCa};
+use crate::harness::certs::TestCa;
 use crate::harness::{Addrs, BoxError, Process, get_http1, write_atomically, yaml};
 
 /// How long a process may take to be ready.
@@ -284,24 +284,13 @@ impl Env {
     pub async fn levee_two_hop_mtls(&self, upstream: &Upstream) -> Result<Contender, BoxError> {
         let ca = TestCa::new("levee-bench CA");
         let server_id = "spiffe://levee.bench/ns/default/sa/bench";
-        let flags = |files: IdentityFiles| -> Vec<String> {
-            let path = |p: PathBuf| p.display().to_string();
-            vec![
-                "--identity-cert-file".into(),
-                path(files.cert),
-                "--identity-key-file".into(),
-                path(files.key),
-                "--trust-bundle-file".into(),
-                path(files.bundle),
-            ]
-        };
         let server_files = ca.workload(server_id).write(self.dir.path(), "server", &ca);
         let (server, server_addrs) = self
             .levee_args(
                 "levee-mtls-server",
                 None,
                 upstream.addr.port(),
-                &flags(server_files),
+                &server_files.flags(),
             )
             .await?;
         let client_files = ca
@@ -318,7 +307,7 @@ impl Env {
                 "levee-mtls-client",
                 Some(&policy),
                 upstream.addr.port(),
-                &flags(client_files),
+                &client_files.flags(),
             )
             .await?;
         wait_for(&mut client, "levee-2hop-mtls", || {

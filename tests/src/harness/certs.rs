@@ -79,6 +79,21 @@ impl TestCa {
     }
 }
 
+impl IdentityFiles {
+    /// The `levee-proxy` flags that name these files.
+    pub fn flags(&self) -> Vec<String> {
+        let path = |p: &Path| p.display().to_string();
+        vec![
+            "--identity-cert-file".into(),
+            path(&self.cert),
+            "--identity-key-file".into(),
+            path(&self.key),
+            "--trust-bundle-file".into(),
+            path(&self.bundle),
+        ]
+    }
+}
+
 impl Workload {
     /// Writes the certificate, key and `ca`'s bundle into `dir`, named
     /// after `name`.

@@ -20,9 +20,12 @@ use std::{
 use levee_proto::policy::Document;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[cfg(doc)]
+use super::upstream::{greeting, reversing};
 use super::{
     CurlOutput, Metrics, Process, binary, curl_command, eventually,
     netns::{B_V4, Netns, NetnsPair, NetnsProxy},
+    upstream::{GREETING, exchange},
     yaml,
 };
 
@@ -150,6 +153,35 @@ impl Netns {
         curl_command(self.command("curl"), args)
             .await
             .unwrap_or_else(|e| panic!("curl {args:?} in {}: {e}", self.name()))
+    }
+
+    /// Sends `sent` to `target` from inside and half-closes; asserts that
+    /// the answer is `sent` reversed (a [`reversing`] peer reached through
+    /// whatever forwards it).
+    pub async fn assert_reversed(&self, target: SocketAddr, sent: &[u8]) {
+        let conn = self.connect(target).expect("connect");
+        let got = exchange(conn, sent, DEADLINE).await;
+        let mut reversed = sent.to_vec();
+        reversed.reverse();
+        assert!(
+            got == reversed,
+            "{target}: {} bytes back of {}",
+            got.len(),
+            sent.len()
+        );
+    }
+
+    /// Connects to `target` from inside and sends nothing; asserts that a
+    /// [`greeting`] server's first words arrive (a server-speaks-first
+    /// protocol gets through).
+    pub async fn assert_greeted(&self, target: SocketAddr) {
+        let mut conn = self.connect(target).expect("connect");
+        let mut first = vec![0u8; GREETING.len()];
+        tokio::time::timeout(DEADLINE, conn.read_exact(&mut first))
+            .await
+            .expect("the server's first words in time")
+            .expect("read");
+        assert_eq!(first, GREETING, "{target}");
     }
 
     /// Returns once something accepts connections on `addr` inside.

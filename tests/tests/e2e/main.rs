@@ -82,6 +82,7 @@ mod init_iptables;
 mod transparent_detect;
 mod transparent_inbound_ports;
 mod transparent_no_loops;
+mod transparent_opaque_mtls;
 
 mod transparent_discovery;
 mod transparent_passthrough;

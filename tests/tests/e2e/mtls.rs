@@ -76,19 +76,10 @@ impl Pki {
 
     /// `levee-proxy` flags for a workload certificate of `account`.
     fn flags(&self, account: &str) -> Vec<String> {
-        let files = self
-            .ca
+        self.ca
             .workload(&id(account))
-            .write(self.dir.path(), account, &self.ca);
-        let path = |p: std::path::PathBuf| p.display().to_string();
-        vec![
-            "--identity-cert-file".into(),
-            path(files.cert),
-            "--identity-key-file".into(),
-            path(files.key),
-            "--trust-bundle-file".into(),
-            path(files.bundle),
-        ]
+            .write(self.dir.path(), account, &self.ca)
+            .flags()
     }
 }
 

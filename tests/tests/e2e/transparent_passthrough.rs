@@ -9,7 +9,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use levee_tests::harness::netns::{B_V4, B_V6, NetnsPair};
 use levee_tests::harness::pods::PROXY_UID;
-use levee_tests::harness::upstream::{GREETING, exchange, greeting, reversing};
+use levee_tests::harness::upstream::{greeting, reversing};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -27,25 +27,9 @@ async fn captured_tcp_to_an_unknown_destination_passes_through() {
 
     let _proxy = a.start_proxy(PROXY_UID, &[]).await;
     let sent: Vec<u8> = (0..4_000_000u32).map(|i| (i % 253) as u8).collect();
-    let mut reversed = sent.clone();
-    reversed.reverse();
     for ip in [B_V6, B_V4] {
-        let conn = a.connect(SocketAddr::new(ip, 9001)).expect("connect");
-        let got = exchange(conn, &sent, DEADLINE).await;
-        assert!(
-            got == reversed,
-            "{ip}: {} bytes back of {}",
-            got.len(),
-            sent.len()
-        );
-
-        let mut conn = a.connect(SocketAddr::new(ip, 9002)).expect("connect");
-        let mut greeting = vec![0u8; GREETING.len()];
-        tokio::time::timeout(DEADLINE, conn.read_exact(&mut greeting))
-            .await
-            .expect("the server's first words in time")
-            .expect("read");
-        assert_eq!(greeting, GREETING);
+        a.assert_reversed(SocketAddr::new(ip, 9001), &sent).await;
+        a.assert_greeted(SocketAddr::new(ip, 9002)).await;
     }
 
     // Explicit mode is unchanged: a call to the listener itself is HTTP.

@@ -16,7 +16,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use levee_tests::harness::{Body, Process, full, netns::Netns, pods::TwoPods, python, upstream};
-use tokio::io::AsyncReadExt;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -205,27 +204,11 @@ async fn opaque_tcp_through_both_sidecars() {
         .into_iter()
         .chain((0..4_000_000u32).map(|i| (i % 251) as u8))
         .collect();
-    let mut reversed = sent.clone();
-    reversed.reverse();
-    let conn = client.connect(pods.server_addr(9001)).expect("connect");
-    let got = upstream::exchange(conn, &sent, DEADLINE).await;
-    assert!(
-        got == reversed,
-        "{} bytes back of {}",
-        got.len(),
-        sent.len()
-    );
+    client.assert_reversed(pods.server_addr(9001), &sent).await;
 
     // Neither the client nor its sidecar says a word: each sidecar's
     // detection times out, and the server's greeting comes through.
-    let mut conn = client.connect(pods.server_addr(9002)).expect("connect");
-    let mut greeting = vec![0u8; upstream::GREETING.len()];
-    tokio::time::timeout(DEADLINE, conn.read_exact(&mut greeting))
-        .await
-        .expect("the server's first words in time")
-        .expect("read");
-    assert_eq!(greeting, upstream::GREETING);
-    drop(conn);
+    client.assert_greeted(pods.server_addr(9002)).await;
 
     let c = client.admin_metrics().await;
     let s = server.admin_metrics().await;
