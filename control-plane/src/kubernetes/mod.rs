@@ -11,7 +11,8 @@
 //! - `reflect`: the watchers and reflector stores, and the sync loop that
 //!   hands the registry what changed.
 //! - `lease`: Lease-based leader election (pure state machine + kube calls).
-//! - `status`: the `status` subresource written on each policy by the leader.
+//! - `status`: the `status` subresource written on each policy: each
+//!   replica its own proxy count, the leader the conditions and the sum.
 
 pub mod lease;
 pub mod reflect;
@@ -75,7 +76,8 @@ pub struct Running {
     pub leader: watch::Receiver<bool>,
 }
 
-/// Starts the reflectors, the election (as `identity`) and the status writer.
+/// Starts the reflectors, the election (as `identity`) and the status
+/// writers (this replica's entries as `identity`, the leader's pass).
 pub fn start(
     client: Client,
     identity: String,
@@ -88,12 +90,13 @@ pub fn start(
     let (leader_tx, leader) = watch::channel(false);
     tokio::spawn(lease::run(
         client.clone(),
-        identity,
+        identity.clone(),
         leader_tx,
         shutdown.clone(),
     ));
     tokio::spawn(status::run(
         client,
+        identity,
         reflectors.clone(),
         registry,
         sessions,

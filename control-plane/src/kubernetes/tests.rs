@@ -4,5 +4,6 @@
 mod lease;
 mod mock;
 mod reflect;
+mod replicas;
 mod status;
 mod translate;

@@ -155,7 +155,7 @@ async fn the_leader_patches_the_status_subresource() {
         Some(&ProxyCount { acked: 1, total: 2 })
     );
 
-    write_all(&client, &reflectors, &registry, &sessions).await;
+    write_all(&client, &reflectors, "cp-a", &counts).await;
     let patches: Vec<_> = api
         .seen()
         .into_iter()
