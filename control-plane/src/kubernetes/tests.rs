@@ -4,6 +4,7 @@
 mod lease;
 mod mock;
 mod reflect;
+mod refs;
 mod replicas;
 mod status;
 mod translate;

@@ -4,6 +4,7 @@
 //!
 //! - `Accepted`: `True`/`Accepted` when the validator takes the spec,
 //!   `False`/`Invalid` with its field-path messages otherwise.
+//! - `ResolvedRefs`: whether the target Service and port exist (`refs`).
 //!
 //! `lastTransitionTime` moves only when a condition's status does.
 
@@ -12,6 +13,7 @@ use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
 use super::ProxyCount;
+use super::refs::Resolution;
 use super::replicas::rfc3339;
 use crate::kubernetes::translate::Verdict;
 
@@ -48,6 +50,7 @@ fn condition(
 pub fn desired(
     object: &DynamicObject,
     verdict: &Verdict,
+    refs: Option<&Resolution>,
     proxies: ProxyCount,
     now: Timestamp,
 ) -> Value {
@@ -56,7 +59,12 @@ pub fn desired(
         Ok(()) => ("True", "Accepted", "policy is valid".to_owned()),
         Err(message) => ("False", "Invalid", message.clone()),
     };
-    let conditions = vec![condition(object, "Accepted", accepted, generation, now)];
+    let mut conditions = vec![condition(object, "Accepted", accepted, generation, now)];
+    if let Some(r) = refs {
+        let status = if r.resolved { "True" } else { "False" };
+        let parts = (status, r.reason, r.message.clone());
+        conditions.push(condition(object, "ResolvedRefs", parts, generation, now));
+    }
     json!({
         "observedGeneration": generation,
         "conditions": conditions,

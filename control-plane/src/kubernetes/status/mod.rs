@@ -12,6 +12,12 @@
 //!     message: policy is valid # │
 //!     observedGeneration: 3    # │
 //!     lastTransitionTime: "2026-11-29T21:40:09Z"
+//!   - type: ResolvedRefs       # │ the target Service and port exist
+//!     status: "False"          # │ (`refs`)
+//!     reason: PortNotFound     # │ or ResolvedRefs, BackendNotFound
+//!     message: "Service shop/payments has no TCP port 8080 (…)"
+//!     observedGeneration: 3    # │
+//!     lastTransitionTime: "2026-11-29T21:40:09Z"
 //!   proxies: {acked: 3, total: 4, generation: 3}   # ┘ sum of the fresh entries
 //!   replicas:                  # each replica its own entry, server-side
 //!   - {name: cp-a, acked: 2, total: 2, generation: 3, heartbeatTime: "…"}
@@ -25,6 +31,7 @@
 //! entries of dead replicas.
 
 pub mod conditions;
+pub mod refs;
 pub mod replicas;
 
 use std::collections::BTreeMap;
@@ -112,8 +119,10 @@ pub async fn write_all(
             }
             Err(_) => ProxyCount::default(),
         };
+        let refs = refs::resolve(&object, &reflectors.services);
         let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource);
-        if let Some(body) = patch(&object, desired(&object, verdict, proxies, now)) {
+        let wanted = desired(&object, verdict, refs.as_ref(), proxies, now);
+        if let Some(body) = patch(&object, wanted) {
             match api
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
                 .await

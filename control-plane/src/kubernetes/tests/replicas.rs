@@ -273,14 +273,32 @@ fn the_leaders_patch_ignores_the_replicas_entries() {
         outcome: Ok(()),
     };
     let now = Timestamp::now();
-    let mut status = desired(&object, &verdict, ProxyCount { acked: 1, total: 1 }, now);
+    let mut status = desired(
+        &object,
+        &verdict,
+        None,
+        ProxyCount { acked: 1, total: 1 },
+        now,
+    );
     status["replicas"] = json!([{"name": "cp-b", "acked": 1, "total": 1, "generation": 3,
                                  "heartbeatTime": rfc3339(now)}]);
     object.data["status"] = status;
     assert_eq!(entries(&object).len(), 1);
-    let again = desired(&object, &verdict, ProxyCount { acked: 1, total: 1 }, now);
+    let again = desired(
+        &object,
+        &verdict,
+        None,
+        ProxyCount { acked: 1, total: 1 },
+        now,
+    );
     assert_eq!(patch(&object, again), None);
-    let more = desired(&object, &verdict, ProxyCount { acked: 1, total: 2 }, now);
+    let more = desired(
+        &object,
+        &verdict,
+        None,
+        ProxyCount { acked: 1, total: 2 },
+        now,
+    );
     let body = patch(&object, more).expect("the sum changed");
     assert_eq!(body["status"]["proxies"]["total"], 2);
     assert!(body["status"].get("replicas").is_none());
