@@ -127,6 +127,9 @@ pub async fn start(
     // With --kubernetes, one API client (--kubeconfig or in-cluster) serves
     // the watches, the election and --token-review alike.
     let mut kube_client = None;
+    // With --kubernetes: the client and whether this replica leads, for the
+    // trust bundle copies (started once the CA is loaded).
+    let mut kube_leader = None;
     let mode = if config.kubernetes {
         let client = kubernetes::client(config.kubeconfig.as_deref()).await?;
         kube_client = Some(client.clone());
@@ -136,13 +139,14 @@ pub async fn start(
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| format!("levee-control-plane-{}", std::process::id()));
         let running = kubernetes::start(
-            client,
+            client.clone(),
             identity,
             registry.clone(),
             sessions.clone(),
             config.kubernetes_resync.get(),
             shutdown.clone(),
         );
+        kube_leader = Some((client.clone(), running.leader.clone()));
         let mut synced = running.reflectors.synced.clone();
         let (ready_tx, ready_rx) = watch::channel(false);
         tokio::spawn(async move {
@@ -174,6 +178,20 @@ pub async fn start(
         &metrics,
     )
     .await?;
+    // Injected pods mount the trust bundle from their own namespace only
+    // when they dial the control plane over https.
+    if let Some((client, leader)) = kube_leader
+        && config.trust_bundle_copy
+        && identity.tls.is_some()
+        && config.webhook.proxy_control_plane.starts_with("https://")
+    {
+        tokio::spawn(kubernetes::trust_bundle::run(
+            client,
+            identity.roots_pem.clone(),
+            leader,
+            shutdown.clone(),
+        ));
+    }
 
     let grpc = TcpListener::bind(config.grpc_addr)
         .await
@@ -335,6 +353,8 @@ struct IdentityParts {
     join_tokens: Option<identity::service::JoinTokensService>,
     /// `None` with `--insecure-plaintext`.
     tls: Option<tonic::transport::ServerTlsConfig>,
+    /// The trust bundle (PEM): every root the CA trusts.
+    roots_pem: String,
 }
 
 /// Loads (or creates) the trust anchor, writes the trust bundle to
@@ -434,6 +454,7 @@ async fn identity_services(
         )
     };
     Ok(IdentityParts {
+        roots_pem: ca.roots_pem(),
         certify: identity::service::IdentityService::new(
             ca,
             tokens.clone(),

@@ -13,11 +13,14 @@
 //! - `lease`: Lease-based leader election (pure state machine + kube calls).
 //! - `status`: the `status` subresource written on each policy: each
 //!   replica its own proxy count, the leader the conditions and the sum.
+//! - `trust_bundle`: the leader's copies of the trust bundle ConfigMap in
+//!   every namespace with injection enabled.
 
 pub mod lease;
 pub mod reflect;
 pub mod status;
 pub mod translate;
+pub mod trust_bundle;
 
 #[cfg(test)]
 mod tests;

@@ -8,3 +8,4 @@ mod refs;
 mod replicas;
 mod status;
 mod translate;
+mod trust_bundle;
