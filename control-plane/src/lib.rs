@@ -130,6 +130,9 @@ pub async fn start(
     // With --kubernetes: the client and whether this replica leads, for the
     // trust bundle copies (started once the CA is loaded).
     let mut kube_leader = None;
+    // With --kubernetes: the status writer, awaited after the servers stop
+    // (it removes this replica's status entries first).
+    let mut status_writer = None;
     let mode = if config.kubernetes {
         let client = kubernetes::client(config.kubeconfig.as_deref()).await?;
         kube_client = Some(client.clone());
@@ -147,6 +150,7 @@ pub async fn start(
             shutdown.clone(),
         );
         kube_leader = Some((client.clone(), running.leader.clone()));
+        status_writer = Some(running.status);
         let mut synced = running.reflectors.synced.clone();
         let (ready_tx, ready_rx) = watch::channel(false);
         tokio::spawn(async move {
@@ -337,6 +341,9 @@ pub async fn start(
             }
         };
         let (grpc, http, webhook) = tokio::join!(grpc_server, http_server, webhook_server);
+        if let Some(writer) = status_writer {
+            let _ = writer.await;
+        }
         grpc?;
         http?;
         webhook?;

@@ -33,6 +33,7 @@ use kube::Client;
 use kube::api::{ApiResource, GroupVersionKind};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::BoxError;
 use crate::discovery::registry::Registry;
@@ -77,6 +78,10 @@ pub struct Running {
     pub reflectors: Reflectors,
     /// Whether this replica leads (writes status).
     pub leader: watch::Receiver<bool>,
+    /// The status writer; it ends after `shutdown`, once this replica's
+    /// `status.replicas` entries are removed (bounded by
+    /// [`status::RETIRE_WITHIN`]).
+    pub status: JoinHandle<()>,
 }
 
 /// Starts the reflectors, the election (as `identity`) and the status
@@ -97,7 +102,7 @@ pub fn start(
         leader_tx,
         shutdown.clone(),
     ));
-    tokio::spawn(status::run(
+    let status = tokio::spawn(status::run(
         client,
         identity,
         reflectors.clone(),
@@ -106,5 +111,9 @@ pub fn start(
         leader.clone(),
         shutdown,
     ));
-    Running { reflectors, leader }
+    Running {
+        reflectors,
+        leader,
+        status,
+    }
 }

@@ -26,7 +26,8 @@
 //!
 //! Every [`STATUS_INTERVAL`], once the caches have synced, every replica
 //! counts the proxies connected to it per policy ([`proxy_counts`]) and
-//! writes its own entry where it changed (`replicas`); the leader then
+//! writes its own entry where it changed (`replicas`), and removes its
+//! entries when it stops; the leader then
 //! writes the conditions and the sum where they changed, and prunes the
 //! entries of dead replicas.
 
@@ -54,6 +55,9 @@ use replicas::OwnEntries;
 
 /// How often each replica (and the leader) compares and writes status.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+/// A stopping replica gives up removing its `replicas` entries after this
+/// (they then age out).
+pub const RETIRE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Proxies subscribed to a policy's services, and those up to date.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -157,7 +161,8 @@ pub async fn write_all(
 }
 
 /// Every [`STATUS_INTERVAL`]: this replica's own entries, then, while it
-/// leads, the leader's pass.
+/// leads, the leader's pass. On `shutdown`, removes this replica's entries
+/// (within [`RETIRE_WITHIN`]) and returns.
 pub async fn run(
     client: Client,
     me: String,
@@ -171,15 +176,28 @@ pub async fn run(
     loop {
         if reflectors.synced.borrow().0 > 0 {
             let counts = proxy_counts(&registry, &sessions);
-            own.write(&client, &reflectors.policies.state(), &counts)
-                .await;
-            if *leader.borrow() {
-                write_all(&client, &reflectors, &me, &counts).await;
+            let pass = async {
+                own.write(&client, &reflectors.policies.state(), &counts)
+                    .await;
+                if *leader.borrow() {
+                    write_all(&client, &reflectors, &me, &counts).await;
+                }
+            };
+            // A pass stuck on the API server does not hold up stopping.
+            tokio::select! {
+                () = pass => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
             }
         }
         tokio::select! {
             () = tokio::time::sleep(STATUS_INTERVAL) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.wait_for(|stop| *stop) => break,
         }
+    }
+    if tokio::time::timeout(RETIRE_WITHIN, own.retire(&client))
+        .await
+        .is_err()
+    {
+        tracing::warn!("removing this replica's proxy counts timed out; they age out");
     }
 }

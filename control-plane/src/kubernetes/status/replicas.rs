@@ -11,6 +11,10 @@
 //!   proxies, when the heartbeat is [`HEARTBEAT`] old. A replica with no
 //!   proxies on a policy writes no entry (a zero entry is written once when
 //!   its proxies leave, then left to age out).
+//! - A replica that **stops** (SIGTERM: a rollout, a scale-down) removes
+//!   its own entries first: it applies, under the same field manager, an
+//!   object without them, which gives those fields up ([`OwnEntries::retire`]).
+//!   Only a replica that dies without stopping leaves its entries to age out.
 //! - **The leader** sums the fresh entries (heartbeat younger than
 //!   [`STALE_AFTER`]; its own numbers are taken live) into `status.proxies`,
 //!   and removes stale entries (dead replicas) with a JSON patch whose
@@ -142,6 +146,17 @@ pub fn apply_body(object: &DynamicObject, entry: &Entry) -> Value {
     })
 }
 
+/// The server-side apply body that gives up every field of `object`'s
+/// status this manager owns: its entry is removed (no other manager owns
+/// it).
+pub fn retire_body(namespace: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "kind": levee_proto::policy::KIND_POLICY,
+        "metadata": {"name": name, "namespace": namespace},
+    })
+}
+
 /// `status.proxies` as the leader (`me`, with its live `mine`) sums it:
 /// every fresh entry's total, and its acked when it is about `generation`.
 pub fn sum(
@@ -267,5 +282,23 @@ impl OwnEntries {
             }
         }
         self.written.retain(|key, _| present.contains(key));
+    }
+
+    /// Removes every entry this replica wrote (it is stopping), so the
+    /// leader stops counting its proxies now instead of after
+    /// [`STALE_AFTER`].
+    pub async fn retire(&mut self, client: &Client) {
+        let resource = policy_resource();
+        let params = PatchParams::apply(&self.field_manager()).force();
+        for ((ns, name), _) in std::mem::take(&mut self.written) {
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &resource);
+            let body = retire_body(&ns, &name);
+            if let Err(error) = api.patch_status(&name, &params, &Patch::Apply(&body)).await {
+                tracing::warn!(
+                    namespace = %ns, %name, %error,
+                    "removing this replica's proxy count failed; it ages out"
+                );
+            }
+        }
     }
 }

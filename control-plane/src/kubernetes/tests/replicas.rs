@@ -10,16 +10,21 @@ use http::StatusCode;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
 use kube::api::DynamicObject;
+use levee_proto::policy::ServiceKey;
+use levee_proto::v1;
+use levee_tests::harness::eventually;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::mock::{MockApi, Seen, fixture};
 use crate::discovery::registry::Registry;
+use crate::discovery::status::{SessionStatus, Sessions, SubscriptionStatus};
 use crate::kubernetes::reflect::{self, Reflectors};
 use crate::kubernetes::status::replicas::{
-    Entry, HEARTBEAT, OwnEntries, STALE_AFTER, entries, needs_write, prune, rfc3339, sum,
+    Entry, HEARTBEAT, OwnEntries, STALE_AFTER, entries, needs_write, prune, retire_body, rfc3339,
+    sum,
 };
-use crate::kubernetes::status::{ProxyCount, desired, patch, write_all};
+use crate::kubernetes::status::{ProxyCount, desired, patch, run, write_all};
 use crate::kubernetes::translate::{ObjectName, Verdict};
 
 const STATUS_PATH: &str =
@@ -38,8 +43,17 @@ fn policies_with(status: Value) -> bytes::Bytes {
 }
 
 /// The reflectors over the recorded Services and EndpointSlices and
-/// `policies`, synced once (they stop when the returned sender drops).
-async fn synced(policies: bytes::Bytes) -> (Client, Arc<MockApi>, Reflectors, watch::Sender<bool>) {
+/// `policies`, synced once, and the registry they feed (they stop when the
+/// returned sender drops).
+async fn synced(
+    policies: bytes::Bytes,
+) -> (
+    Client,
+    Arc<MockApi>,
+    Reflectors,
+    Arc<Registry>,
+    watch::Sender<bool>,
+) {
     let (client, api) = MockApi::client();
     api.list(
         "services",
@@ -56,7 +70,7 @@ async fn synced(policies: bytes::Bytes) -> (Client, Arc<MockApi>, Reflectors, wa
     let registry = Arc::new(Registry::new());
     let reflectors = reflect::start(
         client.clone(),
-        registry,
+        registry.clone(),
         Duration::from_secs(3600),
         shutdown,
     );
@@ -65,7 +79,7 @@ async fn synced(policies: bytes::Bytes) -> (Client, Arc<MockApi>, Reflectors, wa
         .await
         .expect("synced within 10s")
         .expect("sync loop alive");
-    (client, api, reflectors, stop)
+    (client, api, reflectors, registry, stop)
 }
 
 fn patches(api: &MockApi) -> Vec<Seen> {
@@ -86,7 +100,7 @@ async fn the_leader_sums_fresh_entries_and_prunes_a_dead_replicas() {
         {"name": "cp-b", "acked": 1, "total": 2, "generation": 3, "heartbeatTime": ago(5)},
         {"name": "cp-c", "acked": 4, "total": 4, "generation": 3, "heartbeatTime": ago(600)},
     ]});
-    let (client, api, reflectors, _stop) = synced(policies_with(status)).await;
+    let (client, api, reflectors, _registry, _stop) = synced(policies_with(status)).await;
     // The leader, cp-a, has two proxies of its own, both up to date.
     let mine = BTreeMap::from([(payments(), ProxyCount { acked: 2, total: 2 })]);
     write_all(&client, &reflectors, "cp-a", &mine).await;
@@ -156,7 +170,7 @@ async fn a_replica_applies_only_its_own_entry_under_its_own_field_manager() {
     let status = json!({"replicas": [
         {"name": "cp-a", "acked": 2, "total": 2, "generation": 3, "heartbeatTime": ago(5)},
     ]});
-    let (client, api, reflectors, _stop) = synced(policies_with(status)).await;
+    let (client, api, reflectors, _registry, _stop) = synced(policies_with(status)).await;
     let mut own = OwnEntries::new("cp-b");
     let counts = BTreeMap::from([(payments(), ProxyCount { acked: 1, total: 2 })]);
     let before = Timestamp::now();
@@ -206,7 +220,7 @@ async fn a_replica_writes_nothing_when_nothing_changed() {
     let status = json!({"replicas": [
         {"name": "cp-a", "acked": 2, "total": 2, "generation": 3, "heartbeatTime": ago(5)},
     ]});
-    let (client, api, reflectors, _stop) = synced(policies_with(status)).await;
+    let (client, api, reflectors, _registry, _stop) = synced(policies_with(status)).await;
     let policies = reflectors.policies.state();
     let mut own = OwnEntries::new("cp-a");
     let same = BTreeMap::from([(payments(), ProxyCount { acked: 2, total: 2 })]);
@@ -302,4 +316,78 @@ fn the_leaders_patch_ignores_the_replicas_entries() {
     let body = patch(&object, more).expect("the sum changed");
     assert_eq!(body["status"]["proxies"]["total"], 2);
     assert!(body["status"].get("replicas").is_none());
+}
+
+fn session(key: &ServiceKey, acked: &str) -> SessionStatus {
+    SessionStatus {
+        stream_id: 1,
+        hello: v1::Hello::default(),
+        peer: String::new(),
+        connected_at_unix_ms: 0,
+        spiffe_id: String::new(),
+        cert_not_after_unix: 0,
+        subscriptions: BTreeMap::from([(
+            key.clone(),
+            SubscriptionStatus {
+                acked_version: acked.to_owned(),
+                ..SubscriptionStatus::default()
+            },
+        )]),
+    }
+}
+
+#[tokio::test]
+async fn a_stopping_replica_removes_its_entry() {
+    let (client, api, reflectors, registry, _stop) = synced(policies_with(json!({}))).await;
+    // One proxy on cp-b uses the payments policy (service port 8080).
+    let key = ServiceKey {
+        name: "payments".into(),
+        namespace: "shop".into(),
+        port: 8080,
+    };
+    let sessions = Arc::new(Sessions::default());
+    sessions.open(session(&key, &registry.current(&key).version));
+    let (_leader_tx, leader) = watch::channel(false);
+    let (stop_tx, shutdown) = watch::channel(false);
+    let task = tokio::spawn(run(
+        client,
+        "cp-b".to_owned(),
+        reflectors,
+        registry,
+        sessions,
+        leader,
+        shutdown,
+    ));
+    eventually(Duration::from_secs(10), "cp-b's entry", || {
+        let sent = patches(&api);
+        async move {
+            match sent.first() {
+                Some(s) if s.body.windows(6).any(|w| w == b"\"cp-b\"") => Ok(()),
+                _ => Err(format!("{sent:?}")),
+            }
+        }
+    })
+    .await;
+
+    stop_tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the writer stops within 10s")
+        .expect("the writer did not panic");
+    let sent = patches(&api);
+    assert_eq!(sent.len(), 2, "the entry, then its removal: {sent:?}");
+    let last = &sent[1];
+    assert!(last.uri.starts_with(STATUS_PATH), "{}", last.uri);
+    assert!(
+        last.uri.contains("fieldManager=levee-control-plane%2Fcp-b"),
+        "{}",
+        last.uri
+    );
+    assert_eq!(last.content_type, "application/apply-patch+yaml");
+    let body: Value = serde_json::from_slice(&last.body).expect("JSON");
+    assert_eq!(body, retire_body("shop", "payments"));
+    assert!(
+        body.get("status").is_none(),
+        "an apply without the entry gives it up"
+    );
 }
