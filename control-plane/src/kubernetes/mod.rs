@@ -11,12 +11,16 @@
 //! - `reflect`: the watchers and reflector stores, and the sync loop that
 //!   hands the registry what changed.
 //! - `lease`: Lease-based leader election (pure state machine + kube calls).
-//! - `status`: the `status` subresource written on each policy by the leader.
+//! - `status`: the `status` subresource written on each policy: each
+//!   replica its own proxy count, the leader the conditions and the sum.
+//! - `trust_bundle`: the leader's copies of the trust bundle ConfigMap in
+//!   every namespace with injection enabled.
 
 pub mod lease;
 pub mod reflect;
 pub mod status;
 pub mod translate;
+pub mod trust_bundle;
 
 #[cfg(test)]
 mod tests;
@@ -29,6 +33,7 @@ use kube::Client;
 use kube::api::{ApiResource, GroupVersionKind};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::BoxError;
 use crate::discovery::registry::Registry;
@@ -73,9 +78,14 @@ pub struct Running {
     pub reflectors: Reflectors,
     /// Whether this replica leads (writes status).
     pub leader: watch::Receiver<bool>,
+    /// The status writer; it ends after `shutdown`, once this replica's
+    /// `status.replicas` entries are removed (bounded by
+    /// [`status::RETIRE_WITHIN`]).
+    pub status: JoinHandle<()>,
 }
 
-/// Starts the reflectors, the election (as `identity`) and the status writer.
+/// Starts the reflectors, the election (as `identity`) and the status
+/// writers (this replica's entries as `identity`, the leader's pass).
 pub fn start(
     client: Client,
     identity: String,
@@ -88,17 +98,22 @@ pub fn start(
     let (leader_tx, leader) = watch::channel(false);
     tokio::spawn(lease::run(
         client.clone(),
-        identity,
+        identity.clone(),
         leader_tx,
         shutdown.clone(),
     ));
-    tokio::spawn(status::run(
+    let status = tokio::spawn(status::run(
         client,
+        identity,
         reflectors.clone(),
         registry,
         sessions,
         leader.clone(),
         shutdown,
     ));
-    Running { reflectors, leader }
+    Running {
+        reflectors,
+        leader,
+        status,
+    }
 }

@@ -4,5 +4,8 @@
 mod lease;
 mod mock;
 mod reflect;
+mod refs;
+mod replicas;
 mod status;
 mod translate;
+mod trust_bundle;
