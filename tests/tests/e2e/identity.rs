@@ -12,38 +12,18 @@ use levee_proto::v1::discovery_client::DiscoveryClient;
 use levee_proto::v1::identity_client::IdentityClient;
 use levee_tests::flaky::FlakyUpstream;
 use levee_tests::harness::mesh::{status, wait_metric};
-use levee_tests::harness::{ControlPlane, Proxy, ProxyBuilder, eventually};
+use levee_tests::harness::{ControlPlane, Proxy, ProxyBuilder, eventually, identity};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 const PAYMENTS_ID: &str = "spiffe://cluster.local/ns/shop/sa/payments";
 
-/// `leveectl token create`; returns the path of a file holding the token.
 async fn join_token(cp: &ControlPlane, service: &str) -> PathBuf {
-    let out = cp
-        .leveectl(&["token", "create", "--service", service, "-n", "shop"])
-        .await
-        .expect("leveectl");
-    assert!(out.status.success(), "{out:?}");
-    let token = String::from_utf8(out.stdout).expect("utf-8");
-    let path = cp
-        .dir()
-        .join(format!("{service}-{}.token", rand::random::<u32>()));
-    std::fs::write(&path, token.trim()).expect("writing the token");
-    path
+    identity::join_token(cp, service, "shop").await
 }
 
-/// A proxy of `service` in `shop` proving itself with `token`.
 fn identity_proxy(cp: &ControlPlane, service: &str, app_port: u16, token: &Path) -> ProxyBuilder {
-    Proxy::builder()
-        .service(service)
-        .namespace("shop")
-        .app_port(app_port)
-        .control_plane(&cp.grpc_url())
-        .arg("--trust-bundle-file")
-        .arg(cp.trust_bundle())
-        .arg("--identity-token-file")
-        .arg(token)
+    identity::certified_proxy(cp, service, "shop", app_port, token)
 }
 
 async fn cp_metric(cp: &ControlPlane, name: &str, labels: &[(&str, &str)]) -> f64 {
