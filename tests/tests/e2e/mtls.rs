@@ -124,6 +124,12 @@ async fn the_app_sees_the_verified_caller_over_mtls_and_never_a_forged_header() 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-seen-client-id"), "");
 
+    // /config names the identity files' certificate and its issuer.
+    let config = web.config().await.expect("/config");
+    assert_eq!(config["identity"]["source"], "files", "{config}");
+    assert_eq!(config["identity"]["spiffeId"], id("web"), "{config}");
+    assert_eq!(config["identity"]["issuer"], "CN=levee e2e CA", "{config}");
+
     let out = web.metrics().await.expect("caller metrics");
     let ok = [("direction", "outbound"), ("result", "ok")];
     assert!(out.value("levee_tls_handshakes_total", &ok) >= 1.0);

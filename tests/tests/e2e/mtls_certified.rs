@@ -5,7 +5,6 @@
 //! certificates are renewed under load.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use levee_proto::policy::{Document, SpiffeId};
@@ -15,7 +14,9 @@ use levee_tests::harness::identity::{
 };
 use levee_tests::harness::mesh::{apply, call, metric, status};
 use levee_tests::harness::yaml::endpoints_in;
-use levee_tests::harness::{Background, ControlPlane, Proxy, eventually, upstream};
+use levee_tests::harness::{Background, ControlPlane, Proxy, ProxyBuilder, eventually, upstream};
+use levee_tests::otlp::{OtlpReceiver, RecordedSpan};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 const NAMESPACE: &str = "shop";
@@ -24,46 +25,25 @@ const AUTHORITY: &str = "payments.shop:8080";
 const PAYMENTS_ID: &str = "spiffe://cluster.local/ns/shop/sa/payments";
 const WEB_ID: &str = "spiffe://cluster.local/ns/shop/sa/web";
 
-/// The `payments` sidecar (registered under port 8080) in front of `app`.
-async fn payments(cp: &ControlPlane, app: SocketAddr, token: &Path) -> Proxy {
-    certified_proxy(cp, "payments", NAMESPACE, app.port(), token)
-        .arg("--service-port")
-        .arg(PORT.to_string())
-        .start()
-        .await
-}
-
-/// `payments.shop:8080` is `payments`' inbound port, which must present
-/// `payments`' SPIFFE ID (a static `ServiceEndpoints` with `spec.identity`).
-async fn declare_payments(cp: &ControlPlane, payments: &Proxy) {
-    let mut doc = endpoints_in(NAMESPACE, "payments", PORT, &[payments.inbound()]);
-    if let Document::Endpoints(e) = &mut doc {
-        e.spec.identity = Some(SpiffeId::parse(PAYMENTS_ID).expect("a SPIFFE ID"));
-    }
-    apply(cp, doc).await;
-}
-
-/// Waits until a call from `web` reaches the app over mTLS (before the
-/// document arrives, `payments`' own registration is plaintext).
-async fn wait_mtls(web: &Proxy) {
-    eventually(DEADLINE, "a call over mTLS", || async {
-        let r = call(web, AUTHORITY, &[]).await?;
-        match (r.status.as_u16(), r.header("x-seen-client-id")) {
-            (200, id) if id == WEB_ID => Ok(()),
-            (status, id) => Err(format!("{status}, client id {id:?}: {}", r.text())),
-        }
-    })
+/// `payments` (registered under port 8080, in front of `app`) and its
+/// caller `web`, both certified with join tokens, `extra` added to both;
+/// `payments.shop:8080` declared with `payments`' identity, and a call from
+/// `web` seen to arrive over mTLS.
+async fn pair(
+    cp: &ControlPlane,
+    app: SocketAddr,
+    extra: impl Fn(ProxyBuilder) -> ProxyBuilder,
+) -> (Proxy, Proxy) {
+    let payments_token = join_token(cp, "payments", NAMESPACE).await;
+    let payments = extra(
+        certified_proxy(cp, "payments", NAMESPACE, app.port(), &payments_token)
+            .arg("--service-port")
+            .arg(PORT.to_string()),
+    )
+    .start()
     .await;
-}
-
-#[tokio::test]
-async fn certify_issued_certificates_carry_the_mtls_hop_between_sidecars() {
-    let cp = ControlPlane::builder().tls().start().await;
-    let app = upstream::echo().await;
-    let payments_token = join_token(&cp, "payments", NAMESPACE).await;
-    let payments = payments(&cp, app, &payments_token).await;
-    let web_token = join_token(&cp, "web", NAMESPACE).await;
-    let web = certified_proxy(&cp, "web", NAMESPACE, 1, &web_token)
+    let web_token = join_token(cp, "web", NAMESPACE).await;
+    let web = extra(certified_proxy(cp, "web", NAMESPACE, 1, &web_token))
         .start()
         .await;
     // Both identities are the ones Certify issued for the join tokens.
@@ -72,8 +52,32 @@ async fn certify_issued_certificates_carry_the_mtls_hop_between_sidecars() {
         assert_eq!(config["identity"]["state"], "certified", "{config}");
         assert_eq!(config["identity"]["spiffeId"], id, "{config}");
     }
-    declare_payments(&cp, &payments).await;
-    wait_mtls(&web).await;
+    // `payments.shop:8080` is payments' inbound port, which must present
+    // payments' SPIFFE ID (a static `ServiceEndpoints` with `spec.identity`).
+    let mut doc = endpoints_in(NAMESPACE, "payments", PORT, &[payments.inbound()]);
+    if let Document::Endpoints(e) = &mut doc {
+        e.spec.identity = Some(SpiffeId::parse(PAYMENTS_ID).expect("a SPIFFE ID"));
+    }
+    apply(cp, doc).await;
+    // Before the document arrives, payments' own registration is plaintext.
+    let ok_out = [("direction", "outbound"), ("result", "ok")];
+    eventually(DEADLINE, "a call over mTLS", || async {
+        let r = call(&web, AUTHORITY, &[]).await?;
+        let handshakes = metric(&web, "levee_tls_handshakes_total", &ok_out).await;
+        match (r.status.as_u16(), handshakes) {
+            (200, h) if h >= 1.0 => Ok(()),
+            (status, h) => Err(format!("{status} after {h} handshakes: {}", r.text())),
+        }
+    })
+    .await;
+    (payments, web)
+}
+
+#[tokio::test]
+async fn certify_issued_certificates_carry_the_mtls_hop_between_sidecars() {
+    let cp = ControlPlane::builder().tls().start().await;
+    let app = upstream::echo().await;
+    let (payments, web) = pair(&cp, app, |b| b).await;
 
     // The app sees the caller's Certify-issued identity, never the caller's own header.
     let forged = [(
@@ -140,26 +144,7 @@ async fn short_lived_certificates_renew_under_load_without_a_failed_request() {
         .start()
         .await
         .expect("flaky");
-    let payments_token = join_token(&cp, "payments", NAMESPACE).await;
-    let payments = payments(&cp, app.addr(), &payments_token).await;
-    let web_token = join_token(&cp, "web", NAMESPACE).await;
-    let web = certified_proxy(&cp, "web", NAMESPACE, 1, &web_token)
-        .start()
-        .await;
-    declare_payments(&cp, &payments).await;
-    eventually(DEADLINE, "a call over mTLS", || async {
-        let r = call(&web, AUTHORITY, &[]).await?;
-        let handshakes = web
-            .metrics()
-            .await
-            .map_err(|e| e.to_string())?
-            .value("levee_tls_handshakes_total", &[("direction", "outbound")]);
-        match (r.status.as_u16(), handshakes) {
-            (200, h) if h >= 1.0 => Ok(()),
-            (status, h) => Err(format!("{status} after {h} handshakes: {}", r.text())),
-        }
-    })
-    .await;
+    let (payments, web) = pair(&cp, app.addr(), |b| b).await;
 
     let renewals = [("result", "ok")];
     let ok_out = [("direction", "outbound"), ("result", "ok")];
@@ -222,4 +207,80 @@ async fn short_lived_certificates_renew_under_load_without_a_failed_request() {
         );
         assert!(m.value("levee_identity_renewals_total", &renewals) >= 4.0);
     }
+}
+
+/// `proxy`'s access-log line of `direction` in the trace `trace_id`, parsed.
+async fn access_line(proxy: &Proxy, direction: &str, trace_id: &str) -> serde_json::Value {
+    let wanted = format!("\"direction\":\"{direction}\"");
+    let line = eventually(DEADLINE, &format!("an {direction} access-log line"), || {
+        let output = proxy.process.output();
+        let found = output
+            .lines()
+            .find(|l| l.starts_with('{') && l.contains(&wanted) && l.contains(trace_id))
+            .map(str::to_owned);
+        async move { found.ok_or(output) }
+    })
+    .await;
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[tokio::test]
+async fn spans_access_logs_and_config_name_the_verified_identities() {
+    let collector = OtlpReceiver::start().await.expect("collector");
+    let cp = ControlPlane::builder().tls().start().await;
+    let app = upstream::echo().await;
+    let (payments, web) = pair(&cp, app, |b| {
+        b.traced(&collector).arg("--access-log").arg("json")
+    })
+    .await;
+    let trace_id = "5eed00000000000000000000000000e1";
+    let traceparent = format!("00-{trace_id}-a0000000000000e1-01");
+    let r = call(&web, AUTHORITY, &[("traceparent", &traceparent)])
+        .await
+        .expect("answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Spans: the caller's call and attempt name the server it verified,
+    // the callee's SERVER span the client it verified.
+    let spans = collector
+        .wait_for_trace(trace_id, DEADLINE, |s| {
+            [SpanKind::Client, SpanKind::Server]
+                .iter()
+                .all(|kind| s.iter().any(|s| s.kind == *kind))
+                && s.iter().any(|s| s.name == "attempt")
+        })
+        .await;
+    let find = |pred: &dyn Fn(&RecordedSpan) -> bool| {
+        spans
+            .iter()
+            .find(|s| pred(s))
+            .unwrap_or_else(|| panic!("{spans:#?}"))
+    };
+    let client = find(&|s| s.kind == SpanKind::Client);
+    let attempt = find(&|s| s.name == "attempt");
+    let server = find(&|s| s.kind == SpanKind::Server);
+    assert_eq!(client.attr("levee.server.identity"), PAYMENTS_ID);
+    assert_eq!(attempt.attr("levee.server.identity"), PAYMENTS_ID);
+    assert_eq!(client.attr("levee.client.identity"), "");
+    assert_eq!(server.attr("levee.client.identity"), WEB_ID);
+    assert_eq!(server.attr("levee.server.identity"), "");
+
+    // Access logs: the same, one field each side.
+    let out = access_line(&web, "outbound", trace_id).await;
+    assert_eq!(out["server_id"], PAYMENTS_ID, "{out}");
+    assert!(out.get("client_id").is_none(), "{out}");
+    let inb = access_line(&payments, "inbound", trace_id).await;
+    assert_eq!(inb["client_id"], WEB_ID, "{inb}");
+    assert!(inb.get("server_id").is_none(), "{inb}");
+
+    // /config: the proxy's own certificate and who issued it, never a key.
+    let bundle = std::fs::read(cp.trust_bundle()).expect("trust bundle");
+    let config = web.config().await.expect("/config");
+    let identity = &config["identity"];
+    assert_eq!(identity["source"], "control-plane", "{config}");
+    assert_eq!(identity["service"], "web", "{config}");
+    let issuer = identity["issuer"].as_str().unwrap_or_default().to_owned();
+    assert!(subjects(&bundle).contains(&issuer), "{config}");
+    assert!(identity["notAfter"].as_str().is_some(), "{config}");
+    assert!(!config.to_string().contains("PRIVATE KEY"), "{config}");
 }
