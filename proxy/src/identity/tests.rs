@@ -110,3 +110,24 @@ fn the_csr_names_the_expected_identity_and_service() {
             .is_some()
     );
 }
+
+#[test]
+fn the_trust_bundle_file_is_read_again_and_a_broken_one_is_ignored() {
+    let first = bundle();
+    let tls = ControlPlaneTls::load(first.path()).expect("loads");
+    let before = tls.bundle();
+    assert_eq!(before.len(), 1);
+    // Replaced (a rotation): two roots now.
+    let (a, b) = (bundle(), bundle());
+    let mut both = std::fs::read(a.path()).expect("read");
+    both.extend(std::fs::read(b.path()).expect("read"));
+    std::fs::write(first.path(), &both).expect("write");
+    let after = tls.bundle();
+    assert_eq!(after.len(), 2);
+    assert_ne!(after[0], before[0]);
+    // Half-written or gone: the last good bundle stays.
+    std::fs::write(first.path(), "-----BEGIN CERTIFICATE-----\n").expect("write");
+    assert_eq!(tls.bundle(), after);
+    std::fs::remove_file(first.path()).expect("remove");
+    assert_eq!(tls.clone().bundle(), after);
+}
