@@ -87,7 +87,8 @@ fn https_needs_a_trust_bundle_and_takes_the_identity_flags() {
 
 #[test]
 fn the_csr_names_the_expected_identity_and_service() {
-    let id = levee_proto::identity::SpiffeId::new("cluster.local", "shop", "payments").expect("id");
+    let id =
+        levee_proto::policy::SpiffeId::workload("cluster.local", "shop", "payments").expect("id");
     let (_key, der) = csr_for(Some(&id), Some("payments")).expect("csr");
     let parsed = rcgen::CertificateSigningRequestParams::from_der(&der.as_slice().into())
         .expect("a valid, signed CSR");
