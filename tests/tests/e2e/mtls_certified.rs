@@ -186,6 +186,12 @@ async fn short_lived_certificates_renew_under_load_without_a_failed_request() {
         tally.merge(load.stop().await);
     }
     assert!(tally.total() > 0);
+    eprintln!(
+        "rotation under load: {} requests, {:?}; outbound handshakes {}",
+        tally.total(),
+        tally.by_status(),
+        metric(&web, "levee_tls_handshakes_total", &ok_out).await
+    );
     assert_eq!(
         tally.count(200),
         tally.total(),
