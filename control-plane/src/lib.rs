@@ -391,7 +391,7 @@ async fn identity_services(
     metrics: &Metrics,
 ) -> Result<IdentityParts, BoxError> {
     use identity::anchor;
-    levee_proto::identity::check_trust_domain(&config.trust_domain)
+    levee_proto::policy::check_trust_domain(&config.trust_domain)
         .map_err(|e| format!("--trust-domain: {e}"))?;
     let lifetime = config.workload_cert_ttl.get();
     if lifetime < Duration::from_secs(1) {

@@ -20,6 +20,7 @@ mod http2;
 mod loops_hops;
 mod loops_self;
 mod mtls;
+mod mtls_certified;
 mod proxy_mode;
 mod smuggling;
 mod upgrade;
