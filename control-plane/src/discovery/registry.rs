@@ -45,8 +45,10 @@ pub struct ServiceSnapshot {
     pub app_protocol: Option<AppProtocol>,
     /// The service's virtual IPs, sorted, no duplicates.
     pub virtual_ips: Vec<IpAddr>,
-    /// The SPIFFE ID expected at each static endpoint whose document names
-    /// one (`spec.identity`): callers' proxies speak mTLS to them.
+    /// The SPIFFE ID expected at each endpoint that has one: every address
+    /// of a static document naming one (`spec.identity`), and each
+    /// registered proxy's verified identity (its certificate). Callers'
+    /// proxies speak mTLS to them.
     pub identities: BTreeMap<SocketAddr, SpiffeId>,
     /// When this content was computed (for the push-latency histogram).
     pub changed_at: Instant,
@@ -63,6 +65,10 @@ pub struct Registration {
     pub port: Option<u16>,
     /// Where its inbound listener is reached.
     pub addr: SocketAddr,
+    /// The SPIFFE ID of the workload certificate its stream presented (TLS
+    /// verified it): the identity callers expect at `addr`. `None` over
+    /// plaintext (`--insecure-plaintext`): callers then speak plaintext.
+    pub identity: Option<SpiffeId>,
 }
 
 /// Policies, endpoints and the per-service channels. Shared behind an `Arc`.
@@ -274,19 +280,19 @@ impl State {
                     .map(|(rev, p)| (*rev, Some(p.clone())))
             })
             .unwrap_or((0, None));
+        let registered: Vec<&Registration> = self
+            .registrations
+            .get(&(key.namespace.clone(), key.name.clone()))
+            .into_iter()
+            .flat_map(BTreeMap::values)
+            .filter(|r| r.port.is_none_or(|p| p == key.port))
+            .collect();
         let mut endpoints: Vec<SocketAddr> = self
             .static_endpoints
             .values()
             .filter(|e| e.service_key(DEFAULT_NAMESPACE) == *key)
             .flat_map(|e| e.spec.addresses.iter().copied())
-            .chain(
-                self.registrations
-                    .get(&(key.namespace.clone(), key.name.clone()))
-                    .into_iter()
-                    .flat_map(BTreeMap::values)
-                    .filter(|r| r.port.is_none_or(|p| p == key.port))
-                    .map(|r| r.addr),
-            )
+            .chain(registered.iter().map(|r| r.addr))
             .collect();
         endpoints.sort();
         endpoints.dedup();
@@ -301,12 +307,21 @@ impl State {
             .unwrap_or_default();
         virtual_ips.sort();
         virtual_ips.dedup();
-        let identities: BTreeMap<SocketAddr, SpiffeId> = declared
+        let mut identities: BTreeMap<SocketAddr, SpiffeId> = declared
             .and_then(|e| {
                 let id = e.spec.identity.as_ref()?;
                 Some(e.spec.addresses.iter().map(|a| (*a, id.clone())).collect())
             })
             .unwrap_or_default();
+        // A registered proxy proved its identity (the certificate TLS
+        // verified): it wins over a static declaration of the same address.
+        // Registrations are in stream order, so a later stream at the same
+        // address wins over an earlier one still in its grace period.
+        for r in &registered {
+            if let Some(id) = &r.identity {
+                identities.insert(r.addr, id.clone());
+            }
+        }
         let version = version(
             policy_revision,
             policy.as_deref(),

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use levee_proto::policy::SpiffeId;
 use levee_proto::v1::{self, watch_request::Kind};
 use tonic::{Status, Streaming};
 
@@ -56,14 +57,16 @@ pub(super) fn admit(
         tracing::warn!(?peer, spiffe_id = %identity.spiffe_id, reason = refusal.reason, message = %refusal.message, "refused a hello");
         return Err(Status::permission_denied(refusal.message));
     }
-    let registration = registration(hello, peer)?;
+    let registration = registration(hello, peer, identity)?;
     Ok(registration.filter(|_| ctx.register_endpoints))
 }
 
-/// The endpoint a hello registers, if any.
+/// The endpoint a hello registers, if any, with the identity callers are to
+/// expect there: the stream's verified certificate's (none over plaintext).
 fn registration(
     hello: &v1::Hello,
     peer: Option<SocketAddr>,
+    identity: Option<&PeerIdentity>,
 ) -> Result<Option<Registration>, Status> {
     if hello.service.is_empty() || hello.inbound_port == 0 {
         return Ok(None);
@@ -102,5 +105,20 @@ fn registration(
         namespace: namespace.to_owned(),
         port,
         addr: SocketAddr::new(ip, inbound_port),
+        identity: identity.and_then(expected_identity),
     }))
+}
+
+/// The certificate's SPIFFE ID in the policy model's form. Certificates
+/// the CA issues always convert; another one (an operator's root issuing
+/// longer IDs than updates allow) registers without one, so callers speak
+/// plaintext rather than NACK the service's updates.
+fn expected_identity(identity: &PeerIdentity) -> Option<SpiffeId> {
+    match SpiffeId::parse(&identity.spiffe_id.to_string()) {
+        Ok(id) => Some(id),
+        Err(error) => {
+            tracing::warn!(spiffe_id = %identity.spiffe_id, %error, "a registered identity cannot be sent to callers; they will speak plaintext to it");
+            None
+        }
+    }
 }

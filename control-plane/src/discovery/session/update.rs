@@ -28,8 +28,8 @@ pub fn to_update(snapshot: &ServiceSnapshot, nonce: u64) -> v1::ServiceUpdate {
             .iter()
             .map(ToString::to_string)
             .collect(),
-        // Expected endpoint identities: static documents' `spec.identity`
-        // (registered proxies' and Kubernetes pods' identities: not yet).
+        // Expected endpoint identities: static documents' `spec.identity`,
+        // registered proxies' certificates, Kubernetes pods' service accounts.
         identities: snapshot
             .identities
             .iter()
