@@ -149,6 +149,8 @@ async fn the_control_plane_has_least_privilege() {
         "leases update levee-control-plane",
         "mutatingwebhookconfigurations get levee-sidecar-injector",
         "mutatingwebhookconfigurations patch levee-sidecar-injector",
+        "pods list",
+        "pods watch",
         "resiliencepolicies get",
         "resiliencepolicies list",
         "resiliencepolicies watch",

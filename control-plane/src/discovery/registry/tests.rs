@@ -352,3 +352,36 @@ async fn a_registered_proxy_s_verified_identity_is_expected_at_its_address_until
         Some("spiffe://cluster.local/ns/shop/sa/legacy")
     );
 }
+
+#[tokio::test]
+async fn workload_identities_reach_the_endpoints_on_their_ips_in_one_batch() {
+    let registry = Registry::new();
+    let mut rx = registry.subscribe(&key(8080));
+    let (k, d) = endpoints_doc(8080, "\"10.0.0.7:8080\"", "");
+    let ips = |sa: &str| Some(BTreeMap::from([(addr("10.0.0.8:1").ip(), spiffe(sa))]));
+    // The new endpoint and its IP's identity arrive in the same update.
+    let (k2, d2) = endpoints_doc(8080, "\"10.0.0.7:8080\", \"10.0.0.8:8080\"", "");
+    registry.apply(&[], vec![(k.clone(), 0, d)], None);
+    rx.borrow_and_update();
+    registry.apply(&[], vec![(k2, 0, d2)], ips("payments"));
+    let first = rx.borrow_and_update().clone();
+    assert_eq!(
+        identities(&first),
+        [(
+            "10.0.0.8:8080".to_owned(),
+            "spiffe://cluster.local/ns/shop/sa/payments".to_owned()
+        )]
+    );
+    // The same identities again: nothing is published.
+    registry.apply(&[], Vec::new(), ips("payments"));
+    assert!(!rx.has_changed().expect("open"));
+    // Another service account at that IP: republished.
+    registry.apply(&[], Vec::new(), ips("other"));
+    assert!(rx.has_changed().expect("open"));
+    assert_ne!(rx.borrow_and_update().version, first.version);
+    // None left: plaintext again.
+    registry.apply(&[], Vec::new(), Some(BTreeMap::new()));
+    assert!(rx.borrow_and_update().identities.is_empty());
+    registry.apply(&[k], Vec::new(), None);
+    assert!(rx.borrow_and_update().endpoints.is_empty());
+}

@@ -70,6 +70,8 @@ pub fn kind_of(path: &str) -> &'static str {
         "services"
     } else if path.contains("/leases") {
         "leases"
+    } else if path.contains("/pods") {
+        "pods"
     } else {
         "other"
     }
@@ -102,7 +104,7 @@ impl MockApi {
         let (service, mut handle) =
             tower_test::mock::pair::<Request<kube::client::Body>, Response<MockBody>>();
         let api = Arc::new(MockApi::default());
-        for kind in ["services", "endpointslices", "resiliencepolicies"] {
+        for kind in ["services", "endpointslices", "resiliencepolicies", "pods"] {
             let (tx, rx) = mpsc::channel(64);
             api.watches.lock().unwrap().insert(kind, tx);
             api.pending.lock().unwrap().insert(kind, rx);
