@@ -66,6 +66,7 @@ mod discovery_unsubscribe;
 mod kubernetes_ha;
 
 mod identity;
+mod identity_registered;
 
 // Abuse: floods and slow clients against the bounds.
 mod abuse_slow_clients;
