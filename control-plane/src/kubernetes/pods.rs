@@ -128,18 +128,19 @@ struct Known {
     identity: Option<SpiffeId>,
 }
 
-/// The cluster's pods, indexed for joining endpoints to them.
+/// Every pod's expected identity (`None`: not meshed), by name and by IP,
+/// for joining endpoints to pods.
 #[derive(Default)]
-pub struct MeshedPods {
+pub struct PodIdentities {
     by_name: HashMap<ObjectName, Known>,
-    /// `None`: several pods claim the IP.
+    /// `None`: not meshed, or several pods claim the IP.
     by_ip: HashMap<IpAddr, Option<SpiffeId>>,
 }
 
-impl MeshedPods {
+impl PodIdentities {
     /// Indexes `pods`; meshed ones expect `spiffe://<trust_domain>/ns/<ns>/sa/<sa>`.
     pub fn new<'a>(trust_domain: &str, pods: impl IntoIterator<Item = &'a Pod>) -> Self {
-        let mut out = MeshedPods::default();
+        let mut out = PodIdentities::default();
         for pod in pods {
             let (Some(ns), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
                 continue;
@@ -201,7 +202,7 @@ fn spiffe_id(trust_domain: &str, namespace: &str, pod: &Pod) -> Option<SpiffeId>
 /// condition: an identity is about who answers, not whether it is used).
 pub fn endpoint_identities<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
-    pods: &MeshedPods,
+    pods: &PodIdentities,
 ) -> BTreeMap<IpAddr, SpiffeId> {
     let mut out: BTreeMap<IpAddr, SpiffeId> = BTreeMap::new();
     let mut conflicts = BTreeSet::new();

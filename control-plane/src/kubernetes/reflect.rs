@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 use tokio_stream::StreamExt;
 
-use super::pods::{self, MeshedPods};
+use super::pods::{self, PodIdentities};
 use super::policy_resource;
 use super::translate::{ObjectName, Translated, translate};
 use crate::discovery::registry::Registry;
@@ -267,8 +267,8 @@ async fn sync_loop(
         let services = reflectors.services.state();
         let slices = reflectors.slices.state();
         let policies = reflectors.policies.state();
-        let meshed = match (&reflectors.pods, &trust_domain) {
-            (Some(pods), Some(trust_domain)) => Some(MeshedPods::new(
+        let pod_identities = match (&reflectors.pods, &trust_domain) {
+            (Some(pods), Some(trust_domain)) => Some(PodIdentities::new(
                 trust_domain,
                 pods.state().iter().map(AsRef::as_ref),
             )),
@@ -278,7 +278,7 @@ async fn sync_loop(
             policies.iter().map(AsRef::as_ref),
             services.iter().map(AsRef::as_ref),
             slices.iter().map(AsRef::as_ref),
-            meshed.as_ref(),
+            pod_identities.as_ref(),
         );
         apply(&registry, &mut applied, &translated);
         syncs += 1;

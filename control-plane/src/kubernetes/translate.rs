@@ -36,7 +36,7 @@ use levee_proto::policy::{
 };
 use serde_json::{Value, json};
 
-use super::pods::{MeshedPods, endpoint_identities};
+use super::pods::{PodIdentities, endpoint_identities};
 use crate::store::DocKey;
 
 /// The label that ties an EndpointSlice to its Service.
@@ -76,7 +76,7 @@ pub fn translate<'a>(
     policies: impl IntoIterator<Item = &'a DynamicObject>,
     services: impl IntoIterator<Item = &'a Service>,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
-    pods: Option<&MeshedPods>,
+    pods: Option<&PodIdentities>,
 ) -> Translated {
     let mut out = Translated::default();
     add_policies(&mut out, policies);

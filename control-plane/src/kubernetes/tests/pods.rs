@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use super::mock::{MockApi, fixture, kind_of};
 use crate::discovery::registry::Registry;
 use crate::discovery::session::to_update;
-use crate::kubernetes::pods::{MeshedPods, digest, endpoint_identities, meshed, strip};
+use crate::kubernetes::pods::{PodIdentities, digest, endpoint_identities, meshed, strip};
 use crate::kubernetes::reflect::{self, Reflectors};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -148,7 +148,7 @@ fn strip_keeps_what_identities_need_and_little_else() {
 #[test]
 fn endpoints_are_joined_to_meshed_pods_by_target_ref_else_by_address() {
     let pods = all_pods();
-    let index = MeshedPods::new("cluster.local", &pods);
+    let index = PodIdentities::new("cluster.local", &pods);
     let slices = recorded_slices();
     assert_eq!(
         ids(&endpoint_identities(&slices, &index)),
@@ -193,7 +193,7 @@ fn endpoints_are_joined_to_meshed_pods_by_target_ref_else_by_address() {
         status.pod_ip = Some("10.244.1.5".into());
     }
     let crowded: Vec<Pod> = pods.iter().cloned().chain([twin]).collect();
-    let index = MeshedPods::new("cluster.local", &crowded);
+    let index = PodIdentities::new("cluster.local", &crowded);
     assert_eq!(
         endpoint_identities(&bare, &index).get(&ip("10.244.1.5")),
         None
