@@ -16,7 +16,8 @@
 //! The sync loop waits until every store has listed once, then, on
 //! every change (and every `resync` interval, a full re-translation that
 //! repairs anything missed), translates the whole state ([`translate`]) and
-//! hands the registry only what changed: upserts and removals.
+//! hands the registry only what changed (upserts and removals) together
+//! with the identities expected at meshed pods' IPs, as one batch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
