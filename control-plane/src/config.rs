@@ -164,6 +164,18 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "LEVEE_KUBERNETES_RESYNC", default_value = "5m")]
     pub kubernetes_resync: Duration,
 
+    /// With --kubernetes (and TLS): watch Pods, and tell callers to expect
+    /// each meshed pod's service-account identity at its endpoints, so they
+    /// speak mTLS to it. Off by default: the callee's sidecar must terminate
+    /// mTLS on connections iptables redirected to it (docs/kubernetes.md).
+    #[arg(
+        long,
+        env = "LEVEE_KUBERNETES_POD_IDENTITIES",
+        requires = "kubernetes",
+        conflicts_with = "insecure_plaintext"
+    )]
+    pub kubernetes_pod_identities: bool,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "LEVEE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

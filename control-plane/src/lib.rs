@@ -150,6 +150,10 @@ pub async fn start(
             registry.clone(),
             sessions.clone(),
             config.kubernetes_resync.get(),
+            // Meshed pods' endpoints expect their SPIFFE ID (never over
+            // plaintext: no proxy has a certificate then).
+            (config.kubernetes_pod_identities && !config.insecure_plaintext)
+                .then(|| config.trust_domain.clone()),
             shutdown.clone(),
         );
         kube_leader = Some((client.clone(), running.leader.clone()));

@@ -10,6 +10,8 @@
 //!   endpoints are used, named ports, policy validation, cluster IPs.
 //! - `reflect`: the watchers and reflector stores, and the sync loop that
 //!   hands the registry what changed.
+//! - `pods`: which pods are meshed and the identity expected at their
+//!   endpoints (pure, plus the reflector's strip).
 //! - `lease`: Lease-based leader election (pure state machine + kube calls).
 //! - `status`: the `status` subresource written on each policy: each
 //!   replica its own proxy count, the leader the conditions and the sum.
@@ -17,6 +19,7 @@
 //!   every namespace with injection enabled.
 
 pub mod lease;
+pub mod pods;
 pub mod reflect;
 pub mod status;
 pub mod translate;
@@ -86,15 +89,24 @@ pub struct Running {
 
 /// Starts the reflectors, the election (as `identity`) and the status
 /// writers (this replica's entries as `identity`, the leader's pass).
+/// With a `trust_domain` (identities on), Pods are watched and meshed
+/// pods' endpoints carry their expected identity.
 pub fn start(
     client: Client,
     identity: String,
     registry: Arc<Registry>,
     sessions: Arc<Sessions>,
     resync: Duration,
+    trust_domain: Option<String>,
     shutdown: watch::Receiver<bool>,
 ) -> Running {
-    let reflectors = reflect::start(client.clone(), registry.clone(), resync, shutdown.clone());
+    let reflectors = reflect::start_with(
+        client.clone(),
+        registry.clone(),
+        resync,
+        trust_domain,
+        shutdown.clone(),
+    );
     let (leader_tx, leader) = watch::channel(false);
     tokio::spawn(lease::run(
         client.clone(),

@@ -3,6 +3,7 @@
 
 mod lease;
 mod mock;
+mod pods;
 mod reflect;
 mod refs;
 mod replicas;

@@ -153,6 +153,8 @@ async fn the_control_plane_has_least_privilege() {
         "mutatingwebhookconfigurations patch levee-sidecar-injector",
         "namespaces list",
         "namespaces watch",
+        "pods list",
+        "pods watch",
         "resiliencepolicies get",
         "resiliencepolicies list",
         "resiliencepolicies watch",

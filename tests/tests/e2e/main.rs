@@ -68,6 +68,7 @@ mod kubernetes_ha;
 mod kubernetes_leveectl;
 
 mod identity;
+mod identity_registered;
 
 // Abuse: floods and slow clients against the bounds.
 mod abuse_slow_clients;

@@ -74,6 +74,8 @@ pub fn kind_of(path: &str) -> &'static str {
         "configmaps"
     } else if path.starts_with("/api/v1/namespaces?") {
         "namespaces"
+    } else if path.contains("/pods") {
+        "pods"
     } else {
         "other"
     }
@@ -111,6 +113,7 @@ impl MockApi {
             "endpointslices",
             "resiliencepolicies",
             "namespaces",
+            "pods",
         ] {
             let (tx, rx) = mpsc::channel(64);
             api.watches.lock().unwrap().insert(kind, tx);
