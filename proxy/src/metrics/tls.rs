@@ -33,6 +33,8 @@ pub enum TlsResult {
     IdentityMismatch,
     /// Outbound: mTLS expected, and this proxy has no certificate.
     NoCredentials,
+    /// Outbound: this proxy's certificate expired (not renewed in time).
+    Expired,
     /// Any other failure (untrusted chain, protocol, alert, reset).
     Error,
 }
@@ -43,6 +45,7 @@ impl TlsResult {
             TlsResult::Ok => "ok",
             TlsResult::IdentityMismatch => "identity-mismatch",
             TlsResult::NoCredentials => "no-credentials",
+            TlsResult::Expired => "expired",
             TlsResult::Error => "error",
         }
     }

@@ -34,7 +34,7 @@ pub mod verify;
 pub use configs::{TlsConfigs, watch_credentials};
 pub use credentials::{Credentials, CredentialsError};
 pub use origination::{Alpn, OriginateError, Origination, ServerIdentity};
-pub use stream::Stream;
+pub use stream::{ClientTls, Stream};
 pub use termination::{CLIENT_ID_HEADER, ClientIdentity, Termination};
 
 #[cfg(test)]

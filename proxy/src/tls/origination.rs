@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use levee_proto::policy::SpiffeId;
 use rustls::pki_types::ServerName;
@@ -63,6 +64,13 @@ pub enum OriginateError {
     /// This proxy has no workload certificate to present.
     #[error("this proxy has no workload certificate (mTLS to {0} expected)")]
     NoCredentials(SpiffeId),
+    /// This proxy's certificate expired and was not renewed (the control
+    /// plane unreachable): no new mTLS connection until it is.
+    #[error(
+        "this proxy's workload certificate expired {ago} s ago and was not renewed \
+         (mTLS to {expected} refused until it is)"
+    )]
+    Expired { expected: SpiffeId, ago: u64 },
     /// The handshake failed otherwise (untrusted chain, alert, reset...).
     #[error("TLS handshake: {0}")]
     Handshake(String),
@@ -105,6 +113,7 @@ impl Origination {
                 Ok(_) => TlsResult::Ok,
                 Err(OriginateError::Identity(_)) => TlsResult::IdentityMismatch,
                 Err(OriginateError::NoCredentials(_)) => TlsResult::NoCredentials,
+                Err(OriginateError::Expired { .. }) => TlsResult::Expired,
                 Err(OriginateError::Handshake(_)) => TlsResult::Error,
             },
         );
@@ -122,6 +131,17 @@ impl Origination {
             .configs
             .current()
             .ok_or_else(|| OriginateError::NoCredentials(expected.clone()))?;
+        // Fail closed: an expired certificate is never presented.
+        if let Err(e) = built
+            .credentials
+            .not_after
+            .duration_since(SystemTime::now())
+        {
+            return Err(OriginateError::Expired {
+                expected: expected.clone(),
+                ago: e.duration().as_secs(),
+            });
+        }
         let config = built
             .client(expected, alpn)
             .map_err(|e| OriginateError::Handshake(e.to_string()))?;
@@ -132,6 +152,25 @@ impl Origination {
             .connect(name, tcp)
             .await
             .map_err(|e| classify(&e))
+    }
+}
+
+impl Origination {
+    /// When a connection made by [`Origination::connect`] must stop being
+    /// used: the earlier expiry of this proxy's certificate and the
+    /// server's. `None` when neither is known.
+    pub fn valid_until(&self, tls: &TlsStream<TcpStream>) -> Option<SystemTime> {
+        let own = self.configs.credentials().map(|c| c.not_after);
+        let peer = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| super::verify::not_after(leaf).ok());
+        match (own, peer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

@@ -1,9 +1,15 @@
 //! [`Stream`]: a TCP connection, plain or wrapped in TLS (either side), so
 //! the HTTP code above it has one type whatever the hop speaks.
+//!
+//! An outbound mTLS connection ([`ClientTls`]) fails closed when the
+//! earlier of the two certificates expires: from then on every read and
+//! write is an error, so a pooled connection is not reused past it (a new
+//! one needs a valid certificate: [`super::Origination`]).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -13,7 +19,7 @@ use tokio::net::TcpStream;
 pub enum Stream {
     Plain(TcpStream),
     /// Outbound mTLS (this proxy is the client).
-    Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Client(Box<ClientTls>),
     /// Inbound mTLS (this proxy is the server).
     Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
@@ -26,7 +32,10 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Client(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Client(s) => {
+                s.check()?;
+                Pin::new(&mut s.tls).poll_read(cx, buf)
+            }
             Stream::Server(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -40,7 +49,10 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Client(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Client(s) => {
+                s.check()?;
+                Pin::new(&mut s.tls).poll_write(cx, buf)
+            }
             Stream::Server(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -52,7 +64,10 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Client(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Client(s) => {
+                s.check()?;
+                Pin::new(&mut s.tls).poll_write_vectored(cx, bufs)
+            }
             Stream::Server(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
@@ -60,7 +75,7 @@ impl AsyncWrite for Stream {
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Client(s) => s.is_write_vectored(),
+            Stream::Client(s) => s.tls.is_write_vectored(),
             Stream::Server(s) => s.is_write_vectored(),
         }
     }
@@ -68,7 +83,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Client(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Client(s) => Pin::new(&mut s.tls).poll_flush(cx),
             Stream::Server(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
@@ -76,8 +91,37 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Client(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Client(s) => Pin::new(&mut s.tls).poll_shutdown(cx),
             Stream::Server(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An outbound mTLS connection and the time it must stop being used.
+#[derive(Debug)]
+pub struct ClientTls {
+    pub(super) tls: tokio_rustls::client::TlsStream<TcpStream>,
+    /// The earlier certificate expiry of the two ends (`None`: unknown).
+    valid_until: Option<SystemTime>,
+}
+
+impl ClientTls {
+    /// `tls`, usable until `valid_until`
+    /// ([`super::Origination::valid_until`]).
+    pub fn new(
+        tls: tokio_rustls::client::TlsStream<TcpStream>,
+        valid_until: Option<SystemTime>,
+    ) -> Self {
+        ClientTls { tls, valid_until }
+    }
+
+    /// An error once a certificate of this connection has expired.
+    fn check(&self) -> io::Result<()> {
+        match self.valid_until {
+            Some(until) if SystemTime::now() >= until => Err(io::Error::other(
+                "mTLS connection closed: a certificate it was made with has expired",
+            )),
+            _ => Ok(()),
         }
     }
 }
