@@ -9,12 +9,14 @@ use std::time::Duration;
 use futures_util::Stream;
 use levee_proto::policy::{Document, parse_documents};
 use levee_proto::v1::discovery_server::{Discovery, DiscoveryServer};
+use levee_proto::v1::watch_response::Kind as Response;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tonic::{Status, Streaming};
 
 use super::*;
 use crate::backoff::Backoff;
+use crate::discovery::cache;
 use crate::discovery::{DiscoveryConfig, Identity, LocalChecks, RECONNECT_BACKOFF};
 use crate::metrics::Metrics;
 
