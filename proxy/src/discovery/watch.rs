@@ -25,9 +25,9 @@ use tonic::transport::Endpoint;
 
 use super::DiscoveryConfig;
 use super::services::Services;
-use super::subscriptions::Change;
 use crate::backoff::FailureStreak;
 use crate::state::Shared;
+use crate::subscriptions::Change;
 pub use hold::RESYNC_HOLD;
 
 /// A stream that lasted this long worked: the backoff starts over (as it

@@ -8,7 +8,8 @@ use levee_proto::policy::ServiceKey;
 use super::*;
 use crate::errors::ErrorKind;
 use crate::metrics::Metrics;
-use crate::state::{Shared, Snapshot};
+use crate::snapshot::Snapshot;
+use crate::state::Shared;
 
 fn key(name: &str, namespace: &str, port: u16) -> ServiceKey {
     ServiceKey {

@@ -17,8 +17,8 @@ use tonic::transport::Endpoint;
 
 use super::hold::expiry;
 use super::{End, Watcher, request};
-use crate::discovery::subscriptions::Change;
 use crate::discovery::{MAX_REQUEST_SIZE, MAX_UPDATE_SIZE, PROXY_VERSION};
+use crate::subscriptions::Change;
 
 /// Connects to the control plane: in plaintext, or over TLS presenting
 /// the current workload certificate (waiting for the first one).
