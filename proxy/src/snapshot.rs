@@ -104,14 +104,6 @@ mod tests {
         parse_documents(&yaml).expect("valid policy")
     }
 
-    fn key(name: &str, namespace: &str, port: u16) -> ServiceKey {
-        ServiceKey {
-            name: name.into(),
-            namespace: namespace.into(),
-            port,
-        }
-    }
-
     #[test]
     fn a_policy_naming_the_port_beats_one_for_every_port() {
         let mut documents = policy("any", "{service: payments}");
@@ -119,19 +111,23 @@ mod tests {
         let snapshot = Snapshot::from_documents(documents, "default", "test").expect("snapshot");
 
         let exact = snapshot
-            .policy_for(&key("payments", "shop", 8080))
+            .policy_for(&ServiceKey::new("payments", "shop", 8080))
             .expect("exact");
         assert_eq!(exact.spec.target.port, Some(8080));
         let any = snapshot
-            .policy_for(&key("payments", "shop", 9090))
+            .policy_for(&ServiceKey::new("payments", "shop", 9090))
             .expect("every port");
         assert_eq!(any.spec.target.port, None);
         assert!(
             snapshot
-                .policy_for(&key("payments", "default", 8080))
+                .policy_for(&ServiceKey::new("payments", "default", 8080))
                 .is_none()
         );
-        assert!(snapshot.policy_for(&key("orders", "shop", 8080)).is_none());
+        assert!(
+            snapshot
+                .policy_for(&ServiceKey::new("orders", "shop", 8080))
+                .is_none()
+        );
         assert_eq!(snapshot.documents.len(), 2);
     }
 
@@ -175,9 +171,9 @@ mod tests {
             "{errors}"
         );
         let snapshot = Snapshot::from_documents(documents, "shop", "test").expect("two services");
-        let in_shop = snapshot.policy_for(&key("payments", "shop", 8080));
+        let in_shop = snapshot.policy_for(&ServiceKey::new("payments", "shop", 8080));
         assert_eq!(in_shop.map(|p| p.metadata.name.clone()), Some("a".into()));
-        let in_default = snapshot.policy_for(&key("payments", "default", 8080));
+        let in_default = snapshot.policy_for(&ServiceKey::new("payments", "default", 8080));
         assert_eq!(
             in_default.map(|p| p.metadata.name.clone()),
             Some("b".into())

@@ -146,18 +146,10 @@ impl std::fmt::Debug for Shared {
 mod tests {
     use super::*;
 
-    fn key(name: &str, namespace: &str, port: u16) -> ServiceKey {
-        ServiceKey {
-            name: name.into(),
-            namespace: namespace.into(),
-            port,
-        }
-    }
-
     #[test]
     fn install_bumps_the_version_and_updates_endpoint_gauges() {
         let shared = Shared::new("default".into(), Metrics::new());
-        let service = key("payments", "shop", 8080);
+        let service = ServiceKey::new("payments", "shop", 8080);
         let mut first = Snapshot::default();
         first.endpoints.insert(
             service.clone(),
