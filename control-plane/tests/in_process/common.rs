@@ -28,8 +28,9 @@ pub struct TestControlPlane {
 }
 
 impl TestControlPlane {
-    /// Starts on port 0 with `data_dir` and extra flags.
-    pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+    /// The configuration [`TestControlPlane::start`] runs: listeners on
+    /// port 0, `data_dir`, plaintext gRPC, then `extra` flags.
+    pub fn config(data_dir: &Path, extra: &[&str]) -> ControlPlaneConfig {
         let dir = data_dir.to_str().expect("utf-8 path");
         let mut args = vec![
             "levee-control-plane",
@@ -43,7 +44,12 @@ impl TestControlPlane {
             "--insecure-plaintext",
         ];
         args.extend_from_slice(extra);
-        let config = ControlPlaneConfig::try_parse_from(args).expect("flags");
+        ControlPlaneConfig::try_parse_from(args).expect("flags")
+    }
+
+    /// Starts on port 0 with `data_dir` and extra flags.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let config = Self::config(data_dir, extra);
         let (stop, stop_rx) = watch::channel(false);
         let (addrs, serving) = levee_control_plane::start(config, stop_rx)
             .await
