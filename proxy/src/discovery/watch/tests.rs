@@ -117,15 +117,11 @@ fn update(version: &str, nonce: &str, policy: Option<pb::ResiliencePolicy>) -> p
 /// The endpoint hold after a reconnect in the first test (short, to see it end).
 const HOLD: Duration = Duration::from_secs(2);
 
-/// Starts watching `url` as an anonymous proxy (no identity, the normal
-/// backoff and resync hold, plaintext), caching to `cache` if given.
-/// Returns what stops the watch task.
-async fn start_plain(
-    shared: &Arc<Shared>,
-    url: String,
-    cache: Option<std::path::PathBuf>,
-) -> (CancellationToken, TaskTracker) {
-    let config = DiscoveryConfig {
+/// The config of an anonymous proxy watching `url` (no identity, the
+/// normal backoff and resync hold, plaintext), caching to `cache` if given;
+/// tests change what they need with `..plain(url, cache)`.
+fn plain(url: String, cache: Option<std::path::PathBuf>) -> DiscoveryConfig {
+    DiscoveryConfig {
         url,
         identity: Identity::default(),
         cache,
@@ -134,12 +130,41 @@ async fn start_plain(
         resync_hold: RESYNC_HOLD,
         tls: None,
         certified: None,
-    };
+    }
+}
+
+/// The `orders.shop:8080` identity with its inbound on `127.0.0.1:4143`.
+fn orders_identity() -> Identity {
+    Identity::new(
+        Some("orders"),
+        "shop",
+        8080,
+        "127.0.0.1:4143".parse().expect("addr"),
+    )
+}
+
+/// A fast reconnect backoff (10 to 50 ms), for tests that drop streams.
+const FAST_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(10),
+    max: Duration::from_millis(50),
+};
+
+/// Starts the watch task with `config`; returns what stops it.
+async fn start(shared: &Arc<Shared>, config: DiscoveryConfig) -> (CancellationToken, TaskTracker) {
     let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
     crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
         .await
         .expect("start");
     (shutdown, tasks)
+}
+
+/// Starts watching `url` with [`plain`]'s config.
+async fn start_plain(
+    shared: &Arc<Shared>,
+    url: String,
+    cache: Option<std::path::PathBuf>,
+) -> (CancellationToken, TaskTracker) {
+    start(shared, plain(url, cache)).await
 }
 
 async fn until(what: &str, check: impl Fn() -> bool) {
@@ -157,29 +182,15 @@ async fn hello_subscribe_ack_nack_and_resync_after_a_dropped_stream() {
     let cache_path = dir.path().join("cache.json");
     let shared = Arc::new(Shared::new("shop".into(), Metrics::new()));
     let config = DiscoveryConfig {
-        url: url.clone(),
-        identity: Identity::new(
-            Some("orders"),
-            "shop",
-            8080,
-            "127.0.0.1:4143".parse().expect("addr"),
-        ),
-        cache: Some(cache_path.clone()),
-        backoff: Backoff {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(50),
-        },
+        identity: orders_identity(),
+        backoff: FAST_BACKOFF,
         checks: LocalChecks {
             outbound: Some("127.0.0.1:4140".parse().expect("addr")),
         },
         resync_hold: HOLD,
-        tls: None,
-        certified: None,
+        ..plain(url.clone(), Some(cache_path.clone()))
     };
-    let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
-    crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
-        .await
-        .expect("start");
+    let (shutdown, tasks) = start(&shared, config).await;
 
     let mut first = sessions.recv().await.expect("a watch call");
     let Request::Hello(hello) = first.next().await else {
@@ -356,20 +367,12 @@ async fn an_unreachable_control_plane_falls_back_to_the_cache() {
         .and_then(|l| l.local_addr())
         .expect("port");
     let shared = Arc::new(Shared::new("shop".into(), Metrics::new()));
-    let config = DiscoveryConfig {
-        url: format!("http://{unused}"),
-        identity: Identity::default(),
-        cache: Some(cache_path.clone()),
-        backoff: RECONNECT_BACKOFF,
-        checks: LocalChecks { outbound: None },
-        resync_hold: RESYNC_HOLD,
-        tls: None,
-        certified: None,
-    };
-    let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
-    crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
-        .await
-        .expect("start");
+    let (shutdown, tasks) = start_plain(
+        &shared,
+        format!("http://{unused}"),
+        Some(cache_path.clone()),
+    )
+    .await;
     until("ready from the cache", || shared.is_ready()).await;
     let snapshot = shared.snapshot.load();
     assert!(

@@ -55,19 +55,13 @@ async fn updates_for_services_never_subscribed_are_refused_and_leave_no_state() 
 async fn names_the_control_plane_would_refuse_fail_at_start() {
     let shared = Arc::new(Shared::new("shop".into(), Metrics::new()));
     let config = DiscoveryConfig {
-        url: "http://127.0.0.1:1".into(),
         identity: Identity::new(
             Some("Payments_v1"),
             "shop",
             8080,
             "127.0.0.1:4143".parse().expect("addr"),
         ),
-        cache: None,
-        backoff: RECONNECT_BACKOFF,
-        checks: LocalChecks { outbound: None },
-        resync_hold: RESYNC_HOLD,
-        tls: None,
-        certified: None,
+        ..plain("http://127.0.0.1:1".into(), None)
     };
     let tasks = TaskTracker::new();
     let error = crate::discovery::start(shared, config, CancellationToken::new(), &tasks)
