@@ -167,6 +167,32 @@ async fn start_plain(
     start(shared, plain(url, cache)).await
 }
 
+/// The first request to payments: it subscribes the service, `session`
+/// answers with `version` and `nonce` (a policy with a `request` timeout),
+/// the proxy ACKs it and the waiting request goes on with the subscription
+/// it returns.
+async fn first_request_to_payments(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    (version, nonce): (&str, &str),
+    request: &str,
+) -> Arc<crate::subscriptions::Subscription> {
+    let waiter = {
+        let shared = shared.clone();
+        tokio::spawn(async move { shared.discovered(&payments()).await })
+    };
+    let Request::Subscribe(subscribe) = session.next().await else {
+        panic!("subscribe");
+    };
+    assert_eq!(subscribe.services, vec![pb::ServiceRef::from(&payments())]);
+    session.send(update(version, nonce, Some(policy(request))));
+    let Request::Ack(ack) = session.next().await else {
+        panic!("ack");
+    };
+    assert_eq!((ack.version.as_str(), ack.nonce.as_str()), (version, nonce));
+    waiter.await.expect("the waiting request goes on")
+}
+
 async fn until(what: &str, check: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !check() {
@@ -234,20 +260,7 @@ async fn hello_subscribe_ack_nack_and_resync_after_a_dropped_stream() {
     );
 
     // The first request to payments subscribes it and waits for the answer.
-    let waiter = {
-        let shared = shared.clone();
-        tokio::spawn(async move { shared.discovered(&payments()).await })
-    };
-    let Request::Subscribe(subscribe) = first.next().await else {
-        panic!("subscribe");
-    };
-    assert_eq!(subscribe.services, vec![pb::ServiceRef::from(&payments())]);
-    first.send(update("3-a", "n1", Some(policy("2s"))));
-    let Request::Ack(ack) = first.next().await else {
-        panic!("ack");
-    };
-    assert_eq!((ack.version.as_str(), ack.nonce.as_str()), ("3-a", "n1"));
-    waiter.await.expect("the waiting request goes on");
+    first_request_to_payments(&shared, &mut first, ("3-a", "n1"), "2s").await;
     let applied = shared.snapshot.load_full();
     assert!(shared.policy_for(&payments()).is_some());
     assert_eq!(applied.endpoints.get(&payments()).map(|e| e.len()), Some(1));
