@@ -14,15 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
+use crate::listener::{accept_capped, reply};
 use crate::metrics::Metrics;
 use crate::store::PolicyStore;
 
@@ -44,9 +45,6 @@ pub struct HttpState {
     pub metrics: Metrics,
 }
 
-/// Pause after a failed accept (e.g. no file descriptor left) before the next.
-const ACCEPT_RETRY: Duration = Duration::from_millis(50);
-
 /// `--http-max-connections` and `--http-header-read-timeout`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
@@ -61,45 +59,35 @@ pub async fn serve(
     listener: TcpListener,
     state: HttpState,
     limits: HttpLimits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            // Out of file descriptors and the like: the next accept may work.
-            Err(error) => {
-                tracing::warn!(%error, "HTTP accept failed");
-                tokio::time::sleep(ACCEPT_RETRY).await;
-                continue;
+    let metrics = state.metrics.clone();
+    accept_capped(
+        "HTTP",
+        listener,
+        limits.max_connections,
+        shutdown,
+        |_| {
+            metrics.http_refused.inc();
+        },
+        |stream, _| {
+            let state = state.clone();
+            let conn = builder.serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |req| route(state.clone(), req)),
+            );
+            async move {
+                if let Err(error) = conn.await {
+                    tracing::debug!(%error, "HTTP connection ended with an error");
+                }
             }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            state.metrics.http_refused.inc();
-            tracing::debug!(%peer, max = limits.max_connections, "HTTP connection refused: --http-max-connections open");
-            drop(stream);
-            continue;
-        };
-        let state = state.clone();
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            service_fn(move |req| route(state.clone(), req)),
-        );
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                tracing::debug!(%error, "HTTP connection ended with an error");
-            }
-            drop(slot);
-        });
-    }
+        },
+    )
+    .await
 }
 
 async fn route(
@@ -151,11 +139,5 @@ async fn route(
             "not found\n".to_owned(),
         ),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    Ok(response)
+    Ok(reply(status, content_type, body))
 }

@@ -12,6 +12,8 @@
 //!   status, and its limits (streams per peer, subscriptions per stream).
 //! - `metrics`, `http`: Prometheus metrics and `/live`, `/ready`, `/metrics` on
 //!   `--http-addr` (connection cap, header-read timeout).
+//! - `listener`: the connection-capped accept loop and plain responses that
+//!   `http` and `webhook` share.
 //!
 //! gRPC message sizes (`--grpc-max-message-size`) are set on both services here.
 //! - `webhook`: the admission webhooks on `--webhook-addr` (HTTPS): sidecar
@@ -38,6 +40,7 @@ pub mod discovery;
 pub mod http;
 pub mod identity;
 pub mod kubernetes;
+pub mod listener;
 pub mod metrics;
 pub mod store;
 pub mod webhook;

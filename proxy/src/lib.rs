@@ -8,13 +8,17 @@
 //! - `init_iptables`: `levee-proxy init-iptables`, the NAT rules of transparent
 //!   interception in a pod (the init container's job; runs no proxy).
 //! - `state`: [`state::Shared`], what every listener reads: the current policy
-//!   snapshot (swapped atomically), endpoints, metrics, readiness.
+//!   snapshot (swapped atomically), endpoints, subscriptions, metrics, readiness.
+//! - `snapshot`: [`snapshot::Snapshot`], one immutable view of the policies,
+//!   static endpoints, protocols and identities.
+//! - `subscriptions`: the destinations (and, transparently, addresses) met on
+//!   the outbound path, which the discovery watch subscribes.
 //! - `policy_source`: loads `--policy-file`, re-reads it on change or SIGHUP,
 //!   refuses invalid files and keeps the last good snapshot.
 //! - `identity`: the workload certificate from the control plane's CA
 //!   (key made here, CSR, renewal) and TLS to the control plane.
-//! - `discovery`: `--control-plane` mode: the Discovery.Watch client,
-//!   subscriptions met on the outbound path, `--policy-cache`.
+//! - `discovery`: `--control-plane` mode: the Discovery.Watch client and
+//!   `--policy-cache`.
 //! - `endpoints`: where a service's endpoints come from (static documents, then DNS).
 //! - `metrics`: the Prometheus registry and the metric families of DESIGN.md §5.
 //! - `observe`: per-request metrics observation and the JSON access log.
@@ -70,8 +74,10 @@ pub mod recency;
 pub mod resilience;
 mod run;
 pub mod server;
+pub mod snapshot;
 pub mod splice;
 pub mod state;
+pub mod subscriptions;
 pub mod tls;
 pub mod trace;
 pub mod transparent;

@@ -1,36 +1,20 @@
 #!/usr/bin/env python3
 """A third-party gRPC client (grpcio) for Levee's end-to-end tests.
 
-Generates the levee.testing.v1.Flaky stubs with grpc_tools.protoc into a
-temporary directory, calls every method through the given target with the
-given :authority, and prints the outcomes as one JSON object on stdout.
+Generates the levee.testing.v1.Flaky stubs (flaky_stubs.py), calls every
+method through the given target with the given :authority, and prints the
+outcomes as one JSON object on stdout.
 Needs `pip install grpcio grpcio-tools`.
 """
 
 import argparse
 import json
-import sys
-import tempfile
 
 import grpc
-from grpc_tools import protoc
+
+import flaky_stubs
 
 TIMEOUT = 10  # seconds per call
-
-
-def generate_stubs(proto_root, out_dir):
-    rc = protoc.main([
-        "grpc_tools.protoc",
-        f"-I{proto_root}",
-        f"--python_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        "levee/testing/v1/flaky.proto",
-    ])
-    if rc != 0:
-        sys.exit(f"grpc_tools.protoc failed with {rc}")
-    sys.path.insert(0, out_dir)
-    from levee.testing.v1 import flaky_pb2, flaky_pb2_grpc
-    return flaky_pb2, flaky_pb2_grpc
 
 
 def error(e):
@@ -80,10 +64,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--target", required=True, help="host:port to dial (the proxy)")
     parser.add_argument("--authority", required=True, help=":authority of every call")
-    parser.add_argument("--proto-root", required=True, help="directory holding levee/testing/v1/flaky.proto")
+    flaky_stubs.add_proto_root(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="levee-py-stubs-") as out_dir:
-        pb, pb_grpc = generate_stubs(args.proto_root, out_dir)
+    with flaky_stubs.stubs(args.proto_root) as (pb, pb_grpc):
         print(json.dumps(run(args.target, args.authority, pb, pb_grpc)))
 
 

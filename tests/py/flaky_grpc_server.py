@@ -12,26 +12,11 @@ Prints "listening" once it serves. Needs `pip install grpcio grpcio-tools`.
 
 import argparse
 import sys
-import tempfile
 from concurrent import futures
 
 import grpc
-from grpc_tools import protoc
 
-
-def generate_stubs(proto_root, out_dir):
-    rc = protoc.main([
-        "grpc_tools.protoc",
-        f"-I{proto_root}",
-        f"--python_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        "levee/testing/v1/flaky.proto",
-    ])
-    if rc != 0:
-        sys.exit(f"grpc_tools.protoc failed with {rc}")
-    sys.path.insert(0, out_dir)
-    from levee.testing.v1 import flaky_pb2, flaky_pb2_grpc
-    return flaky_pb2, flaky_pb2_grpc
+import flaky_stubs
 
 
 def make_servicer(instance, pb, pb_grpc):
@@ -74,10 +59,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--listen", required=True, help="host:port to serve on")
     parser.add_argument("--instance", required=True, help="name in every answer")
-    parser.add_argument("--proto-root", required=True, help="directory holding levee/testing/v1/flaky.proto")
+    flaky_stubs.add_proto_root(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="levee-py-stubs-") as out_dir:
-        pb, pb_grpc = generate_stubs(args.proto_root, out_dir)
+    with flaky_stubs.stubs(args.proto_root) as (pb, pb_grpc):
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         pb_grpc.add_FlakyServicer_to_server(make_servicer(args.instance, pb, pb_grpc), server)
         if server.add_insecure_port(args.listen) == 0:

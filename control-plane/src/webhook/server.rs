@@ -26,12 +26,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::inject::{Injector, Scope};
 use super::review::{self, Review, ReviewError};
 use super::validate;
+use crate::listener::{accept_capped, reply};
 
 /// Open connections at most (the API server keeps a few alive per replica).
 pub const MAX_CONNECTIONS: usize = 64;
@@ -40,8 +41,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a request may take; also the deadline without `?timeout=`
 /// (the API server's own maximum webhook timeout is 30 s).
 pub const MAX_REQUEST_TIME: Duration = Duration::from_secs(30);
-/// Pause after a failed accept before the next.
-const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// What the handlers need.
 #[derive(Clone, Debug)]
@@ -95,19 +94,9 @@ impl WebhookError {
         reply(
             self.status(),
             "text/plain; charset=utf-8",
-            format!("{self}\n").into(),
+            format!("{self}\n"),
         )
     }
-}
-
-fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    response
 }
 
 /// Serve until `shutdown` becomes true.
@@ -115,55 +104,46 @@ pub async fn serve(
     listener: TcpListener,
     tls: TlsAcceptor,
     state: WebhookState,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HANDSHAKE_TIMEOUT);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "webhook accept failed");
-                tokio::time::sleep(ACCEPT_RETRY).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "webhook connection refused: {MAX_CONNECTIONS} open");
-            continue;
-        };
-        let tls = tls.clone();
-        let state = state.clone();
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "webhook TLS handshake failed");
-                    return;
+    accept_capped(
+        "webhook",
+        listener,
+        MAX_CONNECTIONS,
+        shutdown,
+        |_| {},
+        |stream, peer| {
+            let tls = tls.clone();
+            let state = state.clone();
+            let builder = builder.clone();
+            async move {
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "webhook TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "webhook TLS handshake timed out");
+                        return;
+                    }
+                };
+                let conn = builder.serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |req| handle(state.clone(), req)),
+                );
+                if let Err(error) = conn.await {
+                    tracing::debug!(%peer, %error, "webhook connection ended with an error");
                 }
-                Err(_) => {
-                    tracing::debug!(%peer, "webhook TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = builder.serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |req| handle(state.clone(), req)),
-            );
-            if let Err(error) = conn.await {
-                tracing::debug!(%peer, %error, "webhook connection ended with an error");
             }
-            drop(slot);
-        });
-    }
+        },
+    )
+    .await
 }
 
 async fn handle(
@@ -171,7 +151,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match answer(state, req).await {
-        Ok(review) => reply(StatusCode::OK, "application/json", review.to_json().into()),
+        Ok(review) => reply(StatusCode::OK, "application/json", review.to_json()),
         Err(error) => error.response(),
     })
 }

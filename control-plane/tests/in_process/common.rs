@@ -28,23 +28,30 @@ pub struct TestControlPlane {
 }
 
 impl TestControlPlane {
-    /// Starts on port 0 with `data_dir` and extra flags.
+    /// Starts on port 0 with `data_dir` and extra flags, plaintext gRPC.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        // Most of these tests speak plaintext gRPC (TLS and identities:
-        // registered_identity.rs and tests/tests/e2e/identity*.rs).
-        let mut args = vec!["--insecure-plaintext"];
-        args.extend_from_slice(extra);
-        Self::start_with(data_dir, &args).await
+        Self::start_with(Self::config(data_dir, extra)).await
     }
 
     /// Starts on port 0 serving gRPC over TLS with its own CA (its trust
     /// bundle is [`TestControlPlane::trust_bundle`]); Discovery then
     /// requires workload certificates.
     pub async fn start_tls(data_dir: &Path, extra: &[&str]) -> Self {
-        Self::start_with(data_dir, extra).await
+        Self::start_with(Self::config_tls(data_dir, extra)).await
     }
 
-    async fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
+    /// The configuration [`TestControlPlane::start`] runs: listeners on
+    /// port 0, `data_dir`, plaintext gRPC (most of these tests speak it;
+    /// TLS and identities: registered_identity.rs and
+    /// tests/tests/e2e/identity*.rs), then `extra` flags.
+    pub fn config(data_dir: &Path, extra: &[&str]) -> ControlPlaneConfig {
+        let mut args = vec!["--insecure-plaintext"];
+        args.extend_from_slice(extra);
+        Self::config_tls(data_dir, &args)
+    }
+
+    /// As [`TestControlPlane::config`], with gRPC over TLS.
+    pub fn config_tls(data_dir: &Path, extra: &[&str]) -> ControlPlaneConfig {
         let dir = data_dir.to_str().expect("utf-8 path");
         let mut args = vec![
             "levee-control-plane",
@@ -56,14 +63,18 @@ impl TestControlPlane {
             dir,
         ];
         args.extend_from_slice(extra);
-        let config = ControlPlaneConfig::try_parse_from(args).expect("flags");
+        ControlPlaneConfig::try_parse_from(args).expect("flags")
+    }
+
+    async fn start_with(config: ControlPlaneConfig) -> Self {
+        let data_dir = config.data_dir.clone();
         let (stop, stop_rx) = watch::channel(false);
         let (addrs, serving) = levee_control_plane::start(config, stop_rx)
             .await
             .expect("control plane starts");
         TestControlPlane {
             addrs,
-            data_dir: data_dir.to_owned(),
+            data_dir,
             stop,
             serving,
         }

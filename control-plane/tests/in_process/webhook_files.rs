@@ -4,9 +4,7 @@
 
 use std::time::SystemTime;
 
-use clap::Parser;
 use http::StatusCode;
-use levee_control_plane::config::ControlPlaneConfig;
 use levee_control_plane::webhook::certs::issuer::Authority;
 use levee_tests::harness::admission::{fixture, post_https};
 
@@ -24,18 +22,15 @@ async fn the_given_certificate_is_served_and_a_mismatched_key_is_refused() {
     std::fs::write(&key, &issued.key_pem).unwrap();
     let (cert_arg, key_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
 
-    let cp = TestControlPlane::start(
-        &dir.path().join("data"),
-        &[
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--webhook-cert",
-            cert_arg,
-            "--webhook-key",
-            key_arg,
-        ],
-    )
-    .await;
+    let webhook_flags = [
+        "--webhook-addr",
+        "127.0.0.1:0",
+        "--webhook-cert",
+        cert_arg,
+        "--webhook-key",
+        key_arg,
+    ];
+    let cp = TestControlPlane::start(&dir.path().join("data"), &webhook_flags).await;
     let addr = cp.addrs.webhook.expect("webhooks on");
     let body = fixture("pod-inject-disabled.review-request.json");
     let resp = post_https(
@@ -62,22 +57,7 @@ async fn the_given_certificate_is_served_and_a_mismatched_key_is_refused() {
 
     let other_key = ca.issue(&["127.0.0.1".to_owned()], now).unwrap().key_pem;
     std::fs::write(&key, other_key).unwrap();
-    let config = ControlPlaneConfig::try_parse_from([
-        "levee-control-plane",
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().join("data2").to_str().unwrap(),
-        "--webhook-addr",
-        "127.0.0.1:0",
-        "--webhook-cert",
-        cert_arg,
-        "--webhook-key",
-        key_arg,
-    ])
-    .unwrap();
+    let config = TestControlPlane::config(&dir.path().join("data2"), &webhook_flags);
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
     let error = levee_control_plane::start(config, stop_rx)
         .await

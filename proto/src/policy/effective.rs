@@ -7,10 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::conditions::FailureCondition;
 use super::duration::Duration;
 use super::grpc_status::GrpcStatus;
-use super::outbound::{
-    CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryBackoff,
-    RetryPolicy,
-};
+use super::outbound::{CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit};
+use super::retry::{RetryBackoff, RetryPolicy};
 use super::route::{Route, RouteRequest};
 
 /// The route name used when no route matches.

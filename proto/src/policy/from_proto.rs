@@ -17,8 +17,9 @@ use super::error::{PolicyErrors, Problems};
 use super::mtls::{InboundMtls, MtlsMode};
 use super::outbound::{
     CircuitBreaker, Concurrency, FailureRate, InboundPolicy, InboundTimeouts, OpenDuration,
-    OutboundPolicy, RateLimit, RetryBackoff, RetryBudget, RetryPolicy, SlowCall, Timeouts,
+    OutboundPolicy, RateLimit, SlowCall, Timeouts,
 };
+use super::retry::{RetryBackoff, RetryBudget, RetryPolicy};
 use super::route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteTimeouts};
 use super::spiffe::SpiffeId;
 use super::validate;

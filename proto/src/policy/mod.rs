@@ -5,12 +5,12 @@
 //!
 //! Layout:
 //! - `document`: the two kinds, their envelope and target service.
-//! - `outbound`, `route`: the policy sections as written (unset = default).
+//! - `outbound`, `route`, `retry`: the policy sections as written (unset =
+//!   default); `retry` is its own leaf because both the service's outbound
+//!   section and a route's override name it.
 //! - `effective`: route lookup, field-by-field merge, defaults resolved.
 //! - `parse`, `validate`, `error`: strict YAML reading with field paths.
 //! - `app_protocol`: a port's declared protocol (`appProtocol`).
-//! - `duration`, `conditions`, `grpc_status`, `service_key`: small value types.
-
 //! - `duration`, `conditions`, `grpc_status`, `service_key`, `spiffe`: small value types.
 //! - `mtls`: `spec.inbound.mtls`, who may call a service port.
 //! - `target`: which service port a document is about, one document per
@@ -29,6 +29,7 @@ mod grpc_status;
 mod mtls;
 mod outbound;
 mod parse;
+mod retry;
 mod route;
 mod service_key;
 mod spiffe;
@@ -53,9 +54,10 @@ pub use grpc_status::GrpcStatus;
 pub use mtls::{InboundMtls, MAX_ALLOWED_CLIENTS, MtlsMode};
 pub use outbound::{
     CircuitBreaker, Concurrency, FailureRate, InboundPolicy, InboundTimeouts, OpenDuration,
-    OutboundPolicy, RateLimit, RetryBackoff, RetryBudget, RetryPolicy, SlowCall, Timeouts,
+    OutboundPolicy, RateLimit, SlowCall, Timeouts,
 };
 pub use parse::{parse_documents, to_yaml};
+pub use retry::{RetryBackoff, RetryBudget, RetryPolicy};
 pub use route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteRequest, RouteTimeouts};
 pub use service_key::{Authority, DEFAULT_NAMESPACE, ServiceKey};
 pub use spiffe::{MAX_SPIFFE_ID, MAX_TRUST_DOMAIN, SPIFFE_SCHEME, SpiffeId, check_trust_domain};

@@ -1,5 +1,7 @@
-//! The policy sections as written by operators: outbound (timeouts, retry,
-//! circuit breaker, rate limit, concurrency, routes) and inbound.
+//! The policy sections as written by operators: outbound (timeouts,
+//! circuit breaker, rate limit, concurrency, and the retry policy of
+//! `retry.rs` and the routes of `route.rs`, which both sections name) and
+//! inbound.
 //!
 //! Fields with a documented default are `Option`s here, so that a route
 //! override can say "not set, inherit" and `/config` shows what was written;
@@ -10,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::conditions::FailureCondition;
 use super::duration::Duration;
-use super::grpc_status::GrpcStatus;
-use super::route::Route;
+use super::retry::RetryPolicy;
+use super::route::{Route, RouteRequest};
 
 /// What a caller's proxy does when it calls the target service.
 ///
@@ -65,66 +67,6 @@ impl Timeouts {
     pub fn is_empty(&self) -> bool {
         *self == Timeouts::default()
     }
-}
-
-/// Retry policy. Every field is optional; unset fields take the default (at
-/// service level) or the service's value (in a route override).
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RetryPolicy {
-    /// Retries after the first attempt (default 2; 0 disables retries).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_retries: Option<u32>,
-    /// HTTP-level conditions that are retried (default `[connect-failure, refused-stream]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on: Option<Vec<FailureCondition>>,
-    /// gRPC status codes that are retried (default none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grpc_on: Option<Vec<GrpcStatus>>,
-    /// Exponential backoff with full jitter between attempts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backoff: Option<RetryBackoff>,
-    /// Retry budget (service level only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<RetryBudget>,
-    /// Retry POST/PATCH without an `Idempotency-Key` header (default false).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_non_idempotent: Option<bool>,
-    /// Request bodies larger than this are not retried (default 65536).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_replay_bytes: Option<u64>,
-    /// Wait for a 429/503 `Retry-After` (within the deadline) before retrying (default true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub honor_retry_after: Option<bool>,
-}
-
-/// `retry.backoff` as written: the n-th retry (from 1) waits a random time
-/// in `[0, min(max, base × 2^(n-1))]` ("full jitter").
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RetryBackoff {
-    /// First backoff ceiling (default 25ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base: Option<Duration>,
-    /// Largest backoff ceiling (default 250ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<Duration>,
-}
-
-/// Retries may add at most `percent`% of the requests seen in `window`, plus
-/// `minPerSecond` retries per second (Linkerd / tower `TpsBudget` semantics).
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RetryBudget {
-    /// Retry ratio in percent of requests (default 20).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub percent: Option<f64>,
-    /// Retries always allowed per second regardless of the ratio (default 10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_per_second: Option<u32>,
-    /// How long a request counts towards the budget (default 10s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<Duration>,
 }
 
 /// Circuit breaking: per-endpoint ejection after consecutive failures, and a
@@ -265,5 +207,13 @@ impl OutboundPolicy {
     /// Whether nothing is set (the "no policy" default).
     pub fn is_empty(&self) -> bool {
         *self == OutboundPolicy::default()
+    }
+
+    /// The first route whose match accepts `req`, with its index.
+    pub fn find_route(&self, req: &RouteRequest<'_>) -> Option<(usize, &Route)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.r#match.matches(req))
     }
 }

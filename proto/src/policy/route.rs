@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::duration::Duration;
-use super::outbound::RetryPolicy;
+use super::retry::RetryPolicy;
 
 /// A named override of the service's outbound timeouts and retry policy.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
@@ -193,16 +193,6 @@ impl HeaderMatch {
             None => values.next().is_some(),
             Some(want) => values.any(|v| v.as_bytes() == want.as_bytes()),
         }
-    }
-}
-
-impl super::outbound::OutboundPolicy {
-    /// The first route whose match accepts `req`, with its index.
-    pub fn find_route(&self, req: &RouteRequest<'_>) -> Option<(usize, &Route)> {
-        self.routes
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.r#match.matches(req))
     }
 }
 

@@ -44,6 +44,16 @@ pub struct Authority {
 }
 
 impl ServiceKey {
+    /// The key of `name` in `namespace` on `port`, taken as given (no
+    /// normalisation; [`ServiceKey::from_authority`] parses what callers send).
+    pub fn new(name: impl Into<String>, namespace: impl Into<String>, port: u16) -> ServiceKey {
+        ServiceKey {
+            name: name.into(),
+            namespace: namespace.into(),
+            port,
+        }
+    }
+
     /// Parses an authority: `name[.namespace[.svc[.cluster.local]]][:port]`.
     ///
     /// The namespace defaults to `default_ns`, the port to `default_port`

@@ -5,9 +5,9 @@ use crate::v1 as pb;
 use super::document::{Document, EndpointsSpec, ObjectMeta, ResiliencePolicy, ServiceEndpoints};
 use super::duration::Duration;
 use super::outbound::{
-    CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryBackoff,
-    RetryBudget, RetryPolicy, Timeouts,
+    CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, Timeouts,
 };
+use super::retry::{RetryBackoff, RetryBudget, RetryPolicy};
 use super::route::{Route, RouteMatch};
 
 pub(super) fn duration(d: Duration) -> prost_types::Duration {

@@ -10,9 +10,8 @@ use super::effective::{default_backoff_max, defaults};
 use super::error::{FieldError, Problems};
 use super::grpc_status::GrpcStatus;
 use super::mtls::MAX_ALLOWED_CLIENTS;
-use super::outbound::{
-    CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit, RetryPolicy,
-};
+use super::outbound::{CircuitBreaker, Concurrency, InboundPolicy, OutboundPolicy, RateLimit};
+use super::retry::RetryPolicy;
 use super::target;
 
 pub mod caps;

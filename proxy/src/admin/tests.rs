@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{AdminLimits, serve};
 use crate::metrics::{Direction, Metrics, outcome};
-use crate::state::{Shared, Snapshot};
+use crate::snapshot::Snapshot;
+use crate::state::Shared;
 
 const POLICY: &str = r#"
 apiVersion: levee.dev/v1alpha1

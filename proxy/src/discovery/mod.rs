@@ -4,9 +4,9 @@
 //! One task ([`watch`]) owns the stream: it says hello (service, namespace,
 //! app port, inbound address and port, version, every destination
 //! subscribed), subscribes destinations as the outbound path meets them and
-//! unsubscribes those it evicts ([`Subscriptions`], kept in [`Shared`],
-//! forgetting their state), and turns each `ServiceUpdate`
-//! into a new [`crate::state::Snapshot`] installed with [`Shared::install`],
+//! unsubscribes those it evicts ([`crate::subscriptions`], kept in
+//! [`Shared`], forgetting their state), and turns each `ServiceUpdate`
+//! into a new [`crate::snapshot::Snapshot`] installed with [`Shared::install`],
 //! answering ACK, or NACK with the reason when the update cannot be applied
 //! ([`services`]) or names a service the proxy never subscribed to (such an
 //! update is ignored: no state, no route). After any disconnect it reconnects with jittered
@@ -21,10 +21,8 @@
 //! `/ready` turns 200 once the first stream has answered every initial
 //! subscription, or the cache was installed.
 
-pub mod addresses;
 pub mod cache;
 pub mod services;
-mod subscriptions;
 mod watch;
 
 use std::net::SocketAddr;
@@ -41,10 +39,6 @@ use crate::body::BoxError;
 use crate::state::Shared;
 
 pub use services::LocalChecks;
-pub use subscriptions::{
-    Change, FIRST_UPDATE_WAIT, MAX_SUBSCRIPTIONS, Subscription, Subscriptions,
-    subscription_capacity,
-};
 pub use watch::RESYNC_HOLD;
 
 /// Who this proxy is, as its hello tells the control plane.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use levee_proto::policy::{AppProtocol, ResiliencePolicy, ServiceKey, SpiffeId, TargetKey};
 use levee_proto::v1 as pb;
 
-use crate::state::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// What the proxy runs for one service port: the content of the last
 /// `ServiceUpdate` it accepted (not to be confused with the resilience

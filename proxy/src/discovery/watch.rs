@@ -1,5 +1,14 @@
-//! The watch task: one stream at a time, reconnecting with backoff; applies
-//! updates, answers ACK/NACK, installs snapshots and writes the cache.
+//! The watch task ([`Watcher`]): its state, and the loop that runs one
+//! stream at a time, moving to the next replica and backing off after each
+//! failure, and installs the cache when no stream has answered yet. What
+//! one stream does and what an update does are in the files below:
+//! - `session.rs`: one stream: connect (plaintext or mTLS), hello, and the
+//!   loop over updates, address answers and subscription changes;
+//! - `updates.rs`: one `ServiceUpdate`: refuse it if unsolicited, apply it,
+//!   answer ACK/NACK, install the snapshot and write the cache;
+//! - `changes.rs`: subscription changes from the outbound path;
+//! - `answers.rs`: address answers;
+//! - `hold.rs`: endpoints held through a resync.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
@@ -8,21 +17,18 @@ use std::time::Duration;
 
 use levee_proto::policy::ServiceKey;
 use levee_proto::v1 as pb;
-use levee_proto::v1::discovery_client::DiscoveryClient;
 use levee_proto::v1::watch_request::Kind as Request;
-use levee_proto::v1::watch_response::Kind as Response;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use super::services::{Applied, Refusal, Services};
-use super::subscriptions::Change;
-use super::{DiscoveryConfig, MAX_REQUEST_SIZE, MAX_UPDATE_SIZE, PROXY_VERSION, cache};
+use super::DiscoveryConfig;
+use super::services::Services;
 use crate::backoff::FailureStreak;
 use crate::state::Shared;
+use crate::subscriptions::Change;
 pub use hold::RESYNC_HOLD;
-use hold::expiry;
 
 /// A stream that lasted this long worked: the backoff starts over (as it
 /// does on any update).
@@ -56,37 +62,6 @@ pub(super) struct Watcher {
     /// When the current stream came up.
     stream_up: Option<Instant>,
     failures: FailureStreak,
-}
-
-/// Connects to the control plane: in plaintext, or over TLS presenting
-/// the current workload certificate (waiting for the first one).
-async fn connect(
-    base: Endpoint,
-    tls: Option<crate::identity::ControlPlaneTls>,
-    certified: Option<crate::identity::CertifiedWatch>,
-) -> Result<tonic::transport::Channel, String> {
-    let endpoint = match tls {
-        None => base,
-        Some(tls) => {
-            let current = match certified {
-                Some(mut rx) => rx
-                    .wait_for(Option::is_some)
-                    .await
-                    .map_err(|_| "the identity task stopped".to_owned())?
-                    .clone(),
-                None => None,
-            };
-            let roots = current
-                .as_ref()
-                .map(|c| c.roots.clone())
-                .unwrap_or_default();
-            tls.apply(base, current.as_deref(), &roots)?
-        }
-    };
-    endpoint
-        .connect()
-        .await
-        .map_err(|error| format!("connecting: {}", crate::errors::error_chain(&error)))
 }
 
 /// Why a stream ended.
@@ -231,231 +206,6 @@ impl Watcher {
             .get(self.current)
             .map_or(self.config.url.as_str(), |(url, _)| url.as_str())
     }
-
-    /// One stream: connect, hello, then updates until it fails or shutdown.
-    async fn session(
-        &mut self,
-        changes: &mut mpsc::UnboundedReceiver<Change>,
-        shutdown: &CancellationToken,
-    ) -> End {
-        let Some((_, endpoint)) = self.endpoints.get(self.current).cloned() else {
-            return End::Failed("no control-plane URL".into());
-        };
-        let connecting = connect(
-            endpoint,
-            self.config.tls.clone(),
-            self.config.certified.clone(),
-        );
-        tokio::pin!(connecting);
-        let channel = loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return End::Shutdown,
-                Some(change) = changes.recv() => self.offline_changes(change, changes),
-                connected = &mut connecting => match connected {
-                    Ok(channel) => break channel,
-                    Err(error) => return End::Failed(error),
-                },
-            }
-        };
-        // Changes while no stream was up: the hello carries their result.
-        self.unsubscribed.clear();
-        if let Ok(change) = changes.try_recv() {
-            self.offline_changes(change, changes);
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(self.hello());
-        // Addresses are not part of hello: subscribed right after it.
-        let addresses = self.shared.subscriptions.addresses.addresses();
-        if !addresses.is_empty() {
-            let addresses = addresses.iter().map(ToString::to_string).collect();
-            let _ = tx.send(request(Request::Subscribe(pb::Subscribe {
-                services: Vec::new(),
-                addresses,
-            })));
-        }
-        let requests = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|request| (request, rx))
-        });
-        let mut client = DiscoveryClient::new(channel)
-            .max_decoding_message_size(MAX_UPDATE_SIZE)
-            .max_encoding_message_size(MAX_REQUEST_SIZE);
-        let mut responses = tokio::select! {
-            () = shutdown.cancelled() => return End::Shutdown,
-            answered = client.watch(requests) => match answered {
-                Ok(response) => response.into_inner(),
-                Err(status) => return End::Failed(format!("watch refused: {status}")),
-            },
-        };
-        tracing::info!(url = %self.url(), subscriptions = self.subscribed.len(), "control plane stream up");
-        self.shared.metrics.set_control_plane_connected(true);
-        self.shared.subscriptions.set_connected(true);
-        let now = Instant::now();
-        self.stream_up = Some(now);
-        self.hold_until = (!self.held.is_empty()).then_some(now + self.config.resync_hold);
-        // The initial subscriptions not answered yet: ready (and the source
-        // switches to the control plane) once this is empty.
-        let mut pending: HashSet<ServiceKey> = self.subscribed.iter().cloned().collect();
-        self.after_update(&pending, false).await;
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return End::Shutdown,
-                () = expiry(self.hold_until) => self.release_held(),
-                Some(change) = changes.recv() => {
-                    let changed = self.on_changes(change, changes, Some(&tx), &mut pending);
-                    self.after_update(&pending, changed).await;
-                }
-                message = responses.message() => match message {
-                    Ok(Some(pb::WatchResponse { kind: Some(Response::Update(update)) })) => {
-                        self.failures.reset();
-                        let changed = self.on_update(update, &tx, &mut pending);
-                        self.after_update(&pending, changed).await;
-                    }
-                    Ok(Some(pb::WatchResponse { kind: Some(Response::Address(answer)) })) => {
-                        self.failures.reset();
-                        self.on_address(&answer);
-                    }
-                    Ok(Some(pb::WatchResponse { kind: None })) => {}
-                    Ok(None) => return End::Failed("the control plane ended the stream".into()),
-                    Err(status) => return End::Failed(format!("stream failed: {status}")),
-                },
-            }
-        }
-    }
-
-    /// The refusal of an update about a service this proxy never asked for
-    /// (a confused or hostile control plane must not grow the proxy's
-    /// state or give it routes); `None` for a subscribed one. An update
-    /// naming no readable service is left to [`Services::apply`] to refuse.
-    fn unsolicited(&self, update: &pb::ServiceUpdate) -> Option<Refusal> {
-        let key = ServiceKey::try_from(update.service.as_ref()?).ok()?;
-        if self.subscribed.contains(&key) {
-            return None;
-        }
-        Some(Refusal {
-            reason: format!("{key} was never subscribed by this proxy"),
-            service: Some(key),
-        })
-    }
-
-    fn hello(&self) -> pb::WatchRequest {
-        let id = &self.config.identity;
-        request(Request::Hello(pb::Hello {
-            service: id.service.clone(),
-            namespace: id.namespace.clone(),
-            service_port: u32::from(id.service_port),
-            address: id.address.clone(),
-            inbound_port: u32::from(id.inbound_port),
-            proxy_version: PROXY_VERSION.to_owned(),
-            subscriptions: self.subscribed.iter().map(pb::ServiceRef::from).collect(),
-        }))
-    }
-
-    /// Applies one update and answers it; returns whether the state changed.
-    fn on_update(
-        &mut self,
-        update: pb::ServiceUpdate,
-        tx: &mpsc::UnboundedSender<pb::WatchRequest>,
-        pending: &mut HashSet<ServiceKey>,
-    ) -> bool {
-        if let Some(refusal) = self.unsolicited(&update) {
-            if refusal
-                .service
-                .as_ref()
-                .is_some_and(|key| self.recently_unsubscribed(key))
-            {
-                // It crossed this proxy's `Unsubscribe`: the control plane
-                // has already forgotten the subscription; nothing to answer.
-                tracing::debug!(service = ?refusal.service.as_ref().map(ToString::to_string), "ignoring an update that crossed an unsubscribe");
-                return false;
-            }
-            // Not ours to keep: no state, no settle, no install; the NACK
-            // tells the control plane (and its `Status`) why.
-            self.shared.metrics.policy_update(false);
-            tracing::warn!(service = ?refusal.service.as_ref().map(ToString::to_string), version = %update.version, "ignoring an update for a service this proxy never subscribed to");
-            let nack = pb::Nack {
-                service: update.service,
-                version: update.version,
-                nonce: update.nonce,
-                reason: refusal.reason,
-            };
-            let _ = tx.send(request(Request::Nack(nack)));
-            return false;
-        }
-        let previous = self.previous_endpoints(&update);
-        let metrics = &self.shared.metrics;
-        let (answer, key, changed) = match self.services.apply(&update, self.config.checks) {
-            Ok((key, applied)) => {
-                metrics.policy_update(true);
-                tracing::debug!(service = %key, version = %update.version, ?applied, "update accepted");
-                let ack = pb::Ack {
-                    service: update.service,
-                    version: update.version,
-                    nonce: update.nonce,
-                };
-                (Request::Ack(ack), Some(key), applied == Applied::Changed)
-            }
-            Err(refusal) => {
-                metrics.policy_update(false);
-                tracing::warn!(service = ?refusal.service.as_ref().map(ToString::to_string), version = %update.version, reason = %refusal.reason, "update refused; keeping the last good config");
-                let nack = pb::Nack {
-                    service: update.service,
-                    version: update.version,
-                    nonce: update.nonce,
-                    reason: refusal.reason,
-                };
-                (Request::Nack(nack), refusal.service, false)
-            }
-        };
-        let _ = tx.send(request(answer));
-        if let (Some(key), true) = (&key, changed) {
-            self.hold_if_emptied(key, previous);
-        }
-        if let Some(key) = key {
-            pending.remove(&key);
-            self.shared.subscriptions.settle(&key);
-        }
-        changed
-    }
-
-    /// Installs (and caches) a changed state. Before the proxy has a first
-    /// config, nothing is installed until every initial subscription is
-    /// answered; then the proxy turns ready on control-plane config.
-    async fn after_update(&mut self, pending: &HashSet<ServiceKey>, changed: bool) {
-        self.dirty |= changed;
-        let source = self.control_plane_source();
-        let settled = pending.is_empty();
-        if settled {
-            // The cache is only for a start without a control plane.
-            self.cached = None;
-        } else if !self.shared.is_ready() {
-            return;
-        }
-        let switch = settled && self.installed_source.as_ref() != Some(&source);
-        if !self.dirty && !switch {
-            return;
-        }
-        let version = self.install(source);
-        tracing::info!(version, "control plane config installed");
-        if settled && !self.shared.is_ready() {
-            self.shared.set_ready(true);
-        }
-        if std::mem::take(&mut self.dirty) {
-            self.write_cache().await;
-        }
-    }
-
-    async fn write_cache(&self) {
-        let Some(path) = &self.config.cache else {
-            return;
-        };
-        let written = match cache::encode(&self.services, &self.config.url) {
-            Ok(bytes) => cache::write(path, bytes).await.map_err(|e| e.to_string()),
-            Err(error) => Err(error),
-        };
-        if let Err(error) = written {
-            tracing::warn!(path = %path.display(), %error, "cannot write the policy cache");
-        }
-    }
 }
 
 fn request(kind: Request) -> pb::WatchRequest {
@@ -465,6 +215,8 @@ fn request(kind: Request) -> pb::WatchRequest {
 mod answers;
 mod changes;
 mod hold;
+mod session;
+mod updates;
 
 #[cfg(test)]
 mod tests;

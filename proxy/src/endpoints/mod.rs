@@ -13,33 +13,33 @@ use std::sync::Arc;
 use levee_proto::policy::ServiceKey;
 
 use crate::errors::{ErrorKind, ProxyError};
-use crate::state::{Shared, Snapshot};
+use crate::snapshot::Snapshot;
 
 pub use dns::{CachedAnswer, DnsCache, DnsConfig, Lookup};
 
-/// The endpoints of `service`; see the module docs for the order.
-pub(crate) async fn resolve(
-    shared: &Shared,
+/// The endpoints of `service` known without DNS: its static ones in
+/// `snapshot` (an empty list is an error), else the address itself for an
+/// IP literal; `None`: ask DNS ([`DnsCache::resolve`]). `Shared::resolve`
+/// asks in this order.
+pub(crate) fn known(
+    snapshot: &Snapshot,
     service: &ServiceKey,
-) -> Result<Arc<[SocketAddr]>, ProxyError> {
-    if let Some(addresses) = shared.snapshot.load().endpoints.get(service) {
+) -> Option<Result<Arc<[SocketAddr]>, ProxyError>> {
+    if let Some(addresses) = snapshot.endpoints.get(service) {
         if addresses.is_empty() {
-            return Err(no_endpoints(
+            return Some(Err(no_endpoints(
                 service,
                 "its ServiceEndpoints list no addresses",
-            ));
+            )));
         }
-        return Ok(addresses.clone());
+        return Some(Ok(addresses.clone()));
     }
     if service.namespace.is_empty()
         && let Ok(ip) = service.name.parse::<IpAddr>()
     {
-        return Ok(Arc::from([SocketAddr::new(ip, service.port)]));
+        return Some(Ok(Arc::from([SocketAddr::new(ip, service.port)])));
     }
-    shared
-        .dns
-        .resolve(service, &shared.namespace, &shared.metrics)
-        .await
+    None
 }
 
 /// Whether `service`'s endpoints come from DNS in `snapshot` (no static

@@ -8,15 +8,8 @@ use levee_proto::policy::ServiceKey;
 use super::*;
 use crate::errors::ErrorKind;
 use crate::metrics::Metrics;
-use crate::state::{Shared, Snapshot};
-
-fn key(name: &str, namespace: &str, port: u16) -> ServiceKey {
-    ServiceKey {
-        name: name.into(),
-        namespace: namespace.into(),
-        port,
-    }
-}
+use crate::snapshot::Snapshot;
+use crate::state::Shared;
 
 /// A lookup that counts its calls and answers `127.0.0.1:<port>` (or fails when `fail`).
 fn counting_lookup(fail: bool) -> (Lookup, Arc<AtomicUsize>) {
@@ -44,7 +37,7 @@ fn shared_with(lookup: Lookup, config: DnsConfig) -> Shared {
 #[tokio::test]
 async fn localhost_resolves_to_loopback_through_the_system_resolver() {
     let shared = Shared::new("test".into(), Metrics::new());
-    let service = key("localhost", "test", 8080);
+    let service = ServiceKey::new("localhost", "test", 8080);
     let addresses = shared.resolve(&service).await.expect("localhost resolves");
     assert!(!addresses.is_empty());
     for address in addresses.iter() {
@@ -65,7 +58,7 @@ async fn localhost_resolves_to_loopback_through_the_system_resolver() {
 async fn static_endpoints_win_over_dns() {
     let (lookup, calls) = counting_lookup(false);
     let shared = shared_with(lookup, DnsConfig::default());
-    let service = key("localhost", "test", 80);
+    let service = ServiceKey::new("localhost", "test", 80);
     let listed: Arc<[SocketAddr]> = Arc::from([SocketAddr::from(([127, 0, 0, 9], 9001))]);
     let mut snapshot = Snapshot::default();
     snapshot.endpoints.insert(service.clone(), listed.clone());
@@ -79,7 +72,7 @@ async fn static_endpoints_win_over_dns() {
 async fn empty_static_list_and_failed_dns_are_no_endpoints() {
     let (lookup, _) = counting_lookup(true);
     let shared = shared_with(lookup, DnsConfig::default());
-    let listed = key("payments", "shop", 8080);
+    let listed = ServiceKey::new("payments", "shop", 8080);
     let mut snapshot = Snapshot::default();
     snapshot
         .endpoints
@@ -90,7 +83,7 @@ async fn empty_static_list_and_failed_dns_are_no_endpoints() {
     assert_eq!(error.kind, ErrorKind::NoEndpoints);
     assert_eq!(error.service, "payments.shop:8080");
 
-    let unknown = key("nowhere", "shop", 80);
+    let unknown = ServiceKey::new("nowhere", "shop", 80);
     let error = shared.resolve(&unknown).await.expect_err("DNS fails");
     assert_eq!(error.kind, ErrorKind::NoEndpoints);
     assert!(error.detail.contains("nowhere.shop"), "{}", error.detail);
@@ -105,7 +98,7 @@ async fn empty_static_list_and_failed_dns_are_no_endpoints() {
 async fn ip_literals_need_no_lookup() {
     let (lookup, calls) = counting_lookup(false);
     let shared = shared_with(lookup, DnsConfig::default());
-    let service = key("::1", "", 9000);
+    let service = ServiceKey::new("::1", "", 9000);
     let addresses = shared.resolve(&service).await.expect("ip literal");
     assert_eq!(
         &*addresses,
@@ -125,7 +118,7 @@ async fn answers_are_cached_for_their_ttl() {
         ..DnsConfig::default()
     };
     let shared = shared_with(lookup, config);
-    let service = key("payments", "test", 8080);
+    let service = ServiceKey::new("payments", "test", 8080);
 
     shared.resolve(&service).await.expect("first");
     shared.resolve(&service).await.expect("cached");
@@ -144,7 +137,7 @@ async fn failures_are_cached_briefly() {
         ..DnsConfig::default()
     };
     let shared = shared_with(lookup, config);
-    let service = key("nowhere", "test", 80);
+    let service = ServiceKey::new("nowhere", "test", 80);
 
     shared.resolve(&service).await.expect_err("fails");
     let cached = shared.resolve(&service).await.expect_err("cached failure");
@@ -169,7 +162,7 @@ async fn cache_is_bounded_and_evicts_the_entry_expiring_first() {
             tokio::time::advance(Duration::from_millis(100)).await;
         }
         shared
-            .resolve(&key(name, "test", 80))
+            .resolve(&ServiceKey::new(name, "test", 80))
             .await
             .expect("resolves");
     }
@@ -197,7 +190,7 @@ async fn slow_lookups_time_out() {
     };
     let shared = shared_with(lookup, config);
     let error = shared
-        .resolve(&key("slow", "test", 80))
+        .resolve(&ServiceKey::new("slow", "test", 80))
         .await
         .expect_err("times out");
     assert_eq!(error.kind, ErrorKind::NoEndpoints);
@@ -207,15 +200,15 @@ async fn slow_lookups_time_out() {
 #[test]
 fn dns_host_follows_the_namespace() {
     assert_eq!(
-        dns_host(&key("payments", "default", 80), "default"),
+        dns_host(&ServiceKey::new("payments", "default", 80), "default"),
         "payments"
     );
     assert_eq!(
-        dns_host(&key("payments", "shop", 80), "default"),
+        dns_host(&ServiceKey::new("payments", "shop", 80), "default"),
         "payments.shop"
     );
     assert_eq!(
-        dns_host(&key("api.example.com", "", 443), "default"),
+        dns_host(&ServiceKey::new("api.example.com", "", 443), "default"),
         "api.example.com"
     );
 }
@@ -241,7 +234,7 @@ async fn one_caller_refreshes_an_expired_answer_while_the_others_use_the_old_one
         })
     };
     let shared = Arc::new(shared_with(lookup, DnsConfig::default()));
-    let service = key("payments", "test", 80);
+    let service = ServiceKey::new("payments", "test", 80);
     let port = |answer: Result<Arc<[SocketAddr]>, crate::errors::ProxyError>| {
         answer.expect("resolves")[0].port()
     };

@@ -27,7 +27,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 pub use labels::Direction;
 pub use request::RequestMetrics;
@@ -151,6 +151,13 @@ struct Inner {
     endpoint_health_owned: Mutex<HashSet<String>>,
 }
 
+/// Registers `metric` as `name` with `help` in `registry` and returns it: the
+/// registry keeps a clone for `encode`, the returned handle shares its series.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -163,98 +170,96 @@ impl Metrics {
     /// gauges and both `levee_policy_updates_total` results start at 0.
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let requests_total = Family::<RequestLabels, Counter>::default();
-        let request_duration =
-            DurationFamily::new_with_constructor(duration_histogram as fn() -> Histogram);
-        let retries_total = Family::<RetryLabels, Counter>::default();
-        let retry_budget_exhausted_total = Family::<ServiceRouteLabels, Counter>::default();
-        let circuit_state = Family::<CircuitLabels, Gauge>::default();
-        let circuit_transitions_total = Family::<TransitionLabels, Counter>::default();
-        let rejected_total = Family::<RejectedLabels, Counter>::default();
-        let timeouts_total = Family::<TimeoutLabels, Counter>::default();
-        let endpoints = Family::<EndpointLabels, Gauge>::default();
-        let policy_version = Gauge::default();
-        let policy_updates_total = Family::<UpdateLabels, Counter>::default();
-        let control_plane_connected = Gauge::default();
-        let trace_spans_dropped = Counter::default();
-        let state_evictions_total = Family::<StateLabels, Counter>::default();
-
+        let r = &mut registry;
         // Counter names are registered without `_total`: the encoder adds it.
-        registry.register(
+        let requests_total = registered(
+            r,
             "levee_requests",
             "Requests that finished, by direction, service, route, status code and outcome",
-            requests_total.clone(),
+            Default::default(),
         );
-        registry.register(
+        let request_duration = registered(
+            r,
             "levee_request_duration_seconds",
             "Duration of requests through the proxy (all attempts), in seconds",
-            request_duration.clone(),
+            DurationFamily::new_with_constructor(duration_histogram as fn() -> Histogram),
         );
-        registry.register(
+        let retries_total = registered(
+            r,
             "levee_retries",
             "Retry attempts sent, by reason",
-            retries_total.clone(),
+            Default::default(),
         );
-        registry.register(
+        let retry_budget_exhausted_total = registered(
+            r,
             "levee_retry_budget_exhausted",
             "Retries not sent because the retry budget was exhausted",
-            retry_budget_exhausted_total.clone(),
+            Default::default(),
         );
-        registry.register(
+        let circuit_state = registered(
+            r,
             "levee_circuit_state",
             "Circuit breaker state: 0 closed, 1 open, 2 half-open (endpoint \"\" is the service breaker)",
-            circuit_state.clone(),
+            Default::default(),
         );
-        registry.register(
+        let circuit_transitions_total = registered(
+            r,
             "levee_circuit_transitions",
             "Circuit breaker state changes, by the state entered",
-            circuit_transitions_total.clone(),
+            Default::default(),
         );
-        registry.register(
+        let rejected_total = registered(
+            r,
             "levee_rejected",
             "Requests the proxy refused itself, by reason",
-            rejected_total.clone(),
+            Default::default(),
         );
-        registry.register(
+        let timeouts_total = registered(
+            r,
             "levee_timeouts",
             "Timeouts that fired, by kind",
-            timeouts_total.clone(),
+            Default::default(),
         );
-        registry.register(
+        let endpoints = registered(
+            r,
             "levee_endpoints",
             "Endpoints per service, by state",
-            endpoints.clone(),
+            Default::default(),
         );
-        registry.register(
+        let policy_version = registered(
+            r,
             "levee_policy_version",
             "Version of the policy in use",
-            policy_version.clone(),
+            Default::default(),
         );
-        registry.register(
+        let policy_updates_total: Family<UpdateLabels, Counter> = registered(
+            r,
             "levee_policy_updates",
             "Policy updates accepted (ack) or refused (nack)",
-            policy_updates_total.clone(),
+            Default::default(),
         );
-        registry.register(
+        let control_plane_connected = registered(
+            r,
             "levee_control_plane_connected",
             "1 while the proxy's stream to the control plane is up, else 0",
-            control_plane_connected.clone(),
+            Default::default(),
         );
-        registry.register(
+        let trace_spans_dropped = registered(
+            r,
             "levee_trace_spans_dropped",
             "Finished trace spans dropped instead of exported (queue full, collector slow or down)",
-            trace_spans_dropped.clone(),
+            Default::default(),
         );
-        registry.register(
+        let state_evictions_total: Family<StateLabels, Counter> = registered(
+            r,
             "levee_state_evictions",
             "Entries evicted from a bounded table keyed by what callers send (least recently used or idle first)",
-            state_evictions_total.clone(),
+            Default::default(),
         );
 
-        let tcp = tcp::TcpFamilies::register(&mut registry);
-        let identity = identity::IdentityMetrics::register(&mut registry);
-
-        let tls = TlsMetrics::register(&mut registry);
+        let tcp = tcp::TcpFamilies::register(r);
+        let identity = identity::IdentityMetrics::register(r);
+        let tls = TlsMetrics::register(r);
 
         // Both results exist from the start, so `rate()` and alerts on nack see a 0 first.
         for result in ["ack", "nack"] {

@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::Direction;
+use super::{Direction, registered};
 
 /// The `target` label: where an opaque connection was forwarded.
 pub mod target {
@@ -88,27 +88,26 @@ pub(super) struct TcpFamilies {
 
 impl TcpFamilies {
     pub(super) fn register(registry: &mut Registry) -> TcpFamilies {
-        let families = TcpFamilies {
-            connections: Family::default(),
-            bytes: Family::default(),
-            duration: Family::new_with_constructor(|| Histogram::new(TCP_DURATION_BUCKETS)),
-        };
-        registry.register(
-            "levee_tcp_connections",
-            "Opaque TCP connections forwarded byte for byte, by target and outcome",
-            families.connections.clone(),
-        );
-        registry.register(
-            "levee_tcp_bytes",
-            "Bytes of opaque TCP connections, by flow (to_target, to_client)",
-            families.bytes.clone(),
-        );
-        registry.register(
-            "levee_tcp_duration_seconds",
-            "Lifetime of forwarded opaque TCP connections, from connect to close, in seconds",
-            families.duration.clone(),
-        );
-        families
+        TcpFamilies {
+            connections: registered(
+                registry,
+                "levee_tcp_connections",
+                "Opaque TCP connections forwarded byte for byte, by target and outcome",
+                Family::default(),
+            ),
+            bytes: registered(
+                registry,
+                "levee_tcp_bytes",
+                "Bytes of opaque TCP connections, by flow (to_target, to_client)",
+                Family::default(),
+            ),
+            duration: registered(
+                registry,
+                "levee_tcp_duration_seconds",
+                "Lifetime of forwarded opaque TCP connections, from connect to close, in seconds",
+                Family::new_with_constructor(|| Histogram::new(TCP_DURATION_BUCKETS)),
+            ),
+        }
     }
 
     pub(super) fn handles(&self, direction: Direction, target: &'static str) -> TcpMetrics {

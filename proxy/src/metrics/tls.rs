@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::Direction;
+use super::{Direction, registered};
 
 /// Distinct `client` label values of `levee_authz_denied_total`.
 pub const MAX_CLIENT_LABELS: usize = 100;
@@ -76,28 +76,27 @@ pub struct TlsMetrics {
 
 impl TlsMetrics {
     pub(super) fn register(registry: &mut Registry) -> TlsMetrics {
-        let metrics = TlsMetrics {
-            handshakes: Family::default(),
-            expiry: Family::default(),
-            denied: Family::default(),
+        TlsMetrics {
+            handshakes: registered(
+                registry,
+                "levee_tls_handshakes",
+                "mTLS handshakes between sidecars, by direction and result",
+                Family::default(),
+            ),
+            expiry: registered(
+                registry,
+                "levee_tls_certificate_expiry_seconds",
+                "Seconds until this proxy's workload certificate expires (negative: expired)",
+                Family::default(),
+            ),
+            denied: registered(
+                registry,
+                "levee_authz_denied",
+                "Inbound requests refused by spec.inbound.mtls, by service and caller identity",
+                Family::default(),
+            ),
             clients: Arc::default(),
-        };
-        registry.register(
-            "levee_tls_handshakes",
-            "mTLS handshakes between sidecars, by direction and result",
-            metrics.handshakes.clone(),
-        );
-        registry.register(
-            "levee_tls_certificate_expiry_seconds",
-            "Seconds until this proxy's workload certificate expires (negative: expired)",
-            metrics.expiry.clone(),
-        );
-        registry.register(
-            "levee_authz_denied",
-            "Inbound requests refused by spec.inbound.mtls, by service and caller identity",
-            metrics.denied.clone(),
-        );
-        metrics
+        }
     }
 
     /// Counts a handshake.

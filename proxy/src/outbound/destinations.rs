@@ -25,7 +25,7 @@
 //! ([`crate::recency`]): hot destinations stay, and each evicted one takes
 //! its metric series with it ([`Metrics::forget_destination`]) and its
 //! control-plane subscription (with the policy and endpoints discovered for
-//! it: [`crate::discovery::Subscriptions::unsubscribe`]), and is counted in
+//! it: [`crate::subscriptions::Subscriptions::unsubscribe`]), and is counted in
 //! `levee_state_evictions_total{table="destinations"}`. Met again, it is
 //! subscribed again and gets a fresh first answer.
 
@@ -38,13 +38,14 @@ use arc_swap::ArcSwapOption;
 use levee_proto::policy::{AppProtocol, ServiceKey};
 use tokio::time::Instant;
 
-use crate::discovery::Subscription;
 use crate::errors::ProxyError;
 use crate::forward::{EndpointService, Forwarder};
 use crate::metrics::{Metrics, StateTable};
 use crate::recency::{self, Clock, Stamp};
 use crate::resilience::{Destination, RouteTable};
-use crate::state::{Shared, Snapshot};
+use crate::snapshot::Snapshot;
+use crate::state::Shared;
+use crate::subscriptions::Subscription;
 
 /// The `service` label of a transparent call to an unknown destination
 /// (followed by its original address).
@@ -115,7 +116,7 @@ pub struct View {
 impl Destinations {
     /// A table of at most `capacity` destinations (at least one).
     pub fn new(shared: Arc<Shared>, forwarder: Arc<Forwarder>, capacity: usize) -> Self {
-        let subscriptions = crate::discovery::subscription_capacity(capacity.max(1));
+        let subscriptions = crate::subscriptions::subscription_capacity(capacity.max(1));
         let evictions = shared.metrics.state_evictions(StateTable::Subscriptions);
         shared.subscriptions.limit(subscriptions, evictions);
         // Addresses lead to destinations: as many as the table keeps.

@@ -21,7 +21,7 @@
 //! [`OriginalDst`]) goes to the service its authority names when the proxy
 //! knows that service, else to the service the control plane says owns the
 //! original destination address (its virtual IP or an endpoint:
-//! [`crate::discovery::addresses`]), else to the connection's original
+//! [`crate::subscriptions::addresses`]), else to the connection's original
 //! destination: a passthrough destination, labelled
 //! `service="passthrough:<ip:port>"`, with the default timeouts.
 //!
@@ -39,7 +39,6 @@ use hyper::body::Incoming;
 use levee_proto::policy::{RouteRequest, ServiceKey};
 
 use crate::body::{self, BoxBody};
-use crate::discovery::addresses::Lookup;
 use crate::errors::{self, ErrorKind, ProxyError};
 use crate::forward::{ConnectTimeout, DeclaredProtocol, Forwarder, uri};
 use crate::loops::{self, hops};
@@ -52,6 +51,7 @@ use crate::resilience::timeout::{TimeoutDefaults, elapsed};
 use crate::resilience::{Destination, RouteStack};
 use crate::server::Handler;
 use crate::state::Shared;
+use crate::subscriptions::addresses::Lookup;
 use crate::trace::Tracing;
 use crate::transparent::{OriginalDst, Transparent};
 use destinations::Destinations;

@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use levee_proto::policy::{PolicyErrors, parse_documents};
 
-use crate::state::{Shared, Snapshot};
+use crate::snapshot::Snapshot;
+use crate::state::Shared;
 
 pub use watch::{WatchOptions, Watching, load_and_watch_with};
 

@@ -14,7 +14,7 @@ use super::*;
 use crate::errors::{ConnectCause, ErrorKind, ProxyError};
 use crate::metrics::Metrics;
 use crate::resilience::attempt::CallAttempts;
-use crate::state::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// Keeps every exported span.
 #[derive(Debug, Clone, Default)]

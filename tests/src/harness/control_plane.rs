@@ -211,24 +211,12 @@ impl ControlPlane {
 
     /// SIGTERM, then waits for the exit status.
     pub async fn shutdown(&mut self, timeout: Duration) -> ExitStatus {
-        self.process
-            .terminate()
-            .unwrap_or_else(|e| panic!("SIGTERM: {e}"));
-        self.process
-            .wait_exit(timeout)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
+        self.process.shutdown(timeout).await
     }
 
     /// `kill -9`, then waits for the process to be gone.
     pub async fn kill9(&mut self) {
-        self.process
-            .kill()
-            .unwrap_or_else(|e| panic!("SIGKILL: {e}"));
-        self.process
-            .wait_exit(Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        self.process.kill9().await;
     }
 
     /// A new control plane on the same data directory (and token).

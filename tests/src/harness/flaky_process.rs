@@ -3,7 +3,7 @@
 //! `kill -9` an upstream: a real process dying mid-response closes its
 //! sockets the way a crashed server does.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use serde::Deserialize;
 
@@ -51,12 +51,6 @@ impl FlakyProcess {
 
     /// `kill -9`, then waits for the process to be gone.
     pub async fn kill9(&mut self) {
-        self.process
-            .kill()
-            .unwrap_or_else(|e| panic!("SIGKILL: {e}"));
-        self.process
-            .wait_exit(Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        self.process.kill9().await;
     }
 }

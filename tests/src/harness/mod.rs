@@ -17,6 +17,8 @@
 //! - [`web`]: the `web:80` fixture of the resilience tests.
 //! - [`mesh`]: proxies in control-plane mode, `leveectl apply`, `/config` polling.
 //! - [`python`]: a Python with `grpcio` for the third-party gRPC client.
+//! - [`python_grpc`]: the Python grpcio client and server, started and
+//!   checked one way for every test that uses them.
 //! - [`upstream`]: small in-process upstreams that report what arrived.
 //! - [`resources`]: a process's open fds and RSS from `/proc`, and their peaks.
 //! - [`flaky_process`]: `levee-flaky` as a process, for `kill -9` mid-response.
@@ -53,6 +55,7 @@ pub mod pods;
 mod process;
 mod proxy;
 pub mod python;
+pub mod python_grpc;
 pub mod resources;
 pub mod retrying;
 mod startup;

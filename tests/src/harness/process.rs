@@ -136,6 +136,26 @@ impl Process {
         }
     }
 
+    /// SIGTERM, then the exit status within `timeout`; panics saying which
+    /// step failed.
+    pub async fn shutdown(&mut self, timeout: Duration) -> ExitStatus {
+        self.terminate()
+            .unwrap_or_else(|e| panic!("SIGTERM to {}: {e}", self.name));
+        self.wait_exit(timeout)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `kill -9`, then waits (10 s at most) for the process to be gone;
+    /// panics saying which step failed.
+    pub async fn kill9(&mut self) {
+        self.kill()
+            .unwrap_or_else(|e| panic!("SIGKILL to {}: {e}", self.name));
+        self.wait_exit(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// Prints the process's output to the test's stderr, framed by its name.
     pub fn print_output(&self) {
         eprintln!(

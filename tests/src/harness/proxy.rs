@@ -325,12 +325,6 @@ impl Proxy {
 
     /// SIGTERM, then waits for the exit status.
     pub async fn shutdown(&mut self, timeout: Duration) -> ExitStatus {
-        self.process
-            .terminate()
-            .unwrap_or_else(|e| panic!("SIGTERM: {e}"));
-        self.process
-            .wait_exit(timeout)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
+        self.process.shutdown(timeout).await
     }
 }

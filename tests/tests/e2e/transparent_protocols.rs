@@ -15,90 +15,37 @@ use std::{convert::Infallible, net::SocketAddr, time::Duration};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use levee_tests::harness::{Body, Process, full, netns::Netns, pods::TwoPods, python, upstream};
+use levee_tests::harness::{
+    Body, full, netns::Netns, pods::TwoPods, python, python_grpc, upstream,
+};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A gRPC port of the server pod.
 const GRPC_PORT: u16 = 50051;
 
-/// The Python grpcio server inside `ns` on `127.0.0.1:GRPC_PORT`; returns
-/// once it accepts connections.
-async fn python_grpc_server(
-    ns: &Netns,
-    python: &std::path::Path,
-    log: &std::path::Path,
-) -> Process {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let mut cmd = ns.command(python);
-    cmd.env_clear()
-        .arg(format!("{dir}/py/flaky_grpc_server.py"))
-        .args(["--listen", &format!("127.0.0.1:{GRPC_PORT}")])
-        .args(["--instance", "py-server"])
-        .args(["--proto-root", &format!("{dir}/proto")]);
-    let process = Process::spawn("python grpc server", cmd, log).expect("spawn the Python server");
-    ns.wait_listening(SocketAddr::from(([127, 0, 0, 1], GRPC_PORT)))
-        .await;
-    process
-}
-
 #[tokio::test]
 async fn python_grpc_through_both_sidecars() {
     let python = python::python().await;
     let pods = TwoPods::create();
     let (client, server) = (&pods.client, &pods.server);
-    let _app = python_grpc_server(server, &python, &pods.path("grpc-server.log")).await;
+    let listen = SocketAddr::from(([127, 0, 0, 1], GRPC_PORT));
+    let _app = python_grpc::serve(
+        server.command(&python),
+        listen,
+        "py-server",
+        &pods.path("grpc-server.log"),
+    );
+    server.wait_listening(listen).await;
     let _server_sidecar = pods
         .server_sidecar(&[], &[], &["--service", "grpc", "--app-port", "50051"])
         .await;
     let _client_sidecar = pods.client_sidecar(&[], &[], &[]).await;
 
     let target = pods.server_addr(GRPC_PORT).to_string();
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let mut cmd = client.command(&python);
-    cmd.env_clear()
-        .arg(format!("{dir}/py/flaky_grpc_client.py"))
-        .args(["--target", &target, "--authority", &target])
-        .args(["--proto-root", &format!("{dir}/proto")]);
-    let out = tokio::time::timeout(DEADLINE, cmd.output())
-        .await
-        .expect("the Python client finishes in time")
-        .expect("the environment's python3 runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "python client failed: {}\n{stderr}",
-        out.status
-    );
-    let got: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
-    assert_eq!(
-        got["unary"],
-        serde_json::json!({"message": "hello", "instance": "py-server", "instance_header": "py-server"})
-    );
-    assert_eq!(
-        got["server_stream"],
-        serde_json::json!(["s 0", "s 1", "s 2"])
-    );
-    assert_eq!(
-        got["client_stream"],
-        serde_json::json!({"message": "a,b,c", "count": 3})
-    );
-    assert_eq!(
-        got["bidi_stream"],
-        serde_json::json!(["bidi 0", "bidi 1", "bidi 2", "bidi 3"])
-    );
-    assert_eq!(
-        got["injected_error"],
-        serde_json::json!({"code": "UNAVAILABLE", "details": "flaky: injected"})
-    );
-    assert_eq!(
-        got["stream_error"],
-        serde_json::json!({
-            "received": ["f 0", "f 1"],
-            "error": {"code": "FAILED_PRECONDITION", "details": "flaky: stream failed"}
-        })
-    );
+    let got =
+        python_grpc::call_every_method(client.command(&python), &target, &target, DEADLINE).await;
+    python_grpc::assert_every_answer(&got, "py-server");
 
     // Six calls left the client through its sidecar and arrived through
     // the server's, with the app's gRPC statuses.
@@ -113,7 +60,12 @@ async fn python_grpc_through_both_sidecars() {
             "levee_requests_total",
             &[("direction", direction), ("service", service)],
         );
-        assert_eq!(calls, Some(6.0), "{direction}: {}", m.text);
+        assert_eq!(
+            calls,
+            Some(python_grpc::CALLS as f64),
+            "{direction}: {}",
+            m.text
+        );
         let unavailable = m.sum(
             "levee_requests_total",
             &[

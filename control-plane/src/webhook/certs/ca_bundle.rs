@@ -34,47 +34,47 @@ pub const MAX_CAS: usize = 8;
 /// Puts `ca_pem` into every webhook's `caBundle` of both configurations.
 /// Returns how many configurations were patched.
 pub async fn reconcile(client: &Client, ca_pem: &str, now_unix: i64) -> Result<usize, kube::Error> {
-    let mut patched = 0;
     let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    if reconcile_one(&mutating, MUTATING, ca_pem, now_unix, |c| {
-        c.webhooks
-            .iter()
-            .flatten()
-            .map(|w| (w.name.clone(), w.client_config.ca_bundle.clone()))
-            .collect()
-    })
-    .await?
-    {
-        patched += 1;
-    }
+    let mutating = reconcile_one(&mutating, MUTATING, ca_pem, now_unix).await?;
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    if reconcile_one(&validating, VALIDATING, ca_pem, now_unix, |c| {
-        c.webhooks
-            .iter()
-            .flatten()
-            .map(|w| (w.name.clone(), w.client_config.ca_bundle.clone()))
-            .collect()
-    })
-    .await?
-    {
-        patched += 1;
-    }
-    Ok(patched)
+    let validating = reconcile_one(&validating, VALIDATING, ca_pem, now_unix).await?;
+    Ok(usize::from(mutating) + usize::from(validating))
 }
+
+/// Each webhook's name and `caBundle` in a configuration: both kinds have
+/// `webhooks[].clientConfig.caBundle`, in types of their own.
+trait Bundles {
+    fn bundles(&self) -> Vec<(String, Option<ByteString>)>;
+}
+
+macro_rules! bundles_of {
+    ($($kind:ty),*) => {$(
+        impl Bundles for $kind {
+            fn bundles(&self) -> Vec<(String, Option<ByteString>)> {
+                self.webhooks
+                    .iter()
+                    .flatten()
+                    .map(|w| (w.name.clone(), w.client_config.ca_bundle.clone()))
+                    .collect()
+            }
+        }
+    )*};
+}
+
+bundles_of!(MutatingWebhookConfiguration, ValidatingWebhookConfiguration);
 
 async fn reconcile_one<K>(
     api: &Api<K>,
     name: &str,
     ca_pem: &str,
     now_unix: i64,
-    webhooks: impl Fn(&K) -> Vec<(String, Option<ByteString>)>,
 ) -> Result<bool, kube::Error>
 where
-    K: Resource<Scope = ClusterResourceScope> + Clone + DeserializeOwned + Debug,
+    K: Resource<Scope = ClusterResourceScope> + Clone + DeserializeOwned + Debug + Bundles,
 {
     let config = api.get(name).await?;
     let mut changed = Vec::new();
-    for (webhook, bundle) in webhooks(&config) {
+    for (webhook, bundle) in config.bundles() {
         let current = bundle.map(|b| b.0).unwrap_or_default();
         let merged = merge(ca_pem, &current, now_unix);
         if merged.as_bytes() != current.as_slice() {

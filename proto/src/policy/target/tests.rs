@@ -19,14 +19,6 @@ fn endpoints(name: &str, namespace: Option<&str>, port: u16) -> Document {
     parse_documents(&yaml).expect("valid").remove(0)
 }
 
-fn key(name: &str, namespace: &str, port: u16) -> ServiceKey {
-    ServiceKey {
-        name: name.into(),
-        namespace: namespace.into(),
-        port,
-    }
-}
-
 #[test]
 fn the_target_fills_in_the_default_namespace() {
     let unset = policy("a", None, "{service: payments, port: 8080}");
@@ -46,7 +38,7 @@ fn the_target_fills_in_the_default_namespace() {
     assert_eq!(every.target("default").service_key(), None);
     assert_eq!(
         endpoints("e", None, 80).target("shop").service_key(),
-        Some(key("payments", "shop", 80))
+        Some(ServiceKey::new("payments", "shop", 80))
     );
 }
 
@@ -105,10 +97,16 @@ fn a_policy_naming_the_port_beats_one_for_every_port() {
     assert_eq!(index.insert(exact.target("default"), "exact"), None);
     assert_eq!(index.insert(any.target("default"), "any"), None);
     assert_eq!(index.len(), 2);
-    assert_eq!(index.get(&key("payments", "shop", 8080)), Some(&"exact"));
-    assert_eq!(index.get(&key("payments", "shop", 9090)), Some(&"any"));
-    assert_eq!(index.get(&key("payments", "other", 8080)), None);
-    assert_eq!(index.get(&key("orders", "shop", 8080)), None);
+    assert_eq!(
+        index.get(&ServiceKey::new("payments", "shop", 8080)),
+        Some(&"exact")
+    );
+    assert_eq!(
+        index.get(&ServiceKey::new("payments", "shop", 9090)),
+        Some(&"any")
+    );
+    assert_eq!(index.get(&ServiceKey::new("payments", "other", 8080)), None);
+    assert_eq!(index.get(&ServiceKey::new("orders", "shop", 8080)), None);
     assert_eq!(
         index.insert(any.target("default"), "again"),
         Some("any"),
@@ -138,7 +136,10 @@ fn select_policy_follows_the_index_rule_and_the_first_of_equals_wins() {
         select_policy(policies.iter().copied(), &k, DEFAULT_NAMESPACE)
             .map(|p| p.metadata.name.as_str())
     };
-    assert_eq!(name(key("payments", "default", 8080)), Some("exact"));
-    assert_eq!(name(key("payments", "default", 1)), Some("any"));
-    assert_eq!(name(key("payments", "shop", 8080)), None);
+    assert_eq!(
+        name(ServiceKey::new("payments", "default", 8080)),
+        Some("exact")
+    );
+    assert_eq!(name(ServiceKey::new("payments", "default", 1)), Some("any"));
+    assert_eq!(name(ServiceKey::new("payments", "shop", 8080)), None);
 }

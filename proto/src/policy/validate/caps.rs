@@ -7,7 +7,8 @@
 use super::super::document::PolicySpec;
 use super::super::duration::Duration;
 use super::super::error::Problems;
-use super::super::outbound::{CircuitBreaker, Concurrency, RetryPolicy};
+use super::super::outbound::{CircuitBreaker, Concurrency};
+use super::super::retry::RetryPolicy;
 
 /// `timeouts.request`, `timeouts.perTry`, `timeouts.idle` (outbound, routes, inbound).
 pub const TIMEOUT: Duration = Duration::from_secs(3600);

@@ -1,6 +1,6 @@
 //! Address answers: which service port owns a destination address the
 //! proxy subscribed by address (not acknowledged; recorded in the
-//! [`crate::discovery::addresses::AddressBook`], where waiting connections
+//! [`crate::subscriptions::addresses::AddressBook`], where waiting connections
 //! pick them up).
 
 use std::net::SocketAddr;

@@ -17,7 +17,7 @@ use levee_proto::v1::watch_request::Kind as Request;
 use tokio::sync::mpsc;
 
 use super::{Watcher, request};
-use crate::discovery::subscriptions::Change;
+use crate::subscriptions::Change;
 
 /// Keys remembered as unsubscribed on one stream at most (then the memory
 /// starts over: a very late crossing update is NACKed as unsolicited).

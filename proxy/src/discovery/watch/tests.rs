@@ -9,12 +9,14 @@ use std::time::Duration;
 use futures_util::Stream;
 use levee_proto::policy::{Document, parse_documents};
 use levee_proto::v1::discovery_server::{Discovery, DiscoveryServer};
+use levee_proto::v1::watch_response::Kind as Response;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tonic::{Status, Streaming};
 
 use super::*;
 use crate::backoff::Backoff;
+use crate::discovery::cache;
 use crate::discovery::{DiscoveryConfig, Identity, LocalChecks, RECONNECT_BACKOFF};
 use crate::metrics::Metrics;
 
@@ -115,15 +117,11 @@ fn update(version: &str, nonce: &str, policy: Option<pb::ResiliencePolicy>) -> p
 /// The endpoint hold after a reconnect in the first test (short, to see it end).
 const HOLD: Duration = Duration::from_secs(2);
 
-/// Starts watching `url` as an anonymous proxy (no identity, the normal
-/// backoff and resync hold, plaintext), caching to `cache` if given.
-/// Returns what stops the watch task.
-async fn start_plain(
-    shared: &Arc<Shared>,
-    url: String,
-    cache: Option<std::path::PathBuf>,
-) -> (CancellationToken, TaskTracker) {
-    let config = DiscoveryConfig {
+/// The config of an anonymous proxy watching `url` (no identity, the
+/// normal backoff and resync hold, plaintext), caching to `cache` if given;
+/// tests change what they need with `..plain(url, cache)`.
+fn plain(url: String, cache: Option<std::path::PathBuf>) -> DiscoveryConfig {
+    DiscoveryConfig {
         url,
         identity: Identity::default(),
         cache,
@@ -132,12 +130,67 @@ async fn start_plain(
         resync_hold: RESYNC_HOLD,
         tls: None,
         certified: None,
-    };
+    }
+}
+
+/// The `orders.shop:8080` identity with its inbound on `127.0.0.1:4143`.
+fn orders_identity() -> Identity {
+    Identity::new(
+        Some("orders"),
+        "shop",
+        8080,
+        "127.0.0.1:4143".parse().expect("addr"),
+    )
+}
+
+/// A fast reconnect backoff (10 to 50 ms), for tests that drop streams.
+const FAST_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(10),
+    max: Duration::from_millis(50),
+};
+
+/// Starts the watch task with `config`; returns what stops it.
+async fn start(shared: &Arc<Shared>, config: DiscoveryConfig) -> (CancellationToken, TaskTracker) {
     let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
     crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
         .await
         .expect("start");
     (shutdown, tasks)
+}
+
+/// Starts watching `url` with [`plain`]'s config.
+async fn start_plain(
+    shared: &Arc<Shared>,
+    url: String,
+    cache: Option<std::path::PathBuf>,
+) -> (CancellationToken, TaskTracker) {
+    start(shared, plain(url, cache)).await
+}
+
+/// The first request to payments: it subscribes the service, `session`
+/// answers with `version` and `nonce` (a policy with a `request` timeout),
+/// the proxy ACKs it and the waiting request goes on with the subscription
+/// it returns.
+async fn first_request_to_payments(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    (version, nonce): (&str, &str),
+    request: &str,
+) -> Arc<crate::subscriptions::Subscription> {
+    let waiter = {
+        let shared = shared.clone();
+        tokio::spawn(async move { shared.discovered(&payments()).await })
+    };
+    let Request::Subscribe(subscribe) = session.next().await else {
+        panic!("subscribe");
+    };
+    assert_eq!(subscribe.services, vec![pb::ServiceRef::from(&payments())]);
+    session.send(update(version, nonce, Some(policy(request))));
+    let Request::Ack(ack) = session.next().await else {
+        panic!("ack");
+    };
+    assert_eq!((ack.version.as_str(), ack.nonce.as_str()), (version, nonce));
+    waiter.await.expect("the waiting request goes on")
 }
 
 async fn until(what: &str, check: impl Fn() -> bool) {
@@ -155,29 +208,15 @@ async fn hello_subscribe_ack_nack_and_resync_after_a_dropped_stream() {
     let cache_path = dir.path().join("cache.json");
     let shared = Arc::new(Shared::new("shop".into(), Metrics::new()));
     let config = DiscoveryConfig {
-        url: url.clone(),
-        identity: Identity::new(
-            Some("orders"),
-            "shop",
-            8080,
-            "127.0.0.1:4143".parse().expect("addr"),
-        ),
-        cache: Some(cache_path.clone()),
-        backoff: Backoff {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(50),
-        },
+        identity: orders_identity(),
+        backoff: FAST_BACKOFF,
         checks: LocalChecks {
             outbound: Some("127.0.0.1:4140".parse().expect("addr")),
         },
         resync_hold: HOLD,
-        tls: None,
-        certified: None,
+        ..plain(url.clone(), Some(cache_path.clone()))
     };
-    let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
-    crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
-        .await
-        .expect("start");
+    let (shutdown, tasks) = start(&shared, config).await;
 
     let mut first = sessions.recv().await.expect("a watch call");
     let Request::Hello(hello) = first.next().await else {
@@ -221,20 +260,7 @@ async fn hello_subscribe_ack_nack_and_resync_after_a_dropped_stream() {
     );
 
     // The first request to payments subscribes it and waits for the answer.
-    let waiter = {
-        let shared = shared.clone();
-        tokio::spawn(async move { shared.discovered(&payments()).await })
-    };
-    let Request::Subscribe(subscribe) = first.next().await else {
-        panic!("subscribe");
-    };
-    assert_eq!(subscribe.services, vec![pb::ServiceRef::from(&payments())]);
-    first.send(update("3-a", "n1", Some(policy("2s"))));
-    let Request::Ack(ack) = first.next().await else {
-        panic!("ack");
-    };
-    assert_eq!((ack.version.as_str(), ack.nonce.as_str()), ("3-a", "n1"));
-    waiter.await.expect("the waiting request goes on");
+    first_request_to_payments(&shared, &mut first, ("3-a", "n1"), "2s").await;
     let applied = shared.snapshot.load_full();
     assert!(shared.policy_for(&payments()).is_some());
     assert_eq!(applied.endpoints.get(&payments()).map(|e| e.len()), Some(1));
@@ -354,20 +380,12 @@ async fn an_unreachable_control_plane_falls_back_to_the_cache() {
         .and_then(|l| l.local_addr())
         .expect("port");
     let shared = Arc::new(Shared::new("shop".into(), Metrics::new()));
-    let config = DiscoveryConfig {
-        url: format!("http://{unused}"),
-        identity: Identity::default(),
-        cache: Some(cache_path.clone()),
-        backoff: RECONNECT_BACKOFF,
-        checks: LocalChecks { outbound: None },
-        resync_hold: RESYNC_HOLD,
-        tls: None,
-        certified: None,
-    };
-    let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
-    crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
-        .await
-        .expect("start");
+    let (shutdown, tasks) = start_plain(
+        &shared,
+        format!("http://{unused}"),
+        Some(cache_path.clone()),
+    )
+    .await;
     until("ready from the cache", || shared.is_ready()).await;
     let snapshot = shared.snapshot.load();
     assert!(

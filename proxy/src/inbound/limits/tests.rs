@@ -14,7 +14,7 @@ use crate::body;
 use crate::errors::{ErrorKind, ProxyError};
 use crate::metrics::Metrics;
 use crate::server::ClientAddr;
-use crate::state::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// `spec.inbound` of `echo.test` is `inbound`.
 fn install(shared: &Shared, inbound: &str) {

@@ -19,7 +19,7 @@ use crate::body;
 use crate::errors::ProxyError;
 use crate::forward::Forwarder;
 use crate::forward::pool::PoolSettings;
-use crate::state::Snapshot;
+use crate::snapshot::Snapshot;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -128,7 +128,7 @@ async fn requests_get_the_stack_and_label_of_the_port_their_caller_dialled() {
     let key = ServiceKey::from_authority("echo", "test", 9090).expect("key");
     assert_eq!(
         subscribed.try_recv(),
-        Ok(crate::discovery::Change::Subscribe(key)),
+        Ok(crate::subscriptions::Change::Subscribe(key)),
         "the port's policy is asked for"
     );
     assert!(subscribed.try_recv().is_err(), "once");

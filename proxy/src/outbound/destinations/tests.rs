@@ -168,7 +168,7 @@ fn an_evicted_destination_takes_its_metric_series_along() {
 
 #[tokio::test]
 async fn an_evicted_destination_is_unsubscribed_and_subscribed_again_when_met() {
-    use crate::discovery::Change;
+    use crate::subscriptions::Change;
 
     let shared = shared();
     let mut changes = shared.subscriptions.enable().expect("control-plane mode");

@@ -6,7 +6,7 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::metrics::{Direction, Metrics, TcpOutcome, TlsResult, tcp_target};
-use crate::state::Snapshot;
+use crate::snapshot::Snapshot;
 use crate::transparent::{DEFAULT_DETECT_TIMEOUT, Transparent};
 
 const SERVER: &str = "spiffe://levee.test/ns/shop/sa/db";

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use super::*;
-use crate::discovery::addresses::Lookup;
+use crate::subscriptions::addresses::Lookup;
 
 fn answer(addr: SocketAddr, owner: Option<&ServiceKey>) -> Result<pb::WatchResponse, Status> {
     Ok(pb::WatchResponse {

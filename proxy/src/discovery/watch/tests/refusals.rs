@@ -28,20 +28,7 @@ async fn updates_for_services_never_subscribed_are_refused_and_leave_no_state() 
     assert!(after.endpoints.is_empty(), "{:?}", after.endpoints);
 
     // Once the proxy asks for it, the same update is taken.
-    let waiter = {
-        let shared = shared.clone();
-        tokio::spawn(async move { shared.discovered(&payments()).await })
-    };
-    let Request::Subscribe(subscribe) = session.next().await else {
-        panic!("subscribe");
-    };
-    assert_eq!(subscribe.services, vec![pb::ServiceRef::from(&payments())]);
-    session.send(update("3-a", "n2", Some(policy("2s"))));
-    let Request::Ack(ack) = session.next().await else {
-        panic!("ack");
-    };
-    assert_eq!(ack.nonce, "n2");
-    waiter.await.expect("the waiting request goes on");
+    first_request_to_payments(&shared, &mut session, ("3-a", "n2"), "2s").await;
     assert!(shared.policy_for(&payments()).is_some());
 
     shutdown.cancel();
@@ -55,19 +42,13 @@ async fn updates_for_services_never_subscribed_are_refused_and_leave_no_state() 
 async fn names_the_control_plane_would_refuse_fail_at_start() {
     let shared = Arc::new(Shared::new("shop".into(), Metrics::new()));
     let config = DiscoveryConfig {
-        url: "http://127.0.0.1:1".into(),
         identity: Identity::new(
             Some("Payments_v1"),
             "shop",
             8080,
             "127.0.0.1:4143".parse().expect("addr"),
         ),
-        cache: None,
-        backoff: RECONNECT_BACKOFF,
-        checks: LocalChecks { outbound: None },
-        resync_hold: RESYNC_HOLD,
-        tls: None,
-        certified: None,
+        ..plain("http://127.0.0.1:1".into(), None)
     };
     let tasks = TaskTracker::new();
     let error = crate::discovery::start(shared, config, CancellationToken::new(), &tasks)

@@ -13,27 +13,11 @@ async fn an_unreachable_replica_is_skipped_and_a_lost_stream_moves_on() {
     let (url, mut sessions) = fake_server().await;
     let shared = Arc::new(Shared::new("shop".into(), Metrics::new()));
     let config = DiscoveryConfig {
-        url: format!("http://{unused}, {url}"),
-        identity: Identity::new(
-            Some("orders"),
-            "shop",
-            8080,
-            "127.0.0.1:4143".parse().expect("addr"),
-        ),
-        cache: None,
-        backoff: Backoff {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(50),
-        },
-        checks: LocalChecks { outbound: None },
-        resync_hold: RESYNC_HOLD,
-        tls: None,
-        certified: None,
+        identity: orders_identity(),
+        backoff: FAST_BACKOFF,
+        ..plain(format!("http://{unused}, {url}"), None)
     };
-    let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
-    crate::discovery::start(shared.clone(), config, shutdown.clone(), &tasks)
-        .await
-        .expect("start");
+    let (shutdown, tasks) = start(&shared, config).await;
     let orders = ServiceKey {
         name: "orders".into(),
         namespace: "shop".into(),

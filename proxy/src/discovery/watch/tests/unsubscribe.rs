@@ -82,20 +82,7 @@ async fn a_dropped_destination_is_unsubscribed_and_its_state_forgotten() {
     );
 
     // Met again: subscribed anew; its fresh first update is taken.
-    let waiter = {
-        let shared = shared.clone();
-        tokio::spawn(async move { shared.discovered(&payments()).await })
-    };
-    let Request::Subscribe(subscribe) = session.next().await else {
-        panic!("subscribe again");
-    };
-    assert_eq!(subscribe.services, vec![pb::ServiceRef::from(&payments())]);
-    session.send(update("3-b", "n4", Some(policy("3s"))));
-    let Request::Ack(ack) = session.next().await else {
-        panic!("ack");
-    };
-    assert_eq!(ack.nonce, "n4");
-    let again = waiter.await.expect("the request goes on");
+    let again = first_request_to_payments(&shared, &mut session, ("3-b", "n4"), "3s").await;
     assert!(again.is_live() && again.is_done());
     until("payments back", || shared.policy_for(&payments()).is_some()).await;
 

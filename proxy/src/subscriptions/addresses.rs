@@ -23,7 +23,7 @@ use levee_proto::policy::ServiceKey;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Notify, mpsc};
 
-use super::subscriptions::Change;
+use super::change::Change;
 use crate::recency::{self, Clock, Stamp};
 
 /// Addresses kept at most by default (`--max-destinations` sets it).

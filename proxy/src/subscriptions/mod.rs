@@ -14,6 +14,12 @@
 //! the watch task as a [`Change`], in the order the set saw it.
 //!
 //! Static mode never enables it: [`Subscriptions::discovered`] returns at once.
+//!
+//! The table sits below both of its users: `state::Shared` holds it and
+//! `discovery` (the watch task) drains its [`Change`]s, and neither is
+//! imported here. [`addresses`] is the same for destinations met by
+//! address (transparent mode); `change.rs` holds [`Change`], which both
+//! tables send.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,7 +31,11 @@ use levee_proto::policy::ServiceKey;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Notify, mpsc};
 
-use super::addresses::{AddressBook, Lookup};
+pub mod addresses;
+mod change;
+
+use addresses::{AddressBook, Lookup};
+pub use change::Change;
 
 /// Subscriptions kept at most before `--max-destinations` sets the bound
 /// ([`subscription_capacity`] of the default 4096 destinations is more).
@@ -44,20 +54,6 @@ pub fn subscription_capacity(max_destinations: usize) -> usize {
 /// How long a first request to a new destination waits for its first update
 /// while the control plane is connected.
 pub const FIRST_UPDATE_WAIT: Duration = Duration::from_secs(2);
-
-/// What the watch task is told, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
-    /// A destination met for the first time (or again after it was dropped).
-    Subscribe(ServiceKey),
-    /// A destination no longer kept: its discovered state goes too.
-    Unsubscribe(ServiceKey),
-    /// A destination address met on a redirected connection
-    /// ([`super::addresses`]).
-    SubscribeAddress(SocketAddr),
-    /// An address dropped from the (full) address book.
-    UnsubscribeAddress(SocketAddr),
-}
 
 /// One destination's subscription: whether it has an answer yet, and
 /// whether it was dropped since (then the next request subscribes again).
