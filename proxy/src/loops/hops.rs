@@ -77,4 +77,3 @@ fn read<'a>(mut values: impl Iterator<Item = &'a HeaderValue>) -> Result<u32, St
             )
         })
 }
-
