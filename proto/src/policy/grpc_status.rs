@@ -102,8 +102,10 @@ impl GrpcStatus {
     /// The `grpc-status` in a header map (a response head or its trailers),
     /// if there is one.
     pub fn from_headers(headers: &http::HeaderMap) -> Option<GrpcStatus> {
+        // A constant name: a `&str` key would be parsed on every lookup.
+        const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
         headers
-            .get("grpc-status")
+            .get(GRPC_STATUS)
             .map(|v| GrpcStatus::parse(v.as_bytes()))
     }
 

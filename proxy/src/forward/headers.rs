@@ -22,9 +22,31 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
+/// Whether `name` is one of the hop-by-hop headers removed whatever
+/// `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &TRANSFER_ENCODING,
+        &PROXY_AUTHORIZATION,
+        &PROXY_AUTHENTICATE,
+        &TE,
+        &UPGRADE,
+    ]
+    .contains(&name)
+}
+
 /// Strips hop-by-hop headers in place. With `upgrade`, the `Upgrade` header
 /// survives and `Connection: upgrade` is set for the next hop.
+///
+/// Most messages carry none: one walk over the names they do carry (a
+/// handful) finds that, instead of a hashed lookup per hop-by-hop name.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         // Only tokens that name some other header need an allocation; the
         // usual `keep-alive` / `close` / `upgrade` are handled below.
@@ -112,6 +134,28 @@ mod tests {
         let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["authorization", "host", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_stripped_and_others_are_untouched() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "proxy-authorization",
+            "proxy-authenticate",
+            "te",
+            "upgrade",
+        ] {
+            let mut h = map(&[(name, "x"), ("x-end-to-end", "kept")]);
+            strip_hop_by_hop(&mut h, false);
+            let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, ["x-end-to-end"], "{name}");
+        }
+        let mut h = map(&[("host", "a"), ("accept", "*/*")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]

@@ -271,8 +271,24 @@ impl EndpointConns {
                 }
             }
         }
+        // Boxed: dialling (TCP, maybe TLS) and the handshake make a large
+        // future, which the pooled path above should not carry around.
+        let mut sender = Box::pin(self.new_h1(connect_timeout)).await?;
+        let response = sender.send_request(req).await.map_err(SendError::Reset)?;
+        if upgrade {
+            Ok(response.map(crate::body::incoming))
+        } else {
+            Ok(self.pooled_h1(response, sender))
+        }
+    }
+
+    /// A new HTTP/1.1 connection to the endpoint, its task spawned.
+    async fn new_h1(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<http1::SendRequest<BoxBody>, SendError> {
         let io = self.dial(connect_timeout, Alpn::Http1).await?;
-        let (mut sender, conn) = http1::Builder::new()
+        let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
             .map_err(SendError::Handshake)?;
@@ -281,12 +297,7 @@ impl EndpointConns {
                 tracing::debug!(%error, "upstream http/1 connection ended");
             }
         });
-        let response = sender.send_request(req).await.map_err(SendError::Reset)?;
-        if upgrade {
-            Ok(response.map(crate::body::incoming))
-        } else {
-            Ok(self.pooled_h1(response, sender))
-        }
+        Ok(sender)
     }
 
     async fn send_h2(
@@ -340,6 +351,16 @@ impl EndpointConns {
         if let Some(open) = self.cached_h2() {
             return Ok(Ok(open));
         }
+        // Boxed: the dial and handshake are a large future the cached
+        // path should not carry.
+        Box::pin(self.dial_h2(connect_timeout)).await
+    }
+
+    /// [`EndpointConns::h2_sender`] without a usable cached connection.
+    async fn dial_h2(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<Result<http2::SendRequest<BoxBody>, bool>, SendError> {
         let _dialing = self.h2_dial.lock().await;
         // Another request may have dialled (or learned) while we waited.
         if let Some(open) = self.cached_h2() {

@@ -1,6 +1,6 @@
 //! The connection pool as a tower [`Service`], for the resilience stack: the
 //! innermost layer, sending each request to the endpoint the balancer chose
-//! (the [`Endpoint`] request extension).
+//! ([`Endpoint::of`]).
 //!
 //! Errors are [`ProxyError`]s boxed into [`BoxError`], so layers outside can
 //! downcast them (connect failure vs reset, for retries and breakers).
@@ -19,7 +19,7 @@ use crate::errors::{ErrorKind, ProxyError};
 use crate::resilience::balance::Endpoint;
 use crate::trace::AttemptSpan;
 
-/// Forwards requests to their [`Endpoint`] extension's address. Cheap to clone.
+/// Forwards requests to the address the balancer chose ([`Endpoint::of`]). Cheap to clone.
 #[derive(Clone)]
 pub struct EndpointService {
     forwarder: Arc<Forwarder>,
@@ -46,7 +46,7 @@ impl Service<Request<BoxBody>> for EndpointService {
     fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
         let (forwarder, service) = (self.forwarder.clone(), self.service.clone());
         Box::pin(async move {
-            let Some(&Endpoint(addr)) = req.extensions().get::<Endpoint>() else {
+            let Some(addr) = Endpoint::of(&req) else {
                 let detail = "no endpoint chosen for the request";
                 return Err(ProxyError::new(ErrorKind::NoEndpoints, &*service, detail).into());
             };

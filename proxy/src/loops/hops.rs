@@ -12,7 +12,7 @@
 //! missing header is zero hops.
 
 use http::HeaderMap;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{Entry, HeaderName, HeaderValue};
 
 /// The request header counting the Levee proxies a request has passed.
 pub const X_LEVEE_HOPS: HeaderName = HeaderName::from_static("x-levee-hops");
@@ -25,28 +25,44 @@ pub const DEFAULT_MAX_HOPS: u32 = 16;
 /// Longest value read as a count; `u32::MAX` has 10 digits.
 const MAX_DIGITS: usize = 10;
 
+/// Hop counts written from a static table (no allocation): every count a
+/// request can carry under the default `--max-hops`, and then some.
+const COUNTS: [&str; 33] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
+];
+
 /// Checks the request's hop count against `max` and, when it passes,
 /// sets it to one more. `Err` says why the request is refused.
+/// One hashed lookup of the header, whether it is there or not.
 pub fn pass(headers: &mut HeaderMap, max: u32) -> Result<(), String> {
-    let hops = read(headers)?;
+    let entry = headers.entry(X_LEVEE_HOPS);
+    let hops = match &entry {
+        Entry::Vacant(_) => 0,
+        Entry::Occupied(found) => read(found.iter())?,
+    };
     if hops > max {
         return Err(format!(
             "the request has passed {hops} proxies (x-levee-hops), more than {max}: a forwarding loop"
         ));
     }
-    headers.insert(X_LEVEE_HOPS, HeaderValue::from(hops.saturating_add(1)));
+    let next = hops.saturating_add(1);
+    let value = match COUNTS.get(next as usize) {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(next),
+    };
+    match entry {
+        Entry::Vacant(vacant) => drop(vacant.insert(value)),
+        // Replaces every value (there is exactly one).
+        Entry::Occupied(mut found) => drop(found.insert(value)),
+    }
     Ok(())
 }
 
-/// The hop count the request arrived with (0 without the header).
-fn read(headers: &HeaderMap) -> Result<u32, String> {
-    let mut values = headers.get_all(X_LEVEE_HOPS).iter();
+/// The hop count in the header's `values` (at least one).
+fn read<'a>(mut values: impl Iterator<Item = &'a HeaderValue>) -> Result<u32, String> {
     let (Some(value), None) = (values.next(), values.next()) else {
-        return if headers.contains_key(X_LEVEE_HOPS) {
-            Err("several x-levee-hops headers: the hop count cannot be trusted".to_owned())
-        } else {
-            Ok(0)
-        };
+        return Err("several x-levee-hops headers: the hop count cannot be trusted".to_owned());
     };
     let bytes = value.as_bytes();
     let digits =

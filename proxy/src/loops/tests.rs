@@ -152,6 +152,16 @@ fn each_pass_counts_one_more_hop() {
 }
 
 #[test]
+fn counts_past_the_static_table_are_written_too() {
+    let mut headers = HeaderMap::new();
+    for expected in 1..=40u32 {
+        hops::pass(&mut headers, 64).expect("within the bound");
+        assert_eq!(headers[X_LEVEE_HOPS], expected.to_string().as_str());
+        assert_eq!(headers.get_all(X_LEVEE_HOPS).iter().count(), 1);
+    }
+}
+
+#[test]
 fn a_hop_count_that_cannot_be_trusted_is_over_the_bound() {
     let refused: [&[&[u8]]; 13] = [
         &[b"abc"],

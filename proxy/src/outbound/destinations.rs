@@ -302,7 +302,8 @@ impl Entry {
         {
             return;
         }
-        let subscription = shared.discovered(&self.key).await;
+        // Boxed: the first call only; later ones do not carry this future.
+        let subscription = Box::pin(shared.discovered(&self.key)).await;
         self.subscription.store(Some(subscription));
     }
 
@@ -316,7 +317,9 @@ impl Entry {
             return view.clone();
         }
         let snapshot = shared.snapshot.load_full();
-        self.refresh(shared, &snapshot).await
+        // Boxed: a rebuild (endpoint resolution included) is rare; requests
+        // that find the view current do not carry its future.
+        Box::pin(self.refresh(shared, &snapshot)).await
     }
 
     async fn refresh(&self, shared: &Shared, snapshot: &Snapshot) -> Arc<View> {

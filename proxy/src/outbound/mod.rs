@@ -298,6 +298,11 @@ impl Handler for Outbound {
         self.transparent.as_ref()
     }
 
+    /// The outbound rate limit is per service, never per client.
+    fn wants_client_addr(&self) -> bool {
+        false
+    }
+
     fn declared_opaque(&self, original: std::net::SocketAddr) -> bool {
         let Lookup::Answered(Some(owner)) = self.shared.subscriptions.addresses.lookup(&original)
         else {
@@ -319,12 +324,14 @@ impl Handler for Outbound {
             return self.refuse(&err, &req, start, grpc);
         }
         let original = req.extensions().get::<OriginalDst>().copied();
+        // The transparent paths and tunnels are boxed: their futures are
+        // large, and the explicit request path should not carry them.
         let entry = match (uri::request_authority(&req), original) {
             (Some(authority), Some(OriginalDst(original))) => {
-                Ok(self.transparent_entry(authority, original).await)
+                Ok(Box::pin(self.transparent_entry(authority, original)).await)
             }
             (Some(authority), None) => self.destinations.get(authority),
-            (None, Some(OriginalDst(original))) => Ok(self.by_address(original).await),
+            (None, Some(OriginalDst(original))) => Ok(Box::pin(self.by_address(original)).await),
             (None, None) => {
                 Err("the request names no destination (no Host or :authority)".to_owned())
             }
@@ -380,7 +387,7 @@ impl Handler for Outbound {
         let tunnel = req.method() == Method::CONNECT || upgrade;
         let req = req.map(body::incoming);
         let result = if tunnel {
-            self.tunnel(destination, req).await
+            Box::pin(self.tunnel(destination, req)).await
         } else {
             request(
                 route,

@@ -173,8 +173,12 @@ pub(super) async fn serve_connection<H: Handler>(
         requests: AtomicU64::new(0),
         last_ms: AtomicU64::new(0),
     });
-    // Recorded on every request for per-client limits (inbound rate limit).
-    let peer = stream.peer_addr().ok().map(super::ClientAddr);
+    // Recorded on every request for per-client limits (inbound rate limit),
+    // where the listener wants it.
+    let peer = handler
+        .wants_client_addr()
+        .then(|| stream.peer_addr().ok().map(super::ClientAddr))
+        .flatten();
     let tls = handler.tls();
     // Protocol detection, and the TLS handshake of an mTLS client, within
     // the header read timeout.
@@ -212,7 +216,13 @@ pub(super) async fn serve_connection<H: Handler>(
         if let Some(peer) = peer {
             req.extensions_mut().insert(peer);
         }
-        req.extensions_mut().insert(slot.clone());
+        // Only a tunnel holds the slot past its exchange (each extension
+        // is an allocation, so ordinary requests go without).
+        if req.method() == http::Method::CONNECT
+            || req.headers().contains_key(http::header::UPGRADE)
+        {
+            req.extensions_mut().insert(slot.clone());
+        }
         if let Some(original) = original {
             req.extensions_mut().insert(original);
         }

@@ -60,6 +60,13 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
+    /// Whether this listener's requests carry the downstream peer's
+    /// address ([`ClientAddr`], for per-client limits). One allocation per
+    /// request, so a listener that never reads it says no.
+    fn wants_client_addr(&self) -> bool {
+        true
+    }
+
     /// Whether discovery already says a redirected connection to
     /// `original` is for a port declared opaque (`appProtocol: tcp` or
     /// `opaque`): then it is forwarded without detection. Only answers
@@ -91,9 +98,10 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ClientAddr(pub std::net::SocketAddr);
 
 /// The connection-limit slot of the connection a request arrived on (a
-/// request extension). The slot is free once every clone is dropped: the
-/// connection's task holds one, and a tunnel made from one of its requests
-/// (upgrade, `CONNECT`) holds another until the tunnel closes.
+/// request extension on the requests that may become tunnels: `CONNECT`,
+/// or one offering an `Upgrade`). The slot is free once every clone is
+/// dropped: the connection's task holds one, and a tunnel made from one of
+/// its requests (upgrade, `CONNECT`) holds another until the tunnel closes.
 #[derive(Clone, Debug)]
 pub struct ConnectionSlot {
     _permit: Arc<OwnedSemaphorePermit>,

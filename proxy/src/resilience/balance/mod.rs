@@ -16,8 +16,9 @@
 //! refused pick moves on to another candidate. The [`Pass`] it hands out
 //! travels with the attempt and comes back with its outcome.
 //!
-//! The chosen address is recorded in the call's [`CallAttempts`] and
-//! travels to the service inside as an [`Endpoint`] request extension. The response future ([`future`]) feeds the latency to
+//! The chosen address is recorded in the call's [`CallAttempts`], which is
+//! how the service inside learns it ([`Endpoint::of`]; a request without
+//! that record gets an [`Endpoint`] extension instead). The response future ([`future`]) feeds the latency to
 //! the load estimate and the outcome to endpoint health.
 
 mod endpoints;
@@ -43,9 +44,22 @@ pub use endpoints::{EndpointSet, EndpointStats};
 pub use future::ResponseFuture;
 pub use layer::BalanceLayer;
 
-/// The endpoint an attempt goes to (a request extension set by [`Balance`]).
+/// The endpoint an attempt goes to, set by [`Balance`]: the latest entry of
+/// the call's [`CallAttempts`] when the request carries that record (every
+/// outbound call does), else this request extension. Read it with
+/// [`Endpoint::of`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoint(pub SocketAddr);
+
+impl Endpoint {
+    /// The endpoint the balancer chose for `req` (`None`: none was).
+    pub fn of<B>(req: &Request<B>) -> Option<SocketAddr> {
+        match req.extensions().get::<CallAttempts>() {
+            Some(attempts) => attempts.last(),
+            None => req.extensions().get::<Endpoint>().map(|e| e.0),
+        }
+    }
+}
 
 /// What [`EndpointGate::begin`] granted one attempt; handed back with the
 /// attempt's outcome to [`EndpointGate::record`].
@@ -292,10 +306,12 @@ where
             Ok(picked) => picked,
             Err(err) => return ResponseFuture::failed(err),
         };
-        if let Some(attempts) = attempts {
-            attempts.record(chosen.addr);
+        // The call's record carries the choice; only a request without one
+        // needs an extension (an allocation) for it.
+        match attempts {
+            Some(attempts) => drop(attempts.record(chosen.addr)),
+            None => drop(req.extensions_mut().insert(Endpoint(chosen.addr))),
         }
-        req.extensions_mut().insert(Endpoint(chosen.addr));
         let deadline = req.extensions().get::<AttemptDeadline>().copied();
         chosen.load.start();
         let future = self.inner.call(req);

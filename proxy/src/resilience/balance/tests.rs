@@ -45,7 +45,7 @@ fn upstream(
     delays: HashMap<u16, Duration>,
 ) -> impl Service<Request<()>, Response = Response<u16>, Error = BoxError> + Clone {
     service_fn(move |req: Request<()>| {
-        let Endpoint(addr) = *req.extensions().get::<Endpoint>().expect("endpoint chosen");
+        let addr = Endpoint::of(&req).expect("endpoint chosen");
         let delay = delays.get(&addr.port()).copied().unwrap_or_default();
         async move {
             tokio::time::sleep(delay).await;

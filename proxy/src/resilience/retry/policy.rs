@@ -109,8 +109,9 @@ impl Conditions {
 
     /// Whether a retry of this request may be sent after it reached the upstream.
     pub fn idempotent(&self, method: &Method, headers: &HeaderMap) -> bool {
+        // A constant name: a `&str` key would be parsed on every call.
+        const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
         self.retry_non_idempotent
-            || headers.contains_key("idempotency-key")
             || matches!(
                 *method,
                 Method::GET
@@ -120,6 +121,7 @@ impl Conditions {
                     | Method::DELETE
                     | Method::TRACE
             )
+            || headers.contains_key(IDEMPOTENCY_KEY)
     }
 }
 

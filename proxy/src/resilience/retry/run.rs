@@ -151,8 +151,12 @@ where
     S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError> + Send,
     S::Future: Send + 'static,
 {
-    let now = Instant::now();
-    let per_try = config.per_try.map(|t| deadline_after(now, t));
+    // The clock is read only when there is a deadline to compute.
+    let now = (config.per_try.is_some() || call.deadline.is_some()).then(Instant::now);
+    let per_try = config
+        .per_try
+        .zip(now)
+        .map(|(t, now)| deadline_after(now, t));
     // Only a per-try timeout sooner than the request deadline is ours to
     // enforce; the request deadline belongs to the timeout layer outside.
     let own_timeout = match (per_try, call.deadline) {
@@ -165,7 +169,9 @@ where
     };
     if let Some(at) = attempt_deadline {
         req.extensions_mut().insert(AttemptDeadline(at));
-        if call.grpc {
+        if call.grpc
+            && let Some(now) = now
+        {
             let remaining = at.saturating_duration_since(now);
             req.headers_mut()
                 .insert(grpc::GRPC_TIMEOUT, grpc::encode(remaining));

@@ -1,7 +1,13 @@
 //! The `idle` timeout on a response body: when no frame arrives for that
 //! long, the body ends with a `timeout` error (the connection is dropped with
 //! it) and `levee_timeouts_total{kind="idle"}` counts it. Each frame restarts
-//! the timer, so long but live streams are not cut.
+//! the wait, so long but live streams are not cut.
+//!
+//! The wait is counted from the poll that found no frame ready. The timer
+//! is made only then (a body whose frames are ready when asked, the common
+//! case for small responses, never touches the clock or the timer wheel),
+//! and a frame does not re-arm it: it only marks it stale, and the next
+//! wait moves it.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,8 +26,12 @@ pin_project! {
     pub struct IdleTimeoutBody {
         #[pin]
         inner: BoxBody,
+        // Made on the first wait (`None` until the body was ever pending).
         #[pin]
-        timer: Sleep,
+        timer: Option<Sleep>,
+        // A frame arrived since the timer was last set: its deadline is
+        // stale and moves on the next wait.
+        stale: bool,
         idle: Duration,
         fired: Counter,
     }
@@ -31,7 +41,8 @@ impl IdleTimeoutBody {
     pub fn new(inner: BoxBody, idle: Duration, fired: Counter) -> Self {
         IdleTimeoutBody {
             inner,
-            timer: tokio::time::sleep(idle),
+            timer: None,
+            stale: false,
             idle,
             fired,
         }
@@ -48,12 +59,21 @@ impl Body for IdleTimeoutBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
-            this.timer
-                .as_mut()
-                .reset(crate::deadline::deadline_after(Instant::now(), *this.idle));
+            *this.stale = true;
             return Poll::Ready(frame);
         }
-        if this.timer.poll(cx).is_ready() {
+        // Waiting for a frame: from now on, at most `idle`.
+        if this.timer.is_none() || *this.stale {
+            let deadline = crate::deadline::deadline_after(Instant::now(), *this.idle);
+            match this.timer.as_mut().as_pin_mut() {
+                Some(timer) => timer.reset(deadline),
+                None => this.timer.set(Some(tokio::time::sleep_until(deadline))),
+            }
+            *this.stale = false;
+        }
+        if let Some(timer) = this.timer.as_pin_mut()
+            && timer.poll(cx).is_ready()
+        {
             this.fired.inc();
             let message = format!("idle timeout: no data for {:?}", this.idle);
             return Poll::Ready(Some(Err(message.into())));
