@@ -38,9 +38,9 @@ use tokio::time::Instant;
 
 use super::detect::{Opening, opening};
 use super::progress::{LastIo, Progress, Stall};
-use super::{ConnectionSlot, Handler, Limits, Shutdown};
+use super::{ClientAddr, ConnectionSlot, Handler, Limits, Shutdown};
 use crate::deadline::deadline_after;
-use crate::tls::{ClientIdentity, Stream};
+use crate::tls::{Accepted, ClientIdentity, Stream};
 use crate::transparent::OriginalDst;
 
 /// During graceful shutdown, how long an HTTP/1 connection may stay idle
@@ -158,24 +158,45 @@ impl Drop for InFlight {
     }
 }
 
+/// What a connection is served with, besides its bytes.
+pub(super) struct Served<H> {
+    pub handler: Arc<H>,
+    pub slot: ConnectionSlot,
+    /// Where iptables redirected it from, if it was.
+    pub original: Option<OriginalDst>,
+    /// Recorded on every request for per-client limits (inbound rate limit).
+    pub peer: Option<ClientAddr>,
+}
+
+/// A connection whose protocol is known: plaintext, or TLS terminated.
+pub(super) struct Opened {
+    pub io: Stream,
+    pub h2: bool,
+    /// The verified client identity of an mTLS connection.
+    pub client: Option<ClientIdentity>,
+}
+
+impl From<Accepted> for Opened {
+    fn from(accepted: Accepted) -> Self {
+        Opened {
+            io: accepted.stream,
+            h2: accepted.h2,
+            client: accepted.client,
+        }
+    }
+}
+
+/// Serves `stream`, detecting its protocol (and terminating mTLS on a
+/// listener that accepts it) within the header read timeout.
 pub(super) async fn serve_connection<H: Handler>(
     stream: TcpStream,
-    handler: Arc<H>,
-    slot: ConnectionSlot,
-    original: Option<OriginalDst>,
+    served: Served<H>,
     builders: &Builders,
     limits: &Limits,
     shutdown: &Shutdown,
 ) {
-    let activity = Arc::new(Activity {
-        start: Instant::now(),
-        in_flight: AtomicUsize::new(0),
-        requests: AtomicU64::new(0),
-        last_ms: AtomicU64::new(0),
-    });
-    // Recorded on every request for per-client limits (inbound rate limit).
-    let peer = stream.peer_addr().ok().map(super::ClientAddr);
-    let tls = handler.tls();
+    let started = Instant::now();
+    let tls = served.handler.tls();
     // Protocol detection, and the TLS handshake of an mTLS client, within
     // the header read timeout.
     let opened = async {
@@ -206,6 +227,33 @@ pub(super) async fn serve_connection<H: Handler>(
         () = drain_idle_over(shutdown) => return,
         () = shutdown.hard.cancelled() => return,
     };
+    let opened = Opened { io, h2, client };
+    serve_opened(opened, started, served, builders, limits, shutdown).await;
+}
+
+/// Serves a connection whose protocol is known, `started` when it was
+/// accepted (the header read timeout counts from then).
+pub(super) async fn serve_opened<H: Handler>(
+    opened: Opened,
+    started: Instant,
+    served: Served<H>,
+    builders: &Builders,
+    limits: &Limits,
+    shutdown: &Shutdown,
+) {
+    let Opened { io, h2, client } = opened;
+    let Served {
+        handler,
+        slot,
+        original,
+        peer,
+    } = served;
+    let activity = Arc::new(Activity {
+        start: started,
+        in_flight: AtomicUsize::new(0),
+        requests: AtomicU64::new(0),
+        last_ms: AtomicU64::new(0),
+    });
     let seen = activity.clone();
     let stopping = shutdown.graceful.clone();
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {

@@ -217,39 +217,50 @@ pub async fn serve<H: Handler>(
                     _permit: Arc::new(slot),
                 };
                 shutdown.tasks.spawn(async move {
+                    let served = |original| conn::Served {
+                        handler: handler.clone(),
+                        slot,
+                        original,
+                        peer: Some(ClientAddr(peer)),
+                    };
                     let redirected = handler
                         .transparent()
                         .and_then(|t| Some((t.clone(), redirected_destination(&stream)?)));
-                    let original = match redirected {
-                        None => None,
-                        Some((transparent, original)) => {
-                            let declared_opaque = handler.declared_opaque(original);
-                            if !redirected_http(
-                                &stream,
-                                &transparent,
-                                original,
-                                declared_opaque,
-                                &shutdown2,
-                            )
-                            .await
-                            {
-                                let admit = |client: Option<&crate::tls::ClientIdentity>| {
-                                    handler.admit_opaque(original, client)
-                                };
-                                let detected =
-                                    !(declared_opaque || transparent.is_opaque(original));
-                                transparent
-                                    .forward(stream, original, detected, admit, &shutdown2.hard)
-                                    .await;
-                                return;
-                            }
-                            Some(OriginalDst(original))
-                        }
+                    let Some((transparent, original)) = redirected else {
+                        let served = served(None);
+                        conn::serve_connection(stream, served, &builders, &limits, &shutdown2)
+                            .await;
+                        return;
                     };
-                    conn::serve_connection(
-                        stream, handler, slot, original, &builders, &limits, &shutdown2,
+                    let started = tokio::time::Instant::now();
+                    let declared_opaque = handler.declared_opaque(original);
+                    let http = redirected_http(
+                        &stream,
+                        &transparent,
+                        original,
+                        declared_opaque,
+                        &shutdown2,
                     )
                     .await;
+                    let served = served(Some(OriginalDst(original)));
+                    if http {
+                        conn::serve_connection(stream, served, &builders, &limits, &shutdown2)
+                            .await;
+                        return;
+                    }
+                    let admit = |client: Option<&crate::tls::ClientIdentity>| {
+                        handler.admit_opaque(original, client)
+                    };
+                    let detected = !(declared_opaque || transparent.is_opaque(original));
+                    // A peer proxy's mTLS carrying HTTP comes back terminated.
+                    let meshed = transparent
+                        .forward(stream, original, detected, admit, &shutdown2.hard)
+                        .await;
+                    if let Some(accepted) = meshed {
+                        let opened = accepted.into();
+                        conn::serve_opened(opened, started, served, &builders, &limits, &shutdown2)
+                            .await;
+                    }
                 });
             }
             Err(_) => match rejecting.clone().try_acquire_owned() {
