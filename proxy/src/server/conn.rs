@@ -3,7 +3,9 @@
 //! that accepts mTLS ([`super::Handler::tls`]), a TLS ClientHello, then
 //! terminated with ALPN choosing the protocol and the verified client
 //! identity on every request ([`crate::tls::ClientIdentity`]); an idle
-//! watchdog; and graceful/hard shutdown.
+//! watchdog; and graceful/hard shutdown. A redirected connection a peer
+//! proxy's mTLS already opened (terminated by [`crate::transparent`]) is
+//! served from [`serve_opened`], past detection.
 //!
 //! Graceful shutdown never drops a request the client already sent: HTTP/2
 //! gets a GOAWAY (the client learns which streams were taken); an HTTP/1

@@ -3,9 +3,11 @@
 //! graceful shutdown. A connection iptables redirected to a transparent
 //! listener ([`Handler::transparent`]) is first classified by its first
 //! bytes (`detect`): HTTP is served as any other connection, its requests
-//! carrying [`OriginalDst`]; anything else is forwarded opaquely. A
-//! listener whose handler terminates mTLS ([`Handler::tls`]) serves TLS
-//! and plaintext on one port (`conn`).
+//! carrying [`OriginalDst`]; anything else is forwarded opaquely — except
+//! a peer proxy's mTLS carrying HTTP, which the forward terminates and
+//! hands back to be served as HTTP like the plaintext kind
+//! ([`crate::transparent`]). A listener whose handler terminates mTLS
+//! ([`Handler::tls`]) serves TLS and plaintext on one port (`conn`).
 //!
 //! Limits, all with defaults from [`crate::config`]:
 //! - request head size (HTTP/1 buffer, HTTP/2 header list): larger → 431;

@@ -164,9 +164,10 @@ impl MeshTermination {
         admit: impl FnOnce(Option<&ClientIdentity>) -> bool,
         hard: &CancellationToken,
     ) -> Option<Accepted> {
-        let meshed = match self.0.has_credentials() {
-            true => mesh_hello(&downstream, wait).await,
-            false => None,
+        let meshed = if self.0.has_credentials() {
+            mesh_hello(&downstream, wait).await
+        } else {
+            None
         };
         let Some(carries) = meshed else {
             if admit(None) {
