@@ -140,16 +140,41 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "KUBECONFIG", requires = "kubernetes")]
     pub kubeconfig: Option<PathBuf>,
 
-    /// With --kubernetes: this replica's name in the leader Lease (the pod
-    /// name, from the downward API); default `$HOSTNAME`.
+    /// With --kubernetes: this replica's name in the leader Lease and in
+    /// each policy's `status.replicas` (the pod name, from the downward
+    /// API); default `$HOSTNAME`.
     #[arg(long, env = "POD_NAME", requires = "kubernetes")]
     pub pod_name: Option<String>,
+
+    /// With --kubernetes: the leader keeps the ConfigMap
+    /// `levee-trust-bundle` (`ca.crt`: this control plane's trust bundle) in
+    /// every namespace labelled `levee.dev/inject=enabled`, where injected
+    /// pods mount it. `false` leaves the copies to you (or trust-manager).
+    #[arg(
+        long,
+        env = "LEVEE_TRUST_BUNDLE_COPY",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub trust_bundle_copy: bool,
 
     /// With --kubernetes: how often the whole cached state is translated
     /// again and compared with what proxies are served (watches deliver
     /// changes at once; this repairs anything missed).
     #[arg(long, env = "LEVEE_KUBERNETES_RESYNC", default_value = "5m")]
     pub kubernetes_resync: Duration,
+
+    /// With --kubernetes (and TLS): watch Pods, and tell callers to expect
+    /// each meshed pod's service-account identity at its endpoints, so they
+    /// speak mTLS to it. Off by default: the callee's sidecar must terminate
+    /// mTLS on connections iptables redirected to it (docs/kubernetes.md).
+    #[arg(
+        long,
+        env = "LEVEE_KUBERNETES_POD_IDENTITIES",
+        requires = "kubernetes",
+        conflicts_with = "insecure_plaintext"
+    )]
+    pub kubernetes_pod_identities: bool,
 
     /// Log format: `text` or `json`.
     #[arg(long, env = "LEVEE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]

@@ -129,6 +129,12 @@ pub async fn start(
     let mut kube_client = None;
     // This replica's name (the Lease holder identity), for `leveectl status`.
     let mut replica_name = String::new();
+    // With --kubernetes: the client and whether this replica leads, for the
+    // trust bundle copies (started once the CA is loaded).
+    let mut kube_leader = None;
+    // With --kubernetes: the status writer, awaited after the servers stop
+    // (it removes this replica's status entries first).
+    let mut status_writer = None;
     let mode = if config.kubernetes {
         let client = kubernetes::client(config.kubeconfig.as_deref()).await?;
         kube_client = Some(client.clone());
@@ -139,13 +145,19 @@ pub async fn start(
             .unwrap_or_else(|| format!("levee-control-plane-{}", std::process::id()));
         replica_name.clone_from(&identity);
         let running = kubernetes::start(
-            client,
+            client.clone(),
             identity,
             registry.clone(),
             sessions.clone(),
             config.kubernetes_resync.get(),
+            // Meshed pods' endpoints expect their SPIFFE ID (never over
+            // plaintext: no proxy has a certificate then).
+            (config.kubernetes_pod_identities && !config.insecure_plaintext)
+                .then(|| config.trust_domain.clone()),
             shutdown.clone(),
         );
+        kube_leader = Some((client.clone(), running.leader.clone()));
+        status_writer = Some(running.status);
         let mut synced = running.reflectors.synced.clone();
         let (ready_tx, ready_rx) = watch::channel(false);
         tokio::spawn(async move {
@@ -177,6 +189,20 @@ pub async fn start(
         &metrics,
     )
     .await?;
+    // Injected pods mount the trust bundle from their own namespace only
+    // when they dial the control plane over https.
+    if let Some((client, leader)) = kube_leader
+        && config.trust_bundle_copy
+        && identity.tls.is_some()
+        && config.webhook.proxy_control_plane.starts_with("https://")
+    {
+        tokio::spawn(kubernetes::trust_bundle::run(
+            client,
+            identity.roots_pem.clone(),
+            leader,
+            shutdown.clone(),
+        ));
+    }
 
     let grpc = TcpListener::bind(config.grpc_addr)
         .await
@@ -335,6 +361,9 @@ pub async fn start(
             }
         };
         let (grpc, http, webhook) = tokio::join!(grpc_server, http_server, webhook_server);
+        if let Some(writer) = status_writer {
+            let _ = writer.await;
+        }
         grpc?;
         http?;
         webhook?;
@@ -351,6 +380,8 @@ struct IdentityParts {
     join_tokens: Option<identity::service::JoinTokensService>,
     /// `None` with `--insecure-plaintext`.
     tls: Option<tonic::transport::ServerTlsConfig>,
+    /// The trust bundle (PEM): every root the CA trusts.
+    roots_pem: String,
 }
 
 /// Loads (or creates) the trust anchor, writes the trust bundle to
@@ -364,7 +395,7 @@ async fn identity_services(
     metrics: &Metrics,
 ) -> Result<IdentityParts, BoxError> {
     use identity::anchor;
-    levee_proto::identity::check_trust_domain(&config.trust_domain)
+    levee_proto::policy::check_trust_domain(&config.trust_domain)
         .map_err(|e| format!("--trust-domain: {e}"))?;
     let lifetime = config.workload_cert_ttl.get();
     if lifetime < Duration::from_secs(1) {
@@ -450,6 +481,7 @@ async fn identity_services(
         )
     };
     Ok(IdentityParts {
+        roots_pem: ca.roots_pem(),
         certify: identity::service::IdentityService::new(
             ca,
             tokens.clone(),

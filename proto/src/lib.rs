@@ -3,7 +3,8 @@
 //! Layout:
 //! - `v1`: Rust generated from `levee/v1/*.proto` (prost + tonic).
 //! - `policy`: the typed, validated policy model used by proxy and control plane.
-//! - `identity`: SPIFFE IDs of workloads (the CA's certificates, mTLS peers).
+//! - `identity`: the default trust domain of workload identities (the one
+//!   SPIFFE ID type is `policy::SpiffeId`).
 //! - `fs`: writing a file atomically and durably (caches, address files).
 
 #![forbid(unsafe_code)]

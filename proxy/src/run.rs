@@ -187,7 +187,7 @@ pub async fn run_with(
     } else {
         shared.set_ready(true);
     }
-    let tls_configs = Arc::new(TlsConfigs::default());
+    let tls_configs = shared.tls.clone();
     if let Some(files) = config.identity_files() {
         let started = match files.load_and_watch(shutdown.clone()).await {
             Ok(credentials) => start_tls(&tls_configs, credentials, &shared, &tasks),

@@ -121,6 +121,9 @@ pub struct Shared {
     /// The workload certificate, when the proxy has identity flags (for
     /// `/config`; set once at start).
     pub identity: std::sync::OnceLock<crate::identity::CertifiedWatch>,
+    /// The mTLS credentials the listeners use (from identity files or the
+    /// workload certificate), for `/config`.
+    pub tls: Arc<crate::tls::TlsConfigs>,
     /// Serialises [`Shared::install`] so versions never repeat.
     install_lock: Mutex<()>,
 }
@@ -137,6 +140,7 @@ impl Shared {
             subscriptions: Subscriptions::default(),
             rate_limit_clients: crate::resilience::ratelimit::MAX_CLIENTS,
             identity: std::sync::OnceLock::new(),
+            tls: Arc::default(),
             install_lock: Mutex::new(()),
         }
     }

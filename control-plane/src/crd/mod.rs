@@ -10,7 +10,8 @@
 //!
 //! Layout:
 //! - `mod.rs`: the kind (spec, names, printer columns) and the CRD document.
-//! - `status`: the status subresource (Gateway-API-style conditions, proxies).
+//! - `status`: the status subresource (Gateway-API-style conditions, proxies,
+//!   per-replica entries).
 //! - `rules`: the schema bounds and CEL rules, each tied to a validator rule.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub mod rules;
 pub mod status;
 
-pub use status::{PolicyCondition, PolicyStatus, ProxyCounts};
+pub use status::{MAX_REPLICA_ENTRIES, PolicyCondition, PolicyStatus, ProxyCounts, ReplicaCounts};
 
 /// The policy: target service and port, outbound and inbound resilience
 /// settings (the `spec` of a policy file `leveectl apply` takes).

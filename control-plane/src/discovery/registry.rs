@@ -11,8 +11,15 @@
 //! each watched `ip:port` has a channel holding the service port that owns
 //! it (`addresses`: virtual IPs and endpoints, taken from the same model
 //! the snapshots are, so any source of virtual IPs or endpoints feeds it).
+//!
+//! The identity expected at each endpoint (`identities`) comes from, last
+//! wins: a static document's `spec.identity`, the workload at the
+//! endpoint's IP ([`Registry::apply`]; Kubernetes: a meshed pod's service
+//! account), a registered proxy's verified certificate.
 
 mod addresses;
+mod snapshot;
+mod version;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -21,7 +28,7 @@ use std::time::Instant;
 
 use levee_proto::policy::{
     AppProtocol, DEFAULT_NAMESPACE, Document, ResiliencePolicy, ServiceEndpoints, ServiceKey,
-    SpiffeId, TargetKey, select_policy,
+    SpiffeId, TargetKey,
 };
 use tokio::sync::watch;
 
@@ -45,8 +52,10 @@ pub struct ServiceSnapshot {
     pub app_protocol: Option<AppProtocol>,
     /// The service's virtual IPs, sorted, no duplicates.
     pub virtual_ips: Vec<IpAddr>,
-    /// The SPIFFE ID expected at each static endpoint whose document names
-    /// one (`spec.identity`): callers' proxies speak mTLS to them.
+    /// The SPIFFE ID expected at each endpoint that has one: every address
+    /// of a static document naming one (`spec.identity`), and each
+    /// registered proxy's verified identity (its certificate). Callers'
+    /// proxies speak mTLS to them.
     pub identities: BTreeMap<SocketAddr, SpiffeId>,
     /// When this content was computed (for the push-latency histogram).
     pub changed_at: Instant,
@@ -63,6 +72,10 @@ pub struct Registration {
     pub port: Option<u16>,
     /// Where its inbound listener is reached.
     pub addr: SocketAddr,
+    /// The SPIFFE ID of the workload certificate its stream presented (TLS
+    /// verified it): the identity callers expect at `addr`. `None` over
+    /// plaintext (`--insecure-plaintext`): callers then speak plaintext.
+    pub identity: Option<SpiffeId>,
 }
 
 /// Policies, endpoints and the per-service channels. Shared behind an `Arc`.
@@ -89,6 +102,9 @@ struct State {
     registrations: HashMap<ServiceName, BTreeMap<u64, Registration>>,
     /// Which service each registered stream belongs to.
     registered_by: HashMap<u64, ServiceName>,
+    /// The identity expected at every endpoint on each IP (Kubernetes:
+    /// meshed pods' service accounts).
+    workload_identities: BTreeMap<IpAddr, SpiffeId>,
     channels: HashMap<ServiceKey, watch::Sender<Arc<ServiceSnapshot>>>,
     /// Which service port owns each claimed address.
     addresses: AddressIndex<ServiceName>,
@@ -113,9 +129,32 @@ impl Registry {
     /// Sets documents (key, revision that last changed it, document), then
     /// publishes every service whose state changed.
     pub fn upsert(&self, docs: impl IntoIterator<Item = (DocKey, u64, Document)>) {
+        self.apply(&[], docs.into_iter().collect(), None);
+    }
+
+    /// Forgets one document, then publishes.
+    pub fn remove(&self, key: &DocKey) {
+        let mut state = self.lock();
+        let affected: HashSet<ServiceName> = state.forget(key).into_iter().collect();
+        state.publish(&affected);
+    }
+
+    /// One batch under one lock, published once (a proxy never sees half
+    /// of it): documents `removed`, documents `upserted` (key, revision,
+    /// document), and, when `Some`, the identities expected at workloads'
+    /// IPs (every endpoint on such an IP: mTLS to it).
+    pub fn apply(
+        &self,
+        removed: &[DocKey],
+        upserted: Vec<(DocKey, u64, Document)>,
+        workload_identities: Option<BTreeMap<IpAddr, SpiffeId>>,
+    ) {
         let mut state = self.lock();
         let mut affected = HashSet::new();
-        for (key, revision, doc) in docs {
+        for key in removed {
+            affected.extend(state.forget(key));
+        }
+        for (key, revision, doc) in upserted {
             // The document may have moved from one service to another.
             affected.extend(state.forget(&key));
             affected.insert(service_of(doc.target(DEFAULT_NAMESPACE)));
@@ -128,13 +167,17 @@ impl Registry {
                 }
             }
         }
-        state.publish(&affected);
-    }
-
-    /// Forgets one document, then publishes.
-    pub fn remove(&self, key: &DocKey) {
-        let mut state = self.lock();
-        let affected: HashSet<ServiceName> = state.forget(key).into_iter().collect();
+        if let Some(identities) = workload_identities
+            && identities != state.workload_identities
+        {
+            let old = std::mem::replace(&mut state.workload_identities, identities);
+            let new = &state.workload_identities;
+            let changed: HashSet<IpAddr> = (old.keys().chain(new.keys()))
+                .filter(|ip| old.get(ip) != new.get(ip))
+                .copied()
+                .collect();
+            affected.extend(state.services_at(&changed));
+        }
         state.publish(&affected);
     }
 
@@ -235,6 +278,24 @@ impl State {
         Some(service_of(e.target(DEFAULT_NAMESPACE)))
     }
 
+    /// The services with an endpoint (static or registered) on one of `ips`.
+    fn services_at(&self, ips: &HashSet<IpAddr>) -> Vec<ServiceName> {
+        if ips.is_empty() {
+            return Vec::new();
+        }
+        let documents = self
+            .static_endpoints
+            .values()
+            .filter(|e| e.spec.addresses.iter().any(|a| ips.contains(&a.ip())))
+            .map(|e| service_of(e.target(DEFAULT_NAMESPACE)));
+        let registered = self
+            .registrations
+            .iter()
+            .filter(|(_, streams)| streams.values().any(|r| ips.contains(&r.addr.ip())))
+            .map(|(name, _)| name.clone());
+        documents.chain(registered).collect()
+    }
+
     /// Recomputes the watched ports of the `affected` services and sends
     /// those whose content changed.
     fn publish(&mut self, affected: &HashSet<ServiceName>) {
@@ -259,120 +320,6 @@ impl State {
             }
         }
     }
-
-    fn snapshot(&self, key: &ServiceKey) -> ServiceSnapshot {
-        let selected = select_policy(
-            self.policies.values().map(|(_, p)| p.as_ref()),
-            key,
-            DEFAULT_NAMESPACE,
-        );
-        let (policy_revision, policy) = selected
-            .and_then(|chosen| {
-                self.policies
-                    .values()
-                    .find(|(_, p)| std::ptr::eq(p.as_ref(), chosen))
-                    .map(|(rev, p)| (*rev, Some(p.clone())))
-            })
-            .unwrap_or((0, None));
-        let mut endpoints: Vec<SocketAddr> = self
-            .static_endpoints
-            .values()
-            .filter(|e| e.service_key(DEFAULT_NAMESPACE) == *key)
-            .flat_map(|e| e.spec.addresses.iter().copied())
-            .chain(
-                self.registrations
-                    .get(&(key.namespace.clone(), key.name.clone()))
-                    .into_iter()
-                    .flat_map(BTreeMap::values)
-                    .filter(|r| r.port.is_none_or(|p| p == key.port))
-                    .map(|r| r.addr),
-            )
-            .collect();
-        endpoints.sort();
-        endpoints.dedup();
-        // One ServiceEndpoints document per service port (check_batch).
-        let declared = self
-            .static_endpoints
-            .values()
-            .find(|e| e.service_key(DEFAULT_NAMESPACE) == *key);
-        let app_protocol = declared.and_then(|e| e.spec.app_protocol);
-        let mut virtual_ips = declared
-            .map(|e| e.spec.virtual_ips.clone())
-            .unwrap_or_default();
-        virtual_ips.sort();
-        virtual_ips.dedup();
-        let identities: BTreeMap<SocketAddr, SpiffeId> = declared
-            .and_then(|e| {
-                let id = e.spec.identity.as_ref()?;
-                Some(e.spec.addresses.iter().map(|a| (*a, id.clone())).collect())
-            })
-            .unwrap_or_default();
-        let version = version(
-            policy_revision,
-            policy.as_deref(),
-            &endpoints,
-            (app_protocol, &virtual_ips, &identities),
-        );
-        ServiceSnapshot {
-            key: key.clone(),
-            version,
-            policy_revision,
-            policy,
-            endpoints,
-            app_protocol,
-            virtual_ips,
-            identities,
-            changed_at: Instant::now(),
-        }
-    }
-}
-
-/// `<policy revision>-<hash of policy and endpoints>`; the hash is FNV-1a
-/// (stable across builds and restarts, unlike `DefaultHasher`).
-fn version(
-    policy_revision: u64,
-    policy: Option<&ResiliencePolicy>,
-    endpoints: &[SocketAddr],
-    (app_protocol, virtual_ips, identities): (
-        Option<AppProtocol>,
-        &[IpAddr],
-        &BTreeMap<SocketAddr, SpiffeId>,
-    ),
-) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    if let Some(policy) = policy {
-        feed(serde_json::to_string(policy).unwrap_or_default().as_bytes());
-    }
-    feed(b"\0");
-    for e in endpoints {
-        feed(e.to_string().as_bytes());
-        feed(b",");
-    }
-    // Only when set: versions of services that declare neither stay as they were.
-    if app_protocol.is_some() || !virtual_ips.is_empty() {
-        feed(b"\0");
-        feed(app_protocol.map_or("", AppProtocol::as_str).as_bytes());
-        for ip in virtual_ips {
-            feed(b",");
-            feed(ip.to_string().as_bytes());
-        }
-    }
-    if !identities.is_empty() {
-        feed(b"\0");
-        for (addr, id) in identities {
-            feed(addr.to_string().as_bytes());
-            feed(b"=");
-            feed(id.as_str().as_bytes());
-            feed(b",");
-        }
-    }
-    format!("{policy_revision}-{:08x}", hash >> 32)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use levee_proto::identity::SpiffeId;
+use levee_proto::policy::SpiffeId;
 use levee_proto::v1;
 use rustls::pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
@@ -76,6 +76,11 @@ pub fn parse_leaf(der: &[u8]) -> Result<PeerIdentity, String> {
         ));
     };
     let spiffe_id = SpiffeId::parse(uri)?;
+    if spiffe_id.namespace().is_none() {
+        return Err(format!(
+            "{spiffe_id} is not of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>"
+        ));
+    }
     let service = cert
         .subject()
         .iter_common_name()
@@ -105,10 +110,11 @@ pub fn check_hello(
     } else {
         &hello.namespace
     };
-    if namespace != identity.spiffe_id.namespace {
+    let granted = identity.spiffe_id.namespace().unwrap_or_default();
+    if namespace != granted {
         return Err(mismatch(format!(
-            "hello.namespace {namespace:?} disagrees with the certificate's identity {} (namespace {:?})",
-            identity.spiffe_id, identity.spiffe_id.namespace
+            "hello.namespace {namespace:?} disagrees with the certificate's identity {} (namespace {granted:?})",
+            identity.spiffe_id
         )));
     }
     if !hello.service.is_empty() && hello.service != identity.service {

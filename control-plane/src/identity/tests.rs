@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use levee_proto::identity::SpiffeId;
+use levee_proto::policy::SpiffeId;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -30,7 +30,7 @@ fn new_store() -> (tempfile::TempDir, Arc<PolicyStore>) {
 
 fn payments() -> ProvenIdentity {
     ProvenIdentity {
-        spiffe_id: SpiffeId::new("cluster.local", "shop", "payments").expect("id"),
+        spiffe_id: SpiffeId::workload("cluster.local", "shop", "payments").expect("id"),
         service: "payments".into(),
     }
 }

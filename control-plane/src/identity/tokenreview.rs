@@ -8,7 +8,7 @@
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
-use levee_proto::identity::SpiffeId;
+use levee_proto::policy::SpiffeId;
 
 use super::Refusal;
 use super::ca::ProvenIdentity;
@@ -97,8 +97,8 @@ impl ServiceAccountReviewer for TokenReviewer {
                     "the token authenticates {username:?}, not a service account"
                 ))
             })?;
-        let spiffe_id =
-            SpiffeId::new(&self.trust_domain, namespace, account).map_err(Refusal::BadProof)?;
+        let spiffe_id = SpiffeId::workload(&self.trust_domain, namespace, account)
+            .map_err(Refusal::BadProof)?;
         Ok(ProvenIdentity {
             service: account.to_owned(),
             spiffe_id,

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use levee_proto::identity::SpiffeId;
+use levee_proto::policy::SpiffeId;
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
@@ -59,7 +59,7 @@ impl JoinTokens {
 
     /// The SPIFFE ID a record grants.
     pub fn spiffe_id(&self, record: &TokenRecord) -> Result<SpiffeId, String> {
-        SpiffeId::new(
+        SpiffeId::workload(
             &self.trust_domain,
             &record.namespace,
             &record.service_account,

@@ -10,13 +10,20 @@
 //!   endpoints are used, named ports, policy validation, cluster IPs.
 //! - `reflect`: the watchers and reflector stores, and the sync loop that
 //!   hands the registry what changed.
+//! - `pods`: which pods are meshed and the identity expected at their
+//!   endpoints (pure, plus the reflector's strip).
 //! - `lease`: Lease-based leader election (pure state machine + kube calls).
-//! - `status`: the `status` subresource written on each policy by the leader.
+//! - `status`: the `status` subresource written on each policy: each
+//!   replica its own proxy count, the leader the conditions and the sum.
+//! - `trust_bundle`: the leader's copies of the trust bundle ConfigMap in
+//!   every namespace with injection enabled.
 
 pub mod lease;
+pub mod pods;
 pub mod reflect;
 pub mod status;
 pub mod translate;
+pub mod trust_bundle;
 
 #[cfg(test)]
 mod tests;
@@ -29,6 +36,7 @@ use kube::Client;
 use kube::api::{ApiResource, GroupVersionKind};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::BoxError;
 use crate::discovery::registry::Registry;
@@ -73,32 +81,51 @@ pub struct Running {
     pub reflectors: Reflectors,
     /// Whether this replica leads (writes status).
     pub leader: watch::Receiver<bool>,
+    /// The status writer; it ends after `shutdown`, once this replica's
+    /// `status.replicas` entries are removed (bounded by
+    /// [`status::RETIRE_WITHIN`]).
+    pub status: JoinHandle<()>,
 }
 
-/// Starts the reflectors, the election (as `identity`) and the status writer.
+/// Starts the reflectors, the election (as `identity`) and the status
+/// writers (this replica's entries as `identity`, the leader's pass).
+/// With a `trust_domain` (identities on), Pods are watched and meshed
+/// pods' endpoints carry their expected identity.
 pub fn start(
     client: Client,
     identity: String,
     registry: Arc<Registry>,
     sessions: Arc<Sessions>,
     resync: Duration,
+    trust_domain: Option<String>,
     shutdown: watch::Receiver<bool>,
 ) -> Running {
-    let reflectors = reflect::start(client.clone(), registry.clone(), resync, shutdown.clone());
+    let reflectors = reflect::start_with(
+        client.clone(),
+        registry.clone(),
+        resync,
+        trust_domain,
+        shutdown.clone(),
+    );
     let (leader_tx, leader) = watch::channel(false);
     tokio::spawn(lease::run(
         client.clone(),
-        identity,
+        identity.clone(),
         leader_tx,
         shutdown.clone(),
     ));
-    tokio::spawn(status::run(
+    let status = tokio::spawn(status::run(
         client,
+        identity,
         reflectors.clone(),
         registry,
         sessions,
         leader.clone(),
         shutdown,
     ));
-    Running { reflectors, leader }
+    Running {
+        reflectors,
+        leader,
+        status,
+    }
 }

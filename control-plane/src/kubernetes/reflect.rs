@@ -1,6 +1,7 @@
-//! The three reflectors (Services, EndpointSlices, ResiliencePolicies, all
-//! namespaces) and the sync loop that feeds their state into the discovery
-//! [`Registry`], the same registry the redb mode feeds.
+//! The reflectors (Services, EndpointSlices, ResiliencePolicies, and Pods
+//! when identities are on; all namespaces) and the sync loop that feeds
+//! their state into the discovery [`Registry`], the same registry the redb
+//! mode feeds.
 //!
 //! Each reflector is kube-runtime's `watcher` (LIST, then WATCH from the
 //! list's resourceVersion with `allowWatchBookmarks`, so a restarted watch
@@ -8,16 +9,21 @@
 //! reflector store; a re-list replaces the store's content atomically at its
 //! end. Errors are retried with kube's default backoff.
 //!
-//! The sync loop waits until all three stores have listed once, then, on
+//! Pods are kept stripped to what identities need ([`pods::strip`]), and a
+//! pod event wakes the sync loop only when that part changed (pods' status
+//! churns far more often than it matters here).
+//!
+//! The sync loop waits until every store has listed once, then, on
 //! every change (and every `resync` interval, a full re-translation that
 //! repairs anything missed), translates the whole state ([`translate`]) and
-//! hands the registry only what changed: upserts and removals.
+//! hands the registry only what changed (upserts and removals) together
+//! with the identities expected at meshed pods' IPs, as one batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::{self, Store, reflector};
@@ -28,8 +34,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 use tokio_stream::StreamExt;
 
+use super::pods::{self, PodIdentities};
 use super::policy_resource;
-use super::translate::{Translated, translate};
+use super::translate::{ObjectName, Translated, translate};
 use crate::discovery::registry::Registry;
 use crate::store::DocKey;
 
@@ -42,6 +49,9 @@ pub struct Reflectors {
     pub slices: Store<EndpointSlice>,
     /// ResiliencePolicy custom resources, all namespaces.
     pub policies: Store<DynamicObject>,
+    /// Pods, all namespaces, stripped ([`pods::strip`]); `None`: not
+    /// watched (identities off).
+    pub pods: Option<Store<Pod>>,
     /// The last translation handed to the registry, and how many syncs ran.
     pub synced: watch::Receiver<(u64, Arc<Translated>)>,
     /// Wakes the sync loop (a change, or a forced resync).
@@ -55,50 +65,140 @@ impl Reflectors {
     }
 }
 
-/// Starts the watchers and the sync loop; they run until `shutdown`.
+/// Starts the watchers and the sync loop without pods (no identities);
+/// they run until `shutdown`.
 pub fn start(
     client: Client,
     registry: Arc<Registry>,
     resync: Duration,
     shutdown: watch::Receiver<bool>,
 ) -> Reflectors {
+    start_with(client, registry, resync, None, shutdown)
+}
+
+/// Starts the watchers and the sync loop; with a `trust_domain`, Pods are
+/// watched too and meshed pods' endpoints expect
+/// `spiffe://<trust_domain>/ns/<namespace>/sa/<serviceAccountName>`.
+pub fn start_with(
+    client: Client,
+    registry: Arc<Registry>,
+    resync: Duration,
+    trust_domain: Option<String>,
+    shutdown: watch::Receiver<bool>,
+) -> Reflectors {
     let wake = Arc::new(Notify::new());
-    let services = reflect(Api::<Service>::all(client.clone()), &(), &wake, &shutdown);
+    let services = reflect(
+        Api::<Service>::all(client.clone()),
+        &(),
+        clear_managed_fields,
+        every_change,
+        &wake,
+        &shutdown,
+    );
     let slices = reflect(
         Api::<EndpointSlice>::all(client.clone()),
         &(),
+        clear_managed_fields,
+        every_change,
         &wake,
         &shutdown,
     );
     let resource = policy_resource();
     let policies = reflect(
-        Api::<DynamicObject>::all_with(client, &resource),
+        Api::<DynamicObject>::all_with(client.clone(), &resource),
         &resource,
+        clear_managed_fields,
+        every_change,
         &wake,
         &shutdown,
     );
+    let pods = trust_domain.is_some().then(|| {
+        let mut changes = PodChanges::default();
+        reflect(
+            Api::<Pod>::all(client),
+            &(),
+            pods::strip,
+            move |event| changes.wakes(event),
+            &wake,
+            &shutdown,
+        )
+    });
     let (tx, synced) = watch::channel((0, Arc::new(Translated::default())));
     let reflectors = Reflectors {
         services,
         slices,
         policies,
+        pods,
         synced,
         wake,
     };
     tokio::spawn(sync_loop(
         reflectors.clone(),
         registry,
-        resync,
+        (resync, trust_domain),
         tx,
         shutdown,
     ));
     reflectors
 }
 
-/// One watcher + reflector store; every event wakes the sync loop.
+/// Managed fields are most of an object's size and never read.
+fn clear_managed_fields<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+}
+
+/// Every event but a re-list's first steps wakes the sync loop (the
+/// re-list's end does, once).
+fn every_change<K>(event: &watcher::Event<K>) -> bool {
+    !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_))
+}
+
+/// Which pod events change what the translation reads ([`pods::digest`]).
+#[derive(Default)]
+struct PodChanges {
+    seen: HashMap<ObjectName, u64>,
+    /// Being re-listed: replaces `seen` at the list's end.
+    relisting: HashMap<ObjectName, u64>,
+}
+
+impl PodChanges {
+    fn wakes(&mut self, event: &watcher::Event<Pod>) -> bool {
+        let name = |pod: &Pod| {
+            let meta = &pod.metadata;
+            (
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            )
+        };
+        match event {
+            watcher::Event::Init => {
+                self.relisting.clear();
+                false
+            }
+            watcher::Event::InitApply(pod) => {
+                self.relisting.insert(name(pod), pods::digest(pod));
+                false
+            }
+            watcher::Event::InitDone => {
+                self.seen = std::mem::take(&mut self.relisting);
+                true
+            }
+            watcher::Event::Apply(pod) => {
+                let digest = pods::digest(pod);
+                self.seen.insert(name(pod), digest) != Some(digest)
+            }
+            watcher::Event::Delete(pod) => self.seen.remove(&name(pod)).is_some(),
+        }
+    }
+}
+
+/// One watcher + reflector store, each object `strip`ped before it is
+/// stored; the events `wakes` says so wake the sync loop.
 fn reflect<K>(
     api: Api<K>,
     dyntype: &K::DynamicType,
+    strip: fn(&mut K),
+    mut wakes: impl FnMut(&watcher::Event<K>) -> bool + Send + 'static,
     wake: &Arc<Notify>,
     shutdown: &watch::Receiver<bool>,
 ) -> Store<K>
@@ -112,8 +212,7 @@ where
     let stream = reflector(
         writer,
         watcher(api, watcher::Config::default())
-            // Managed fields are most of an object's size and never read.
-            .map(|event| event.map(|e| e.modify(|o| o.managed_fields_mut().clear())))
+            .map(move |event| event.map(|e| e.modify(strip)))
             .default_backoff(),
     );
     let wake = wake.clone();
@@ -126,8 +225,11 @@ where
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
             match event {
-                Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
-                Some(Ok(_)) => wake.notify_one(),
+                Some(Ok(event)) => {
+                    if wakes(&event) {
+                        wake.notify_one();
+                    }
+                }
                 Some(Err(error)) => {
                     tracing::warn!(%kind, %error, "Kubernetes watch failed; retrying")
                 }
@@ -143,7 +245,7 @@ where
 async fn sync_loop(
     reflectors: Reflectors,
     registry: Arc<Registry>,
-    resync: Duration,
+    (resync, trust_domain): (Duration, Option<String>),
     tx: watch::Sender<(u64, Arc<Translated>)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -151,6 +253,10 @@ async fn sync_loop(
         let _ = reflectors.services.wait_until_ready().await;
         let _ = reflectors.slices.wait_until_ready().await;
         let _ = reflectors.policies.wait_until_ready().await;
+        // Identities are on: serve no endpoint before knowing which are meshed.
+        if let Some(pods) = &reflectors.pods {
+            let _ = pods.wait_until_ready().await;
+        }
     };
     tokio::select! {
         () = ready => {}
@@ -162,10 +268,18 @@ async fn sync_loop(
         let services = reflectors.services.state();
         let slices = reflectors.slices.state();
         let policies = reflectors.policies.state();
+        let pod_identities = match (&reflectors.pods, &trust_domain) {
+            (Some(pods), Some(trust_domain)) => Some(PodIdentities::new(
+                trust_domain,
+                pods.state().iter().map(AsRef::as_ref),
+            )),
+            _ => None,
+        };
         let translated = translate(
             policies.iter().map(AsRef::as_ref),
             services.iter().map(AsRef::as_ref),
             slices.iter().map(AsRef::as_ref),
+            pod_identities.as_ref(),
         );
         apply(&registry, &mut applied, &translated);
         syncs += 1;
@@ -197,21 +311,21 @@ fn apply(
         .filter(|k| !translated.docs.contains_key(*k))
         .cloned()
         .collect();
-    for key in gone {
-        applied.remove(&key);
-        registry.remove(&key);
-    }
     let changed: Vec<(DocKey, u64, Document)> = translated
         .docs
         .iter()
         .filter(|(k, v)| applied.get(*k) != Some(*v))
         .map(|(k, (revision, doc))| (k.clone(), *revision, doc.clone()))
         .collect();
-    if changed.is_empty() {
+    if gone.is_empty() && changed.is_empty() && translated.identities.is_none() {
         return;
+    }
+    for key in &gone {
+        applied.remove(key);
     }
     for (key, revision, doc) in &changed {
         applied.insert(key.clone(), (*revision, doc.clone()));
     }
-    registry.upsert(changed);
+    // One batch: a new endpoint arrives with its identity, never before it.
+    registry.apply(&gone, changed, translated.identities.clone());
 }

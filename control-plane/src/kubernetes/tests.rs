@@ -3,6 +3,10 @@
 
 mod lease;
 mod mock;
+mod pods;
 mod reflect;
+mod refs;
+mod replicas;
 mod status;
 mod translate;
+mod trust_bundle;

@@ -8,6 +8,8 @@
 //!   TCP service port (the registry's static endpoints), carrying the
 //!   Service's cluster IPs as its `virtualIPs` (discovery by address) and the
 //!   port's `appProtocol` when Levee knows the spelling.
+//! - With pods watched, the identity expected at each endpoint backed by a
+//!   meshed pod (which pods, and the join: [`super::pods`]).
 //!
 //! Which endpoints are used, per service port (what kube-proxy does for
 //! traffic): every endpoint whose `ready` condition is true (absent counts as
@@ -30,10 +32,11 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 use levee_proto::policy::{
     API_VERSION, AppProtocol, Document, EndpointsSpec, FieldError, KIND_ENDPOINTS, KIND_POLICY,
-    ObjectMeta, ResiliencePolicy, ServiceEndpoints, parse_documents,
+    ObjectMeta, ResiliencePolicy, ServiceEndpoints, SpiffeId, parse_documents,
 };
 use serde_json::{Value, json};
 
+use super::pods::{PodIdentities, endpoint_identities};
 use crate::store::DocKey;
 
 /// The label that ties an EndpointSlice to its Service.
@@ -62,16 +65,23 @@ pub struct Translated {
     pub verdicts: BTreeMap<ObjectName, Verdict>,
     /// Each Service's cluster IPs (both families on a dual-stack Service).
     pub virtual_ips: BTreeMap<ObjectName, Vec<IpAddr>>,
+    /// The identity expected at each endpoint IP backed by a meshed pod
+    /// (`None`: pods are not watched, identities are off).
+    pub identities: Option<BTreeMap<IpAddr, SpiffeId>>,
 }
 
-/// Translates the whole cluster state.
+/// Translates the whole cluster state; with `pods`, the identities
+/// expected at meshed pods' endpoints too.
 pub fn translate<'a>(
     policies: impl IntoIterator<Item = &'a DynamicObject>,
     services: impl IntoIterator<Item = &'a Service>,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    pods: Option<&PodIdentities>,
 ) -> Translated {
     let mut out = Translated::default();
     add_policies(&mut out, policies);
+    let slices: Vec<&EndpointSlice> = slices.into_iter().collect();
+    out.identities = pods.map(|pods| endpoint_identities(slices.iter().copied(), pods));
     let mut by_service: BTreeMap<ObjectName, Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in slices {
         let labels = slice.metadata.labels.as_ref();
@@ -111,8 +121,7 @@ pub fn translate<'a>(
                     // service's virtual IPs on every one of its ports.
                     virtual_ips: ips.clone(),
                     app_protocol: protocols.get(&port).copied(),
-                    // Expected identities need the pods' service accounts
-                    // (not watched yet): plaintext between sidecars.
+                    // Per pod, not per port: `Translated::identities`.
                     identity: None,
                 },
             };

@@ -30,6 +30,21 @@ pub struct TestControlPlane {
 impl TestControlPlane {
     /// Starts on port 0 with `data_dir` and extra flags.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        // Most of these tests speak plaintext gRPC (TLS and identities:
+        // registered_identity.rs and tests/tests/e2e/identity*.rs).
+        let mut args = vec!["--insecure-plaintext"];
+        args.extend_from_slice(extra);
+        Self::start_with(data_dir, &args).await
+    }
+
+    /// Starts on port 0 serving gRPC over TLS with its own CA (its trust
+    /// bundle is [`TestControlPlane::trust_bundle`]); Discovery then
+    /// requires workload certificates.
+    pub async fn start_tls(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with(data_dir, extra).await
+    }
+
+    async fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
         let dir = data_dir.to_str().expect("utf-8 path");
         let mut args = vec![
             "levee-control-plane",
@@ -39,8 +54,6 @@ impl TestControlPlane {
             "127.0.0.1:0",
             "--data-dir",
             dir,
-            // These tests speak plaintext gRPC (TLS and identities: tests/tests/e2e/identity*.rs).
-            "--insecure-plaintext",
         ];
         args.extend_from_slice(extra);
         let config = ControlPlaneConfig::try_parse_from(args).expect("flags");
@@ -54,6 +67,11 @@ impl TestControlPlane {
             stop,
             serving,
         }
+    }
+
+    /// The PEM trust bundle a TLS control plane wrote at start.
+    pub fn trust_bundle(&self) -> PathBuf {
+        self.data_dir.join("trust-bundle.pem")
     }
 
     /// `http://127.0.0.1:PORT` of the gRPC listener.

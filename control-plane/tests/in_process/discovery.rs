@@ -271,6 +271,9 @@ async fn a_proxy_is_an_endpoint_while_connected_and_for_the_grace_period_after()
     let server = cp.watch(payments_proxy("127.0.0.1", 4143)).await;
     let joined = watch.update_where(|u| u.endpoints.len() == 2).await;
     assert_eq!(joined.endpoints, ["127.0.0.1:4143", "127.0.0.1:9001"]);
+    // Plaintext (`--insecure-plaintext`): nothing proved who registered,
+    // so callers are told to expect no identity there.
+    assert!(joined.identities.is_empty(), "{:?}", joined.identities);
 
     // A second replica without an address is registered at its peer IP.
     let replica = cp.watch(payments_proxy("", 4144)).await;

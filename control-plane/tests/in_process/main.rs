@@ -13,6 +13,7 @@ mod leveectl;
 mod limits;
 mod names;
 mod quarantine;
+mod registered_identity;
 mod server;
 mod webhook_ca_bundle;
 mod webhook_files;

@@ -58,7 +58,7 @@ pub use outbound::{
 pub use parse::{parse_documents, to_yaml};
 pub use route::{GrpcMatch, HeaderMatch, Route, RouteMatch, RouteRequest, RouteTimeouts};
 pub use service_key::{Authority, DEFAULT_NAMESPACE, ServiceKey};
-pub use spiffe::{MAX_SPIFFE_ID, MAX_TRUST_DOMAIN, SPIFFE_SCHEME, SpiffeId};
+pub use spiffe::{MAX_SPIFFE_ID, MAX_TRUST_DOMAIN, SPIFFE_SCHEME, SpiffeId, check_trust_domain};
 pub use target::{PolicyIndex, TargetKey, check_batch, select_policy};
 pub use validate::caps;
 pub use validate::names::{check_document_ref, check_hello, check_service_ref};

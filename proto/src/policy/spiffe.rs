@@ -4,6 +4,14 @@
 //! `.`, `-`, `_`, none of them `.` or `..`), bounded in length. Checked
 //! once when read (YAML, protobuf, certificates), so every `SpiffeId` in
 //! the program is well-formed and can be compared byte for byte.
+//!
+//! It is the one SPIFFE ID type of Levee: policy allow-lists, expected
+//! endpoint identities and verified peers, and the IDs the control plane's
+//! CA issues. Those have Levee's workload form,
+//! `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`
+//! ([`SpiffeId::workload`] builds one from its parts, [`SpiffeId::namespace`]
+//! and [`SpiffeId::service_account`] read them back); other IDs (from
+//! another issuer) are valid too, and have no such parts.
 
 use std::fmt;
 use std::sync::Arc;
@@ -58,6 +66,90 @@ impl SpiffeId {
         let rest = &self.0[SPIFFE_SCHEME.len()..];
         rest.split('/').next().unwrap_or(rest)
     }
+
+    /// Levee's workload ID `spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>`;
+    /// `Err` says which part is not allowed (the namespace and service
+    /// account must be Kubernetes names).
+    pub fn workload(
+        trust_domain: &str,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<SpiffeId, String> {
+        check_trust_domain(trust_domain)?;
+        check_name("namespace", namespace)?;
+        check_name("service account", service_account)?;
+        SpiffeId::parse(&format!(
+            "{SPIFFE_SCHEME}{trust_domain}/ns/{namespace}/sa/{service_account}"
+        ))
+    }
+
+    /// The namespace of a workload ID (`None` for another path shape).
+    pub fn namespace(&self) -> Option<&str> {
+        self.workload_parts().map(|(namespace, _)| namespace)
+    }
+
+    /// The service account of a workload ID (`None` for another path shape).
+    pub fn service_account(&self) -> Option<&str> {
+        self.workload_parts().map(|(_, account)| account)
+    }
+
+    /// `(namespace, service account)` of a `/ns/<ns>/sa/<sa>` path.
+    fn workload_parts(&self) -> Option<(&str, &str)> {
+        let rest = &self.0[SPIFFE_SCHEME.len()..];
+        let mut segments = rest.split('/').skip(1);
+        match (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) {
+            (Some("ns"), Some(namespace), Some("sa"), Some(account), None) => {
+                Some((namespace, account))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// SPIFFE trust domains: 1-255 bytes of lowercase letters, digits, `.`,
+/// `-`, `_` (`--trust-domain`, `--identity-trust-domain`, and every ID).
+pub fn check_trust_domain(domain: &str) -> Result<(), String> {
+    if domain.is_empty() {
+        return Err("the trust domain is empty".into());
+    }
+    if domain.len() > MAX_TRUST_DOMAIN {
+        return Err(format!(
+            "the trust domain is longer than {MAX_TRUST_DOMAIN} bytes"
+        ));
+    }
+    if let Some(bad) = domain
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "-._".contains(*c)))
+    {
+        return Err(format!(
+            "{bad:?} is not allowed in a trust domain (lowercase letters, digits, '.', '-', '_'): {domain:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Namespaces and service accounts of workload IDs: Kubernetes names.
+fn check_name(what: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 253
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+        && !value.starts_with(['-', '.'])
+        && !value.ends_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {value:?} must be a Kubernetes name (a-z, 0-9, '-', '.'; 1-253 characters)"
+        ))
+    }
 }
 
 fn check(text: &str) -> Result<(), String> {
@@ -73,22 +165,7 @@ fn check(text: &str) -> Result<(), String> {
         ));
     };
     let (domain, path) = rest.split_once('/').unwrap_or((rest, ""));
-    if domain.is_empty() {
-        return Err(format!("{text:?}: the trust domain is empty"));
-    }
-    if domain.len() > MAX_TRUST_DOMAIN {
-        return Err(format!(
-            "{text:?}: the trust domain is longer than {MAX_TRUST_DOMAIN} bytes"
-        ));
-    }
-    if let Some(bad) = domain
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "-._".contains(*c)))
-    {
-        return Err(format!(
-            "{text:?}: {bad:?} is not allowed in a trust domain (lowercase letters, digits, '.', '-', '_')"
-        ));
-    }
+    check_trust_domain(domain).map_err(|e| format!("{text:?}: {e}"))?;
     if path.is_empty() {
         return Err(format!(
             "{text:?}: a workload ID needs a path (e.g. spiffe://{domain}/ns/<namespace>/sa/<account>)"
@@ -181,6 +258,41 @@ mod tests {
                 .expect_err("domain")
                 .contains("longer")
         );
+    }
+
+    #[test]
+    fn workload_ids_are_built_from_and_read_back_as_parts() {
+        let id = SpiffeId::workload("cluster.local", "shop", "payments").expect("valid");
+        assert_eq!(id.as_str(), "spiffe://cluster.local/ns/shop/sa/payments");
+        assert_eq!(SpiffeId::parse(id.as_str()), Ok(id.clone()));
+        assert_eq!(id.trust_domain(), "cluster.local");
+        assert_eq!(id.namespace(), Some("shop"));
+        assert_eq!(id.service_account(), Some("payments"));
+        for (td, ns, sa, why) in [
+            ("Cluster.Local", "shop", "payments", "trust domain"),
+            ("", "shop", "payments", "trust domain is empty"),
+            ("cluster.local", "Shop", "payments", "namespace"),
+            ("cluster.local", "shop", "", "service account"),
+            ("cluster.local", "shop", "a/b", "service account"),
+            ("cluster.local", "shop", "-a", "service account"),
+        ] {
+            let err = SpiffeId::workload(td, ns, sa).expect_err(sa);
+            assert!(err.contains(why), "{td} {ns} {sa}: {err}");
+        }
+        // Other valid IDs have no workload parts.
+        for other in [
+            "spiffe://td/ns/shop",
+            "spiffe://td/ns/shop/sa/payments/extra",
+            "spiffe://td/sa/shop/ns/payments",
+            "spiffe://td/workload/payments",
+        ] {
+            let id = SpiffeId::parse(other).expect(other);
+            assert_eq!(
+                (id.namespace(), id.service_account()),
+                (None, None),
+                "{other}"
+            );
+        }
     }
 
     #[test]

@@ -31,26 +31,50 @@ pub(super) struct ConfigView<'a> {
 struct IdentityView {
     /// `pending` until the first certificate, then `certified`.
     state: &'static str,
+    /// `control-plane` (`Identity.Certify`) or `files` (`--identity-cert-file`).
+    source: &'static str,
     spiffe_id: Option<String>,
+    /// The service the certificate may register (control plane only).
     service: Option<String>,
     not_after: Option<String>,
+    /// The certificate's issuer (distinguished name).
+    issuer: Option<String>,
 }
 
+/// The workload certificate from the control plane, else the identity
+/// files' certificate; never a key.
 fn identity(shared: &Shared) -> Option<IdentityView> {
-    let watch = shared.identity.get()?;
+    let Some(watch) = shared.identity.get() else {
+        let files = shared.tls.credentials()?;
+        return Some(IdentityView {
+            state: "certified",
+            source: "files",
+            spiffe_id: Some(files.identity.to_string()),
+            service: None,
+            not_after: Some(rfc3339(files.not_after)),
+            issuer: Some(files.issuer.clone()),
+        });
+    };
     let current = watch.borrow().clone();
     Some(match current {
         None => IdentityView {
             state: "pending",
+            source: "control-plane",
             spiffe_id: None,
             service: None,
             not_after: None,
+            issuer: None,
         },
         Some(c) => IdentityView {
             state: "certified",
+            source: "control-plane",
             spiffe_id: Some(c.spiffe_id.clone()),
             service: Some(c.service.clone()),
             not_after: Some(rfc3339(c.not_after)),
+            issuer: c
+                .cert_chain
+                .first()
+                .and_then(|leaf| crate::tls::verify::issuer(leaf).ok()),
         },
     })
 }

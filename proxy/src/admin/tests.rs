@@ -201,6 +201,37 @@ async fn config_shows_the_snapshot_in_force() {
 }
 
 #[tokio::test]
+async fn config_shows_the_identity_files_certificate_never_its_key() {
+    let admin = start().await;
+    let config = json(&get(admin.addr, "/config").await);
+    assert!(config.get("identity").is_none(), "no identity: {config}");
+    let ca = levee_tests::harness::certs::TestCa::new("levee admin CA");
+    let w = ca.workload("spiffe://levee.test/ns/shop/sa/web");
+    let credentials = crate::tls::Credentials::from_der(
+        vec![w.cert_der.clone()],
+        w.key_der.clone(),
+        vec![ca.der.clone()],
+    )
+    .expect("credentials");
+    admin
+        .shared
+        .tls
+        .install(Arc::new(credentials))
+        .expect("installed");
+    let answer = get(admin.addr, "/config").await;
+    let identity = &json(&answer)["identity"];
+    assert_eq!(identity["state"], "certified");
+    assert_eq!(identity["source"], "files");
+    assert_eq!(identity["spiffeId"], w.id);
+    assert_eq!(identity["issuer"], "CN=levee admin CA");
+    assert_eq!(identity["service"], Value::Null);
+    let not_after = identity["notAfter"].as_str().expect("notAfter");
+    assert!(not_after.ends_with('Z'), "{not_after}");
+    assert!(!answer.body.contains("PRIVATE"), "{}", answer.body);
+    admin.shutdown.cancel();
+}
+
+#[tokio::test]
 async fn endpoints_lists_static_and_dns_answers() {
     let admin = start().await;
     load(&admin.shared);

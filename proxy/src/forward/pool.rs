@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 
 use crate::body::BoxBody;
 use crate::h2_settings::H2Settings;
-use crate::tls::{Alpn, OriginateError, Origination, Stream};
+use crate::tls::{Alpn, OriginateError, Origination, ServerIdentity, Stream};
 use connect::dial;
 use idle::IdleConns;
 use levee_proto::policy::SpiffeId;
@@ -168,10 +168,17 @@ impl Pool {
     ) -> Result<Response<BoxBody>, SendError> {
         let endpoint = self.endpoint(addr);
         let connect_timeout = connect_timeout.unwrap_or(self.settings.connect_timeout);
-        match protocol {
+        let mut response = match protocol {
             Protocol::Http1 => endpoint.send_h1(req, upgrade, connect_timeout).await,
             Protocol::Http2 => endpoint.send_h2(req, connect_timeout).await,
+        }?;
+        // Every connection of an mTLS endpoint verified this identity.
+        if let Some((_, identity)) = &endpoint.tls {
+            response
+                .extensions_mut()
+                .insert(ServerIdentity(identity.clone()));
         }
+        Ok(response)
     }
 
     /// Whether `addr` is known to speak HTTP/1.x only (it answered the

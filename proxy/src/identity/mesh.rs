@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use levee_proto::policy::SpiffeId;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,13 +47,13 @@ fn convert(certified: Option<&Certified>) -> Option<Arc<Credentials>> {
     }
 }
 
-/// The same certificate, key and roots in the data plane's shape.
+/// The same certificate, key and roots in the data plane's shape, checked
+/// as identity files are (one SPIFFE ID, the key is the leaf's).
 pub fn to_credentials(c: &Certified) -> Result<Credentials, String> {
-    Ok(Credentials {
-        cert_chain: c.cert_chain.iter().map(|d| d.to_vec()).collect(),
-        private_key: c.key.secret_pkcs8_der().to_vec(),
-        trust_roots: c.roots.iter().map(|d| d.to_vec()).collect(),
-        identity: SpiffeId::parse(&c.spiffe_id)?,
-        not_after: c.not_after,
-    })
+    Credentials::from_der(
+        c.cert_chain.iter().map(|d| d.to_vec()).collect(),
+        c.key.secret_pkcs8_der().to_vec(),
+        c.roots.iter().map(|d| d.to_vec()).collect(),
+    )
+    .map_err(|e| e.to_string())
 }

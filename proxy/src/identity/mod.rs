@@ -83,7 +83,7 @@ pub struct IdentitySettings {
     /// The SPIFFE ID the proxy asks for: `--identity-trust-domain`,
     /// `--namespace`, `--service-account` (default `--service`). `None`:
     /// ask for whatever the proof grants.
-    pub expected: Option<levee_proto::identity::SpiffeId>,
+    pub expected: Option<levee_proto::policy::SpiffeId>,
     /// `--service` (the CSR's subject CN), if any.
     pub service: Option<String>,
     /// The trust domain the answer must be in.
@@ -140,7 +140,7 @@ impl ControlPlaneSecurity {
                     (None, Some(p)) => Some(Proof::ServiceAccountTokenFile(p.clone())),
                     (None, None) => None,
                 };
-                levee_proto::identity::check_trust_domain(&config.identity_trust_domain)
+                levee_proto::policy::check_trust_domain(&config.identity_trust_domain)
                     .map_err(|e| format!("--identity-trust-domain: {e}"))?;
                 let identity = proof
                     .map(|proof| -> Result<Box<IdentitySettings>, String> {
@@ -150,7 +150,7 @@ impl ControlPlaneSecurity {
                             .or(config.service.as_deref());
                         let expected = account
                             .map(|sa| {
-                                levee_proto::identity::SpiffeId::new(
+                                levee_proto::policy::SpiffeId::workload(
                                     &config.identity_trust_domain,
                                     &config.namespace,
                                     sa,

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use levee_proto::identity::SpiffeId;
+use levee_proto::policy::SpiffeId;
 use levee_proto::v1::identity_client::IdentityClient;
 use levee_proto::v1::{CertifyRequest, certify_request};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData, SanType};
@@ -114,7 +114,7 @@ fn check_answer(
 ) -> Result<Certified, String> {
     let id = SpiffeId::parse(&answer.spiffe_id)
         .map_err(|e| format!("the control plane sent a bad SPIFFE ID: {e}"))?;
-    if id.trust_domain != settings.trust_domain {
+    if id.trust_domain() != settings.trust_domain {
         return Err(format!(
             "the control plane issued {id}, outside the trust domain {:?} (--identity-trust-domain)",
             settings.trust_domain

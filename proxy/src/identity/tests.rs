@@ -87,7 +87,8 @@ fn https_needs_a_trust_bundle_and_takes_the_identity_flags() {
 
 #[test]
 fn the_csr_names_the_expected_identity_and_service() {
-    let id = levee_proto::identity::SpiffeId::new("cluster.local", "shop", "payments").expect("id");
+    let id =
+        levee_proto::policy::SpiffeId::workload("cluster.local", "shop", "payments").expect("id");
     let (_key, der) = csr_for(Some(&id), Some("payments")).expect("csr");
     let parsed = rcgen::CertificateSigningRequestParams::from_der(&der.as_slice().into())
         .expect("a valid, signed CSR");
@@ -109,4 +110,25 @@ fn the_csr_names_the_expected_identity_and_service() {
             .get(&rcgen::DnType::CommonName)
             .is_some()
     );
+}
+
+#[test]
+fn the_trust_bundle_file_is_read_again_and_a_broken_one_is_ignored() {
+    let first = bundle();
+    let tls = ControlPlaneTls::load(first.path()).expect("loads");
+    let before = tls.bundle();
+    assert_eq!(before.len(), 1);
+    // Replaced (a rotation): two roots now.
+    let (a, b) = (bundle(), bundle());
+    let mut both = std::fs::read(a.path()).expect("read");
+    both.extend(std::fs::read(b.path()).expect("read"));
+    std::fs::write(first.path(), &both).expect("write");
+    let after = tls.bundle();
+    assert_eq!(after.len(), 2);
+    assert_ne!(after[0], before[0]);
+    // Half-written or gone: the last good bundle stays.
+    std::fs::write(first.path(), "-----BEGIN CERTIFICATE-----\n").expect("write");
+    assert_eq!(tls.bundle(), after);
+    std::fs::remove_file(first.path()).expect("remove");
+    assert_eq!(tls.clone().bundle(), after);
 }

@@ -97,6 +97,7 @@ impl AccessLog {
                 .extensions()
                 .get::<crate::tls::ClientIdentity>()
                 .map(|c| c.0.to_string()),
+            server_id: None,
             attempts: CallAttempts::default(),
         })
     }
@@ -118,6 +119,8 @@ pub struct AccessEntry {
     trace_id: Option<String>,
     /// Inbound over mTLS: the caller's verified SPIFFE ID.
     client_id: Option<String>,
+    /// Outbound over mTLS: the answering server's verified SPIFFE ID.
+    server_id: Option<String>,
     attempts: CallAttempts,
 }
 
@@ -135,6 +138,8 @@ struct Line<'a> {
     trace_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_id: Option<&'a str>,
     status: u16,
     code: &'a str,
     outcome: &'a str,
@@ -153,6 +158,14 @@ impl AccessEntry {
     /// a trace for a request that came without one.
     pub fn trace_from(&mut self, headers: &HeaderMap) {
         self.trace_id = trace_id(headers);
+    }
+
+    /// Notes who answered: the response's [`crate::tls::ServerIdentity`],
+    /// when it came over mTLS.
+    pub fn answered_by<B>(&mut self, response: &http::Response<B>) {
+        if let Some(crate::tls::ServerIdentity(id)) = response.extensions().get() {
+            self.server_id = Some(id.to_string());
+        }
     }
 
     /// Makes the request's attempts count towards this line: the line reads
@@ -190,6 +203,7 @@ impl AccessEntry {
             protocol: &self.protocol,
             trace_id: self.trace_id.as_deref(),
             client_id: self.client_id.as_deref(),
+            server_id: self.server_id.as_deref(),
             status,
             code,
             outcome,
@@ -322,5 +336,32 @@ mod tests {
             serde_json::from_str(&rx.recv().await.expect("a line")).expect("json line");
         assert_eq!(json["error"], "upstream-reset");
         assert_eq!(json["cause"], "refused-stream");
+        assert!(json.get("server_id").is_none(), "no answer: no server");
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_mtls_names_the_server() {
+        let (log, mut rx) = AccessLog::channel();
+        let req = Request::get("http://pay.shop:8080/")
+            .body(())
+            .expect("request");
+        let id = levee_proto::policy::SpiffeId::parse("spiffe://td/ns/shop/sa/pay").expect("id");
+        let mut response = http::Response::new(());
+        response
+            .extensions_mut()
+            .insert(crate::tls::ServerIdentity(id));
+        let mut entry = log.entry("outbound", "pay.shop:8080", "default", &req);
+        entry.answered_by(&response);
+        entry.write(200, "200", "success", None, Duration::ZERO);
+        let mut plain = log.entry("outbound", "pay.shop:8080", "default", &req);
+        plain.answered_by(&http::Response::new(()));
+        plain.write(200, "200", "success", None, Duration::ZERO);
+        let json: serde_json::Value =
+            serde_json::from_str(&rx.recv().await.expect("a line")).expect("json line");
+        assert_eq!(json["server_id"], "spiffe://td/ns/shop/sa/pay");
+        assert!(json.get("client_id").is_none());
+        let json: serde_json::Value =
+            serde_json::from_str(&rx.recv().await.expect("a line")).expect("json line");
+        assert!(json.get("server_id").is_none(), "plaintext: {json}");
     }
 }

@@ -68,8 +68,11 @@ impl Observation {
     }
 
     /// Records (now or when the gRPC status shows up) an upstream response.
-    pub fn response(self, response: Response<BoxBody>) -> Response<BoxBody> {
+    pub fn response(mut self, response: Response<BoxBody>) -> Response<BoxBody> {
         let elapsed = self.start.elapsed();
+        if let Some(entry) = self.access.as_mut() {
+            entry.answered_by(&response);
+        }
         let status = response.status();
         if self.grpc {
             if let Some(grpc) = GrpcStatus::trailers_only(&response) {

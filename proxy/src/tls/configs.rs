@@ -151,6 +151,11 @@ impl TlsConfigs {
         self.current.load_full()
     }
 
+    /// The credentials in use, if any (never shown with their key).
+    pub fn credentials(&self) -> Option<Arc<Credentials>> {
+        self.current.load().as_ref().map(|b| b.credentials.clone())
+    }
+
     /// The identity this proxy presents, if it has credentials.
     pub fn identity(&self) -> Option<SpiffeId> {
         self.current

@@ -24,6 +24,8 @@ pub struct Credentials {
     pub identity: SpiffeId,
     /// When the certificate expires.
     pub not_after: SystemTime,
+    /// The certificate's issuer (distinguished name), for `/config`.
+    pub issuer: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -31,6 +33,7 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("identity", &self.identity)
             .field("not_after", &self.not_after)
+            .field("issuer", &self.issuer)
             .field("certificates", &self.cert_chain.len())
             .field("trust_roots", &self.trust_roots.len())
             .finish_non_exhaustive()
@@ -76,6 +79,7 @@ impl Credentials {
             .ok_or_else(|| unreadable("certificate", "no certificate"))?;
         let identity = verify::spiffe_id(leaf).map_err(|why| unreadable("certificate", why))?;
         let not_after = verify::not_after(leaf).map_err(|why| unreadable("certificate", why))?;
+        let issuer = verify::issuer(leaf).map_err(|why| unreadable("certificate", why))?;
         if trust_roots.is_empty() {
             return Err(unreadable("trust bundle", "no certificate"));
         }
@@ -85,6 +89,7 @@ impl Credentials {
             trust_roots,
             identity,
             not_after,
+            issuer,
         };
         // The key must be usable and belong to the certificate.
         super::configs::certified_key(&credentials).map_err(|e| unreadable("private key", e))?;

@@ -1,8 +1,9 @@
 //! Workload mTLS between sidecars (docs/identity.md, "mTLS between sidecars").
 //!
 //! The proxy's credentials arrive on a `watch` channel of [`Credentials`]
-//! (from the files of [`files`] today; from the control plane's
-//! `Identity.Certify` once that client exists). Every change rebuilds the
+//! (from the files of [`files`], or from the control plane's
+//! `Identity.Certify` through [`crate::identity::mesh_credentials`]).
+//! Every change rebuilds the
 //! rustls configurations once ([`TlsConfigs`]) and swaps them in
 //! ([`arc_swap`]): handshakes load the current ones without a lock, and
 //! connections already up keep the certificate they were made with.
@@ -16,7 +17,8 @@
 //! - `configs`: the rustls client and server configurations built from
 //!   one set of credentials, and the task that rebuilds them.
 //! - `origination`: outbound: TLS 1.3 to an endpoint that has an expected
-//!   identity, with its errors ([`OriginateError`]).
+//!   identity, with its errors ([`OriginateError`]); the identity a
+//!   response's server proved ([`ServerIdentity`]).
 //! - `termination`: inbound: accepting TLS on the plaintext port and the
 //!   verified client identity ([`ClientIdentity`]).
 //! - `stream`: [`Stream`], a connection that may or may not be TLS.
@@ -34,7 +36,7 @@ pub mod verify;
 
 pub use configs::{TlsConfigs, watch_credentials};
 pub use credentials::{Credentials, CredentialsError};
-pub use origination::{Alpn, OriginateError, Origination};
+pub use origination::{Alpn, OriginateError, Origination, ServerIdentity};
 pub use stream::Stream;
 pub use termination::{Accepted, CLIENT_ID_HEADER, ClientIdentity, Termination};
 

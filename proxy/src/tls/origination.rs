@@ -46,6 +46,13 @@ impl Alpn {
     }
 }
 
+/// The identity the server proved on the mTLS connection a response came
+/// over (a response extension the pool adds; absent for plaintext): the
+/// outbound span (`levee.server.identity`) and access log (`server_id`)
+/// read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerIdentity(pub SpiffeId);
+
 /// Why no mTLS connection was made. The request was never sent.
 #[derive(Debug, thiserror::Error)]
 pub enum OriginateError {

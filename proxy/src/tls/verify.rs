@@ -41,6 +41,13 @@ pub fn spiffe_id(der: &[u8]) -> Result<SpiffeId, String> {
     SpiffeId::parse(first)
 }
 
+/// Who issued `der`: its issuer's distinguished name (RFC 4514 text).
+pub fn issuer(der: &[u8]) -> Result<String, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    Ok(cert.issuer().to_string())
+}
+
 /// When `der` expires.
 pub fn not_after(der: &[u8]) -> Result<SystemTime, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)

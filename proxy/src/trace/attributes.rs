@@ -53,6 +53,10 @@ pub(super) fn end_with_response<B>(span: &SpanRef<'_>, response: &Response<B>, k
     let status = response.status();
     let code = status.as_u16();
     span.set_attribute(KeyValue::new("http.response.status_code", i64::from(code)));
+    // Outbound over mTLS: who answered, as its verified certificate says.
+    if let Some(crate::tls::ServerIdentity(id)) = response.extensions().get() {
+        span.set_attribute(KeyValue::new("levee.server.identity", id.to_string()));
+    }
     let grpc = GrpcStatus::trailers_only(response);
     let (failure, answered_ok, error_type) = match grpc {
         Some(grpc) => {

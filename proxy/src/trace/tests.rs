@@ -374,3 +374,37 @@ async fn grpc_outcome_is_the_one_rule_and_span_status_follows_the_span_kind() {
         assert_eq!(error_status, want_error, "{code} {:?}", span.span_kind);
     }
 }
+
+#[tokio::test]
+async fn a_response_over_mtls_names_the_server_identity() {
+    let (tracing, store, _) = tracing(Sampler::AlwaysOn);
+    let mut req = request(None);
+    let call = Tracing::outbound(Some(&tracing), &mut req, "payments.default:8080");
+    let mut attempt = request(None);
+    *attempt.extensions_mut() = req.extensions().clone();
+    let span = AttemptSpan::start(&mut attempt, "127.0.0.1:1".parse().expect("addr"));
+    let id = levee_proto::policy::SpiffeId::parse("spiffe://td/ns/shop/sa/payments").expect("id");
+    let mut response = Response::new(());
+    response
+        .extensions_mut()
+        .insert(crate::tls::ServerIdentity(id));
+    span.expect("traced").response(&response);
+    call.response(&response);
+    // A plaintext answer names no one.
+    let mut plain = request(None);
+    Tracing::outbound(Some(&tracing), &mut plain, "orders.default:80").response(&Response::new(()));
+
+    let spans = spans(&tracing, &store).await;
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    for span in &spans {
+        let expected = (span.name == "attempt"
+            || attr(span, "levee.service") == Some("payments.default:8080".into()))
+        .then(|| Value::from("spiffe://td/ns/shop/sa/payments"));
+        assert_eq!(
+            attr(span, "levee.server.identity"),
+            expected,
+            "{}",
+            span.name
+        );
+    }
+}

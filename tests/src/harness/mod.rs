@@ -28,6 +28,8 @@
 //!   golden files, a JSONPatch applier and an HTTPS client for the webhooks.
 
 //! - [`certs`]: a test CA and SPIFFE workload certificates (rcgen) for mTLS.
+//! - [`identity`]: join tokens, proxies certified by a control plane, and
+//!   the certificate a TLS listener presents.
 //! - [`netns`]: network namespaces (root only) joined by a veth pair, commands
 //!   and TCP listeners inside them, deleted on drop.
 //! - [`pods`]: [`pods::TwoPods`], a client and a server "pod" (namespaces
@@ -41,6 +43,7 @@ mod client;
 mod control_plane;
 pub mod flaky_process;
 pub mod h2frames;
+pub mod identity;
 pub mod kube_api;
 pub mod load;
 pub mod mesh;

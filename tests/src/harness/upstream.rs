@@ -44,9 +44,10 @@ pub async fn bind() -> (TcpListener, SocketAddr) {
 
 /// Starts the echo upstream. Every response says what arrived:
 /// `x-seen-host`, `x-seen-version`, `x-seen-uri`, `x-seen-headers` (header
-/// names, sorted). Paths: `/trailers` (echo + trailers `grpc-status: 0`,
-/// `x-trailer: yes`), `/slow` (300 ms), `/upgrade` (101, then echoes bytes),
-/// `/status/NNN`; anything else echoes the request body as it streams.
+/// names, sorted), `x-seen-client-id` (the `x-levee-client-id` values).
+/// Paths: `/trailers` (echo + trailers `grpc-status: 0`, `x-trailer: yes`),
+/// `/slow` (300 ms), `/upgrade` (101, then echoes bytes), `/status/NNN`;
+/// anything else echoes the request body as it streams.
 pub async fn echo() -> SocketAddr {
     let (listener, addr) = bind().await;
     tokio::spawn(async move {
@@ -76,6 +77,7 @@ async fn echo_answer(mut req: Request<Incoming>) -> Result<Response<Body>, Infal
         ("x-seen-version", format!("{:?}", req.version())),
         ("x-seen-uri", req.uri().to_string()),
         ("x-seen-headers", names.join(",")),
+        ("x-seen-client-id", client_ids(req.headers())),
     ];
     let path = req.uri().path().to_owned();
     let mut response = match path.as_str() {
@@ -134,6 +136,16 @@ async fn echo_answer(mut req: Request<Incoming>) -> Result<Response<Body>, Infal
         }
     }
     Ok(response)
+}
+
+/// Every `x-levee-client-id` that arrived, comma-separated ("" for none).
+fn client_ids(headers: &HeaderMap) -> String {
+    let ids: Vec<&str> = headers
+        .get_all("x-levee-client-id")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    ids.join(",")
 }
 
 /// The request body, streamed back as it arrives.

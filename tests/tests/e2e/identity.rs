@@ -12,38 +12,18 @@ use levee_proto::v1::discovery_client::DiscoveryClient;
 use levee_proto::v1::identity_client::IdentityClient;
 use levee_tests::flaky::FlakyUpstream;
 use levee_tests::harness::mesh::{status, wait_metric};
-use levee_tests::harness::{ControlPlane, Proxy, ProxyBuilder, eventually};
+use levee_tests::harness::{ControlPlane, Proxy, ProxyBuilder, eventually, identity};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 const PAYMENTS_ID: &str = "spiffe://cluster.local/ns/shop/sa/payments";
 
-/// `leveectl token create`; returns the path of a file holding the token.
 async fn join_token(cp: &ControlPlane, service: &str) -> PathBuf {
-    let out = cp
-        .leveectl(&["token", "create", "--service", service, "-n", "shop"])
-        .await
-        .expect("leveectl");
-    assert!(out.status.success(), "{out:?}");
-    let token = String::from_utf8(out.stdout).expect("utf-8");
-    let path = cp
-        .dir()
-        .join(format!("{service}-{}.token", rand::random::<u32>()));
-    std::fs::write(&path, token.trim()).expect("writing the token");
-    path
+    identity::join_token(cp, service, "shop").await
 }
 
-/// A proxy of `service` in `shop` proving itself with `token`.
 fn identity_proxy(cp: &ControlPlane, service: &str, app_port: u16, token: &Path) -> ProxyBuilder {
-    Proxy::builder()
-        .service(service)
-        .namespace("shop")
-        .app_port(app_port)
-        .control_plane(&cp.grpc_url())
-        .arg("--trust-bundle-file")
-        .arg(cp.trust_bundle())
-        .arg("--identity-token-file")
-        .arg(token)
+    identity::certified_proxy(cp, service, "shop", app_port, token)
 }
 
 async fn cp_metric(cp: &ControlPlane, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -400,4 +380,52 @@ async fn plaintext_is_an_explicit_opt_out() {
             .await;
         assert!(refused.is_err(), "plaintext reached a TLS control plane");
     }
+}
+
+#[tokio::test]
+async fn a_replaced_trust_bundle_file_is_used_without_a_restart() {
+    let cp = ControlPlane::builder().tls().start().await;
+    let token = join_token(&cp, "payments").await;
+    // A stale bundle: the control plane's serving certificate does not verify.
+    let stale = levee_tests::harness::certs::TestCa::new("an old root");
+    let bundle = cp.dir().join("proxy-bundle.pem");
+    std::fs::write(&bundle, &stale.pem).expect("write the bundle");
+    let proxy = Proxy::builder()
+        .service("payments")
+        .namespace("shop")
+        .app_port(1)
+        .control_plane(&cp.grpc_url())
+        .arg("--trust-bundle-file")
+        .arg(&bundle)
+        .arg("--identity-token-file")
+        .arg(&token)
+        .start_unready()
+        .await;
+    eventually(DEADLINE, "a failed certificate request", || async {
+        let m = proxy.metrics().await.map_err(|e| e.to_string())?;
+        match m.value("levee_identity_renewals_total", &[("result", "error")]) {
+            v if v >= 1.0 => Ok(()),
+            v => Err(format!("errors: {v}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        proxy.config().await.expect("/config")["identity"]["state"],
+        "pending"
+    );
+    // The operator (or the kubelet) puts the current bundle in place.
+    let current = std::fs::read(cp.trust_bundle()).expect("the bundle");
+    levee_tests::harness::write_atomically(&bundle, std::str::from_utf8(&current).expect("PEM"))
+        .expect("replace the bundle");
+    eventually(DEADLINE, "certified and watching", || async {
+        let config = proxy.config().await.map_err(|e| e.to_string())?;
+        let m = proxy.metrics().await.map_err(|e| e.to_string())?;
+        let connected = m.value("levee_control_plane_connected", &[]);
+        if config["identity"]["spiffeId"] == PAYMENTS_ID && connected == 1.0 {
+            Ok(())
+        } else {
+            Err(format!("connected {connected}: {config}"))
+        }
+    })
+    .await;
 }

@@ -141,6 +141,8 @@ async fn the_control_plane_has_least_privilege() {
     }
     grants.sort();
     let expected = [
+        "configmaps create levee-trust-bundle",
+        "configmaps patch levee-trust-bundle",
         "endpointslices get",
         "endpointslices list",
         "endpointslices watch",
@@ -149,6 +151,10 @@ async fn the_control_plane_has_least_privilege() {
         "leases update levee-control-plane",
         "mutatingwebhookconfigurations get levee-sidecar-injector",
         "mutatingwebhookconfigurations patch levee-sidecar-injector",
+        "namespaces list",
+        "namespaces watch",
+        "pods list",
+        "pods watch",
         "resiliencepolicies get",
         "resiliencepolicies list",
         "resiliencepolicies watch",

@@ -20,6 +20,7 @@ mod http2;
 mod loops_hops;
 mod loops_self;
 mod mtls;
+mod mtls_certified;
 mod proxy_mode;
 mod smuggling;
 mod upgrade;
@@ -67,6 +68,7 @@ mod kubernetes_ha;
 mod kubernetes_leveectl;
 
 mod identity;
+mod identity_registered;
 
 // Abuse: floods and slow clients against the bounds.
 mod abuse_slow_clients;

@@ -4,60 +4,18 @@
 //! plaintext, hands the app the verified caller in `x-levee-client-id`
 //! (never the caller's own), and enforces `spec.inbound.mtls`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use http::Request;
 use levee_tests::harness::certs::TestCa;
+use levee_tests::harness::upstream::echo;
 use levee_tests::harness::yaml::{endpoints_with_identity, policy};
-use levee_tests::harness::{
-    Body, Proxy, empty, full, get_http1, send_http1, send_http2, upstream::bind,
-};
+use levee_tests::harness::{Body, Proxy, empty, get_http1, send_http1, send_http2};
 
 const TRUST_DOMAIN: &str = "spiffe://levee.test/ns/default/sa";
 
 fn id(account: &str) -> String {
     format!("{TRUST_DOMAIN}/{account}")
-}
-
-/// An app (HTTP/1.1 and HTTP/2) that answers with the caller identity it
-/// was given (`x-seen-client-id`, "" without one) and the HTTP version.
-async fn identity_app() -> SocketAddr {
-    let (listener, addr) = bind().await;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service_fn(answer))
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-async fn answer(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let ids: Vec<&str> = req
-        .headers()
-        .get_all("x-levee-client-id")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let mut response = Response::new(full("app"));
-    let seen = [
-        ("x-seen-client-id", ids.join(",")),
-        ("x-seen-version", format!("{:?}", req.version())),
-    ];
-    for (name, value) in seen {
-        if let Ok(value) = value.parse() {
-            response.headers_mut().insert(name, value);
-        }
-    }
-    Ok(response)
 }
 
 /// A test PKI and a temp dir for the identity files.
@@ -128,7 +86,7 @@ fn forged(version_2: bool) -> Request<Body> {
 #[tokio::test]
 async fn the_app_sees_the_verified_caller_over_mtls_and_never_a_forged_header() {
     let pki = Pki::new();
-    let app = identity_app().await;
+    let app = echo().await;
     let payments = server(&pki, app, "").await;
     let web = caller(&pki, "web", &payments, &id("payments")).await;
 
@@ -157,6 +115,12 @@ async fn the_app_sees_the_verified_caller_over_mtls_and_never_a_forged_header() 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-seen-client-id"), "");
 
+    // /config names the identity files' certificate and its issuer.
+    let config = web.config().await.expect("/config");
+    assert_eq!(config["identity"]["source"], "files", "{config}");
+    assert_eq!(config["identity"]["spiffeId"], id("web"), "{config}");
+    assert_eq!(config["identity"]["issuer"], "CN=levee e2e CA", "{config}");
+
     let out = web.metrics().await.expect("caller metrics");
     let ok = [("direction", "outbound"), ("result", "ok")];
     assert!(out.value("levee_tls_handshakes_total", &ok) >= 1.0);
@@ -170,7 +134,7 @@ async fn the_app_sees_the_verified_caller_over_mtls_and_never_a_forged_header() 
 #[tokio::test]
 async fn a_server_with_another_identity_is_502_upstream_identity() {
     let pki = Pki::new();
-    let app = identity_app().await;
+    let app = echo().await;
     let payments = server(&pki, app, "").await;
     let web = caller(&pki, "web", &payments, &id("orders")).await;
     let r = get_http1(web.outbound(), "payments:80", "/")
@@ -187,7 +151,7 @@ async fn a_server_with_another_identity_is_502_upstream_identity() {
 #[tokio::test]
 async fn strict_mode_refuses_plaintext_and_the_allow_list_refuses_other_identities() {
     let pki = Pki::new();
-    let app = identity_app().await;
+    let app = echo().await;
     let inbound = format!(
         "  inbound:\n    mtls:\n      mode: strict\n      allowedClients: [\"{}\"]\n",
         id("web")
@@ -236,7 +200,7 @@ async fn strict_mode_refuses_plaintext_and_the_allow_list_refuses_other_identiti
 #[tokio::test]
 async fn an_endpoint_with_the_wrong_identity_is_skipped_by_the_connect_failure_retry() {
     let pki = Pki::new();
-    let app = identity_app().await;
+    let app = echo().await;
     let payments = server(&pki, app, "").await;
     // An impostor at the second address: a sidecar with another identity.
     let mut builder = Proxy::builder().service("orders").app_port(app.port());

@@ -28,6 +28,7 @@ fn reg(port: Option<u16>, addr: &str) -> Registration {
         namespace: "shop".into(),
         port,
         addr: addr.parse().expect("addr"),
+        identity: None,
     }
 }
 
@@ -266,4 +267,121 @@ fn a_static_identity_is_expected_at_every_address_of_its_document() {
         update.identities.get("10.0.0.7:8080").map(String::as_str),
         Some("spiffe://levee.local/ns/shop/sa/payments")
     );
+}
+
+fn spiffe(sa: &str) -> SpiffeId {
+    SpiffeId::parse(&format!("spiffe://cluster.local/ns/shop/sa/{sa}")).expect("a SPIFFE ID")
+}
+
+fn identities(snap: &ServiceSnapshot) -> Vec<(String, String)> {
+    snap.identities
+        .iter()
+        .map(|(a, id)| (a.to_string(), id.as_str().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_registered_proxy_s_verified_identity_is_expected_at_its_address_until_it_goes() {
+    let registry = Registry::new();
+    let mut rx = registry.subscribe(&key(8080));
+    // Over plaintext: an endpoint, no identity.
+    registry.register(1, reg(Some(8080), "10.0.0.9:4143"));
+    let plaintext = rx.borrow_and_update().clone();
+    assert_eq!(plaintext.endpoints.len(), 1);
+    assert!(plaintext.identities.is_empty());
+    registry.deregister(1);
+    rx.borrow_and_update();
+
+    // Over mTLS: the certificate's identity, in the content version.
+    registry.register(
+        2,
+        Registration {
+            identity: Some(spiffe("payments")),
+            ..reg(Some(8080), "10.0.0.9:4143")
+        },
+    );
+    assert!(rx.has_changed().expect("open"));
+    let meshed = rx.borrow_and_update().clone();
+    assert_eq!(
+        identities(&meshed),
+        [(
+            "10.0.0.9:4143".to_owned(),
+            "spiffe://cluster.local/ns/shop/sa/payments".to_owned()
+        )]
+    );
+    assert_eq!(meshed.endpoints, plaintext.endpoints);
+    assert_ne!(meshed.version, plaintext.version, "identity is content");
+    let update = crate::discovery::session::to_update(&meshed, 1);
+    assert_eq!(
+        update.identities.get("10.0.0.9:4143").map(String::as_str),
+        Some("spiffe://cluster.local/ns/shop/sa/payments")
+    );
+
+    // A static document declaring another identity at that address: the
+    // verified one wins; the document's other address keeps its own.
+    let (k, d) = endpoints_doc(
+        8080,
+        "\"10.0.0.9:4143\", \"10.0.0.7:8080\"",
+        ", identity: \"spiffe://cluster.local/ns/shop/sa/legacy\"",
+    );
+    registry.upsert([(k, 1, d)]);
+    let both = rx.borrow_and_update().clone();
+    assert_eq!(
+        identities(&both),
+        [
+            (
+                "10.0.0.7:8080".to_owned(),
+                "spiffe://cluster.local/ns/shop/sa/legacy".to_owned()
+            ),
+            (
+                "10.0.0.9:4143".to_owned(),
+                "spiffe://cluster.local/ns/shop/sa/payments".to_owned()
+            ),
+        ]
+    );
+
+    // Deregistered: the address's identity is the document's again.
+    registry.deregister(2);
+    assert!(rx.has_changed().expect("open"));
+    let after = rx.borrow_and_update().clone();
+    assert_eq!(
+        after
+            .identities
+            .get(&"10.0.0.9:4143".parse().expect("addr"))
+            .map(SpiffeId::as_str),
+        Some("spiffe://cluster.local/ns/shop/sa/legacy")
+    );
+}
+
+#[tokio::test]
+async fn workload_identities_reach_the_endpoints_on_their_ips_in_one_batch() {
+    let registry = Registry::new();
+    let mut rx = registry.subscribe(&key(8080));
+    let (k, d) = endpoints_doc(8080, "\"10.0.0.7:8080\"", "");
+    let ips = |sa: &str| Some(BTreeMap::from([(addr("10.0.0.8:1").ip(), spiffe(sa))]));
+    // The new endpoint and its IP's identity arrive in the same update.
+    let (k2, d2) = endpoints_doc(8080, "\"10.0.0.7:8080\", \"10.0.0.8:8080\"", "");
+    registry.apply(&[], vec![(k.clone(), 0, d)], None);
+    rx.borrow_and_update();
+    registry.apply(&[], vec![(k2, 0, d2)], ips("payments"));
+    let first = rx.borrow_and_update().clone();
+    assert_eq!(
+        identities(&first),
+        [(
+            "10.0.0.8:8080".to_owned(),
+            "spiffe://cluster.local/ns/shop/sa/payments".to_owned()
+        )]
+    );
+    // The same identities again: nothing is published.
+    registry.apply(&[], Vec::new(), ips("payments"));
+    assert!(!rx.has_changed().expect("open"));
+    // Another service account at that IP: republished.
+    registry.apply(&[], Vec::new(), ips("other"));
+    assert!(rx.has_changed().expect("open"));
+    assert_ne!(rx.borrow_and_update().version, first.version);
+    // None left: plaintext again.
+    registry.apply(&[], Vec::new(), Some(BTreeMap::new()));
+    assert!(rx.borrow_and_update().identities.is_empty());
+    registry.apply(&[k], Vec::new(), None);
+    assert!(rx.borrow_and_update().endpoints.is_empty());
 }

@@ -72,8 +72,8 @@ async fn a_pod_bound_token_proves_its_service_account() {
     let proven = review("tokenreview-pod-bound-token", "levee.dev")
         .await
         .expect("authenticated");
-    assert_eq!(proven.spiffe_id.namespace, "shop");
-    assert_eq!(proven.spiffe_id.service_account, "payments");
+    assert_eq!(proven.spiffe_id.namespace(), Some("shop"));
+    assert_eq!(proven.spiffe_id.service_account(), Some("payments"));
 }
 
 #[tokio::test]

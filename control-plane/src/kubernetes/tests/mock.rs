@@ -70,6 +70,12 @@ pub fn kind_of(path: &str) -> &'static str {
         "services"
     } else if path.contains("/leases") {
         "leases"
+    } else if path.contains("/configmaps") {
+        "configmaps"
+    } else if path.starts_with("/api/v1/namespaces?") {
+        "namespaces"
+    } else if path.contains("/pods") {
+        "pods"
     } else {
         "other"
     }
@@ -102,7 +108,13 @@ impl MockApi {
         let (service, mut handle) =
             tower_test::mock::pair::<Request<kube::client::Body>, Response<MockBody>>();
         let api = Arc::new(MockApi::default());
-        for kind in ["services", "endpointslices", "resiliencepolicies"] {
+        for kind in [
+            "services",
+            "endpointslices",
+            "resiliencepolicies",
+            "namespaces",
+            "pods",
+        ] {
             let (tx, rx) = mpsc::channel(64);
             api.watches.lock().unwrap().insert(kind, tx);
             api.pending.lock().unwrap().insert(kind, rx);
@@ -143,6 +155,10 @@ impl MockApi {
         if seen.method == "PATCH" && seen.uri.contains("/status") {
             // The API server answers with the object; nothing reads it here.
             return (StatusCode::OK, body(fixture_object()));
+        }
+        if seen.method == "PATCH" && kind == "configmaps" {
+            // A server-side apply: the API server answers with the object.
+            return (StatusCode::OK, body(seen.body.clone()));
         }
         if seen.uri.contains("watch=true") {
             if let Some(rx) = self.pending.lock().unwrap().remove(kind) {

@@ -37,7 +37,13 @@ fn accepted_condition_and_proxy_counts_for_the_current_generation() {
         generation: 3,
         outcome: Ok(()),
     };
-    let status = desired(&object, &verdict, ProxyCount { acked: 1, total: 2 }, now());
+    let status = desired(
+        &object,
+        &verdict,
+        None,
+        ProxyCount { acked: 1, total: 2 },
+        now(),
+    );
     assert_eq!(
         status,
         json!({
@@ -67,7 +73,13 @@ fn an_unchanged_condition_keeps_its_transition_time_and_needs_no_patch() {
         generation: 3,
         outcome: Ok(()),
     };
-    let status = desired(&object, &verdict, ProxyCount { acked: 2, total: 2 }, now());
+    let status = desired(
+        &object,
+        &verdict,
+        None,
+        ProxyCount { acked: 2, total: 2 },
+        now(),
+    );
     assert_eq!(
         status["conditions"][0]["lastTransitionTime"],
         "2026-11-29T21:40:09Z"
@@ -79,7 +91,7 @@ fn an_unchanged_condition_keeps_its_transition_time_and_needs_no_patch() {
         generation: 4,
         outcome: Err("spec.outbound.retry.maxRetries: 11 is greater than the maximum of 10".into()),
     };
-    let status = desired(&object, &refused, ProxyCount::default(), now());
+    let status = desired(&object, &refused, None, ProxyCount::default(), now());
     assert_eq!(status["conditions"][0]["status"], "False");
     assert_eq!(status["conditions"][0]["reason"], "Invalid");
     assert_eq!(status["conditions"][0]["observedGeneration"], 4);
@@ -155,7 +167,7 @@ async fn the_leader_patches_the_status_subresource() {
         Some(&ProxyCount { acked: 1, total: 2 })
     );
 
-    write_all(&client, &reflectors, &registry, &sessions).await;
+    write_all(&client, &reflectors, "cp-a", &counts).await;
     let patches: Vec<_> = api
         .seen()
         .into_iter()
@@ -172,6 +184,7 @@ async fn the_leader_patches_the_status_subresource() {
     assert_eq!(body["status"]["conditions"][0]["type"], "Accepted");
     assert_eq!(body["status"]["conditions"][0]["status"], "True");
     assert_eq!(body["status"]["conditions"][0]["observedGeneration"], 3);
+    assert_eq!(body["status"]["conditions"][1]["type"], "ResolvedRefs");
     assert_eq!(
         body["status"]["proxies"],
         json!({"acked": 1, "total": 2, "generation": 3})

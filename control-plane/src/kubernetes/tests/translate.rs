@@ -38,7 +38,7 @@ fn of_two_policies_on_one_target_the_older_wins() {
     newer.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         "2026-11-29T22:00:00Z".parse().expect("time"),
     ));
-    let out = translate([&newer, &older], [], []);
+    let out = translate([&newer, &older], [], [], None);
     let verdict = |name: &str| out.verdicts[&("shop".to_owned(), name.to_owned())].clone();
     assert_eq!(verdict("payments").outcome, Ok(()));
     let refused = verdict("payments-copy").outcome.expect_err("refused");
@@ -90,7 +90,7 @@ fn terminating_serving_endpoints_serve_only_when_none_is_ready() {
 fn dual_stack_cluster_ips_are_kept_as_virtual_ips() {
     let list: Value = serde_json::from_slice(&fixture("watch/services.list.json")).expect("JSON");
     let services: Vec<Service> = serde_json::from_value(list["items"].clone()).expect("Services");
-    let out = translate([], services.iter(), []);
+    let out = translate([], services.iter(), [], None);
     let payments = &out.virtual_ips[&("shop".to_owned(), "payments".to_owned())];
     let shown: Vec<String> = payments.iter().map(ToString::to_string).collect();
     assert_eq!(shown, ["10.96.0.31", "fd00:10:96::edb1"]);
