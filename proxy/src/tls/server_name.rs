@@ -30,9 +30,8 @@ const HASHED: &str = "spiffe";
 /// The server name sent to an endpoint expected to be `expected`.
 pub fn for_identity(expected: &SpiffeId) -> ServerName<'static> {
     let td = expected.trust_domain();
-    let path = &expected.as_str()["spiffe://".len() + td.len()..];
-    let readable = match path.split('/').collect::<Vec<_>>()[..] {
-        ["", "ns", ns, "sa", sa] => dns(format!("{sa}.{ns}.{SERVICE_ACCOUNT}.identity.levee.{td}")),
+    let readable = match (expected.namespace(), expected.service_account()) {
+        (Some(ns), Some(sa)) => dns(format!("{sa}.{ns}.{SERVICE_ACCOUNT}.identity.levee.{td}")),
         _ => None,
     };
     readable.unwrap_or_else(|| {
