@@ -3,7 +3,9 @@
 //! that accepts mTLS ([`super::Handler::tls`]), a TLS ClientHello, then
 //! terminated with ALPN choosing the protocol and the verified client
 //! identity on every request ([`crate::tls::ClientIdentity`]); an idle
-//! watchdog; and graceful/hard shutdown.
+//! watchdog; and graceful/hard shutdown. A redirected connection a peer
+//! proxy's mTLS already opened (terminated by [`crate::transparent`]) is
+//! served from [`serve_opened`], past detection.
 //!
 //! Graceful shutdown never drops a request the client already sent: HTTP/2
 //! gets a GOAWAY (the client learns which streams were taken); an HTTP/1
@@ -38,9 +40,9 @@ use tokio::time::Instant;
 
 use super::detect::{Opening, opening};
 use super::progress::{LastIo, Progress, Stall};
-use super::{ConnectionSlot, Handler, Limits, Shutdown};
+use super::{ClientAddr, ConnectionSlot, Handler, Limits, Shutdown};
 use crate::deadline::deadline_after;
-use crate::tls::{ClientIdentity, Stream};
+use crate::tls::{Accepted, ClientIdentity, Stream};
 use crate::transparent::OriginalDst;
 
 /// During graceful shutdown, how long an HTTP/1 connection may stay idle
@@ -158,28 +160,45 @@ impl Drop for InFlight {
     }
 }
 
+/// What a connection is served with, besides its bytes.
+pub(super) struct Served<H> {
+    pub handler: Arc<H>,
+    pub slot: ConnectionSlot,
+    /// Where iptables redirected it from, if it was.
+    pub original: Option<OriginalDst>,
+    /// Recorded on every request for per-client limits (inbound rate limit).
+    pub peer: Option<ClientAddr>,
+}
+
+/// A connection whose protocol is known: plaintext, or TLS terminated.
+pub(super) struct Opened {
+    pub io: Stream,
+    pub h2: bool,
+    /// The verified client identity of an mTLS connection.
+    pub client: Option<ClientIdentity>,
+}
+
+impl From<Accepted> for Opened {
+    fn from(accepted: Accepted) -> Self {
+        Opened {
+            io: accepted.stream,
+            h2: accepted.h2,
+            client: accepted.client,
+        }
+    }
+}
+
+/// Serves `stream`, detecting its protocol (and terminating mTLS on a
+/// listener that accepts it) within the header read timeout.
 pub(super) async fn serve_connection<H: Handler>(
     stream: TcpStream,
-    handler: Arc<H>,
-    slot: ConnectionSlot,
-    original: Option<OriginalDst>,
+    served: Served<H>,
     builders: &Builders,
     limits: &Limits,
     shutdown: &Shutdown,
 ) {
-    let activity = Arc::new(Activity {
-        start: Instant::now(),
-        in_flight: AtomicUsize::new(0),
-        requests: AtomicU64::new(0),
-        last_ms: AtomicU64::new(0),
-    });
-    // Recorded on every request for per-client limits (inbound rate limit),
-    // where the listener wants it.
-    let peer = handler
-        .wants_client_addr()
-        .then(|| stream.peer_addr().ok().map(super::ClientAddr))
-        .flatten();
-    let tls = handler.tls();
+    let started = Instant::now();
+    let tls = served.handler.tls();
     // Protocol detection, and the TLS handshake of an mTLS client, within
     // the header read timeout.
     let opened = async {
@@ -210,6 +229,33 @@ pub(super) async fn serve_connection<H: Handler>(
         () = drain_idle_over(shutdown) => return,
         () = shutdown.hard.cancelled() => return,
     };
+    let opened = Opened { io, h2, client };
+    serve_opened(opened, started, served, builders, limits, shutdown).await;
+}
+
+/// Serves a connection whose protocol is known, `started` when it was
+/// accepted (the header read timeout counts from then).
+pub(super) async fn serve_opened<H: Handler>(
+    opened: Opened,
+    started: Instant,
+    served: Served<H>,
+    builders: &Builders,
+    limits: &Limits,
+    shutdown: &Shutdown,
+) {
+    let Opened { io, h2, client } = opened;
+    let Served {
+        handler,
+        slot,
+        original,
+        peer,
+    } = served;
+    let activity = Arc::new(Activity {
+        start: started,
+        in_flight: AtomicUsize::new(0),
+        requests: AtomicU64::new(0),
+        last_ms: AtomicU64::new(0),
+    });
     let seen = activity.clone();
     let stopping = shutdown.graceful.clone();
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -335,48 +381,4 @@ pub(super) async fn serve_connection<H: Handler>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits() -> Limits {
-        Limits {
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            ..Limits::default()
-        }
-    }
-
-    fn activity() -> Arc<Activity> {
-        Arc::new(Activity {
-            start: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
-            last_ms: AtomicU64::new(0),
-        })
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn fresh_connections_get_the_header_read_timeout() {
-        let a = activity();
-        assert_eq!(
-            a.idle_deadline(&limits()),
-            Some(a.start + Duration::from_secs(10))
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn busy_connections_are_never_idle_and_idle_counts_from_the_last_request() {
-        let a = activity();
-        a.requests.fetch_add(1, Ordering::Relaxed);
-        a.in_flight.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlight(a.clone());
-        assert_eq!(a.idle_deadline(&limits()), None);
-        tokio::time::advance(Duration::from_secs(30)).await;
-        drop(guard);
-        let ended = Instant::now();
-        assert_eq!(
-            a.idle_deadline(&limits()),
-            Some(ended + Duration::from_secs(60))
-        );
-    }
-}
+mod tests;

@@ -3,9 +3,11 @@
 //! graceful shutdown. A connection iptables redirected to a transparent
 //! listener ([`Handler::transparent`]) is first classified by its first
 //! bytes (`detect`): HTTP is served as any other connection, its requests
-//! carrying [`OriginalDst`]; anything else is forwarded opaquely. A
-//! listener whose handler terminates mTLS ([`Handler::tls`]) serves TLS
-//! and plaintext on one port (`conn`).
+//! carrying [`OriginalDst`]; anything else is forwarded opaquely — except
+//! a peer proxy's mTLS carrying HTTP, which the forward terminates and
+//! hands back to be served as HTTP like the plaintext kind
+//! ([`crate::transparent`]). A listener whose handler terminates mTLS
+//! ([`Handler::tls`]) serves TLS and plaintext on one port (`conn`).
 //!
 //! Limits, all with defaults from [`crate::config`]:
 //! - request head size (HTTP/1 buffer, HTTP/2 header list): larger → 431;
@@ -225,39 +227,53 @@ pub async fn serve<H: Handler>(
                     _permit: Arc::new(slot),
                 };
                 shutdown.tasks.spawn(async move {
+                    let served = |original| conn::Served {
+                        handler: handler.clone(),
+                        slot,
+                        original,
+                        // Recorded on every request for per-client limits
+                        // (inbound rate limit), where the listener wants it
+                        // (each extension is an allocation).
+                        peer: handler.wants_client_addr().then_some(ClientAddr(peer)),
+                    };
                     let redirected = handler
                         .transparent()
                         .and_then(|t| Some((t.clone(), redirected_destination(&stream)?)));
-                    let original = match redirected {
-                        None => None,
-                        Some((transparent, original)) => {
-                            let declared_opaque = handler.declared_opaque(original);
-                            if !redirected_http(
-                                &stream,
-                                &transparent,
-                                original,
-                                declared_opaque,
-                                &shutdown2,
-                            )
-                            .await
-                            {
-                                let admit = |client: Option<&crate::tls::ClientIdentity>| {
-                                    handler.admit_opaque(original, client)
-                                };
-                                let detected =
-                                    !(declared_opaque || transparent.is_opaque(original));
-                                transparent
-                                    .forward(stream, original, detected, admit, &shutdown2.hard)
-                                    .await;
-                                return;
-                            }
-                            Some(OriginalDst(original))
-                        }
+                    let Some((transparent, original)) = redirected else {
+                        let served = served(None);
+                        conn::serve_connection(stream, served, &builders, &limits, &shutdown2)
+                            .await;
+                        return;
                     };
-                    conn::serve_connection(
-                        stream, handler, slot, original, &builders, &limits, &shutdown2,
+                    let started = tokio::time::Instant::now();
+                    let declared_opaque = handler.declared_opaque(original);
+                    let http = redirected_http(
+                        &stream,
+                        &transparent,
+                        original,
+                        declared_opaque,
+                        &shutdown2,
                     )
                     .await;
+                    let served = served(Some(OriginalDst(original)));
+                    if http {
+                        conn::serve_connection(stream, served, &builders, &limits, &shutdown2)
+                            .await;
+                        return;
+                    }
+                    let admit = |client: Option<&crate::tls::ClientIdentity>| {
+                        handler.admit_opaque(original, client)
+                    };
+                    let detected = !(declared_opaque || transparent.is_opaque(original));
+                    // A peer proxy's mTLS carrying HTTP comes back terminated.
+                    let meshed = transparent
+                        .forward(stream, original, detected, admit, &shutdown2.hard)
+                        .await;
+                    if let Some(accepted) = meshed {
+                        let opened = accepted.into();
+                        conn::serve_opened(opened, started, served, &builders, &limits, &shutdown2)
+                            .await;
+                    }
                 });
             }
             Err(_) => match rejecting.clone().try_acquire_owned() {

@@ -22,11 +22,14 @@
 //! - `termination`: inbound: accepting TLS on the plaintext port and the
 //!   verified client identity ([`ClientIdentity`]).
 //! - `stream`: [`Stream`], a connection that may or may not be TLS.
+//! - `server_name`: the SNI origination sends (a name for the expected
+//!   identity) and how a callee recognises a peer proxy's ClientHello.
 
 mod configs;
 mod credentials;
 pub mod files;
 mod origination;
+pub mod server_name;
 mod stream;
 mod termination;
 pub mod verify;
@@ -35,7 +38,7 @@ pub use configs::{TlsConfigs, watch_credentials};
 pub use credentials::{Credentials, CredentialsError};
 pub use origination::{Alpn, OriginateError, Origination, ServerIdentity};
 pub use stream::{ClientTls, Stream};
-pub use termination::{CLIENT_ID_HEADER, ClientIdentity, Termination};
+pub use termination::{Accepted, CLIENT_ID_HEADER, ClientIdentity, Termination};
 
 #[cfg(test)]
 mod tests;

@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use levee_proto::policy::SpiffeId;
-use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::TlsConfigs;
 use super::verify::IdentityMismatch;
+use super::{TlsConfigs, server_name};
 use crate::metrics::{TlsMetrics, TlsResult};
 use crate::state::Shared;
 
@@ -106,7 +105,10 @@ impl Origination {
         expected: &SpiffeId,
         alpn: Alpn,
     ) -> Result<TlsStream<TcpStream>, OriginateError> {
-        let result = self.handshake(tcp, addr, expected, alpn).await;
+        let result = self.handshake(tcp, expected, alpn).await;
+        if let Err(error) = &result {
+            tracing::debug!(%addr, %expected, %error, "mTLS origination failed");
+        }
         self.metrics.handshake(
             crate::metrics::Direction::Outbound,
             match &result {
@@ -123,7 +125,6 @@ impl Origination {
     async fn handshake(
         &self,
         tcp: TcpStream,
-        addr: SocketAddr,
         expected: &SpiffeId,
         alpn: Alpn,
     ) -> Result<TlsStream<TcpStream>, OriginateError> {
@@ -145,9 +146,10 @@ impl Origination {
         let config = built
             .client(expected, alpn)
             .map_err(|e| OriginateError::Handshake(e.to_string()))?;
-        // No DNS name: an IP server name sends no SNI; the verifier checks
-        // the SPIFFE ID, not the name.
-        let name = ServerName::IpAddress(addr.ip().into());
+        // The SNI names the expected identity, so a callee reached through
+        // its iptables tells this hello from its app's own TLS
+        // (`server_name`); the verifier checks the SPIFFE ID, not the name.
+        let name = server_name::for_identity(expected);
         TlsConnector::from(config)
             .connect(name, tcp)
             .await

@@ -4,8 +4,9 @@
 //! the trust roots when one is offered. The verified client identity goes
 //! with every request of the connection as a [`ClientIdentity`] extension;
 //! the inbound handler passes it to the app in [`CLIENT_ID_HEADER`].
-//! [`Termination::accept_opaque`] does the same for redirected opaque TCP
-//! from a peer's proxy ([`Alpn::Opaque`], see [`crate::transparent`]).
+//! [`Termination::accept`] also terminates a peer proxy's HTTP on a
+//! redirected connection, and [`Termination::accept_opaque`] its opaque
+//! TCP ([`Alpn::Opaque`]); see [`crate::transparent`].
 
 use std::io;
 use std::sync::Arc;

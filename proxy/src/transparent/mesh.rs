@@ -11,16 +11,21 @@
 //! inbound listener, as any connection to the pod.
 //!
 //! Inbound ([`MeshTermination`]): a redirected connection whose first
-//! bytes are a ClientHello offering `levee.opaque/1` is terminated with
-//! this proxy's certificate (the ClientHello is read by peeking,
-//! `client_hello`, so every byte is still in the socket for the
-//! handshake), and the bytes inside are forwarded to the workload's
-//! original port. Any other ClientHello is the app's own TLS and passes
-//! through untouched. Either way the port's `spec.inbound.mtls` decides
-//! first (the caller's verified identity, or none).
+//! bytes are a peer proxy's ClientHello (`client_hello`: its server name
+//! is a mesh name, or it offers `levee.opaque/1`) is terminated with this
+//! proxy's certificate (the ClientHello is read by peeking, so every byte
+//! is still in the socket for the handshake). Opaque TCP inside is
+//! forwarded to the workload's original port, the port's
+//! `spec.inbound.mtls` deciding first (the caller's verified identity);
+//! HTTP inside (ALPN `h2` or `http/1.1`: a caller's sidecar originating
+//! mTLS to the pod's app port, as Kubernetes endpoints are) is handed back
+//! to the listener and served as HTTP ([`crate::server`]), each request
+//! with the original destination and the verified caller. Any other
+//! ClientHello is the app's own TLS and passes through untouched (the
+//! port's `spec.inbound.mtls` deciding with no caller identity).
 //!
-//! Why an ALPN value: it is in the ClientHello, so the callee's proxy
-//! tells a peer proxy's opaque hop from the app's own TLS before any
+//! Why an ALPN value for opaque: it is in the ClientHello, so the callee's
+//! proxy tells a peer proxy's opaque hop from the app's own TLS before any
 //! handshake, and needs neither another port nor a header inside the
 //! stream. The original port already says where the bytes go (the
 //! connection was made to it).
@@ -34,9 +39,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Passthrough;
-use super::client_hello::offers_opaque;
+use super::client_hello::{MeshHello, mesh_hello};
 use crate::state::Shared;
-use crate::tls::{Alpn, ClientIdentity, Origination, Termination, TlsConfigs};
+use crate::tls::{Accepted, Alpn, ClientIdentity, Origination, Termination, TlsConfigs};
 
 /// A peer proxy's handshake must complete within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -145,10 +150,11 @@ impl std::fmt::Debug for MeshTermination {
 
 impl MeshTermination {
     /// Forwards a redirected `downstream` to the workload at `target`:
-    /// terminated first when it opens with a peer proxy's opaque
-    /// ClientHello (looked for for at most `wait`, and only when this
-    /// proxy has a certificate), then only if `admit` admits the verified
-    /// caller (or none, for plaintext and the app's own TLS).
+    /// terminated first when it opens with a peer proxy's ClientHello
+    /// (looked for for at most `wait`, and only when this proxy has a
+    /// certificate), then only if `admit` admits the verified caller (or
+    /// none, for plaintext and the app's own TLS). A peer proxy's HTTP is
+    /// returned terminated, for the listener to serve.
     pub(super) async fn forward(
         &self,
         passthrough: &Passthrough,
@@ -157,35 +163,51 @@ impl MeshTermination {
         wait: Duration,
         admit: impl FnOnce(Option<&ClientIdentity>) -> bool,
         hard: &CancellationToken,
-    ) {
-        let meshed = self.0.has_credentials() && offers_opaque(&downstream, wait).await;
-        if !meshed {
+    ) -> Option<Accepted> {
+        let meshed = if self.0.has_credentials() {
+            mesh_hello(&downstream, wait).await
+        } else {
+            None
+        };
+        let Some(carries) = meshed else {
             if admit(None) {
                 passthrough.forward_checked(downstream, target, hard).await;
             }
-            return;
-        }
-        let accepted =
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.0.accept_opaque(downstream)).await {
-                Ok(Ok(accepted)) => accepted,
-                Ok(Err(error)) => {
-                    tracing::debug!(%target, %error, "opaque mTLS: the peer's handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%target, "opaque mTLS: the peer's handshake timed out");
-                    return;
-                }
-            };
-        if !admit(accepted.client.as_ref()) {
-            return;
-        }
-        let Some((upstream, _own_port)) = passthrough.connect(target).await else {
-            return;
+            return None;
         };
+        let accepted = match carries {
+            MeshHello::Opaque => bounded(target, self.0.accept_opaque(downstream)).await?,
+            MeshHello::Http => bounded(target, self.0.accept(downstream)).await?,
+        };
+        if carries == MeshHello::Http {
+            return Some(accepted);
+        }
+        if !admit(accepted.client.as_ref()) {
+            return None;
+        }
+        let (upstream, _own_port) = passthrough.connect(target).await?;
         passthrough
             .splice(accepted.stream, upstream, target, hard)
             .await;
+        None
+    }
+}
+
+/// A peer's `handshake` within [`HANDSHAKE_TIMEOUT`]; a failure is logged.
+async fn bounded(
+    target: SocketAddr,
+    handshake: impl Future<Output = std::io::Result<Accepted>>,
+) -> Option<Accepted> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(accepted)) => Some(accepted),
+        Ok(Err(error)) => {
+            tracing::debug!(%target, %error, "mesh mTLS: the peer's handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%target, "mesh mTLS: the peer's handshake timed out");
+            None
+        }
     }
 }
 

@@ -18,12 +18,14 @@
 //! goes inside mTLS (`mesh`): the caller's proxy originates it to a
 //! destination with an expected identity, the callee's proxy terminates it
 //! and forwards the bytes to the workload; a port's `spec.inbound.mtls`
-//! applies to opaque connections too.
+//! applies to opaque connections too. A peer proxy's mTLS carrying HTTP
+//! to a redirected port (a caller's sidecar dialling the pod's app port)
+//! is terminated too and handed back to the listener as HTTP.
 //!
 //! Layout: `original_dst` reads the socket option; `passthrough` forwards;
 //! `own_ports` tells the proxy's own connections coming back (a loop);
 //! `mesh` wraps opaque forwards between sidecars in mTLS; `client_hello`
-//! tells a peer proxy's opaque ClientHello from anything else.
+//! tells a peer proxy's ClientHello from anything else.
 
 mod client_hello;
 mod mesh;
@@ -39,7 +41,7 @@ pub use mesh::{MeshOrigination, MeshTermination};
 pub use original_dst::redirected_destination;
 pub use passthrough::Passthrough;
 
-use crate::tls::{ClientIdentity, Termination};
+use crate::tls::{Accepted, ClientIdentity, Termination};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -127,7 +129,9 @@ impl Transparent {
     /// may reach the port. `detected`: protocol detection already looked
     /// at the connection (its first bytes are in the socket, or its client
     /// is silent), so a ClientHello is not waited for again. See [`mesh`]
-    /// for mTLS.
+    /// for mTLS. Returns a peer proxy's mTLS carrying HTTP, terminated:
+    /// the listener serves it as HTTP (its requests carry the original
+    /// destination and the verified caller).
     pub async fn forward(
         &self,
         stream: TcpStream,
@@ -135,10 +139,10 @@ impl Transparent {
         detected: bool,
         admit: impl FnOnce(Option<&ClientIdentity>) -> bool,
         hard: &CancellationToken,
-    ) {
+    ) -> Option<Accepted> {
         let target = self.target(original);
         if self.passthrough.refuses(&stream, target) {
-            return;
+            return None;
         }
         let passthrough = &self.passthrough;
         match &self.mesh {
@@ -149,12 +153,14 @@ impl Transparent {
                 } else {
                     self.detect_timeout
                 };
-                mesh.forward(passthrough, stream, target, wait, admit, hard)
+                return mesh
+                    .forward(passthrough, stream, target, wait, admit, hard)
                     .await;
             }
             Mesh::None if admit(None) => passthrough.forward_checked(stream, target, hard).await,
             Mesh::None => {}
         }
+        None
     }
 
     /// For the inbound listener: a redirected connection is for the local

@@ -82,6 +82,7 @@ mod chaos_upstream_kill;
 // Kubernetes data path: interception rules in network namespaces (root).
 mod init_iptables;
 mod transparent_detect;
+mod transparent_http_mtls;
 mod transparent_inbound_ports;
 mod transparent_no_loops;
 mod transparent_opaque_mtls;

@@ -218,3 +218,119 @@ async fn a_caller_the_port_refuses_never_reaches_the_app() {
         "the app was reached"
     );
 }
+
+/// A callee's inbound side on loopback: forwards each connection as if
+/// redirected to `app`, and reports what `forward` handed back and
+/// whether the caller was asked about (HTTP is authorized per request).
+async fn inbound_handing_back(
+    ca: &TestCa,
+    app: SocketAddr,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(Option<Accepted>, bool)>,
+    Metrics,
+) {
+    let callee = Metrics::new();
+    let termination = Termination::new(credentials(ca, &ca.workload(SERVER)), callee.tls());
+    let passthrough = Passthrough::new(
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+        callee.tcp(Direction::Inbound, tcp_target::WORKLOAD),
+    );
+    let inbound =
+        Transparent::new(passthrough, DEFAULT_DETECT_TIMEOUT, &[]).with_termination(termination);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let mut asked = false;
+            let hard = CancellationToken::new();
+            let admit = |_: Option<&ClientIdentity>| {
+                asked = true;
+                true
+            };
+            let handed = inbound.forward(stream, app, false, admit, &hard).await;
+            let _ = tx.send((handed, asked));
+        }
+    });
+    (addr, rx, callee)
+}
+
+#[tokio::test]
+async fn a_peer_proxys_http_is_terminated_and_handed_back_with_the_verified_caller() {
+    let ca = TestCa::new("levee test CA");
+    let app = upper_app().await;
+    let (inbound, mut handed, callee) = inbound_handing_back(&ca, app).await;
+
+    let caller = Metrics::new();
+    let configs = credentials(&ca, &ca.workload(CLIENT));
+    let shared = Arc::new(Shared::new("shop".into(), caller.clone()));
+    let origination = Origination::new(configs, shared, caller.tls());
+    let server = SpiffeId::parse(SERVER).expect("id");
+    for (alpn, h2) in [(Alpn::H2, true), (Alpn::Http1, false)] {
+        let tcp = TcpStream::connect(inbound).await.expect("connect");
+        let tls = origination
+            .connect(tcp, inbound, &server, alpn)
+            .await
+            .expect("the callee terminated the caller's mTLS");
+        let (handed, asked) = handed.recv().await.expect("forwarded");
+        let accepted = handed.expect("HTTP inside mTLS is handed back to be served");
+        assert_eq!(accepted.h2, h2, "{alpn:?}");
+        assert_eq!(
+            accepted.client.map(|c| c.0.as_str().to_owned()),
+            Some(CLIENT.to_owned())
+        );
+        assert!(!asked, "HTTP is authorized per request, not per connection");
+        drop(tls);
+    }
+    let inb = callee.tls();
+    assert_eq!(inb.handshakes(Direction::Inbound, TlsResult::Ok), 2);
+    let tcp = callee.tcp(Direction::Inbound, tcp_target::WORKLOAD);
+    assert_eq!(
+        tcp.connections(TcpOutcome::Connected),
+        0,
+        "the app was reached"
+    );
+}
+
+#[tokio::test]
+async fn the_apps_own_tls_offering_h2_passes_through_untouched() {
+    let ca = TestCa::new("levee test CA");
+    let app = upper_app().await;
+    let (inbound, mut handed, callee) = inbound_handing_back(&ca, app).await;
+
+    // The app's own client: its own server name, the ALPN a peer proxy
+    // would offer for HTTP/2.
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("TLS 1.3")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("api.example").expect("name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).expect("hello");
+
+    let mut client = TcpStream::connect(inbound).await.expect("connect");
+    client.write_all(&hello).await.expect("write");
+    client.shutdown().await.expect("half-close");
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut got))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert!(
+        got == hello.to_ascii_uppercase(),
+        "the app did not get its own ClientHello ({} bytes back)",
+        got.len()
+    );
+    let (handed, asked) = handed.recv().await.expect("forwarded");
+    assert!(handed.is_none(), "the app's own TLS was terminated");
+    assert!(asked, "the port was asked about a caller without identity");
+    let inb = callee.tls();
+    assert_eq!(inb.handshakes(Direction::Inbound, TlsResult::Ok), 0);
+}
