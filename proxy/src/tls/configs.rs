@@ -156,6 +156,15 @@ impl TlsConfigs {
         self.current.load().as_ref().map(|b| b.credentials.clone())
     }
 
+    /// Whether the current certificate has expired at `now` (renewal
+    /// failed until then); `false` without credentials.
+    pub fn expired(&self, now: SystemTime) -> bool {
+        self.current
+            .load()
+            .as_ref()
+            .is_some_and(|b| b.credentials.not_after <= now)
+    }
+
     /// The identity this proxy presents, if it has credentials.
     pub fn identity(&self) -> Option<SpiffeId> {
         self.current

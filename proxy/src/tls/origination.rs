@@ -158,21 +158,9 @@ impl Origination {
 }
 
 impl Origination {
-    /// When a connection made by [`Origination::connect`] must stop being
-    /// used: the earlier expiry of this proxy's certificate and the
-    /// server's. `None` when neither is known.
-    pub fn valid_until(&self, tls: &TlsStream<TcpStream>) -> Option<SystemTime> {
-        let own = self.configs.credentials().map(|c| c.not_after);
-        let peer = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|leaf| super::verify::not_after(leaf).ok());
-        match (own, peer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+    /// This proxy's TLS settings (a connection made here depends on them).
+    pub fn configs(&self) -> Arc<TlsConfigs> {
+        self.configs.clone()
     }
 }
 

@@ -1,18 +1,23 @@
 //! [`Stream`]: a TCP connection, plain or wrapped in TLS (either side), so
 //! the HTTP code above it has one type whatever the hop speaks.
 //!
-//! An outbound mTLS connection ([`ClientTls`]) fails closed when the
-//! earlier of the two certificates expires: from then on every read and
-//! write is an error, so a pooled connection is not reused past it (a new
-//! one needs a valid certificate: [`super::Origination`]).
+//! An outbound mTLS connection ([`ClientTls`]) fails closed once this
+//! proxy's current certificate has expired (not renewed in time): from then
+//! on every read and write is an error, so a pooled connection is not used
+//! past it (a new one needs a valid certificate: [`super::Origination`]).
+//! Renewals keep it going: it is the current certificate that counts, not
+//! the one the connection was made with.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use super::TlsConfigs;
 
 /// A connection as the HTTP layers see it.
 #[derive(Debug)]
@@ -97,31 +102,34 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// An outbound mTLS connection and the time it must stop being used.
-#[derive(Debug)]
+/// An outbound mTLS connection, and whose certificate it depends on.
 pub struct ClientTls {
     pub(super) tls: tokio_rustls::client::TlsStream<TcpStream>,
-    /// The earlier certificate expiry of the two ends (`None`: unknown).
-    valid_until: Option<SystemTime>,
+    /// This proxy's TLS settings: their current certificate must be valid.
+    configs: Arc<TlsConfigs>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientTls {
-    /// `tls`, usable until `valid_until`
-    /// ([`super::Origination::valid_until`]).
-    pub fn new(
-        tls: tokio_rustls::client::TlsStream<TcpStream>,
-        valid_until: Option<SystemTime>,
-    ) -> Self {
-        ClientTls { tls, valid_until }
+    /// `tls`, usable while the current certificate of `configs` is valid.
+    pub fn new(tls: tokio_rustls::client::TlsStream<TcpStream>, configs: Arc<TlsConfigs>) -> Self {
+        ClientTls { tls, configs }
     }
 
-    /// An error once a certificate of this connection has expired.
+    /// An error once this proxy's current certificate has expired.
     fn check(&self) -> io::Result<()> {
-        match self.valid_until {
-            Some(until) if SystemTime::now() >= until => Err(io::Error::other(
-                "mTLS connection closed: a certificate it was made with has expired",
-            )),
-            _ => Ok(()),
+        if self.configs.expired(SystemTime::now()) {
+            return Err(io::Error::other(
+                "mTLS connection closed: this proxy's workload certificate expired and was not renewed",
+            ));
         }
+        Ok(())
     }
 }

@@ -122,7 +122,7 @@ async fn handshake(
     let client_configs = Arc::new(TlsConfigs::default());
     client_configs.install(client).expect("client configs");
     let shared = Arc::new(Shared::new("shop".into(), metrics.clone()));
-    let origination = Origination::new(client_configs, shared, metrics.tls());
+    let origination = Origination::new(client_configs.clone(), shared, metrics.tls());
 
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -138,7 +138,7 @@ async fn handshake(
     let result = origination
         .connect(tcp, addr, &expected, Alpn::H2)
         .await
-        .map(|s| Stream::Client(Box::new(ClientTls::new(s, None))));
+        .map(|s| Stream::Client(Box::new(ClientTls::new(s, client_configs.clone()))));
     let client_id = match &result {
         Ok(_) => accept.await.expect("server task"),
         Err(_) => None,
@@ -231,37 +231,40 @@ async fn an_expired_certificate_is_never_presented_and_its_connections_close() {
     let ca = TestCa::new("expiry");
     let server = credentials(&ca, &ca.workload(SERVER));
     let client = credentials(&ca, &ca.workload(CLIENT));
-    // A connection made while both certificates are valid ends at the
-    // earlier expiry (a day from now here)...
     let (stream, _, _) = handshake(server.clone(), client.clone(), SERVER).await;
     let Ok(Stream::Client(tls)) = stream else {
         panic!("an mTLS connection");
     };
+    // The connection depends on the proxy's CURRENT certificate: a renewal
+    // keeps it going, a certificate that expired unrenewed closes it.
     let own = Arc::new(TlsConfigs::default());
     own.install(client.clone()).expect("configs");
-    let metrics = Metrics::new();
-    let shared = Arc::new(Shared::new("shop".into(), metrics.clone()));
-    let origination = Origination::new(own, shared.clone(), metrics.tls());
-    let until = origination.valid_until(&tls.tls).expect("an expiry");
-    assert_eq!(until, client.not_after.min(server.not_after));
-    // ...and once that has passed, reads and writes fail instead of going on.
-    let mut stale = Stream::Client(Box::new(ClientTls::new(
-        tls.tls,
-        Some(std::time::SystemTime::now()),
-    )));
-    let mut buf = [0u8; 1];
-    let read = tokio::io::AsyncReadExt::read(&mut stale, &mut buf).await;
-    let error = read.expect_err("closed at expiry").to_string();
-    assert!(error.contains("has expired"), "{error}");
-    let write = tokio::io::AsyncWriteExt::write(&mut stale, b"x").await;
-    assert!(write.is_err(), "writes fail too");
-
-    // A certificate that expired (not renewed in time) is never presented:
-    // no handshake is attempted, with its own error and handshake result.
+    let mut conn = Stream::Client(Box::new(ClientTls::new(tls.tls, own.clone())));
+    tokio::io::AsyncWriteExt::write_all(&mut conn, b"GET / HTTP/1.1\r\n")
+        .await
+        .expect("usable while the certificate is valid");
     let expired = Arc::new(Credentials {
         not_after: std::time::SystemTime::now() - std::time::Duration::from_secs(5),
         ..(*client).clone()
     });
+    own.install(expired.clone()).expect("configs");
+    assert!(own.expired(std::time::SystemTime::now()));
+    let mut buf = [0u8; 1];
+    let read = tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await;
+    let error = read.expect_err("closed at expiry").to_string();
+    assert!(error.contains("expired and was not renewed"), "{error}");
+    let write = tokio::io::AsyncWriteExt::write(&mut conn, b"x").await;
+    assert!(write.is_err(), "writes fail too");
+    own.install(client.clone()).expect("renewed");
+    assert!(
+        !own.expired(std::time::SystemTime::now()),
+        "a renewal revives"
+    );
+
+    // An expired certificate is never presented: no handshake is
+    // attempted, with its own error and handshake result.
+    let metrics = Metrics::new();
+    let shared = Arc::new(Shared::new("shop".into(), metrics.clone()));
     let configs = Arc::new(TlsConfigs::default());
     configs.install(expired).expect("configs");
     let origination = Origination::new(configs, shared, metrics.tls());

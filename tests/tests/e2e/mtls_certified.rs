@@ -290,3 +290,55 @@ async fn spans_access_logs_and_config_name_the_verified_identities() {
     assert!(identity["notAfter"].as_str().is_some(), "{config}");
     assert!(!config.to_string().contains("PRIVATE KEY"), "{config}");
 }
+
+#[tokio::test]
+async fn with_the_control_plane_gone_calls_go_on_until_expiry_then_fail_closed() {
+    // 10 s certificates, renewed at 6.5-7.5 s: at any moment at least ~2.5 s left.
+    let mut cp = ControlPlane::builder()
+        .tls()
+        .arg("--workload-cert-ttl")
+        .arg("10s")
+        .start()
+        .await;
+    let app = upstream::echo().await;
+    let (_payments, web) = pair(&cp, app, |b| b).await;
+    cp.kill9().await;
+
+    // No renewal is possible now; until the certificate expires, calls go on.
+    let left = metric(&web, "levee_identity_cert_expiry_seconds", &[]).await;
+    assert!(left > 1.0, "{left} s left at the kill");
+    let r = call(&web, AUTHORITY, &[]).await.expect("answer");
+    assert_eq!(r.status, 200, "before expiry: {}", r.text());
+
+    // Then the caller fails closed, saying why, and never presents the
+    // expired certificate.
+    let failed = eventually(
+        Duration::from_secs(25),
+        "calls refused at expiry",
+        || async {
+            let r = call(&web, AUTHORITY, &[]).await?;
+            if r.status.as_u16() == 502 && r.text().contains("expired") {
+                Ok(r)
+            } else {
+                Err(format!("{} {}", r.status, r.text()))
+            }
+        },
+    )
+    .await;
+    let kind = failed.header("x-levee-error");
+    assert!(
+        kind == "upstream-connect" || kind == "upstream-reset",
+        "{kind}: {}",
+        failed.text()
+    );
+    // Computed at scrape, in whole seconds: 0 or less once expired.
+    assert!(metric(&web, "levee_identity_cert_expiry_seconds", &[]).await <= 0.0);
+    let r = call(&web, AUTHORITY, &[]).await.expect("answer");
+    assert_eq!(r.status, 502, "{}", r.text());
+    let expired = [("direction", "outbound"), ("result", "expired")];
+    assert!(
+        metric(&web, "levee_tls_handshakes_total", &expired).await >= 1.0,
+        "a new connection was refused as expired"
+    );
+    assert!(r.text().contains("was not renewed"), "{}", r.text());
+}

@@ -28,10 +28,10 @@ pub(super) async fn connect(
     };
     let left = timeout.saturating_sub(started.elapsed());
     match tokio::time::timeout(left, origination.connect(tcp, addr, expected, alpn)).await {
-        Ok(Ok(tls)) => {
-            let valid_until = origination.valid_until(&tls);
-            Ok(Stream::Client(Box::new(ClientTls::new(tls, valid_until))))
-        }
+        Ok(Ok(tls)) => Ok(Stream::Client(Box::new(ClientTls::new(
+            tls,
+            origination.configs(),
+        )))),
         Ok(Err(e)) => Err(SendError::Tls(e)),
         Err(_) => Err(SendError::Tls(OriginateError::Handshake(format!(
             "no TLS handshake within the connect timeout ({timeout:?})"
