@@ -19,7 +19,9 @@
 //! hands the registry only what changed (upserts and removals) together
 //! with the identities expected at meshed pods' IPs, as one batch.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,16 +106,19 @@ pub fn start_with(
         &shutdown,
     );
     let resource = policy_resource();
+    // Status writes (every replica's heartbeat) change no spec: they do
+    // not wake a translation.
+    let mut policy_changes = Changes::new(policy_digest);
     let policies = reflect(
         Api::<DynamicObject>::all_with(client.clone(), &resource),
         &resource,
         clear_managed_fields,
-        every_change,
+        move |event| policy_changes.wakes(event),
         &wake,
         &shutdown,
     );
     let pods = trust_domain.is_some().then(|| {
-        let mut changes = PodChanges::default();
+        let mut changes = Changes::new(pods::digest);
         reflect(
             Api::<Pod>::all(client),
             &(),
@@ -153,18 +158,28 @@ fn every_change<K>(event: &watcher::Event<K>) -> bool {
     !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_))
 }
 
-/// Which pod events change what the translation reads ([`pods::digest`]).
-#[derive(Default)]
-struct PodChanges {
+/// Which events change what the translation reads: an object wakes the
+/// sync loop only when its `digest` differs from the one last seen (a
+/// pod's status churn, or a policy's status write, does not).
+pub(super) struct Changes<K> {
+    digest: fn(&K) -> u64,
     seen: HashMap<ObjectName, u64>,
     /// Being re-listed: replaces `seen` at the list's end.
     relisting: HashMap<ObjectName, u64>,
 }
 
-impl PodChanges {
-    fn wakes(&mut self, event: &watcher::Event<Pod>) -> bool {
-        let name = |pod: &Pod| {
-            let meta = &pod.metadata;
+impl<K: Resource> Changes<K> {
+    pub(super) fn new(digest: fn(&K) -> u64) -> Self {
+        Changes {
+            digest,
+            seen: HashMap::new(),
+            relisting: HashMap::new(),
+        }
+    }
+
+    pub(super) fn wakes(&mut self, event: &watcher::Event<K>) -> bool {
+        let name = |object: &K| {
+            let meta = object.meta();
             (
                 meta.namespace.clone().unwrap_or_default(),
                 meta.name.clone().unwrap_or_default(),
@@ -175,21 +190,35 @@ impl PodChanges {
                 self.relisting.clear();
                 false
             }
-            watcher::Event::InitApply(pod) => {
-                self.relisting.insert(name(pod), pods::digest(pod));
+            watcher::Event::InitApply(object) => {
+                self.relisting.insert(name(object), (self.digest)(object));
                 false
             }
             watcher::Event::InitDone => {
                 self.seen = std::mem::take(&mut self.relisting);
                 true
             }
-            watcher::Event::Apply(pod) => {
-                let digest = pods::digest(pod);
-                self.seen.insert(name(pod), digest) != Some(digest)
+            watcher::Event::Apply(object) => {
+                let digest = (self.digest)(object);
+                self.seen.insert(name(object), digest) != Some(digest)
             }
-            watcher::Event::Delete(pod) => self.seen.remove(&name(pod)).is_some(),
+            watcher::Event::Delete(object) => self.seen.remove(&name(object)).is_some(),
         }
     }
+}
+
+/// What the translation reads of a policy: its spec, which moves its
+/// `metadata.generation` (the status subresource's writes do not). Without
+/// a generation, every version counts.
+pub(super) fn policy_digest(policy: &DynamicObject) -> u64 {
+    let meta = &policy.metadata;
+    let mut hasher = DefaultHasher::new();
+    meta.uid.hash(&mut hasher);
+    match meta.generation {
+        Some(generation) => generation.hash(&mut hasher),
+        None => meta.resource_version.hash(&mut hasher),
+    }
+    hasher.finish()
 }
 
 /// One watcher + reflector store, each object `strip`ped before it is

@@ -1,7 +1,8 @@
-//! The workload identity families: seconds left on the proxy's certificate
-//! (computed when scraped, so it falls between renewals) and renewals by
-//! result. Both exist from the start; the expiry reads -1 until the first
-//! certificate (and always without `--identity-*-token-file`).
+//! The workload identity families: seconds left on the certificate the
+//! proxy presents (from `Identity.Certify` or from identity files; computed
+//! when scraped, so it falls between renewals) and renewals by result. Both
+//! exist from the start; the expiry reads -1 until the first certificate
+//! (and always without identity flags).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -78,6 +79,12 @@ impl IdentityMetrics {
         self.renewals
             .get_or_create(&RenewalLabels { result: "ok" })
             .inc();
+    }
+
+    /// A certificate valid until `not_after_unix` is presented (mesh mTLS
+    /// installed it; no renewal counted).
+    pub fn in_use(&self, not_after_unix: i64) {
+        self.not_after.store(not_after_unix, Ordering::Relaxed);
     }
 
     /// A certificate request failed.

@@ -259,7 +259,7 @@ impl Metrics {
 
         let tcp = tcp::TcpFamilies::register(r);
         let identity = identity::IdentityMetrics::register(r);
-        let tls = TlsMetrics::register(r);
+        let tls = TlsMetrics::register(r, identity.clone());
 
         // Both results exist from the start, so `rate()` and alerts on nack see a 0 first.
         for result in ["ack", "nack"] {

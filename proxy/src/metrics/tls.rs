@@ -1,20 +1,20 @@
-//! The mTLS families: handshakes by direction and result, the seconds left
-//! on this proxy's certificate, and inbound authorization refusals by
-//! caller identity. The identity label is bounded: the first
+//! The mTLS families: handshakes by direction and result, and inbound
+//! authorization refusals by caller identity (the seconds left on the
+//! certificate in use are `levee_identity_cert_expiry_seconds`, one gauge
+//! whatever the certificate's source: [`super::identity`]). The identity label is bounded: the first
 //! [`MAX_CLIENT_LABELS`] distinct callers get their own series, later ones
 //! share [`OTHER_CLIENTS`] (identities come from certificates the trust
 //! roots signed, but a large mesh must not grow the registry without end).
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::identity::IdentityMetrics;
 use super::{Direction, registered};
 
 /// Distinct `client` label values of `levee_authz_denied_total`.
@@ -67,15 +67,15 @@ struct DeniedLabels {
 #[derive(Clone, Debug)]
 pub struct TlsMetrics {
     handshakes: Family<HandshakeLabels, Counter>,
-    /// No labels; a family so that it is absent until a certificate is in use.
-    expiry: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+    /// Where the certificate in use reports its expiry.
+    identity: IdentityMetrics,
     denied: Family<DeniedLabels, Counter>,
     /// Client label values given out so far.
     clients: Arc<Mutex<HashSet<String>>>,
 }
 
 impl TlsMetrics {
-    pub(super) fn register(registry: &mut Registry) -> TlsMetrics {
+    pub(super) fn register(registry: &mut Registry, identity: IdentityMetrics) -> TlsMetrics {
         TlsMetrics {
             handshakes: registered(
                 registry,
@@ -83,12 +83,7 @@ impl TlsMetrics {
                 "mTLS handshakes between sidecars, by direction and result",
                 Family::default(),
             ),
-            expiry: registered(
-                registry,
-                "levee_tls_certificate_expiry_seconds",
-                "Seconds until this proxy's workload certificate expires (negative: expired)",
-                Family::default(),
-            ),
+            identity,
             denied: registered(
                 registry,
                 "levee_authz_denied",
@@ -119,9 +114,9 @@ impl TlsMetrics {
             .get()
     }
 
-    /// Sets the seconds left on the certificate.
-    pub fn set_expiry(&self, seconds: f64) {
-        self.expiry.get_or_create(&Vec::new()).set(seconds);
+    /// The certificate presented from now on is valid until `not_after_unix`.
+    pub fn certificate_in_use(&self, not_after_unix: i64) {
+        self.identity.in_use(not_after_unix);
     }
 
     /// Counts an authorization refusal of `client` (`None`: no identity).

@@ -175,38 +175,29 @@ impl TlsConfigs {
 }
 
 /// Keeps `configs` in step with `credentials` until the sender goes away,
-/// and `levee_tls_certificate_expiry_seconds` with the current certificate.
+/// and `levee_identity_cert_expiry_seconds` with the current certificate.
 pub async fn watch_credentials(
     configs: Arc<TlsConfigs>,
     mut credentials: watch::Receiver<Option<Arc<Credentials>>>,
     metrics: TlsMetrics,
 ) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         let current = credentials.borrow_and_update().clone();
         match current {
             Some(creds) => match configs.install(creds.clone()) {
-                Ok(()) => tracing::info!(identity = %creds.identity, "workload credentials in use"),
+                Ok(()) => {
+                    let not_after = i64::try_from(creds.not_after_unix()).unwrap_or(i64::MAX);
+                    metrics.certificate_in_use(not_after);
+                    tracing::info!(identity = %creds.identity, "workload credentials in use");
+                }
                 Err(error) => {
                     tracing::warn!(%error, "workload credentials unusable: keeping the previous ones")
                 }
             },
             None => configs.clear(),
         }
-        loop {
-            tokio::select! {
-                changed = credentials.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    break;
-                }
-                _ = tick.tick() => {
-                    if let Some(built) = configs.current() {
-                        metrics.set_expiry(built.credentials.seconds_left(SystemTime::now()));
-                    }
-                }
-            }
+        if credentials.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -124,7 +124,7 @@ async fn the_app_sees_the_verified_caller_over_mtls_and_never_a_forged_header() 
     let out = web.metrics().await.expect("caller metrics");
     let ok = [("direction", "outbound"), ("result", "ok")];
     assert!(out.value("levee_tls_handshakes_total", &ok) >= 1.0);
-    let expiry = out.value("levee_tls_certificate_expiry_seconds", &[]);
+    let expiry = out.value("levee_identity_cert_expiry_seconds", &[]);
     assert!(expiry > 80_000.0 && expiry <= 86_400.0, "{expiry}");
     let inb = payments.metrics().await.expect("server metrics");
     let ok = [("direction", "inbound"), ("result", "ok")];

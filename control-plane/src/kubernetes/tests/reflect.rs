@@ -368,3 +368,41 @@ async fn a_410_gone_watch_relists_and_an_expired_list_is_retried() {
         ["10.244.1.9:9080", "10.244.3.4:9081"]
     );
 }
+
+/// A policy's status writes (every replica's heartbeat) do not wake the
+/// translation; a spec change (a new generation) and a deletion do.
+#[test]
+fn only_spec_changes_of_a_policy_wake_the_translation() {
+    use kube::api::DynamicObject;
+    use kube::runtime::watcher::Event;
+
+    let list: serde_json::Value =
+        serde_json::from_slice(&fixture("watch/resiliencepolicies.list.json")).expect("JSON");
+    let recorded: DynamicObject =
+        serde_json::from_value(list["items"][0].clone()).expect("a recorded policy");
+    assert!(
+        recorded.metadata.generation.is_some(),
+        "recorded with a generation"
+    );
+    let mut changes = reflect::Changes::new(reflect::policy_digest);
+    assert!(!changes.wakes(&Event::Init));
+    assert!(!changes.wakes(&Event::InitApply(recorded.clone())));
+    assert!(changes.wakes(&Event::InitDone), "the list's end wakes once");
+
+    let mut status_write = recorded.clone();
+    status_write.data["status"] = serde_json::json!({"proxies": {"acked": 1, "total": 1}});
+    status_write.metadata.resource_version = Some("999999".to_owned());
+    assert!(!changes.wakes(&Event::Apply(status_write)), "status only");
+
+    let mut spec_change = recorded.clone();
+    spec_change.metadata.generation = recorded.metadata.generation.map(|g| g + 1);
+    assert!(
+        changes.wakes(&Event::Apply(spec_change.clone())),
+        "new generation"
+    );
+    assert!(
+        !changes.wakes(&Event::Apply(spec_change.clone())),
+        "seen already"
+    );
+    assert!(changes.wakes(&Event::Delete(spec_change)), "deleted");
+}
