@@ -191,6 +191,18 @@ impl MockApi {
             .push_back((status, bytes));
     }
 
+    /// Queues the recorded LISTs of Services, EndpointSlices and
+    /// ResiliencePolicies (the state most tests start from).
+    pub fn recorded_lists(&self) {
+        for (kind, file) in [
+            ("services", "watch/services.list.json"),
+            ("endpointslices", "watch/endpointslices.list.json"),
+            ("resiliencepolicies", "watch/resiliencepolicies.list.json"),
+        ] {
+            self.list(kind, StatusCode::OK, fixture(file));
+        }
+    }
+
     /// Streams one line on the first watch of `kind`.
     pub async fn push(&self, kind: &'static str, line: Bytes) {
         let tx = self.watches.lock().unwrap().get(kind).cloned();

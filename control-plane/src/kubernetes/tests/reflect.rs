@@ -111,28 +111,10 @@ fn start(client: kube::Client) -> (Arc<Registry>, Reflectors, watch::Sender<bool
     (registry, reflectors, stop)
 }
 
-fn recorded_lists(api: &MockApi) {
-    api.list(
-        "services",
-        StatusCode::OK,
-        fixture("watch/services.list.json"),
-    );
-    api.list(
-        "endpointslices",
-        StatusCode::OK,
-        fixture("watch/endpointslices.list.json"),
-    );
-    api.list(
-        "resiliencepolicies",
-        StatusCode::OK,
-        fixture("watch/resiliencepolicies.list.json"),
-    );
-}
-
 #[tokio::test]
 async fn every_recorded_state_reaches_discovery() {
     let (client, api) = MockApi::client();
-    recorded_lists(&api);
+    api.recorded_lists();
     let (registry, reflectors, _stop) = start(client);
     synced(&reflectors).await;
 

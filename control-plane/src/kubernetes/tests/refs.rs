@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::StatusCode;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
@@ -42,21 +41,7 @@ async fn start() -> (
     watch::Sender<bool>,
 ) {
     let (client, api) = MockApi::client();
-    api.list(
-        "services",
-        StatusCode::OK,
-        fixture("watch/services.list.json"),
-    );
-    api.list(
-        "endpointslices",
-        StatusCode::OK,
-        fixture("watch/endpointslices.list.json"),
-    );
-    api.list(
-        "resiliencepolicies",
-        StatusCode::OK,
-        fixture("watch/resiliencepolicies.list.json"),
-    );
+    api.recorded_lists();
     let registry = Arc::new(Registry::new());
     let (stop, shutdown) = watch::channel(false);
     let reflectors = reflect::start(

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::StatusCode;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
 use levee_proto::policy::ServiceKey;
@@ -122,21 +121,7 @@ fn session(id: u64, key: &ServiceKey, acked: &str) -> SessionStatus {
 #[tokio::test]
 async fn the_leader_patches_the_status_subresource() {
     let (client, api) = MockApi::client();
-    api.list(
-        "services",
-        StatusCode::OK,
-        fixture("watch/services.list.json"),
-    );
-    api.list(
-        "endpointslices",
-        StatusCode::OK,
-        fixture("watch/endpointslices.list.json"),
-    );
-    api.list(
-        "resiliencepolicies",
-        StatusCode::OK,
-        fixture("watch/resiliencepolicies.list.json"),
-    );
+    api.recorded_lists();
     let registry = Arc::new(Registry::new());
     let (_stop, shutdown) = watch::channel(false);
     let reflectors = reflect::start(
