@@ -47,15 +47,29 @@ async fn scenario_2_random_503s_are_retried_within_the_budget() {
     let retries = metrics
         .sum("levee_retries_total", &[("service", "web.default:80")])
         .unwrap_or(0.0);
+    let refused = metrics
+        .sum(
+            "levee_retry_budget_exhausted_total",
+            &[("service", "web.default:80")],
+        )
+        .unwrap_or(0.0);
     let sent: u64 = ups.iter().map(|u| u.stats().requests).sum();
     let success = f64::from(ok) / f64::from(total);
     eprintln!(
         "MEASURED scenario-2 policy=retry: requests {total}, success {success:.4}, retries {retries}, \
-         upstream attempts {sent}, amplification {:.3}",
+         budget refusals {refused}, upstream attempts {sent}, amplification {:.3}",
         sent as f64 / f64::from(total)
     );
-    // Expected 1 - 0.2³ = 99.2%; the margin keeps a random run from flaking.
-    assert!(success >= 0.985, "success rate {success}");
+    // Each call fails only if all three attempts draw a 503: 0.2³, so 8
+    // failures are expected out of 1,000 (Poisson, sd 2.8). At most 25 is
+    // ~6 sd out (a flake once in millions of runs, where 15 failed one CI
+    // run in a hundred), yet still refuses one retry too few (0.2² = 40
+    // failures expected) or no retries (200).
+    let failed = total - ok;
+    assert!(
+        failed <= 25,
+        "{failed} of {total} calls failed (success rate {success}), {refused} retries refused by the budget"
+    );
     assert!(
         retries <= 0.2 * f64::from(total) + 100.0,
         "{retries} retries over budget"
