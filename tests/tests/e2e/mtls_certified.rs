@@ -127,11 +127,14 @@ async fn certify_issued_certificates_carry_the_mtls_hop_between_sidecars() {
 
 #[tokio::test]
 async fn short_lived_certificates_renew_under_load_without_a_failed_request() {
-    // 3 s certificates, renewed every ~2 s by both proxies.
+    // 8 s certificates, renewed every ~5.5 s by both proxies: a renewal has
+    // about 2.5 s before the certificate it replaces expires. (With 3 s, a
+    // renewal on a loaded machine, debug builds, took longer than the
+    // 0.7 s left and requests got the expiry's 502s, as they must.)
     let cp = ControlPlane::builder()
         .tls()
         .arg("--workload-cert-ttl")
-        .arg("3s")
+        .arg("8s")
         .start()
         .await;
     // A slow app keeps requests in flight, so added load opens connections.

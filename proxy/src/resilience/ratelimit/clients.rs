@@ -1,18 +1,21 @@
 //! The inbound rate limit: one bucket for every caller together, or with
 //! `perClient` one bucket per client IP address, kept in a bounded table.
 //!
-//! The table holds at most a fixed number of clients, spread over shards
-//! (each its own small mutex, chosen by a keyed hash so no client can aim
-//! at one shard). A client whose bucket is full again is idle and can be
-//! forgotten without changing anything; a full shard drops its idle clients
-//! at most once a second. When a shard is full of active clients, newcomers
-//! share one overflow bucket with the per-client limit: a flood of distinct
-//! addresses neither grows memory nor pushes out the clients already known.
+//! The table holds at most a fixed number of clients (one count over all
+//! shards, so `capacity` clients fit however the hash spreads them), spread
+//! over shards (each its own small mutex, chosen by a keyed hash so no
+//! client can aim at one shard). A client whose bucket is full again is
+//! idle and can be forgotten without changing anything; while the table is
+//! full, the shard a newcomer lands in drops its idle clients, at most once
+//! a second. When there is still no room, newcomers share one overflow
+//! bucket with the per-client limit: a flood of distinct addresses neither
+//! grows memory nor pushes out the clients already known.
 //! Idle clients dropped count in `levee_state_evictions_total{table="clients"}`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,7 +37,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct ClientTable {
     cfg: EffectiveRateLimit,
-    per_shard: usize,
+    /// Clients remembered at most, over all shards.
+    capacity: usize,
+    /// Clients remembered now, over all shards (a slot is taken before a
+    /// client is inserted, so concurrent shards never exceed `capacity`).
+    len: AtomicUsize,
     hasher: RandomState,
     shards: Vec<Mutex<Shard>>,
     /// Shared by clients that find their shard full.
@@ -50,14 +57,14 @@ struct Shard {
 }
 
 impl ClientTable {
-    /// A table for at most `capacity` clients (rounded up to a multiple of
-    /// the shard count); idle clients dropped are counted in `evicted`.
+    /// A table for at most `capacity` clients (at least one); idle clients
+    /// dropped are counted in `evicted`.
     pub fn new(cfg: &EffectiveRateLimit, capacity: usize, evicted: Counter) -> ClientTable {
-        let per_shard = capacity.div_ceil(SHARDS).max(1);
         let now = Instant::now();
         ClientTable {
             cfg: *cfg,
-            per_shard,
+            capacity: capacity.max(1),
+            len: AtomicUsize::new(0),
             hasher: RandomState::new(),
             shards: (0..SHARDS)
                 .map(|_| {
@@ -81,15 +88,17 @@ impl ClientTable {
         if let Some(bucket) = shard.clients.get(&client) {
             return bucket.check();
         }
-        if shard.clients.len() >= self.per_shard {
+        if !self.take_slot() {
             let now = Instant::now();
             if now.saturating_duration_since(shard.last_sweep) >= SWEEP_EVERY {
                 shard.last_sweep = now;
                 let before = shard.clients.len();
                 shard.clients.retain(|_, bucket| !bucket.is_idle());
-                self.evicted.inc_by((before - shard.clients.len()) as u64);
+                let dropped = before - shard.clients.len();
+                self.len.fetch_sub(dropped, Ordering::AcqRel);
+                self.evicted.inc_by(dropped as u64);
             }
-            if shard.clients.len() >= self.per_shard {
+            if !self.take_slot() {
                 drop(shard);
                 return self.overflow.check();
             }
@@ -100,17 +109,19 @@ impl ClientTable {
         verdict
     }
 
+    /// Takes one of the table's `capacity` slots for a new client, if one
+    /// is free.
+    fn take_slot(&self) -> bool {
+        self.len
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
     /// Clients remembered now.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                s.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clients
-                    .len()
-            })
-            .sum()
+        self.len.load(Ordering::Acquire)
     }
 
     /// Whether no client is remembered.

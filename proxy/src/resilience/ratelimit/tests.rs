@@ -139,6 +139,30 @@ async fn a_flood_of_clients_cannot_grow_the_table_or_evict_known_clients() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_table_holds_exactly_its_capacity_however_the_shards_fill() {
+    let metrics = Metrics::new();
+    let evicted = metrics.state_evictions(crate::metrics::StateTable::Clients);
+    let table = ClientTable::new(&cfg(1, 2, true), 1024, evicted.clone());
+    // 1,024 distinct clients, none idle yet: each gets its own bucket (its
+    // first call is in its burst, and its second too), although a keyed
+    // hash spreads them unevenly over the shards.
+    for n in 0..1024 {
+        table.check(ip(n)).expect("a new client's first call");
+        table.check(ip(n)).expect("a new client's own burst");
+    }
+    assert_eq!(table.len(), 1024);
+    // The 1,025th shares the overflow bucket; the table does not grow.
+    table.check(ip(5_000)).expect("overflow burst");
+    table.check(ip(5_001)).expect("overflow burst");
+    assert!(
+        table.check(ip(5_002)).is_err(),
+        "the overflow bucket is shared"
+    );
+    assert_eq!(table.len(), 1024);
+    assert_eq!(evicted.get(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn outbound_admissions_match_rate_times_time_plus_burst() {
     let limiter = RateLimiter::new(&cfg(50, 10, false));
     let mut admitted = 0;
