@@ -167,7 +167,10 @@ impl TlsConfigs {
 
     /// When the current certificate expires, if there is one.
     pub fn not_after(&self) -> Option<SystemTime> {
-        self.current.load().as_ref().map(|b| b.credentials.not_after)
+        self.current
+            .load()
+            .as_ref()
+            .map(|b| b.credentials.not_after)
     }
 
     /// The identity this proxy presents, if it has credentials.

@@ -103,17 +103,20 @@ impl<S> Expiring<S> {
                 // on the next read).
                 return Ok(());
             };
-            let left = not_after
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            let at = deadline_after(Instant::now(), left);
-            let timer = self
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
             if self.armed_for != Some(not_after) {
-                timer.as_mut().reset(at);
+                let left = not_after
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
+                let at = deadline_after(Instant::now(), left);
+                match self.timer.as_mut() {
+                    Some(timer) => timer.as_mut().reset(at),
+                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                }
                 self.armed_for = Some(not_after);
             }
+            let Some(timer) = self.timer.as_mut() else {
+                return Ok(());
+            };
             if timer.as_mut().poll(cx).is_pending() {
                 return Ok(());
             }

@@ -41,8 +41,8 @@ pub mod verify;
 
 pub use configs::{TlsConfigs, watch_credentials};
 pub use credentials::{Credentials, CredentialsError};
-pub use origination::{Alpn, OriginateError, Origination, ServerIdentity};
 pub use expiry::Expiring;
+pub use origination::{Alpn, OriginateError, Origination, ServerIdentity};
 pub use stream::{ClientTls, ServerTls, Stream};
 pub use termination::{Accepted, CLIENT_ID_HEADER, ClientIdentity, Termination};
 

@@ -19,8 +19,8 @@ use levee_proto::policy::SpiffeId;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::origination::Alpn;
 use super::configs::Built;
+use super::origination::Alpn;
 use super::{Expiring, Stream, TlsConfigs, verify};
 use crate::metrics::{Direction, TlsMetrics, TlsResult};
 
@@ -77,7 +77,8 @@ impl Termination {
             ));
         };
         if let Some(ago) = built.credentials.expired_for(SystemTime::now()) {
-            self.metrics.handshake(Direction::Inbound, TlsResult::Expired);
+            self.metrics
+                .handshake(Direction::Inbound, TlsResult::Expired);
             return Err(io::Error::other(format!(
                 "TLS handshake refused: this proxy's workload certificate expired {} s ago \
                  and was not renewed",

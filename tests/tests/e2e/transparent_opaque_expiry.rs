@@ -9,13 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use levee_tests::harness::{
-    certs::TestCa,
-    eventually,
-    pods::TwoPods,
-    upstream::echoing,
-    yaml,
-};
+use levee_tests::harness::{certs::TestCa, eventually, pods::TwoPods, upstream::echoing, yaml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -95,7 +89,12 @@ async fn a_tunnel_is_cut_at_expiry(expires: Expires) {
     );
     let ok = [("direction", "outbound"), ("result", "ok")];
     let c = client.admin_metrics().await;
-    assert_eq!(c.value("levee_tls_handshakes_total", &ok), 1.0, "{}", c.text);
+    assert_eq!(
+        c.value("levee_tls_handshakes_total", &ok),
+        1.0,
+        "{}",
+        c.text
+    );
 
     // It answers until the expiry, then it is closed.
     let closed = eventually(
@@ -144,7 +143,10 @@ async fn a_tunnel_is_cut_at_expiry(expires: Expires) {
     };
     let ended = tokio::time::timeout(Duration::from_secs(10), answered).await;
     assert!(ended.is_ok(), "neither an answer nor the end within 10 s");
-    assert!(got.is_empty(), "an expired sidecar carried a tunnel: {got:?}");
+    assert!(
+        got.is_empty(),
+        "an expired sidecar carried a tunnel: {got:?}"
+    );
     let (proxy, metrics, direction) = match expires {
         Expires::Client => ("client", client.admin_metrics().await, "outbound"),
         Expires::Server => ("server", server.admin_metrics().await, "inbound"),

@@ -52,10 +52,7 @@ impl End {
 
 /// A client and a server end, and the connection the client originated
 /// to the server (`Err`: the client's handshake error, the server's).
-async fn connect(
-    client: &End,
-    server: &End,
-) -> Result<(Stream, Stream), (String, std::io::Error)> {
+async fn connect(client: &End, server: &End) -> Result<(Stream, Stream), (String, std::io::Error)> {
     let termination = Termination::new(server.configs.clone(), server.metrics.tls());
     let shared = Arc::new(Shared::new("shop".into(), client.metrics.clone()));
     let origination = Origination::new(client.configs.clone(), shared, client.metrics.tls());
@@ -161,7 +158,8 @@ async fn an_expired_certificate_is_never_presented_to_a_new_client() {
         panic!("a handshake with an expired certificate");
     };
     assert!(
-        server_error.to_string().contains("expired") && server_error.to_string().contains("not renewed"),
+        server_error.to_string().contains("expired")
+            && server_error.to_string().contains("not renewed"),
         "{server_error}"
     );
     assert!(client_error.contains("TLS handshake"), "{client_error}");
