@@ -1,4 +1,5 @@
-//! The mTLS families: handshakes by direction and result, and inbound
+//! The mTLS families: handshakes by direction and result, open
+//! connections cut at this proxy's certificate's expiry by direction, and inbound
 //! authorization refusals by caller identity (the seconds left on the
 //! certificate in use are `levee_identity_cert_expiry_seconds`, one gauge
 //! whatever the certificate's source: [`super::identity`]). The identity label is bounded: the first
@@ -33,7 +34,9 @@ pub enum TlsResult {
     IdentityMismatch,
     /// Outbound: mTLS expected, and this proxy has no certificate.
     NoCredentials,
-    /// Outbound: this proxy's certificate expired (not renewed in time).
+    /// This proxy's certificate expired (not renewed in time), so it was
+    /// not presented: outbound, no handshake was tried; inbound, the
+    /// client's was refused.
     Expired,
     /// Any other failure (untrusted chain, protocol, alert, reset).
     Error,
@@ -58,6 +61,11 @@ struct HandshakeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: Direction,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeniedLabels {
     service: String,
     client: String,
@@ -67,6 +75,8 @@ struct DeniedLabels {
 #[derive(Clone, Debug)]
 pub struct TlsMetrics {
     handshakes: Family<HandshakeLabels, Counter>,
+    /// Open mTLS connections cut because this proxy's certificate expired.
+    expired: Family<DirectionLabels, Counter>,
     /// Where the certificate in use reports its expiry.
     identity: IdentityMetrics,
     denied: Family<DeniedLabels, Counter>,
@@ -81,6 +91,12 @@ impl TlsMetrics {
                 registry,
                 "levee_tls_handshakes",
                 "mTLS handshakes between sidecars, by direction and result",
+                Family::default(),
+            ),
+            expired: registered(
+                registry,
+                "levee_tls_connections_expired",
+                "Open mTLS connections closed because this proxy's certificate expired unrenewed, by direction",
                 Family::default(),
             ),
             identity,
@@ -111,6 +127,20 @@ impl TlsMetrics {
                 direction,
                 result: result.as_str(),
             })
+            .get()
+    }
+
+    /// Counts an open mTLS connection cut at this proxy's certificate's expiry.
+    pub fn connection_expired(&self, direction: Direction) {
+        self.expired
+            .get_or_create(&DirectionLabels { direction })
+            .inc();
+    }
+
+    /// The connections counted as cut at expiry for `direction`.
+    pub fn connections_expired(&self, direction: Direction) -> u64 {
+        self.expired
+            .get_or_create(&DirectionLabels { direction })
             .get()
     }
 

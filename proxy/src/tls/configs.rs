@@ -162,7 +162,15 @@ impl TlsConfigs {
         self.current
             .load()
             .as_ref()
-            .is_some_and(|b| b.credentials.not_after <= now)
+            .is_some_and(|b| b.credentials.expired_for(now).is_some())
+    }
+
+    /// When the current certificate expires, if there is one.
+    pub fn not_after(&self) -> Option<SystemTime> {
+        self.current
+            .load()
+            .as_ref()
+            .map(|b| b.credentials.not_after)
     }
 
     /// The identity this proxy presents, if it has credentials.

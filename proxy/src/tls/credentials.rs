@@ -104,6 +104,16 @@ impl Credentials {
         }
     }
 
+    /// How long ago the certificate expired, if it has at `now` (it is
+    /// valid until `not_after`, exclusive).
+    pub fn expired_for(&self, now: SystemTime) -> Option<Duration> {
+        match self.not_after.duration_since(now) {
+            Ok(left) if !left.is_zero() => None,
+            Ok(_) => Some(Duration::ZERO),
+            Err(past) => Some(past.duration()),
+        }
+    }
+
     /// `not_after` as seconds since the Unix epoch.
     pub fn not_after_unix(&self) -> u64 {
         self.not_after

@@ -6,7 +6,8 @@
 //! Every change rebuilds the
 //! rustls configurations once ([`TlsConfigs`]) and swaps them in
 //! ([`arc_swap`]): handshakes load the current ones without a lock, and
-//! connections already up keep the certificate they were made with.
+//! connections already up keep the certificate they were made with, as
+//! long as the current one is valid ([`Expiring`]).
 //!
 //! Layout:
 //! - `credentials`: [`Credentials`] and reading them from DER/PEM.
@@ -21,12 +22,16 @@
 //!   response's server proved ([`ServerIdentity`]).
 //! - `termination`: inbound: accepting TLS on the plaintext port and the
 //!   verified client identity ([`ClientIdentity`]).
+//! - `expiry`: [`Expiring`], what both sides wrap their TLS stream in: an
+//!   open mTLS connection ends once this proxy's current certificate has
+//!   expired unrenewed.
 //! - `stream`: [`Stream`], a connection that may or may not be TLS.
 //! - `server_name`: the SNI origination sends (a name for the expected
 //!   identity) and how a callee recognises a peer proxy's ClientHello.
 
 mod configs;
 mod credentials;
+mod expiry;
 pub mod files;
 mod origination;
 pub mod server_name;
@@ -36,8 +41,9 @@ pub mod verify;
 
 pub use configs::{TlsConfigs, watch_credentials};
 pub use credentials::{Credentials, CredentialsError};
+pub use expiry::Expiring;
 pub use origination::{Alpn, OriginateError, Origination, ServerIdentity};
-pub use stream::{ClientTls, Stream};
+pub use stream::{ClientTls, ServerTls, Stream};
 pub use termination::{Accepted, CLIENT_ID_HEADER, ClientIdentity, Termination};
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! `ServiceEndpoints` `identity`, or Discovery's `identities`) is spoken to
 //! over TLS 1.3, presenting this proxy's certificate and accepting only a
 //! server whose SPIFFE ID is the expected one. Endpoints without one are
-//! spoken to in plaintext, as before.
+//! spoken to in plaintext, as before. The connection made is
+//! [`ClientTls`]: it ends once this proxy's certificate expired unrenewed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +15,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::verify::IdentityMismatch;
-use super::{TlsConfigs, server_name};
-use crate::metrics::{TlsMetrics, TlsResult};
+use super::{ClientTls, Expiring, TlsConfigs, server_name};
+use crate::metrics::{Direction, TlsMetrics, TlsResult};
 use crate::state::Shared;
 
 /// The application protocol offered in ALPN: the caller's, preserved.
@@ -97,20 +98,21 @@ impl Origination {
         self.shared.snapshot.load().identities.get(&addr).cloned()
     }
 
-    /// The TLS handshake over `tcp` to `addr`, which must be `expected`.
+    /// The TLS handshake over `tcp` to `addr`, which must be `expected`;
+    /// the connection lasts while this proxy's certificate is valid.
     pub async fn connect(
         &self,
         tcp: TcpStream,
         addr: SocketAddr,
         expected: &SpiffeId,
         alpn: Alpn,
-    ) -> Result<TlsStream<TcpStream>, OriginateError> {
+    ) -> Result<ClientTls, OriginateError> {
         let result = self.handshake(tcp, expected, alpn).await;
         if let Err(error) = &result {
             tracing::debug!(%addr, %expected, %error, "mTLS origination failed");
         }
         self.metrics.handshake(
-            crate::metrics::Direction::Outbound,
+            Direction::Outbound,
             match &result {
                 Ok(_) => TlsResult::Ok,
                 Err(OriginateError::Identity(_)) => TlsResult::IdentityMismatch,
@@ -119,7 +121,13 @@ impl Origination {
                 Err(OriginateError::Handshake(_)) => TlsResult::Error,
             },
         );
-        result
+        let tls = result?;
+        Ok(Expiring::new(
+            tls,
+            self.configs.clone(),
+            self.metrics.clone(),
+            Direction::Outbound,
+        ))
     }
 
     async fn handshake(
@@ -133,14 +141,10 @@ impl Origination {
             .current()
             .ok_or_else(|| OriginateError::NoCredentials(expected.clone()))?;
         // Fail closed: an expired certificate is never presented.
-        if let Err(e) = built
-            .credentials
-            .not_after
-            .duration_since(SystemTime::now())
-        {
+        if let Some(ago) = built.credentials.expired_for(SystemTime::now()) {
             return Err(OriginateError::Expired {
                 expected: expected.clone(),
-                ago: e.duration().as_secs(),
+                ago: ago.as_secs(),
             });
         }
         let config = built
@@ -154,13 +158,6 @@ impl Origination {
             .connect(name, tcp)
             .await
             .map_err(|e| classify(&e))
-    }
-}
-
-impl Origination {
-    /// This proxy's TLS settings (a connection made here depends on them).
-    pub fn configs(&self) -> Arc<TlsConfigs> {
-        self.configs.clone()
     }
 }
 

@@ -1,23 +1,22 @@
 //! [`Stream`]: a TCP connection, plain or wrapped in TLS (either side), so
-//! the HTTP code above it has one type whatever the hop speaks.
-//!
-//! An outbound mTLS connection ([`ClientTls`]) fails closed once this
-//! proxy's current certificate has expired (not renewed in time): from then
-//! on every read and write is an error, so a pooled connection is not used
-//! past it (a new one needs a valid certificate: [`super::Origination`]).
-//! Renewals keep it going: it is the current certificate that counts, not
-//! the one the connection was made with.
+//! the HTTP code above it has one type whatever the hop speaks. Both TLS
+//! sides are [`Expiring`]: usable while this proxy's current certificate
+//! is valid.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::TlsConfigs;
+use super::Expiring;
+
+/// An outbound mTLS connection (this proxy is the client).
+pub type ClientTls = Expiring<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// An inbound mTLS connection (this proxy is the server).
+pub type ServerTls = Expiring<tokio_rustls::server::TlsStream<TcpStream>>;
 
 /// A connection as the HTTP layers see it.
 #[derive(Debug)]
@@ -26,7 +25,7 @@ pub enum Stream {
     /// Outbound mTLS (this proxy is the client).
     Client(Box<ClientTls>),
     /// Inbound mTLS (this proxy is the server).
-    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Server(Box<ServerTls>),
 }
 
 impl AsyncRead for Stream {
@@ -37,10 +36,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Client(s) => {
-                s.check()?;
-                Pin::new(&mut s.tls).poll_read(cx, buf)
-            }
+            Stream::Client(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Server(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -54,10 +50,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Client(s) => {
-                s.check()?;
-                Pin::new(&mut s.tls).poll_write(cx, buf)
-            }
+            Stream::Client(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::Server(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -69,10 +62,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Client(s) => {
-                s.check()?;
-                Pin::new(&mut s.tls).poll_write_vectored(cx, bufs)
-            }
+            Stream::Client(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             Stream::Server(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
@@ -80,7 +70,7 @@ impl AsyncWrite for Stream {
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Client(s) => s.tls.is_write_vectored(),
+            Stream::Client(s) => s.is_write_vectored(),
             Stream::Server(s) => s.is_write_vectored(),
         }
     }
@@ -88,7 +78,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Client(s) => Pin::new(&mut s.tls).poll_flush(cx),
+            Stream::Client(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::Server(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
@@ -96,40 +86,8 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Client(s) => Pin::new(&mut s.tls).poll_shutdown(cx),
+            Stream::Client(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Server(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
-    }
-}
-
-/// An outbound mTLS connection, and whose certificate it depends on.
-pub struct ClientTls {
-    pub(super) tls: tokio_rustls::client::TlsStream<TcpStream>,
-    /// This proxy's TLS settings: their current certificate must be valid.
-    configs: Arc<TlsConfigs>,
-}
-
-impl std::fmt::Debug for ClientTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientTls")
-            .field("tls", &self.tls)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ClientTls {
-    /// `tls`, usable while the current certificate of `configs` is valid.
-    pub fn new(tls: tokio_rustls::client::TlsStream<TcpStream>, configs: Arc<TlsConfigs>) -> Self {
-        ClientTls { tls, configs }
-    }
-
-    /// An error once this proxy's current certificate has expired.
-    fn check(&self) -> io::Result<()> {
-        if self.configs.expired(SystemTime::now()) {
-            return Err(io::Error::other(
-                "mTLS connection closed: this proxy's workload certificate expired and was not renewed",
-            ));
-        }
-        Ok(())
     }
 }

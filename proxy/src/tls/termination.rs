@@ -6,18 +6,22 @@
 //! the inbound handler passes it to the app in [`CLIENT_ID_HEADER`].
 //! [`Termination::accept`] also terminates a peer proxy's HTTP on a
 //! redirected connection, and [`Termination::accept_opaque`] its opaque
-//! TCP ([`Alpn::Opaque`]); see [`crate::transparent`].
+//! TCP ([`Alpn::Opaque`]); see [`crate::transparent`]. Every terminated
+//! connection is [`Expiring`]: it ends once this proxy's certificate
+//! expired unrenewed, and an expired certificate is never presented.
 
 use std::io;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::HeaderName;
 use levee_proto::policy::SpiffeId;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
+use super::configs::Built;
 use super::origination::Alpn;
-use super::{Stream, TlsConfigs, verify};
+use super::{Expiring, Stream, TlsConfigs, verify};
 use crate::metrics::{Direction, TlsMetrics, TlsResult};
 
 /// The request header that tells the app who called: the SPIFFE ID of the
@@ -51,20 +55,37 @@ impl Termination {
 
     /// Completes a TLS handshake a client opened on `tcp`.
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<Accepted> {
-        let result = self.handshake(tcp, false).await;
-        self.counted(result)
+        self.terminate(tcp, false).await
     }
 
     /// Completes the handshake of a client that offered [`Alpn::Opaque`]
     /// (a redirected opaque TCP connection from a peer's proxy): the only
     /// protocol accepted. Counted in the same handshake metric.
     pub async fn accept_opaque(&self, tcp: TcpStream) -> io::Result<Accepted> {
-        let result = self.handshake(tcp, true).await;
-        self.counted(result)
+        self.terminate(tcp, true).await
     }
 
-    /// Counts a handshake's outcome in `levee_tls_handshakes_total`.
-    fn counted(&self, result: io::Result<Accepted>) -> io::Result<Accepted> {
+    /// The handshake with the current certificate, counted in
+    /// `levee_tls_handshakes_total`. An expired certificate (not renewed
+    /// in time) is never presented: the client's handshake is refused
+    /// (the connection closed), counted as `expired`.
+    async fn terminate(&self, tcp: TcpStream, opaque: bool) -> io::Result<Accepted> {
+        let Some(built) = self.configs.current() else {
+            self.metrics.handshake(Direction::Inbound, TlsResult::Error);
+            return Err(io::Error::other(
+                "a TLS client, and this proxy has no workload certificate",
+            ));
+        };
+        if let Some(ago) = built.credentials.expired_for(SystemTime::now()) {
+            self.metrics
+                .handshake(Direction::Inbound, TlsResult::Expired);
+            return Err(io::Error::other(format!(
+                "TLS handshake refused: this proxy's workload certificate expired {} s ago \
+                 and was not renewed",
+                ago.as_secs()
+            )));
+        }
+        let result = self.handshake(tcp, &built, opaque).await;
         let outcome = if result.is_ok() {
             TlsResult::Ok
         } else {
@@ -80,10 +101,7 @@ impl Termination {
     }
 
     /// `opaque`: with the configuration that accepts only [`Alpn::Opaque`].
-    async fn handshake(&self, tcp: TcpStream, opaque: bool) -> io::Result<Accepted> {
-        let built = self.configs.current().ok_or_else(|| {
-            io::Error::other("a TLS client, and this proxy has no workload certificate")
-        })?;
+    async fn handshake(&self, tcp: TcpStream, built: &Built, opaque: bool) -> io::Result<Accepted> {
         let config = if opaque {
             built.opaque_server.clone()
         } else {
@@ -98,6 +116,12 @@ impl Termination {
             .and_then(|chain| chain.first())
             .and_then(|leaf| verify::spiffe_id(leaf).ok())
             .map(ClientIdentity);
+        let tls = Expiring::new(
+            tls,
+            self.configs.clone(),
+            self.metrics.clone(),
+            Direction::Inbound,
+        );
         Ok(Accepted {
             stream: Stream::Server(Box::new(tls)),
             h2,

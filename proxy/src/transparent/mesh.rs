@@ -24,6 +24,9 @@
 //! ClientHello is the app's own TLS and passes through untouched (the
 //! port's `spec.inbound.mtls` deciding with no caller identity).
 //!
+//! Both ends' TLS streams are [`crate::tls::Expiring`]: a tunnel is
+//! closed once this proxy's certificate expired unrenewed.
+//!
 //! Why an ALPN value for opaque: it is in the ClientHello, so the callee's
 //! proxy tells a peer proxy's opaque hop from the app's own TLS before any
 //! handshake, and needs neither another port nor a header inside the

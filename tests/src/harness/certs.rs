@@ -16,6 +16,8 @@ pub struct TestCa {
     pub pem: String,
     /// The CA certificate, DER.
     pub der: Vec<u8>,
+    /// The CA's key, PKCS#8 PEM (for a control plane's `--ca-key-file`).
+    pub key_pem: String,
 }
 
 /// A workload's certificate and key, signed by a [`TestCa`].
@@ -49,12 +51,19 @@ impl TestCa {
         TestCa {
             pem: cert.pem(),
             der: cert.der().to_vec(),
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
         }
     }
 
     /// A workload certificate for `spiffe_id`, valid for a day.
     pub fn workload(&self, spiffe_id: &str) -> Workload {
+        self.workload_valid_for(spiffe_id, std::time::Duration::from_secs(86_400))
+    }
+
+    /// A workload certificate for `spiffe_id` that expires `lifetime`
+    /// from now (valid since a minute ago).
+    pub fn workload_valid_for(&self, spiffe_id: &str, lifetime: std::time::Duration) -> Workload {
         let key = KeyPair::generate().expect("workload key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.subject_alt_names = vec![SanType::URI(
@@ -67,7 +76,7 @@ impl TestCa {
         ];
         let now = std::time::SystemTime::now();
         params.not_before = (now - std::time::Duration::from_secs(60)).into();
-        params.not_after = (now + std::time::Duration::from_secs(86_400)).into();
+        params.not_after = (now + lifetime).into();
         let cert = params.signed_by(&key, &self.issuer).expect("signed");
         Workload {
             id: spiffe_id.to_owned(),

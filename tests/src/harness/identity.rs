@@ -1,7 +1,8 @@
 //! Workloads whose identity comes from a control plane (docs/identity.md):
 //! join tokens from `leveectl token create`, proxies that prove themselves
-//! with them, and a TLS client that reports which certificate a listener
-//! presents, checked against the control plane's trust bundle.
+//! with them, a TLS client that reports which certificate a listener
+//! presents, checked against the control plane's trust bundle, and an
+//! mTLS client that speaks to a sidecar as a peer proxy does.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use x509_parser::extensions::GeneralName;
 
+use super::certs::Workload;
 use super::{BoxError, ControlPlane, Proxy, ProxyBuilder};
 
 /// `leveectl token create --service SERVICE -n NAMESPACE` against `cp`;
@@ -84,21 +86,8 @@ pub async fn presented_certificate(
     addr: SocketAddr,
     bundle_pem: &[u8],
 ) -> Result<Presented, BoxError> {
-    let mut roots = RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(bundle_pem) {
-        roots.add(der?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(BundleVerifier {
-        roots,
-        algorithms: provider.signature_verification_algorithms,
-        leaf: Mutex::default(),
-    });
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
-        .with_no_client_auth();
+    let verifier = bundle_verifier(bundle_pem)?;
+    let config = client_config(verifier.clone())?.with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = ServerName::IpAddress(addr.ip().into());
@@ -130,6 +119,54 @@ pub async fn presented_certificate(
         issuer: cert.issuer().to_string(),
         not_after_unix: cert.validity().not_after.timestamp(),
     })
+}
+
+/// An mTLS client as a peer proxy is one: it presents `client`'s
+/// certificate, offers `alpn`, and accepts a server whose chain verifies
+/// against the roots in `bundle_pem` (its name is not checked). The
+/// handshake over `tcp` must finish within the request deadline.
+pub async fn mtls_connect(
+    tcp: tokio::net::TcpStream,
+    bundle_pem: &[u8],
+    client: &Workload,
+    alpn: &[u8],
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, BoxError> {
+    let chain = vec![CertificateDer::from(client.cert_der.clone())];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client.key_der.clone()));
+    let mut config =
+        client_config(bundle_verifier(bundle_pem)?)?.with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let name = ServerName::IpAddress(tcp.peer_addr()?.ip().into());
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tls = tokio::time::timeout(super::REQUEST_DEADLINE, connector.connect(name, tcp))
+        .await
+        .map_err(|_| "the TLS handshake did not finish")??;
+    Ok(tls)
+}
+
+/// A verifier of chains to the roots in `bundle_pem`.
+fn bundle_verifier(bundle_pem: &[u8]) -> Result<Arc<BundleVerifier>, BoxError> {
+    let mut roots = RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(bundle_pem) {
+        roots.add(der?)?;
+    }
+    Ok(Arc::new(BundleVerifier {
+        roots,
+        algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        leaf: Mutex::default(),
+    }))
+}
+
+/// A TLS 1.3 client config (ring) that verifies with `verifier`.
+fn client_config(
+    verifier: Arc<BundleVerifier>,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, BoxError>
+{
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier))
 }
 
 /// Verifies the chain against `roots` (webpki, as a TLS client does) and

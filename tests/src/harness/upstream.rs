@@ -289,6 +289,19 @@ pub fn reversing(listener: TcpListener) {
     });
 }
 
+/// A raw TCP peer (opaque-TCP tests): writes back each chunk it reads,
+/// as it reads it, until the connection ends.
+pub fn echoing(listener: TcpListener) {
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut read, mut write) = conn.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
+}
+
 /// A server that speaks first: sends [`GREETING`] on each connection
 /// before reading anything.
 pub fn greeting(listener: TcpListener) {

@@ -21,6 +21,7 @@ mod loops_hops;
 mod loops_self;
 mod mtls;
 mod mtls_certified;
+mod mtls_expiry;
 mod proxy_mode;
 mod smuggling;
 mod upgrade;
@@ -85,6 +86,7 @@ mod transparent_detect;
 mod transparent_http_mtls;
 mod transparent_inbound_ports;
 mod transparent_no_loops;
+mod transparent_opaque_expiry;
 mod transparent_opaque_mtls;
 
 mod transparent_discovery;

@@ -11,7 +11,7 @@ use levee_proto::policy::SpiffeId;
 use tokio::net::TcpStream;
 
 use super::SendError;
-use crate::tls::{Alpn, ClientTls, OriginateError, Origination, Stream};
+use crate::tls::{Alpn, OriginateError, Origination, Stream};
 
 /// A connection to `addr` (mTLS to the identity of `tls` when given), or
 /// an error after `timeout`.
@@ -28,10 +28,7 @@ pub(super) async fn connect(
     };
     let left = timeout.saturating_sub(started.elapsed());
     match tokio::time::timeout(left, origination.connect(tcp, addr, expected, alpn)).await {
-        Ok(Ok(tls)) => Ok(Stream::Client(Box::new(ClientTls::new(
-            tls,
-            origination.configs(),
-        )))),
+        Ok(Ok(tls)) => Ok(Stream::Client(Box::new(tls))),
         Ok(Err(e)) => Err(SendError::Tls(e)),
         Err(_) => Err(SendError::Tls(OriginateError::Handshake(format!(
             "no TLS handshake within the connect timeout ({timeout:?})"
