@@ -6,8 +6,8 @@
 //! over shards (each its own small mutex, chosen by a keyed hash so no
 //! client can aim at one shard). A client whose bucket is full again is
 //! idle and can be forgotten without changing anything; while the table is
-//! full, the shard a newcomer lands in drops its idle clients, at most once
-//! a second. When there is still no room, newcomers share one overflow
+//! full, a newcomer makes the shards drop their idle clients (its own shard
+//! first; each shard at most once a second). When there is still no room, newcomers share one overflow
 //! bucket with the per-client limit: a flood of distinct addresses neither
 //! grows memory nor pushes out the clients already known.
 //! Idle clients dropped count in `levee_state_evictions_total{table="clients"}`.
@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -42,6 +42,10 @@ pub struct ClientTable {
     /// Clients remembered now, over all shards (a slot is taken before a
     /// client is inserted, so concurrent shards never exceed `capacity`).
     len: AtomicUsize,
+    /// When the table was made, and (in milliseconds since then) when a
+    /// newcomer last swept every shard.
+    created: Instant,
+    swept_all_ms: AtomicU64,
     hasher: RandomState,
     shards: Vec<Mutex<Shard>>,
     /// Shared by clients that find their shard full.
@@ -65,6 +69,8 @@ impl ClientTable {
             cfg: *cfg,
             capacity: capacity.max(1),
             len: AtomicUsize::new(0),
+            created: now,
+            swept_all_ms: AtomicU64::new(0),
             hasher: RandomState::new(),
             shards: (0..SHARDS)
                 .map(|_| {
@@ -82,31 +88,70 @@ impl ClientTable {
     /// Admits one request from `client`.
     pub fn check(&self, client: IpAddr) -> Result<(), Quota> {
         let index = (self.hasher.hash_one(client) % SHARDS as u64) as usize;
-        let mut shard = self.shards[index]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut shard = self.lock(index);
         if let Some(bucket) = shard.clients.get(&client) {
             return bucket.check();
         }
         if !self.take_slot() {
-            let now = Instant::now();
-            if now.saturating_duration_since(shard.last_sweep) >= SWEEP_EVERY {
-                shard.last_sweep = now;
-                let before = shard.clients.len();
-                shard.clients.retain(|_, bucket| !bucket.is_idle());
-                let dropped = before - shard.clients.len();
-                self.len.fetch_sub(dropped, Ordering::AcqRel);
-                self.evicted.inc_by(dropped as u64);
-            }
+            // Full: drop idle clients, first where this one lands, then
+            // (this shard's lock released, so shards are never locked two
+            // at a time) anywhere; each shard at most once a second.
+            self.sweep(&mut shard);
             if !self.take_slot() {
                 drop(shard);
-                return self.overflow.check();
+                if self.sweep_all_due() {
+                    for other in (0..SHARDS).filter(|&i| i != index) {
+                        self.sweep(&mut self.lock(other));
+                    }
+                }
+                if !self.take_slot() {
+                    return self.overflow.check();
+                }
+                shard = self.lock(index);
+                if let Some(bucket) = shard.clients.get(&client) {
+                    // Inserted meanwhile by another request of this client.
+                    self.len.fetch_sub(1, Ordering::AcqRel);
+                    return bucket.check();
+                }
             }
         }
         let bucket = RateLimiter::new(&self.cfg);
         let verdict = bucket.check();
         shard.clients.insert(client, bucket);
         verdict
+    }
+
+    fn lock(&self, index: usize) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether this caller should sweep every shard: at most once a second
+    /// over the whole table, so a flood of newcomers to a table full of
+    /// active clients does not lock every shard per request.
+    fn sweep_all_due(&self) -> bool {
+        let now = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.swept_all_ms.load(Ordering::Acquire);
+        now.saturating_sub(last) >= SWEEP_EVERY.as_millis() as u64
+            && self
+                .swept_all_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    /// Drops `shard`'s idle clients, unless it did less than a second ago.
+    fn sweep(&self, shard: &mut Shard) {
+        let now = Instant::now();
+        if now.saturating_duration_since(shard.last_sweep) < SWEEP_EVERY {
+            return;
+        }
+        shard.last_sweep = now;
+        let before = shard.clients.len();
+        shard.clients.retain(|_, bucket| !bucket.is_idle());
+        let dropped = before - shard.clients.len();
+        self.len.fetch_sub(dropped, Ordering::AcqRel);
+        self.evicted.inc_by(dropped as u64);
     }
 
     /// Takes one of the table's `capacity` slots for a new client, if one

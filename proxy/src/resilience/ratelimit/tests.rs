@@ -163,6 +163,32 @@ async fn a_table_holds_exactly_its_capacity_however_the_shards_fill() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_full_table_drops_idle_clients_of_any_shard_for_a_newcomer() {
+    let metrics = Metrics::new();
+    let evicted = metrics.state_evictions(crate::metrics::StateTable::Clients);
+    // Room for 4; the 4 known clients go idle. Each newcomer (most land in
+    // a shard none of the idle clients is in) gets a bucket of its own.
+    let table = ClientTable::new(&cfg(1, 2, true), 4, evicted.clone());
+    for n in 0..4 {
+        table.check(ip(n)).expect("known client");
+    }
+    tokio::time::advance(Duration::from_secs(5)).await;
+    for n in 100..104 {
+        table.check(ip(n)).expect("newcomer's first call");
+        table.check(ip(n)).expect("newcomer's own burst");
+    }
+    assert_eq!(evicted.get(), 4, "every idle client was dropped");
+    assert_eq!(table.len(), 4);
+    // Full of active clients now: the next newcomer shares the overflow.
+    table.check(ip(200)).expect("overflow burst");
+    table.check(ip(201)).expect("overflow burst");
+    assert!(
+        table.check(ip(202)).is_err(),
+        "the overflow bucket is shared"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn outbound_admissions_match_rate_times_time_plus_burst() {
     let limiter = RateLimiter::new(&cfg(50, 10, false));
     let mut admitted = 0;
