@@ -9,8 +9,8 @@ use tonic::Code;
 use super::Outcome;
 use super::client::{connect, describe};
 use super::files::{LocalDocument, load, read_inputs, validate_inputs};
-use crate::BoxError;
 use crate::admin::prepare::doc_ref;
+use crate::error::BoxError;
 
 /// Checks files offline; prints one line per document or per problem.
 pub fn validate(inputs: &[PathBuf], out: &mut dyn Write) -> Result<(), BoxError> {

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::Format;
 use super::client::{connect, describe};
 use super::table::write_table;
-use crate::BoxError;
+use crate::error::BoxError;
 
 /// What to explain.
 #[derive(Clone, Debug)]

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use levee_proto::policy::{DEFAULT_NAMESPACE, Document, check_batch, parse_documents};
 
-use crate::BoxError;
 use crate::admin::prepare::{Prepared, canonical};
+use crate::error::BoxError;
 
 /// One input file's name and text.
 #[derive(Clone, Debug)]

@@ -9,8 +9,8 @@ use serde_json::json;
 use super::client::{connect, describe};
 use super::table::{or_dash, write_table};
 use super::{Format, Resource};
-use crate::BoxError;
 use crate::admin::prepare::doc_ref;
+use crate::error::BoxError;
 use crate::store::DocKey;
 
 /// `get RESOURCE [NAME] [-n NS] [-o FORMAT]`.

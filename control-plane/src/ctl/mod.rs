@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::BoxError;
+use crate::error::BoxError;
 
 /// leveectl: apply, inspect and explain Levee resilience policy.
 #[derive(Debug, Parser)]

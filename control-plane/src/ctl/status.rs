@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::Format;
 use super::client::{connect, describe};
 use super::table::{or_dash, write_table};
-use crate::BoxError;
+use crate::error::BoxError;
 
 /// Prints the control plane's status.
 pub async fn status(

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::Format;
 use super::client::{connect_tokens, describe};
 use super::table::write_table;
-use crate::BoxError;
+use crate::error::BoxError;
 
 /// What `token create` asks for.
 #[derive(Debug, Clone)]

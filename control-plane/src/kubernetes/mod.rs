@@ -38,9 +38,9 @@ use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::BoxError;
 use crate::discovery::registry::Registry;
 use crate::discovery::status::Sessions;
+use crate::error::BoxError;
 use reflect::Reflectors;
 
 /// API group of the custom resources.

@@ -29,7 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use self::certs::ServingCert;
 use self::certs::issuer::{Authority, CA_LIFETIME, SERVING_LIFETIME, due};
 use self::inject::Injector;
-use crate::BoxError;
+use crate::error::BoxError;
 
 /// How often the self-issued certificates are checked for renewal and the
 /// `caBundle`s reconciled.

@@ -1,4 +1,5 @@
-//! Label sets of Levee's metric families. Field names are label names and
+//! Label sets of Levee's metric families, and the label values callers pass
+//! ([`Direction`], [`StateTable`]). Field names are label names and
 //! are part of the metrics contract (DESIGN.md §5, `docs/metrics.md`).
 
 use std::sync::Arc;
@@ -118,4 +119,43 @@ pub(super) struct UpdateLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct StateLabels {
     pub table: &'static str,
+}
+
+/// The bounded tables keyed by what callers send, as the `table` label of
+/// `levee_state_evictions_total` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateTable {
+    /// Outbound destinations (by `Host` / `:authority`).
+    Destinations,
+    /// Cached DNS answers (by destination).
+    Dns,
+    /// Per-client rate-limit buckets (by client address).
+    Clients,
+    /// Control-plane subscriptions (by destination service), dropped when
+    /// the set is full (evicted destinations are unsubscribed uncounted).
+    Subscriptions,
+    /// Destination addresses looked up by address (transparent mode): the
+    /// least recently used are dropped (and unsubscribed) when full.
+    Addresses,
+}
+
+impl StateTable {
+    pub(super) const ALL: [StateTable; 5] = [
+        StateTable::Destinations,
+        StateTable::Dns,
+        StateTable::Clients,
+        StateTable::Subscriptions,
+        StateTable::Addresses,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateTable::Destinations => "destinations",
+            StateTable::Dns => "dns",
+            StateTable::Clients => "clients",
+            StateTable::Subscriptions => "subscriptions",
+            StateTable::Addresses => "addresses",
+        }
+    }
 }

@@ -9,7 +9,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::{Direction, registered};
+use super::family::registered;
+use super::labels::Direction;
 
 /// The `target` label: where an opaque connection was forwarded.
 pub mod target {

@@ -15,8 +15,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use super::family::registered;
 use super::identity::IdentityMetrics;
-use super::{Direction, registered};
+use super::labels::Direction;
 
 /// Distinct `client` label values of `levee_authz_denied_total`.
 pub const MAX_CLIENT_LABELS: usize = 100;

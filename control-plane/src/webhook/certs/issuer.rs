@@ -15,7 +15,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 
-use crate::BoxError;
+use crate::error::BoxError;
 
 /// How long a webhook CA is valid.
 pub const CA_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);

@@ -27,7 +27,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
-use crate::BoxError;
+use crate::error::BoxError;
 
 /// How often `--webhook-cert`/`--webhook-key` are checked for a change.
 pub const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(30);
