@@ -101,6 +101,13 @@ pub struct WebhookConfig {
     /// None: no tracing, unless a pod's `levee.dev/trace-collector` names one.
     #[arg(long, env = "LEVEE_PROXY_TRACE_COLLECTOR", value_parser = parse_collector)]
     pub proxy_trace_collector: Option<String>,
+
+    /// `json`: injected proxies write one access-log line per request on
+    /// their stdout (their LEVEE_ACCESS_LOG), unless a pod's
+    /// `levee.dev/access-log: off` says otherwise; `off`: only pods
+    /// annotated `levee.dev/access-log: json` do.
+    #[arg(long, env = "LEVEE_PROXY_ACCESS_LOG", value_parser = ["json", "off"], default_value = "off")]
+    pub proxy_access_log: String,
 }
 
 fn parse_collector(url: &str) -> Result<String, String> {
@@ -151,6 +158,7 @@ pub async fn start(
             control_plane: config.proxy_control_plane.clone(),
             token_audience: token_audience.to_owned(),
             trace_collector: config.proxy_trace_collector.clone(),
+            access_log: config.proxy_access_log == "json",
         }),
         max_body: config.webhook_max_body_bytes,
     };

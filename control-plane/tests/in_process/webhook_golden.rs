@@ -19,6 +19,7 @@ fn injector() -> Injector {
         control_plane: PROXY_CONTROL_PLANE.to_owned(),
         token_audience: "levee.dev".to_owned(),
         trace_collector: None,
+        access_log: false,
     }
 }
 
@@ -429,6 +430,7 @@ fn the_proxy_learns_its_service_and_trace_collector_from_the_pod() {
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     let traced = Injector {
         trace_collector: Some("http://otel-collector.observability:4317".to_owned()),
+        access_log: false,
         ..injector()
     };
     let Decision::Inject(patch) = traced.decide(&pod, Scope::Namespace) else {

@@ -68,6 +68,8 @@ pub struct Injector {
     pub token_audience: String,
     /// `--proxy-trace-collector`: where injected proxies send traces.
     pub trace_collector: Option<String>,
+    /// `--proxy-access-log json`: injected proxies write an access log.
+    pub access_log: bool,
 }
 
 /// What the injector does with one pod.
@@ -159,6 +161,7 @@ impl Injector {
                 pod.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
                 annotations,
                 self.trace_collector.as_deref(),
+                self.access_log,
             )?,
         };
         let init = to_value(&sidecar.init_container())?;

@@ -13,6 +13,9 @@
 //!   becomes `OTEL_EXPORTER_OTLP_ENDPOINT`, with `OTEL_SERVICE_NAME` the
 //!   service and `levee.dev/trace-sample-ratio` as
 //!   `OTEL_TRACES_SAMPLER_ARG`.
+//! - **Access log**: the control plane's `--proxy-access-log`, or the pod's
+//!   `levee.dev/access-log` (`json` or `off`), becomes `LEVEE_ACCESS_LOG`
+//!   (one JSON line per request on the proxy's stdout).
 //!
 //! A value the proxy would refuse at start-up is a [`Refusal`] here (the
 //! pod is admitted uninjected with a warning), never a crash-looping sidecar.
@@ -27,6 +30,8 @@ pub const SERVICE: &str = "levee.dev/service";
 pub const TRACE_COLLECTOR: &str = "levee.dev/trace-collector";
 /// The sampling ratio (0 to 1) of this pod's proxy.
 pub const TRACE_SAMPLE_RATIO: &str = "levee.dev/trace-sample-ratio";
+/// `json`: this pod's proxy writes an access log; `off`: it does not.
+pub const ACCESS_LOG: &str = "levee.dev/access-log";
 /// The labels read, in order, when the annotation is absent.
 pub const SERVICE_LABELS: [&str; 2] = ["app.kubernetes.io/name", "app"];
 
@@ -39,15 +44,19 @@ pub struct Workload {
     pub trace_collector: Option<String>,
     /// `OTEL_TRACES_SAMPLER_ARG`.
     pub trace_sample_ratio: Option<String>,
+    /// `LEVEE_ACCESS_LOG=json`.
+    pub access_log: bool,
 }
 
 impl Workload {
     /// Reads the pod's labels and annotations; `collector` is the control
-    /// plane's `--proxy-trace-collector`.
+    /// plane's `--proxy-trace-collector`, `access_log` its
+    /// `--proxy-access-log`.
     pub fn of_pod(
         labels: &BTreeMap<String, String>,
         annotations: &BTreeMap<String, String>,
         collector: Option<&str>,
+        access_log: bool,
     ) -> Result<Workload, Refusal> {
         let service = match annotations.get(SERVICE) {
             Some(name) if is_service_name(name) => Some(name.clone()),
@@ -85,10 +94,21 @@ impl Workload {
             }
             None => None,
         };
+        let access_log = match annotations.get(ACCESS_LOG).map(String::as_str) {
+            Some("json") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(Refusal(format!(
+                    "annotation {ACCESS_LOG}: {other:?} is not json or off"
+                )));
+            }
+            None => access_log,
+        };
         Ok(Workload {
             service,
             trace_collector,
             trace_sample_ratio,
+            access_log,
         })
     }
 
@@ -106,6 +126,9 @@ impl Workload {
             if let Some(ratio) = &self.trace_sample_ratio {
                 env.push(("OTEL_TRACES_SAMPLER_ARG", ratio.clone()));
             }
+        }
+        if self.access_log {
+            env.push(("LEVEE_ACCESS_LOG", "json".to_owned()));
         }
         env
     }
@@ -154,7 +177,7 @@ mod tests {
     fn the_service_comes_from_the_annotation_then_the_usual_labels() {
         let labels = map(&[("app", "web"), ("app.kubernetes.io/name", "catalog")]);
         let from = |labels: &BTreeMap<String, String>, annotations: &[(&str, &str)]| {
-            Workload::of_pod(labels, &map(annotations), None)
+            Workload::of_pod(labels, &map(annotations), None, false)
                 .unwrap()
                 .service
         };
@@ -194,8 +217,9 @@ mod tests {
             ),
             (TRACE_SAMPLE_RATIO, "2", "is not a number from 0 to 1"),
             (TRACE_SAMPLE_RATIO, "NaN", "is not a number from 0 to 1"),
+            (ACCESS_LOG, "true", "is not json or off"),
         ] {
-            let refusal = Workload::of_pod(&none, &map(&[(key, value)]), None).unwrap_err();
+            let refusal = Workload::of_pod(&none, &map(&[(key, value)]), None, false).unwrap_err();
             assert!(
                 refusal.0.starts_with(&format!("annotation {key}: ")) && refusal.0.contains(says),
                 "{key}={value}: {}",
@@ -209,7 +233,7 @@ mod tests {
         let labels = map(&[("app", "catalog")]);
         let flag = Some("http://otel.observability:4317");
         let env = |annotations: &[(&str, &str)]| {
-            Workload::of_pod(&labels, &map(annotations), flag)
+            Workload::of_pod(&labels, &map(annotations), flag, false)
                 .unwrap()
                 .env()
         };
@@ -237,7 +261,23 @@ mod tests {
             )
         );
         // No collector anywhere: no tracing variables at all.
-        let plain = Workload::of_pod(&labels, &map(&[(TRACE_SAMPLE_RATIO, "1")]), None).unwrap();
+        let plain =
+            Workload::of_pod(&labels, &map(&[(TRACE_SAMPLE_RATIO, "1")]), None, false).unwrap();
         assert_eq!(plain.env(), vec![("LEVEE_SERVICE", "catalog".to_owned())]);
+    }
+
+    #[test]
+    fn the_access_log_follows_the_flag_unless_the_pod_says_otherwise() {
+        let labels = map(&[("app", "catalog")]);
+        let logs = |annotations: &[(&str, &str)], flag: bool| {
+            Workload::of_pod(&labels, &map(annotations), None, flag)
+                .unwrap()
+                .env()
+                .contains(&("LEVEE_ACCESS_LOG", "json".to_owned()))
+        };
+        assert!(!logs(&[], false));
+        assert!(logs(&[], true));
+        assert!(logs(&[(ACCESS_LOG, "json")], false));
+        assert!(!logs(&[(ACCESS_LOG, "off")], true));
     }
 }
