@@ -71,11 +71,13 @@ async fn scenario_8_a_policy_change_mid_load_fails_no_call_and_takes_effect() {
         "the slow calls finished before the change: the test proves nothing"
     );
 
-    // New calls get the new request timeout.
+    // New calls get the new request timeout. The upstream answers after
+    // 5 s: only the new 1 s timeout (not the old 10 s one) can end the call
+    // first, even if a loaded machine holds the proxy's timer back a while.
     let mut conn = Http1Conn::connect(addr).await.unwrap();
     let start = Instant::now();
     let r = conn
-        .send(get("/late", &[("x-flaky-delay", "2s")]))
+        .send(get("/late", &[("x-flaky-delay", "5s")]))
         .await
         .unwrap();
     assert_eq!(
@@ -84,7 +86,7 @@ async fn scenario_8_a_policy_change_mid_load_fails_no_call_and_takes_effect() {
         "{r:?}"
     );
     assert!(
-        start.elapsed() < Duration::from_millis(1900),
+        start.elapsed() < Duration::from_millis(4500),
         "{:?}",
         start.elapsed()
     );
