@@ -98,7 +98,7 @@ impl std::fmt::Debug for Destination {
 impl Destination {
     /// The destination `label` with `policy` (or defaults) compiled; every
     /// route's stack ends in `endpoint`, which sends one attempt to the
-    /// [`Endpoint`](super::balance::Endpoint) the balancer chose.
+    /// endpoint the balancer chose ([`CallContext::endpoint`](super::call::CallContext::endpoint)).
     pub fn new<E>(
         label: &str,
         policy: Option<&Arc<ResiliencePolicy>>,

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::{EndpointGate, EndpointStats, Pass};
 use crate::body::BoxError;
 use crate::errors::{ErrorKind, ProxyError};
-use crate::resilience::attempt::AttemptDeadline;
+use crate::resilience::call::AttemptDeadline;
 use crate::resilience::classify::{Outcome, classify_error, classify_response};
 
 /// What an attempt in flight reports when it ends.

@@ -3,7 +3,8 @@
 //!
 //! For each attempt, two distinct endpoints are drawn at random from the
 //! available ones and the cheaper ([`ewma`]) gets the request. The endpoint
-//! the previous attempt of the same call used ([`CallAttempts`]) is left out
+//! the previous attempt of the same call used (its
+//! [`CallAttempts`](super::call::CallAttempts)) is left out
 //! while another one is available, so a retry lands elsewhere. The choice
 //! walks the endpoint set in place (count, then draw two positions), so an
 //! attempt allocates nothing; while health has ejected nothing, it does not
@@ -16,10 +17,11 @@
 //! refused pick moves on to another candidate. The [`Pass`] it hands out
 //! travels with the attempt and comes back with its outcome.
 //!
-//! The chosen address is recorded in the call's [`CallAttempts`], which is
-//! how the service inside learns it ([`Endpoint::of`]; a request without
-//! that record gets an [`Endpoint`] extension instead). The response future ([`future`]) feeds the latency to
-//! the load estimate and the outcome to endpoint health.
+//! The chosen address is recorded in the call's attempts record (in its
+//! [`CallContext`], created if the request has none), which is how the
+//! service inside learns it ([`CallContext::endpoint`]). The response
+//! future ([`future`]) feeds the latency to the load estimate and the
+//! outcome to endpoint health.
 
 mod endpoints;
 pub mod ewma;
@@ -36,30 +38,13 @@ use http::Request;
 use tokio::time::Instant;
 use tower::Service;
 
-use super::attempt::{AttemptDeadline, CallAttempts};
+use super::call::CallContext;
 use super::classify::Outcome;
 use crate::body::BoxError;
 use crate::errors::{ErrorKind, ProxyError};
 pub use endpoints::{EndpointSet, EndpointStats};
 pub use future::ResponseFuture;
 pub use layer::BalanceLayer;
-
-/// The endpoint an attempt goes to, set by [`Balance`]: the latest entry of
-/// the call's [`CallAttempts`] when the request carries that record (every
-/// outbound call does), else this request extension. Read it with
-/// [`Endpoint::of`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Endpoint(pub SocketAddr);
-
-impl Endpoint {
-    /// The endpoint the balancer chose for `req` (`None`: none was).
-    pub fn of<B>(req: &Request<B>) -> Option<SocketAddr> {
-        match req.extensions().get::<CallAttempts>() {
-            Some(attempts) => attempts.last(),
-            None => req.extensions().get::<Endpoint>().map(|e| e.0),
-        }
-    }
-}
 
 /// What [`EndpointGate::begin`] granted one attempt; handed back with the
 /// attempt's outcome to [`EndpointGate::record`].
@@ -300,19 +285,16 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let attempts = req.extensions().get::<CallAttempts>();
-        let avoid = attempts.and_then(CallAttempts::last);
+        // The call's record carries the choice (every outbound call has one;
+        // another request gets one here).
+        let call = CallContext::of(&mut req);
+        let avoid = call.attempts().last();
         let (chosen, pass) = match self.balancer.pick_attempt(avoid) {
             Ok(picked) => picked,
             Err(err) => return ResponseFuture::failed(err),
         };
-        // The call's record carries the choice; only a request without one
-        // needs an extension (an allocation) for it.
-        match attempts {
-            Some(attempts) => drop(attempts.record(chosen.addr)),
-            None => drop(req.extensions_mut().insert(Endpoint(chosen.addr))),
-        }
-        let deadline = req.extensions().get::<AttemptDeadline>().copied();
+        call.attempts().record(chosen.addr);
+        let deadline = call.attempt_deadline;
         chosen.load.start();
         let future = self.inner.call(req);
         ResponseFuture::new(

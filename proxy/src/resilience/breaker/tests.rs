@@ -176,7 +176,7 @@ async fn half_open_rejects_beyond_its_probes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_dropped_at_its_deadline_is_a_timeout() {
-    use crate::resilience::timeout::Deadline;
+    use crate::resilience::call::CallContext;
 
     let metrics = Metrics::new();
     let breaker = Arc::new(ServiceBreaker::new("s", &config(), &metrics));
@@ -188,7 +188,7 @@ async fn a_call_dropped_at_its_deadline_is_a_timeout() {
     for _ in 0..5 {
         let mut req = Request::new(());
         let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-        req.extensions_mut().insert(Deadline(deadline));
+        CallContext::of(&mut req).deadline = Some(deadline);
         let call = hanging.clone().oneshot(req);
         assert!(
             tokio::time::timeout(Duration::from_millis(10), call)
@@ -201,7 +201,7 @@ async fn a_call_dropped_at_its_deadline_is_a_timeout() {
     for _ in 0..3 {
         let mut req = Request::new(());
         let deadline = tokio::time::Instant::now() + Duration::from_millis(10);
-        req.extensions_mut().insert(Deadline(deadline));
+        CallContext::of(&mut req).deadline = Some(deadline);
         let call = hanging.clone().oneshot(req);
         assert!(tokio::time::timeout_at(deadline, call).await.is_err());
     }

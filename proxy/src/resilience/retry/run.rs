@@ -12,8 +12,8 @@ use super::{MAX_RETRY_AFTER, Reason, RetryConfig, policy};
 use crate::body::{BoxBody, BoxError};
 use crate::deadline::deadline_after;
 use crate::errors::{self, ProxyError};
-use crate::resilience::attempt::{AttemptDeadline, CallAttempts};
-use crate::resilience::timeout::{Deadline, elapsed, grpc};
+use crate::resilience::call::{AttemptDeadline, CallContext};
+use crate::resilience::timeout::{elapsed, grpc};
 use crate::trace::{CallSpan, SpanEvent};
 
 type Attempt = Result<Response<BoxBody>, BoxError>;
@@ -36,7 +36,10 @@ where
     config.budget.deposit();
     let (mut parts, body) = req.into_parts();
     let call = Call {
-        deadline: parts.extensions.get::<Deadline>().map(|d| d.0),
+        deadline: parts
+            .extensions
+            .get::<CallContext>()
+            .and_then(|c| c.deadline),
         grpc: errors::is_grpc(&parts.headers),
         idempotent: config.conditions.idempotent(&parts.method, &parts.headers),
         span: parts.extensions.get::<CallSpan>().cloned(),
@@ -52,9 +55,10 @@ where
         Err(body) => return attempt(inner, &config, &call, Request::from_parts(parts, body)).await,
     };
     // A retry may follow: the balancer must see where the last attempt went.
-    if parts.extensions.get::<CallAttempts>().is_none() {
-        parts.extensions.insert(CallAttempts::default());
-    }
+    parts
+        .extensions
+        .get_or_insert_default::<CallContext>()
+        .attempts();
     // The first attempt takes the caller's head; this copy is what retries
     // are made from (one copy per call, plus one per retry sent).
     let head = Request::from_parts(parts, ());
@@ -168,7 +172,7 @@ where
         (p, d) => p.or(d),
     };
     if let Some(at) = attempt_deadline {
-        req.extensions_mut().insert(AttemptDeadline(at));
+        CallContext::of(&mut req).attempt_deadline = Some(AttemptDeadline(at));
         if call.grpc
             && let Some(now) = now
         {
