@@ -21,6 +21,8 @@ use crate::resilience::classify::{Outcome, classify_error, classify_response};
 /// What an attempt in flight reports when it ends.
 struct Report {
     endpoint: Arc<EndpointStats>,
+    /// The endpoint's position in the balancer's set (the gate's index).
+    at: usize,
     gate: Arc<dyn EndpointGate>,
     /// What the gate granted: a probe's slot is given back or decided here.
     pass: Pass,
@@ -33,7 +35,7 @@ impl Report {
         let latency = self.start.elapsed();
         self.endpoint.load.finish(latency);
         self.gate
-            .record(self.endpoint.addr, self.pass, &outcome, latency);
+            .record(self.endpoint.at(self.at), self.pass, &outcome, latency);
     }
 }
 
@@ -64,6 +66,7 @@ impl<F> ResponseFuture<F> {
     pub(super) fn new(
         inner: F,
         endpoint: Arc<EndpointStats>,
+        at: usize,
         gate: Arc<dyn EndpointGate>,
         pass: Pass,
         deadline: Option<AttemptDeadline>,
@@ -74,6 +77,7 @@ impl<F> ResponseFuture<F> {
             failed: None,
             report: Some(Report {
                 endpoint,
+                at,
                 gate,
                 pass,
                 deadline,

@@ -20,14 +20,17 @@ struct TestGate {
 }
 
 impl EndpointGate for TestGate {
-    fn is_available(&self, addr: SocketAddr) -> bool {
-        !self.ejected.lock().expect("lock").contains(&addr)
+    fn is_available(&self, endpoint: EndpointRef) -> bool {
+        !self.ejected.lock().expect("lock").contains(&endpoint.addr)
     }
-    fn begin(&self, addr: SocketAddr) -> Option<Pass> {
-        self.is_available(addr).then_some(Pass::default())
+    fn begin(&self, endpoint: EndpointRef) -> Option<Pass> {
+        self.is_available(endpoint).then_some(Pass::default())
     }
-    fn record(&self, addr: SocketAddr, _: Pass, outcome: &Outcome, _: Duration) {
-        self.outcomes.lock().expect("lock").push((addr, *outcome));
+    fn record(&self, endpoint: EndpointRef, _: Pass, outcome: &Outcome, _: Duration) {
+        self.outcomes
+            .lock()
+            .expect("lock")
+            .push((endpoint.addr, *outcome));
     }
     fn set_endpoints(&self, _: &[SocketAddr]) {}
 }
