@@ -19,9 +19,15 @@
 //!   may count the drop as a timeout rather than a caller hang-up.
 //! - The connect timeout (policy `timeouts.connect`) the forwarder uses
 //!   instead of `--connect-timeout`.
+//!
+//! The attempts record also says when the retry layer's per-try timer,
+//! sooner than the request deadline, is armed ([`SoonerTimer`]): the
+//! request timeout layer then leaves its own timer out of the timer wheel
+//! (the per-try one wakes the call first), so an attempt arms one timer,
+//! not two.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -83,8 +89,9 @@ impl AttemptDeadline {
     }
 }
 
-/// How many attempts one call sent and where the last one went. Clones
-/// share the record (one allocation per call).
+/// How many attempts one call sent and where the last one went (and
+/// whether a [`SoonerTimer`] is armed). Clones share the record (one
+/// allocation per call).
 #[derive(Clone, Debug, Default)]
 pub struct CallAttempts(Arc<Record>);
 
@@ -92,6 +99,23 @@ pub struct CallAttempts(Arc<Record>);
 struct Record {
     count: AtomicU32,
     last: Mutex<Option<SocketAddr>>,
+    /// A [`SoonerTimer`] is alive.
+    sooner_timer: AtomicBool,
+}
+
+/// While alive: a timer inside the request timeout layer, set sooner than
+/// the call's request deadline, is armed and will wake the call before
+/// that deadline (the retry layer's per-try timeout). The request timeout
+/// layer does not register its own timer meanwhile; when this is dropped
+/// (the attempt ended) it does, at its next poll. One call, one task: the
+/// per-try timer wakes the same task the request timeout runs in.
+#[derive(Debug)]
+pub struct SoonerTimer<'a>(&'a CallAttempts);
+
+impl Drop for SoonerTimer<'_> {
+    fn drop(&mut self) {
+        self.0.0.sooner_timer.store(false, Ordering::Relaxed);
+    }
 }
 
 impl CallAttempts {
@@ -113,6 +137,18 @@ impl CallAttempts {
         if let Some(attempts) = CallContext::get(req).and_then(|c| c.attempts.as_ref()) {
             attempts.record(endpoint);
         }
+    }
+
+    /// Notes that a timer sooner than the request deadline is armed until
+    /// the returned guard is dropped.
+    pub fn arm_sooner_timer(&self) -> SoonerTimer<'_> {
+        self.0.sooner_timer.store(true, Ordering::Relaxed);
+        SoonerTimer(self)
+    }
+
+    /// Whether a [`SoonerTimer`] is alive.
+    pub fn sooner_timer_armed(&self) -> bool {
+        self.0.sooner_timer.load(Ordering::Relaxed)
     }
 
     /// Attempts sent so far.

@@ -12,7 +12,7 @@ use super::{MAX_RETRY_AFTER, Reason, RetryConfig, policy};
 use crate::body::{BoxBody, BoxError};
 use crate::deadline::deadline_after;
 use crate::errors::{self, ProxyError};
-use crate::resilience::call::{AttemptDeadline, CallContext};
+use crate::resilience::call::{AttemptDeadline, CallAttempts, CallContext};
 use crate::resilience::timeout::{elapsed, grpc};
 use crate::trace::{CallSpan, SpanEvent};
 
@@ -22,6 +22,8 @@ type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Attempt> + S
 /// What every attempt of one call needs to know about it.
 struct Call {
     deadline: Option<Instant>,
+    /// The call's attempts record (always there once a retry may follow).
+    attempts: Option<CallAttempts>,
     grpc: bool,
     idempotent: bool,
     /// The logical span, for events (`None`: not traced).
@@ -35,11 +37,10 @@ where
 {
     config.budget.deposit();
     let (mut parts, body) = req.into_parts();
-    let call = Call {
-        deadline: parts
-            .extensions
-            .get::<CallContext>()
-            .and_then(|c| c.deadline),
+    let context = parts.extensions.get::<CallContext>();
+    let mut call = Call {
+        deadline: context.and_then(|c| c.deadline),
+        attempts: context.and_then(|c| c.attempts.clone()),
         grpc: errors::is_grpc(&parts.headers),
         idempotent: config.conditions.idempotent(&parts.method, &parts.headers),
         span: parts.extensions.get::<CallSpan>().cloned(),
@@ -55,10 +56,10 @@ where
         Err(body) => return attempt(inner, &config, &call, Request::from_parts(parts, body)).await,
     };
     // A retry may follow: the balancer must see where the last attempt went.
-    parts
-        .extensions
-        .get_or_insert_default::<CallContext>()
-        .attempts();
+    if call.attempts.is_none() {
+        let context = parts.extensions.get_or_insert_default::<CallContext>();
+        call.attempts = Some(context.attempts().clone());
+    }
     // The first attempt takes the caller's head; this copy is what retries
     // are made from (one copy per call, plus one per retry sent).
     let head = Request::from_parts(parts, ());
@@ -186,18 +187,25 @@ where
     // Boxed: keeps this future `Send` for any caller (rustc cannot prove it
     // through the generic future otherwise).
     let future: BoxFuture = Box::pin(svc.call(req));
-    match own_timeout {
-        None => future.await,
-        Some(at) => match tokio::time::timeout_at(at, future).await {
-            Ok(result) => result,
-            Err(_) => {
-                config.metrics.per_try_timeouts.inc();
-                if let Some(span) = &call.span {
-                    span.event(SpanEvent::Timeout("per-try"));
-                }
-                let after = config.per_try.unwrap_or_default();
-                Err(elapsed(&config.service, "per-try", after).into())
+    let Some(at) = own_timeout else {
+        return future.await;
+    };
+    // Sooner than the request deadline: while this timer is armed, the
+    // request timeout layer outside keeps its own out of the timer wheel.
+    let _armed = call
+        .attempts
+        .as_ref()
+        .filter(|_| call.deadline.is_some())
+        .map(CallAttempts::arm_sooner_timer);
+    match tokio::time::timeout_at(at, future).await {
+        Ok(result) => result,
+        Err(_) => {
+            config.metrics.per_try_timeouts.inc();
+            if let Some(span) = &call.span {
+                span.event(SpanEvent::Timeout("per-try"));
             }
-        },
+            let after = config.per_try.unwrap_or_default();
+            Err(elapsed(&config.service, "per-try", after).into())
+        }
     }
 }

@@ -11,6 +11,12 @@
 //! started streaming is not cut (the upstream got the remaining time as its
 //! own `grpc-timeout`).
 //!
+//! While the retry layer's per-try timer, sooner than the deadline, is
+//! armed ([`SoonerTimer`](crate::resilience::call::SoonerTimer)), the
+//! deadline's timer stays out of the timer wheel: the per-try timer wakes
+//! the call first, and the deadline's is registered at the first poll
+//! after it is disarmed.
+//!
 //! The inbound side uses the same layer for `spec.inbound.timeouts.request`,
 //! without the caller's `grpc-timeout`
 //! ([`RequestTimeoutLayer::without_caller_deadline`]): the local app reads
@@ -97,10 +103,12 @@ where
                 at = at.min(outer);
             }
             call.deadline = Some(at);
+            let attempts = call.attempts.clone();
             let sleep = tokio::time::sleep_until(at);
             let span = req.extensions().get::<CallSpan>().cloned();
             (
                 sleep,
+                attempts,
                 self.fired.clone(),
                 self.service.clone(),
                 budget,
