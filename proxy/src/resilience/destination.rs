@@ -338,8 +338,9 @@ impl EndpointGate for EndpointHealth {
         pass: Pass,
         outcome: &Outcome,
         latency: std::time::Duration,
+        now: tokio::time::Instant,
     ) {
-        EndpointHealth::record(self, endpoint, pass, outcome, latency);
+        EndpointHealth::record_at(self, endpoint, pass, outcome, latency, now);
     }
 
     fn set_endpoints(&self, addrs: &[std::net::SocketAddr]) {

@@ -191,6 +191,19 @@ impl EndpointHealth {
         outcome: &Outcome,
         latency: Duration,
     ) {
+        self.record_at(endpoint, pass, outcome, latency, Instant::now());
+    }
+
+    /// [`Self::record`] for an attempt that ended at `now` (the balancer
+    /// read the clock for its latency).
+    pub fn record_at(
+        &self,
+        endpoint: impl Into<EndpointRef>,
+        pass: Pass,
+        outcome: &Outcome,
+        latency: Duration,
+        now: Instant,
+    ) {
         let table = self.table.load();
         let (Some(cfg), Some(breaker)) = (&table.cfg, table.breaker(endpoint.into())) else {
             return;
@@ -206,9 +219,7 @@ impl EndpointHealth {
         let mut machine = breaker.lock();
         let before = machine.state();
         let slow = machine.is_slow(latency);
-        let changed = machine.record(Instant::now(), failed, slow, pass.probe, || {
-            self.try_eject(cap)
-        });
+        let changed = machine.record(now, failed, slow, pass.probe, || self.try_eject(cap));
         breaker.mirror(&machine);
         drop(machine);
         let Some(state) = changed else { return };

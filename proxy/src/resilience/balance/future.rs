@@ -32,10 +32,12 @@ struct Report {
 
 impl Report {
     fn finish(self, outcome: Outcome) {
-        let latency = self.start.elapsed();
-        self.endpoint.load.finish(latency);
+        // One clock read for the latency, the load estimate and health.
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(self.start);
+        self.endpoint.load.finish(latency, now);
         self.gate
-            .record(self.endpoint.at(self.at), self.pass, &outcome, latency);
+            .record(self.endpoint.at(self.at), self.pass, &outcome, latency, now);
     }
 }
 

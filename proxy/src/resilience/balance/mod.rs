@@ -88,8 +88,16 @@ pub trait EndpointGate: Send + Sync + 'static {
     /// when it may not take one now (HALF_OPEN, all probes out; or ejected
     /// since `is_available` said yes).
     fn begin(&self, endpoint: EndpointRef) -> Option<Pass>;
-    /// The outcome of one attempt on `endpoint` that `begin` let in.
-    fn record(&self, endpoint: EndpointRef, pass: Pass, outcome: &Outcome, latency: Duration);
+    /// The outcome of one attempt on `endpoint` that `begin` let in, which
+    /// took `latency` and ended at `now`.
+    fn record(
+        &self,
+        endpoint: EndpointRef,
+        pass: Pass,
+        outcome: &Outcome,
+        latency: Duration,
+        now: Instant,
+    );
     /// The endpoint set changed.
     fn set_endpoints(&self, addrs: &[SocketAddr]);
     /// `true` only when every endpoint is available (nothing ejected), so
@@ -111,7 +119,7 @@ impl EndpointGate for OpenGate {
     fn begin(&self, _: EndpointRef) -> Option<Pass> {
         Some(Pass::default())
     }
-    fn record(&self, _: EndpointRef, _: Pass, _: &Outcome, _: Duration) {}
+    fn record(&self, _: EndpointRef, _: Pass, _: &Outcome, _: Duration, _: Instant) {}
     fn set_endpoints(&self, _: &[SocketAddr]) {}
     fn none_ejected(&self) -> bool {
         true

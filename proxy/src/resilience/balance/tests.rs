@@ -26,7 +26,7 @@ impl EndpointGate for TestGate {
     fn begin(&self, endpoint: EndpointRef) -> Option<Pass> {
         self.is_available(endpoint).then_some(Pass::default())
     }
-    fn record(&self, endpoint: EndpointRef, _: Pass, outcome: &Outcome, _: Duration) {
+    fn record(&self, endpoint: EndpointRef, _: Pass, outcome: &Outcome, _: Duration, _: Instant) {
         self.outcomes
             .lock()
             .expect("lock")

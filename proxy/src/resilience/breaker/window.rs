@@ -2,8 +2,8 @@
 //! ring of buckets without allocating. The window slides one bucket at a
 //! time (a tenth of its length). The sums over the window are kept as calls
 //! are recorded and recomputed from the buckets only when the window slides,
-//! so recording a call (every call, for each breaker) and reading the sums
-//! right after are O(1); reading at another time is O(buckets).
+//! so recording a call (every call, for each breaker) is O(1) and returns
+//! the sums the breaker judges.
 
 use std::time::Duration;
 
@@ -107,6 +107,7 @@ impl Window {
     }
 
     /// The sums over the buckets still inside the window at `now`.
+    #[cfg(test)]
     pub(crate) fn counts(&self, now: Instant) -> Counts {
         let epoch = self.epoch(now);
         if epoch == self.current {
