@@ -338,7 +338,7 @@ async fn slow_calls_trip_only_a_breaker_that_judges_them() {
             &cfg,
             &Metrics::new(),
         ));
-        let svc = ServiceBreakerLayer::new(breaker.clone()).layer(slow_upstream.clone());
+        let svc = ServiceBreakerLayer::new(breaker.clone()).layer(slow_upstream);
         for _ in 0..10 {
             let response = call(&svc).await.expect("upstream answers");
             assert_eq!(response.status(), 200);
