@@ -40,15 +40,11 @@ use tokio_util::task::TaskTracker;
 use crate::body::BoxBody;
 use crate::errors::{ConnectCause, ErrorKind, ProxyError, ResetCause};
 use crate::loops::OwnListeners;
+use crate::resilience::call::CallContext;
 use crate::server::ConnectionSlot;
 use headers::{is_upgrade, strip_hop_by_hop};
 use pool::{Pool, PoolSettings, Protocol, SendError};
 use upgrade::{AllowedUpgrades, Screened};
-
-/// Request extension: the connect timeout for this request's endpoint
-/// (policy `timeouts.connect`), instead of `--connect-timeout`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnectTimeout(pub Duration);
 
 /// Request extension: the protocol the destination's port declares
 /// (`appProtocol` from discovery or a `ServiceEndpoints` file), used
@@ -144,7 +140,7 @@ impl Forwarder {
     }
 
     /// Forwards `req` to `addr`, speaking the downstream's HTTP version.
-    /// `service` labels errors. A [`ConnectTimeout`] extension overrides the
+    /// `service` labels errors. The request's [`CallContext`] connect timeout overrides the
     /// pool's connect timeout (policy `timeouts.connect`).
     pub async fn forward(
         &self,
@@ -180,7 +176,7 @@ impl Forwarder {
         uri::rewrite_for_upstream(&mut req, protocol)
             .map_err(|detail| ProxyError::new(ErrorKind::BadRequest, service, detail))?;
 
-        let connect_timeout = req.extensions().get::<ConnectTimeout>().map(|t| t.0);
+        let connect_timeout = CallContext::get(&req).and_then(|c| c.connect_timeout);
         let mut sent = self
             .pool
             .send(addr, protocol, req, upgrade, connect_timeout)

@@ -1,6 +1,6 @@
 //! The connection pool as a tower [`Service`], for the resilience stack: the
 //! innermost layer, sending each request to the endpoint the balancer chose
-//! ([`Endpoint::of`]).
+//! ([`CallContext::endpoint`]).
 //!
 //! Errors are [`ProxyError`]s boxed into [`BoxError`], so layers outside can
 //! downcast them (connect failure vs reset, for retries and breakers).
@@ -16,10 +16,10 @@ use tower::Service;
 use super::Forwarder;
 use crate::body::{BoxBody, BoxError};
 use crate::errors::{ErrorKind, ProxyError};
-use crate::resilience::balance::Endpoint;
+use crate::resilience::call::CallContext;
 use crate::trace::AttemptSpan;
 
-/// Forwards requests to the address the balancer chose ([`Endpoint::of`]). Cheap to clone.
+/// Forwards requests to the address the balancer chose ([`CallContext::endpoint`]). Cheap to clone.
 #[derive(Clone)]
 pub struct EndpointService {
     forwarder: Arc<Forwarder>,
@@ -46,7 +46,7 @@ impl Service<Request<BoxBody>> for EndpointService {
     fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
         let (forwarder, service) = (self.forwarder.clone(), self.service.clone());
         Box::pin(async move {
-            let Some(addr) = Endpoint::of(&req) else {
+            let Some(addr) = CallContext::endpoint(&req) else {
                 let detail = "no endpoint chosen for the request";
                 return Err(ProxyError::new(ErrorKind::NoEndpoints, &*service, detail).into());
             };

@@ -108,8 +108,7 @@ async fn a_connect_that_never_completes_is_connect_timeout() {
     };
     assert!(full);
     let mut req = request(Version::HTTP_11);
-    req.extensions_mut()
-        .insert(ConnectTimeout(Duration::from_millis(100)));
+    CallContext::of(&mut req).connect_timeout = Some(Duration::from_millis(100));
     let err = forward_err(req, addr).await;
     assert_eq!(err.kind, ErrorKind::UpstreamConnect(ConnectCause::TimedOut));
     drop(listener);

@@ -18,7 +18,7 @@ use tower::Service;
 
 use crate::body::{BoxBody, BoxError};
 use crate::forward::Forwarder;
-use crate::resilience::attempt::CallAttempts;
+use crate::resilience::call::CallAttempts;
 use crate::transparent::OriginalDst;
 
 /// Forwards requests to the local app. Cheap to clone.

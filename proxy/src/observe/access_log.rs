@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::errors::ErrorKind;
-use crate::resilience::attempt::CallAttempts;
+use crate::resilience::call::CallAttempts;
 
 /// Lines buffered between requests and the writer.
 const QUEUE: usize = 4096;

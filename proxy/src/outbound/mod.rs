@@ -40,12 +40,12 @@ use levee_proto::policy::{RouteRequest, ServiceKey};
 
 use crate::body::{self, BoxBody};
 use crate::errors::{self, ErrorKind, ProxyError};
-use crate::forward::{ConnectTimeout, DeclaredProtocol, Forwarder, uri};
+use crate::forward::{DeclaredProtocol, Forwarder, uri};
 use crate::loops::{self, hops};
 use crate::metrics::Direction;
 use crate::observe::Observation;
 use crate::observe::access_log::AccessLog;
-use crate::resilience::attempt::CallAttempts;
+use crate::resilience::call::{CallAttempts, CallContext};
 use crate::resilience::timeout::idle::IdleTimeoutBody;
 use crate::resilience::timeout::{TimeoutDefaults, elapsed};
 use crate::resilience::{Destination, RouteStack};
@@ -263,8 +263,7 @@ async fn request(
 ) -> Result<Response<BoxBody>, ProxyError> {
     let config = &route.config;
     if explicit_policy {
-        req.extensions_mut()
-            .insert(ConnectTimeout(config.connect_timeout));
+        CallContext::of(&mut req).connect_timeout = Some(config.connect_timeout);
     }
     let call = route.call(req);
     let head_timeout = defaults
@@ -360,7 +359,7 @@ impl Handler for Outbound {
         let mut observation = Observation::new(route.requests.clone(), start, grpc);
         // The call's one attempt record: the balancer writes it; retries,
         // spans and the access log read it.
-        req.extensions_mut().insert(CallAttempts::default());
+        CallContext::of(&mut req).attempts();
         if let Some(log) = &self.access_log {
             let mut entry = log.entry("outbound", &destination.label, &route.config.name, &req);
             entry.track(&mut req);

@@ -18,7 +18,7 @@ use levee_proto::policy::{
     EffectiveConcurrency, EffectiveRateLimit, OutboundPolicy, ResiliencePolicy, Route, RouteRequest,
 };
 
-use super::balance::{Balancer, EndpointGate, Pass};
+use super::balance::{Balancer, EndpointGate, EndpointRef, Pass};
 use super::breaker::ServiceBreaker;
 use super::classify::Outcome;
 use super::concurrency::Bulkhead;
@@ -98,7 +98,7 @@ impl std::fmt::Debug for Destination {
 impl Destination {
     /// The destination `label` with `policy` (or defaults) compiled; every
     /// route's stack ends in `endpoint`, which sends one attempt to the
-    /// [`Endpoint`](super::balance::Endpoint) the balancer chose.
+    /// endpoint the balancer chose ([`CallContext::endpoint`](super::call::CallContext::endpoint)).
     pub fn new<E>(
         label: &str,
         policy: Option<&Arc<ResiliencePolicy>>,
@@ -324,22 +324,23 @@ fn update_service_wide(
 }
 
 impl EndpointGate for EndpointHealth {
-    fn is_available(&self, addr: std::net::SocketAddr) -> bool {
-        EndpointHealth::is_available(self, addr)
+    fn is_available(&self, endpoint: EndpointRef) -> bool {
+        EndpointHealth::is_available(self, endpoint)
     }
 
-    fn begin(&self, addr: std::net::SocketAddr) -> Option<Pass> {
-        EndpointHealth::begin(self, addr)
+    fn begin(&self, endpoint: EndpointRef) -> Option<Pass> {
+        EndpointHealth::begin(self, endpoint)
     }
 
     fn record(
         &self,
-        addr: std::net::SocketAddr,
+        endpoint: EndpointRef,
         pass: Pass,
         outcome: &Outcome,
         latency: std::time::Duration,
+        now: tokio::time::Instant,
     ) {
-        EndpointHealth::record(self, addr, pass, outcome, latency);
+        EndpointHealth::record_at(self, endpoint, pass, outcome, latency, now);
     }
 
     fn set_endpoints(&self, addrs: &[std::net::SocketAddr]) {

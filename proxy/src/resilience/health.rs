@@ -20,10 +20,12 @@
 //! With a breaker configured, endpoint health owns `levee_endpoints` for its
 //! service (ready = known − ejected); without one, discovery's count stands.
 //!
-//! Hot path: an `ArcSwap` read of the endpoint map and one small per-endpoint
-//! mutex; the ejected count is an atomic.
+//! Hot path: an `ArcSwap` read of the table, the endpoint's breaker found by
+//! its position in the balancer's set ([`EndpointRef`]: the table keeps the
+//! endpoints in the same order, so no hashing), one small per-endpoint mutex
+//! only while it is not CLOSED; the ejected count is an atomic.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -33,7 +35,7 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::metrics::{CircuitState, Metrics};
-use crate::resilience::balance::Pass;
+use crate::resilience::balance::{EndpointRef, Pass};
 use crate::resilience::breaker::machine::{Admission, Machine};
 use crate::resilience::breaker::{BreakerConfig, BreakerMetrics};
 use crate::resilience::classify::Outcome;
@@ -59,7 +61,26 @@ struct Table {
     addrs: Vec<SocketAddr>,
     /// How many endpoints the cap is a percentage of.
     count: usize,
-    breakers: HashMap<SocketAddr, Arc<EndpointBreaker>>,
+    /// One breaker per distinct address, in the order of `addrs` (the
+    /// balancer's order: [`EndpointRef::at`] indexes it). Empty without a
+    /// breaker config.
+    breakers: Vec<(SocketAddr, Arc<EndpointBreaker>)>,
+}
+
+impl Table {
+    /// `endpoint`'s breaker: at its position when the address there
+    /// matches (always, but while a new endpoint set is being installed),
+    /// else found by address.
+    fn breaker(&self, endpoint: EndpointRef) -> Option<&Arc<EndpointBreaker>> {
+        match self.breakers.get(endpoint.at) {
+            Some((addr, breaker)) if *addr == endpoint.addr => Some(breaker),
+            _ => self
+                .breakers
+                .iter()
+                .find(|(addr, _)| *addr == endpoint.addr)
+                .map(|(_, breaker)| breaker),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -110,11 +131,11 @@ impl EndpointHealth {
         self.update.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether the balancer may send to `addr`: false while it is ejected.
-    /// Unknown endpoints are available.
-    pub fn is_available(&self, addr: SocketAddr) -> bool {
+    /// Whether the balancer may send to `endpoint`: false while it is
+    /// ejected. Unknown endpoints are available.
+    pub fn is_available(&self, endpoint: impl Into<EndpointRef>) -> bool {
         let table = self.table.load();
-        let Some(breaker) = table.breakers.get(&addr) else {
+        let Some(breaker) = table.breaker(endpoint.into()) else {
             return true;
         };
         if breaker.closed.load(Ordering::Acquire) {
@@ -132,12 +153,12 @@ impl EndpointHealth {
         available
     }
 
-    /// Lets one attempt go to `addr` (the balancer's choice). CLOSED and
+    /// Lets one attempt go to `endpoint` (the balancer's choice). CLOSED and
     /// unknown endpoints take it as an ordinary call; a HALF_OPEN one as a
     /// probe while it has a slot left; otherwise `None`.
-    pub fn begin(&self, addr: SocketAddr) -> Option<Pass> {
+    pub fn begin(&self, endpoint: impl Into<EndpointRef>) -> Option<Pass> {
         let table = self.table.load();
-        let Some(breaker) = table.breakers.get(&addr) else {
+        let Some(breaker) = table.breaker(endpoint.into()) else {
             return Some(Pass::default());
         };
         if breaker.closed.load(Ordering::Acquire) {
@@ -162,10 +183,29 @@ impl EndpointHealth {
         }
     }
 
-    /// Reports the outcome of one attempt on `addr` that [`Self::begin`] let in.
-    pub fn record(&self, addr: SocketAddr, pass: Pass, outcome: &Outcome, latency: Duration) {
+    /// Reports the outcome of one attempt on `endpoint` that [`Self::begin`] let in.
+    pub fn record(
+        &self,
+        endpoint: impl Into<EndpointRef>,
+        pass: Pass,
+        outcome: &Outcome,
+        latency: Duration,
+    ) {
+        self.record_at(endpoint, pass, outcome, latency, Instant::now());
+    }
+
+    /// [`Self::record`] for an attempt that ended at `now` (the balancer
+    /// read the clock for its latency).
+    pub fn record_at(
+        &self,
+        endpoint: impl Into<EndpointRef>,
+        pass: Pass,
+        outcome: &Outcome,
+        latency: Duration,
+        now: Instant,
+    ) {
         let table = self.table.load();
-        let (Some(cfg), Some(breaker)) = (&table.cfg, table.breakers.get(&addr)) else {
+        let (Some(cfg), Some(breaker)) = (&table.cfg, table.breaker(endpoint.into())) else {
             return;
         };
         if outcome.is_ignored() {
@@ -179,9 +219,7 @@ impl EndpointHealth {
         let mut machine = breaker.lock();
         let before = machine.state();
         let slow = machine.is_slow(latency);
-        let changed = machine.record(Instant::now(), failed, slow, pass.probe, || {
-            self.try_eject(cap)
-        });
+        let changed = machine.record(now, failed, slow, pass.probe, || self.try_eject(cap));
         breaker.mirror(&machine);
         drop(machine);
         let Some(state) = changed else { return };
@@ -228,25 +266,33 @@ impl EndpointHealth {
     }
 
     /// Installs a table for `addrs`, reusing `keep`'s breakers when given.
+    /// Duplicates count once, at their first position, as in the
+    /// balancer's [`EndpointSet`](crate::resilience::balance::EndpointSet).
     fn rebuild(&self, cfg: Option<BreakerConfig>, addrs: &[SocketAddr], keep: Option<&Table>) {
-        let mut breakers = HashMap::with_capacity(addrs.len());
+        let mut breakers: Vec<(SocketAddr, Arc<EndpointBreaker>)> = Vec::new();
         let mut ejected = 0;
         if let Some(cfg) = &cfg {
+            breakers.reserve(addrs.len());
+            let kept: HashMap<SocketAddr, &Arc<EndpointBreaker>> = keep
+                .map(|t| t.breakers.iter().map(|(a, b)| (*a, b)).collect())
+                .unwrap_or_default();
+            let mut seen = HashSet::with_capacity(addrs.len());
             for &addr in addrs {
-                let breaker = keep
-                    .and_then(|t| t.breakers.get(&addr).cloned())
-                    .unwrap_or_else(|| {
-                        Arc::new(EndpointBreaker::new(
-                            &self.service,
-                            addr,
-                            cfg,
-                            &self.metrics,
-                        ))
-                    });
+                if !seen.insert(addr) {
+                    continue;
+                }
+                let breaker = kept.get(&addr).map(|b| Arc::clone(b)).unwrap_or_else(|| {
+                    Arc::new(EndpointBreaker::new(
+                        &self.service,
+                        addr,
+                        cfg,
+                        &self.metrics,
+                    ))
+                });
                 if breaker.lock().state() != CircuitState::Closed {
                     ejected += 1;
                 }
-                breakers.insert(addr, breaker);
+                breakers.push((addr, breaker));
             }
         }
         let count = addrs.len();

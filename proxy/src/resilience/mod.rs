@@ -11,7 +11,8 @@
 //! - `timeout`: the whole-call deadline (and `grpc-timeout` parsing/encoding).
 //! - `retry`: conditions, budget, backoff, replayable bodies, per-try timeouts.
 //! - `balance`: power of two choices over peak-EWMA, respecting ejection.
-//! - `attempt`: the call's attempt record and the per-attempt deadline (request extensions).
+//! - `call`: the one request extension of a call (its attempt record, request and
+//!   attempt deadlines, connect timeout).
 //! - `classify`: what one attempt's outcome was (success, status, error, cancelled).
 //! - `breaker`: the service circuit breaker (CLOSED / OPEN / HALF_OPEN) and its layer.
 //! - `health`: per-endpoint breakers (outlier ejection) the balancer respects.
@@ -25,9 +26,9 @@
 //! table), so budgets, breakers and load estimates outlive requests and
 //! policy updates.
 
-pub mod attempt;
 pub mod balance;
 pub mod breaker;
+pub mod call;
 pub mod classify;
 pub mod concurrency;
 pub mod destination;

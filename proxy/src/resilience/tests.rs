@@ -229,3 +229,52 @@ async fn a_request_timeout_is_one_failed_call_for_the_service_breaker() {
     }
     assert_eq!(breaker.state(), CircuitState::Open);
 }
+
+/// The request deadline still fires on time when each attempt has a sooner
+/// per-try timeout (whose timer stands in for the deadline's while armed):
+/// two attempts time out per try, the third would outlast the deadline, so
+/// it runs under the request deadline alone, which answers at 1 s.
+#[tokio::test(start_paused = true)]
+async fn the_request_deadline_fires_after_sooner_per_try_timeouts() {
+    let p = policy(
+        "    timeouts: {request: 1s, perTry: 400ms}\n    retry: {maxRetries: 5, on: [timeout], backoff: {base: 1ms, max: 1ms}, budget: {percent: 100, minPerSecond: 100}}\n",
+    );
+    let sent = Arc::new(AtomicUsize::new(0));
+    let hanging = Destination::new(
+        "payments.shop:8080",
+        Some(&p),
+        &Metrics::new(),
+        service_fn({
+            let sent = sent.clone();
+            move |_req: Request<BoxBody>| {
+                sent.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<Result<Response<BoxBody>, BoxError>>()
+            }
+        }),
+    );
+    let addrs: Arc<[SocketAddr]> = Arc::from([SocketAddr::from(([127, 0, 0, 1], 9))]);
+    hanging.balancer.set_endpoints(&addrs);
+    let routes = hanging.routes_for(Some(&p));
+    let route = routes.route(&RouteRequest::new("GET", "/"));
+    for _ in 0..3 {
+        let mut req = Request::get("http://payments.shop:8080/")
+            .body(body::empty())
+            .expect("request");
+        // As the outbound listener sends it: with the call's attempts record.
+        call::CallContext::of(&mut req).attempts();
+        let start = tokio::time::Instant::now();
+        let answered = tokio::time::timeout(Duration::from_secs(5), route.call(req)).await;
+        let err = answered
+            .expect("answered by the request deadline")
+            .expect_err("times out");
+        let err = err.downcast::<ProxyError>().expect("a proxy error");
+        let took = start.elapsed();
+        assert_eq!(err.kind, ErrorKind::Timeout);
+        assert!(err.detail.starts_with("request timeout"), "{}", err.detail);
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_millis(1010),
+            "{took:?}"
+        );
+    }
+    assert_eq!(sent.load(Ordering::SeqCst), 9, "three attempts per call");
+}

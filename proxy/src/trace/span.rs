@@ -28,7 +28,7 @@ use super::attributes::{
 };
 use super::propagation;
 use crate::errors::{ErrorKind, ProxyError};
-use crate::resilience::attempt::{AttemptDeadline, CallAttempts};
+use crate::resilience::call::{AttemptDeadline, CallAttempts};
 
 /// Request extension: the logical outbound call's span. Cheap to clone (the
 /// retry layer copies it into every attempt).
@@ -270,7 +270,7 @@ impl AttemptSpan {
         propagation::inject(req.headers_mut(), cx.span().span_context());
         Some(AttemptSpan {
             cx,
-            deadline: req.extensions().get::<AttemptDeadline>().copied(),
+            deadline: AttemptDeadline::of(req),
             finished: false,
         })
     }

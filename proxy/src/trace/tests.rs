@@ -13,7 +13,7 @@ use opentelemetry_sdk::trace::{Sampler, SpanData, SpanExporter};
 use super::*;
 use crate::errors::{ConnectCause, ErrorKind, ProxyError};
 use crate::metrics::Metrics;
-use crate::resilience::attempt::CallAttempts;
+use crate::resilience::call::CallAttempts;
 use crate::snapshot::Snapshot;
 
 /// Keeps every exported span.

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::EndpointRef;
 use super::ewma::PeakEwma;
 
 /// One endpoint and its load.
@@ -13,6 +14,16 @@ use super::ewma::PeakEwma;
 pub struct EndpointStats {
     pub addr: SocketAddr,
     pub load: PeakEwma,
+}
+
+impl EndpointStats {
+    /// This endpoint as the gate knows it, at position `at` of its set.
+    pub fn at(&self, at: usize) -> EndpointRef {
+        EndpointRef {
+            at,
+            addr: self.addr,
+        }
+    }
 }
 
 /// An immutable set of endpoints.

@@ -51,10 +51,9 @@ impl PeakEwma {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A request finished after `rtt`.
-    pub fn finish(&self, rtt: Duration) {
+    /// A request finished after `rtt`, at `now`.
+    pub fn finish(&self, rtt: Duration, now: Instant) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let now = Instant::now();
         let rtt = rtt.as_nanos() as f64;
         let mut guard = self.estimate.lock().unwrap_or_else(PoisonError::into_inner);
         let (estimate, last) = *guard;
@@ -83,7 +82,7 @@ mod tests {
         let e = PeakEwma::default();
         let base = e.cost();
         e.start();
-        e.finish(Duration::from_millis(500));
+        e.finish(Duration::from_millis(500), Instant::now());
         let peak = e.cost();
         assert!((peak - 500e6).abs() < 1.0, "{peak}");
         tokio::time::advance(Duration::from_secs(10)).await;
@@ -93,12 +92,12 @@ mod tests {
             "decays unused: {idle}"
         );
         e.start();
-        e.finish(Duration::from_millis(5));
+        e.finish(Duration::from_millis(5), Instant::now());
         let after = e.cost();
         assert!(after < peak * 0.5 && after > peak * 0.3, "{after}");
         tokio::time::advance(Duration::from_secs(60)).await;
         e.start();
-        e.finish(Duration::from_millis(5));
+        e.finish(Duration::from_millis(5), Instant::now());
         assert!(e.cost() < base, "{}", e.cost());
     }
 

@@ -15,12 +15,14 @@ use tokio::time::Instant;
 use super::{EndpointGate, EndpointStats, Pass};
 use crate::body::BoxError;
 use crate::errors::{ErrorKind, ProxyError};
-use crate::resilience::attempt::AttemptDeadline;
+use crate::resilience::call::AttemptDeadline;
 use crate::resilience::classify::{Outcome, classify_error, classify_response};
 
 /// What an attempt in flight reports when it ends.
 struct Report {
     endpoint: Arc<EndpointStats>,
+    /// The endpoint's position in the balancer's set (the gate's index).
+    at: usize,
     gate: Arc<dyn EndpointGate>,
     /// What the gate granted: a probe's slot is given back or decided here.
     pass: Pass,
@@ -30,10 +32,12 @@ struct Report {
 
 impl Report {
     fn finish(self, outcome: Outcome) {
-        let latency = self.start.elapsed();
-        self.endpoint.load.finish(latency);
+        // One clock read for the latency, the load estimate and health.
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(self.start);
+        self.endpoint.load.finish(latency, now);
         self.gate
-            .record(self.endpoint.addr, self.pass, &outcome, latency);
+            .record(self.endpoint.at(self.at), self.pass, &outcome, latency, now);
     }
 }
 
@@ -64,6 +68,7 @@ impl<F> ResponseFuture<F> {
     pub(super) fn new(
         inner: F,
         endpoint: Arc<EndpointStats>,
+        at: usize,
         gate: Arc<dyn EndpointGate>,
         pass: Pass,
         deadline: Option<AttemptDeadline>,
@@ -74,6 +79,7 @@ impl<F> ResponseFuture<F> {
             failed: None,
             report: Some(Report {
                 endpoint,
+                at,
                 gate,
                 pass,
                 deadline,

@@ -3,7 +3,8 @@
 //!
 //! For each attempt, two distinct endpoints are drawn at random from the
 //! available ones and the cheaper ([`ewma`]) gets the request. The endpoint
-//! the previous attempt of the same call used ([`CallAttempts`]) is left out
+//! the previous attempt of the same call used (its
+//! [`CallAttempts`](super::call::CallAttempts)) is left out
 //! while another one is available, so a retry lands elsewhere. The choice
 //! walks the endpoint set in place (count, then draw two positions), so an
 //! attempt allocates nothing; while health has ejected nothing, it does not
@@ -16,10 +17,11 @@
 //! refused pick moves on to another candidate. The [`Pass`] it hands out
 //! travels with the attempt and comes back with its outcome.
 //!
-//! The chosen address is recorded in the call's [`CallAttempts`], which is
-//! how the service inside learns it ([`Endpoint::of`]; a request without
-//! that record gets an [`Endpoint`] extension instead). The response future ([`future`]) feeds the latency to
-//! the load estimate and the outcome to endpoint health.
+//! The chosen address is recorded in the call's attempts record (in its
+//! [`CallContext`], created if the request has none), which is how the
+//! service inside learns it ([`CallContext::endpoint`]). The response
+//! future ([`future`]) feeds the latency to the load estimate and the
+//! outcome to endpoint health.
 
 mod endpoints;
 pub mod ewma;
@@ -36,7 +38,7 @@ use http::Request;
 use tokio::time::Instant;
 use tower::Service;
 
-use super::attempt::{AttemptDeadline, CallAttempts};
+use super::call::CallContext;
 use super::classify::Outcome;
 use crate::body::BoxError;
 use crate::errors::{ErrorKind, ProxyError};
@@ -44,19 +46,24 @@ pub use endpoints::{EndpointSet, EndpointStats};
 pub use future::ResponseFuture;
 pub use layer::BalanceLayer;
 
-/// The endpoint an attempt goes to, set by [`Balance`]: the latest entry of
-/// the call's [`CallAttempts`] when the request carries that record (every
-/// outbound call does), else this request extension. Read it with
-/// [`Endpoint::of`].
+/// An endpoint as the balancer hands it to the gate: its address and its
+/// position in the endpoint set, which lists the addresses of the gate's
+/// last [`EndpointGate::set_endpoints`] in order, each once. A gate may
+/// index its per-endpoint state by `at` instead of hashing the address
+/// (checking the address there: while a new set is installed, the two may
+/// briefly differ).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Endpoint(pub SocketAddr);
+pub struct EndpointRef {
+    pub at: usize,
+    pub addr: SocketAddr,
+}
 
-impl Endpoint {
-    /// The endpoint the balancer chose for `req` (`None`: none was).
-    pub fn of<B>(req: &Request<B>) -> Option<SocketAddr> {
-        match req.extensions().get::<CallAttempts>() {
-            Some(attempts) => attempts.last(),
-            None => req.extensions().get::<Endpoint>().map(|e| e.0),
+impl From<SocketAddr> for EndpointRef {
+    /// An address whose position is not known (found by address).
+    fn from(addr: SocketAddr) -> Self {
+        EndpointRef {
+            at: usize::MAX,
+            addr,
         }
     }
 }
@@ -73,15 +80,24 @@ pub struct Pass {
 
 /// What the balancer asks of endpoint health (outlier ejection).
 pub trait EndpointGate: Send + Sync + 'static {
-    /// `false` while `addr` is ejected (or HALF_OPEN with every probe out).
-    /// No side effect: the balancer asks about candidates it may not pick.
-    fn is_available(&self, addr: SocketAddr) -> bool;
-    /// Lets one attempt go to `addr`, the endpoint the balancer chose; `None`
+    /// `false` while `endpoint` is ejected (or HALF_OPEN with every probe
+    /// out). No side effect: the balancer asks about candidates it may not
+    /// pick.
+    fn is_available(&self, endpoint: EndpointRef) -> bool;
+    /// Lets one attempt go to `endpoint`, the one the balancer chose; `None`
     /// when it may not take one now (HALF_OPEN, all probes out; or ejected
     /// since `is_available` said yes).
-    fn begin(&self, addr: SocketAddr) -> Option<Pass>;
-    /// The outcome of one attempt on `addr` that `begin` let in.
-    fn record(&self, addr: SocketAddr, pass: Pass, outcome: &Outcome, latency: Duration);
+    fn begin(&self, endpoint: EndpointRef) -> Option<Pass>;
+    /// The outcome of one attempt on `endpoint` that `begin` let in, which
+    /// took `latency` and ended at `now`.
+    fn record(
+        &self,
+        endpoint: EndpointRef,
+        pass: Pass,
+        outcome: &Outcome,
+        latency: Duration,
+        now: Instant,
+    );
     /// The endpoint set changed.
     fn set_endpoints(&self, addrs: &[SocketAddr]);
     /// `true` only when every endpoint is available (nothing ejected), so
@@ -97,13 +113,13 @@ pub trait EndpointGate: Send + Sync + 'static {
 pub struct OpenGate;
 
 impl EndpointGate for OpenGate {
-    fn is_available(&self, _: SocketAddr) -> bool {
+    fn is_available(&self, _: EndpointRef) -> bool {
         true
     }
-    fn begin(&self, _: SocketAddr) -> Option<Pass> {
+    fn begin(&self, _: EndpointRef) -> Option<Pass> {
         Some(Pass::default())
     }
-    fn record(&self, _: SocketAddr, _: Pass, _: &Outcome, _: Duration) {}
+    fn record(&self, _: EndpointRef, _: Pass, _: &Outcome, _: Duration, _: Instant) {}
     fn set_endpoints(&self, _: &[SocketAddr]) {}
     fn none_ejected(&self) -> bool {
         true
@@ -164,9 +180,9 @@ impl Balancer {
     pub fn pick(&self, avoid: Option<SocketAddr>) -> Result<Arc<EndpointStats>, ProxyError> {
         let set = self.endpoints.load();
         let candidates = self.candidates(&set, avoid)?;
-        Ok(p2c(&set.endpoints, |e| candidates.admits(e, &[]))
-            .unwrap_or(&set.endpoints[0])
-            .clone())
+        let (_, chosen) = p2c(&set.endpoints, |at, e| candidates.admits(at, e, &[]))
+            .unwrap_or((0, &set.endpoints[0]));
+        Ok(chosen.clone())
     }
 
     /// Picks the endpoint for one attempt, avoiding `avoid` when possible,
@@ -174,29 +190,30 @@ impl Balancer {
     /// HALF_OPEN endpoint whose probes are all out) is left out and the pick
     /// repeated; `avoid` is the last resort before every endpoint is used
     /// regardless (with a plain pass, so the result decides nothing).
+    /// Returns the endpoint, its position in the set, and the pass.
     pub fn pick_attempt(
         &self,
         avoid: Option<SocketAddr>,
-    ) -> Result<(Arc<EndpointStats>, Pass), ProxyError> {
+    ) -> Result<(Arc<EndpointStats>, usize, Pass), ProxyError> {
         let set = self.endpoints.load();
         let all = &set.endpoints;
         let candidates = self.candidates(&set, avoid)?;
         // Only allocated when a candidate refuses (rare: HALF_OPEN probes out).
         let mut refused: Vec<SocketAddr> = Vec::new();
-        while let Some(chosen) = p2c(all, |e| candidates.admits(e, &refused)) {
-            if let Some(pass) = self.gate.begin(chosen.addr) {
-                return Ok((chosen.clone(), pass));
+        while let Some((at, chosen)) = p2c(all, |at, e| candidates.admits(at, e, &refused)) {
+            if let Some(pass) = self.gate.begin(chosen.at(at)) {
+                return Ok((chosen.clone(), at, pass));
             }
             refused.push(chosen.addr);
         }
-        if let Some(avoided) = all.iter().find(|e| Some(e.addr) == avoid)
-            && self.gate.is_available(avoided.addr)
-            && let Some(pass) = self.gate.begin(avoided.addr)
+        if let Some((at, avoided)) = all.iter().enumerate().find(|(_, e)| Some(e.addr) == avoid)
+            && self.gate.is_available(avoided.at(at))
+            && let Some(pass) = self.gate.begin(avoided.at(at))
         {
-            return Ok((avoided.clone(), pass));
+            return Ok((avoided.clone(), at, pass));
         }
-        let any = p2c(all, |_| true).unwrap_or(&all[0]);
-        Ok((any.clone(), Pass::default()))
+        let (at, any) = p2c(all, |_, _| true).unwrap_or((0, &all[0]));
+        Ok((any.clone(), at, Pass::default()))
     }
 
     /// Which endpoints an attempt may go to: the available ones (all when
@@ -216,8 +233,14 @@ impl Balancer {
             ));
         }
         let gate = (!self.gate.none_ejected()).then_some(&*self.gate);
-        let available = |e: &EndpointStats| gate.is_none_or(|g| g.is_available(e.addr));
-        let count = all.iter().filter(|e| available(e)).count();
+        let count = match gate {
+            Some(g) => all
+                .iter()
+                .enumerate()
+                .filter(|(at, e)| g.is_available(e.at(*at)))
+                .count(),
+            None => all.len(),
+        };
         let gate = if count == 0 { None } else { gate };
         let avoid = avoid.filter(|a| {
             let left = if gate.is_some() { count } else { all.len() };
@@ -236,22 +259,28 @@ struct Candidates<'a> {
 }
 
 impl Candidates<'_> {
-    fn admits(&self, e: &EndpointStats, refused: &[SocketAddr]) -> bool {
+    /// Whether the endpoint `e`, at position `at`, may be picked.
+    fn admits(&self, at: usize, e: &EndpointStats, refused: &[SocketAddr]) -> bool {
         Some(e.addr) != self.avoid
             && !refused.contains(&e.addr)
-            && self.gate.is_none_or(|g| g.is_available(e.addr))
+            && self.gate.is_none_or(|g| g.is_available(e.at(at)))
     }
 }
 
-/// Power of two choices over the endpoints `keep` admits: the cheaper of
-/// two distinct random ones, found by position without collecting them.
-/// `None` when `keep` admits none.
+/// Power of two choices over the endpoints `keep` admits (given each one's
+/// position and stats): the cheaper of two distinct random ones, found by
+/// position without collecting them, with its position. `None` when `keep`
+/// admits none.
 fn p2c(
     all: &[Arc<EndpointStats>],
-    keep: impl Fn(&EndpointStats) -> bool,
-) -> Option<&Arc<EndpointStats>> {
-    let n = all.iter().filter(|e| keep(e)).count();
-    let mut kept = all.iter().filter(|e| keep(e));
+    keep: impl Fn(usize, &EndpointStats) -> bool,
+) -> Option<(usize, &Arc<EndpointStats>)> {
+    let n = all
+        .iter()
+        .enumerate()
+        .filter(|(at, e)| keep(*at, e))
+        .count();
+    let mut kept = all.iter().enumerate().filter(|(at, e)| keep(*at, e));
     if n <= 1 {
         return kept.next();
     }
@@ -263,14 +292,18 @@ fn p2c(
     let (first, second) = (i.min(j), i.max(j));
     // Availability may change between the two walks: fall back to what is there.
     let Some(a) = kept.nth(first) else {
-        return all.iter().find(|e| keep(e));
+        return all.iter().enumerate().find(|(at, e)| keep(*at, e));
     };
     let Some(b) = kept.nth(second - first - 1) else {
         return Some(a);
     };
     // The i-th draw is the incumbent, so ties go either way.
     let (a, b) = if i < j { (a, b) } else { (b, a) };
-    Some(if b.load.cost() < a.load.cost() { b } else { a })
+    Some(if b.1.load.cost() < a.1.load.cost() {
+        b
+    } else {
+        a
+    })
 }
 
 /// Sends each request to the endpoint [`Balancer`] picks.
@@ -300,24 +333,22 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let attempts = req.extensions().get::<CallAttempts>();
-        let avoid = attempts.and_then(CallAttempts::last);
-        let (chosen, pass) = match self.balancer.pick_attempt(avoid) {
+        // The call's record carries the choice (every outbound call has one;
+        // another request gets one here).
+        let call = CallContext::of(&mut req);
+        let avoid = call.attempts().last();
+        let (chosen, at, pass) = match self.balancer.pick_attempt(avoid) {
             Ok(picked) => picked,
             Err(err) => return ResponseFuture::failed(err),
         };
-        // The call's record carries the choice; only a request without one
-        // needs an extension (an allocation) for it.
-        match attempts {
-            Some(attempts) => drop(attempts.record(chosen.addr)),
-            None => drop(req.extensions_mut().insert(Endpoint(chosen.addr))),
-        }
-        let deadline = req.extensions().get::<AttemptDeadline>().copied();
+        call.attempts().record(chosen.addr);
+        let deadline = call.attempt_deadline;
         chosen.load.start();
         let future = self.inner.call(req);
         ResponseFuture::new(
             future,
             chosen,
+            at,
             self.balancer.gate.clone(),
             pass,
             deadline,

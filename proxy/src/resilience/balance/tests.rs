@@ -6,7 +6,7 @@ use tower::{ServiceExt, service_fn};
 
 use super::*;
 use crate::errors::ProxyError;
-use crate::resilience::attempt::CallAttempts;
+use crate::resilience::call::{AttemptDeadline, CallAttempts, CallContext};
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -20,14 +20,17 @@ struct TestGate {
 }
 
 impl EndpointGate for TestGate {
-    fn is_available(&self, addr: SocketAddr) -> bool {
-        !self.ejected.lock().expect("lock").contains(&addr)
+    fn is_available(&self, endpoint: EndpointRef) -> bool {
+        !self.ejected.lock().expect("lock").contains(&endpoint.addr)
     }
-    fn begin(&self, addr: SocketAddr) -> Option<Pass> {
-        self.is_available(addr).then_some(Pass::default())
+    fn begin(&self, endpoint: EndpointRef) -> Option<Pass> {
+        self.is_available(endpoint).then_some(Pass::default())
     }
-    fn record(&self, addr: SocketAddr, _: Pass, outcome: &Outcome, _: Duration) {
-        self.outcomes.lock().expect("lock").push((addr, *outcome));
+    fn record(&self, endpoint: EndpointRef, _: Pass, outcome: &Outcome, _: Duration, _: Instant) {
+        self.outcomes
+            .lock()
+            .expect("lock")
+            .push((endpoint.addr, *outcome));
     }
     fn set_endpoints(&self, _: &[SocketAddr]) {}
 }
@@ -45,7 +48,7 @@ fn upstream(
     delays: HashMap<u16, Duration>,
 ) -> impl Service<Request<()>, Response = Response<u16>, Error = BoxError> + Clone {
     service_fn(move |req: Request<()>| {
-        let addr = Endpoint::of(&req).expect("endpoint chosen");
+        let addr = CallContext::endpoint(&req).expect("endpoint chosen");
         let delay = delays.get(&addr.port()).copied().unwrap_or_default();
         async move {
             tokio::time::sleep(delay).await;
@@ -127,7 +130,7 @@ async fn a_retry_avoids_the_endpoint_the_last_attempt_used() {
         let mut seen = HashSet::new();
         for n in 1..=50 {
             let mut req = Request::new(());
-            req.extensions_mut().insert(attempts.clone());
+            CallContext::of(&mut req).attempts = Some(attempts.clone());
             let before = attempts.last();
             let port = send(&b, upstream(HashMap::new()), req).await.expect("ok");
             assert_ne!(Some(addr(port)), before);
@@ -141,7 +144,7 @@ async fn a_retry_avoids_the_endpoint_the_last_attempt_used() {
     let (one, _) = balancer(&[7]);
     let attempts = CallAttempts::default();
     let mut req = Request::new(());
-    req.extensions_mut().insert(attempts.clone());
+    CallContext::of(&mut req).attempts = Some(attempts.clone());
     attempts.record(addr(7));
     assert_eq!(
         send(&one, upstream(HashMap::new()), req).await.expect("ok"),
@@ -189,8 +192,8 @@ async fn a_drop_at_the_attempt_deadline_is_a_timeout_and_before_it_a_cancellatio
     let (b, gate) = balancer(&[1]);
     let hang = HashMap::from([(1, Duration::from_secs(3600))]);
     let mut req = Request::new(());
-    req.extensions_mut()
-        .insert(AttemptDeadline(Instant::now() + Duration::from_millis(100)));
+    CallContext::of(&mut req).attempt_deadline =
+        Some(AttemptDeadline(Instant::now() + Duration::from_millis(100)));
     let call = send(&b, upstream(hang.clone()), req);
     assert!(
         tokio::time::timeout(Duration::from_millis(100), call)

@@ -11,7 +11,7 @@ use tower::{BoxError, Layer, Service};
 use super::ServiceBreaker;
 use super::future::ResponseFuture;
 use crate::body::BoxBody;
-use crate::resilience::timeout::Deadline;
+use crate::resilience::call::CallContext;
 use crate::trace::{self, SpanEvent};
 
 /// Wraps a service with the breaker of its target service.
@@ -63,7 +63,7 @@ where
             Ok(permit) => {
                 // An outer deadline (none in the outbound stack, where the
                 // timeout layer is inside and answers with its own error).
-                let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
+                let deadline = CallContext::get(&req).and_then(|c| c.deadline);
                 let permit = permit.with_deadline(deadline);
                 ResponseFuture::admitted(self.inner.call(req), permit)
             }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use levee_proto::policy::EffectiveCircuitBreaker;
 use tokio::time::Instant;
 
-use super::window::Window;
+use super::window::{Counts, Window};
 use crate::metrics::CircuitState;
 
 /// Jitter takes up to this fraction off an open time, so breakers that
@@ -176,13 +176,13 @@ impl Machine {
                 None
             }
             State::Closed => {
-                self.window.record(now, failed, slow);
+                let counts = self.window.record(now, failed, slow);
                 self.consecutive_failures = if failed {
                     self.consecutive_failures.saturating_add(1)
                 } else {
                     0
                 };
-                if self.should_trip(now) && may_open() {
+                if self.should_trip(counts) && may_open() {
                     self.trip(now);
                     return Some(CircuitState::Open);
                 }
@@ -191,12 +191,12 @@ impl Machine {
         }
     }
 
-    fn should_trip(&self, now: Instant) -> bool {
+    /// Whether to trip, given the window's `counts` now.
+    fn should_trip(&self, counts: Counts) -> bool {
         let cfg = &self.cfg;
         if cfg.consecutive_failures > 0 && self.consecutive_failures >= cfg.consecutive_failures {
             return true;
         }
-        let counts = self.window.counts(now);
         if counts.total < cfg.failure_rate_min_requests.max(1) {
             return false;
         }

@@ -98,6 +98,11 @@ pub struct ServiceBreaker {
     /// Mirrors "the machine is CLOSED" (written under the lock), so that
     /// admitting a call in the common case takes no lock.
     closed: AtomicBool,
+    /// Whether the config judges slow calls (`slowCall`): only then is a
+    /// call's latency measured (two clock reads saved per call otherwise).
+    /// A call admitted before an update that adds `slowCall` is not timed,
+    /// so not judged slow.
+    times_calls: AtomicBool,
     metrics: BreakerMetrics,
     /// `levee_rejected_total{direction="outbound",reason="circuit-open"}`.
     rejected: Counter,
@@ -109,6 +114,7 @@ impl ServiceBreaker {
             service: service.to_owned(),
             machine: Mutex::new(Machine::new(cfg, Instant::now())),
             closed: AtomicBool::new(true),
+            times_calls: AtomicBool::new(cfg.slow_call.is_some()),
             metrics: BreakerMetrics::new(metrics, service, ""),
             rejected: metrics.rejected(
                 Direction::Outbound,
@@ -132,6 +138,8 @@ impl ServiceBreaker {
         let was = machine.state();
         *machine = Machine::new(cfg, Instant::now());
         self.closed.store(true, Ordering::Release);
+        self.times_calls
+            .store(cfg.slow_call.is_some(), Ordering::Release);
         drop(machine);
         if was != CircuitState::Closed {
             self.metrics.transition(CircuitState::Closed);
@@ -146,16 +154,18 @@ impl ServiceBreaker {
     /// Admits a call, or fails fast with a `circuit-open` [`ProxyError`]
     /// whose `retry_after` is the remaining open time.
     pub fn try_acquire(self: &Arc<Self>) -> Result<BreakerPermit, ProxyError> {
-        let now = Instant::now();
         if self.closed.load(Ordering::Acquire) {
+            // CLOSED admits without the clock; the start only times slow calls.
+            let start = self.times_calls.load(Ordering::Acquire).then(Instant::now);
             return Ok(BreakerPermit {
                 breaker: Some(self.clone()),
                 generation: CLOSED_GENERATION,
-                start: now,
+                start,
                 head_latency: None,
                 deadline: None,
             });
         }
+        let now = Instant::now();
         let mut machine = self.lock();
         let (admission, changed) = machine.admit(now);
         self.mirror(&machine);
@@ -167,7 +177,7 @@ impl ServiceBreaker {
             Admission::Admitted { generation, .. } => Ok(BreakerPermit {
                 breaker: Some(self.clone()),
                 generation,
-                start: now,
+                start: Some(now),
                 head_latency: None,
                 deadline: None,
             }),
@@ -219,7 +229,8 @@ impl ServiceBreaker {
 pub struct BreakerPermit {
     breaker: Option<Arc<ServiceBreaker>>,
     generation: u64,
-    start: Instant,
+    /// When the call was admitted (`None`: not timed, see `times_calls`).
+    start: Option<Instant>,
     /// Time to the response head, once it arrived (the outcome may wait
     /// for the end of the body; slowness is judged on the head).
     head_latency: Option<Duration>,
@@ -236,12 +247,15 @@ impl BreakerPermit {
 
     /// Notes that the response head arrived now (its latency is the call's).
     pub(super) fn head_arrived(mut self) -> Self {
-        self.head_latency = Some(self.start.elapsed());
+        self.head_latency = self.start.map(|start| start.elapsed());
         self
     }
 
+    /// The call's latency (zero when it was not timed: never slow).
     fn latency(&self) -> Duration {
-        self.head_latency.unwrap_or_else(|| self.start.elapsed())
+        self.head_latency
+            .or_else(|| self.start.map(|start| start.elapsed()))
+            .unwrap_or_default()
     }
 
     /// Reports the call's outcome; latency is measured from admission to

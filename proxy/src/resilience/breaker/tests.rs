@@ -176,7 +176,7 @@ async fn half_open_rejects_beyond_its_probes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_dropped_at_its_deadline_is_a_timeout() {
-    use crate::resilience::timeout::Deadline;
+    use crate::resilience::call::CallContext;
 
     let metrics = Metrics::new();
     let breaker = Arc::new(ServiceBreaker::new("s", &config(), &metrics));
@@ -188,7 +188,7 @@ async fn a_call_dropped_at_its_deadline_is_a_timeout() {
     for _ in 0..5 {
         let mut req = Request::new(());
         let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-        req.extensions_mut().insert(Deadline(deadline));
+        CallContext::of(&mut req).deadline = Some(deadline);
         let call = hanging.clone().oneshot(req);
         assert!(
             tokio::time::timeout(Duration::from_millis(10), call)
@@ -201,7 +201,7 @@ async fn a_call_dropped_at_its_deadline_is_a_timeout() {
     for _ in 0..3 {
         let mut req = Request::new(());
         let deadline = tokio::time::Instant::now() + Duration::from_millis(10);
-        req.extensions_mut().insert(Deadline(deadline));
+        CallContext::of(&mut req).deadline = Some(deadline);
         let call = hanging.clone().oneshot(req);
         assert!(tokio::time::timeout_at(deadline, call).await.is_err());
     }
@@ -311,4 +311,45 @@ async fn a_body_read_to_its_known_length_is_a_success_without_a_final_poll() {
         CircuitState::Closed,
         "both probes succeeded"
     );
+}
+
+/// Slow answers (200s, after 600 ms) trip a breaker whose config judges
+/// slow calls, timed from admission to the response head; the same answers
+/// leave a breaker without `slowCall` closed (its calls are not timed).
+#[tokio::test(start_paused = true)]
+async fn slow_calls_trip_only_a_breaker_that_judges_them() {
+    use levee_proto::policy::EffectiveSlowCall;
+
+    let slow_upstream = service_fn(|_req: Request<()>| async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        Ok::<_, BoxError>(Response::new(crate::body::empty()))
+    });
+    let mut judging = config();
+    judging.consecutive_failures = 0;
+    judging.slow_call = Some(EffectiveSlowCall {
+        duration: Duration::from_millis(500).into(),
+        percent: 80.0,
+    });
+    let mut lenient = judging.clone();
+    lenient.slow_call = None;
+    for (cfg, trips) in [(judging, true), (lenient, false)] {
+        let breaker = Arc::new(ServiceBreaker::new(
+            "payments.shop:8080",
+            &cfg,
+            &Metrics::new(),
+        ));
+        let svc = ServiceBreakerLayer::new(breaker.clone()).layer(slow_upstream);
+        for _ in 0..10 {
+            let response = call(&svc).await.expect("upstream answers");
+            assert_eq!(response.status(), 200);
+            // The outcome is recorded when the body ends.
+            drop(response);
+        }
+        let expected = if trips {
+            CircuitState::Open
+        } else {
+            CircuitState::Closed
+        };
+        assert_eq!(breaker.state(), expected, "slowCall judged: {trips}");
+    }
 }

@@ -1,6 +1,9 @@
 //! A sliding time window of call counts (total, failed, slow), kept in a
-//! ring of buckets so that recording and reading are O(buckets) without
-//! allocating. The window slides one bucket at a time (a tenth of its length).
+//! ring of buckets without allocating. The window slides one bucket at a
+//! time (a tenth of its length). The sums over the window are kept as calls
+//! are recorded and recomputed from the buckets only when the window slides,
+//! so recording a call (every call, for each breaker) is O(1) and returns
+//! the sums the breaker judges.
 
 use std::time::Duration;
 
@@ -32,6 +35,10 @@ pub(crate) struct Window {
     origin: Instant,
     bucket_nanos: u64,
     buckets: [Bucket; BUCKETS],
+    /// The latest epoch recorded at (the window's newest bucket).
+    current: u64,
+    /// The sums over the buckets inside the window ending at `current`.
+    sum: Counts,
 }
 
 impl Window {
@@ -41,7 +48,14 @@ impl Window {
             origin: now,
             bucket_nanos: (nanos / BUCKETS as u64).max(1),
             buckets: [Bucket::default(); BUCKETS],
+            current: 0,
+            sum: Counts::default(),
         }
+    }
+
+    /// Whether a bucket of `epoch` is inside the window ending at `current`.
+    fn in_window(&self, epoch: u64) -> bool {
+        epoch <= self.current && epoch.saturating_add(BUCKETS as u64 - 1) >= self.current
     }
 
     fn epoch(&self, now: Instant) -> u64 {
@@ -51,25 +65,59 @@ impl Window {
         u64::try_from(since).unwrap_or(u64::MAX) / self.bucket_nanos
     }
 
-    /// Counts one call at `now`.
-    pub(crate) fn record(&mut self, now: Instant, failed: bool, slow: bool) {
+    /// Counts one call at `now`; returns the sums over the window at `now`
+    /// (as [`Window::counts`] would).
+    pub(crate) fn record(&mut self, now: Instant, failed: bool, slow: bool) -> Counts {
         let epoch = self.epoch(now);
+        if epoch > self.current {
+            // The window slid: its sums are those of the buckets still in it.
+            self.sum = self.sum_at(epoch);
+            self.current = epoch;
+        }
         // Epochs start at 0, so a never-used bucket (epoch 0, zero counts) is harmless.
-        let bucket = &mut self.buckets[(epoch % BUCKETS as u64) as usize];
-        if bucket.epoch != epoch {
-            *bucket = Bucket {
+        let at = (epoch % BUCKETS as u64) as usize;
+        let stale = self.buckets[at];
+        if stale.epoch != epoch {
+            if self.in_window(stale.epoch) {
+                self.sum = self.sum.minus(&stale);
+            }
+            self.buckets[at] = Bucket {
                 epoch,
                 ..Bucket::default()
             };
         }
+        let bucket = &mut self.buckets[at];
         bucket.total = bucket.total.saturating_add(1);
         bucket.failed = bucket.failed.saturating_add(u32::from(failed));
         bucket.slow = bucket.slow.saturating_add(u32::from(slow));
+        if epoch < self.current {
+            // Recorded at a time before the newest bucket (clock reads
+            // racing in from two threads): counted from the buckets.
+            if self.in_window(epoch) {
+                self.sum = self.sum_at(self.current);
+            }
+            return self.sum_at(epoch);
+        }
+        self.sum = Counts {
+            total: self.sum.total.saturating_add(1),
+            failed: self.sum.failed.saturating_add(u32::from(failed)),
+            slow: self.sum.slow.saturating_add(u32::from(slow)),
+        };
+        self.sum
     }
 
     /// The sums over the buckets still inside the window at `now`.
+    #[cfg(test)]
     pub(crate) fn counts(&self, now: Instant) -> Counts {
         let epoch = self.epoch(now);
+        if epoch == self.current {
+            return self.sum;
+        }
+        self.sum_at(epoch)
+    }
+
+    /// The sums over the buckets inside the window ending at `epoch`.
+    fn sum_at(&self, epoch: u64) -> Counts {
         let oldest = epoch.saturating_sub(BUCKETS as u64 - 1);
         self.buckets
             .iter()
@@ -84,6 +132,18 @@ impl Window {
     /// Forgets every call.
     pub(crate) fn clear(&mut self) {
         self.buckets = [Bucket::default(); BUCKETS];
+        self.sum = Counts::default();
+    }
+}
+
+impl Counts {
+    /// These sums without `bucket`'s calls.
+    fn minus(&self, bucket: &Bucket) -> Counts {
+        Counts {
+            total: self.total.saturating_sub(bucket.total),
+            failed: self.failed.saturating_sub(bucket.failed),
+            slow: self.slow.saturating_sub(bucket.slow),
+        }
     }
 }
 
@@ -110,5 +170,31 @@ mod tests {
         assert_eq!((c.total, c.failed, c.slow), (1, 1, 0));
         w.clear();
         assert_eq!(w.counts(start + Duration::from_secs(20)), Counts::default());
+    }
+
+    /// The sums `record` returns and keeps agree with a count from the
+    /// buckets at every step: calls in order, calls recorded late (at a time
+    /// before the newest bucket), gaps longer than the window.
+    #[tokio::test(start_paused = true)]
+    async fn the_kept_sums_match_the_buckets() {
+        let start = Instant::now();
+        let mut w = Window::new(Duration::from_secs(10), start);
+        // Milliseconds after start: in order, late by a bucket or more, far
+        // behind (outside the window), after a long gap.
+        let steps: &[u64] = &[
+            0, 10, 999, 1_000, 1_500, 900, 2_500, 9_999, 10_000, 10_001, 1_000, 12_000, 3_000,
+            25_000, 25_001, 24_000, 14_999, 40_000, 40_500, 41_000,
+        ];
+        for (n, &ms) in steps.iter().enumerate() {
+            let now = start + Duration::from_millis(ms);
+            let (failed, slow) = (n % 3 == 0, n % 4 == 0);
+            let returned = w.record(now, failed, slow);
+            let expected = w.sum_at(w.epoch(now));
+            assert_eq!(returned, expected, "step {n} at {ms} ms");
+            assert_eq!(w.counts(now), expected, "step {n} at {ms} ms");
+            assert_eq!(w.sum, w.sum_at(w.current), "kept sum, step {n}");
+        }
+        let c = w.counts(start + Duration::from_millis(41_000));
+        assert_eq!(c.total, 3, "40.0 s, 40.5 s and 41.0 s are in the last 10 s");
     }
 }

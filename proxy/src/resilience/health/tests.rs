@@ -254,15 +254,15 @@ async fn the_balancer_sends_no_more_than_the_probes_to_a_half_open_endpoint() {
     // 300 attempts in flight at once (none finishes): at most 2 on the probe.
     let mut passes = Vec::new();
     for _ in 0..300 {
-        let (chosen, pass) = balancer.pick_attempt(None).expect("picked");
-        passes.push((chosen.addr, pass));
+        let (chosen, at, pass) = balancer.pick_attempt(None).expect("picked");
+        passes.push((chosen.at(at), pass));
     }
-    let probes: Vec<_> = passes.iter().filter(|(a, _)| *a == addr(1)).collect();
+    let probes: Vec<_> = passes.iter().filter(|(e, _)| e.addr == addr(1)).collect();
     assert_eq!(probes.len(), 2, "exactly halfOpenProbes probes");
     assert!(probes.iter().all(|(_, pass)| pass.probe.is_some()));
     // Every caller hangs up: the probe slots come back.
-    for &(a, pass) in &passes {
-        health.record(a, pass, &Outcome::Cancelled, FAST);
+    for &(e, pass) in &passes {
+        health.record(e, pass, &Outcome::Cancelled, FAST);
     }
     assert!(health.begin(addr(1)).is_some_and(|p| p.probe.is_some()));
 }
@@ -288,4 +288,29 @@ async fn a_breaker_added_by_a_later_policy_covers_the_endpoints_already_known() 
         text.contains(r#"levee_endpoints{service="payments.shop:8080",state="ready"} 2"#),
         "{text}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_is_found_by_position_and_by_address_when_the_position_is_stale() {
+    use crate::resilience::balance::EndpointRef;
+
+    let (health, _metrics, [a, b, c]) = three();
+    let at = |at, addr| EndpointRef { at, addr };
+    // The balancer's positions: a 0, b 1, c 2.
+    for _ in 0..3 {
+        let pass = health.begin(at(0, a)).expect("let in");
+        health.record(at(0, a), pass, &Outcome::HttpStatus(503), FAST);
+    }
+    assert!(!health.is_available(at(0, a)), "ejected at its position");
+    // A position that holds another endpoint (a set being replaced): the
+    // address decides, never the breaker that happens to be there.
+    assert!(!health.is_available(at(2, a)));
+    assert!(!health.is_available(at(usize::MAX, a)));
+    assert!(health.is_available(at(0, b)), "b is not a's breaker");
+    assert!(health.is_available(at(1, b)) && health.is_available(at(2, c)));
+    // Duplicates count once, at their first position, as in the balancer's set.
+    health.set_endpoints(&[c, c, a, b]);
+    assert!(!health.is_available(at(1, a)), "a kept its state, now at 1");
+    assert!(health.is_available(at(2, b)) && health.is_available(at(0, c)));
+    assert_eq!(health.ejected(), 1);
 }

@@ -6,9 +6,10 @@
 //! request itself; only when a retry is possible (`maxRetries` > 0 and a
 //! replayable body) is a copy of its head (headers, extensions) kept, and
 //! each retry gets a copy of that and a replay of the body. Every attempt
-//! gets an
-//! [`AttemptDeadline`](super::attempt::AttemptDeadline) (the per-try timeout,
-//! never past the request's [`Deadline`](super::timeout::Deadline)), and for gRPC the remaining time as `grpc-timeout`. After a
+//! gets an [`AttemptDeadline`](super::call::AttemptDeadline) in its
+//! [`CallContext`](super::call::CallContext) (the per-try timeout, never
+//! past the call's request deadline), and for gRPC the remaining time as
+//! `grpc-timeout`. After a
 //! failed attempt the loop retries only when all hold: the condition is
 //! listed, the request may be repeated (idempotency, replayable body),
 //! `maxRetries` is not used up, the wait (backoff, or `Retry-After` when

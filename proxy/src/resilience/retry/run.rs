@@ -12,8 +12,8 @@ use super::{MAX_RETRY_AFTER, Reason, RetryConfig, policy};
 use crate::body::{BoxBody, BoxError};
 use crate::deadline::deadline_after;
 use crate::errors::{self, ProxyError};
-use crate::resilience::attempt::{AttemptDeadline, CallAttempts};
-use crate::resilience::timeout::{Deadline, elapsed, grpc};
+use crate::resilience::call::{AttemptDeadline, CallAttempts, CallContext};
+use crate::resilience::timeout::{elapsed, grpc};
 use crate::trace::{CallSpan, SpanEvent};
 
 type Attempt = Result<Response<BoxBody>, BoxError>;
@@ -22,6 +22,8 @@ type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Attempt> + S
 /// What every attempt of one call needs to know about it.
 struct Call {
     deadline: Option<Instant>,
+    /// The call's attempts record (always there once a retry may follow).
+    attempts: Option<CallAttempts>,
     grpc: bool,
     idempotent: bool,
     /// The logical span, for events (`None`: not traced).
@@ -35,8 +37,10 @@ where
 {
     config.budget.deposit();
     let (mut parts, body) = req.into_parts();
-    let call = Call {
-        deadline: parts.extensions.get::<Deadline>().map(|d| d.0),
+    let context = parts.extensions.get::<CallContext>();
+    let mut call = Call {
+        deadline: context.and_then(|c| c.deadline),
+        attempts: context.and_then(|c| c.attempts.clone()),
         grpc: errors::is_grpc(&parts.headers),
         idempotent: config.conditions.idempotent(&parts.method, &parts.headers),
         span: parts.extensions.get::<CallSpan>().cloned(),
@@ -52,8 +56,9 @@ where
         Err(body) => return attempt(inner, &config, &call, Request::from_parts(parts, body)).await,
     };
     // A retry may follow: the balancer must see where the last attempt went.
-    if parts.extensions.get::<CallAttempts>().is_none() {
-        parts.extensions.insert(CallAttempts::default());
+    if call.attempts.is_none() {
+        let context = parts.extensions.get_or_insert_default::<CallContext>();
+        call.attempts = Some(context.attempts().clone());
     }
     // The first attempt takes the caller's head; this copy is what retries
     // are made from (one copy per call, plus one per retry sent).
@@ -168,7 +173,7 @@ where
         (p, d) => p.or(d),
     };
     if let Some(at) = attempt_deadline {
-        req.extensions_mut().insert(AttemptDeadline(at));
+        CallContext::of(&mut req).attempt_deadline = Some(AttemptDeadline(at));
         if call.grpc
             && let Some(now) = now
         {
@@ -182,18 +187,25 @@ where
     // Boxed: keeps this future `Send` for any caller (rustc cannot prove it
     // through the generic future otherwise).
     let future: BoxFuture = Box::pin(svc.call(req));
-    match own_timeout {
-        None => future.await,
-        Some(at) => match tokio::time::timeout_at(at, future).await {
-            Ok(result) => result,
-            Err(_) => {
-                config.metrics.per_try_timeouts.inc();
-                if let Some(span) = &call.span {
-                    span.event(SpanEvent::Timeout("per-try"));
-                }
-                let after = config.per_try.unwrap_or_default();
-                Err(elapsed(&config.service, "per-try", after).into())
+    let Some(at) = own_timeout else {
+        return future.await;
+    };
+    // Sooner than the request deadline: while this timer is armed, the
+    // request timeout layer outside keeps its own out of the timer wheel.
+    let _armed = call
+        .attempts
+        .as_ref()
+        .filter(|_| call.deadline.is_some())
+        .map(CallAttempts::arm_sooner_timer);
+    match tokio::time::timeout_at(at, future).await {
+        Ok(result) => result,
+        Err(_) => {
+            config.metrics.per_try_timeouts.inc();
+            if let Some(span) = &call.span {
+                span.event(SpanEvent::Timeout("per-try"));
             }
-        },
+            let after = config.per_try.unwrap_or_default();
+            Err(elapsed(&config.service, "per-try", after).into())
+        }
     }
 }

@@ -10,8 +10,7 @@ use tower::{ServiceExt, service_fn};
 use super::*;
 use crate::body;
 use crate::errors::{ErrorKind, ProxyError};
-use crate::resilience::attempt::AttemptDeadline;
-use crate::resilience::timeout::Deadline;
+use crate::resilience::call::CallContext;
 
 /// What the scripted upstream does on one attempt.
 enum Step {
@@ -83,7 +82,11 @@ impl Upstream {
         self.seen.lock().expect("lock").push(Seen {
             headers: parts.headers.clone(),
             body,
-            attempt_deadline: parts.extensions.get::<AttemptDeadline>().is_some(),
+            attempt_deadline: parts
+                .extensions
+                .get::<CallContext>()
+                .and_then(|c| c.attempt_deadline)
+                .is_some(),
             at: Instant::now(),
         });
     }
@@ -282,8 +285,7 @@ async fn no_retry_starts_after_the_request_deadline() {
     ]);
     let cfg = config(&["503"], &[], 2, &metrics);
     let mut req = request(Method::GET, "");
-    req.extensions_mut()
-        .insert(Deadline(Instant::now() + Duration::from_millis(500)));
+    CallContext::of(&mut req).deadline = Some(Instant::now() + Duration::from_millis(500));
     let response = send(&upstream, cfg, req).await.expect("response");
     assert_eq!(response.status(), 503, "waiting 1s would pass the deadline");
     assert_eq!(upstream.attempts(), 1);
@@ -301,8 +303,7 @@ async fn a_huge_retry_after_before_a_deadline_stops_retries_without_panicking() 
     ]);
     let cfg = config(&["503"], &[], 2, &metrics);
     let mut req = request(Method::GET, "");
-    req.extensions_mut()
-        .insert(Deadline(Instant::now() + Duration::from_secs(30)));
+    CallContext::of(&mut req).deadline = Some(Instant::now() + Duration::from_secs(30));
     let response = send(&upstream, cfg, req).await.expect("response");
     assert_eq!(response.status(), 503);
     assert_eq!(upstream.attempts(), 1);
@@ -338,8 +339,7 @@ async fn grpc_unavailable_is_retried_with_the_remaining_time_sent_along() {
     let mut req = request(Method::POST, "msg");
     req.headers_mut()
         .insert("content-type", "application/grpc".parse().expect("value"));
-    req.extensions_mut()
-        .insert(Deadline(Instant::now() + Duration::from_secs(1)));
+    CallContext::of(&mut req).deadline = Some(Instant::now() + Duration::from_secs(1));
     let response = send(&upstream, cfg, req).await.expect("ok");
     assert_eq!(response.headers()["grpc-status"], "0");
     let seen = upstream.seen.lock().expect("lock");

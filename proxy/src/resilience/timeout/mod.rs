@@ -3,13 +3,19 @@
 //!
 //! The deadline is `timeouts.request` from the route's policy, shortened by
 //! the caller's own `grpc-timeout` when that is sooner. It is stored in the
-//! request as a [`Deadline`] extension so the retry layer inside never starts
+//! request's [`CallContext`] (`deadline`) so the retry layer inside never starts
 //! an attempt after it and tells each attempt how much time is left. When it
 //! fires before a response head arrives, the call ends with a `timeout`
 //! [`ProxyError`](crate::errors::ProxyError) (504 / DEADLINE_EXCEEDED). The
 //! deadline bounds the wait for the response head; a response that has
 //! started streaming is not cut (the upstream got the remaining time as its
 //! own `grpc-timeout`).
+//!
+//! While the retry layer's per-try timer, sooner than the deadline, is
+//! armed ([`SoonerTimer`](crate::resilience::call::SoonerTimer)), the
+//! deadline's timer stays out of the timer wheel: the per-try timer wakes
+//! the call first, and the deadline's is registered at the first poll
+//! after it is disarmed.
 //!
 //! The inbound side uses the same layer for `spec.inbound.timeouts.request`,
 //! without the caller's `grpc-timeout`
@@ -34,23 +40,13 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 use tower::Service;
 
+use crate::resilience::call::CallContext;
 use crate::trace::CallSpan;
 
 pub use defaults::TimeoutDefaults;
 pub use error::elapsed;
 pub use future::ResponseFuture;
 pub use layer::RequestTimeoutLayer;
-
-/// When the whole call must be answered by (a request extension).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Deadline(pub Instant);
-
-impl Deadline {
-    /// Time left, zero once passed.
-    pub fn remaining(&self) -> Duration {
-        self.0.saturating_duration_since(Instant::now())
-    }
-}
 
 /// Enforces the request deadline around `S`.
 #[derive(Clone, Debug)]
@@ -102,14 +98,17 @@ where
         let timer = budget.map(|budget| {
             let mut at = crate::deadline::deadline_after(Instant::now(), budget);
             // An outer deadline (if any) stays in force when it is sooner.
-            if let Some(outer) = req.extensions().get::<Deadline>() {
-                at = at.min(outer.0);
+            let call = CallContext::of(&mut req);
+            if let Some(outer) = call.deadline {
+                at = at.min(outer);
             }
-            req.extensions_mut().insert(Deadline(at));
+            call.deadline = Some(at);
+            let attempts = call.attempts.clone();
             let sleep = tokio::time::sleep_until(at);
             let span = req.extensions().get::<CallSpan>().cloned();
             (
                 sleep,
+                attempts,
                 self.fired.clone(),
                 self.service.clone(),
                 budget,

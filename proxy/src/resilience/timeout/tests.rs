@@ -14,10 +14,9 @@ fn slow(
 ) -> impl Service<Request<()>, Response = Response<String>, Error = BoxError> + Clone {
     service_fn(move |req: Request<()>| async move {
         let start = Instant::now();
-        let seen = req
-            .extensions()
-            .get::<Deadline>()
-            .map(|d| (d.0 - start).as_millis());
+        let seen = CallContext::get(&req)
+            .and_then(|c| c.deadline)
+            .map(|d| (d - start).as_millis());
         tokio::time::sleep(delay).await;
         Ok::<_, BoxError>(Response::new(format!("{seen:?}")))
     })
