@@ -14,20 +14,23 @@
 //! The pool is ours rather than hyper-util's legacy client because that client
 //! derives both the dialled address and the HTTP/2 `:authority` from the URI:
 //! a proxy must dial the chosen endpoint yet keep the caller's authority.
+//!
+//! This module owns the pool's settings and errors, the map of endpoints
+//! (keyed by address and expected identity, bounded by `MAX_ENDPOINTS`)
+//! and each endpoint's connection state. Sending over HTTP/1.1 is in `h1`,
+//! over HTTP/2 in `h2`, dialling in `connect`, the idle HTTP/1.1
+//! connections and their reaping in `idle`, the HTTP/2 check in [`probe`].
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
-use http_body::Body;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http2;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::body::BoxBody;
@@ -36,10 +39,11 @@ use crate::tls::{Alpn, OriginateError, Origination, ServerIdentity, Stream};
 use connect::dial;
 use idle::IdleConns;
 use levee_proto::policy::SpiffeId;
-use pooled_body::PooledBody;
-use probe::{Http1Memory, Probed, Verdict};
+use probe::Http1Memory;
 
 mod connect;
+mod h1;
+mod h2;
 mod idle;
 mod pooled_body;
 pub mod probe;
@@ -250,176 +254,6 @@ impl EndpointConns {
         idle || h2
     }
 
-    async fn send_h1(
-        self: &Arc<Self>,
-        mut req: Request<BoxBody>,
-        upgrade: bool,
-        connect_timeout: Duration,
-    ) -> Result<Response<BoxBody>, SendError> {
-        if !upgrade {
-            while let Some(mut sender) = self.idle_h1.checkout() {
-                if sender.ready().await.is_err() {
-                    continue;
-                }
-                match sender.try_send_request(req).await {
-                    Ok(response) => return Ok(self.pooled_h1(response, sender)),
-                    Err(mut e) => match e.take_message() {
-                        // Not sent (the connection closed under us): try the next one.
-                        Some(back) => req = back,
-                        None => return Err(SendError::Reset(e.into_error())),
-                    },
-                }
-            }
-        }
-        // Boxed: dialling (TCP, maybe TLS) and the handshake make a large
-        // future, which the pooled path above should not carry around.
-        let mut sender = Box::pin(self.new_h1(connect_timeout)).await?;
-        let response = sender.send_request(req).await.map_err(SendError::Reset)?;
-        if upgrade {
-            Ok(response.map(crate::body::incoming))
-        } else {
-            Ok(self.pooled_h1(response, sender))
-        }
-    }
-
-    /// A new HTTP/1.1 connection to the endpoint, its task spawned.
-    async fn new_h1(
-        &self,
-        connect_timeout: Duration,
-    ) -> Result<http1::SendRequest<BoxBody>, SendError> {
-        let io = self.dial(connect_timeout, Alpn::Http1).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(SendError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(error) = conn.with_upgrades().await {
-                tracing::debug!(%error, "upstream http/1 connection ended");
-            }
-        });
-        Ok(sender)
-    }
-
-    async fn send_h2(
-        self: &Arc<Self>,
-        req: Request<BoxBody>,
-        connect_timeout: Duration,
-    ) -> Result<Response<BoxBody>, SendError> {
-        let mut sender = match self.h2_sender(connect_timeout).await? {
-            Ok(sender) => sender,
-            Err(proven) => return Err(not_http2(req, proven)),
-        };
-        match sender.try_send_request(req).await {
-            Ok(response) => Ok(response.map(crate::body::incoming)),
-            Err(mut e) => match e.take_message() {
-                // Never sent (connection went away): once more on a new connection.
-                Some(back) => {
-                    self.forget_closed_h2();
-                    let mut sender = match self.h2_sender(connect_timeout).await? {
-                        Ok(sender) => sender,
-                        Err(proven) => return Err(not_http2(back, proven)),
-                    };
-                    let response = sender.send_request(back).await.map_err(SendError::Reset)?;
-                    Ok(response.map(crate::body::incoming))
-                }
-                None => Err(SendError::Reset(e.into_error())),
-            },
-        }
-    }
-
-    /// Wraps the response body so the connection returns to the pool when the
-    /// body has been read to its end (or immediately for an empty body).
-    fn pooled_h1(
-        self: &Arc<Self>,
-        response: Response<Incoming>,
-        sender: http1::SendRequest<BoxBody>,
-    ) -> Response<BoxBody> {
-        if response.body().is_end_stream() {
-            self.idle_h1.checkin(sender);
-            return response.map(crate::body::incoming);
-        }
-        let checkin = Some((sender, self.clone()));
-        response.map(|inner| PooledBody { inner, checkin }.boxed())
-    }
-
-    /// The endpoint's HTTP/2 connection, dialled if needed; `Err(proven)`
-    /// when the endpoint does not speak HTTP/2 (see [`SendError::NotHttp2`]).
-    async fn h2_sender(
-        &self,
-        connect_timeout: Duration,
-    ) -> Result<Result<http2::SendRequest<BoxBody>, bool>, SendError> {
-        if let Some(open) = self.cached_h2() {
-            return Ok(Ok(open));
-        }
-        // Boxed: the dial and handshake are a large future the cached
-        // path should not carry.
-        Box::pin(self.dial_h2(connect_timeout)).await
-    }
-
-    /// [`EndpointConns::h2_sender`] without a usable cached connection.
-    async fn dial_h2(
-        &self,
-        connect_timeout: Duration,
-    ) -> Result<Result<http2::SendRequest<BoxBody>, bool>, SendError> {
-        let _dialing = self.h2_dial.lock().await;
-        // Another request may have dialled (or learned) while we waited.
-        if let Some(open) = self.cached_h2() {
-            return Ok(Ok(open));
-        }
-        if self.http1_only.http1_only(Instant::now()) {
-            return Ok(Err(true));
-        }
-        let stream = self.dial(connect_timeout, Alpn::H2).await?.into_inner();
-        let (io, verdict) = Probed::new(stream);
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        self.h2_settings.apply_to_client(&mut builder);
-        let (sender, conn) = builder
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(SendError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                tracing::debug!(%error, "upstream http/2 connection ended");
-            }
-        });
-        // No request goes out before the server's first frame is SETTINGS.
-        match tokio::time::timeout(connect_timeout, verdict).await {
-            Ok(Ok(Verdict::Http2)) => {}
-            Ok(Ok(Verdict::Http1Only)) => {
-                tracing::debug!(addr = %self.addr, "upstream speaks HTTP/1.x only");
-                self.http1_only.learn(Instant::now());
-                return Ok(Err(true));
-            }
-            Ok(Ok(Verdict::Closed)) => {
-                tracing::debug!(addr = %self.addr, "upstream closed on the HTTP/2 preface");
-                return Ok(Err(false));
-            }
-            Ok(Err(_)) => {
-                let detail = "the connection ended before the server's SETTINGS";
-                return Err(SendError::Preface(detail.to_owned()));
-            }
-            Err(_) => {
-                let detail =
-                    format!("no HTTP/2 SETTINGS from the server within {connect_timeout:?}");
-                return Err(SendError::Preface(detail));
-            }
-        }
-        *self.h2.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
-        Ok(Ok(sender))
-    }
-
-    fn cached_h2(&self) -> Option<http2::SendRequest<BoxBody>> {
-        let cached = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
-        cached.as_ref().filter(|s| !s.is_closed()).cloned()
-    }
-
-    fn forget_closed_h2(&self) {
-        let mut cached = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
-        if cached.as_ref().is_some_and(http2::SendRequest::is_closed) {
-            *cached = None;
-        }
-    }
-
     /// A connection to the endpoint: TCP, then TLS when it has an
     /// expected identity, both within `timeout`.
     async fn dial(&self, timeout: Duration, alpn: Alpn) -> Result<TokioIo<Stream>, SendError> {
@@ -427,12 +261,5 @@ impl EndpointConns {
         connect::connect(self.addr, timeout, tls, alpn)
             .await
             .map(TokioIo::new)
-    }
-}
-
-fn not_http2(req: Request<BoxBody>, proven: bool) -> SendError {
-    SendError::NotHttp2 {
-        req: Box::new(req),
-        proven,
     }
 }
