@@ -28,15 +28,22 @@
 //! Before any of that a request is refused when its authority is ambiguous
 //! (400 `ambiguous-authority`) or it has passed too many proxies (508
 //! `loop-detected`, [`crate::loops`]); it leaves with one more hop counted.
+//!
+//! This module owns the [`Outbound`] handler: its settings, the order of
+//! those steps and the answers to refused requests. Choosing the
+//! destination of a redirected request is in `redirected`, sending the
+//! request through its stack (or a tunnel) in `send`.
 
 mod destinations;
+mod redirected;
+mod send;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use levee_proto::policy::{RouteRequest, ServiceKey};
+use levee_proto::policy::RouteRequest;
 
 use crate::body::{self, BoxBody};
 use crate::errors::{self, ErrorKind, ProxyError};
@@ -45,16 +52,15 @@ use crate::loops::{self, hops};
 use crate::metrics::Direction;
 use crate::observe::Observation;
 use crate::observe::access_log::AccessLog;
-use crate::resilience::call::{CallAttempts, CallContext};
-use crate::resilience::timeout::idle::IdleTimeoutBody;
-use crate::resilience::timeout::{TimeoutDefaults, elapsed};
-use crate::resilience::{Destination, RouteStack};
+use crate::resilience::call::CallContext;
+use crate::resilience::timeout::TimeoutDefaults;
 use crate::server::Handler;
 use crate::state::Shared;
 use crate::subscriptions::addresses::Lookup;
 use crate::trace::Tracing;
 use crate::transparent::{OriginalDst, Transparent};
 use destinations::Destinations;
+use send::request;
 
 /// The `route` label when no policy route matches.
 const DEFAULT_ROUTE: &str = "default";
@@ -132,93 +138,9 @@ impl Outbound {
         self.tracing = tracing;
         self
     }
-
-    /// Sends a tunnel (`CONNECT` or upgrade) to a balanced endpoint, outside
-    /// the retry and timeout layers; only the default response-head timeout
-    /// bounds the wait for the upstream's answer (`101`).
-    async fn tunnel(
-        &self,
-        destination: &Destination,
-        req: Request<BoxBody>,
-    ) -> Result<Response<BoxBody>, ProxyError> {
-        let addr = destination.balancer.pick(None)?.addr;
-        CallAttempts::record_in(&req, addr);
-        let label = &destination.label;
-        let answer = async {
-            if req.method() == Method::CONNECT {
-                self.forwarder.connect(req, addr, label).await
-            } else {
-                self.forwarder.forward(req, addr, label).await
-            }
-        };
-        match self.timeout_defaults.request {
-            None => answer.await,
-            Some(after) => tokio::time::timeout(after, answer)
-                .await
-                .unwrap_or_else(|_| Err(elapsed(label, "request", after))),
-        }
-    }
 }
 
 impl Outbound {
-    /// The destination of a request on a redirected connection: the
-    /// service its authority names when the proxy knows it (a policy or
-    /// endpoints for it; in control-plane mode it is subscribed first),
-    /// else the service discovery maps the original destination address
-    /// to ([`Outbound::by_address`]), else the connection's original
-    /// destination (passthrough), never a DNS lookup of a name the app
-    /// already resolved itself.
-    async fn transparent_entry(
-        &self,
-        authority: &str,
-        original: std::net::SocketAddr,
-    ) -> Arc<destinations::Entry> {
-        let known = |key: &ServiceKey| {
-            let snapshot = self.shared.snapshot.load();
-            snapshot.policy_for(key).is_some() || snapshot.endpoints.contains_key(key)
-        };
-        // A spelling met before: no parsing.
-        if let Some(entry) = self.destinations.spelled(authority)
-            && known(&entry.key)
-        {
-            return entry;
-        }
-        let Ok(key) = ServiceKey::from_authority(authority, &self.shared.namespace, 80) else {
-            return self.by_address(original).await;
-        };
-        if !known(&key) {
-            self.shared.discovered(&key).await;
-        }
-        if known(&key)
-            && let Ok(entry) = self.destinations.get(authority)
-        {
-            return entry;
-        }
-        self.by_address(original).await
-    }
-
-    /// The entry of the service port that owns the original destination
-    /// `original` (a virtual IP or an endpoint of it, as the control plane
-    /// answers; a first lookup waits at most the detect timeout), else the
-    /// passthrough entry of the address itself.
-    async fn by_address(&self, original: std::net::SocketAddr) -> Arc<destinations::Entry> {
-        let wait = self
-            .transparent
-            .as_ref()
-            .map_or(crate::transparent::DEFAULT_DETECT_TIMEOUT, |t| {
-                t.detect_timeout
-            });
-        match self
-            .shared
-            .subscriptions
-            .address_owner(original, wait)
-            .await
-        {
-            Some(owner) => self.destinations.service(&owner),
-            None => self.destinations.original(original),
-        }
-    }
-
     /// Answers a request refused before it reached a route: recorded under
     /// `err.service` and the default route.
     fn refuse(
@@ -249,47 +171,6 @@ impl Outbound {
                 .inc();
         }
     }
-}
-
-/// Sends a request through its route's stack. `defaults` bound what no
-/// policy does: the response head wait when the route's policy sets no
-/// `timeouts.request`, the body's stream idle for services without a policy.
-async fn request(
-    route: &RouteStack,
-    service: &str,
-    explicit_policy: bool,
-    defaults: TimeoutDefaults,
-    mut req: Request<BoxBody>,
-) -> Result<Response<BoxBody>, ProxyError> {
-    let config = &route.config;
-    if explicit_policy {
-        CallContext::of(&mut req).connect_timeout = Some(config.connect_timeout);
-    }
-    let call = route.call(req);
-    let head_timeout = defaults
-        .request
-        .filter(|_| !(explicit_policy && config.request_timeout_set));
-    let answered = match head_timeout {
-        None => call.await,
-        Some(after) => match tokio::time::timeout(after, call).await {
-            Ok(answered) => answered,
-            Err(_) => {
-                config.request_timeouts.inc();
-                Err(elapsed(service, "request", after).into())
-            }
-        },
-    };
-    let response = answered.map_err(|e| ProxyError::from_stack(e, service))?;
-    let idle = if explicit_policy {
-        Some(config.stream_idle_timeout)
-    } else {
-        defaults.stream_idle
-    };
-    let Some(idle) = idle else {
-        return Ok(response);
-    };
-    let fired = config.stream_idle_timeouts.clone();
-    Ok(response.map(|b| BoxBody::new(IdleTimeoutBody::new(b, idle, fired))))
 }
 
 impl Handler for Outbound {
