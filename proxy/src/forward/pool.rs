@@ -9,7 +9,7 @@
 //! A fresh HTTP/2 connection carries no request until the server's first
 //! frame proved it speaks HTTP/2 ([`probe`]); an endpoint that answered
 //! otherwise is remembered as HTTP/1.x-only and the request comes back
-//! unsent ([`SendError::Http1Only`]) for the caller to send over HTTP/1.1.
+//! unsent ([`SendError::NotHttp2`]) for the caller to send over HTTP/1.1.
 //!
 //! The pool is ours rather than hyper-util's legacy client because that client
 //! derives both the dialled address and the HTTP/2 `:authority` from the URI:
