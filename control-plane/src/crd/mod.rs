@@ -65,7 +65,7 @@ pub use status::{MAX_REPLICA_ENTRIES, PolicyCondition, PolicyStatus, ProxyCounts
 #[schemars(transparent)]
 pub struct PolicyResourceSpec(pub PolicySpec);
 
-/// The CRD with the schema rules of [`rules::RULES`] in place.
+/// The CRD with the schema rules of `rules::table` in place.
 pub fn crd() -> Result<CustomResourceDefinition, String> {
     let mut crd = PolicyResource::crd();
     for version in &mut crd.spec.versions {

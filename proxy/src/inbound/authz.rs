@@ -1,6 +1,6 @@
 //! Inbound authorization by workload identity (`spec.inbound.mtls` of the
 //! local service's policy): [`decide`] is the whole rule, and
-//! [`ClientIdentityHeader`] the header discipline around it — the caller's
+//! [`set_client_header`] the header discipline around it — the caller's
 //! own `x-levee-client-id` is always removed, and the verified identity is
 //! written in its place.
 

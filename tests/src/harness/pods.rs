@@ -1,6 +1,6 @@
 //! Two "pods" for the transparent-mode tests ([`TwoPods`]): a client and a
 //! server namespace joined by a veth pair ([`NetnsPair`]: the client is
-//! side `a`, the server side `b`, at [`B_V4`]/[`B_V6`]), each with
+//! side `a`, the server side `b`, at [`B_V4`](super::netns::B_V4)/[`B_V6`](super::netns::B_V6)), each with
 //! `init-iptables` applied and a sidecar running as the proxy uid when the
 //! test asks for one. Apps run inside with no Levee flag or variable: they
 //! do not know they have a sidecar.
