@@ -1,5 +1,7 @@
 //! [`ResponseFuture`]: one attempt on the chosen endpoint, reporting its
-//! latency to the load estimate and its outcome to endpoint health — also
+//! latency to the load estimate and its outcome to endpoint health and to
+//! the call's record (where the retry layer and the service breaker read
+//! it, see [`CallAttempts::outcome`]) — also
 //! when dropped early: at or after the attempt's deadline that is a timeout
 //! (the endpoint was too slow), before it the caller went away (not the
 //! endpoint's fault).
@@ -15,7 +17,7 @@ use tokio::time::Instant;
 use super::{EndpointGate, EndpointStats, Pass};
 use crate::body::BoxError;
 use crate::errors::{ErrorKind, ProxyError};
-use crate::resilience::call::AttemptDeadline;
+use crate::resilience::call::{AttemptDeadline, CallAttempts};
 use crate::resilience::classify::{Outcome, classify_error, classify_response};
 
 /// What an attempt in flight reports when it ends.
@@ -28,6 +30,9 @@ struct Report {
     pass: Pass,
     deadline: Option<AttemptDeadline>,
     start: Instant,
+    /// The call's record: the outcome is noted there for the layers
+    /// outside (classified once per attempt).
+    attempts: CallAttempts,
 }
 
 impl Report {
@@ -73,6 +78,7 @@ impl<F> ResponseFuture<F> {
         pass: Pass,
         deadline: Option<AttemptDeadline>,
         start: Instant,
+        attempts: CallAttempts,
     ) -> Self {
         ResponseFuture {
             inner: Some(inner),
@@ -84,6 +90,7 @@ impl<F> ResponseFuture<F> {
                 pass,
                 deadline,
                 start,
+                attempts,
             }),
         }
     }
@@ -121,6 +128,7 @@ where
                 Ok(response) => classify_response(response),
                 Err(error) => classify_error(error.as_ref()),
             };
+            report.attempts.set_outcome(outcome);
             report.finish(outcome);
         }
         Poll::Ready(result)

@@ -341,7 +341,8 @@ where
             Ok(picked) => picked,
             Err(err) => return ResponseFuture::failed(err),
         };
-        call.attempts().record(chosen.addr);
+        let attempts = call.attempts().clone();
+        attempts.record(chosen.addr);
         let deadline = call.attempt_deadline;
         chosen.load.start();
         let future = self.inner.call(req);
@@ -353,6 +354,7 @@ where
             pass,
             deadline,
             Instant::now(),
+            attempts,
         )
     }
 }
