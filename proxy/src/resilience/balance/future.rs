@@ -21,18 +21,18 @@ use crate::resilience::call::{AttemptDeadline, CallAttempts};
 use crate::resilience::classify::{Outcome, classify_error, classify_response};
 
 /// What an attempt in flight reports when it ends.
-struct Report {
-    endpoint: Arc<EndpointStats>,
+pub(super) struct Report {
+    pub endpoint: Arc<EndpointStats>,
     /// The endpoint's position in the balancer's set (the gate's index).
-    at: usize,
-    gate: Arc<dyn EndpointGate>,
+    pub at: usize,
+    pub gate: Arc<dyn EndpointGate>,
     /// What the gate granted: a probe's slot is given back or decided here.
-    pass: Pass,
-    deadline: Option<AttemptDeadline>,
-    start: Instant,
+    pub pass: Pass,
+    pub deadline: Option<AttemptDeadline>,
+    pub start: Instant,
     /// The call's record: the outcome is noted there for the layers
     /// outside (classified once per attempt).
-    attempts: CallAttempts,
+    pub attempts: CallAttempts,
 }
 
 impl Report {
@@ -70,28 +70,11 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(
-        inner: F,
-        endpoint: Arc<EndpointStats>,
-        at: usize,
-        gate: Arc<dyn EndpointGate>,
-        pass: Pass,
-        deadline: Option<AttemptDeadline>,
-        start: Instant,
-        attempts: CallAttempts,
-    ) -> Self {
+    pub(super) fn new(inner: F, report: Report) -> Self {
         ResponseFuture {
             inner: Some(inner),
             failed: None,
-            report: Some(Report {
-                endpoint,
-                at,
-                gate,
-                pass,
-                deadline,
-                start,
-                attempts,
-            }),
+            report: Some(report),
         }
     }
 

@@ -43,6 +43,7 @@ use super::classify::Outcome;
 use crate::body::BoxError;
 use crate::errors::{ErrorKind, ProxyError};
 pub use endpoints::{EndpointSet, EndpointStats};
+use future::Report;
 pub use future::ResponseFuture;
 pub use layer::BalanceLayer;
 
@@ -348,13 +349,15 @@ where
         let future = self.inner.call(req);
         ResponseFuture::new(
             future,
-            chosen,
-            at,
-            self.balancer.gate.clone(),
-            pass,
-            deadline,
-            Instant::now(),
-            attempts,
+            Report {
+                endpoint: chosen,
+                at,
+                gate: self.balancer.gate.clone(),
+                pass,
+                deadline,
+                start: Instant::now(),
+                attempts,
+            },
         )
     }
 }
