@@ -20,6 +20,11 @@
 //! - The connect timeout (policy `timeouts.connect`) the forwarder uses
 //!   instead of `--connect-timeout`.
 //!
+//! The attempts record also keeps the outcome of the latest attempt's
+//! response head, classified once by the balancer ([`CallAttempts::outcome`]):
+//! the retry layer and the service breaker read it instead of reading the
+//! response's `x-levee-error` and `grpc-status` headers again.
+//!
 //! The attempts record also says when the retry layer's per-try timer,
 //! sooner than the request deadline, is armed ([`SoonerTimer`]): the
 //! request timeout layer then leaves its own timer out of the timer wheel
@@ -33,6 +38,8 @@ use std::time::Duration;
 
 use http::Request;
 use tokio::time::Instant;
+
+use super::classify::Outcome;
 
 /// What the layers of one call hand down (a request extension). Cloned with
 /// the request head by the retry layer: the attempts record stays shared,
@@ -98,9 +105,17 @@ pub struct CallAttempts(Arc<Record>);
 #[derive(Debug, Default)]
 struct Record {
     count: AtomicU32,
-    last: Mutex<Option<SocketAddr>>,
+    last: Mutex<Last>,
     /// A [`SoonerTimer`] is alive.
     sooner_timer: AtomicBool,
+}
+
+/// The latest attempt: where it went and, once its response head (or
+/// error) arrived, what the balancer classified it as.
+#[derive(Debug, Default)]
+struct Last {
+    endpoint: Option<SocketAddr>,
+    outcome: Option<Outcome>,
 }
 
 /// While alive: a timer inside the request timeout layer, set sooner than
@@ -126,10 +141,37 @@ impl CallAttempts {
 
     /// Notes an attempt sent to `endpoint`; returns its number (1 for the first).
     pub fn record(&self, endpoint: SocketAddr) -> u32 {
-        // Written under the lock so `count` and `last` always agree.
+        // Written under the lock so `count` and `last` always agree; a new
+        // attempt has no outcome yet.
         let mut last = self.0.last.lock().unwrap_or_else(PoisonError::into_inner);
-        *last = Some(endpoint);
+        *last = Last {
+            endpoint: Some(endpoint),
+            outcome: None,
+        };
         self.0.count.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Notes how the latest attempt ended (the balancer, when its response
+    /// head or error arrived).
+    pub fn set_outcome(&self, outcome: Outcome) {
+        self.0
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .outcome = Some(outcome);
+    }
+
+    /// How the latest attempt ended, if it ended through the balancer:
+    /// `None` while it runs and for a call whose attempt went elsewhere.
+    /// A response that came back from the latest attempt has this outcome,
+    /// i.e. `classify_response` of its head; readers fall back to that
+    /// when this is `None`.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.0
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .outcome
     }
 
     /// Notes an attempt in `req`'s record, if it carries one.
@@ -158,7 +200,11 @@ impl CallAttempts {
 
     /// The endpoint of the latest attempt, if any.
     pub fn last(&self) -> Option<SocketAddr> {
-        *self.0.last.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .endpoint
     }
 }
 
@@ -185,6 +231,21 @@ mod tests {
         CallAttempts::record_in(&Request::new(()), "10.0.0.3:80".parse().expect("addr"));
         assert_eq!(attempts.count(), 2);
         assert_eq!(CallContext::endpoint(&Request::new(())), None);
+    }
+
+    #[test]
+    fn the_outcome_is_the_latest_attempts_and_a_new_attempt_clears_it() {
+        let attempts = CallAttempts::default();
+        assert_eq!(attempts.outcome(), None);
+        attempts.record("10.0.0.1:80".parse().expect("addr"));
+        assert_eq!(attempts.outcome(), None);
+        attempts.set_outcome(Outcome::HttpStatus(503));
+        assert_eq!(attempts.outcome(), Some(Outcome::HttpStatus(503)));
+        // A copy of the record sees it; the next attempt starts without one.
+        assert_eq!(attempts.clone().outcome(), Some(Outcome::HttpStatus(503)));
+        attempts.record("10.0.0.2:80".parse().expect("addr"));
+        assert_eq!(attempts.outcome(), None);
+        assert_eq!(attempts.last(), Some("10.0.0.2:80".parse().expect("addr")));
     }
 
     #[test]

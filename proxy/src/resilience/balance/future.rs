@@ -1,5 +1,7 @@
 //! [`ResponseFuture`]: one attempt on the chosen endpoint, reporting its
-//! latency to the load estimate and its outcome to endpoint health — also
+//! latency to the load estimate and its outcome to endpoint health and to
+//! the call's record (where the retry layer and the service breaker read
+//! it, see [`CallAttempts::outcome`]) — also
 //! when dropped early: at or after the attempt's deadline that is a timeout
 //! (the endpoint was too slow), before it the caller went away (not the
 //! endpoint's fault).
@@ -15,19 +17,22 @@ use tokio::time::Instant;
 use super::{EndpointGate, EndpointStats, Pass};
 use crate::body::BoxError;
 use crate::errors::{ErrorKind, ProxyError};
-use crate::resilience::call::AttemptDeadline;
+use crate::resilience::call::{AttemptDeadline, CallAttempts};
 use crate::resilience::classify::{Outcome, classify_error, classify_response};
 
 /// What an attempt in flight reports when it ends.
-struct Report {
-    endpoint: Arc<EndpointStats>,
+pub(super) struct Report {
+    pub endpoint: Arc<EndpointStats>,
     /// The endpoint's position in the balancer's set (the gate's index).
-    at: usize,
-    gate: Arc<dyn EndpointGate>,
+    pub at: usize,
+    pub gate: Arc<dyn EndpointGate>,
     /// What the gate granted: a probe's slot is given back or decided here.
-    pass: Pass,
-    deadline: Option<AttemptDeadline>,
-    start: Instant,
+    pub pass: Pass,
+    pub deadline: Option<AttemptDeadline>,
+    pub start: Instant,
+    /// The call's record: the outcome is noted there for the layers
+    /// outside (classified once per attempt).
+    pub attempts: CallAttempts,
 }
 
 impl Report {
@@ -65,26 +70,11 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(
-        inner: F,
-        endpoint: Arc<EndpointStats>,
-        at: usize,
-        gate: Arc<dyn EndpointGate>,
-        pass: Pass,
-        deadline: Option<AttemptDeadline>,
-        start: Instant,
-    ) -> Self {
+    pub(super) fn new(inner: F, report: Report) -> Self {
         ResponseFuture {
             inner: Some(inner),
             failed: None,
-            report: Some(Report {
-                endpoint,
-                at,
-                gate,
-                pass,
-                deadline,
-                start,
-            }),
+            report: Some(report),
         }
     }
 
@@ -121,6 +111,7 @@ where
                 Ok(response) => classify_response(response),
                 Err(error) => classify_error(error.as_ref()),
             };
+            report.attempts.set_outcome(outcome);
             report.finish(outcome);
         }
         Poll::Ready(result)

@@ -43,6 +43,7 @@ use super::classify::Outcome;
 use crate::body::BoxError;
 use crate::errors::{ErrorKind, ProxyError};
 pub use endpoints::{EndpointSet, EndpointStats};
+use future::Report;
 pub use future::ResponseFuture;
 pub use layer::BalanceLayer;
 
@@ -341,18 +342,22 @@ where
             Ok(picked) => picked,
             Err(err) => return ResponseFuture::failed(err),
         };
-        call.attempts().record(chosen.addr);
+        let attempts = call.attempts().clone();
+        attempts.record(chosen.addr);
         let deadline = call.attempt_deadline;
         chosen.load.start();
         let future = self.inner.call(req);
         ResponseFuture::new(
             future,
-            chosen,
-            at,
-            self.balancer.gate.clone(),
-            pass,
-            deadline,
-            Instant::now(),
+            Report {
+                endpoint: chosen,
+                at,
+                gate: self.balancer.gate.clone(),
+                pass,
+                deadline,
+                start: Instant::now(),
+                attempts,
+            },
         )
     }
 }

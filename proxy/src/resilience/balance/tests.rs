@@ -210,3 +210,50 @@ async fn a_drop_at_the_attempt_deadline_is_a_timeout_and_before_it_a_cancellatio
     assert_eq!(outcomes[0].1, Outcome::Error(ErrorKind::Timeout));
     assert_eq!(outcomes[1].1, Outcome::Cancelled);
 }
+
+/// Each attempt's outcome is classified once, here, and noted in the
+/// call's record for the retry layer and the service breaker: the same
+/// outcome endpoint health got, that of the response's head.
+#[tokio::test(start_paused = true)]
+async fn each_attempts_outcome_is_noted_in_the_calls_record() {
+    use crate::resilience::classify::classify_response;
+    let (b, gate) = balancer(&[1]);
+    let heads: [(u16, Option<&'static str>); 3] = [(503, None), (200, Some("14")), (200, None)];
+    for (status, grpc) in heads {
+        let svc = service_fn(move |_req: Request<()>| async move {
+            let mut response = Response::new(0u16);
+            *response.status_mut() = http::StatusCode::from_u16(status).map_err(BoxError::from)?;
+            if let Some(code) = grpc {
+                response
+                    .headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from_static(code));
+            }
+            Ok::<_, BoxError>(response)
+        });
+        let mut req = Request::new(());
+        let attempts = CallAttempts::of(&mut req);
+        let response = Balance::new(svc, b.clone())
+            .oneshot(req)
+            .await
+            .expect("response");
+        let noted = attempts.outcome().expect("outcome noted");
+        assert_eq!(noted, classify_response(&response), "{status} {grpc:?}");
+        let told = gate.outcomes.lock().expect("lock").last().map(|o| o.1);
+        assert_eq!(Some(noted), told);
+    }
+    let seen: Vec<_> = gate
+        .outcomes
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|o| o.1)
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            Outcome::HttpStatus(503),
+            Outcome::Grpc(levee_proto::policy::GrpcStatus::Unavailable),
+            Outcome::Success
+        ]
+    );
+}

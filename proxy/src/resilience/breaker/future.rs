@@ -1,5 +1,7 @@
-//! The breaker's response future: classifies what the inner service
-//! answered and reports it through the call's permit: at once for an error
+//! The breaker's response future: takes the outcome of what the inner
+//! service answered (the balancer's classification of the latest attempt,
+//! from the call's record; the head itself when the record has none) and
+//! reports it through the call's permit: at once for an error
 //! or a failing head, at the end of the body otherwise (see [`OutcomeBody`]).
 
 use std::future::Future;
@@ -15,6 +17,7 @@ use super::BreakerPermit;
 use super::body::OutcomeBody;
 use crate::body::BoxBody;
 use crate::errors::ProxyError;
+use crate::resilience::call::CallAttempts;
 use crate::resilience::classify::{Outcome, classify_error, classify_response};
 
 pin_project! {
@@ -25,15 +28,19 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         permit: Option<BreakerPermit>,
+        // The call's record: the latest attempt's outcome, as the balancer
+        // classified it (`None` when rejected).
+        attempts: Option<CallAttempts>,
         rejected: Option<ProxyError>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn admitted(inner: F, permit: BreakerPermit) -> Self {
+    pub(super) fn admitted(inner: F, permit: BreakerPermit, attempts: CallAttempts) -> Self {
         ResponseFuture {
             inner: Some(inner),
             permit: Some(permit),
+            attempts: Some(attempts),
             rejected: None,
         }
     }
@@ -42,6 +49,7 @@ impl<F> ResponseFuture<F> {
         ResponseFuture {
             inner: None,
             permit: None,
+            attempts: None,
             rejected: Some(error),
         }
     }
@@ -69,7 +77,14 @@ where
         };
         let permit = permit.head_arrived();
         match result {
-            Ok(response) => match classify_response(&response) {
+            // Any response here came back from the call's latest attempt:
+            // its outcome is the balancer's, else the head is read.
+            Ok(response) => match this
+                .attempts
+                .as_ref()
+                .and_then(CallAttempts::outcome)
+                .unwrap_or_else(|| classify_response(&response))
+            {
                 // A good head: the body may still fail (an upstream dying
                 // mid-stream, a gRPC status in trailers).
                 Outcome::Success if !response.body().is_end_stream() => Poll::Ready(Ok(

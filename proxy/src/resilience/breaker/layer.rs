@@ -58,14 +58,18 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         match self.breaker.try_acquire() {
             Ok(permit) => {
+                let call = CallContext::of(&mut req);
                 // An outer deadline (none in the outbound stack, where the
                 // timeout layer is inside and answers with its own error).
-                let deadline = CallContext::get(&req).and_then(|c| c.deadline);
-                let permit = permit.with_deadline(deadline);
-                ResponseFuture::admitted(self.inner.call(req), permit)
+                let permit = permit.with_deadline(call.deadline);
+                // The call's record, created here for the layers inside
+                // (the balancer would otherwise): the latest attempt's
+                // outcome is read from it, classified once.
+                let attempts = call.attempts().clone();
+                ResponseFuture::admitted(self.inner.call(req), permit, attempts)
             }
             Err(rejected) => {
                 trace::event(req.extensions(), SpanEvent::CircuitOpen);

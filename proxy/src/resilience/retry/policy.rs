@@ -93,18 +93,37 @@ impl Conditions {
         idempotent: bool,
         grpc: bool,
     ) -> Option<Reason> {
-        if crate::loops::is_loop_refusal(response) {
-            return None;
+        let outcome = classify::classify_response(response);
+        self.for_outcome(outcome, response.status().as_u16(), idempotent, grpc)
+    }
+
+    /// The reason to retry a response whose head has HTTP `status` and was
+    /// classified as `outcome` ([`classify::classify_response`]; the
+    /// balancer does it once per attempt): no header is read again. A
+    /// trailers-only gRPC status is retried by `grpcOn` for a gRPC request;
+    /// anything else by its HTTP status. (A trailers-only OK is a
+    /// `Success`, judged by its HTTP 200: `grpcOn` never lists `ok` and
+    /// `on` never a status below 400, validation refuses both.)
+    pub fn for_outcome(
+        &self,
+        outcome: classify::Outcome,
+        status: u16,
+        idempotent: bool,
+        grpc: bool,
+    ) -> Option<Reason> {
+        use classify::Outcome;
+        match outcome {
+            // Another proxy's loop refusal (the only error a response head
+            // is classified as), or no response at all.
+            Outcome::Error(_) | Outcome::Cancelled => None,
+            Outcome::Grpc(code) if grpc => {
+                self.grpc_on.contains(&code).then_some(Reason::Grpc(code))
+            }
+            Outcome::Grpc(_) | Outcome::HttpStatus(_) | Outcome::Success => {
+                let listed = self.on.iter().any(|c| c.matches_status(status));
+                (listed && idempotent).then_some(Reason::Status(status))
+            }
         }
-        if grpc && let Some(status) = GrpcStatus::trailers_only(response) {
-            return self
-                .grpc_on
-                .contains(&status)
-                .then_some(Reason::Grpc(status));
-        }
-        let status = response.status().as_u16();
-        let listed = self.on.iter().any(|c| c.matches_status(status));
-        (listed && idempotent).then_some(Reason::Status(status))
     }
 
     /// Whether a retry of this request may be sent after it reached the upstream.

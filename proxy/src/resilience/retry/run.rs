@@ -123,7 +123,16 @@ fn should_retry(
     let conditions = &config.conditions;
     let (reason, retry_after) = match result {
         Ok(response) => {
-            let reason = conditions.for_response(response, call.idempotent, call.grpc)?;
+            // Classified once, by the balancer, when the record has it.
+            let reason = match call.attempts.as_ref().and_then(CallAttempts::outcome) {
+                Some(outcome) => conditions.for_outcome(
+                    outcome,
+                    response.status().as_u16(),
+                    call.idempotent,
+                    call.grpc,
+                ),
+                None => conditions.for_response(response, call.idempotent, call.grpc),
+            }?;
             let after = config
                 .honor_retry_after
                 .then(|| policy::retry_after(response))

@@ -183,3 +183,54 @@ fn a_loop_refusal_from_upstream_is_never_retried() {
         Some(Reason::Status(508))
     );
 }
+
+/// The retry layer judges the outcome the balancer classified (no header
+/// read again): each kind of outcome gives the reason its head would.
+#[test]
+fn a_classified_outcome_gives_the_reason_its_head_would() {
+    use crate::resilience::classify::{Outcome, classify_response};
+    let c = conditions(&["5xx"], &["unavailable"]);
+    let heads = [
+        (response(503, &[]), true, false),
+        (response(503, &[]), false, false),
+        (response(200, &[("grpc-status", "14")]), false, true),
+        (response(200, &[("grpc-status", "14")]), true, false),
+        (response(200, &[("grpc-status", "0")]), true, true),
+        (response(503, &[("grpc-status", "14")]), true, true),
+        (response(200, &[]), true, false),
+        (
+            response(508, &[("x-levee-error", "loop-detected")]),
+            true,
+            false,
+        ),
+    ];
+    let reasons: Vec<_> = heads
+        .iter()
+        .map(|(head, idempotent, grpc)| {
+            let outcome = classify_response(head);
+            let reason = c.for_outcome(outcome, head.status().as_u16(), *idempotent, *grpc);
+            assert_eq!(reason, c.for_response(head, *idempotent, *grpc));
+            reason
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            Some(Reason::Status(503)),
+            None,
+            Some(Reason::Grpc(GrpcStatus::Unavailable)),
+            // Not a gRPC request: its HTTP 200 is what counts.
+            None,
+            None,
+            // Not trailers-only (HTTP 503): the HTTP status counts.
+            Some(Reason::Status(503)),
+            None,
+            None,
+        ]
+    );
+    // An error outcome (only a loop refusal comes from a head) and a
+    // cancelled one are never retried from a response.
+    let loop_refusal = Outcome::Error(ErrorKind::LoopDetected);
+    assert_eq!(c.for_outcome(loop_refusal, 508, true, false), None);
+    assert_eq!(c.for_outcome(Outcome::Cancelled, 503, true, false), None);
+}
