@@ -6,9 +6,9 @@
 //! over shards (each its own small mutex, chosen by a keyed hash so no
 //! client can aim at one shard). A client whose bucket is full again is
 //! idle and can be forgotten without changing anything; while the table is
-//! full, a newcomer makes the shards drop their idle clients (its own shard
-//! first; each shard at most once a second). When there is still no room, newcomers share one overflow
-//! bucket with the per-client limit: a flood of distinct addresses neither
+//! full, a newcomer makes every shard drop its idle clients (at most once a
+//! second for the whole table). When there is still no room, newcomers
+//! share one overflow bucket with the per-client limit: a flood of distinct addresses neither
 //! grows memory nor pushes out the clients already known.
 //! Idle clients dropped count in `levee_state_evictions_total{table="clients"}`.
 
@@ -30,7 +30,7 @@ use crate::metrics::{Direction, Metrics, StateTable};
 /// Clients remembered at most, over all shards.
 pub const MAX_CLIENTS: usize = 65_536;
 const SHARDS: usize = 16;
-/// A full shard looks for idle clients at most this often.
+/// A full table looks for idle clients at most this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Buckets keyed by client address, bounded in number.
@@ -43,9 +43,9 @@ pub struct ClientTable {
     /// client is inserted, so concurrent shards never exceed `capacity`).
     len: AtomicUsize,
     /// When the table was made, and (in milliseconds since then) when a
-    /// newcomer last swept every shard.
+    /// newcomer last swept it.
     created: Instant,
-    swept_all_ms: AtomicU64,
+    swept_ms: AtomicU64,
     hasher: RandomState,
     shards: Vec<Mutex<Shard>>,
     /// Shared by clients that find their shard full.
@@ -57,7 +57,6 @@ pub struct ClientTable {
 #[derive(Debug)]
 struct Shard {
     clients: HashMap<IpAddr, RateLimiter>,
-    last_sweep: Instant,
 }
 
 impl ClientTable {
@@ -70,13 +69,12 @@ impl ClientTable {
             capacity: capacity.max(1),
             len: AtomicUsize::new(0),
             created: now,
-            swept_all_ms: AtomicU64::new(0),
+            swept_ms: AtomicU64::new(0),
             hasher: RandomState::new(),
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
                         clients: HashMap::new(),
-                        last_sweep: now,
                     })
                 })
                 .collect(),
@@ -93,26 +91,23 @@ impl ClientTable {
             return bucket.check();
         }
         if !self.take_slot() {
-            // Full: drop idle clients, first where this one lands, then
-            // (this shard's lock released, so shards are never locked two
-            // at a time) anywhere; each shard at most once a second.
-            self.sweep(&mut shard);
+            // Full: drop idle clients in every shard (at most once a second
+            // for the whole table), this shard's lock released first so
+            // shards are never locked two at a time.
+            drop(shard);
+            if self.sweep_due() {
+                for i in 0..SHARDS {
+                    self.sweep(&mut self.lock(i));
+                }
+            }
             if !self.take_slot() {
-                drop(shard);
-                if self.sweep_all_due() {
-                    for other in (0..SHARDS).filter(|&i| i != index) {
-                        self.sweep(&mut self.lock(other));
-                    }
-                }
-                if !self.take_slot() {
-                    return self.overflow.check();
-                }
-                shard = self.lock(index);
-                if let Some(bucket) = shard.clients.get(&client) {
-                    // Inserted meanwhile by another request of this client.
-                    self.len.fetch_sub(1, Ordering::AcqRel);
-                    return bucket.check();
-                }
+                return self.overflow.check();
+            }
+            shard = self.lock(index);
+            if let Some(bucket) = shard.clients.get(&client) {
+                // Inserted meanwhile by another request of this client.
+                self.len.fetch_sub(1, Ordering::AcqRel);
+                return bucket.check();
             }
         }
         let bucket = RateLimiter::new(&self.cfg);
@@ -127,26 +122,21 @@ impl ClientTable {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether this caller should sweep every shard: at most once a second
-    /// over the whole table, so a flood of newcomers to a table full of
-    /// active clients does not lock every shard per request.
-    fn sweep_all_due(&self) -> bool {
+    /// Whether this caller should sweep the table: at most once a second,
+    /// so a flood of newcomers to a table full of active clients does not
+    /// lock every shard per request.
+    fn sweep_due(&self) -> bool {
         let now = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let last = self.swept_all_ms.load(Ordering::Acquire);
+        let last = self.swept_ms.load(Ordering::Acquire);
         now.saturating_sub(last) >= SWEEP_EVERY.as_millis() as u64
             && self
-                .swept_all_ms
+                .swept_ms
                 .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
     }
 
-    /// Drops `shard`'s idle clients, unless it did less than a second ago.
+    /// Drops `shard`'s idle clients.
     fn sweep(&self, shard: &mut Shard) {
-        let now = Instant::now();
-        if now.saturating_duration_since(shard.last_sweep) < SWEEP_EVERY {
-            return;
-        }
-        shard.last_sweep = now;
         let before = shard.clients.len();
         shard.clients.retain(|_, bucket| !bucket.is_idle());
         let dropped = before - shard.clients.len();
